@@ -1,0 +1,60 @@
+# secured-virt — set-up, demo, tests, benchmarks, lint.
+#
+#   make demo   the narrated tour on libvirt's test driver (does its own set-up)
+#   make test   installs everything on a fresh Debian machine (as root) and runs the whole suite
+#
+# The venv lives outside the work tree and is built from Debian's /usr/bin/python3 so that
+# other uids (tests run svirsh as real other users through setpriv) can execute it.
+
+VENV      ?= /opt/secured-virt/venv
+PY        := $(VENV)/bin/python
+APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon \
+             libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients libpam-wrapper \
+             libpam0g util-linux
+STAMP     := $(VENV)/.secured-virt-installed
+
+.PHONY: setup apt venv demo test unit bench lint format clean
+
+setup: $(STAMP)
+
+apt:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "apt: not root, assuming packages are installed"; fi
+
+$(STAMP): pyproject.toml | apt
+	@test -x $(PY) || { mkdir -p $(dir $(VENV)) && /usr/bin/python3 -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	chmod -R a+rX $(dir $(VENV))
+	@touch $@
+
+venv: setup
+
+demo: setup
+	$(PY) -m secured_virt.demo
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+unit: setup
+	$(PY) -m pytest -q -m 'not integration'
+
+bench: setup
+	$(PY) bench/run_all.py
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf build *.egg-info .pytest_cache
