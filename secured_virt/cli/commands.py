@@ -1,0 +1,315 @@
+"""svirsh's command table: virsh names, arguments and options, mapped to catalogue operations.
+
+The table is declarative so that the client (which must start fast and import nothing heavy),
+the use-case layer, bash completion and ``--help`` all read the same facts.  Each command names
+the catalogue operation it needs (``op``), its positional arguments and its options, with
+virsh's spelling.  Only the parser for the one command being run is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Opt:
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    kind: str = "flag"  # flag | value | int
+    metavar: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    dest: str
+    help: str
+    optional: bool = False
+    metavar: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    op: str  # catalogue operation name
+    summary: str
+    args: tuple[Arg, ...] = ()
+    opts: tuple[Opt, ...] = ()
+    example: str = ""
+    reads: bool = False  # a read command: --json applies
+    #: the argument holding the VM name ("domain"), or None when the target is computed
+    target: str | None = "domain"
+    aliases: tuple[str, ...] = field(default=())
+
+
+DOM = Arg("domain", "domain name (names are data: use -- before a name that starts with '-')")
+_LIVE = (
+    Opt(("--live",), "live", "affect the running domain"),
+    Opt(("--config",), "config", "affect the persistent configuration"),
+    Opt(("--current",), "current", "affect the current state (running or persistent)"),
+)
+
+
+def _c(name, op, summary, args=(DOM,), opts=(), example="", reads=False, target="domain"):
+    return Command(name, op, summary, tuple(args), tuple(opts), example, reads, target)
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        _c(
+            "list",
+            "list",
+            "list the domains you may see (running only, unless --all)",
+            args=(),
+            opts=(
+                Opt(("--all",), "all", "include inactive domains"),
+                Opt(("--inactive",), "inactive", "list inactive domains only"),
+                Opt(("--name",), "name", "print domain names only"),
+                Opt(("--uuid",), "uuid", "print domain UUIDs only"),
+                Opt(("--label",), "label", "add the ACM-Label column (ACM:<policy>:<label>)"),
+                Opt(("--long",), "long", "print each domain's details and security section"),
+            ),
+            example="svirsh list --all",
+            reads=True,
+            target=None,
+        ),
+        _c(
+            "dominfo",
+            "dominfo",
+            "show basic information about a domain",
+            reads=True,
+            example="svirsh dominfo alice-web",
+        ),
+        _c(
+            "domstate",
+            "domstate",
+            "show a domain's state",
+            reads=True,
+            opts=(Opt(("--reason",), "reason", "also show the reason for the state"),),
+            example="svirsh domstate alice-web",
+        ),
+        _c("domid", "domid", "show a domain's numeric id", reads=True),
+        _c("domuuid", "domid", "show a domain's UUID", reads=True),
+        _c(
+            "dumpxml",
+            "dumpxml",
+            "show a domain's XML configuration",
+            reads=True,
+            opts=(
+                Opt(("--inactive",), "inactive", "show the persistent configuration"),
+                Opt(("--security-info",), "security_info", "include security-sensitive data"),
+            ),
+        ),
+        _c(
+            "start",
+            "start",
+            "start a defined (inactive) domain",
+            opts=(Opt(("--paused",), "paused", "leave the guest paused after start"),),
+            example="svirsh start alice-web",
+        ),
+        _c("shutdown", "shutdown", "gracefully shut a domain down"),
+        _c("reboot", "reboot", "reboot a domain"),
+        _c("reset", "reset", "reset a domain (hard reset, no guest shutdown)"),
+        _c(
+            "destroy",
+            "destroy",
+            "stop a domain immediately (like pulling the plug)",
+            opts=(Opt(("--graceful",), "graceful", "terminate gracefully"),),
+        ),
+        _c("suspend", "suspend", "suspend (pause) a running domain"),
+        _c("resume", "resume", "resume a suspended domain"),
+        _c(
+            "save",
+            "save",
+            "save a running domain's state to a file and stop it",
+            args=(
+                DOM,
+                Arg(
+                    "file",
+                    "where to save (through svirtd: a plain name kept in your save directory)",
+                ),
+            ),
+        ),
+        _c(
+            "restore",
+            "restore",
+            "restore a domain from a saved state file",
+            args=(Arg("file", "the saved state file"),),
+            target=None,
+        ),
+        _c(
+            "define",
+            "define",
+            "define (but don't start) a domain from an XML file",
+            args=(Arg("file", "domain XML file (read by svirsh, as you)"),),
+            target=None,
+        ),
+        _c("undefine", "undefine", "remove a persistent domain's definition"),
+        _c(
+            "create",
+            "create",
+            "create and start a transient domain from an XML file",
+            args=(Arg("file", "domain XML file (read by svirsh, as you)"),),
+            target=None,
+            opts=(Opt(("--paused",), "paused", "leave the guest paused after creation"),),
+        ),
+        _c("console", "console", "connect to a domain's serial console (Ctrl-] leaves)"),
+        _c(
+            "setmem",
+            "setmem",
+            "change a domain's current memory",
+            args=(DOM, Arg("size", "new size; suffixes K, M, G (default KiB)")),
+            opts=_LIVE,
+        ),
+        _c(
+            "setmaxmem",
+            "setmaxmem",
+            "change a domain's maximum memory",
+            args=(DOM, Arg("size", "new size; suffixes K, M, G (default KiB)")),
+            opts=_LIVE,
+        ),
+        _c(
+            "setvcpus",
+            "setvcpus",
+            "change a domain's number of virtual CPUs",
+            args=(DOM, Arg("count", "number of virtual CPUs")),
+            opts=_LIVE,
+        ),
+        _c(
+            "attach-disk",
+            "attach-disk",
+            "attach a disk to a domain",
+            args=(
+                DOM,
+                Arg("source", "disk image or device path"),
+                Arg("target", "target device, e.g. vdb"),
+            ),
+            opts=(
+                Opt(("--driver",), "driver", "driver name", "value"),
+                Opt(("--subdriver",), "subdriver", "image format, e.g. raw or qcow2", "value"),
+                Opt(("--type",), "type", "disk or cdrom", "value"),
+                Opt(("--mode",), "mode", "readonly or shareable", "value"),
+                Opt(("--persistent",), "persistent", "make the change persistent"),
+                *_LIVE,
+            ),
+        ),
+        _c(
+            "detach-disk",
+            "detach-disk",
+            "detach a disk from a domain",
+            args=(DOM, Arg("target", "target device, e.g. vdb")),
+            opts=(Opt(("--persistent",), "persistent", "make the change persistent"), *_LIVE),
+        ),
+        _c(
+            "attach-interface",
+            "attach-interface",
+            "attach a network interface to a domain",
+            args=(DOM, Arg("type", "network or bridge"), Arg("source", "network or bridge name")),
+            opts=(
+                Opt(("--mac",), "mac", "MAC address", "value"),
+                Opt(("--model",), "model", "NIC model, e.g. virtio", "value"),
+                Opt(("--persistent",), "persistent", "make the change persistent"),
+                *_LIVE,
+            ),
+        ),
+        _c(
+            "detach-interface",
+            "detach-interface",
+            "detach a network interface from a domain",
+            args=(DOM, Arg("type", "network or bridge")),
+            opts=(
+                Opt(("--mac",), "mac", "MAC address of the interface", "value"),
+                Opt(("--persistent",), "persistent", "make the change persistent"),
+                *_LIVE,
+            ),
+        ),
+        _c(
+            "migrate",
+            "migrate",
+            "migrate a domain to another host",
+            args=(DOM, Arg("desturi", "destination connection URI")),
+            opts=(
+                Opt(("--live",), "live", "live migration"),
+                Opt(("--persistent",), "persistent", "persist the domain on the destination"),
+                Opt(("--undefinesource",), "undefinesource", "undefine it on the source"),
+                Opt(("--verbose",), "verbose", "show migration progress"),
+            ),
+        ),
+        _c(
+            "autostart",
+            "autostart",
+            "set (or with --disable, clear) a domain's autostart",
+            opts=(Opt(("--disable",), "disable", "turn autostart off"),),
+        ),
+        _c(
+            "snapshot-create-as",
+            "snapshot-create",
+            "take a snapshot of a domain",
+            args=(
+                DOM,
+                Arg("snapshot", "snapshot name", optional=True),
+                Arg("description", "description", optional=True),
+            ),
+        ),
+        _c("snapshot-list", "snapshot-list", "list a domain's snapshots", reads=True),
+        _c(
+            "snapshot-revert",
+            "snapshot-revert",
+            "revert a domain to a snapshot",
+            args=(DOM, Arg("snapshot", "snapshot name")),
+        ),
+        _c(
+            "snapshot-delete",
+            "snapshot-delete",
+            "delete a snapshot",
+            args=(DOM, Arg("snapshot", "snapshot name")),
+        ),
+    )
+}
+
+
+class UsageError(Exception):
+    """Bad command line: exit code 2 with the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # never exit from inside the library
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def command_parser(cmd: Command, prog: str = "svirsh") -> argparse.ArgumentParser:
+    epilog = f"example:\n  {cmd.example}" if cmd.example else None
+    extra = []
+    if cmd.reads:
+        extra.append(Opt(("--json",), "json", "print the result as JSON"))
+    p = _Parser(
+        prog=f"{prog} {cmd.name}",
+        description=f"{cmd.summary}.  Checked against your roles for operation "
+        f"'{cmd.op}' before anything reaches the hypervisor.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for a in cmd.args:
+        p.add_argument(a.dest, help=a.help, nargs="?" if a.optional else None, metavar=a.metavar)
+    for o in (*cmd.opts, *extra):
+        if o.kind == "flag":
+            p.add_argument(*o.flags, dest=o.dest, action="store_true", help=o.help)
+        else:
+            p.add_argument(
+                *o.flags,
+                dest=o.dest,
+                help=o.help,
+                metavar=o.metavar,
+                type=int if o.kind == "int" else str,
+            )
+    return p
+
+
+def parse_command(name: str, argv: list[str], prog: str = "svirsh") -> tuple[Command, dict]:
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise UsageError(f"{prog}: unknown command '{name}' (try '{prog} help')")
+    ns = command_parser(cmd, prog).parse_args(argv)
+    return cmd, vars(ns)

@@ -1,0 +1,166 @@
+"""The gate: identity -> RBAC decision -> (PAM) -> ACM mediation -> audit, before any backend call.
+
+Every request that names an operation passes through ``Gate.authorize`` exactly once.  The gate
+writes the decision to the audit log *before* anything runs; if that write fails the request is
+refused (nothing unaudited ever happens).  The backend's outcome is then linked to the decision
+record with ``Gate.finish``.
+
+Root (real uid 0, not acting as someone else) is allowed every RBAC operation — root can run
+virsh anyway — but is still audited and still subject to the mandatory ACM policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .operations import Operation
+from .policystore import PolicyStore, PolicyUnavailable
+from .requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
+
+log = logging.getLogger("secured_virt.gate")
+
+ROOT_RULE = "uid 0 (root) may perform every operation"
+
+
+@dataclass(slots=True)
+class Target:
+    """What an operation acts on: a VM (by name) or the host object."""
+
+    name: str
+    uuid: str | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    exists: bool = True
+
+
+@dataclass(slots=True)
+class Verdict:
+    allowed: bool
+    check: str  # identity | rbac | pam | acm | audit | policy
+    rule: str
+    status: int = 0  # exit code when refused
+    audit_ref: Any = None
+    user: str = ""
+    op: Operation | None = None
+    target: Target | None = None
+
+    def denial_message(self) -> str:
+        assert self.op is not None and self.target is not None
+        return (
+            f"denied: user '{self.user}' may not perform '{self.op.name}' (operation "
+            f"{self.op.id}) on '{self.target.name}' — refused by the {self.check} check: "
+            f"{self.rule}"
+        )
+
+
+class AuditFailure(Exception):
+    """The decision could not be written to the audit log: the request must be refused."""
+
+
+class Gate:
+    def __init__(
+        self,
+        store: PolicyStore,
+        audit,  # secured_virt.audit.AuditLog-like: decision(dict) -> ref ; outcome(ref, str)
+        *,
+        authenticator: Callable | None = None,  # (identity, interaction, op) -> (ok, reason)
+        auth_operations: frozenset[str] = frozenset(),
+        mediator=None,  # secured_virt.acm.AcmGate-like: check(op, target, identity) -> (ok, rule)
+    ):
+        self.store = store
+        self.audit = audit
+        self.authenticator = authenticator
+        self.auth_operations = auth_operations
+        self.mediator = mediator
+
+    # -- the one entry point ------------------------------------------------------------------
+    def authorize(self, ident, op: Operation, target: Target, interaction=None) -> Verdict:
+        verdict = self._decide(ident, op, target, interaction)
+        verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
+        try:
+            verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
+        except Exception as exc:  # any failure to audit refuses the request
+            return Verdict(
+                False,
+                "audit",
+                f"the audit log could not be written ({exc}); refusing",
+                EXIT_FAILED,
+                None,
+                verdict.user,
+                op,
+                target,
+            )
+        return verdict
+
+    def finish(self, verdict: Verdict, outcome: str) -> None:
+        """Link the backend's outcome ("ok" or "error: ...") to the decision record."""
+        if verdict.audit_ref is not None:
+            try:
+                self.audit.outcome(verdict.audit_ref, outcome)
+            except Exception as exc:  # the decision itself is on disk; the outcome is best effort
+                log.warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
+
+    def rbac_decision(self, user: str, op: Operation, target: Target):
+        return self.store.current().decide(user, op.id, target.name, target.attrs)
+
+    # -- the checks, in order -----------------------------------------------------------------
+    def _decide(self, ident, op: Operation, target: Target, interaction) -> Verdict:
+        if getattr(ident, "as_refused", False):
+            return Verdict(
+                False,
+                "identity",
+                f"--as {ident.requested_as} is only accepted from root (uid 0); "
+                f"you are uid {ident.uid}",
+                EXIT_DENIED,
+            )
+        user = _policy_user(ident)
+        if _is_plain_root(ident):
+            rbac_ok, rule, needs_auth = True, ROOT_RULE, False
+        else:
+            try:
+                d = self.rbac_decision(user, op, target)
+            except PolicyUnavailable as exc:
+                return Verdict(
+                    False,
+                    "policy",
+                    f"no valid UA/PA policy is loaded, so everything is denied: {exc}",
+                    EXIT_BAD_POLICY,
+                )
+            if not d.allowed:
+                return Verdict(False, "rbac", d.reason, EXIT_DENIED)
+            rbac_ok, rule, needs_auth = True, d.rule, bool(d.requires_auth)
+        needs_auth = needs_auth or (op.name in self.auth_operations and not _is_plain_root(ident))
+        if needs_auth:
+            if self.authenticator is None:
+                return Verdict(
+                    False, "pam", "authentication required but not configured", EXIT_DENIED
+                )
+            ok, why = self.authenticator(ident, interaction, op)
+            if not ok:
+                return Verdict(False, "pam", why, EXIT_DENIED)
+            rule += " (authenticated)"
+        if self.mediator is not None:
+            ok, why = self.mediator.check(op, target, ident)
+            if not ok:
+                return Verdict(False, "acm", why, EXIT_DENIED)
+            if why:
+                rule += f"; {why}"
+        return Verdict(rbac_ok, "rbac", rule)
+
+
+def acting_as(ident) -> str | None:
+    """Root's --as USER (like sudo -u); None for everyone else (their --as is refused)."""
+    if ident.uid == 0 and not getattr(ident, "as_refused", False):
+        return getattr(ident, "requested_as", None) or None
+    return None
+
+
+def _is_plain_root(ident) -> bool:
+    return ident.uid == 0 and acting_as(ident) is None
+
+
+def _policy_user(ident) -> str:
+    """The user the policy is checked for: root's --as target, else the caller."""
+    return acting_as(ident) or ident.user

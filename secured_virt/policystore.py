@@ -1,0 +1,57 @@
+"""Holds the RBAC policy in force and swaps it atomically on reload.
+
+The front-end fails closed: if UA/PA cannot be loaded at start, every decision is refused with
+the load error (exit code 4).  On reload a bad new file is rejected and the last good policy
+stays in force; the error is kept so ``svirt-admin status`` can show it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import rbac
+
+from .operations import CATALOGUE
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    ok: bool
+    errors: tuple[str, ...]
+    digest: str | None
+
+
+class PolicyStore:
+    def __init__(self, ua_path: str, pa_path: str, *, owner_uid: int = 0):
+        self.ua_path = ua_path
+        self.pa_path = pa_path
+        self.owner_uid = owner_uid
+        self._lock = threading.Lock()
+        self.policy: rbac.RbacPolicy | None = None
+        self.error: str | None = None
+        self.loaded_at: float | None = None
+        self.reload()
+
+    def reload(self) -> LoadResult:
+        try:
+            new = rbac.load(self.ua_path, self.pa_path, CATALOGUE.names, owner_uid=self.owner_uid)
+        except (rbac.PolicyError, OSError) as exc:
+            with self._lock:
+                self.error = str(exc)
+            return LoadResult(False, (str(exc),), self.policy.digest if self.policy else None)
+        with self._lock:
+            self.policy, self.error, self.loaded_at = new, None, time.time()
+        return LoadResult(True, (), new.digest)
+
+    def current(self) -> rbac.RbacPolicy:
+        """The policy in force; raises PolicyUnavailable when none could ever be loaded."""
+        pol = self.policy
+        if pol is None:
+            raise PolicyUnavailable(self.error or "no RBAC policy loaded")
+        return pol
+
+
+class PolicyUnavailable(Exception):
+    """No valid UA/PA policy: everything is denied (fail closed)."""

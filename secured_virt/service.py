@@ -1,0 +1,688 @@
+"""The use-case layer: one method per svirsh command, called by direct mode and by svirtd.
+
+Both front doors (``svirsh`` running in-process as root/sudo, and ``svirtd`` serving non-root
+users over its socket) call ``Service.handle(identity, request, interaction)``; nothing else
+touches the backend.  So the two can never disagree about what is allowed.
+
+Every handler follows the same shape: resolve the target (the VM, or the host object) ->
+``Gate.authorize`` (RBAC, PAM, ACM, audit) -> backend call -> ``Gate.finish`` with the outcome.
+Replies carry structured data; ``secured_virt.render`` turns it into virsh-style text on the
+client side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import vmmeta
+from .backends.base import BackendError, NoSuchDomain, open_backend
+from .gate import Gate, Target, Verdict, acting_as
+from .operations import CATALOGUE, Operation
+from .policystore import PolicyStore
+from .requests import (
+    EXIT_BAD_POLICY,
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Reply,
+    Request,
+)
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KkMmGgTt]i?[Bb]?|[Bb])?\s*$")
+_SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def parse_size_kib(text: str) -> int:
+    """virsh-style sizes: a plain number is KiB; K/M/G/T suffixes (binary units)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"invalid size '{text}': use a number with an optional K, M, G suffix")
+    n, unit = int(m.group(1)), (m.group(2) or "K").upper()[0]
+    factor = {"B": 1 / 1024, "K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}[unit]
+    return int(n * factor)
+
+
+class UserError(Exception):
+    """A request that cannot be carried out as asked (exit 2, or the given status)."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE):
+        super().__init__(message)
+        self.status = status
+
+
+class NullInteraction:
+    tty = None
+
+    def ask_password(self, prompt: str) -> str | None:
+        return None
+
+    def progress(self, done: int, total: int) -> None:
+        pass
+
+
+class Service:
+    def __init__(
+        self,
+        config,
+        *,
+        backend=None,
+        store: PolicyStore | None = None,
+        audit=None,
+        authenticator: Callable | None = None,
+        mediator=None,
+    ):
+        self.config = config
+        self._backend = backend
+        self._backend_lock = threading.Lock()
+        self.store = store or PolicyStore(config.ua, config.pa)
+        if audit is None:
+            from .auditsink import AuditSink
+
+            audit = AuditSink.from_config(config)
+        self.audit = audit
+        if authenticator is None:
+            from .authn import Authenticator
+
+            authenticator = Authenticator.from_config(config)
+        self.gate = Gate(
+            self.store,
+            audit,
+            authenticator=authenticator,
+            auth_operations=frozenset(getattr(config, "auth_operations", ()) or ()),
+            mediator=mediator,
+        )
+        self.started = time.time()
+        self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
+        self._counter_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config, **kw) -> Service:
+        return cls(config, **kw)
+
+    # -- backend ------------------------------------------------------------------------------
+    @property
+    def backend(self):
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = open_backend(
+                        self.config.backend,
+                        self.config.uri,
+                        xl_path=getattr(self.config, "xl_path", None),
+                        xl_config_dir=getattr(self.config, "xl_config_dir", None),
+                    )
+        return self._backend
+
+    def reconnect(self) -> None:
+        with self._backend_lock:
+            old, self._backend = self._backend, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                old.close()
+
+    def reload(self) -> dict:
+        res = self.store.reload()
+        return {"ok": res.ok, "errors": list(res.errors), "versions": {"rbac": res.digest}}
+
+    def status(self) -> dict:
+        pol = self.store.policy
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "uri": self.config.uri,
+            "backend": self.config.backend,
+            "policy": {
+                "ua": self.store.ua_path,
+                "pa": self.store.pa_path,
+                "digest": pol.digest if pol else None,
+                "loaded_at": self.store.loaded_at,
+                "error": self.store.error,
+            },
+            "counters": dict(self.counters),
+        }
+
+    # -- entry point --------------------------------------------------------------------------
+    def handle(self, ident, request: Request, interaction=None) -> Reply:
+        interaction = interaction or NullInteraction()
+        self._count("requests")
+        handler = getattr(self, "_cmd_" + request.command.replace("-", "_"), None)
+        if handler is None:
+            return Reply(EXIT_USAGE, message=f"unknown command '{request.command}'")
+        try:
+            reply = handler(ident, dict(request.args), interaction)
+        except UserError as exc:
+            reply = Reply(exc.status, message=str(exc))
+        except NoSuchDomain as exc:
+            reply = Reply(EXIT_FAILED, message=str(exc))
+        except BackendError as exc:
+            reply = Reply(EXIT_FAILED, message=str(exc))
+        if reply.status == EXIT_DENIED:
+            self._count("denied")
+        elif reply.status == EXIT_OK:
+            self._count("allowed")
+        else:
+            self._count("errors")
+        return reply
+
+    def _count(self, key: str) -> None:
+        with self._counter_lock:
+            self.counters[key] += 1
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _op(self, name: str) -> Operation:
+        return CATALOGUE.get(name)
+
+    def host_target(self) -> Target:
+        return Target(getattr(self.config, "host_object", "Domain-0"))
+
+    def _resolve(self, name: str) -> tuple[Target, Any]:
+        if not isinstance(name, str) or not name:
+            raise UserError("a domain name is required")
+        try:
+            info = self.backend.lookup(name)
+        except NoSuchDomain:
+            return Target(name, None, {}, exists=False), None
+        meta = self._meta(name)
+        return Target(name, info.uuid, meta.attrs()), info
+
+    def _meta(self, name: str) -> vmmeta.VmMeta:
+        try:
+            return vmmeta.parse(self.backend.get_metadata(name, vmmeta.NS))
+        except BackendError:
+            return vmmeta.VmMeta()
+
+    def _denied(self, v: Verdict) -> Reply:
+        status = v.status or EXIT_DENIED
+        if v.check == "policy":
+            status = EXIT_BAD_POLICY
+        return Reply(status, message=v.denial_message(), check=v.check)
+
+    def _run(self, ident, op_name: str, name: str, interaction, action: Callable[[Any], Any]):
+        """Authorize op on the named VM, then run action(info) and audit the outcome."""
+        op = self._op(op_name)
+        target, info = self._resolve(name)
+        v = self.gate.authorize(ident, op, target, interaction)
+        if not v.allowed:
+            return self._denied(v)
+        if not target.exists:
+            self.gate.finish(v, "error: no such domain")
+            return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'")
+        return self._perform(v, lambda: action(info))
+
+    def _perform(self, v: Verdict, fn: Callable[[], Any]) -> Reply:
+        try:
+            data = fn()
+        except BackendError as exc:
+            self.gate.finish(v, f"error: {exc}")
+            return Reply(EXIT_FAILED, message=str(exc))
+        except UserError as exc:
+            self.gate.finish(v, f"error: {exc}")
+            return Reply(exc.status, message=str(exc))
+        self.gate.finish(v, "ok")
+        return Reply(EXIT_OK, data=data)
+
+    def _simple(self, ident, op_name, args, interaction, method, message):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            op_name,
+            name,
+            interaction,
+            lambda info: (getattr(self.backend, method)(name), {"message": message % name})[1],
+        )
+
+    # -- read commands ------------------------------------------------------------------------
+    def _cmd_list(self, ident, args, interaction) -> Reply:
+        op = self._op("list")
+        host = Target("*", None, {})
+        include_inactive = bool(args.get("all") or args.get("inactive"))
+        domains = self.backend.list_domains(include_inactive=include_inactive)
+        if args.get("inactive"):
+            domains = [d for d in domains if d.id is None]
+        user = acting_as(ident) or ident.user
+        plain_root = ident.uid == 0 and acting_as(ident) is None
+        metas = {d.name: self._meta(d.name) for d in domains}
+        if plain_root or getattr(ident, "as_refused", False):
+            visible = [d for d in domains] if plain_root else []
+        else:
+            try:
+                pol = self.store.current()
+            except Exception as exc:
+                return Reply(EXIT_BAD_POLICY, message=f"no valid UA/PA policy is loaded: {exc}")
+            allowed = set(
+                pol.filter_visible(user, op.id, ((d.name, metas[d.name].attrs()) for d in domains))
+            )
+            visible = [d for d in domains if d.name in allowed]
+        v = self.gate.authorize(ident, op, host, interaction)
+        if not v.allowed and v.check != "rbac":
+            return self._denied(v)
+        self.gate.finish(v, f"ok: {len(visible)} of {len(domains)} domains shown")
+        out = []
+        for d in sorted(visible, key=lambda d: (d.id is None, d.id or 0, d.name)):
+            row = d.as_dict()
+            m = metas[d.name]
+            row["owner"] = m.owner
+            row["acm_label"] = _acm_display(m)
+            if args.get("long"):
+                row["security"] = self._security(m)
+            out.append(row)
+        return Reply(EXIT_OK, data={"domains": out})
+
+    def _security(self, m: vmmeta.VmMeta) -> dict | None:
+        if not m.label:
+            return None
+        return {
+            "label": m.label,
+            "policy": m.label_policy,
+            "display": _acm_display(m),
+            "ssidref": None,
+        }
+
+    def _cmd_dominfo(self, ident, args, interaction) -> Reply:
+        name = args.get("domain")
+
+        def act(info):
+            d = info.as_dict()
+            m = self._meta(name)
+            d["owner"] = m.owner
+            d["security"] = self._security(m)
+            return d
+
+        return self._run(ident, "dominfo", name, interaction, act)
+
+    def _cmd_domstate(self, ident, args, interaction) -> Reply:
+        return self._run(
+            ident,
+            "domstate",
+            args.get("domain"),
+            interaction,
+            lambda info: {"state": info.state, "reason": None},
+        )
+
+    def _cmd_domid(self, ident, args, interaction) -> Reply:
+        return self._run(
+            ident,
+            "domid",
+            args.get("domain"),
+            interaction,
+            lambda info: {"id": info.id, "uuid": info.uuid, "name": info.name},
+        )
+
+    _cmd_domuuid = _cmd_domid
+
+    def _cmd_dumpxml(self, ident, args, interaction) -> Reply:
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "dumpxml",
+            name,
+            interaction,
+            lambda info: {
+                "xml": self.backend.dumpxml(
+                    name,
+                    inactive=bool(args.get("inactive")),
+                    security_info=bool(args.get("security_info")),
+                )
+            },
+        )
+
+    def _cmd_snapshot_list(self, ident, args, interaction) -> Reply:
+        name = args.get("domain")
+
+        def act(info):
+            snaps = self.backend.snapshot_list(name)
+            return {
+                "snapshots": [
+                    {
+                        "name": s.name,
+                        "creation": time.strftime(
+                            "%Y-%m-%d %H:%M:%S %z", time.localtime(s.creation_time)
+                        ),
+                        "creation_time": s.creation_time,
+                        "state": s.state,
+                        "description": s.description,
+                        "current": s.current,
+                    }
+                    for s in snaps
+                ]
+            }
+
+        return self._run(ident, "snapshot-list", name, interaction, act)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _cmd_start(self, ident, args, interaction) -> Reply:
+        name = args.get("domain")
+
+        def act(info):
+            self.backend.start(name)
+            if args.get("paused"):
+                self.backend.suspend(name)
+            return {"message": f"Domain '{name}' started"}
+
+        return self._run(ident, "start", name, interaction, act)
+
+    def _cmd_shutdown(self, ident, args, interaction):
+        return self._simple(
+            ident, "shutdown", args, interaction, "shutdown", "Domain '%s' is being shutdown"
+        )
+
+    def _cmd_reboot(self, ident, args, interaction):
+        return self._simple(
+            ident, "reboot", args, interaction, "reboot", "Domain '%s' is being rebooted"
+        )
+
+    def _cmd_reset(self, ident, args, interaction):
+        return self._simple(ident, "reset", args, interaction, "reset", "Domain '%s' was reset")
+
+    def _cmd_destroy(self, ident, args, interaction):
+        return self._simple(ident, "destroy", args, interaction, "destroy", "Domain '%s' destroyed")
+
+    def _cmd_suspend(self, ident, args, interaction):
+        return self._simple(ident, "suspend", args, interaction, "suspend", "Domain '%s' suspended")
+
+    def _cmd_resume(self, ident, args, interaction):
+        return self._simple(ident, "resume", args, interaction, "resume", "Domain '%s' resumed")
+
+    def _cmd_undefine(self, ident, args, interaction):
+        return self._simple(
+            ident, "undefine", args, interaction, "undefine", "Domain '%s' has been undefined"
+        )
+
+    # -- save / restore -----------------------------------------------------------------------
+    def save_path(self, ident, path: str) -> str:
+        """Where a save image may go.  Root (direct or sudo-less) writes where it says; anyone
+        else names a file inside their own save directory, so the root daemon can never be
+        used to write (or read) an arbitrary host path."""
+        if ident.uid == 0:
+            return os.path.abspath(path)
+        base = os.path.basename(path)
+        if path != base or not _SAVE_NAME.match(base):
+            raise UserError(
+                f"save file '{path}': through svirtd give a plain file name (letters, digits, "
+                "'.', '_', '+', '-'); it is kept in your save directory "
+                f"{self._user_save_dir(ident.user)}"
+            )
+        d = self._user_save_dir(ident.user)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.path.join(d, base)
+
+    def _user_save_dir(self, user: str) -> str:
+        root = getattr(self.config, "save_dir", None) or "/var/lib/secured-virt/save"
+        return os.path.join(root, user)
+
+    def _cmd_save(self, ident, args, interaction):
+        name = args.get("domain")
+        path = self.save_path(ident, args.get("file") or "")
+
+        def act(info):
+            self.backend.save(name, path)
+            return {"message": f"Domain '{name}' saved to {path}"}
+
+        return self._run(ident, "save", name, interaction, act)
+
+    def _cmd_restore(self, ident, args, interaction):
+        path = self.save_path(ident, args.get("file") or "")
+        try:
+            xml = self.backend.saved_image_xml(path)
+        except BackendError as exc:
+            raise UserError(f"cannot read save image {path}: {exc}", EXIT_FAILED) from None
+        name, uuid, meta = vmmeta.from_domain_xml(xml)
+        target = Target(name, uuid, meta.attrs(), exists=True)
+        v = self.gate.authorize(ident, self._op("restore"), target, interaction)
+        if not v.allowed:
+            return self._denied(v)
+        return self._perform(
+            v, lambda: (self.backend.restore(path), {"message": f"Domain restored from {path}"})[1]
+        )
+
+    # -- define / create ----------------------------------------------------------------------
+    def _from_xml(self, ident, args, interaction, op_name: str, method: str, verb: str):
+        xml = args.get("xml")
+        if not isinstance(xml, str):
+            raise UserError(f"{op_name}: the domain XML must be given (svirsh reads FILE as you)")
+        owner = acting_as(ident) or (None if ident.uid == 0 else ident.user)
+        try:
+            name, prepared = vmmeta.prepare_user_domain_xml(
+                xml, owner, privileged=ident.uid == 0 and acting_as(ident) is None
+            )
+        except vmmeta.DomainXmlError as exc:
+            raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
+        target, _info = self._resolve(name)
+        if not target.exists:
+            # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
+            target.attrs = {"owner": owner} if owner else {}
+        v = self.gate.authorize(ident, self._op(op_name), target, interaction)
+        if not v.allowed:
+            return self._denied(v)
+        src = args.get("file") or "XML"
+        return self._perform(
+            v,
+            lambda: (
+                getattr(self.backend, method)(prepared),
+                {"message": f"Domain '{name}' {verb} from {src}"},
+            )[1],
+        )
+
+    def _cmd_define(self, ident, args, interaction):
+        return self._from_xml(ident, args, interaction, "define", "define", "defined")
+
+    def _cmd_create(self, ident, args, interaction):
+        return self._from_xml(ident, args, interaction, "create", "create", "created")
+
+    # -- resources ----------------------------------------------------------------------------
+    def _flags(self, args) -> dict:
+        live = bool(args.get("live"))
+        config = bool(args.get("config") or args.get("persistent"))
+        if not live and not config:
+            live = True  # virsh's --current on a running domain
+        return {"live": live, "config": config}
+
+    def _cmd_setmem(self, ident, args, interaction):
+        name, kib = args.get("domain"), _size(args.get("size"))
+        return self._run(
+            ident,
+            "setmem",
+            name,
+            interaction,
+            lambda info: (self.backend.setmem(name, kib, **self._flags(args)), {"message": ""})[1],
+        )
+
+    def _cmd_setmaxmem(self, ident, args, interaction):
+        name, kib = args.get("domain"), _size(args.get("size"))
+        return self._run(
+            ident,
+            "setmaxmem",
+            name,
+            interaction,
+            lambda info: (self.backend.setmaxmem(name, kib, config=True), {"message": ""})[1],
+        )
+
+    def _cmd_setvcpus(self, ident, args, interaction):
+        name = args.get("domain")
+        try:
+            count = int(args.get("count"))
+        except (TypeError, ValueError):
+            raise UserError(f"invalid vCPU count '{args.get('count')}'") from None
+        return self._run(
+            ident,
+            "setvcpus",
+            name,
+            interaction,
+            lambda info: (self.backend.setvcpus(name, count, **self._flags(args)), {"message": ""})[
+                1
+            ],
+        )
+
+    def _cmd_attach_disk(self, ident, args, interaction):
+        name = args.get("domain")
+        kw = {k: args.get(k) for k in ("driver", "subdriver", "mode") if args.get(k)}
+        if args.get("type"):
+            kw["type"] = args["type"]
+        return self._run(
+            ident,
+            "attach-disk",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.attach_disk(
+                    name, args["source"], args["target"], **kw, **self._flags(args)
+                ),
+                {"message": "Disk attached successfully"},
+            )[1],
+        )
+
+    def _cmd_detach_disk(self, ident, args, interaction):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "detach-disk",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.detach_disk(name, args["target"], **self._flags(args)),
+                {"message": "Disk detached successfully"},
+            )[1],
+        )
+
+    def _cmd_attach_interface(self, ident, args, interaction):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "attach-interface",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.attach_interface(
+                    name,
+                    args["type"],
+                    args["source"],
+                    mac=args.get("mac"),
+                    model=args.get("model"),
+                    **self._flags(args),
+                ),
+                {"message": "Interface attached successfully"},
+            )[1],
+        )
+
+    def _cmd_detach_interface(self, ident, args, interaction):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "detach-interface",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.detach_interface(
+                    name, args["type"], mac=args.get("mac"), **self._flags(args)
+                ),
+                {"message": "Interface detached successfully"},
+            )[1],
+        )
+
+    def _cmd_autostart(self, ident, args, interaction):
+        name, flag = args.get("domain"), not args.get("disable")
+        msg = "Domain '%s' marked as autostarted" if flag else "Domain '%s' unmarked as autostarted"
+        return self._run(
+            ident,
+            "autostart",
+            name,
+            interaction,
+            lambda info: (self.backend.set_autostart(name, flag), {"message": msg % name})[1],
+        )
+
+    def _cmd_migrate(self, ident, args, interaction):
+        name, dest = args.get("domain"), args.get("desturi")
+        if not dest:
+            raise UserError("migrate: a destination URI is required")
+        progress = interaction.progress if args.get("verbose") else None
+        return self._run(
+            ident,
+            "migrate",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.migrate(
+                    name,
+                    dest,
+                    live=bool(args.get("live")),
+                    persistent=bool(args.get("persistent")),
+                    undefine_source=bool(args.get("undefinesource")),
+                    progress=progress,
+                ),
+                {"message": f"Domain '{name}' migrated to {dest}"},
+            )[1],
+        )
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def _cmd_snapshot_create_as(self, ident, args, interaction):
+        name = args.get("domain")
+
+        def act(info):
+            snap = self.backend.snapshot_create_as(
+                name, args.get("snapshot"), args.get("description")
+            )
+            return {"message": f"Domain snapshot {snap} created"}
+
+        return self._run(ident, "snapshot-create", name, interaction, act)
+
+    def _cmd_snapshot_revert(self, ident, args, interaction):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "snapshot-revert",
+            name,
+            interaction,
+            lambda info: (self.backend.snapshot_revert(name, args["snapshot"]), {"message": ""})[1],
+        )
+
+    def _cmd_snapshot_delete(self, ident, args, interaction):
+        name, snap = args.get("domain"), args.get("snapshot")
+        return self._run(
+            ident,
+            "snapshot-delete",
+            name,
+            interaction,
+            lambda info: (
+                self.backend.snapshot_delete(name, snap),
+                {"message": f"Domain snapshot {snap} deleted"},
+            )[1],
+        )
+
+    # -- console ------------------------------------------------------------------------------
+    def open_console(self, ident, name: str, interaction=None):
+        """Gate-check 'console' on name; returns (reply, stream or None)."""
+        interaction = interaction or NullInteraction()
+        op = self._op("console")
+        target, _info = self._resolve(name)
+        v = self.gate.authorize(ident, op, target, interaction)
+        if not v.allowed:
+            return self._denied(v), None
+        if not target.exists:
+            self.gate.finish(v, "error: no such domain")
+            return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'"), None
+        try:
+            stream = self.backend.open_console(name)
+        except BackendError as exc:
+            self.gate.finish(v, f"error: {exc}")
+            return Reply(EXIT_FAILED, message=str(exc)), None
+        self.gate.finish(v, "ok: console opened")
+        return Reply(EXIT_OK, data={"message": f"Connected to domain '{name}'"}), stream
+
+
+def _size(text) -> int:
+    try:
+        return parse_size_kib(text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _acm_display(m: vmmeta.VmMeta) -> str | None:
+    if not m.label:
+        return None
+    return f"ACM:{m.label_policy}:{m.label}"
