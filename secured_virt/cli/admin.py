@@ -1,0 +1,225 @@
+"""svirt-admin — root's (and delegated admins') tool for the role and security policies.
+
+Subcommands (each has --help with an example):
+
+  operations [--json]                 the operation catalogue (ids for the PA file)
+  check USER OP VM [--explain]        would USER be allowed OP on VM?  exit 0 yes, 3 no
+  validate [--ua F] [--pa F]          check UA/PA files without using them; exit 0 valid, 1 not
+  review user U | role R | vm V       NIST review functions: who may do what, where
+
+Exit codes: 0 ok/allowed, 1 invalid or failed, 2 usage, 3 denied, 4 bad policy or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..operations import CATALOGUE
+from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _config(args):
+    from ..config import load_config
+
+    return load_config(args.config, caller_uid=os.getuid())
+
+
+def _load_rbac(args, *, for_validate: bool = False):
+    """UA/PA from --ua/--pa or the configured paths, with the same safety checks."""
+    import rbac
+
+    ua, pa = args.ua, args.pa
+    if ua is None or pa is None:
+        cfg = _config(args)
+        ua, pa = ua or cfg.ua, pa or cfg.pa
+    return rbac.load(ua, pa, CATALOGUE.names), ua, pa
+
+
+def _attrs(args) -> dict:
+    out = {}
+    if getattr(args, "owner", None):
+        out["owner"] = args.owner
+    if getattr(args, "label", None):
+        out["label"] = args.label
+    return out
+
+
+def cmd_operations(args) -> int:
+    if args.json:
+        print(json.dumps([o.as_dict() for o in CATALOGUE], indent=2))
+        return EXIT_OK
+    print(f"{'ID':>3}  {'NAME':<20} {'KIND':<6} {'ON':<4}  DESCRIPTION")
+    for o in CATALOGUE:
+        print(f"{o.id:>3}  {o.name:<20} {o.kind:<6} {o.scope:<4}  {o.description}")
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    import rbac
+
+    try:
+        op = CATALOGUE.get(args.operation)
+    except KeyError as exc:
+        sys.stderr.write(f"svirt-admin check: {exc.args[0]}\n")
+        return EXIT_USAGE
+    try:
+        pol, _ua, _pa = _load_rbac(args)
+    except rbac.PolicyError as exc:
+        sys.stderr.write(f"svirt-admin check: {exc}\n")
+        return EXIT_BAD_POLICY
+    attrs = _attrs(args)
+    d = pol.decide(args.user, op.id, args.vm, attrs)
+    if args.json:
+        out = {
+            "allowed": d.allowed,
+            "user": args.user,
+            "operation": op.as_dict(),
+            "vm": args.vm,
+            "attrs": attrs,
+            "role": d.role,
+            "rule": d.rule,
+            "reason": d.reason,
+            "requires_auth": d.requires_auth,
+            "via": list(d.via),
+        }
+        if args.explain:
+            out["explanation"] = pol.explain(args.user, op.id, args.vm, attrs).as_dict()
+        print(json.dumps(out, indent=2))
+    else:
+        verdict = "ALLOWED" if d.allowed else "DENIED"
+        print(f"{verdict}: {args.user} {op.name} (operation {op.id}) on {args.vm}")
+        print(f"  {d.rule if d.allowed else d.reason}")
+        if args.explain:
+            print()
+            print(str(pol.explain(args.user, op.id, args.vm, attrs)))
+    return EXIT_OK if d.allowed else EXIT_DENIED
+
+
+def cmd_validate(args) -> int:
+    import rbac
+
+    try:
+        pol, ua, pa = _load_rbac(args, for_validate=True)
+    except rbac.PolicyError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_FAILED
+    except Exception as exc:  # config errors and the like
+        sys.stderr.write(f"svirt-admin validate: {exc}\n")
+        return EXIT_FAILED
+    if not args.quiet:
+        print(f"{ua}: OK ({len(pol.users)} users)")
+        print(f"{pa}: OK ({len(pol.roles)} roles)")
+    return EXIT_OK
+
+
+def cmd_review(args) -> int:
+    import rbac
+
+    try:
+        pol, _ua, _pa = _load_rbac(args)
+    except rbac.PolicyError as exc:
+        sys.stderr.write(f"svirt-admin review: {exc}\n")
+        return EXIT_BAD_POLICY
+    from .review import review
+
+    return review(pol, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="svirt-admin",
+        description="Manage and inspect secured-virt's role policy (UA/PA) and sHype policy.",
+        epilog="example:\n  svirt-admin check alice start alice-web --explain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="configuration file (root only)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name, func, help, example):
+        sp = sub.add_parser(
+            name,
+            help=help,
+            description=help + ".",
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.set_defaults(func=func)
+        return sp
+
+    def files(sp):
+        sp.add_argument("--ua", metavar="FILE", help="UA file instead of the configured one")
+        sp.add_argument("--pa", metavar="FILE", help="PA file instead of the configured one")
+
+    sp = add(
+        "operations",
+        cmd_operations,
+        "print the operation catalogue",
+        "svirt-admin operations --json",
+    )
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+
+    sp = add(
+        "check",
+        cmd_check,
+        "decide whether USER may perform OP on VM",
+        "svirt-admin check alice start alice-web --explain",
+    )
+    sp.add_argument("user", metavar="USER")
+    sp.add_argument("operation", metavar="OP", help="operation id or name")
+    sp.add_argument("vm", metavar="VM", help="VM name (or the host object, e.g. Domain-0)")
+    sp.add_argument("--explain", action="store_true", help="show the whole reasoning")
+    sp.add_argument("--owner", help="treat the VM as owned by this user (for 'owned' scopes)")
+    sp.add_argument("--label", help="treat the VM as carrying this sHype label")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+    files(sp)
+
+    sp = add(
+        "validate",
+        cmd_validate,
+        "check UA/PA files without installing or using them",
+        "svirt-admin validate --ua /tmp/ua.xml --pa /tmp/pa.xml",
+    )
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    files(sp)
+
+    sp = add(
+        "review",
+        cmd_review,
+        "NIST RBAC review: what a user may do, a role's members "
+        "and permissions, who may do what on a VM",
+        "svirt-admin review user alice",
+    )
+    sp.add_argument("kind", choices=("user", "role", "vm"))
+    sp.add_argument("name")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+    sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes)")
+    sp.add_argument("--label", help="the VM's sHype label (for 'label' scopes)")
+    files(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""svirsh's direct mode: run the request in this process (root, or a user through sudo).
+
+Imported only when needed, because it pulls in libvirt, lxml, rbac and policy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_OK, Reply, Request
+
+
+def _context(g):
+    """(config, identity) or raise SystemExit-style errors as (None, Reply)."""
+    import os
+
+    from ..config import ConfigError, load_config
+    from ..identity import IdentityError, identify_process
+
+    try:
+        config = load_config(g.config, caller_uid=os.getuid())
+    except ConfigError as exc:
+        return None, None, Reply(EXIT_BAD_POLICY, message=str(exc))
+    try:
+        ident = identify_process(as_user=g.as_user)
+    except IdentityError as exc:
+        return None, None, Reply(EXIT_DENIED, message=str(exc), check="identity")
+    if g.connect:
+        config = config.replace(uri=g.connect) if hasattr(config, "replace") else config
+    return config, ident, None
+
+
+class TtyInteraction:
+    """Direct mode talks to the human on this process's terminal."""
+
+    def __init__(self, tty):
+        self.tty = tty
+
+    def ask_password(self, prompt: str) -> str | None:
+        import getpass
+
+        try:
+            return getpass.getpass(prompt)
+        except (EOFError, KeyboardInterrupt):
+            return None
+
+    def progress(self, done: int, total: int) -> None:
+        pct = int(done * 100 / total) if total else 0
+        sys.stderr.write(f"\rMigration: [{pct:3d} %]")
+        if total and done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_direct(g, cmd, args: dict, emit) -> int:
+    config, ident, err = _context(g)
+    if err is not None:
+        return emit(cmd.name, args, err)
+    from ..service import Service
+
+    service = Service.from_config(config)
+    interaction = TtyInteraction(getattr(ident, "tty", None))
+    if cmd.name == "console":
+        reply, stream = service.open_console(ident, args["domain"], interaction)
+        if stream is None:
+            return emit(cmd.name, args, reply)
+        from ..console import relay_local
+
+        sys.stdout.write(reply.data["message"] + "\nEscape character is ^]\n")
+        sys.stdout.flush()
+        return relay_local(stream)
+    request = Request(cmd.name, {k: v for k, v in args.items() if k != "json"}, g.as_user)
+    return emit(cmd.name, args, service.handle(ident, request, interaction))
+
+
+def forget_credentials(g, socket_path: str) -> int:
+    """svirsh -k: forget the caller's cached authentication (here and in svirtd)."""
+    import os
+
+    if os.getuid() != 0 or g.daemon:
+        from .. import client
+
+        if client.daemon_available(socket_path):
+            reply = client.call(socket_path, Request("forget-credentials", {}))
+            return 0 if reply.ok else reply.status
+        return EXIT_OK
+    from ..config import load_config
+    from ..credcache import CredentialCache
+    from ..identity import identify_process
+
+    config = load_config(g.config, caller_uid=0)
+    ident = identify_process()
+    CredentialCache(config.auth_dir).forget(ident.uid)
+    return EXIT_OK

@@ -1,0 +1,259 @@
+"""svirsh — virsh-like commands, checked against your roles before they reach the hypervisor.
+
+Two ways in, one decision path:
+
+* non-root callers talk to ``svirtd`` over its Unix socket (the daemon learns who you are from
+  the kernel, SO_PEERCRED) — this is the default whenever you are not root;
+* root (or a user running ``sudo svirsh``) runs the request in-process ("direct mode").
+
+Both call the same ``Service.handle``.  This module is the client's start-up path, so it imports
+only the standard library and the small request/render modules; the heavy parts (libvirt, lxml,
+rbac, policy) load only in direct mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
+from .commands import COMMANDS, UsageError, parse_command
+
+CONFIG_PATH = "/etc/secured-virt/secured-virt.conf"
+DEFAULT_SOCKET = "/run/secured-virt/svirtd.sock"
+
+USAGE = """\
+usage: svirsh [GLOBAL OPTIONS] COMMAND [ARGS...]
+       svirsh COMMAND --help
+
+Manage the virtual machines you have been given roles for.  Every command is checked
+against the host's role policy (who may do what on which VM), and — when an sHype/ACM policy
+is active — against the VM's security label, then audited, before it reaches the hypervisor.
+
+global options:
+  -c, --connect URI   hypervisor URI (direct mode only; default from the config)
+  --as USER           act as USER, like sudo -u (root only; refused and audited otherwise)
+  --json              print results of read commands as JSON
+  --direct            run in-process (root or sudo only)
+  --daemon            go through svirtd even as root
+  --socket PATH       svirtd socket (default from the config: %(socket)s)
+  --config PATH       configuration file (root only; default %(config)s)
+  -k                  forget your cached authentication (like sudo -k)
+  -h, --help          this help;  svirsh COMMAND --help for one command
+  -V, --version       print the version
+
+commands:
+%(commands)s
+examples:
+  svirsh list --all               the VMs you may see, running or not
+  svirsh start alice-web          start your VM
+  svirsh dominfo alice-web --json
+  svirsh start -- --odd-name      names are data: '--' before a name starting with '-'
+
+exit codes: 0 ok, 1 the hypervisor failed, 2 usage, 3 denied, 4 bad policy or configuration
+"""
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = "".join(f"  {n.ljust(width)}  {c.summary}\n" for n, c in COMMANDS.items())
+    extra = "".join(
+        f"  {n.ljust(width)}  {s}\n"
+        for n, s in (("help", "this help"), ("operations", "the operation catalogue"))
+    )
+    return USAGE % {"commands": lines + extra, "socket": DEFAULT_SOCKET, "config": CONFIG_PATH}
+
+
+class Globals:
+    __slots__ = ("as_user", "config", "connect", "daemon", "direct", "forget", "json", "socket")
+
+    def __init__(self):
+        self.connect = self.as_user = self.config = self.socket = None
+        self.json = self.direct = self.daemon = self.forget = False
+
+
+def parse_globals(argv: list[str]) -> tuple[Globals, str | None, list[str]]:
+    """Global options come before the command word; everything after belongs to the command."""
+    g = Globals()
+    i = 0
+    takes_value = {
+        "-c": "connect",
+        "--connect": "connect",
+        "--as": "as_user",
+        "--socket": "socket",
+        "--config": "config",
+    }
+    flags = {"--json": "json", "--direct": "direct", "--daemon": "daemon", "-k": "forget"}
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            return g, "help", []
+        if a in ("-V", "--version"):
+            return g, "version", []
+        key, val = a, None
+        if a.startswith("--") and "=" in a:
+            key, val = a.split("=", 1)
+        if key in takes_value:
+            if val is None:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"svirsh: option {key} needs a value")
+                i += 1
+                val = argv[i]
+            setattr(g, takes_value[key], val)
+        elif a in flags:
+            setattr(g, flags[a], True)
+        elif a == "--":
+            i += 1
+            break
+        elif a.startswith("-"):
+            raise UsageError(f"svirsh: unknown option '{a}' (see svirsh --help)")
+        else:
+            break
+        i += 1
+    if i >= len(argv):
+        return g, None, []
+    return g, argv[i], argv[i + 1 :]
+
+
+def _socket_path(g: Globals) -> str:
+    if g.socket:
+        return g.socket
+    try:  # read only the socket key; the client never needs the rest of the config
+        with open(CONFIG_PATH, encoding="utf-8") as fh:
+            for line in fh:
+                k, sep, v = line.partition("=")
+                if sep and k.strip() == "socket":
+                    return v.strip()
+    except OSError:
+        pass
+    return DEFAULT_SOCKET
+
+
+def _read_xml_file(path: str) -> str:
+    """define/create read FILE here, with the caller's own permissions, never in the daemon."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = fh.read(4 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise UsageError(f"svirsh: cannot read {path}: {exc.strerror}") from None
+    if len(data) > 4 * 1024 * 1024:
+        raise UsageError(f"svirsh: {path} is larger than 4 MiB")
+    return data
+
+
+def emit(command: str, args: dict, reply: Reply) -> int:
+    from ..render import render
+
+    if reply.status == EXIT_OK:
+        out = render(command, args, reply.data)
+        if out:
+            sys.stdout.write(out)
+        sys.stdout.flush()
+    else:
+        msg = reply.message or "failed"
+        if args.get("json"):
+            sys.stdout.write(
+                json.dumps({"error": msg, "status": reply.status, "check": reply.check}) + "\n"
+            )
+        sys.stderr.write(f"error: {msg}\n")
+    return reply.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.umask(0o077)
+    try:
+        g, cmd_name, rest = parse_globals(argv)
+        if cmd_name == "help" or (cmd_name is None and not g.forget):
+            sys.stdout.write(_usage())
+            return EXIT_OK if cmd_name == "help" else EXIT_USAGE
+        if cmd_name == "version":
+            sys.stdout.write("svirsh (secured-virt) 0.1.0\n")
+            return EXIT_OK
+        if cmd_name is None:  # -k alone
+            return _forget(g)
+        if cmd_name == "operations":
+            return _operations(g, rest)
+        cmd, args = parse_command(cmd_name, rest)
+        if g.json:
+            args["json"] = True
+        if cmd.name in ("define", "create"):
+            args["xml"] = _read_xml_file(args["file"])
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
+    use_daemon = g.daemon or (os.getuid() != 0 and not g.direct)
+    if g.forget:
+        _forget(g)
+    if use_daemon:
+        return _via_daemon(g, cmd, args)
+    return _direct(g, cmd, args)
+
+
+def _via_daemon(g: Globals, cmd, args: dict) -> int:
+    from .. import client
+
+    if g.connect:
+        sys.stderr.write(
+            "error: --connect is only for direct mode; svirtd uses the host's "
+            "configured hypervisor\n"
+        )
+        return EXIT_USAGE
+    path = _socket_path(g)
+    if not client.daemon_available(path):
+        sys.stderr.write(
+            f"error: svirtd is not running (no socket at {path}).  Non-root users manage VMs "
+            "through svirtd; ask the administrator to start it (systemctl start svirtd.socket),"
+            " or run svirsh with sudo if you are allowed to.\n"
+        )
+        return EXIT_FAILED
+    if cmd.name == "console":
+        return client.console(path, args["domain"])
+    req = Request(
+        cmd.name,
+        {k: v for k, v in args.items() if v is not None and k != "json"},
+        as_user=g.as_user,
+    )
+    try:
+        reply = client.call(
+            path, req, password_cb=client.tty_password, progress_cb=client.print_progress
+        )
+    except client.ClientError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    return emit(cmd.name, args, reply)
+
+
+def _direct(g: Globals, cmd, args: dict) -> int:
+    if os.getuid() != 0:
+        sys.stderr.write(
+            f"error: direct mode is for root: as uid {os.getuid()} you cannot hold the "
+            "hypervisor connection or write the audit log.  Go through svirtd (the default) "
+            "or use sudo.\n"
+        )
+        return EXIT_DENIED
+    from .direct import run_direct
+
+    return run_direct(g, cmd, args, emit)
+
+
+def _forget(g: Globals) -> int:
+    from .direct import forget_credentials
+
+    return forget_credentials(g, _socket_path(g))
+
+
+def _operations(g: Globals, rest: list[str]) -> int:
+    from ..operations import CATALOGUE
+
+    if g.json or "--json" in rest:
+        sys.stdout.write(json.dumps([o.as_dict() for o in CATALOGUE], indent=2) + "\n")
+    else:
+        for o in CATALOGUE:
+            sys.stdout.write(f"{o.id:>3}  {o.name:<20} {o.kind:<6} {o.scope:<4}  {o.description}\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
