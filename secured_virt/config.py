@@ -1,0 +1,280 @@
+"""The host configuration: ``/etc/secured-virt/secured-virt.conf`` (INI, one section).
+
+Why so strict: the file decides which policy files, socket and log the root-run front-end uses,
+so it is treated like sudoers.  It is read only if the open file is root-owned and not
+group/world-writable; only root may point the programs at another file (``--config``); a
+missing file means the embedded defaults below.  Every key is typed and checked, unknown keys
+and sections are errors, and every error names ``file:line`` and the key, so a typo never
+silently falls back to a default.
+
+Format::
+
+    # comment            ; comment
+    [secured-virt]
+    key = value
+
+Booleans are yes/no (also true/false, on/off, 1/0); ``socket_mode`` is octal; lists are
+comma-separated; durations are seconds (``30`` or ``30s``) or minutes (``5m``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .fsutil import UnsafeFileError, read_trusted_file
+
+CONFIG_PATH = "/etc/secured-virt/secured-virt.conf"
+SECTION = "secured-virt"
+MAX_CONFIG_BYTES = 256 * 1024
+
+__all__ = ["CONFIG_PATH", "Config", "ConfigError", "default_config", "load_config", "parse_config"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names file:line and key (exit code 4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Typed settings; defaults are the embedded defaults used when no file exists."""
+
+    backend: str = "libvirt"
+    uri: str = "test:///default"
+    ua: str = "/etc/secured-virt/ua.xml"
+    pa: str = "/etc/secured-virt/pa.xml"
+    host_object: str = "Domain-0"
+    acm: bool = False
+    acm_state_dir: str = "/var/lib/secured-virt/acm"
+    label_store: str = "/var/lib/secured-virt/resource-labels.xml"
+    audit_log: str = "/var/log/secured-virt/audit.log"
+    audit_syslog: bool = True
+    socket: str = "/run/secured-virt/svirtd.sock"
+    socket_group: str = "root"
+    socket_mode: int = 0o666
+    request_max_bytes: int = 1048576
+    idle_timeout: float = 30.0
+    pam_service: str = "secured-virt"
+    auth_operations: frozenset[str] = frozenset()
+    auth_timeout_minutes: float = 5.0
+    auth_dir: str = "/run/secured-virt/ts"
+    editor: str = "/usr/bin/editor"
+    allow_env_editor: bool = False
+    xl_path: str = "/usr/sbin/xl"
+    xl_config_dir: str = "/etc/xen"
+    #: the file these settings came from; None for the embedded defaults
+    source: str | None = None
+
+
+def default_config() -> Config:
+    return Config()
+
+
+# -- value parsers: each takes the raw text and returns the typed value or raises ValueError ----
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def _abs_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    if "\x00" in text or any(part == ".." for part in text.split("/")):
+        raise ValueError(f"path {text!r} may not contain '..' components")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"expected a whole number, got {text!r}")
+        n = int(text)
+        if not lo <= n <= hi:
+            raise ValueError(f"{n} is outside the allowed range {lo}..{hi}")
+        return n
+
+    return parse
+
+
+def _octal_mode(text: str) -> int:
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueError(f"expected an octal mode such as 0660, got {text!r}")
+    return int(text, 8)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
+
+
+def _duration(unit_seconds: float, lo: float, hi: float) -> Callable[[str], float]:
+    """A number in the key's own unit, or with an s/m/h suffix; returned in the key's unit."""
+
+    def parse(text: str) -> float:
+        m = _DURATION.fullmatch(text)
+        if not m:
+            raise ValueError(f"expected a duration such as 30, 30s or 5m, got {text!r}")
+        value = float(m.group(1))
+        if m.group(2):
+            value = value * {"s": 1, "m": 60, "h": 3600}[m.group(2)] / unit_seconds
+        if not lo <= value <= hi:
+            raise ValueError(f"{text} is outside the allowed range {lo:g}..{hi:g}")
+        return value
+
+    return parse
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
+
+
+def _name(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not _NAME.fullmatch(text):
+            raise ValueError(f"{text!r} is not a valid {what}")
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("a value is required")
+    if any(ord(c) < 32 for c in text):
+        raise ValueError("control characters are not allowed")
+    return text
+
+
+def _operations(text: str) -> frozenset[str]:
+    from .operations import CATALOGUE
+
+    names = set()
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        try:
+            names.add(CATALOGUE.get(token).name)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+    return frozenset(names)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "backend": _choice("libvirt", "xl"),
+    "uri": _text,
+    "ua": _abs_path,
+    "pa": _abs_path,
+    "host_object": _name("object name"),
+    "acm": _bool,
+    "acm_state_dir": _abs_path,
+    "label_store": _abs_path,
+    "audit_log": _abs_path,
+    "audit_syslog": _bool,
+    "socket": _abs_path,
+    "socket_group": _name("group name"),
+    "socket_mode": _octal_mode,
+    "request_max_bytes": _int_range(1024, 64 * 1024 * 1024),
+    "idle_timeout": _duration(1, 1, 86400),
+    "pam_service": _name("PAM service name"),
+    "auth_operations": _operations,
+    "auth_timeout_minutes": _duration(60, 0, 24 * 60),
+    "auth_dir": _abs_path,
+    "editor": _abs_path,
+    "allow_env_editor": _bool,
+    "xl_path": _abs_path,
+    "xl_config_dir": _abs_path,
+}
+assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}
+
+_SECTION_RE = re.compile(r"\[\s*([^\]]*?)\s*\]")
+_KEY_RE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Parse INI text; ``source`` is the file name used in error messages."""
+    values: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    section: str | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        where = f"{source}:{lineno}"
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        m = _SECTION_RE.fullmatch(line)
+        if m:
+            if m.group(1) != SECTION:
+                raise ConfigError(
+                    f"{where}: unknown section [{m.group(1)}]; the only section is [{SECTION}]"
+                )
+            section = m.group(1)
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _KEY_RE.fullmatch(key):
+            raise ConfigError(f"{where}: expected 'key = value' or '[{SECTION}]', got {raw!r}")
+        if section is None:
+            raise ConfigError(f"{where}: key '{key}' appears before the [{SECTION}] section header")
+        parser = _PARSERS.get(key)
+        if parser is None:
+            raise ConfigError(
+                f"{where}: unknown key '{key}' (known keys: {', '.join(sorted(_PARSERS))})"
+            )
+        if key in seen:
+            raise ConfigError(f"{where}: key '{key}' is already set on line {seen[key]}")
+        seen[key] = lineno
+        try:
+            values[key] = parser(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: bad value for '{key}': {exc}") from None
+    return Config(**values, source=source)
+
+
+def load_config(path: str | None = None, *, caller_uid: int) -> Config:
+    """Load the configuration for a caller with real uid ``caller_uid``.
+
+    Only uid 0 may name a file other than CONFIG_PATH: otherwise any user could hand the
+    root-run front-end their own policy files and socket.  A missing CONFIG_PATH yields the
+    defaults (a missing explicitly named file is an error);
+    an unsafe or invalid one raises ConfigError (fail closed, exit 4).
+    """
+    explicit = path is not None and path != CONFIG_PATH
+    if path is None:
+        path = CONFIG_PATH
+    elif explicit and caller_uid != 0:
+        raise ConfigError(
+            f"only root may choose another configuration file; you are uid {caller_uid} and "
+            f"asked for {path} (omit --config to use {CONFIG_PATH})"
+        )
+    try:
+        data = read_trusted_file(path, max_size=MAX_CONFIG_BYTES, owner_uid=0)
+    except FileNotFoundError:
+        if explicit:  # a typo in --config must not silently mean "defaults"
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return Config()
+    except UnsafeFileError as exc:
+        raise ConfigError(f"{exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the file is not valid UTF-8") from None
+    return parse_config(text, path)

@@ -1,0 +1,243 @@
+"""Filesystem primitives for code that runs as root on behalf of other users.
+
+Three jobs, each done the way sudo does it for sudoers and its timestamp directory:
+
+* ``read_trusted_file`` — read a file root depends on (the config, policy files) only if the
+  *open descriptor* is a regular file owned by the expected uid and writable by nobody else.
+  Checking the fd, not the path, closes the window between "check" and "use".
+* ``atomic_write`` — replace a file so that a crash leaves the old or the new content, never
+  half: a temporary file in the same directory, fsync, rename, fsync of the directory.
+* ``open_secure_dir`` / ``ensure_secure_dir`` — a state directory (credential cache, audit log)
+  must be root's alone: the directory itself is opened with O_NOFOLLOW and checked on the fd,
+  and every ancestor must be owned by root (or the expected owner) and not writable by others
+  unless sticky, so nobody but root could have swapped a path component.
+
+``rbac/trusted_file.py`` has the same job for the policy files; the two will be unified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+
+__all__ = [
+    "UnsafeFileError",
+    "atomic_write",
+    "check_ancestors",
+    "ensure_secure_dir",
+    "open_secure_dir",
+    "read_trusted_file",
+]
+
+
+class UnsafeFileError(Exception):
+    """A file or directory failed an ownership/permission/type check; the caller must not use it.
+
+    ``path`` names what was refused; ``str(exc)`` says why and what to do.
+    """
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+def _fd_owner_problem(st: os.stat_result, owner_uid: int, path: str) -> str | None:
+    if st.st_uid != owner_uid:
+        return f"{path} is owned by uid {st.st_uid}, should be {owner_uid}"
+    if st.st_mode & stat.S_IWOTH:
+        return f"{path} is world writable"
+    if st.st_mode & stat.S_IWGRP:
+        return f"{path} is group writable"
+    return None
+
+
+def read_trusted_file(path: str, *, max_size: int, owner_uid: int = 0) -> bytes:
+    """Read ``path`` if the open file is regular, owned by ``owner_uid``, not group/world-writable.
+
+    Raises FileNotFoundError when the file does not exist (callers may fall back to defaults),
+    UnsafeFileError when it exists but must not be trusted, OSError for other read errors.
+    O_NONBLOCK keeps a FIFO planted at the path from hanging us before fstat can refuse it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFileError(path, f"{path} is not a regular file")
+        problem = _fd_owner_problem(st, owner_uid, path)
+        if problem:
+            raise UnsafeFileError(
+                path,
+                f"{problem}; refusing to use it (fix with: chown {owner_uid} {path}; "
+                f"chmod go-w {path})",
+            )
+        if st.st_size > max_size:
+            raise UnsafeFileError(
+                path, f"{path} is {st.st_size} bytes, more than the limit of {max_size}"
+            )
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_size:  # grew while we read it
+                raise UnsafeFileError(path, f"{path} is larger than the limit of {max_size}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def check_ancestors(path: str, *, owner_uid: int = 0) -> None:
+    """Every directory above ``path`` must be owned by root (or owner_uid) and not writable by
+    group/others unless it is sticky (like /tmp).  Otherwise someone else could rename a component
+    and point us at their own files.  Symlinks among the ancestors are resolved first; the
+    resolved components are what gets checked.
+    """
+    comp = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    while True:
+        st = os.stat(comp)
+        if st.st_uid not in (0, owner_uid):
+            raise UnsafeFileError(
+                path,
+                f"{path}: directory {comp} is owned by uid {st.st_uid}; every directory above "
+                f"it must be owned by root",
+            )
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise UnsafeFileError(
+                path,
+                f"{path}: directory {comp} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); fix with: chmod go-w {comp}",
+            )
+        if comp == "/":
+            return
+        comp = os.path.dirname(comp)
+
+
+def _makedirs(path: str, mode: int) -> None:
+    """Create path and missing parents; parents get 0755, the leaf exactly ``mode``."""
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        _makedirs(parent, 0o755)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    os.chmod(path, mode, follow_symlinks=False)  # mkdir is subject to the umask
+
+
+def open_secure_dir(
+    path: str, mode: int = 0o700, *, owner_uid: int = 0, create: bool = True
+) -> int:
+    """Open ``path`` as a directory fd after checking it is safe; create it (``mode``) if missing.
+
+    Safe means: not a symlink (O_NOFOLLOW), a directory, owned by ``owner_uid``, permission bits
+    a subset of ``mode`` (so a 0700 directory may not be 0750, a 0750 one may be 0700), and its
+    ancestors pass ``check_ancestors``.  The caller owns (and must close) the returned fd and
+    should do all further work relative to it (``dir_fd=``).
+    """
+    path = os.path.abspath(path)
+    check_ancestors(path, owner_uid=owner_uid)
+    if create and not os.path.lexists(path):
+        _makedirs(path, mode)
+        if os.geteuid() == 0 and owner_uid != 0:
+            os.chown(path, owner_uid, -1, follow_symlinks=False)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeFileError(
+                path, f"{path} is a symbolic link or not a directory; refusing to use it"
+            ) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != owner_uid:
+            raise UnsafeFileError(
+                path,
+                f"{path} is owned by uid {st.st_uid}, should be {owner_uid}; refusing to use it "
+                f"(fix with: chown {owner_uid} {path})",
+            )
+        extra = stat.S_IMODE(st.st_mode) & ~mode
+        if extra:
+            raise UnsafeFileError(
+                path,
+                f"{path} has mode {stat.S_IMODE(st.st_mode):04o}, which grants more than "
+                f"{mode:04o}; refusing to use it (fix with: chmod {mode:04o} {path})",
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ensure_secure_dir(
+    path: str, mode: int = 0o700, *, owner_uid: int = 0, create: bool = True
+) -> None:
+    """``open_secure_dir`` for callers that only need the check (and creation)."""
+    os.close(open_secure_dir(path, mode, owner_uid=owner_uid, create=create))
+
+
+def atomic_write(
+    path: str,
+    data: bytes | str,
+    *,
+    mode: int = 0o600,
+    uid: int | None = 0,
+    gid: int | None = 0,
+    dir_fd: int | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    The temporary file is created O_EXCL|O_NOFOLLOW next to the target (rename is only atomic
+    within one filesystem), gets its owner and mode on the fd before any data is visible under
+    the final name, is fsynced, renamed over the target, and the directory is fsynced so the
+    rename itself survives a crash.  ``uid``/``gid`` None leaves them as created.  With
+    ``dir_fd`` the ``path`` is a plain name inside that already-checked directory.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if dir_fd is None:
+        directory, name = os.path.split(os.path.abspath(path))
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        if "/" in path:
+            raise ValueError(f"with dir_fd, {path!r} must be a plain file name")
+        name, dfd = path, dir_fd
+    tmp = f".{name}.tmp-{secrets.token_hex(6)}"
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            if uid is not None or gid is not None:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.close(fd)
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
+    finally:
+        if dir_fd is None:
+            os.close(dfd)
