@@ -1,0 +1,143 @@
+"""Start-up hygiene for the CLIs and the daemon, after sudo's (see docs in the module functions).
+
+A root-run front-end inherits whatever its caller set up: closed standard fds (so the next
+file we open becomes "stdout"), stray fds, a hostile umask, and an environment full of knobs
+(``LD_*``, ``PYTHON*``, ``IFS``, ``DISPLAY``...).  ``harden_process`` normalises all of that
+once, first thing in ``main``; ``scrubbed_env`` is the only environment handed to
+subprocesses (editor, ``xl``).
+
+Python-level knobs (PYTHONPATH, PYTHONINSPECT, user site) must be ignored *before* our code
+runs, which only the interpreter can do: the ``bin/`` launchers use ``#!/usr/bin/python3 -I``.
+``harden_process`` refuses to continue when the effective uid differs from the real uid and the
+interpreter is not isolated — that is a privilege boundary crossed without ``-I``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import sys
+
+__all__ = [
+    "SECURE_PATH",
+    "HardeningError",
+    "check_argv",
+    "close_extra_fds",
+    "ensure_std_fds",
+    "harden_process",
+    "scrub_environment",
+    "scrubbed_env",
+]
+
+SECURE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: kept only if the value passes ``_env_check_ok`` (sudo's env_check: no '%' or '/')
+_CHECKED = ("TERM", "LANG", "LANGUAGE", "LINGUAS", "COLORTERM")
+_CHECKED_PREFIX = ("LC_",)
+#: kept (root only) if they look like a uid and a user name; identity.py decides if they count
+_SUDO_VARS = {"SUDO_UID": re.compile(r"\d{1,10}"), "SUDO_GID": re.compile(r"\d{1,10}"),
+              "SUDO_USER": re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}")}  # fmt: skip
+_MAX_VALUE = 4096
+
+
+class HardeningError(Exception):
+    """The process was started in a way we refuse to run in."""
+
+
+def _env_check_ok(value: str) -> bool:
+    return (
+        len(value) <= _MAX_VALUE
+        and "%" not in value
+        and "/" not in value
+        and not value.startswith("()")
+        and value.isprintable()
+    )
+
+
+def _is_checked_name(name: str) -> bool:
+    return name in _CHECKED or name.startswith(_CHECKED_PREFIX)
+
+
+def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for subprocesses: secure PATH, checked TERM/LANG/LC_*, ``extra``."""
+    env = {"PATH": SECURE_PATH}
+    for name, value in os.environ.items():
+        if _is_checked_name(name) and _env_check_ok(value):
+            env[name] = value
+    env.setdefault("LANG", "C.UTF-8")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def scrub_environment(keep: tuple[str, ...] = ()) -> None:
+    """Reduce os.environ in place to PATH, checked TERM/LANG/LC_*, sane SUDO_* (real uid 0 only),
+    and the names in ``keep`` (e.g. systemd's LISTEN_FDS, set by a trusted parent)."""
+
+    def wanted(name: str, value: str) -> bool:
+        if name in keep:
+            return True
+        if _is_checked_name(name):
+            return _env_check_ok(value)
+        pattern = _SUDO_VARS.get(name)
+        return pattern is not None and os.getuid() == 0 and bool(pattern.fullmatch(value))
+
+    new = {"PATH": SECURE_PATH}
+    new.update((n, v) for n, v in os.environ.items() if n != "PATH" and wanted(n, v))
+    os.environ.clear()
+    os.environ.update(new)
+
+
+def ensure_std_fds() -> None:
+    """Open /dev/null on any of fds 0-2 that is closed, so later files never become stdio."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def close_extra_fds(keep: tuple[int, ...] = ()) -> None:
+    """Close every fd >= 3 except those in ``keep`` (like sudo's closefrom)."""
+    start = 3
+    for fd in sorted(f for f in set(keep) if f >= 3):
+        if fd > start:
+            os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, max(start + 1, os.sysconf("SC_OPEN_MAX")))
+
+
+def check_argv(argv: list[str]) -> str:
+    """Refuse argc == 0 (CVE-2021-4034 style), return the program name for messages."""
+    if not argv or not argv[0]:
+        raise HardeningError(
+            "started without a program name (argc == 0 or empty argv[0]); refusing to run"
+        )
+    return os.path.basename(argv[0])
+
+
+def harden_process(
+    *, keep_fds: tuple[int, ...] = (), keep_env: tuple[str, ...] = (), argv=None
+) -> None:
+    """Normalise the process before anything else runs.  Call first thing in main().
+
+    umask 077 (state we create is private unless we chmod it), fds 0-2 open, fds >= 3 closed
+    (except ``keep_fds``), environment scrubbed, no core dumps (passwords pass through us).
+    """
+    check_argv(sys.argv if argv is None else argv)
+    if os.geteuid() != os.getuid() and not sys.flags.isolated:
+        raise HardeningError(
+            "effective uid differs from real uid but Python is not running isolated (-I); "
+            "use the bin/ launchers"
+        )
+    os.umask(0o077)
+    ensure_std_fds()
+    close_extra_fds(keep_fds)
+    scrub_environment(keep_env)
+    with contextlib.suppress(ValueError, OSError):  # a limit we cannot lower is not fatal
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
