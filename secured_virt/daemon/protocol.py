@@ -1,0 +1,196 @@
+"""svirtd's wire protocol, server side: frames, message shapes, and the errors that end a session.
+
+The protocol is deliberately small so that it can be audited by reading one page
+(docs/protocol.md).  Every message is a *frame*: a 4-byte unsigned big-endian length N followed by
+N bytes of UTF-8 JSON holding one object with a ``"type"`` string.  Frames are validated strictly
+here — unknown types and unknown fields are refused — because the daemon runs as root and reads
+from anyone allowed to connect: a field the server does not understand (say a ``"uid"`` the
+client hopes will be believed) must fail loudly, not be half-honoured.
+
+The client (``secured_virt.client``) has its own copy of the framing because it must import
+nothing beyond the standard library and ``secured_virt.requests``; the constants here and there
+are checked against each other by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+PROTOCOL_VERSION = 1
+HEADER_BYTES = 4
+#: smallest legal frame body: "{}"
+MIN_FRAME = 2
+
+# -- message types ----------------------------------------------------------------------------
+# client -> server
+HELLO = "hello"
+REQUEST = "request"
+CONSOLE = "console"
+STATUS = "status"
+RELOAD = "reload"
+PASSWORD = "password"  # noqa: S105 - a frame type, not a secret
+# server -> client (HELLO is answered with HELLO)
+REPLY = "reply"
+ERROR = "error"
+ASK_PASSWORD = "ask_password"  # noqa: S105 - a frame type
+PROGRESS = "progress"
+
+#: the fields each client frame may carry ("type" is implied); anything else is refused
+CLIENT_FIELDS: dict[str, frozenset[str]] = {
+    HELLO: frozenset({"version", "client"}),
+    REQUEST: frozenset({"request"}),
+    CONSOLE: frozenset({"name", "as_user"}),
+    STATUS: frozenset(),
+    RELOAD: frozenset(),
+    PASSWORD: frozenset({"password"}),
+}
+
+# -- error codes (the "code" of an error frame) -------------------------------------------------
+E_BAD_FRAME = "bad-frame"  # not JSON, not an object, wrong types, unknown fields
+E_TOO_LARGE = "too-large"  # length prefix above the limit
+E_VERSION = "version"  # hello with a protocol version the server does not speak
+E_UNEXPECTED = "unexpected"  # a valid frame at the wrong moment (e.g. request before hello)
+E_TIMEOUT = "timeout"  # nothing (or not a whole frame) within the idle timeout
+E_IDENTITY = "identity"  # the peer's uid has no passwd entry
+E_BUSY = "busy"  # connection limit reached
+E_SHUTDOWN = "shutting-down"  # the daemon is stopping
+E_INTERNAL = "internal"  # a bug in svirtd; logged with a traceback
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the session ends with an error frame carrying ``code``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class PeerClosed(Exception):
+    """The peer closed the connection (cleanly between frames, or in the middle of one)."""
+
+    def __init__(self, partial: bool):
+        super().__init__("peer closed the connection" + (" mid-frame" if partial else ""))
+        self.partial = partial
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Parse and type-check one client frame body; ProtocolError on anything malformed."""
+    try:
+        msg = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(E_BAD_FRAME, f"frame is not valid UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise ProtocolError(E_BAD_FRAME, f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(E_BAD_FRAME, "frame nests JSON too deeply") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(E_BAD_FRAME, "a frame must be a JSON object with a 'type' field")
+    kind = msg.get("type")
+    allowed = CLIENT_FIELDS.get(kind) if isinstance(kind, str) else None
+    if allowed is None:
+        known = ", ".join(sorted(CLIENT_FIELDS))
+        raise ProtocolError(E_BAD_FRAME, f"unknown frame type {kind!r} (known: {known})")
+    extra = sorted(set(msg) - allowed - {"type"})
+    if extra:
+        raise ProtocolError(
+            E_BAD_FRAME,
+            f"'{kind}' frame has unknown field(s) {', '.join(map(repr, extra))}; identity comes "
+            "from the kernel (SO_PEERCRED), never from the message",
+        )
+    _check_types(kind, msg)
+    return msg
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_types(kind: str, msg: dict[str, Any]) -> None:
+    def want(field: str, types: tuple[type, ...], what: str, required: bool = True) -> None:
+        if field not in msg:
+            if required:
+                raise ProtocolError(E_BAD_FRAME, f"'{kind}' frame needs a '{field}' ({what})")
+            return
+        value = msg[field]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ProtocolError(E_BAD_FRAME, f"'{kind}'.{field} must be {what}")
+
+    if kind == HELLO:
+        want("version", (int,), "an integer protocol version")
+        want("client", (str,), "a string", required=False)
+    elif kind == REQUEST:
+        want("request", (dict,), "an object {command, args, as_user}")
+    elif kind == CONSOLE:
+        want("name", (str,), "a domain name")
+        want("as_user", (str, type(None)), "a user name or null", required=False)
+    elif kind == PASSWORD:
+        want("password", (str, type(None)), "a string, or null when no password was entered")
+
+
+def error_frame(code: str, message: str) -> dict[str, Any]:
+    return {"type": ERROR, "code": code, "message": message}
+
+
+class FrameReader:
+    """Reads whole frames from a blocking socket, each within a deadline.
+
+    The deadline is per frame, not per recv(): a client that trickles one byte every few
+    seconds cannot hold a thread longer than the idle timeout.
+    """
+
+    def __init__(self, sock: socket.socket, max_bytes: int):
+        self.sock = sock
+        self.max_bytes = max_bytes
+
+    def read(self, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        header = self._exactly(HEADER_BYTES, deadline, started=False)
+        n = int.from_bytes(header, "big")
+        if n > self.max_bytes:
+            raise ProtocolError(
+                E_TOO_LARGE,
+                f"frame of {n} bytes exceeds the limit of {self.max_bytes} bytes "
+                "(request_max_bytes in the svirtd configuration)",
+            )
+        if n < MIN_FRAME:
+            raise ProtocolError(E_BAD_FRAME, f"frame length {n} is too small for a JSON object")
+        return decode(self._exactly(n, deadline, started=True))
+
+    def _exactly(self, n: int, deadline: float | None, *, started: bool) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _timeout(started or got > 0)
+                self.sock.settimeout(left)
+            try:
+                k = self.sock.recv_into(view[got:])
+            except TimeoutError:
+                raise _timeout(started or got > 0) from None
+            if k == 0:
+                raise PeerClosed(partial=started or got > 0)
+            got += k
+        return bytes(buf)
+
+
+def _timeout(partial: bool) -> ProtocolError:
+    if partial:
+        return ProtocolError(E_TIMEOUT, "the frame was not completed within the idle timeout")
+    return ProtocolError(E_TIMEOUT, "no request within the idle timeout; closing")
+
+
+def send(sock: socket.socket, msg: dict[str, Any], timeout: float | None) -> None:
+    """Send one frame; a client that stops reading cannot block us past ``timeout``."""
+    sock.settimeout(timeout)
+    sock.sendall(encode(msg))

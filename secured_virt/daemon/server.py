@@ -1,0 +1,551 @@
+"""svirtd: accept loop, limits, counters, hot reload, hypervisor reconnection, clean shutdown.
+
+Concurrency model: one thread per connection, every socket operation under a deadline (idle
+timeout for reading a frame, write timeout for sending one), so a slow or hostile client only
+ever occupies its own thread, and connection caps (total and per uid) bound how many threads a
+single user can hold.  The hypervisor connection is shared through the Service; libvirt-python
+releases the GIL during calls, so threads overlap where it matters.
+
+The main thread only accepts connections and reacts to signals (through a wake-up pipe):
+SIGHUP reloads the policy, SIGTERM/SIGINT stop the daemon - stop accepting, end idle
+connections, let in-flight requests finish within ``shutdown_timeout``, then close the
+service so the audit log is flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import logging.handlers
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
+from . import listener
+from . import protocol as P
+from .session import Session
+from .watcher import PolicyWatcher
+
+log = logging.getLogger("svirtd")
+
+VERSION = "0.1.0"
+STATUS_NAMES = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "usage",
+    EXIT_DENIED: "denied",
+    EXIT_BAD_POLICY: "bad_policy",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection and global limits; the first two come from the configuration file."""
+
+    request_max_bytes: int = 1 << 20
+    idle_timeout: float = 30.0
+    write_timeout: float = 30.0
+    password_timeout: float = 120.0
+    max_connections: int = 1024
+    max_connections_per_uid: int = 128
+    shutdown_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, config) -> Limits:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: getattr(config, k) for k in fields if hasattr(config, k)})
+
+
+class Counters:
+    """Monotonic counters for the status request; cheap and thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._c: dict[str, int] = defaultdict(int)
+        self._latency_total = 0.0
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[key] += n
+
+    def reply(self, status: int, seconds: float) -> None:
+        with self._lock:
+            self._c["requests"] += 1
+            self._c["replies_" + STATUS_NAMES.get(status, "other")] += 1
+            self._latency_total += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(sorted(self._c.items()))
+            n = out.get("requests", 0)
+            out["mean_request_ms"] = round(self._latency_total * 1000 / n, 3) if n else None
+            return out
+
+
+class Server:
+    def __init__(
+        self,
+        service,
+        sock: socket.socket,
+        *,
+        limits: Limits | None = None,
+        identify: Callable[[socket.socket, str | None], Any] | None = None,
+        socket_path: str | None = None,
+        owns_path: bool = True,
+        policy_paths: Callable[[], Iterable[str]] | None = None,
+        reload_interval: float = 1.0,
+    ):
+        self.service = service
+        self.sock = sock
+        self.limits = limits or Limits()
+        self.identify = identify or _identify_peer
+        self.socket_path = socket_path
+        self.owns_path = owns_path
+        self.counters = Counters()
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._sessions: set[Session] = set()
+        self._per_uid: dict[int, int] = defaultdict(int)
+        self._stopping = False
+        self._stop_requested = threading.Event()
+        self._idle_cv = threading.Condition(self._lock)
+        self._reload_lock = threading.Lock()
+        self._reconnect_lock = threading.Lock()
+        self.last_reload: dict[str, Any] | None = None
+        self._policy_paths = policy_paths or (lambda: _service_policy_paths(service))
+        self.watcher = PolicyWatcher(self.reload, self._policy_paths, reload_interval)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+
+    # -- session bookkeeping (called from session threads) ------------------------------------
+    def mark_idle(self, s: Session) -> bool:
+        """The session waits for its next frame; False when we are stopping (end it)."""
+        with self._lock:
+            s.busy = False
+            self._idle_cv.notify_all()
+            return not self._stopping
+
+    def begin_work(self, s: Session) -> bool:
+        with self._lock:
+            if self._stopping:
+                return False
+            s.busy = True
+            return True
+
+    def end_work(self, s: Session) -> None:
+        with self._lock:
+            s.busy = False
+            self._idle_cv.notify_all()
+
+    def forget(self, s: Session) -> None:
+        with self._lock:
+            if s in self._sessions:
+                self._sessions.discard(s)
+                self._per_uid[s.uid] -= 1
+                if self._per_uid[s.uid] <= 0:
+                    del self._per_uid[s.uid]
+            self._idle_cv.notify_all()
+
+    # -- the service, with one retry after a lost hypervisor connection -----------------------
+    def run_service(self, fn: Callable[[], Any]) -> Any:
+        """Call the use-case layer; if the hypervisor connection died, reconnect and retry once.
+
+        Only a *failed* reply (or an exception) together with a dead connection triggers the
+        retry, so a healthy but refusing hypervisor is never asked twice.
+        """
+        try:
+            result = fn()
+        except Exception as exc:
+            if not self._hypervisor_lost():
+                raise
+            first: Any = Reply(EXIT_FAILED, message=str(exc))
+        else:
+            reply = result[0] if isinstance(result, tuple) else result
+            if reply.status != EXIT_FAILED or not self._hypervisor_lost():
+                return result
+            first = result
+        problem = self._reconnect()
+        if problem:
+            return _annotate(first, problem)
+        try:
+            return fn()
+        except Exception as exc:
+            return Reply(
+                EXIT_FAILED,
+                message=f"the hypervisor connection was re-established but the retry failed: {exc}",
+            )
+
+    def _hypervisor_lost(self) -> bool:
+        probe = getattr(self.service, "connection_alive", None)
+        if probe is None:
+            return False
+        try:
+            return not probe()
+        except Exception:
+            return True
+
+    def _reconnect(self) -> str | None:
+        """Reconnect once for all threads that noticed; returns an error text or None."""
+        with self._reconnect_lock:
+            if not self._hypervisor_lost():  # another thread already reconnected
+                return None
+            self.counters.add("reconnects")
+            log.warning("the hypervisor connection was lost (libvirtd restarted?); reconnecting")
+            try:
+                self.service.reconnect()
+            except Exception as exc:
+                log.error("reconnecting to the hypervisor failed: %s", exc)
+                return f"the hypervisor connection was lost and reconnecting failed: {exc}"
+            if self._hypervisor_lost():
+                log.error("reconnecting to the hypervisor failed: the new connection is dead")
+                return "the hypervisor connection was lost and could not be re-established"
+            log.info("hypervisor connection re-established")
+            return None
+
+    # -- admin requests -----------------------------------------------------------------------
+    def admin(self, ident, action: str, interaction) -> Reply:
+        refusal = self._admin_refusal(ident, action, interaction)
+        if refusal is not None:
+            return refusal
+        if action == "status":
+            return Reply(EXIT_OK, data=self.status())
+        result = self.reload(f"requested by {ident.user} (uid {ident.uid})")
+        if result.get("ok"):
+            return Reply(EXIT_OK, data=result, message="policy reloaded")
+        return Reply(
+            EXIT_BAD_POLICY,
+            data=result,
+            message="the new policy was rejected; the previous one stays in force: "
+            + "; ".join(map(str, result.get("errors") or ["unknown error"])),
+            check="policy",
+        )
+
+    def _admin_refusal(self, ident, action: str, interaction) -> Reply | None:
+        """Root may always ask; anyone else needs 'daemon-admin' on the host object (audited)."""
+        if ident.uid == 0 and not getattr(ident, "requested_as", None):
+            return None
+        check = getattr(self.service, "authorize_host", None)
+        if check is not None:
+            return check(ident, "daemon-admin", interaction)
+        gate = getattr(self.service, "gate", None)
+        if gate is None:
+            return Reply(EXIT_DENIED, message="daemon-admin: only root may ask", check="rbac")
+        from ..operations import CATALOGUE
+
+        target = self.service.host_target()
+        verdict = gate.authorize(ident, CATALOGUE.get("daemon-admin"), target, interaction)
+        if not verdict.allowed:
+            return Reply(
+                verdict.status or EXIT_DENIED, message=verdict.denial_message(), check=verdict.check
+            )
+        gate.finish(verdict, f"ok: {action}")
+        return None
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active = len(self._sessions)
+            busy = sum(1 for s in self._sessions if s.busy)
+        try:
+            service = self.service.status()
+        except Exception as exc:
+            service = {"error": f"service status failed: {exc}"}
+        return {
+            "daemon": {
+                "version": VERSION,
+                "protocol": P.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "uptime_s": round(time.time() - self.started, 1),
+                "socket": self.socket_path,
+                "socket_activated": not self.owns_path,
+                "connections": {"active": active, "busy": busy},
+                "limits": dataclasses.asdict(self.limits),
+            },
+            "counters": self.counters.snapshot(),
+            "reload": {
+                "watching": [p for p in self._policy_paths() if p],
+                "last": self.last_reload,
+            },
+            "service": service,
+        }
+
+    # -- hot reload ---------------------------------------------------------------------------
+    def reload(self, trigger: str) -> dict[str, Any]:
+        """Re-read UA/PA/ACM through the service; a bad file leaves the old policy in force."""
+        with self._reload_lock:
+            listener.sd_notify("RELOADING=1")
+            try:
+                result = dict(self.service.reload())
+            except Exception as exc:
+                log.exception("policy reload (%s) raised", trigger)
+                result = {"ok": False, "errors": [f"reload raised: {exc}"], "versions": {}}
+            finally:
+                listener.sd_notify("READY=1")
+            result["trigger"] = trigger
+            result["at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self.last_reload = result
+        if result.get("ok"):
+            self.counters.add("reloads_ok")
+            log.info("policy reloaded (%s): %s", trigger, result.get("versions"))
+        else:
+            self.counters.add("reloads_failed")
+            log.error(
+                "policy reload (%s) rejected, the previous policy stays in force: %s",
+                trigger,
+                "; ".join(map(str, result.get("errors") or [])),
+            )
+        return result
+
+    # -- main loop ----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Safe from a signal handler: flags and wakes the main loop."""
+        self._stop_requested.set()
+        self._wake()
+
+    def request_reload(self, trigger: str = "SIGHUP") -> None:
+        self.watcher.request(trigger)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def serve_forever(self) -> int:
+        self.sock.setblocking(False)
+        self.watcher.start()
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        log.info(
+            "svirtd %s serving %s (protocol %d, pid %d)",
+            VERSION,
+            self.socket_path or "a socket from systemd",
+            P.PROTOCOL_VERSION,
+            os.getpid(),
+        )
+        listener.sd_notify("READY=1")
+        try:
+            while not self._stop_requested.is_set():
+                for key, _ in sel.select():
+                    if key.data == "accept":
+                        self._accept_all()
+                    else:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+        finally:
+            sel.close()
+        return self.shutdown()
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, back off, keep serving
+                log.error("accept failed: %s", exc)
+                time.sleep(0.1)
+                return
+            try:
+                self._start_session(conn)
+            except Exception:
+                log.exception("could not start a session")
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def _start_session(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        creds = listener.peer_creds(conn)
+        uid = creds[1]
+        self.counters.add("connections")
+        with self._lock:
+            refused = None
+            if len(self._sessions) >= self.limits.max_connections:
+                refused = f"too many connections ({self.limits.max_connections}); try again"
+            elif self._per_uid[uid] >= self.limits.max_connections_per_uid:
+                refused = (
+                    f"uid {uid} already has {self.limits.max_connections_per_uid} connections "
+                    "open; close some and try again"
+                )
+            if refused is None:
+                session = Session(self, conn, creds)
+                self._sessions.add(session)
+                self._per_uid[uid] += 1
+        if refused is not None:
+            self.counters.add("refused_busy")
+            log.warning("pid %d uid %d refused: %s", creds[0], uid, refused)
+            with contextlib.suppress(OSError):
+                P.send(conn, P.error_frame(P.E_BUSY, refused), 1.0)
+            conn.close()
+            return
+        t = threading.Thread(target=session.run, name=f"svirtd-uid{uid}-pid{creds[0]}", daemon=True)
+        session.thread = t
+        t.start()
+
+    def shutdown(self) -> int:
+        """Stop accepting, end idle sessions, let busy ones finish (bounded), close the service."""
+        log.info("svirtd stopping")
+        listener.sd_notify("STOPPING=1")
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self._remove_socket()
+        self.watcher.stop()
+        deadline = time.monotonic() + self.limits.shutdown_timeout
+        with self._lock:
+            self._stopping = True
+            while True:
+                for s in self._sessions:
+                    if not s.busy:  # waiting for a frame: wake it up so it ends
+                        with contextlib.suppress(OSError):
+                            s.conn.shutdown(socket.SHUT_RDWR)
+                busy = [s for s in self._sessions if s.busy]
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    break
+                self._idle_cv.wait(min(left, 0.2))
+        if busy:
+            log.warning(
+                "%d request(s) still running after %.0fs; stopping anyway: %s",
+                len(busy),
+                self.limits.shutdown_timeout,
+                ", ".join(s.who for s in busy),
+            )
+        self._close_service()
+        log.info("svirtd stopped")
+        return 0
+
+    def _remove_socket(self) -> None:
+        if self.owns_path and self.socket_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+
+    def _close_service(self) -> None:
+        for target in (self.service, getattr(self.service, "audit", None)):
+            close = getattr(target, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", type(target).__name__)
+            return
+
+
+def _annotate(reply_or_result, problem: str):
+    reply = reply_or_result[0] if isinstance(reply_or_result, tuple) else reply_or_result
+    fixed = Reply(EXIT_FAILED, reply.data, f"{reply.message} ({problem})".strip(), reply.check)
+    return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
+
+
+def _identify_peer(conn: socket.socket, as_user: str | None):
+    from ..identity import identify_peer
+
+    return identify_peer(conn, as_user=as_user)
+
+
+def _service_policy_paths(service) -> list[str]:
+    """Files whose change triggers a reload: what the service says, else UA and PA."""
+    paths = getattr(service, "watched_paths", None)
+    if callable(paths):
+        return list(paths())
+    config = getattr(service, "config", None)
+    return [p for p in (getattr(config, "ua", None), getattr(config, "pa", None)) if p]
+
+
+# -- command line ---------------------------------------------------------------------------
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="svirtd",
+        description="secured-virt's privileged broker: serves svirsh for non-root users over "
+        "a Unix socket, identifying them by their kernel credentials (SO_PEERCRED).",
+        epilog="Signals: SIGHUP reloads UA/PA/ACM (so does a change to those files); SIGTERM "
+        "stops after in-flight requests.  Socket activation: svirtd.socket (LISTEN_FDS).",
+    )
+    ap.add_argument("-c", "--config", help="configuration file (root only)")
+    ap.add_argument("--socket", help="listen on this path instead of the configured one")
+    ap.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), type=str
+    )
+    ap.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
+    ap.add_argument("-V", "--version", action="version", version=f"svirtd {VERSION}")
+    return ap.parse_args(argv)
+
+
+def _setup_logging(level: str, use_syslog: bool) -> None:
+    handler: logging.Handler
+    if use_syslog:
+        handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
+        handler.setFormatter(logging.Formatter("svirtd[%(process)d]: %(levelname)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+        handler.setFormatter(logging.Formatter(stamp + "svirtd: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _setup_logging(args.log_level, args.syslog)
+    from ..config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, caller_uid=os.getuid())
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_POLICY
+    if args.socket:
+        if os.getuid() != 0:
+            log.error("only root may choose the socket path (--socket)")
+            return EXIT_USAGE
+        config = dataclasses.replace(config, socket=args.socket)
+    if os.geteuid() != 0:
+        log.warning("running as uid %d, not root: the hypervisor may refuse us", os.geteuid())
+    os.umask(0o077)
+
+    try:
+        from ..service import Service
+
+        service = Service.from_config(config)
+    except Exception as exc:
+        log.error("cannot start the service: %s", exc)
+        return EXIT_BAD_POLICY
+
+    try:
+        sock = listener.from_systemd()
+        activated = sock is not None
+        if sock is None:
+            sock = listener.bind_unix(
+                config.socket, mode=config.socket_mode, group=config.socket_group
+            )
+    except listener.ListenError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+
+    server = Server(
+        service,
+        sock,
+        limits=Limits.from_config(config),
+        socket_path=config.socket,
+        owns_path=not activated,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: server.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: server.request_reload("SIGHUP"))
+    return server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
