@@ -1,0 +1,268 @@
+"""What every hypervisor backend offers the gate: plain data in, plain data or BackendError out.
+
+The gate and the CLIs are written against this module only, never against libvirt or xl, so
+that (a) the client side can import it without pulling in libvirt, and (b) a backend can be
+swapped (libvirt for KVM/QEMU or the test driver, ``xl`` for Xen) without touching policy code.
+
+Everything a backend returns is immutable plain data (``DomainInfo``, ``SnapshotInfo``, str,
+dict); every failure is a ``BackendError`` whose ``message`` is written for the person at the
+terminal - never a raw library exception or a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+#: virsh's words for domain states, by libvirt's virDomainState number (virsh-domain-monitor.c).
+STATE_WORDS: tuple[str, ...] = (
+    "no state",  # 0 VIR_DOMAIN_NOSTATE
+    "running",  # 1 VIR_DOMAIN_RUNNING
+    "idle",  # 2 VIR_DOMAIN_BLOCKED
+    "paused",  # 3 VIR_DOMAIN_PAUSED
+    "in shutdown",  # 4 VIR_DOMAIN_SHUTDOWN
+    "shut off",  # 5 VIR_DOMAIN_SHUTOFF
+    "crashed",  # 6 VIR_DOMAIN_CRASHED
+    "pmsuspended",  # 7 VIR_DOMAIN_PMSUSPENDED
+)
+
+#: States in which a domain has a running instance (an id, memory in use).
+ACTIVE_STATES = frozenset({"running", "idle", "paused", "in shutdown", "crashed", "pmsuspended"})
+
+#: Error codes a BackendError may carry.  Callers switch on these, never on message text.
+ERROR_CODES = frozenset(
+    {
+        "no-domain",  # no domain of that name
+        "no-snapshot",  # no snapshot of that name on the domain
+        "invalid-arg",  # the request itself is malformed (bad XML, bad size, bad name)
+        "operation-failed",  # the hypervisor refused or failed (already running, not paused...)
+        "connection",  # cannot reach the hypervisor (daemon down, no permission, bad URI)
+        "unsupported",  # this backend/driver cannot do that at all
+        "permission",  # the hypervisor itself denied it (read-only connection, polkit)
+        "timeout",  # a command did not finish in time
+    }
+)
+
+
+def state_word(state: int) -> str:
+    """virsh's word for a libvirt virDomainState number ("no state" for unknown numbers)."""
+    if 0 <= state < len(STATE_WORDS):
+        return STATE_WORDS[state]
+    return "no state"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    """One domain as ``virsh dominfo``/``virsh list`` would show it."""
+
+    name: str
+    uuid: str
+    id: int | None  # None when inactive
+    state: str  # one of STATE_WORDS
+    max_mem_kib: int
+    mem_kib: int
+    vcpus: int
+    cpu_time_ns: int
+    persistent: bool
+    autostart: bool
+    os_type: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES and self.id is not None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """One snapshot as ``virsh snapshot-list`` shows it."""
+
+    name: str
+    creation_time: int  # seconds since the epoch
+    state: str  # the domain's state when the snapshot was taken ("running", "shutoff", ...)
+    description: str
+    current: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class BackendError(Exception):
+    """A hypervisor operation failed; ``message`` says what and what to do, for a person.
+
+    ``code`` is one of ERROR_CODES and is what programs should test.
+    """
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        self.code = code
+        self.message = message or _DEFAULT_MESSAGES.get(code, code)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class NoSuchDomain(BackendError):
+    """The named domain does not exist (code ``no-domain``)."""
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        self.name = name
+        super().__init__("no-domain", message or f"domain '{name}' not found")
+
+
+_DEFAULT_MESSAGES = {
+    "unsupported": "this operation is not supported by this hypervisor backend",
+    "connection": "cannot connect to the hypervisor",
+    "timeout": "the hypervisor command did not finish in time",
+}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The operations secured-virt delegates to a hypervisor, with virsh's meaning.
+
+    Flags ``live``/``config`` follow virsh: ``live`` changes the running instance, ``config``
+    the persistent definition; both False means "current" (live if running, else config).
+    """
+
+    name: str
+    uri: str
+
+    def list_domains(self, *, include_inactive: bool = False) -> list[DomainInfo]: ...
+    def lookup(self, name: str) -> DomainInfo: ...
+
+    def start(self, name: str) -> None: ...
+    def shutdown(self, name: str) -> None: ...
+    def reboot(self, name: str) -> None: ...
+    def reset(self, name: str) -> None: ...
+    def destroy(self, name: str) -> None: ...
+    def suspend(self, name: str) -> None: ...
+    def resume(self, name: str) -> None: ...
+
+    def save(self, name: str, path: str) -> None: ...
+    def restore(self, path: str) -> str: ...
+    def saved_image_xml(self, path: str) -> str: ...
+
+    def define(self, xml: str) -> str: ...
+    def undefine(self, name: str) -> None: ...
+    def create(self, xml: str) -> str: ...
+    def dumpxml(self, name: str, *, inactive: bool = False, security_info: bool = False) -> str: ...
+
+    def setmem(self, name: str, kib: int, *, live: bool = True, config: bool = False) -> None: ...
+    def setmaxmem(self, name: str, kib: int, *, config: bool = True) -> None: ...
+    def setvcpus(
+        self, name: str, count: int, *, live: bool = True, config: bool = False
+    ) -> None: ...
+
+    def attach_disk(
+        self,
+        name: str,
+        source: str,
+        target: str,
+        *,
+        driver: str | None = None,
+        subdriver: str | None = None,
+        type: str = "file",
+        mode: str | None = None,
+        live: bool = True,
+        config: bool = False,
+    ) -> None: ...
+    def detach_disk(
+        self, name: str, target: str, *, live: bool = True, config: bool = False
+    ) -> None: ...
+    def attach_interface(
+        self,
+        name: str,
+        itype: str,
+        source: str,
+        *,
+        mac: str | None = None,
+        model: str | None = None,
+        live: bool = True,
+        config: bool = False,
+    ) -> None: ...
+    def detach_interface(
+        self,
+        name: str,
+        itype: str,
+        *,
+        mac: str | None = None,
+        live: bool = True,
+        config: bool = False,
+    ) -> None: ...
+
+    def migrate(
+        self,
+        name: str,
+        dest_uri: str,
+        *,
+        live: bool = False,
+        persistent: bool = False,
+        undefine_source: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> None: ...
+
+    def get_autostart(self, name: str) -> bool: ...
+    def set_autostart(self, name: str, flag: bool) -> None: ...
+
+    def snapshot_create_as(
+        self, name: str, snap_name: str | None = None, description: str | None = None
+    ) -> str: ...
+    def snapshot_list(self, name: str) -> list[SnapshotInfo]: ...
+    def snapshot_revert(self, name: str, snap: str) -> None: ...
+    def snapshot_delete(self, name: str, snap: str) -> None: ...
+
+    def get_metadata(self, name: str, ns_uri: str) -> str | None: ...
+    def set_metadata(
+        self,
+        name: str,
+        xml_fragment: str | None,
+        key: str,
+        ns_uri: str,
+        *,
+        live: bool = True,
+        config: bool = True,
+    ) -> None: ...
+
+    def disk_sources(self, name: str) -> list[str]: ...
+    def interface_sources(self, name: str) -> list[tuple[str, str]]: ...
+
+    def open_console(self, name: str) -> Any: ...
+    def hostinfo(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+BACKEND_KINDS = ("libvirt", "xl")
+
+
+def open_backend(kind: str, uri: str | None = None, **opts: Any) -> Backend:
+    """Open the backend named ``kind`` ("libvirt" or "xl").
+
+    Options meant for the other kind (e.g. ``xl_path`` given to libvirt) and options whose
+    value is None are ignored, so a caller can pass its whole configuration through.  The
+    backend module is imported here, lazily, so importing this module never loads libvirt.
+    """
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if kind == "libvirt":
+        from .libvirt_backend import LibvirtBackend
+
+        allowed = {"timeout"}
+        return LibvirtBackend(uri, **{k: v for k, v in opts.items() if k in allowed})
+    if kind == "xl":
+        from .xl_backend import XlBackend
+
+        allowed = {"xl_path", "xl_config_dir", "xl_auto_dir", "timeout", "long_timeout"}
+        return XlBackend(uri, **{k: v for k, v in opts.items() if k in allowed})
+    raise BackendError(
+        "invalid-arg",
+        f"unknown backend {kind!r}: use one of {', '.join(BACKEND_KINDS)} "
+        "(the 'backend' key in secured-virt.conf)",
+    )
