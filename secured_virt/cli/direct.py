@@ -26,7 +26,9 @@ def _context(g):
     except IdentityError as exc:
         return None, None, Reply(EXIT_DENIED, message=str(exc), check="identity")
     if g.connect:
-        config = config.replace(uri=g.connect) if hasattr(config, "replace") else config
+        import dataclasses
+
+        config = dataclasses.replace(config, uri=g.connect)
     return config, ident, None
 
 
@@ -85,10 +87,10 @@ def forget_credentials(g, socket_path: str) -> int:
             return 0 if reply.ok else reply.status
         return EXIT_OK
     from ..config import load_config
-    from ..credcache import CredentialCache
+    from ..credcache import CredCache
     from ..identity import identify_process
 
     config = load_config(g.config, caller_uid=0)
     ident = identify_process()
-    CredentialCache(config.auth_dir).forget(ident.uid)
+    CredCache.from_config(config).forget(ident.uid)
     return EXIT_OK
