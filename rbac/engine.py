@@ -1,0 +1,426 @@
+"""The compiled policy: a decision is a handful of dict lookups, whatever the policy size.
+
+Compilation turns the model into three structures:
+
+* ``_exact``: object name -> {role: {operation: grant}} for grants that list objects by name
+  (the seed's ``type="individual"``).  The inner {operation: grant} maps are shared by every
+  object of one grant block, so 100k VMs cost 100k small dict entries, not 100k x operations.
+* per-role scoped grants (all / pattern / label / owned), which must be tested one by one;
+  there are few of them.
+* a *profile* per distinct set of assigned roles: the effective roles (through the hierarchy)
+  in preference order, each with the assigned role it comes through, and the scoped grants of
+  all of them by operation.  Users with the same assignments share one profile.
+
+A check walks the user's (few) effective roles against the object's (few) granting roles,
+then the profile's scoped grants for the operation.  Allowed decisions are cached on the grant,
+keyed by the assigned role (which fixes the inheritance path) and, for named objects, the
+object — bounded by the policy, not by traffic.
+
+Which grant is reported when several allow: one that needs no fresh authentication if any; a
+by-name grant before a scoped one; then the nearest role (fewest inheritance steps), then the
+role name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from . import hierarchy
+from .decision import Decision, denied, granted
+from .errors import DsdViolation, SessionError
+from .model import Assignment, GrantBlock, PolicyModel, SeparationSet, id_ranges, where
+from .review import ReviewMixin
+from .timeutil import to_timestamp
+
+_INF = float("inf")
+
+
+class Grant:
+    """One operation granted to one role on one selector, with its source line."""
+
+    __slots__ = ("auth", "block", "cache", "op", "role", "selector", "source")
+
+    def __init__(self, role, op, selector, source, auth, block):
+        self.role = role
+        self.op = op
+        self.selector = selector
+        self.source = source
+        self.auth = auth
+        self.block = block
+        self.cache: dict = {}
+
+    def text(self, obj: str | None = None) -> str:
+        """'pa.xml:12: role R accepts operation 16 on individual VM Domain-0'."""
+        loc = where(self.source)
+        body = f"role {self.role} accepts operation {self.op} on {self.selector.describe(obj)}"
+        return f"{loc}: {body}" if loc else body
+
+
+class Profile:
+    """Effective roles of one set of assigned (or active) roles, ready for checking."""
+
+    __slots__ = ("pairs", "rank", "roles", "roots", "scoped")
+
+    def __init__(self, roots, pairs, scoped):
+        self.roots: frozenset[str] = roots
+        self.pairs: tuple[tuple[str, str], ...] = pairs  # (effective role, root it comes via)
+        self.rank = {r: i for i, (r, _root) in enumerate(pairs)}
+        self.roles = frozenset(self.rank)
+        self.scoped: dict[int, tuple[tuple[Grant, str], ...]] = scoped
+
+
+class UserRecord:
+    __slots__ = ("assignments", "expiring", "name", "profile", "source", "window")
+
+    def __init__(self, name, assignments, profile, source):
+        self.name = name
+        self.assignments: tuple[Assignment, ...] = assignments
+        self.profile: Profile = profile  # all assignments in force
+        self.source = source
+        exp = [a.expires for a in assignments if a.expires is not None]
+        self.expiring = bool(exp)
+        # (from, until, profile): the profile in force between two expiry instants
+        self.window = (-_INF, min(exp), profile) if exp else (-_INF, _INF, profile)
+
+
+class RbacPolicy(ReviewMixin):
+    """A loaded, validated and compiled UA/PA policy.  Immutable; safe to share."""
+
+    def __init__(self, model: PolicyModel):
+        self._model = model
+        self.operations: Mapping[int, str] = dict(model.operations or {})
+        self._op_ids = {n: i for i, n in self.operations.items()}
+        self.digest: str = model.digest
+        self.ssd_sets: tuple[SeparationSet, ...] = model.ssd
+        self.dsd_sets: tuple[SeparationSet, ...] = model.dsd
+        self._closure = model.closure
+        self._role_auth = {r: d.authenticate for r, d in model.roles.items()}
+        self.roles: tuple[str, ...] = tuple(sorted(model.roles))
+        self.users: tuple[str, ...] = tuple(sorted(model.users))
+        self._compile_grants(model.grants)
+        self._profiles: dict[frozenset[str], Profile] = {}
+        self._users: dict[str, UserRecord] = {}
+        for name in model.users:
+            assigns = model.assignments.get(name, ())
+            prof = self._profile_for(frozenset(a.role for a in assigns))
+            self._users[name] = UserRecord(name, assigns, prof, model.users[name])
+        self._authorized_index: dict[str, frozenset[str]] | None = None
+
+    # -- compilation -------------------------------------------------------------------------
+    def _compile_grants(self, blocks: list[GrantBlock]) -> None:
+        exact: dict[str, dict[str, dict[int, Grant]]] = {}
+        scoped: dict[str, dict[int, list[Grant]]] = {}
+        by_role: dict[str, list[tuple[GrantBlock, dict[int, Grant]]]] = {}
+        for block in blocks:
+            auth = self._role_auth[block.role]
+            opmap: dict[int, Grant] = {}
+            for op, src in block.ops:
+                if op not in opmap:
+                    opmap[op] = Grant(block.role, op, block.selector, src, auth, block)
+            by_role.setdefault(block.role, []).append((block, opmap))
+            if block.selector.exact:
+                role = block.role
+                for name in block.selector.names:
+                    per = exact.get(name)
+                    if per is None:
+                        exact[name] = {role: opmap}
+                    else:
+                        cur = per.get(role)
+                        # several blocks of one role name this object: merge, first line wins
+                        per[role] = opmap if cur is None else {**opmap, **cur}
+            else:
+                mine = scoped.setdefault(block.role, {})
+                for op, g in opmap.items():
+                    mine.setdefault(op, []).append(g)
+        self._exact = exact
+        self._scoped = scoped
+        self._blocks = by_role
+
+    def _profile_for(self, roots: frozenset[str]) -> Profile:
+        prof = self._profiles.get(roots)
+        if prof is not None:
+            return prof
+        best: dict[str, tuple[int, str]] = {}  # role -> (distance, root)
+        closure = self._closure
+        for root in sorted(roots):
+            for role, (dist, _hop) in closure[root].items():
+                old = best.get(role)
+                if old is None or dist < old[0]:
+                    best[role] = (dist, root)
+        order = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
+        pairs = tuple((role, root) for role, (_d, root) in order)
+        scoped: dict[int, list[tuple[Grant, str]]] = {}
+        for role, root in pairs:
+            for op, grants in self._scoped.get(role, {}).items():
+                lst = scoped.setdefault(op, [])
+                lst.extend((g, root) for g in grants)
+        prof = Profile(roots, pairs, {op: tuple(v) for op, v in scoped.items()})
+        self._profiles[roots] = prof
+        return prof
+
+    def _current_profile(self, u: UserRecord, t: float) -> Profile:
+        """The profile of the assignments of ``u`` in force at time ``t``."""
+        lo, hi, prof = u.window
+        if lo <= t < hi:
+            return prof
+        live = [a for a in u.assignments if not a.expired(t)]
+        prof = self._profile_for(frozenset(a.role for a in live))
+        past = [a.expires for a in u.assignments if a.expires is not None and a.expires <= t]
+        future = [a.expires for a in live if a.expires is not None]
+        u.window = (max(past, default=-_INF), min(future, default=_INF), prof)
+        return prof
+
+    def _via(self, root: str, role: str) -> tuple[str, ...]:
+        return hierarchy.path(self._closure, root, role)
+
+    # -- the decision ------------------------------------------------------------------------
+    def decide(self, user: str, op_id: int, obj: str, attrs=None, now=None) -> Decision:
+        """May ``user`` perform operation ``op_id`` on object ``obj`` (with ``attrs``) now?
+
+        ``now`` (datetime or POSIX time; default the clock) only matters for assignments with
+        an expiry.  Never raises for unknown users, roles or operations: it denies and says why.
+        """
+        u = self._users.get(user)
+        if u is None:
+            return self._deny(None, user, op_id, obj, attrs, now)
+        p = u.profile
+        if u.expiring:
+            t = time.time() if now is None else to_timestamp(now)
+            lo, hi, p = u.window
+            if not lo <= t < hi:
+                p = self._current_profile(u, t)
+        d = self._check(p, user, op_id, obj, attrs)
+        if d is None:
+            return self._deny(u, user, op_id, obj, attrs, now)
+        return d
+
+    def _check(self, p: Profile, user: str, op, obj: str, attrs) -> Decision | None:
+        """The hot path: a Decision if some effective role of ``p`` grants, else None."""
+        fallback = None  # (grant, root, obj-or-None) needing authentication
+        g = self._exact.get(obj)
+        if g is not None:
+            pairs = p.pairs
+            if len(pairs) <= len(g):
+                for role, root in pairs:
+                    m = g.get(role)
+                    if m is not None:
+                        gr = m.get(op)
+                        if gr is not None:
+                            if not gr.auth:
+                                c = gr.cache.get(root)
+                                if c is not None:
+                                    d = c.get(obj)
+                                    if d is not None:
+                                        return d
+                                return self._exact_decision(gr, root, obj)
+                            if fallback is None:
+                                fallback = (gr, root, obj)
+            else:
+                fallback_rank = best_rank = len(pairs)
+                best = None
+                rank = p.rank
+                for role, m in g.items():
+                    i = rank.get(role)
+                    if i is None:
+                        continue
+                    gr = m.get(op)
+                    if gr is None:
+                        continue
+                    if not gr.auth:
+                        if i < best_rank:
+                            best_rank, best = i, gr
+                    elif i < fallback_rank:
+                        fallback_rank, fallback = i, (gr, pairs[i][1], obj)
+                if best is not None:
+                    return self._exact_decision(best, pairs[best_rank][1], obj)
+        sc = p.scoped.get(op)
+        if sc is not None:
+            for gr, root in sc:
+                if gr.selector.matches(obj, attrs, user):
+                    if not gr.auth:
+                        d = gr.cache.get(root)
+                        return d if d is not None else self._scoped_decision(gr, root)
+                    if fallback is None:
+                        fallback = (gr, root, None)
+        if fallback is not None:
+            gr, root, named = fallback
+            if named is not None:
+                return self._exact_decision(gr, root, named)
+            d = gr.cache.get(root)
+            return d if d is not None else self._scoped_decision(gr, root)
+        return None
+
+    def _exact_decision(self, gr: Grant, root: str, obj: str) -> Decision:
+        c = gr.cache.get(root)
+        if c is None:
+            c = gr.cache[root] = {}
+        d = c.get(obj)
+        if d is None:
+            d = c[obj] = granted(gr.role, gr.text(obj), gr.auth, self._via(root, gr.role))
+        return d
+
+    def _scoped_decision(self, gr: Grant, root: str) -> Decision:
+        d = gr.cache.get(root)
+        if d is None:
+            d = gr.cache[root] = granted(gr.role, gr.text(), gr.auth, self._via(root, gr.role))
+        return d
+
+    # -- denials (not hot: say precisely why) ------------------------------------------------
+    def op_label(self, op) -> str:
+        name = self.operations.get(op)
+        return f"operation {op} ({name})" if name else f"operation {op}"
+
+    def resolve_operation(self, op: int | str) -> int | None:
+        """Operation id for an id (int or digit string) or a catalogue name; None if unknown."""
+        if isinstance(op, str):
+            if op.isdigit():
+                op = int(op)
+            else:
+                return self._op_ids.get(op)
+        if isinstance(op, int) and (not self.operations or op in self.operations):
+            return op
+        return None
+
+    def _deny(self, u, user, op, obj, attrs, now) -> Decision:
+        if not isinstance(op, int) or (self.operations and op not in self.operations):
+            resolved = self.resolve_operation(op)
+            if resolved is None:
+                known = f" ({id_ranges(self.operations)})" if self.operations else ""
+                return denied(f"operation {op!r} is not in the catalogue{known}")
+            if u is not None:
+                return self.decide(user, resolved, obj, attrs, now)
+            op = resolved
+        if u is None:
+            return denied(f"user '{user}' unknown")
+        if not u.assignments:
+            return denied(f"user '{user}' has no roles")
+        t = to_timestamp(now)
+        expired = [a for a in u.assignments if a.expired(t)]
+        if expired:
+            for a in sorted(expired, key=lambda a: -a.expires):
+                if self._check(self._profile_for(frozenset([a.role])), user, op, obj, attrs):
+                    return denied(self._expired_text(a, user))
+            if len(expired) == len(u.assignments):
+                latest = max(expired, key=lambda a: a.expires)
+                return denied(
+                    f"no role of user '{user}' grants {self.op_label(op)} on '{obj}'; "
+                    f"{self._expired_text(latest, user)}"
+                )
+        return denied(f"no role of user '{user}' grants {self.op_label(op)} on '{obj}'")
+
+    @staticmethod
+    def _expired_text(a: Assignment, user: str) -> str:
+        return f"assignment of role {a.role} to {user} expired on {a.expires_text}"
+
+    # -- list filtering ----------------------------------------------------------------------
+    def filter_visible(
+        self,
+        user: str,
+        op_id: int,
+        objects: Iterable[tuple[str, Mapping[str, str] | None]],
+        now=None,
+    ) -> list[str]:
+        """Names of ``objects`` ((name, attrs) pairs) on which ``user`` may do ``op_id``."""
+        u = self._users.get(user)
+        if u is None:
+            return []
+        op = self.resolve_operation(op_id)
+        if op is None:
+            return []
+        p = self._current_profile(u, to_timestamp(now)) if u.expiring else u.profile
+        pairs = p.pairs
+        roles = p.roles
+        if not pairs:
+            return []
+        exact = self._exact
+        scoped = [gr.selector for gr, _root in p.scoped.get(op, ())]
+        out = []
+        append = out.append
+        for name, attrs in objects:
+            g = exact.get(name)
+            if g is not None:
+                hit = False
+                if len(pairs) <= len(g):
+                    for role, _root in pairs:
+                        m = g.get(role)
+                        if m is not None and op in m:
+                            hit = True
+                            break
+                else:
+                    for role, m in g.items():
+                        if role in roles and op in m:
+                            hit = True
+                            break
+                if hit:
+                    append(name)
+                    continue
+            for sel in scoped:
+                if sel.matches(name, attrs, user):
+                    append(name)
+                    break
+        return out
+
+    # -- sessions ----------------------------------------------------------------------------
+    def create_session(self, user: str, active_roles: Iterable[str] | None = None, now=None):
+        """A NIST session: ``active_roles`` (default: every authorized role) checked against DSD."""
+        from .session import Session
+
+        u = self._users.get(user)
+        if u is None:
+            raise SessionError(f"user '{user}' unknown: no <User> entry in the UA policy")
+        authorized = self._current_profile(u, to_timestamp(now)).roles
+        if active_roles is None:
+            active = frozenset(authorized)
+        else:
+            active = frozenset(active_roles)
+            for r in sorted(active):
+                self._require_authorized(u, r, authorized)
+        self.check_dsd(active)
+        return Session(self, u, active)
+
+    def _require_authorized(self, u: UserRecord, role: str, authorized) -> None:
+        if role in authorized:
+            return
+        if role not in self._role_auth:
+            raise SessionError(f"role '{role}' is not defined in the PA policy")
+        for a in u.assignments:
+            if role in self._closure[a.role] and a.expires is not None:
+                raise SessionError(
+                    f"role '{role}' is not authorized for user '{u.name}': "
+                    f"{self._expired_text(a, u.name)}"
+                )
+        raise SessionError(f"role '{role}' is not authorized for user '{u.name}'")
+
+    def check_dsd(self, active: Iterable[str]) -> None:
+        """Raise DsdViolation if roles active together (with what they inherit) break a DSD set."""
+        effective: dict[str, str] = {}
+        for root in sorted(active):
+            for r in self._closure[root]:
+                effective.setdefault(r, root)
+        for s in self.dsd_sets:
+            hit = sorted(r for r in s.roles if r in effective)
+            if len(hit) >= s.cardinality:
+                shown = [r if effective[r] == r else f"{r} (through {effective[r]})" for r in hit]
+                raise DsdViolation(
+                    f"roles {', '.join(shown)} cannot be active in one session: dynamic "
+                    f"separation set '{s.name}' allows fewer than {s.cardinality} of "
+                    f"{', '.join(sorted(s.roles))}; activate fewer of them",
+                    s.source[0],
+                    s.source[1],
+                    set_name=s.name,
+                    roles=tuple(hit),
+                )
+
+    # -- explanation -------------------------------------------------------------------------
+    def explain(self, user: str, op_id: int, obj: str, attrs=None, now=None):
+        """The whole reasoning behind ``decide(user, op_id, obj, attrs, now)``."""
+        from .explain import explain
+
+        return explain(self, user, op_id, obj, attrs, now)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RbacPolicy {len(self.users)} users, {len(self.roles)} roles, "
+            f"digest {self.digest[:12]}>"
+        )

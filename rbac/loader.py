@@ -1,0 +1,210 @@
+"""UA/PA files -> RbacPolicy.
+
+The seed's two files load unchanged; the extensions (operation names, VM scopes, inheritance,
+authentication, expiry, separation of duty) are optional elements and attributes documented in
+etc/ua.xml, etc/pa.xml and etc/examples/README.md.  Every problem is reported with its file
+and line, all at once, and any problem means no policy at all (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+
+from lxml import etree
+
+from . import xmlsafe
+from .errors import PolicyError
+from .model import PolicyBuilder
+from .selectors import AnyObject, Attribute, Exact, Glob, Owned
+from .trusted_file import read_trusted
+
+
+def _catalogue(operations) -> Mapping[int, str]:
+    """Accept an id -> name mapping (or an object with one in ``.names``)."""
+    if not isinstance(operations, Mapping) and hasattr(operations, "names"):
+        operations = operations.names
+    if not isinstance(operations, Mapping):
+        raise TypeError("operations must be a mapping of operation id -> name")
+    return operations
+
+
+def load(ua_path, pa_path, operations, *, owner_uid: int = 0, max_size: int | None = None):
+    """Read UA and PA from trusted files (root-owned, not writable by others) and compile.
+
+    Raises PolicyError (all problems of both files together) if anything is wrong.
+    ``owner_uid`` is the owner the files must have; only tests running as non-root change it.
+    """
+    limit = xmlsafe.MAX_POLICY_BYTES if max_size is None else max_size
+    data: dict[str, bytes] = {}
+    errors: list[PolicyError] = []
+    for key, path in (("ua", ua_path), ("pa", pa_path)):
+        try:
+            data[key] = read_trusted(path, max_size=limit, owner_uid=owner_uid)
+        except PolicyError as exc:
+            errors.append(exc)
+    if errors:
+        raise PolicyError.collect(errors)
+    return loads(
+        data["ua"],
+        data["pa"],
+        operations,
+        ua_name=os.fspath(ua_path),
+        pa_name=os.fspath(pa_path),
+        max_size=limit,
+    )
+
+
+def loads(
+    ua_bytes: bytes,
+    pa_bytes: bytes,
+    operations,
+    ua_name: str = "ua.xml",
+    pa_name: str = "pa.xml",
+    *,
+    max_size: int = xmlsafe.MAX_POLICY_BYTES,
+):
+    """Compile UA/PA documents given as bytes (no file checks: the caller vouches for them)."""
+    ops = _catalogue(operations)
+    trees = {}
+    errors: list[PolicyError] = []
+    for kind, data, name in (("ua", ua_bytes, ua_name), ("pa", pa_bytes, pa_name)):
+        try:
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            tree = xmlsafe.parse(data, name, max_size=max_size)
+            xmlsafe.validate(tree, kind, name)
+            trees[kind] = tree
+        except PolicyError as exc:
+            errors.append(exc)
+    if errors:
+        raise PolicyError.collect(errors)
+    b = PolicyBuilder(
+        ops,
+        ua_name=os.path.basename(ua_name) or ua_name,
+        pa_name=os.path.basename(pa_name) or pa_name,
+    )
+    read_pa(trees["pa"], pa_name, b)
+    read_ua(trees["ua"], ua_name, b)
+    b.set_digest(policy_digest(ua_bytes, pa_bytes))
+    return b.build()
+
+
+def policy_digest(ua_bytes: bytes, pa_bytes: bytes) -> str:
+    """sha256 hex of UA bytes, a NUL (which XML text cannot contain), then PA bytes."""
+    if isinstance(ua_bytes, str):
+        ua_bytes = ua_bytes.encode("utf-8")
+    if isinstance(pa_bytes, str):
+        pa_bytes = pa_bytes.encode("utf-8")
+    return hashlib.sha256(ua_bytes + b"\0" + pa_bytes).hexdigest()
+
+
+def _elements(parent):
+    """Child elements, skipping comments (the schema has already vetted the tags)."""
+    return parent.iterchildren(tag=etree.Element)
+
+
+# -- PA ----------------------------------------------------------------------------------------
+def read_pa(tree, name: str, b: PolicyBuilder) -> None:
+    for role_el in _elements(tree.getroot()):
+        role = role_el.get("name")
+        auth = role_el.get("authenticate", "false") in ("true", "1")
+        b.add_role(role, authenticate=auth, source=(name, role_el.sourceline))
+        scopes: list[tuple[object, int]] = []
+        last = None
+        for el in _elements(role_el):
+            src = (name, el.sourceline)
+            if el.tag == "Inherits":
+                b.inherit(role, el.get("role"), source=src)
+            elif el.tag == "ManageVM":
+                if last == "ControlOperation":
+                    scopes = []  # a ManageVM after operations starts the next grant
+                scopes.extend((sel, el.sourceline) for sel in _selectors(el, name, b))
+            elif el.tag == "ControlOperation":
+                ops = [
+                    (tok, (name, op.sourceline))
+                    for op in el.iter("operation")
+                    if (tok := _op_token(op, name, b)) is not None
+                ]
+                for sel, line in scopes:
+                    b.grant_lines(role, ops, sel, source=(name, line))
+            last = el.tag
+
+
+def _op_token(op, name: str, b: PolicyBuilder):
+    ident, label = op.get("id"), op.get("name")
+    if (ident is None) == (label is None):
+        b.error(
+            '<operation> needs exactly one of id="..." or name="..." '
+            f"(got {'both' if ident is not None else 'neither'})",
+            (name, op.sourceline),
+        )
+        return None
+    return ident if ident is not None else label
+
+
+def _selectors(el, name: str, b: PolicyBuilder):
+    kind = el.get("type")
+    vms = [c for c in _elements(el) if c.tag == "VM"]
+    labels = [c for c in _elements(el) if c.tag == "Label"]
+
+    def refuse(what: str, line=None):
+        b.error(f'ManageVM type="{kind}" {what}', (name, line or el.sourceline))
+
+    if kind in ("all", "owned"):
+        if vms or labels:
+            refuse(
+                "takes no <VM> or <Label> children (it covers "
+                + ("every VM)" if kind == "all" else "the VMs the user asking owns)"),
+                (vms or labels)[0].sourceline,
+            )
+            return []
+        return [AnyObject() if kind == "all" else Owned()]
+    if kind == "label":
+        if vms:
+            refuse('takes <Label name="..."/> children, not <VM>', vms[0].sourceline)
+        if not labels:
+            refuse('needs at least one <Label name="..."/>')
+        return [Attribute("label", lb.get("name")) for lb in labels]
+    # individual / pattern: <VM name> or <VM pattern>
+    attr, other = ("name", "pattern") if kind == "individual" else ("pattern", "name")
+    if labels:
+        refuse(f'takes <VM {attr}="..."/> children, not <Label>', labels[0].sourceline)
+    good = []
+    for vm in vms:
+        if vm.get(attr) is None or vm.get(other) is not None:
+            refuse(f'needs <VM {attr}="..."/> (not {other}=)', vm.sourceline)
+        else:
+            good.append(vm.get(attr))
+    if not vms:
+        refuse(f'needs at least one <VM {attr}="..."/>')
+        return []
+    if kind == "individual":
+        return [Exact(good)] if good else []
+    return [Glob(p) for p in good]
+
+
+# -- UA ----------------------------------------------------------------------------------------
+def read_ua(tree, name: str, b: PolicyBuilder) -> None:
+    for el in _elements(tree.getroot()):
+        src = (name, el.sourceline)
+        if el.tag == "User":
+            user = el.get("name")
+            b.add_user(user, source=src)
+            for ur in _elements(el):
+                b.assign(
+                    user, ur.get("role"), expires=ur.get("expires"), source=(name, ur.sourceline)
+                )
+        else:
+            members = [r for r in _elements(el)]
+            roles = [r.get("name") for r in members]
+            rsrc = [(name, r.sourceline) for r in members]
+            add = b.add_ssd if el.tag == "StaticSeparation" else b.add_dsd
+            add(
+                el.get("name"),
+                roles,
+                int(el.get("cardinality", "2")),
+                source=src,
+                role_sources=rsrc,
+            )

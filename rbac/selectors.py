@@ -1,0 +1,140 @@
+"""Object selectors: which objects a grant covers.
+
+A permission in NIST RBAC is an (operation, object) pair.  Writing one grant per object does not
+scale to "every VM" or "every web-* VM", so a grant names a *selector*.  rbac knows nothing about
+what objects are: a selector sees the object's name, a string-to-string attribute mapping the
+caller supplies (the front-end passes ``label`` and ``owner``), and the user asking (for
+:class:`Owned`).  The PA file's ``<ManageVM type=...>`` maps one-to-one onto these classes.
+
+Selectors are immutable and hashable so permissions can be compared as sets (review functions,
+property tests).  ``describe(obj)`` words the selector for decisions and explanations.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class Selector:
+    """Base class; ``kind`` is the PA file's ManageVM type."""
+
+    __slots__ = ()
+    kind = ""
+    #: True when the selector is an explicit list of names (indexed by name, not scanned)
+    exact = False
+
+    def matches(self, obj: str, attrs: Mapping[str, str] | None, user: str) -> bool:
+        raise NotImplementedError
+
+    def describe(self, obj: str | None = None) -> str:
+        raise NotImplementedError
+
+    def as_dict(self) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Exact(Selector):
+    """Objects listed by name (``ManageVM type="individual"``)."""
+
+    names: frozenset[str]
+    kind = "individual"
+    exact = True
+
+    def __init__(self, names: str | Iterable[str]):
+        object.__setattr__(self, "names", frozenset([names] if isinstance(names, str) else names))
+
+    def matches(self, obj, attrs, user):
+        return obj in self.names
+
+    def describe(self, obj=None):
+        if obj is not None and obj in self.names:
+            return f"individual VM {obj}"
+        shown = sorted(self.names)
+        if len(shown) == 1:
+            return f"individual VM {shown[0]}"
+        if len(shown) > 5:
+            return f"individual VMs {', '.join(shown[:5])} and {len(shown) - 5} more"
+        return f"individual VMs {', '.join(shown)}"
+
+    def as_dict(self):
+        return {"type": self.kind, "names": sorted(self.names)}
+
+
+@dataclass(frozen=True, slots=True)
+class AnyObject(Selector):
+    """Every object (``ManageVM type="all"``)."""
+
+    kind = "all"
+
+    def matches(self, obj, attrs, user):
+        return True
+
+    def describe(self, obj=None):
+        return "all VMs"
+
+    def as_dict(self):
+        return {"type": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Glob(Selector):
+    """Objects whose name matches a case-sensitive shell glob (``type="pattern"``)."""
+
+    pattern: str
+    _match: object = field(init=False, repr=False, compare=False, hash=False)
+    kind = "pattern"
+
+    def __post_init__(self):
+        object.__setattr__(self, "_match", re.compile(fnmatch.translate(self.pattern)).match)
+
+    def matches(self, obj, attrs, user):
+        return self._match(obj) is not None
+
+    def describe(self, obj=None):
+        return f"VMs matching '{self.pattern}'"
+
+    def as_dict(self):
+        return {"type": self.kind, "pattern": self.pattern}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute(Selector):
+    """Objects whose attribute ``key`` equals ``value`` (``type="label"`` uses key "label")."""
+
+    key: str
+    value: str
+    kind = "label"
+
+    def matches(self, obj, attrs, user):
+        return attrs is not None and attrs.get(self.key) == self.value
+
+    def describe(self, obj=None):
+        if self.key == "label":
+            return f"VMs labelled '{self.value}'"
+        return f"VMs with {self.key}='{self.value}'"
+
+    def as_dict(self):
+        return {"type": self.kind, "key": self.key, "value": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Owned(Selector):
+    """Objects whose attribute ``key`` (default "owner") is the user asking (``type="owned"``)."""
+
+    key: str = "owner"
+    kind = "owned"
+
+    def matches(self, obj, attrs, user):
+        return attrs is not None and attrs.get(self.key) == user
+
+    def describe(self, obj=None):
+        if self.key == "owner":
+            return "VMs owned by the user asking"
+        return f"VMs whose {self.key} is the user asking"
+
+    def as_dict(self):
+        return {"type": self.kind, "key": self.key}

@@ -1,0 +1,91 @@
+"""Parse policy XML without letting the document reach outside itself.
+
+Policy files are written by root, but "written by root" includes "pasted from somewhere"; a
+parser that expands entities or fetches DTDs turns a copy-paste into a file disclosure (XXE) or
+a memory bomb (billion laughs).  So: entity resolution, DTD loading and network access are off,
+huge_tree is off, input is size-limited, and any document with a DOCTYPE is refused outright —
+a policy file never needs one.  Schema errors keep libxml2's line numbers so every message is
+``file:line: what``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from lxml import etree
+
+from .errors import PolicyError
+
+#: The largest UA or PA file accepted (also enforced by rbac.load on the open file).
+MAX_POLICY_BYTES = 32 * 1024 * 1024
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_pis=True,
+        collect_ids=False,
+    )
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def parse(data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES) -> etree._ElementTree:
+    """Parse ``data`` (named ``name`` in messages) safely; raise PolicyError on any problem."""
+    if len(data) > max_size:
+        raise PolicyError(f"{name} is {len(data)} bytes, more than the limit of {max_size}", name)
+    pos = data.find(b"<!DOCTYPE")
+    if pos >= 0:
+        raise PolicyError(
+            "document type declarations (<!DOCTYPE ...>) and entities are not allowed in "
+            "policy files; remove the DOCTYPE",
+            name,
+            _line_of(data, pos),
+        )
+    try:
+        tree = etree.ElementTree(etree.fromstring(data, _parser()))
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno or (exc.position[0] if exc.position else None)
+        msg = exc.msg or str(exc)
+        # libxml2 appends ", line N, column M" to its messages; the prefix already says it
+        msg = msg.split(", line ")[0]
+        raise PolicyError(f"not well-formed XML: {msg}", name, line) from None
+    docinfo = tree.docinfo
+    if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.doctype:
+        raise PolicyError(
+            "document type declarations are not allowed in policy files; remove the DOCTYPE",
+            name,
+            1,
+        )
+    for ent in tree.getroot().iter(etree.Entity):
+        raise PolicyError(
+            f"entity reference {ent.text} is not allowed in policy files", name, ent.sourceline
+        )
+    return tree
+
+
+@cache
+def _schema(kind: str) -> etree.XMLSchema:
+    text = resources.files("rbac").joinpath("schemas", f"{kind}.xsd").read_bytes()
+    return etree.XMLSchema(etree.fromstring(text, _parser()))
+
+
+def validate(tree: etree._ElementTree, kind: str, name: str) -> None:
+    """Validate against rbac/schemas/<kind>.xsd; raise PolicyError listing every violation."""
+    schema = _schema(kind)
+    if schema.validate(tree):
+        return
+    errors = [PolicyError(_tidy(e.message), name, e.line or None) for e in schema.error_log]
+    raise PolicyError.collect(errors or [PolicyError("does not match the schema", name)])
+
+
+def _tidy(msg: str) -> str:
+    """libxml2 schema messages, slightly shortened: "Element 'X': ..." stays, noise goes."""
+    return msg.replace("This element is not expected.", "this element is not allowed here.")
