@@ -100,7 +100,11 @@ def check_ancestors(path: str, *, owner_uid: int = 0) -> None:
     """
     comp = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     while True:
-        st = os.stat(comp)
+        try:
+            st = os.stat(comp)
+        except FileNotFoundError:  # not created yet: we will create it, as root, 0755
+            comp = os.path.dirname(comp)
+            continue
         if st.st_uid not in (0, owner_uid):
             raise UnsafeFileError(
                 path,
@@ -131,9 +135,15 @@ def _makedirs(path: str, mode: int) -> None:
 
 
 def open_secure_dir(
-    path: str, mode: int = 0o700, *, owner_uid: int = 0, create: bool = True
+    path: str,
+    mode: int = 0o700,
+    *,
+    owner_uid: int = 0,
+    create: bool = True,
+    create_mode: int | None = None,
 ) -> int:
-    """Open ``path`` as a directory fd after checking it is safe; create it (``mode``) if missing.
+    """Open ``path`` as a directory fd after checking it is safe; create it if missing (with
+    ``create_mode``, default ``mode``).
 
     Safe means: not a symlink (O_NOFOLLOW), a directory, owned by ``owner_uid``, permission bits
     a subset of ``mode`` (so a 0700 directory may not be 0750, a 0750 one may be 0700), and its
@@ -143,7 +153,7 @@ def open_secure_dir(
     path = os.path.abspath(path)
     check_ancestors(path, owner_uid=owner_uid)
     if create and not os.path.lexists(path):
-        _makedirs(path, mode)
+        _makedirs(path, mode if create_mode is None else create_mode)
         if os.geteuid() == 0 and owner_uid != 0:
             os.chown(path, owner_uid, -1, follow_symlinks=False)
     try:

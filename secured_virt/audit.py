@@ -1,0 +1,494 @@
+"""The audit log: one hash-chained JSON line per decision, written *before* the operation runs.
+
+Why this shape:
+
+* **Decision first, outcome second.**  ``record_decision`` is called by the gate before the
+  backend is touched and returns only after the line is on disk (write + fsync).  If that fails
+  it raises ``AuditError`` and the gate refuses the request — nothing ever runs unaudited.
+  When the backend has finished, ``record_outcome`` appends a second, linked record
+  (``type: "outcome"``, ``ref: <seq of the decision>``).  Losing an outcome (crash in
+  between) is visible: an allowed decision whose ``outcome`` is ``pending`` with no outcome
+  record referring to it.
+* **Hash chain across restarts.**  Each record carries ``prev`` (the previous record's hash)
+  and ``hash`` (SHA-256 over the canonical JSON of the record without ``hash``).  On each
+  append the last line is read back from the end of the file, so the chain continues across
+  process restarts and across the many processes (``svirsh`` in direct mode, ``svirtd``'s
+  threads) writing at once.  ``verify`` names the first broken record.
+* **No forks in the chain.**  read-last-hash + write + fsync happen under ``flock(LOCK_EX)``
+  on the log file (between processes) and a thread lock (between threads of one process,
+  which would share a lock on the same open file description).
+* **Nothing half-written.**  If the write or fsync fails (disk full, I/O error) the file is
+  truncated back to its previous length before ``AuditError`` is raised.
+* **Files.**  The log is root-owned 0600, single-link, opened O_APPEND|O_NOFOLLOW in a
+  root-owned directory of mode 0700 or 0750 (created 0700).  ``chattr +a`` may be set by the
+  admin; then a failed write cannot be rolled back, and ``verify`` will show the torn line.
+* **syslog** (facility authpriv) gets one short line per record, including the start of the
+  record's hash — an off-host copy of the chain's head, which is what detects someone cutting
+  records off the *end* of the file (a chain alone cannot).  It also gets a line when the disk
+  write failed, so a refused request still leaves a trace.
+
+Record format (see docs/audit-format.md for the full description)::
+
+  {"v":1,"type":"decision","seq":12,"time":"2025-01-31T12:00:00.123456Z",
+   "uid":1001,"user":"alice","acting_as":null,"requested_as":null,"via":"svirtd","pid":4242,
+   "tty":"/dev/pts/3","op_id":6,"op":"start","vm":"alice-web","vm_uuid":"…",
+   "verdict":"allowed","check":"rbac","rule":"alice has role web-operator: start on alice-*",
+   "outcome":"pending","prev":"<64 hex>","hash":"<64 hex>"}
+  {"v":1,"type":"outcome","seq":13,"ref":12,"time":"…","uid":1001,"user":"alice",
+   "op_id":6,"op":"start","vm":"alice-web","vm_uuid":"…","outcome":"ok","prev":"…","hash":"…"}
+
+``outcome`` is ``not-run`` on a denied decision, ``pending`` on an allowed one, and ``ok`` or
+``error:<message>`` on outcome records.  The first record's ``prev`` is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import stat
+import syslog as _syslog
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .fsutil import UnsafeFileError, open_secure_dir
+
+__all__ = [
+    "GENESIS",
+    "AuditError",
+    "AuditLog",
+    "AuditRef",
+    "VerifyResult",
+    "canonical_json",
+    "read",
+    "record_hash",
+    "verify",
+]
+
+GENESIS = "0" * 64
+RECORD_VERSION = 1
+MAX_FIELD_CHARS = 4096
+MAX_RECORD_BYTES = 64 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class AuditError(Exception):
+    """The record could not be written durably; the operation must be refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRef:
+    """Handle for a written decision, to link its outcome to it."""
+
+    seq: int
+    hash: str
+    summary: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    records: int  # records checked and found good (all of them when ok)
+    first_bad: int | None  # line number of the first broken record
+    message: str
+    first_bad_seq: int | None = None
+
+
+def canonical_json(obj: dict) -> bytes:
+    """The one serialisation that is hashed and written: sorted keys, no spaces, ASCII only
+    (so no raw control or line-separator characters can ever split a record)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def record_hash(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def _utc_now() -> str:
+    now = _dt.datetime.now(_dt.UTC)
+    return now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _clip(value):
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        return value[:MAX_FIELD_CHARS] + "…[truncated]"
+    return value
+
+
+def _normalise_outcome(outcome: str) -> str:
+    text = str(outcome).strip()
+    if text in ("ok", "not-run"):
+        return text
+    if text.startswith("error"):
+        return "error:" + text[len("error") :].lstrip(": ").strip()
+    return "error:" + text
+
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(text) -> str:
+    """Control characters as #ooo (sudo's convention) so one record is one syslog line."""
+    return _CTRL.sub(lambda m: f"#{ord(m.group()):03o}", str(text))
+
+
+def _acting_as(ident) -> str | None:
+    value = getattr(ident, "acting_as", None)
+    if value is not None or hasattr(type(ident), "acting_as"):
+        return value
+    if ident.uid == 0 and not getattr(ident, "as_refused", False):
+        return getattr(ident, "requested_as", None) or None
+    return None
+
+
+class AuditLog:
+    """Appends hash-chained records to one log file; safe across threads and processes."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        use_syslog: bool = True,
+        owner_uid: int = 0,
+        syslog_ident: str = "secured-virt",
+    ):
+        self.path = os.path.abspath(path)
+        self.use_syslog = use_syslog
+        self.owner_uid = owner_uid
+        self.syslog_ident = syslog_ident
+        self._lock = threading.Lock()
+        self._tail: tuple[int, int, int, int, str] | None = None  # dev, ino, size, seq, hash
+
+    @classmethod
+    def from_config(cls, config) -> AuditLog:
+        return cls(config.audit_log, use_syslog=config.audit_syslog)
+
+    # -- the gate's interface -----------------------------------------------------------------
+    def decision(self, ident, op, target, verdict) -> AuditRef:
+        """Record a gate verdict (duck-typed Identity, Operation, Target, Verdict)."""
+        return self.record_decision(
+            uid=ident.uid,
+            user=ident.user,
+            acting_as=_acting_as(ident),
+            requested_as=getattr(ident, "requested_as", None),
+            via=getattr(ident, "via", None),
+            pid=getattr(ident, "pid", None),
+            tty=getattr(ident, "tty", None),
+            op_id=getattr(op, "id", None),
+            op=getattr(op, "name", str(op)),
+            vm=getattr(target, "name", None),
+            vm_uuid=getattr(target, "uuid", None),
+            allowed=bool(verdict.allowed),
+            check=verdict.check,
+            rule=verdict.rule,
+        )
+
+    def outcome(self, ref: AuditRef, outcome: str) -> AuditRef:
+        return self.record_outcome(ref, outcome)
+
+    # -- explicit interface -------------------------------------------------------------------
+    def record_decision(
+        self,
+        *,
+        uid: int,
+        user: str,
+        op: str,
+        vm: str | None,
+        allowed: bool,
+        check: str,
+        rule: str,
+        op_id: int | None = None,
+        vm_uuid: str | None = None,
+        acting_as: str | None = None,
+        requested_as: str | None = None,
+        via: str | None = None,
+        pid: int | None = None,
+        tty: str | None = None,
+    ) -> AuditRef:
+        """Write one decision durably (raises AuditError if it cannot be written)."""
+        fields = {
+            "type": "decision",
+            "uid": uid,
+            "user": user,
+            "acting_as": acting_as,
+            "requested_as": requested_as,
+            "via": via,
+            "pid": pid,
+            "tty": tty,
+            "op_id": op_id,
+            "op": op,
+            "vm": vm,
+            "vm_uuid": vm_uuid,
+            "verdict": "allowed" if allowed else "denied",
+            "check": check,
+            "rule": rule,
+            "outcome": "pending" if allowed else "not-run",
+        }
+        rec = self.append(fields)
+        summary = {k: fields[k] for k in ("uid", "user", "op_id", "op", "vm", "vm_uuid")}
+        return AuditRef(rec["seq"], rec["hash"], summary)
+
+    def record_outcome(self, ref: AuditRef, outcome: str) -> AuditRef:
+        """Link the backend's result (``ok`` / ``error:<msg>``) to decision ``ref``."""
+        fields = {"type": "outcome", "ref": ref.seq, **ref.summary}
+        fields["outcome"] = _normalise_outcome(outcome)
+        rec = self.append(fields)
+        return AuditRef(rec["seq"], rec["hash"], ref.summary)
+
+    def append(self, fields: dict) -> dict:
+        """Chain and write one record; returns it as written (with seq, time, prev, hash)."""
+        fields = {k: _clip(v) for k, v in fields.items()}
+        for reserved in ("v", "seq", "time", "prev", "hash"):
+            fields.pop(reserved, None)
+        with self._lock:
+            try:
+                rec = self._append_locked(fields)
+            except AuditError as exc:
+                self._syslog(fields, None, failure=str(exc))
+                raise
+        self._syslog(rec, rec["hash"])
+        return rec
+
+    # -- internals ----------------------------------------------------------------------------
+    def _open(self) -> int:
+        directory, name = os.path.split(self.path)
+        try:
+            dfd = open_secure_dir(directory, 0o750, owner_uid=self.owner_uid, create_mode=0o700)
+        except UnsafeFileError as exc:
+            raise AuditError(f"audit log directory refused: {exc}") from None
+        except OSError as exc:
+            raise AuditError(f"audit log directory {directory}: {exc.strerror}") from None
+        try:
+            fd = os.open(
+                name,
+                os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dfd,
+            )
+            os.fsync(dfd)  # a newly created log's directory entry must survive a crash too
+        except OSError as exc:
+            raise AuditError(f"cannot open the audit log {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            problem = None
+            if not stat.S_ISREG(st.st_mode):
+                problem = "is not a regular file"
+            elif st.st_uid != self.owner_uid:
+                problem = f"is owned by uid {st.st_uid}, should be {self.owner_uid}"
+            elif stat.S_IMODE(st.st_mode) & 0o077:
+                problem = f"has mode {stat.S_IMODE(st.st_mode):04o}, should be 0600"
+            elif st.st_nlink != 1:
+                problem = f"has {st.st_nlink} hard links, should have 1"
+            if problem:
+                raise AuditError(f"audit log {self.path} {problem}; refusing to write to it")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _read_tail(self, fd: int, st: os.stat_result) -> tuple[int, str]:
+        """(seq, hash) of the last record, read backwards from the end of the file."""
+        cached = self._tail
+        if cached and cached[:3] == (st.st_dev, st.st_ino, st.st_size):
+            return cached[3], cached[4]
+        if st.st_size == 0:
+            return 0, GENESIS
+        if os.pread(fd, 1, st.st_size - 1) != b"\n":
+            raise AuditError(
+                f"the audit log {self.path} ends with an incomplete record (interrupted write?);"
+                f" refusing to extend a broken chain.  Run `svirt-admin audit verify`, keep a "
+                f"copy of the log, and cut the incomplete last line off"
+            )
+        buf, pos = b"", st.st_size
+        while True:
+            step = min(8192, pos)
+            pos -= step
+            buf = os.pread(fd, step, pos) + buf
+            cut = buf.rfind(b"\n", 0, len(buf) - 1)
+            if cut >= 0:
+                line = buf[cut + 1 :]
+                break
+            if pos == 0:
+                line = buf
+                break
+            if len(buf) > MAX_RECORD_BYTES:
+                raise AuditError(f"the last line of {self.path} is not an audit record")
+        try:
+            last = json.loads(line)
+            seq, digest = last["seq"], last["hash"]
+            if not isinstance(seq, int) or not _HEX64.fullmatch(digest):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(
+                f"the last line of {self.path} is not an audit record; run "
+                f"`svirt-admin audit verify`"
+            ) from None
+        return seq, digest
+
+    def _append_locked(self, fields: dict) -> dict:
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            seq, prev = self._read_tail(fd, st)
+            rec = {"v": RECORD_VERSION, **fields, "seq": seq + 1, "time": _utc_now(), "prev": prev}
+            rec["hash"] = record_hash(rec)
+            line = canonical_json(rec) + b"\n"
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, st.st_size)
+                    os.fsync(fd)
+                self._tail = None
+                raise AuditError(
+                    f"cannot write the audit log {self.path}: {exc.strerror or exc}"
+                ) from None
+            self._tail = (st.st_dev, st.st_ino, st.st_size + len(line), rec["seq"], rec["hash"])
+            return rec
+        finally:
+            os.close(fd)  # also releases the flock
+
+    def _syslog(self, rec: dict, digest: str | None, failure: str | None = None) -> None:
+        if not self.use_syslog:
+            return
+        if rec.get("type") == "outcome":
+            text = (
+                f"outcome seq={rec.get('seq')} ref={rec.get('ref')} user={rec.get('user')} "
+                f"op={rec.get('op')} vm={rec.get('vm')} result={rec.get('outcome')}"
+            )
+            prio = _syslog.LOG_INFO
+        else:
+            verdict = rec.get("verdict", "?")
+            who = rec.get("user")
+            if rec.get("acting_as"):
+                who = f"{who} as={rec['acting_as']}"
+            text = (
+                f"{verdict.upper()} seq={rec.get('seq', '-')} user={who} uid={rec.get('uid')} "
+                f"via={rec.get('via')} tty={rec.get('tty')} op={rec.get('op')} "
+                f"vm={rec.get('vm')} check={rec.get('check')} rule={rec.get('rule')}"
+            )
+            prio = _syslog.LOG_NOTICE if verdict == "allowed" else _syslog.LOG_ALERT
+        if failure:
+            text = f"NOT LOGGED, request refused ({failure}): {text}"
+            prio = _syslog.LOG_ALERT
+        elif digest:
+            text += f" hash={digest[:16]}"
+        line = f"{self.syslog_ident}: {_escape(text)}"
+        _syslog.syslog(_syslog.LOG_AUTHPRIV | prio, line[:1000])
+
+
+# -- reading and verifying --------------------------------------------------------------------
+
+
+def verify(path: str, *, first_prev: str = GENESIS) -> VerifyResult:
+    """Check the whole chain; report the first broken record by line number and seq.
+
+    Detects an altered field (hash mismatch), a removed, inserted or reordered line (prev or
+    seq mismatch), a truncated last line, and non-JSON lines.  ``first_prev`` lets a rotated
+    log start from the last hash of its predecessor.
+    """
+    expected_prev, expected_seq, good = first_prev, None, 0
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        return VerifyResult(False, 0, None, f"{path}: cannot read: {exc.strerror}")
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            why, seq, digest = _check_line(raw, expected_prev, expected_seq, first_prev)
+            if why:
+                where = f"line {lineno}" + (f" (seq {seq})" if seq is not None else "")
+                return VerifyResult(False, good, lineno, f"{path}: {where}: {why}", seq)
+            expected_prev, expected_seq, good = digest, seq + 1, good + 1
+    return VerifyResult(True, good, None, f"{path}: {good} records, chain intact")
+
+
+def _check_line(
+    raw: bytes, expected_prev: str, expected_seq: int | None, first_prev: str
+) -> tuple[str | None, int | None, str]:
+    """(problem or None, seq, hash) for one raw line of the log."""
+    if not raw.endswith(b"\n"):
+        return "incomplete last line (no newline): truncated or interrupted write", None, ""
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return "not a JSON record", None, ""
+    if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
+        return "not an audit record (no seq)", None, ""
+    seq = rec["seq"]
+    if rec.get("hash") != record_hash(rec):
+        return "hash does not match the content: the record was altered", seq, ""
+    if expected_seq is None:
+        expected_seq = 1 if first_prev == GENESIS else seq
+    if seq != expected_seq:
+        return f"expected seq {expected_seq}: records were removed, inserted or reordered", seq, ""
+    if rec.get("prev") != expected_prev:
+        return (
+            "prev does not match the hash of the record before it: records were removed, "
+            "inserted or reordered",
+            seq,
+            "",
+        )
+    if rec.get("type") == "outcome" and not (
+        isinstance(rec.get("ref"), int) and 0 < rec["ref"] < seq
+    ):
+        return "outcome refers to no earlier decision", seq, ""
+    return None, seq, rec["hash"]
+
+
+def _parse_time(value) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    parsed = _dt.datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.UTC)
+
+
+def read(
+    path: str,
+    user: str | None = None,
+    vm: str | None = None,
+    denied: bool | None = None,
+    since=None,
+) -> Iterator[dict]:
+    """Records matching every given filter, oldest first (for ``svirt-admin audit show``).
+
+    ``user`` matches the caller or the user acted as; ``denied=True`` yields denied decisions
+    only, ``denied=False`` allowed decisions and outcomes; ``since`` is a datetime or an RFC
+    3339 string.  Lines that are not records are skipped (``verify`` reports them).
+    """
+    cutoff = _parse_time(since) if since is not None else None
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if user is not None and user not in (rec.get("user"), rec.get("acting_as")):
+                continue
+            if vm is not None and rec.get("vm") != vm:
+                continue
+            if denied is not None:
+                is_denied = rec.get("verdict") == "denied"
+                if is_denied != denied:
+                    continue
+            if cutoff is not None:
+                try:
+                    if _parse_time(rec.get("time")) < cutoff:
+                        continue
+                except (ValueError, TypeError):
+                    continue
+            yield rec
