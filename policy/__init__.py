@@ -1,0 +1,163 @@
+"""sHype/ACM for secured-virt: what may run, and share, with what.
+
+This package reads Xen's security-policy XML, compiles it the way Xen 3.3 did (ssidrefs, binary
+policy, map), emulates the hypervisor's mediation hooks (Chinese Wall, Simple Type Enforcement,
+policy update, relabel) and offers the XSM management API (``policy.xsm``).  It knows nothing
+of users or roles and imports nothing from ``rbac`` or ``secured_virt``.
+
+Labels are identified by (policy name, label name), never by raw ssidref (seed 001): the same
+label means the same thing on every host; its local ssidref is computed from the active compiled
+policy when a domain is instantiated.  The label string is ``ACM:<policy>:<label>``.
+
+Policies
+--------
+``AcmPolicy.from_file(path)`` / ``AcmPolicy.from_xml(data, source="name.xml")``
+    parse + validate (lxml, no entities/DTD/network, XSD in ``policy/schemas``, size limit) +
+    semantic checks.  Raises ``PolicyFileError`` with ``.file``, ``.line``, ``.message``,
+    ``.xserr`` and ``.problems`` (every problem found); ``str()`` is ``file:line: message``.
+``p.name``, ``p.version`` ("1.0"), ``p.version_tuple``, ``p.header`` (PolicyHeader incl.
+``from_policy``), ``p.ste_types``, ``p.chwall_types`` (tuples, file order),
+``p.conflict_sets`` (ConflictSet: name, types), ``p.vm_labels`` (VmLabel: name, ste_types,
+chwall_types, from_name), ``p.resource_labels`` (ResourceLabel: name, ste_type, from_name),
+``p.bootstrap``, ``p.xml`` (exact bytes), ``p.to_xml()``, ``p.evolve(**changes)``,
+``AcmPolicy.from_parts(header, ste_types=..., ...)``, ``p.is_default()``.
+``policy.examples()`` -> {name: path} of the bundled examples; ``policy.example(name)``.
+
+Compilation
+-----------
+``c = p.compile()`` or ``policy.compile_file(path)`` -> ``CompiledPolicy``:
+``c.ssidref(vm_label)``, ``c.resource_ssidref(res_label)``, ``c.label_for(ssidref)``,
+``c.resource_label_for(ssidref)``, ``c.vm_order`` (index = ssid; 0 is ``__UNLABELED__``,
+1 the bootstrap label), ``c.res_order``, ``c.vm[name]`` (LabelInfo), ``c.res[name]``,
+``c.binary`` (bytes), ``c.map_text``, ``c.sha1``, ``c.stem`` (``example/client_v1``).
+``policy.binfmt.unpack_policy(c.binary)`` decodes a binary; ``policy.mapfile.parse_map(text)``
+reads a map (``label2ssidref``).
+
+Mediation
+---------
+``m = Mediator(compiled, dom0="Domain-0", dom0_label=None)``; Domain-0 runs from the start.
+Labels may be given as ``"blue"`` (active policy), ``"ACM:xm-test:blue"``, ``Label(...)`` or
+None (unlabeled).  Resources are ``{name: label}`` or pairs; a label None is unlabeled.
+
+* ``m.domain_create(key, label, resources=())`` -> RunningDomain, raises ``MediationDenied``
+  (``.hook``, ``.rule``, ``.reason``, ``.details``, ``.xserr``, ``.verdict``).
+  ``domain_restore``/``migrate_in`` are creates; ``domain_destroy``/``domain_save``/
+  ``migrate_out`` are destroys (exact undo).
+* ``m.check_domain_create(key_or_None, label, resources=())`` -> ``Verdict`` (dry run);
+  ``m.can_run(label)``; ``m.dry_run(label, resources)`` -> ``DryRunReport`` (every item).
+* ``m.share_resource(vm_label, resource_label, resource=None)`` -> Verdict (STE, cached).
+* ``m.authorization(label)`` -> Verdict (Domain-0's STE types include the label's).
+* ``m.check_evtchn(a, b, kind="unbound"|"interdomain")``, ``m.check_grant(a, granting)`` ->
+  Verdict; ``m.evtchn_bind(a, b)``/``m.grant_map(a, b)`` -> channel id (recorded, replayed on
+  updates), ``m.evtchn_close(id)``/``m.grant_unmap(id)``, ``m.channels()``.
+* ``m.relabel(key, new_label, old_label=None)`` -> RunningDomain, raises MediationDenied;
+  ``m.check_relabel(...)`` -> Verdict.
+* ``m.update_policy(new_compiled)`` -> ``UpdateResult`` (renames, removed labels, relabeled
+  domains), raises ``PolicyUpdateRefused`` (``.errors`` = [UpdateError(code, detail,
+  message)], ``.pairs`` = [(code, detail)], ``.xserr``); ``m.check_update(new)`` -> the errors.
+* ``m.rebuild([(key, label[, resources]), ...])`` -> list of problems (reality is counted).
+* ``m.running()`` -> {key: RunningDomain(key, domid, policy, label, ssidref, resources)},
+  ``m.label_of(key)``, ``m.counters`` (dict), ``m.chwall_state()``, ``m.compiled``.
+
+``Verdict``: ``allowed`` (also ``bool()``), ``hook``, ``rule`` (label, state, authorization,
+chinese_wall, ste, inaccessible, replay, allow), ``reason`` (a sentence saying what to do),
+``code`` (XSERR, 0 if allowed), ``details`` (mapping), ``explain()``, ``as_dict()``.
+
+XSM management API
+------------------
+``policy.xsm.XsmHost(state_dir)``: see that module.  ``format_label(policy, label)`` ->
+``"ACM:<policy>:<label>"``; ``parse_label(text, default_policy)`` -> ``Label``.
+Error codes: ``Xserr`` (XSERR numbers of Xen 3.3, positive).
+"""
+
+from __future__ import annotations
+
+from importlib import resources as _resources
+from pathlib import Path
+
+from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
+from .constants import (
+    DEFAULT_POLICY_NAME,
+    INACCESSIBLE,
+    UNLABELED,
+    XS_INST_BOOT,
+    XS_INST_LOAD,
+    XS_POLICY_ACM,
+    XS_POLICY_NONE,
+)
+from .errors import (
+    LabelError,
+    MediationDenied,
+    PolicyError,
+    PolicyFileError,
+    PolicyUpdateRefused,
+    Problem,
+    UpdateError,
+    Xserr,
+    XsmError,
+)
+from .labels import Label, format_label, parse_label
+from .mediator import DOM0, Mediator, RunningDomain, UpdateResult
+from .model import AcmPolicy, ConflictSet, FromPolicy, PolicyHeader, ResourceLabel, VmLabel
+from .verdict import DryRunReport, Verdict
+
+__all__ = [
+    "DEFAULT_POLICY_NAME",
+    "DOM0",
+    "INACCESSIBLE",
+    "UNLABELED",
+    "XS_INST_BOOT",
+    "XS_INST_LOAD",
+    "XS_POLICY_ACM",
+    "XS_POLICY_NONE",
+    "AcmPolicy",
+    "CompiledPolicy",
+    "ConflictSet",
+    "DryRunReport",
+    "FromPolicy",
+    "Label",
+    "LabelError",
+    "LabelInfo",
+    "MediationDenied",
+    "Mediator",
+    "PolicyError",
+    "PolicyFileError",
+    "PolicyHeader",
+    "PolicyUpdateRefused",
+    "Problem",
+    "ResourceInfo",
+    "ResourceLabel",
+    "RunningDomain",
+    "UpdateError",
+    "UpdateResult",
+    "Verdict",
+    "VmLabel",
+    "Xserr",
+    "XsmError",
+    "compile_file",
+    "example",
+    "examples",
+    "format_label",
+    "parse_label",
+]
+
+
+def compile_file(path: str | Path) -> CompiledPolicy:
+    """Read, validate and compile a policy file (offline; ``svirt-admin policy compile``)."""
+    return AcmPolicy.from_file(path).compile()
+
+
+def examples() -> dict[str, Path]:
+    """The bundled example policies: file stem (``xm-test-new``) -> path."""
+    root = _resources.files(__name__).joinpath("examples")
+    suffix = "-security_policy.xml"
+    return {p.name[: -len(suffix)]: Path(str(p)) for p in root.iterdir() if p.name.endswith(suffix)}
+
+
+def example(name: str) -> AcmPolicy:
+    """One bundled example policy by file stem, e.g. ``example("example.client_v1")``."""
+    try:
+        path = examples()[name]
+    except KeyError:
+        raise KeyError(f"no example policy {name!r}; have {sorted(examples())}") from None
+    return AcmPolicy.from_file(path)
