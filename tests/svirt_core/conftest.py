@@ -59,16 +59,15 @@ def py_as(readable_src, test_users, as_user):
     """
 
     def run(user: str | None, code: str, *, env: dict | None = None, uid: int | None = None,
-            timeout: float = 60, **popen):  # fmt: skip
+            timeout: float = 60):  # fmt: skip
         prologue = f"import sys; sys.path.insert(0, {str(readable_src)!r})\n"
         argv = [PYTHON, "-I", "-c", prologue + code]
         if uid is not None:  # a uid with no passwd entry
             argv = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                     "--", *argv]  # fmt: skip
-            res = as_user(None, argv, env=env, timeout=timeout, **popen)
+            res = as_user(None, argv, env=env, timeout=timeout)
         else:
-            res = as_user(test_users[user] if user else None, argv, env=env, timeout=timeout,
-                          **popen)  # fmt: skip
+            res = as_user(test_users[user] if user else None, argv, env=env, timeout=timeout)
         res.data = None
         lines = res.stdout.strip().splitlines()
         if res.returncode == 0 and lines:
@@ -91,3 +90,32 @@ def tiny_fs():
     finally:
         subprocess.run(["/usr/bin/umount", str(path)], check=False)
         path.rmdir()
+
+
+@pytest.fixture
+def spawn_py_as(readable_src, test_users):
+    """Start Python source as a real user in the background (Popen); killed at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def spawn(user: str | None, code: str, **popen) -> subprocess.Popen:
+        argv = [
+            PYTHON,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(readable_src)!r})\n" + code,
+        ]
+        if user is not None:
+            pw = test_users[user]
+            argv = ["/usr/bin/setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                    "--clear-groups", "--", *argv]  # fmt: skip
+        popen.setdefault("env", {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd="/", **popen)  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
