@@ -21,6 +21,7 @@ API for the front-ends: :func:`daemon_available`, :func:`call`, :func:`console`,
 from __future__ import annotations
 
 import os
+import time
 
 try:  # the C socket module: same names, none of socket.py's import cost
     import _socket as _sock
@@ -112,7 +113,7 @@ class _Session:
         self.sock = _sock.socket(_sock.AF_UNIX, _sock.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(socket_path)
+            self._connect(socket_path, timeout)
         except FileNotFoundError:
             self.sock.close()
             raise ClientError(
@@ -140,6 +141,22 @@ class _Session:
         self.path = socket_path
         hello = {"type": "hello", "version": PROTOCOL_VERSION, "client": client}
         self._pending = _frame(hello)  # sent together with the first request: one write
+
+    def _connect(self, path: str, timeout: float | None) -> None:
+        """connect(); with a timeout the fd is non-blocking, and a Unix socket whose listen
+        backlog is full then answers EAGAIN instead of waiting - so wait here, briefly."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                return self.sock.connect(path)
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise ClientError(
+                        "busy", f"svirtd at {path} is not accepting connections (backlog full)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def send(self, msg: dict) -> None:
         data = self._pending + _frame(msg)
@@ -293,11 +310,12 @@ def admin_reload(socket_path: str = DEFAULT_SOCKET, *, timeout: float | None = 6
 
 
 def parse_escape(spec: str) -> int:
-    """'^]' -> 0x1d (virsh's notation), or a single character -> its byte value."""
-    if len(spec) == 2 and spec[0] == "^":
-        code = ord(spec[1].upper()) ^ 0x40
-        if 0 <= code < 0x20 or code == 0x7F:
-            return code
+    """'^]' -> 0x1d (virsh's notation), or one ASCII character other than '^' -> its byte."""
+    if spec.startswith("^"):
+        if len(spec) == 2 and ord(spec[1]) < 0x80:
+            code = ord(spec[1].upper()) ^ 0x40
+            if 0 <= code < 0x20 or code == 0x7F:
+                return code
     elif len(spec) == 1 and ord(spec) < 0x80:
         return ord(spec)
     raise ValueError(f"invalid escape character {spec!r}: use ^X (e.g. ^]) or one ASCII character")

@@ -56,7 +56,7 @@ def from_systemd(environ: dict[str, str] | None = None) -> socket.socket | None:
     return sock
 
 
-def bind_unix(path: str, *, mode: int, group: str | int | None, backlog: int = 128):
+def bind_unix(path: str, *, mode: int, group: str | int | None, backlog: int = 1024):
     """Create the listening socket at path with owner root (our euid), group and mode."""
     if not os.path.isabs(path):
         raise ListenError(f"socket path {path!r} must be absolute")

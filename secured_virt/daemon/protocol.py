@@ -149,9 +149,11 @@ class FrameReader:
     def __init__(self, sock: socket.socket, max_bytes: int):
         self.sock = sock
         self.max_bytes = max_bytes
+        self._what: tuple[str, float | None] = ("frame", None)
 
-    def read(self, timeout: float | None) -> dict[str, Any]:
+    def read(self, timeout: float | None, waiting_for: str = "request") -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._what = (waiting_for, timeout)
         header = self._exactly(HEADER_BYTES, deadline, started=False)
         n = int.from_bytes(header, "big")
         if n > self.max_bytes:
@@ -172,22 +174,24 @@ class FrameReader:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _timeout(started or got > 0)
+                    raise self._timeout(started or got > 0)
                 self.sock.settimeout(left)
             try:
                 k = self.sock.recv_into(view[got:])
             except TimeoutError:
-                raise _timeout(started or got > 0) from None
+                raise self._timeout(started or got > 0) from None
             if k == 0:
                 raise PeerClosed(partial=started or got > 0)
             got += k
         return bytes(buf)
 
-
-def _timeout(partial: bool) -> ProtocolError:
-    if partial:
-        return ProtocolError(E_TIMEOUT, "the frame was not completed within the idle timeout")
-    return ProtocolError(E_TIMEOUT, "no request within the idle timeout; closing")
+    def _timeout(self, partial: bool) -> ProtocolError:
+        what, seconds = self._what
+        if partial:
+            return ProtocolError(
+                E_TIMEOUT, f"a frame was started but not completed within {seconds:g}s; closing"
+            )
+        return ProtocolError(E_TIMEOUT, f"no {what} within {seconds:g}s; closing")
 
 
 def send(sock: socket.socket, msg: dict[str, Any], timeout: float | None) -> None:

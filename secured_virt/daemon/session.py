@@ -48,7 +48,7 @@ class SocketInteraction:
         s = self._s
         try:
             s.send({"type": P.ASK_PASSWORD, "prompt": str(prompt), "echo": False})
-            msg = s.reader.read(s.server.limits.password_timeout)
+            msg = s.reader.read(s.server.limits.password_timeout, "answer to the password prompt")
         except (P.ProtocolError, P.PeerClosed, OSError) as exc:
             self.broken = exc
             return None
@@ -94,7 +94,7 @@ class Session:
             self._identify()
             self._greet()
             while self.server.mark_idle(self):
-                msg = self.reader.read(self.server.limits.idle_timeout)
+                msg = self.reader.read(self.server.limits.idle_timeout, "request")
                 if not self.server.begin_work(self):
                     self._send_error(P.E_SHUTDOWN, "svirtd is shutting down; try again shortly")
                     return
@@ -133,7 +133,7 @@ class Session:
         self.who = f"{self.identity.user} (uid {self.uid}, pid {self.pid})"
 
     def _greet(self) -> None:
-        msg = self.reader.read(self.server.limits.idle_timeout)
+        msg = self.reader.read(self.server.limits.idle_timeout, "hello")
         if msg["type"] != P.HELLO:
             raise P.ProtocolError(
                 P.E_UNEXPECTED, f"the first frame must be 'hello', not '{msg['type']}'"
@@ -173,10 +173,19 @@ class Session:
             raise P.ProtocolError(P.E_UNEXPECTED, f"a '{kind}' frame is not expected here")
         self.server.counters.reply(reply.status, time.monotonic() - started)
         if interaction.broken is not None:
-            log.info("%s: went away during the request: %s", self.who, interaction.broken)
+            self._broken(interaction.broken)
             return False
         self.send({"type": P.REPLY, "reply": reply.to_dict()})
         return True
+
+    def _broken(self, exc: BaseException) -> None:
+        """The client failed us while the service was talking to it (prompt, progress)."""
+        log.info("%s: the conversation broke during the request: %s", self.who, exc)
+        if isinstance(exc, P.ProtocolError):
+            self.server.counters.add(
+                "idle_timeouts" if exc.code == P.E_TIMEOUT else "protocol_errors"
+            )
+            self._send_error(exc.code, str(exc))
 
     def _request(self, body: dict[str, Any], interaction: SocketInteraction) -> Reply:
         extra = sorted(set(body) - REQUEST_FIELDS)
@@ -221,6 +230,7 @@ class Session:
         self.server.counters.reply(reply.status, 0.0)
         if interaction.broken is not None:
             _close_stream(stream, abort=True)
+            self._broken(interaction.broken)
             return False
         if stream is not None and reply.status != EXIT_OK:  # defensive: never relay a refusal
             _close_stream(stream, abort=True)

@@ -1,0 +1,170 @@
+"""Helpers for svirtd tests: a daemon process on a private socket, and clients as real uids.
+
+The daemon always runs as a separate process (root, like in production) so that signals,
+SO_PEERCRED and socket permissions are the kernel's, not simulated.  Clients run either in this
+(root) process - for raw protocol abuse - or as svt-alice/svt-bob/svt-carol through setpriv,
+importing the client from the world-readable snapshot of the tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PY = sys.executable
+RUN_FAKE = HERE / "run_fake_svirtd.py"
+
+
+def private_dir(prefix: str) -> Path:
+    """A fresh directory other uids can traverse (the socket must be reachable by them)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+class Daemon:
+    """A svirtd process: start, wait until it answers, signal, stop, read its log."""
+
+    def __init__(self, argv: list[str], workdir: Path, socket_path: Path, env=None):
+        self.argv = argv
+        self.workdir = workdir
+        self.socket = str(socket_path)
+        self.env = env
+        self.log_path = workdir / f"svirtd-{len(list(workdir.glob('svirtd-*.log')))}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *, pass_fds=(), env_extra=None, preexec_fn=None) -> Daemon:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        env.update(self.env or {})
+        env.update(env_extra or {})
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
+            cwd="/",
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> Daemon:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"svirtd exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+                s.connect(self.socket)
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"svirtd did not come up within {timeout}s:\n{self.log()}")
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def write_policy(workdir: Path, allow: dict, version: int = 1) -> None:
+    tmp = workdir / "policy.json.tmp"
+    tmp.write_text(json.dumps({"version": version, "allow": allow}))
+    os.replace(tmp, workdir / "policy.json")
+
+
+DEFAULT_ALLOW = {
+    "svt-alice": ["start", "stop", "console"],
+    "svt-bob": ["start"],
+}
+
+
+# -- clients -------------------------------------------------------------------------------
+def client_snippet(src: Path, body: str) -> list[str]:
+    """argv running ``body`` with secured_virt.client importable from ``src``; body prints."""
+    code = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(src)!r})\n"
+        "from secured_virt import client\n"
+        "from secured_virt.requests import Request\n" + body
+    )
+    return [PY, "-I", "-c", code]
+
+
+def call_as(run_as, user, src: Path, sock: str, command: str, args=None, as_user=None, **kw):
+    """Run client.call as a real uid; returns the reply as a dict (or {'error': code})."""
+    body = (
+        "try:\n"
+        f"    r = client.call({sock!r}, Request({command!r}, {args or {}!r}, {as_user!r}),"
+        " password_cb=None, timeout=30)\n"
+        "    print(json.dumps(r.to_dict()))\n"
+        "except client.ClientError as e:\n"
+        "    print(json.dumps({'error': e.code, 'message': str(e)}))\n"
+    )
+    res = run_as(user, client_snippet(src, body), **kw)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# -- raw protocol, for abuse from this process ---------------------------------------------
+def frame(obj) -> bytes:
+    body = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+    return len(body).to_bytes(4, "big") + body
+
+
+def read_frame(sock: socket.socket, timeout: float = 10) -> dict | None:
+    """The next frame, or None if the daemon closed the connection."""
+    sock.settimeout(timeout)
+    head = _exactly(sock, 4)
+    if head is None:
+        return None
+    body = _exactly(sock, int.from_bytes(head, "big"))
+    return None if body is None else json.loads(body)
+
+
+def _exactly(sock, n):
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def raw_connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+
+
+HELLO = {"type": "hello", "version": 1}

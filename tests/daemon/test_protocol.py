@@ -1,0 +1,177 @@
+"""The wire format on both sides: framing, strict validation, and the client's light codec."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from svtd_helpers import PY, REPO
+
+from secured_virt import client
+from secured_virt.daemon import protocol as P
+
+# -- the client's codec (C accelerator, no json package) agrees with json --------------------
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_client_codec_round_trips_like_json(value):
+    encoded = client._dumps(value)
+    assert json.loads(encoded) == value
+    assert client._loads(encoded) == value
+    assert client._loads(json.dumps(value, ensure_ascii=False).encode()) == value
+
+
+@pytest.mark.parametrize(
+    "text", [b"", b"{", b'{"a":1} x', b"NaN", b'{"a": Infinity}', b"[1,]", b"\xff\xfe"]
+)
+def test_client_codec_rejects_malformed(text):
+    with pytest.raises((ValueError, UnicodeDecodeError)):
+        client._loads(text)
+
+
+def test_client_codec_refuses_nan():
+    with pytest.raises(ValueError):
+        client._dumps({"x": float("nan")})
+
+
+def test_client_and_server_constants_agree():
+    assert client.PROTOCOL_VERSION == P.PROTOCOL_VERSION
+    assert client.HEADER_BYTES == P.HEADER_BYTES
+
+
+def test_client_frames_decode_on_the_server():
+    frame = client._frame({"type": "request", "request": {"command": "list", "args": {"é": 1}}})
+    n = int.from_bytes(frame[:4], "big")
+    assert n == len(frame) - 4
+    assert P.decode(frame[4:]) == {
+        "type": "request",
+        "request": {"command": "list", "args": {"é": 1}},
+    }
+
+
+# -- server-side validation ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"hello"', "must be a JSON object"),
+        (b'{"version": 1}', "unknown frame type None"),
+        (b'{"type": "exec", "cmd": "id"}', "unknown frame type 'exec'"),
+        (b'{"type": "hello", "version": 1, "uid": 0}', "unknown field(s) 'uid'"),
+        (b'{"type": "request", "request": {}, "user": "root"}', "unknown field(s) 'user'"),
+        (b'{"type": "hello", "version": true}', "'hello'.version must be"),
+        (b'{"type": "hello", "version": "1"}', "'hello'.version must be"),
+        (b'{"type": "hello"}', "needs a 'version'"),
+        (b'{"type": "request", "request": []}', "'request'.request must be"),
+        (b'{"type": "console"}', "needs a 'name'"),
+        (b'{"type": "password", "password": 5}', "'password'.password must be"),
+        (b'{"type": "hello", "version": NaN}', "not valid JSON"),
+        (b'{"type": "hello", \xff}', "not valid UTF-8"),
+        (b"[" * 100000 + b"]" * 100000, "too deeply"),
+        (b"{'type': 'hello'}", "not valid JSON"),
+    ],
+)
+def test_server_rejects_malformed_frames(body, needle):
+    with pytest.raises(P.ProtocolError) as info:
+        P.decode(body)
+    assert info.value.code == P.E_BAD_FRAME
+    assert needle in str(info.value)
+
+
+def _pair():
+    a, b = socket.socketpair()
+    return a, b
+
+
+def test_reader_limits_size_before_reading_the_body():
+    a, b = _pair()
+    a.sendall((10_000_000).to_bytes(4, "big"))  # and no body at all
+    with pytest.raises(P.ProtocolError) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=2)
+    assert info.value.code == P.E_TOO_LARGE
+    assert "10000000 bytes exceeds the limit of 4096" in str(info.value)
+
+
+def test_reader_deadline_is_per_frame_not_per_byte():
+    """A client trickling bytes cannot keep the frame open past the timeout."""
+    a, b = _pair()
+    stop = threading.Event()
+
+    def trickle():
+        a.sendall((100).to_bytes(4, "big"))
+        while not stop.wait(0.1):
+            try:
+                a.sendall(b" ")
+            except OSError:
+                return
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    with pytest.raises(P.ProtocolError) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=0.6)
+    stop.set()
+    assert info.value.code == P.E_TIMEOUT
+    assert "started but not completed within 0.6s" in str(info.value)
+
+
+def test_reader_reports_truncation_as_partial_close():
+    a, b = _pair()
+    a.sendall((50).to_bytes(4, "big") + b'{"type"')
+    a.close()
+    with pytest.raises(P.PeerClosed) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=2)
+    assert info.value.partial
+
+
+def test_reader_clean_close_between_frames_is_not_partial():
+    a, b = _pair()
+    a.close()
+    with pytest.raises(P.PeerClosed) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=2)
+    assert not info.value.partial
+
+
+@pytest.mark.parametrize(("spec", "byte"), [("^]", 0x1D), ("^C", 0x03), ("^[", 0x1B), ("q", 0x71)])
+def test_escape_notation(spec, byte):
+    assert client.parse_escape(spec) == byte
+
+
+@pytest.mark.parametrize("spec", ["", "ab", "^", "é", "^é"])
+def test_escape_notation_rejects(spec):
+    with pytest.raises(ValueError):
+        client.parse_escape(spec)
+
+
+# -- the client path stays light ------------------------------------------------------------
+def test_client_imports_only_stdlib_and_requests():
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "before = set(sys.modules)\n"
+        "import secured_virt.client\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run(
+        [PY, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    ours = {m for m in out if m.split(".")[0] in ("secured_virt", "rbac", "policy")}
+    assert ours == {"secured_virt", "secured_virt.client", "secured_virt.requests"}
+    for heavy in ("libvirt", "lxml", "json", "socket", "selectors", "argparse"):
+        assert heavy not in out, f"the client imported {heavy}"
