@@ -83,9 +83,9 @@ class Service:
         self._backend_lock = threading.Lock()
         self.store = store or PolicyStore(config.ua, config.pa)
         if audit is None:
-            from .auditsink import AuditSink
+            from .audit import AuditLog
 
-            audit = AuditSink.from_config(config)
+            audit = AuditLog.from_config(config)
         self.audit = audit
         if authenticator is None:
             from .authn import Authenticator

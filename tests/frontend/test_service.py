@@ -1,0 +1,125 @@
+"""The use-case layer end to end: real rbac, real libvirt test driver, real audit log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from secured_virt import audit
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, Request
+from secured_virt.service import Service
+
+from .conftest import ROOT, ident
+
+
+def records(cfg):
+    with open(cfg.audit_log) as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.fixture
+def svc(svt_env):
+    return Service.from_config(svt_env)
+
+
+def test_alice_starts_her_vm_and_it_is_audited(svc, svt_env):
+    alice = ident("alice")
+    r = svc.handle(alice, Request("start", {"domain": "alice-db"}))
+    assert r.status == EXIT_OK, r.message
+    assert r.data["message"] == "Domain 'alice-db' started"
+    assert svc.backend.lookup("alice-db").state == "running"
+    dec, out = records(svt_env)[-2:]
+    assert dec["verdict"] == "allowed" and dec["op"] == "start" and dec["vm"] == "alice-db"
+    assert dec["user"] == "alice" and "WebTeam" in dec["rule"]
+    assert out["type"] == "outcome" and out["ref"] == dec["seq"] and out["outcome"] == "ok"
+    assert audit.verify(svt_env.audit_log).ok
+
+
+def test_alice_refused_bobs_vm_names_user_op_vm_and_check(svc, svt_env):
+    r = svc.handle(ident("alice"), Request("destroy", {"domain": "bob-build"}))
+    assert r.status == EXIT_DENIED and r.check == "rbac"
+    assert "'alice'" in r.message and "'destroy'" in r.message and "'bob-build'" in r.message
+    assert svc.backend.lookup("bob-build").state == "running"  # nothing happened
+    rec = records(svt_env)[-1]
+    assert rec["verdict"] == "denied" and rec["outcome"] == "not-run" and rec["check"] == "rbac"
+
+
+def test_list_shows_only_what_the_caller_may_see(svc):
+    def names(who):
+        return [
+            d["name"]
+            for d in svc.handle(
+                ident(who), Request("list", {"all": True})
+            ).data["domains"]
+        ]
+    assert sorted(names("alice")) == ["alice-db", "alice-web"]
+    assert names("bob") == ["bob-build"]
+    assert len(names("carol")) == 5
+    assert names("mallory") == []
+    root = svc.handle(ROOT, Request("list", {"all": True})).data["domains"]
+    assert len(root) == 5
+
+
+def test_nonexistent_vm_is_denied_not_revealed(svc):
+    r = svc.handle(ident("alice"), Request("start", {"domain": "no-such-vm"}))
+    assert r.status == EXIT_DENIED
+    r = svc.handle(ROOT, Request("start", {"domain": "no-such-vm"}))
+    assert r.status == EXIT_FAILED and "no-such-vm" in r.message
+
+
+def test_as_from_non_root_is_refused_and_audited(svc, svt_env):
+    mallory = ident("mallory", requested_as="alice", as_refused=True)
+    r = svc.handle(mallory, Request("start", {"domain": "alice-db"}, as_user="alice"))
+    assert r.status == EXIT_DENIED and r.check == "identity"
+    rec = records(svt_env)[-1]
+    assert rec["verdict"] == "denied" and rec["check"] == "identity" and rec["user"] == "mallory"
+
+
+def test_root_acting_as_alice_gets_alices_rights(svc):
+    as_alice = dataclasses.replace(ROOT, requested_as="alice")
+    assert svc.handle(as_alice, Request("suspend", {"domain": "alice-web"})).ok
+    assert svc.handle(as_alice, Request("suspend", {"domain": "bob-build"})).status == EXIT_DENIED
+
+
+def test_broken_policy_fails_closed(svt_env):
+    with open(svt_env.pa, "w") as fh:
+        fh.write("<RolePolicyDefinition><Role name='x'>")
+    svc = Service.from_config(svt_env)
+    r = svc.handle(ident("alice"), Request("start", {"domain": "alice-db"}))
+    assert r.status == EXIT_BAD_POLICY and "pa.xml" in r.message
+
+
+def test_audit_write_failure_refuses_the_operation(svc, svt_env, tmp_path):
+    import os
+
+    os.chmod(os.path.dirname(svt_env.audit_log), 0o777)  # unsafe directory: audit refuses
+    r = svc.handle(ident("alice"), Request("start", {"domain": "alice-db"}))
+    assert r.status != EXIT_OK and r.check == "audit"
+    assert svc.backend.lookup("alice-db").state == "shut off"
+
+
+def test_read_commands(svc):
+    alice = ident("alice")
+    info = svc.handle(alice, Request("dominfo", {"domain": "alice-web"})).data
+    assert info["name"] == "alice-web" and info["owner"] == "alice" and info["vcpus"] == 2
+    assert svc.handle(alice, Request("domstate", {"domain": "alice-web"})).data["state"] == (
+        "running"
+    )
+    assert svc.handle(alice, Request("dumpxml", {"domain": "alice-web"})).status == EXIT_DENIED
+
+
+def test_define_sets_owner_and_refuses_forbidden_xml(svc):
+    xml = (
+        "<domain type='test'><name>new-vm</name><memory>1024</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    r = svc.handle(ROOT, Request("define", {"xml": xml, "file": "new.xml"}))
+    assert r.ok, r.message
+    bad = xml.replace("</os>", "</os><devices><emulator>/bin/sh</emulator></devices>")
+    r = svc.handle(
+        dataclasses.replace(ROOT, requested_as="alice"),
+        Request("define", {"xml": bad.replace("new-vm", "x2"), "file": "x.xml"}),
+    )
+    assert r.status == 2 and "emulator" in r.message
