@@ -173,10 +173,11 @@ class FakeService:
         return Reply(EXIT_DENIED, message=f"denied: {ident.user} may not {op_name}", check="rbac")
 
     def open_console(self, ident, name, interaction):
-        if name != "vm1":
+        if name not in ("vm1", "vm2"):
             return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'"), None
         if ident.uid != 0 and "console" not in self.policy["allow"].get(ident.user, []):
             return Reply(EXIT_DENIED, message="denied: console", check="rbac"), None
+        # vm1 behaves like a blocking virStream, vm2 like a non-blocking one (recv -> -2)
         stream = PipeStream(b"fake console ready\n", blocking=name == "vm1")
         self.streams.append(stream)
         return Reply(EXIT_OK, data={"message": f"Connected to domain '{name}'"}), stream
