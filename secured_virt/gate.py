@@ -94,6 +94,32 @@ class Gate:
             )
         return verdict
 
+    def authorize_listing(self, ident, op: Operation, shown: int, total: int) -> Verdict:
+        """Audit a list request: always allowed, filtered per VM by the caller's roles."""
+        target = Target("*")
+        if getattr(ident, "as_refused", False):
+            verdict = self._decide(ident, op, target, None)
+        else:
+            rule = f"filtered by role policy: {shown} of {total} domains visible"
+            if _is_plain_root(ident):
+                rule = f"{ROOT_RULE}: all {total} domains visible"
+            verdict = Verdict(True, "rbac", rule)
+        verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
+        try:
+            verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
+        except Exception as exc:
+            return Verdict(
+                False,
+                "audit",
+                f"the audit log could not be written ({exc}); refusing",
+                EXIT_FAILED,
+                None,
+                verdict.user,
+                op,
+                target,
+            )
+        return verdict
+
     def finish(self, verdict: Verdict, outcome: str) -> None:
         """Link the backend's outcome ("ok" or "error: ...") to the decision record."""
         if verdict.audit_ref is not None:

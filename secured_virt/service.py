@@ -240,7 +240,6 @@ class Service:
     # -- read commands ------------------------------------------------------------------------
     def _cmd_list(self, ident, args, interaction) -> Reply:
         op = self._op("list")
-        host = Target("*", None, {})
         include_inactive = bool(args.get("all") or args.get("inactive"))
         domains = self.backend.list_domains(include_inactive=include_inactive)
         if args.get("inactive"):
@@ -259,10 +258,10 @@ class Service:
                 pol.filter_visible(user, op.id, ((d.name, metas[d.name].attrs()) for d in domains))
             )
             visible = [d for d in domains if d.name in allowed]
-        v = self.gate.authorize(ident, op, host, interaction)
-        if not v.allowed and v.check != "rbac":
+        v = self.gate.authorize_listing(ident, op, len(visible), len(domains))
+        if not v.allowed:
             return self._denied(v)
-        self.gate.finish(v, f"ok: {len(visible)} of {len(domains)} domains shown")
+        self.gate.finish(v, "ok")
         out = []
         for d in sorted(visible, key=lambda d: (d.id is None, d.id or 0, d.name)):
             row = d.as_dict()

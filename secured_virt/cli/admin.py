@@ -135,6 +135,57 @@ def cmd_review(args) -> int:
     return review(pol, args)
 
 
+def cmd_audit(args) -> int:
+    from .. import audit
+
+    cfg = _config(args)
+    path = args.log or cfg.audit_log
+    if args.action == "verify":
+        res = audit.verify(path)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "ok": res.ok,
+                        "records": res.records,
+                        "first_bad_line": res.first_bad,
+                        "first_bad_seq": res.first_bad_seq,
+                        "message": res.message,
+                    }
+                )
+            )
+        else:
+            print(("OK: " if res.ok else "BROKEN: ") + res.message)
+        return EXIT_OK if res.ok else EXIT_FAILED
+    try:
+        recs = list(
+            audit.read(
+                path,
+                user=args.user,
+                vm=args.vm,
+                denied=True if args.denied else None,
+                since=args.since,
+            )
+        )
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"svirt-admin audit show: {exc}\n")
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(recs, indent=2))
+        return EXIT_OK
+    for r in recs:
+        who = r.get("user", "?") + (f"->{r['acting_as']}" if r.get("acting_as") else "")
+        if r.get("type") == "outcome":
+            print(f"{r.get('time')} #{r.get('seq')} outcome of #{r.get('ref')}: {r.get('outcome')}")
+            continue
+        verdict = str(r.get("verdict", "?")).upper()
+        print(
+            f"{r.get('time')} #{r.get('seq')} {verdict:<7} {who} {r.get('op')} "
+            f"{r.get('vm')} [{r.get('check')}] {r.get('rule')}"
+        )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="svirt-admin",
@@ -205,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes)")
     sp.add_argument("--label", help="the VM's sHype label (for 'label' scopes)")
     files(sp)
+    sp = add(
+        "audit",
+        cmd_audit,
+        "show or verify the audit log",
+        "svirt-admin audit show --user alice --denied",
+    )
+    sp.add_argument("action", choices=("show", "verify"))
+    sp.add_argument("--user", help="only records of this user (caller or acted-as)")
+    sp.add_argument("--vm", help="only records about this VM")
+    sp.add_argument("--denied", action="store_true", help="only denied decisions")
+    sp.add_argument("--since", metavar="TIME", help="only records at or after this RFC 3339 time")
+    sp.add_argument("--log", metavar="FILE", help="audit log instead of the configured one")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
     return p
 
 
