@@ -269,7 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", metavar="TIME", help="only records at or after this RFC 3339 time")
     sp.add_argument("--log", metavar="FILE", help="audit log instead of the configured one")
     sp.add_argument("--json", action="store_true", help="print as JSON")
+
+    # Subcommand families that live in their own modules register themselves here.
+    import importlib
+
+    for modname in EXTENSIONS:
+        try:
+            mod = importlib.import_module(f"secured_virt.cli.{modname}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"secured_virt.cli.{modname}":
+                raise
+            continue
+        mod.register(sub, add, files)
     return p
+
+
+#: modules adding subcommands: each has register(sub, add, files) — see build_parser
+EXTENSIONS = ("admin_edit", "admin_policy", "admin_labels", "admin_daemon")
 
 
 def main(argv: list[str] | None = None) -> int:
