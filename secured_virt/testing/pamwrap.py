@@ -1,11 +1,21 @@
 """A private, real PAM stack for tests: cwrap's pam_wrapper with the pam_matrix module.
 
 pam_wrapper (Debian ``libpam-wrapper``) is a libpam that reads service files from
-``$PAM_WRAPPER_SERVICE_DIR`` instead of /etc/pam.d when ``PAM_WRAPPER=1``; it reads those
-variables at ``pam_start`` time, so setting os.environ in-process works.  pam_matrix checks
+``$PAM_WRAPPER_SERVICE_DIR`` instead of /etc/pam.d when ``PAM_WRAPPER=1``.  pam_matrix checks
 passwords against a text file ``user:password:allowed_service``; its *account* step refuses a
 user whose allowed service is a different one — which is how tests model an expired/locked
 account (PAM account management failure).
+
+Two facts found by experiment (Debian pam_wrapper 1.1.4) shape this module:
+
+* pam_wrapper reads its variables at the first ``pam_start`` in a process (not at library
+  load, so setting os.environ in-process works) and copies the service directory **once per
+  process**; later changes of ``PAM_WRAPPER_SERVICE_DIR`` or of the service files are ignored.
+* pam_matrix reads ``$PAM_MATRIX_PASSWD`` on every call.
+
+So the service files name no passdb; ``activate`` points ``PAM_MATRIX_PASSWD`` at this
+wrapper's passdb, and any number of wrappers (one per test) can follow each other in one
+process as long as they use the service names of the first (``secured-virt`` by default).
 
 Usage in a test (in-process)::
 
@@ -27,7 +37,10 @@ from pathlib import Path
 
 LIBPAM_WRAPPER = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so"
 PAM_MATRIX = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-ENV_NAMES = ("PAM_WRAPPER", "PAM_WRAPPER_SERVICE_DIR")
+ENV_NAMES = ("PAM_WRAPPER", "PAM_WRAPPER_SERVICE_DIR", "PAM_MATRIX_PASSWD")
+
+#: service names of the first wrapper activated in this process (pam_wrapper's copy)
+_process_services: frozenset[str] | None = None
 
 
 def unavailable_reason() -> str | None:
@@ -45,7 +58,11 @@ class PamWrapper:
     service: str
 
     def env(self) -> dict[str, str]:
-        return {"PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": self.service_dir}
+        return {
+            "PAM_WRAPPER": "1",
+            "PAM_WRAPPER_SERVICE_DIR": self.service_dir,
+            "PAM_MATRIX_PASSWD": self.passdb,
+        }
 
     def set_users(self, users: Mapping[str, str | tuple[str, str]]) -> None:
         """Rewrite the passdb: name -> password (for this service) or (password, service)."""
@@ -54,8 +71,18 @@ class PamWrapper:
     def activate(self) -> None:
         from secured_virt.pamauth import use_pam_library
 
+        global _process_services
+        services = frozenset(os.listdir(self.service_dir))
+        if _process_services is not None and not services <= _process_services:
+            raise RuntimeError(
+                f"pam_wrapper already uses the services {sorted(_process_services)} in this "
+                f"process and cannot load new ones ({sorted(services - _process_services)}); "
+                "use a subprocess"
+            )
         os.environ.update(self.env())
         use_pam_library(LIBPAM_WRAPPER)
+        if _process_services is None:
+            _process_services = services
 
     def deactivate(self) -> None:
         from secured_virt.pamauth import use_pam_library
@@ -93,6 +120,8 @@ def make_pam_wrapper(
 ) -> PamWrapper:
     """Create ``base_dir/pam.d/<service>`` (auth + account via pam_matrix) and a passdb.
 
+    ``users`` maps a name to its password (allowed for ``service``) or to
+    ``(password, allowed_service)``.
     The files are world-readable so processes running as other test uids can use them too;
     they hold test passwords only.
     """
@@ -104,9 +133,8 @@ def make_pam_wrapper(
     passdb = str(base / "passdb")
     _write_passdb(passdb, users, service)
     svc = service_dir / service
-    svc.write_text(
-        f"auth required {PAM_MATRIX} passdb={passdb}\n"
-        f"account required {PAM_MATRIX} passdb={passdb}\n"
+    svc.write_text(  # passdb comes from $PAM_MATRIX_PASSWD (see the module docstring)
+        f"auth required {PAM_MATRIX}\naccount required {PAM_MATRIX}\n"
     )
     os.chmod(svc, 0o644)
     return PamWrapper(str(service_dir), passdb, service)
