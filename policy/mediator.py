@@ -673,7 +673,7 @@ class Mediator:
             cache.append(b)
             return self._pair_allow(hook, da, db)
         c[prefix + "_denied"] += 1
-        what = {"evtchn": "an event channel", "gt": "a grant mapping"}[prefix]
+        what = {"ec": "an event channel", "gt": "a grant mapping"}[prefix]
         return deny(
             hook,
             RULE_STE,
@@ -709,7 +709,7 @@ class Mediator:
         if kind not in ("unbound", "interdomain"):
             raise ValueError("kind must be 'unbound' or 'interdomain'")
         with self._lock:
-            return self._ste_pair("evtchn_" + kind, "evtchn", dom, remote)
+            return self._ste_pair("evtchn_" + kind, "ec", dom, remote)
 
     def check_grant(self, dom: Hashable, granting: Hashable) -> Verdict:
         """Grant-table map hook: ``dom`` maps a page granted by ``granting``."""
@@ -719,7 +719,7 @@ class Mediator:
     def evtchn_bind(self, dom: Hashable, remote: Hashable) -> int:
         """Establish an interdomain event channel (checked); returns its id for close."""
         with self._lock:
-            v = self._ste_pair("evtchn_interdomain", "evtchn", dom, remote)
+            v = self._ste_pair("evtchn_interdomain", "ec", dom, remote)
             if not v.allowed:
                 raise MediationDenied(v)
             return self._new_channel("evtchn", dom, remote)

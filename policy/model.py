@@ -149,15 +149,26 @@ class AcmPolicy:
         limit = max_bytes or MAX_POLICY_BYTES
         path = os.fspath(path)
         try:
-            with open(path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                if not _is_regular(st.st_mode):
-                    raise PolicyFileError(path, 0, "not a regular file", Xserr.FILE_ERROR)
+            # O_NONBLOCK: opening a FIFO must not hang; the fd is checked to be a regular file.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise PolicyFileError(
+                path, 0, f"cannot read policy file: {exc.strerror}", Xserr.FILE_ERROR
+            ) from None
+        try:
+            if not _is_regular(os.fstat(fd).st_mode):
+                raise PolicyFileError(
+                    path, 0, "not a regular file; give the path of a policy file", Xserr.FILE_ERROR
+                )
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(limit + 1)
         except OSError as exc:
             raise PolicyFileError(
                 path, 0, f"cannot read policy file: {exc.strerror}", Xserr.FILE_ERROR
             ) from None
+        finally:
+            os.close(fd)
         return cls.from_xml(data, source=path, max_bytes=limit)
 
     @classmethod
