@@ -109,8 +109,11 @@ class Server:
         self.sock = sock
         self.limits = limits or Limits()
         self.identify = identify or _identify_peer
-        self.socket_path = socket_path
         self.owns_path = owns_path
+        if not owns_path:  # systemd's socket: report where it really is
+            with contextlib.suppress(OSError):
+                socket_path = sock.getsockname() or socket_path
+        self.socket_path = socket_path
         self.counters = Counters()
         self.started = time.time()
         self._lock = threading.Lock()
@@ -326,9 +329,10 @@ class Server:
         sel.register(self.sock, selectors.EVENT_READ, "accept")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         log.info(
-            "svirtd %s serving %s (protocol %d, pid %d)",
+            "svirtd %s serving %s%s (protocol %d, pid %d)",
             VERSION,
-            self.socket_path or "a socket from systemd",
+            self.socket_path,
+            "" if self.owns_path else ", a socket from systemd",
             P.PROTOCOL_VERSION,
             os.getpid(),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -168,3 +169,77 @@ def raw_connect(path: str) -> socket.socket:
 
 
 HELLO = {"type": "hello", "version": 1}
+
+
+# -- the real svirtd around the real Service -----------------------------------------------
+SVIRTD = Path(PY).parent / "svirtd"
+DEMO = REPO / "etc" / "demo"
+
+UA_XML = """<?xml version="1.0"?>
+<UserConfiguration>
+  <User name="svt-alice"><UserRole role="WebTeam"/></User>
+  <User name="svt-bob"><UserRole role="BuildTeam"/></User>
+  <User name="svt-carol"><UserRole role="Auditor"/><UserRole role="DaemonAdmin"/></User>
+</UserConfiguration>
+"""
+
+DAEMON_ADMIN_ROLE = """  <Role name="DaemonAdmin">
+    <ManageVM type="individual"><VM name="Domain-0"/></ManageVM>
+    <ControlOperation><Accept><operation id="62"/></Accept></ControlOperation>
+  </Role>
+</RolePolicyDefinition>"""
+
+
+def write_root_file(path: Path, text: str, mode: int = 0o644) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.chown(tmp, 0, 0)
+    os.replace(tmp, path)
+    return path
+
+
+class RealEnv:
+    """A private host: config, UA/PA for the svt-* users, the demo node, audit log, socket."""
+
+    def __init__(self, **conf):
+        self.base = private_dir("svtd-real-")
+        self.etc = self.base / "etc"
+        self.etc.mkdir(mode=0o755)
+        self.run = self.base / "run"
+        self.run.mkdir(mode=0o755)
+        self.log_dir = self.base / "log"
+        self.log_dir.mkdir(mode=0o700)
+        self.ua = write_root_file(self.etc / "ua.xml", UA_XML)
+        pa = (DEMO / "pa.xml").read_text().replace("</RolePolicyDefinition>", DAEMON_ADMIN_ROLE)
+        self.pa = write_root_file(self.etc / "pa.xml", pa)
+        self.node = self.etc / "node.xml"
+        shutil.copy(DEMO / "node.xml", self.node)
+        self.socket = str(self.run / "svirtd.sock")
+        self.audit_log = str(self.log_dir / "audit.log")
+        settings = {
+            "uri": f"test://{self.node}",
+            "ua": str(self.ua),
+            "pa": str(self.pa),
+            "audit_log": self.audit_log,
+            "audit_syslog": "no",
+            "auth_dir": str(self.base / "ts"),
+            "label_store": str(self.base / "labels.xml"),
+            "acm_state_dir": str(self.base / "acm"),
+            "socket": self.socket,
+            "socket_mode": "0666",
+        }
+        settings.update({k: str(v) for k, v in conf.items()})
+        text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        self.config = write_root_file(self.etc / "secured-virt.conf", text)
+
+    def daemon(self, *extra: str) -> Daemon:
+        argv = [str(SVIRTD), "--config", str(self.config), "--log-level", "debug", *extra]
+        return Daemon(argv, self.base, Path(self.socket))
+
+    def audit_records(self) -> list[dict]:
+        with open(self.audit_log) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
