@@ -2,17 +2,15 @@
 
 Three jobs, each done the way sudo does it for sudoers and its timestamp directory:
 
-* ``read_trusted_file`` — read a file root depends on (the config, policy files) only if the
-  *open descriptor* is a regular file owned by the expected uid and writable by nobody else.
-  Checking the fd, not the path, closes the window between "check" and "use".
+* ``read_trusted_file`` — read a file root depends on (the config, the label store) only if the
+  *open descriptor* is a regular file owned by the expected uid and writable by nobody else
+  (delegates to ``rbac.read_trusted``, which does the same for UA/PA).
 * ``atomic_write`` — replace a file so that a crash leaves the old or the new content, never
   half: a temporary file in the same directory, fsync, rename, fsync of the directory.
 * ``open_secure_dir`` / ``ensure_secure_dir`` — a state directory (credential cache, audit log)
   must be root's alone: the directory itself is opened with O_NOFOLLOW and checked on the fd,
   and every ancestor must be owned by root (or the expected owner) and not writable by others
   unless sticky, so nobody but root could have swapped a path component.
-
-``rbac/trusted_file.py`` has the same job for the policy files; the two will be unified.
 """
 
 from __future__ import annotations
@@ -44,52 +42,23 @@ class UnsafeFileError(Exception):
         self.path = path
 
 
-def _fd_owner_problem(st: os.stat_result, owner_uid: int, path: str) -> str | None:
-    if st.st_uid != owner_uid:
-        return f"{path} is owned by uid {st.st_uid}, should be {owner_uid}"
-    if st.st_mode & stat.S_IWOTH:
-        return f"{path} is world writable"
-    if st.st_mode & stat.S_IWGRP:
-        return f"{path} is group writable"
-    return None
-
-
 def read_trusted_file(path: str, *, max_size: int, owner_uid: int = 0) -> bytes:
     """Read ``path`` if the open file is regular, owned by ``owner_uid``, not group/world-writable.
 
-    Raises FileNotFoundError when the file does not exist (callers may fall back to defaults),
-    UnsafeFileError when it exists but must not be trusted, OSError for other read errors.
-    O_NONBLOCK keeps a FIFO planted at the path from hanging us before fstat can refuse it.
+    The checks are ``rbac.read_trusted``'s (one implementation for UA/PA, the config and the
+    label store: O_NOFOLLOW, O_NONBLOCK against planted FIFOs, fstat on the fd, size limit).
+    This wrapper only keeps the front-end's contract: FileNotFoundError when the file does not
+    exist (callers may fall back to defaults), UnsafeFileError for everything else.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    from rbac.errors import UntrustedFileError
+    from rbac.trusted_file import read_trusted
+
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFileError(path, f"{path} is not a regular file")
-        problem = _fd_owner_problem(st, owner_uid, path)
-        if problem:
-            raise UnsafeFileError(
-                path,
-                f"{problem}; refusing to use it (fix with: chown {owner_uid} {path}; "
-                f"chmod go-w {path})",
-            )
-        if st.st_size > max_size:
-            raise UnsafeFileError(
-                path, f"{path} is {st.st_size} bytes, more than the limit of {max_size}"
-            )
-        chunks = []
-        total = 0
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > max_size:  # grew while we read it
-                raise UnsafeFileError(path, f"{path} is larger than the limit of {max_size}")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return read_trusted(path, max_size=max_size, owner_uid=owner_uid)
+    except UntrustedFileError as exc:
+        if not os.path.lexists(path):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+        raise UnsafeFileError(path, str(exc)) from None
 
 
 def check_ancestors(path: str, *, owner_uid: int = 0) -> None:

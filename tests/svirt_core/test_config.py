@@ -129,3 +129,11 @@ def test_default_path_is_checked_the_same_way(tmp_path, monkeypatch):
     monkeypatch.setattr(cfgmod, "CONFIG_PATH", path)
     with pytest.raises(ConfigError, match="world writable"):
         load_config(caller_uid=1000)
+
+
+def test_symlink_is_refused(tmp_path):
+    real = write(tmp_path / "real.conf", "[secured-virt]\n")
+    link = tmp_path / "c.conf"
+    link.symlink_to(real)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        load_config(str(link), caller_uid=0)
