@@ -12,9 +12,8 @@ Compilation turns the model into three structures:
   all of them by operation.  Users with the same assignments share one profile.
 
 A check walks the user's (few) effective roles against the object's (few) granting roles,
-then the profile's scoped grants for the operation.  Allowed decisions are cached on the grant,
-keyed by the assigned role (which fixes the inheritance path) and, for named objects, the
-object — bounded by the policy, not by traffic.
+then the profile's scoped grants for the operation.  The Decision is one tuple allocation
+holding the grant; its texts are worded only when read (see rbac.decision).
 
 Which grant is reported when several allow: one that needs no fresh authentication if any; a
 by-name grant before a scoped one; then the nearest role (fewest inheritance steps), then the
@@ -27,19 +26,22 @@ import time
 from collections.abc import Iterable, Mapping
 
 from . import hierarchy
-from .decision import Decision, denied, granted
+from .decision import Decision, denied
 from .errors import DsdViolation, SessionError
 from .model import Assignment, GrantBlock, PolicyModel, SeparationSet, id_ranges, where
 from .review import ReviewMixin
 from .timeutil import to_timestamp
 
 _INF = float("inf")
+#: beyond this many effective roles with by-name grants, checks go from the object side
+MANY_ROLES = 16
+_new = tuple.__new__
 
 
 class Grant:
     """One operation granted to one role on one selector, with its source line."""
 
-    __slots__ = ("auth", "block", "cache", "op", "role", "selector", "source")
+    __slots__ = ("auth", "block", "op", "role", "selector", "source")
 
     def __init__(self, role, op, selector, source, auth, block):
         self.role = role
@@ -48,7 +50,6 @@ class Grant:
         self.source = source
         self.auth = auth
         self.block = block
-        self.cache: dict = {}
 
     def text(self, obj: str | None = None) -> str:
         """'pa.xml:12: role R accepts operation 16 on individual VM Domain-0'."""
@@ -56,27 +57,53 @@ class Grant:
         body = f"role {self.role} accepts operation {self.op} on {self.selector.describe(obj)}"
         return f"{loc}: {body}" if loc else body
 
+    def reason_text(self, d: Decision) -> str:
+        """The reason of a decision this grant allowed (worded when read)."""
+        via = d.via
+        reason = f"granted by role '{self.role}'"
+        if len(via) > 1:
+            reason += f" (inherited: {' -> '.join(via)})"
+        if self.auth:
+            reason += "; the role requires fresh authentication"
+        return reason
+
 
 class Profile:
     """Effective roles of one set of assigned (or active) roles, ready for checking."""
 
-    __slots__ = ("pairs", "rank", "roles", "roots", "scoped")
+    __slots__ = ("exact", "pairs", "rank", "roles", "roots", "scoped")
 
-    def __init__(self, roots, pairs, scoped):
+    def __init__(self, roots, pairs, scoped, exact):
         self.roots: frozenset[str] = roots
-        self.pairs: tuple[tuple[str, str], ...] = pairs  # (effective role, root it comes via)
-        self.rank = {r: i for i, (r, _root) in enumerate(pairs)}
+        # (effective role, inheritance path from the assigned/active role to it)
+        self.pairs: tuple[tuple[str, tuple[str, ...]], ...] = pairs
+        self.rank = {r: i for i, (r, _via) in enumerate(pairs)}
         self.roles = frozenset(self.rank)
-        self.scoped: dict[int, tuple[tuple[Grant, str], ...]] = scoped
+        self.scoped: dict[int, tuple[tuple[Grant, tuple[str, ...]], ...]] = scoped
+        # ({object: {op: grant}}, role, via) for each effective role with by-name grants, in
+        # preference order; None when there are too many (then the object index is used)
+        self.exact: tuple[tuple[dict, str, tuple[str, ...]], ...] | None = exact
 
 
 class UserRecord:
-    __slots__ = ("assignments", "expiring", "name", "profile", "source", "window")
+    __slots__ = (
+        "assignments",
+        "exact",
+        "expiring",
+        "name",
+        "profile",
+        "scoped",
+        "source",
+        "window",
+    )
 
     def __init__(self, name, assignments, profile, source):
         self.name = name
         self.assignments: tuple[Assignment, ...] = assignments
         self.profile: Profile = profile  # all assignments in force
+        # the profile's lookup structures, one pointer hop closer for decide()
+        self.exact = profile.exact
+        self.scoped = profile.scoped
         self.source = source
         exp = [a.expires for a in assignments if a.expires is not None]
         self.expiring = bool(exp)
@@ -106,10 +133,11 @@ class RbacPolicy(ReviewMixin):
             prof = self._profile_for(frozenset(a.role for a in assigns))
             self._users[name] = UserRecord(name, assigns, prof, model.users[name])
         self._authorized_index: dict[str, frozenset[str]] | None = None
+        self._exact: dict[str, dict[str, dict[int, Grant]]] | None = None
 
     # -- compilation -------------------------------------------------------------------------
     def _compile_grants(self, blocks: list[GrantBlock]) -> None:
-        exact: dict[str, dict[str, dict[int, Grant]]] = {}
+        role_objs: dict[str, dict[str, dict[int, Grant]]] = {}
         scoped: dict[str, dict[int, list[Grant]]] = {}
         by_role: dict[str, list[tuple[GrantBlock, dict[int, Grant]]]] = {}
         for block in blocks:
@@ -120,22 +148,35 @@ class RbacPolicy(ReviewMixin):
                     opmap[op] = Grant(block.role, op, block.selector, src, auth, block)
             by_role.setdefault(block.role, []).append((block, opmap))
             if block.selector.exact:
-                role = block.role
+                objmap = role_objs.setdefault(block.role, {})
+                get = objmap.get
                 for name in block.selector.names:
-                    per = exact.get(name)
-                    if per is None:
-                        exact[name] = {role: opmap}
-                    else:
-                        cur = per.get(role)
-                        # several blocks of one role name this object: merge, first line wins
-                        per[role] = opmap if cur is None else {**opmap, **cur}
+                    cur = get(name)
+                    # several blocks of one role name this object: merge, first line wins
+                    objmap[name] = opmap if cur is None else {**opmap, **cur}
             else:
                 mine = scoped.setdefault(block.role, {})
                 for op, g in opmap.items():
                     mine.setdefault(op, []).append(g)
-        self._exact = exact
+        self._role_objs = role_objs
         self._scoped = scoped
         self._blocks = by_role
+
+    def _obj_index(self) -> dict[str, dict[str, dict[int, Grant]]]:
+        """object -> {role: {op: grant}}; built on first use (users with very many roles,
+        reviews), since ordinary checks go from the user's few roles to the object."""
+        idx = self._exact
+        if idx is None:
+            idx = {}
+            for role, objmap in self._role_objs.items():
+                for name, opmap in objmap.items():
+                    per = idx.get(name)
+                    if per is None:
+                        idx[name] = {role: opmap}
+                    else:
+                        per[role] = opmap
+            self._exact = idx
+        return idx
 
     def _profile_for(self, roots: frozenset[str]) -> Profile:
         prof = self._profiles.get(roots)
@@ -149,13 +190,23 @@ class RbacPolicy(ReviewMixin):
                 if old is None or dist < old[0]:
                     best[role] = (dist, root)
         order = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
-        pairs = tuple((role, root) for role, (_d, root) in order)
-        scoped: dict[int, list[tuple[Grant, str]]] = {}
-        for role, root in pairs:
+        pairs = tuple(
+            (role, (role,) if dist == 0 else hierarchy.path(closure, root, role))
+            for role, (dist, root) in order
+        )
+        scoped: dict[int, list[tuple[Grant, tuple[str, ...]]]] = {}
+        for role, via in pairs:
             for op, grants in self._scoped.get(role, {}).items():
                 lst = scoped.setdefault(op, [])
-                lst.extend((g, root) for g in grants)
-        prof = Profile(roots, pairs, {op: tuple(v) for op, v in scoped.items()})
+                lst.extend((g, via) for g in grants)
+        role_objs = self._role_objs
+        exact = tuple((role_objs[r], r, via) for r, via in pairs if r in role_objs)
+        prof = Profile(
+            roots,
+            pairs,
+            {op: tuple(v) for op, v in scoped.items()},
+            exact if len(exact) <= MANY_ROLES else None,
+        )
         self._profiles[roots] = prof
         return prof
 
@@ -184,39 +235,47 @@ class RbacPolicy(ReviewMixin):
         u = self._users.get(user)
         if u is None:
             return self._deny(None, user, op_id, obj, attrs, now)
-        p = u.profile
-        if u.expiring:
-            t = time.time() if now is None else to_timestamp(now)
-            lo, hi, p = u.window
-            if not lo <= t < hi:
-                p = self._current_profile(u, t)
-        d = self._check(p, user, op_id, obj, attrs)
-        if d is None:
-            return self._deny(u, user, op_id, obj, attrs, now)
-        return d
+        ex = u.exact
+        if u.expiring or ex is None or op_id in u.scoped:
+            p = u.profile
+            if u.expiring:
+                t = time.time() if now is None else to_timestamp(now)
+                lo, hi, p = u.window
+                if not lo <= t < hi:
+                    p = self._current_profile(u, t)
+            d = self._check(p, user, op_id, obj, attrs)
+            return self._deny(u, user, op_id, obj, attrs, now) if d is None else d
+        # the common case, inlined from _check: no expiry, few roles, no scoped grant for op
+        for objmap, role, via in ex:
+            m = objmap.get(obj)
+            if m is not None:
+                gr = m.get(op_id)
+                if gr is not None:
+                    if not gr.auth:
+                        return _new(Decision, (True, role, gr, gr, False, via, user, op_id, obj))
+                    return self._check(u.profile, user, op_id, obj, attrs)  # prefer no-auth
+        return self._deny(u, user, op_id, obj, attrs, now)
 
     def _check(self, p: Profile, user: str, op, obj: str, attrs) -> Decision | None:
         """The hot path: a Decision if some effective role of ``p`` grants, else None."""
-        fallback = None  # (grant, root, obj-or-None) needing authentication
-        g = self._exact.get(obj)
-        if g is not None:
-            pairs = p.pairs
-            if len(pairs) <= len(g):
-                for role, root in pairs:
-                    m = g.get(role)
-                    if m is not None:
-                        gr = m.get(op)
-                        if gr is not None:
-                            if not gr.auth:
-                                c = gr.cache.get(root)
-                                if c is not None:
-                                    d = c.get(obj)
-                                    if d is not None:
-                                        return d
-                                return self._exact_decision(gr, root, obj)
-                            if fallback is None:
-                                fallback = (gr, root, obj)
-            else:
+        fallback = None  # (grant, via) of a grant that needs authentication
+        ex = p.exact
+        if ex is not None:
+            # from the user's few roles to the object: small dicts, few cache misses
+            for objmap, role, via in ex:
+                m = objmap.get(obj)
+                if m is not None:
+                    gr = m.get(op)
+                    if gr is not None:
+                        if not gr.auth:
+                            return _new(Decision, (True, role, gr, gr, False, via, user, op, obj))
+                        if fallback is None:
+                            fallback = (gr, via)
+        else:
+            # very many roles: from the object to the roles granting it, best rank wins
+            g = self._obj_index().get(obj)
+            if g is not None:
+                pairs = p.pairs
                 fallback_rank = best_rank = len(pairs)
                 best = None
                 rank = p.rank
@@ -231,40 +290,22 @@ class RbacPolicy(ReviewMixin):
                         if i < best_rank:
                             best_rank, best = i, gr
                     elif i < fallback_rank:
-                        fallback_rank, fallback = i, (gr, pairs[i][1], obj)
+                        fallback_rank, fallback = i, (gr, pairs[i][1])
                 if best is not None:
-                    return self._exact_decision(best, pairs[best_rank][1], obj)
+                    via = pairs[best_rank][1]
+                    return _new(Decision, (True, best.role, best, best, False, via, user, op, obj))
         sc = p.scoped.get(op)
         if sc is not None:
-            for gr, root in sc:
+            for gr, via in sc:
                 if gr.selector.matches(obj, attrs, user):
                     if not gr.auth:
-                        d = gr.cache.get(root)
-                        return d if d is not None else self._scoped_decision(gr, root)
+                        return _new(Decision, (True, gr.role, gr, gr, False, via, user, op, obj))
                     if fallback is None:
-                        fallback = (gr, root, None)
+                        fallback = (gr, via)
         if fallback is not None:
-            gr, root, named = fallback
-            if named is not None:
-                return self._exact_decision(gr, root, named)
-            d = gr.cache.get(root)
-            return d if d is not None else self._scoped_decision(gr, root)
+            gr, via = fallback
+            return _new(Decision, (True, gr.role, gr, gr, True, via, user, op, obj))
         return None
-
-    def _exact_decision(self, gr: Grant, root: str, obj: str) -> Decision:
-        c = gr.cache.get(root)
-        if c is None:
-            c = gr.cache[root] = {}
-        d = c.get(obj)
-        if d is None:
-            d = c[obj] = granted(gr.role, gr.text(obj), gr.auth, self._via(root, gr.role))
-        return d
-
-    def _scoped_decision(self, gr: Grant, root: str) -> Decision:
-        d = gr.cache.get(root)
-        if d is None:
-            d = gr.cache[root] = granted(gr.role, gr.text(), gr.auth, self._via(root, gr.role))
-        return d
 
     # -- denials (not hot: say precisely why) ------------------------------------------------
     def op_label(self, op) -> str:
@@ -295,6 +336,8 @@ class RbacPolicy(ReviewMixin):
             return denied(f"user '{user}' unknown")
         if not u.assignments:
             return denied(f"user '{user}' has no roles")
+        if not u.expiring:
+            return _new(Decision, (False, None, "", self, False, (), user, op, obj))
         t = to_timestamp(now)
         expired = [a for a in u.assignments if a.expired(t)]
         if expired:
@@ -307,7 +350,12 @@ class RbacPolicy(ReviewMixin):
                     f"no role of user '{user}' grants {self.op_label(op)} on '{obj}'; "
                     f"{self._expired_text(latest, user)}"
                 )
-        return denied(f"no role of user '{user}' grants {self.op_label(op)} on '{obj}'")
+        return _new(Decision, (False, None, "", self, False, (), user, op, obj))
+
+    def reason_text(self, d: Decision) -> str:
+        """The reason of a plain "nothing grants it" denial (worded when read)."""
+        user, op, obj = d.subject
+        return f"no role of user '{user}' grants {self.op_label(op)} on '{obj}'"
 
     @staticmethod
     def _expired_text(a: Assignment, user: str) -> str:
@@ -329,36 +377,28 @@ class RbacPolicy(ReviewMixin):
         if op is None:
             return []
         p = self._current_profile(u, to_timestamp(now)) if u.expiring else u.profile
-        pairs = p.pairs
-        roles = p.roles
-        if not pairs:
+        if not p.pairs:
             return []
-        exact = self._exact
-        scoped = [gr.selector for gr, _root in p.scoped.get(op, ())]
+        if p.exact is not None:
+            maps = [objmap for objmap, _role, _via in p.exact]
+        else:
+            idx = self._obj_index()
+            roles = p.roles
+            maps = [_RolesView(idx, roles)]
+        scoped = [gr.selector for gr, _via in p.scoped.get(op, ())]
         out = []
         append = out.append
         for name, attrs in objects:
-            g = exact.get(name)
-            if g is not None:
-                hit = False
-                if len(pairs) <= len(g):
-                    for role, _root in pairs:
-                        m = g.get(role)
-                        if m is not None and op in m:
-                            hit = True
-                            break
-                else:
-                    for role, m in g.items():
-                        if role in roles and op in m:
-                            hit = True
-                            break
-                if hit:
-                    append(name)
-                    continue
-            for sel in scoped:
-                if sel.matches(name, attrs, user):
+            for objmap in maps:
+                m = objmap.get(name)
+                if m is not None and op in m:
                     append(name)
                     break
+            else:
+                for sel in scoped:
+                    if sel.matches(name, attrs, user):
+                        append(name)
+                        break
         return out
 
     # -- sessions ----------------------------------------------------------------------------
@@ -424,3 +464,23 @@ class RbacPolicy(ReviewMixin):
             f"<RbacPolicy {len(self.users)} users, {len(self.roles)} roles, "
             f"digest {self.digest[:12]}>"
         )
+
+
+class _RolesView:
+    """objmap-like view for filter_visible with very many roles: object -> merged {op: grant}."""
+
+    __slots__ = ("idx", "roles")
+
+    def __init__(self, idx, roles):
+        self.idx = idx
+        self.roles = roles
+
+    def get(self, name):
+        per = self.idx.get(name)
+        if per is None:
+            return None
+        ops: dict = {}
+        for role, m in per.items():
+            if role in self.roles:
+                ops.update(m)
+        return ops or None

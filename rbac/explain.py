@@ -146,15 +146,15 @@ def explain(pol, user, op_id, obj, attrs=None, now=None) -> Explanation:
     effective = tuple(
         {
             "role": role,
-            "via": list(pol._via(root, role)),
+            "via": list(via),
             "requires_auth": pol._role_auth[role],
         }
-        for role, root in current.pairs
+        for role, via in current.pairs
     )
     everything = pol._profile_for(frozenset(a.role for a in u.assignments))
     candidates = []
     if op is not None:
-        for role, root in everything.pairs:
+        for role, via in everything.pairs:
             in_force = role in current.roles
             for block, opmap in pol._blocks.get(role, ()):
                 gr = opmap.get(op)
@@ -164,7 +164,7 @@ def explain(pol, user, op_id, obj, attrs=None, now=None) -> Explanation:
                 candidates.append(
                     {
                         "role": role,
-                        "via": list(pol._via(root, role)),
+                        "via": list(via),
                         "rule": gr.text(obj if matched else None),
                         "scope": block.selector.as_dict(),
                         "matched": matched,

@@ -500,8 +500,8 @@ class PolicyBuilder:
                     self.error(
                         f"user '{user}' holds {len(hit)} roles of static separation set "
                         f"'{s.name}' ({', '.join(parts)}), which allows fewer than "
-                        f"{s.cardinality}; remove one of the user's roles or change the set "
-                        f"(defined at {where(s.source) or 'the policy'})",
+                        f"{s.cardinality}; remove one of the user's roles or change the set"
+                        + (f" (defined at {where(s.source)})" if s.source[0] else ""),
                         self._users.get(user, _NOWHERE),
                     )
 

@@ -129,7 +129,7 @@ class ReviewMixin:
             return ()
         t = to_timestamp(now)
         roles: set[str] = set()
-        for role, m in (self._exact.get(obj) or {}).items():
+        for role, m in (self._obj_index().get(obj) or {}).items():
             if op in m:
                 roles.add(role)
         owner_roles: dict[str, set[str]] = {}
@@ -165,12 +165,11 @@ class ReviewMixin:
         u = self._user(user)
         p = self._now_profile(u, now)
         ops: set[int] = set()
-        g = self._exact.get(obj)
-        if g is not None:
-            for role, _root in p.pairs:
-                m = g.get(role)
-                if m is not None:
-                    ops.update(m)
+        role_objs = self._role_objs
+        for role in p.roles:
+            m = role_objs.get(role, {}).get(obj)
+            if m is not None:
+                ops.update(m)
         for op, grants in p.scoped.items():
             if op not in ops and any(gr.selector.matches(obj, attrs, user) for gr, _ in grants):
                 ops.add(op)
@@ -182,9 +181,9 @@ class ReviewMixin:
         """Operation ids ``role`` (with what it inherits) grants on ``obj``."""
         self._role(role)
         ops: set[int] = set()
-        g = self._exact.get(obj) or {}
+        role_objs = self._role_objs
         for r in self._closure[role]:
-            ops.update(g.get(r, ()))
+            ops.update(role_objs.get(r, {}).get(obj, ()))
             for op, grants in self._scoped.get(r, {}).items():
                 if any(gr.selector.matches(obj, attrs, user) for gr in grants):
                     ops.add(op)
