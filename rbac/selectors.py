@@ -35,6 +35,9 @@ class Selector:
     def as_dict(self) -> dict:
         raise NotImplementedError
 
+    def __str__(self) -> str:
+        return self.describe()
+
 
 @dataclass(frozen=True, slots=True)
 class Exact(Selector):

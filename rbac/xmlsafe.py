@@ -10,6 +10,7 @@ a policy file never needs one.  Schema errors keep libxml2's line numbers so eve
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
@@ -33,6 +34,21 @@ def _parser() -> etree.XMLParser:
     )
 
 
+# a DOCTYPE outside comments and CDATA sections (a comment may mention one harmlessly)
+_DOCTYPE_SCAN = re.compile(rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|(<!DOCTYPE)", re.S)
+
+
+def _doctype_offset(data: bytes) -> int:
+    """Offset of the first real <!DOCTYPE, or -1.  Checked before parsing so that an entity
+    bomb is refused for what it is, not by whatever limit libxml2 happens to hit first."""
+    if b"<!DOCTYPE" not in data:
+        return -1
+    for m in _DOCTYPE_SCAN.finditer(data):
+        if m.group(1):
+            return m.start(1)
+    return -1
+
+
 def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
@@ -41,7 +57,7 @@ def parse(data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES) -> etree.
     """Parse ``data`` (named ``name`` in messages) safely; raise PolicyError on any problem."""
     if len(data) > max_size:
         raise PolicyError(f"{name} is {len(data)} bytes, more than the limit of {max_size}", name)
-    pos = data.find(b"<!DOCTYPE")
+    pos = _doctype_offset(data)
     if pos >= 0:
         raise PolicyError(
             "document type declarations (<!DOCTYPE ...>) and entities are not allowed in "
