@@ -238,8 +238,11 @@ class RealEnv:
         return Daemon(argv, self.base, Path(self.socket))
 
     def audit_records(self) -> list[dict]:
-        with open(self.audit_log) as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        try:
+            with open(self.audit_log) as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+        except FileNotFoundError:
+            return []
 
     def cleanup(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
