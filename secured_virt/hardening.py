@@ -141,3 +141,24 @@ def harden_process(
     scrub_environment(keep_env)
     with contextlib.suppress(ValueError, OSError):  # a limit we cannot lower is not fatal
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def systemd_fds() -> dict:
+    """harden_process() arguments that keep systemd's socket-activation fds and variables.
+
+    Only when LISTEN_PID names this very process (as sd_listen_fds requires): a stale or
+    inherited LISTEN_FDS from an unrelated parent keeps nothing open.
+    """
+    env = os.environ
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return {}
+    try:
+        n = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return {}
+    if not 0 < n < 64:
+        return {}
+    return {
+        "keep_fds": tuple(range(3, 3 + n)),
+        "keep_env": ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
+    }

@@ -50,10 +50,9 @@ def test_list_shows_only_what_the_caller_may_see(svc):
     def names(who):
         return [
             d["name"]
-            for d in svc.handle(
-                ident(who), Request("list", {"all": True})
-            ).data["domains"]
+            for d in svc.handle(ident(who), Request("list", {"all": True})).data["domains"]
         ]
+
     assert sorted(names("alice")) == ["alice-db", "alice-web"]
     assert names("bob") == ["bob-build"]
     assert len(names("carol")) == 5
