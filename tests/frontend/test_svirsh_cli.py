@@ -65,7 +65,7 @@ def test_user_env_does_not_change_identity(conf, svt_env):
     r = svirsh("--config", str(conf), "--json", "list", "--all", env=env)
     # still root: sees all five (alice would see two)
     assert len(json.loads(r.stdout)["domains"]) == 5
-    rec = [json.loads(x) for x in open(svt_env.audit_log)][-1]
+    rec = json.loads(Path(svt_env.audit_log).read_text().splitlines()[-1])
     assert rec["user"] == "root" and rec["uid"] == 0
 
 
