@@ -67,17 +67,19 @@ class Gate:
         *,
         authenticator: Callable | None = None,  # (identity, interaction, op) -> (ok, reason)
         auth_operations: frozenset[str] = frozenset(),
-        mediator=None,  # secured_virt.acm.AcmGate-like: check(op, target, identity) -> (ok, rule)
     ):
         self.store = store
         self.audit = audit
         self.authenticator = authenticator
         self.auth_operations = auth_operations
-        self.mediator = mediator
 
     # -- the one entry point ------------------------------------------------------------------
-    def authorize(self, ident, op: Operation, target: Target, interaction=None) -> Verdict:
-        verdict = self._decide(ident, op, target, interaction)
+    def authorize(
+        self, ident, op: Operation, target: Target, interaction=None, acm_check=None
+    ) -> Verdict:
+        """Decide and audit.  ``acm_check`` (a callable returning (allowed, text)) is the
+        mandatory-policy check for this request; it runs only after RBAC and PAM allowed."""
+        verdict = self._decide(ident, op, target, interaction, acm_check)
         verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
         try:
             verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
@@ -132,7 +134,7 @@ class Gate:
         return self.store.current().decide(user, op.id, target.name, target.attrs)
 
     # -- the checks, in order -----------------------------------------------------------------
-    def _decide(self, ident, op: Operation, target: Target, interaction) -> Verdict:
+    def _decide(self, ident, op: Operation, target: Target, interaction, acm_check=None) -> Verdict:
         if getattr(ident, "as_refused", False):
             return Verdict(
                 False,
@@ -167,8 +169,8 @@ class Gate:
             if not ok:
                 return Verdict(False, "pam", why, EXIT_DENIED)
             rule += " (authenticated)"
-        if self.mediator is not None:
-            ok, why = self.mediator.check(op, target, ident)
+        if acm_check is not None:
+            ok, why = acm_check()
             if not ok:
                 return Verdict(False, "acm", why, EXIT_DENIED)
             if why:

@@ -76,7 +76,6 @@ class Service:
         store: PolicyStore | None = None,
         audit=None,
         authenticator: Callable | None = None,
-        mediator=None,
     ):
         self.config = config
         self._backend = backend
@@ -96,7 +95,6 @@ class Service:
             audit,
             authenticator=authenticator,
             auth_operations=frozenset(getattr(config, "auth_operations", ()) or ()),
-            mediator=mediator,
         )
         self.started = time.time()
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
