@@ -187,11 +187,15 @@ def _selectors(el, name: str, b: PolicyBuilder):
 
 # -- UA ----------------------------------------------------------------------------------------
 def read_ua(tree, name: str, b: PolicyBuilder) -> None:
+    seen: set[str] = set()
     for el in _elements(tree.getroot()):
         src = (name, el.sourceline)
         if el.tag == "User":
             user = el.get("name")
             b.add_user(user, source=src)
+            if user in seen:
+                continue  # reported once by add_user; its roles would only add noise
+            seen.add(user)
             for ur in _elements(el):
                 b.assign(
                     user, ur.get("role"), expires=ur.get("expires"), source=(name, ur.sourceline)
