@@ -1,0 +1,288 @@
+"""Putting new UA/PA files in place: the edit lock, trusted reads, backups, atomic install.
+
+The rules are visudo's, tightened where secured-virt can afford it:
+
+* **One editor at a time.**  ``<file>.lock`` next to each policy file is locked with a
+  non-blocking ``flock``; a second editor is refused at once and told who holds the lock (the
+  pid comes from the kernel's ``/proc/locks``, the user and start time from the lock file the
+  holder wrote).  The lock dies with its holder, so a crashed editor never leaves the files
+  locked; the lock files themselves stay (removing them would race with the next locker).
+  Both files are locked for every change: an edit of one is validated together with the other,
+  so the other must not change underneath it.
+* **Read only what could be trusted.**  The current files are read through
+  ``rbac.read_trusted`` (root-owned, not group/world-writable, regular, checked on the fd).
+* **Crash leaves old or new.**  Each file is written with ``fsutil.atomic_write`` (temp file
+  in the same directory, owner root:root, mode 0644, fsync, rename, fsync of the directory).
+  Before that, the version being replaced is kept as ``<file>.bak`` (root:root 0600, written
+  the same way), so root can always go one step back.  A temporary file left behind by a crash
+  (``.<file>.tmp-XXXXXXXXXXXX``) is removed by the next install, under the lock.
+* **Both files change?**  Two renames cannot be one atomic step, so they are ordered so that
+  the state in between is itself a valid policy whenever such an order exists (e.g. for
+  ``rm-role --force``: first the UA without the assignments, then the PA without the role);
+  if the second write fails, the first file is put back.
+* **Nobody else wrote in between.**  Right before installing, the current bytes are read again
+  and compared with what the change was computed from; a difference (someone edited without
+  the lock) aborts the install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import os
+import pwd
+import re
+import stat
+
+import rbac
+
+from .fsutil import UnsafeFileError, atomic_write, check_ancestors
+
+__all__ = [
+    "BACKUP_SUFFIX",
+    "ConcurrentChange",
+    "InstallError",
+    "LockBusy",
+    "PolicyLock",
+    "install",
+    "read_current",
+    "remove_stale_temps",
+]
+
+BACKUP_SUFFIX = ".bak"
+LOCK_SUFFIX = ".lock"
+INSTALL_MODE = 0o644
+BACKUP_MODE = 0o600
+
+
+class LockBusy(Exception):
+    """Someone else holds the edit lock; ``str()`` names the file, the pid and the user."""
+
+    def __init__(self, path: str, pid: int | None, user: str | None, since: str | None):
+        self.path, self.pid, self.user, self.since = path, pid, user, since
+        who = []
+        if pid:
+            who.append(f"pid {pid}")
+        if user:
+            who.append(f"user {user}")
+        if since:
+            who.append(f"since {since}")
+        held = f" by {', '.join(who)}" if who else " by another process"
+        super().__init__(
+            f"{path} is being edited{held} (lock {path}{LOCK_SUFFIX}); try again later"
+        )
+
+
+class InstallError(Exception):
+    """Installing failed; the message says what state the files are in."""
+
+
+class ConcurrentChange(InstallError):
+    """A policy file changed on disk after the change was computed from it."""
+
+
+# -- the lock ---------------------------------------------------------------------------------
+def _proc_lock_holder(st: os.stat_result) -> int | None:
+    """The pid holding a flock on the file with ``st``'s device and inode, per /proc/locks."""
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open("/proc/locks") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF"  ("->" marks waiters)
+        if len(parts) < 6 or "->" in parts or parts[1] != "FLOCK":
+            continue
+        try:
+            maj, mnr, ino = parts[5].split(":")
+            if (int(maj, 16), int(mnr, 16), int(ino)) == want:
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
+def _uid_user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _parse_holder(text: str) -> dict[str, str]:
+    out = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+class PolicyLock:
+    """Exclusive, non-blocking edit lock on several policy files (taken in the order given)."""
+
+    def __init__(self, paths: list[str], *, user: str, owner_uid: int = 0):
+        self.paths = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+        self.user = user
+        self.owner_uid = owner_uid
+        self._fds: list[int] = []
+
+    def __enter__(self) -> PolicyLock:
+        try:
+            for p in self.paths:
+                self._fds.append(self._lock_one(p))
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def _lock_one(self, path: str) -> int:
+        lock = path + LOCK_SUFFIX
+        check_ancestors(lock, owner_uid=self.owner_uid)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(lock, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFileError(lock, f"{lock} is a symbolic link; remove it") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise UnsafeFileError(lock, f"{lock} is not a plain file; remove it")
+            if st.st_uid != self.owner_uid or st.st_mode & 0o022:
+                raise UnsafeFileError(
+                    lock,
+                    f"{lock} is owned by uid {st.st_uid} or writable by others; remove it",
+                )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._busy(path, fd, st) from None
+            since = _dt.datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid={os.getpid()} user={self.user} since={since}\n".encode(), 0)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _busy(path: str, fd: int, st: os.stat_result) -> LockBusy:
+        info = _parse_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        pid = _proc_lock_holder(st)
+        if pid is None and info.get("pid", "").isdigit():
+            pid = int(info["pid"])
+        if pid is not None and info.get("pid") == str(pid):
+            return LockBusy(path, pid, info.get("user"), info.get("since"))
+        user = None
+        if pid is not None:  # the lock file is not (yet) written by this holder: ask /proc
+            with contextlib.suppress(OSError):
+                user = _uid_user(os.stat(f"/proc/{pid}").st_uid)
+        return LockBusy(path, pid, user, None)
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read_current(path: str, *, owner_uid: int = 0) -> bytes | None:
+    """The installed file's bytes (trusted-file checks on the fd), or None if there is none.
+
+    Raises rbac.PolicyError (UntrustedFileError) for a file that exists but must not be trusted.
+    """
+    if not os.path.lexists(path):
+        return None
+    return rbac.read_trusted(path, max_size=rbac.MAX_POLICY_BYTES, owner_uid=owner_uid)
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Remove temporary files an interrupted install left next to ``path`` (call under lock)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(
+        r"\." + re.escape(name) + r"(" + re.escape(BACKUP_SUFFIX) + r")?\.tmp-[0-9a-f]{12}"
+    )
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in names:
+        if not pattern.fullmatch(entry):
+            continue
+        full = os.path.join(directory, entry)
+        try:
+            st = os.lstat(full)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == 0:
+                os.unlink(full)
+                removed.append(full)
+        except OSError:
+            continue
+    return removed
+
+
+# -- installing -------------------------------------------------------------------------------
+def install(
+    changes: list[tuple[str, bytes, bytes | None]],
+    *,
+    owner_uid: int = 0,
+) -> list[str]:
+    """Install ``(path, new_bytes, expected_current_bytes_or_None)`` in the order given.
+
+    Returns one line per file installed.  Raises ConcurrentChange (nothing written) when a
+    file is not what the change was computed from, InstallError when writing failed (files
+    already replaced by this call are put back).
+    """
+    for path, _new, expected in changes:
+        check_ancestors(path, owner_uid=owner_uid)
+        try:
+            now = read_current(path, owner_uid=owner_uid)
+        except rbac.PolicyError as exc:
+            raise ConcurrentChange(f"{exc}; nothing was installed") from None
+        if now != expected:
+            raise ConcurrentChange(
+                f"{path} was changed by someone else (without svirt-admin's lock) since this "
+                "change was prepared; nothing was installed — run the command again"
+            )
+    done: list[tuple[str, bytes | None]] = []
+    lines = []
+    for path, new, old in changes:
+        try:
+            if old is not None:
+                atomic_write(path + BACKUP_SUFFIX, old, mode=BACKUP_MODE, uid=0, gid=0)
+            atomic_write(path, new, mode=INSTALL_MODE, uid=0, gid=0)
+        except OSError as exc:
+            msg = f"could not install {path}: {exc.strerror or exc}; {path} is unchanged"
+            msg += _roll_back(done)
+            raise InstallError(msg) from None
+        done.append((path, old))
+        lines.append(
+            f"installed {path} (root:root {INSTALL_MODE:04o})"
+            + (f"; previous version in {path}{BACKUP_SUFFIX}" if old is not None else "")
+        )
+    return lines
+
+
+def _roll_back(done: list[tuple[str, bytes | None]]) -> str:
+    notes = []
+    for path, old in reversed(done):
+        try:
+            if old is None:
+                os.unlink(path)
+            else:
+                atomic_write(path, old, mode=INSTALL_MODE, uid=0, gid=0)
+            notes.append(f"; {path} was put back as it was")
+        except OSError as exc:
+            notes.append(
+                f"; {path} is already the NEW version and could not be put back "
+                f"({exc.strerror or exc}): restore it from {path}{BACKUP_SUFFIX}"
+            )
+    return "".join(notes)
