@@ -189,12 +189,17 @@ class Server:
             )
 
     def _hypervisor_lost(self) -> bool:
-        probe = getattr(self.service, "connection_alive", None)
-        if probe is None:
-            return False
+        """Is the shared hypervisor connection dead?  Asks the service if it can tell
+        (``connection_alive()``), else libvirt itself (``virConnect.isAlive()``, a local
+        check, no round trip).  Backends without a connection (xl) are never "lost"."""
         try:
-            return not probe()
-        except Exception:
+            probe = getattr(self.service, "connection_alive", None)
+            if probe is not None:
+                return not probe()
+            conn = getattr(self.service.backend, "connection", None)
+            is_alive = getattr(conn, "isAlive", None)
+            return is_alive is not None and not is_alive()
+        except Exception:  # cannot even (re)open it: lost
             return True
 
     def _reconnect(self) -> str | None:
