@@ -115,6 +115,25 @@ def render(command: str, args: dict, data: Any) -> str:
         return xml if xml.endswith("\n") else xml + "\n"
     if command == "snapshot-list":
         return render_snapshots(data)
+    if command == "getlabel":
+        if not data.get("label"):
+            return f"{data['domain']}: unlabeled\n"
+        return f"policytype=ACM,policy={data['policy']},label={data['label']}\n"
+    if command == "labels":
+        return "".join(f"{n}\n" for n in data["labels"])
+    if command == "resources":
+        return "".join(
+            f"{r['resource']}\n      type: {r['type']}\n    policy: {r['policy']}\n"
+            f"     label: {r['label']}\n"
+            for r in data["resources"]
+        )
+    if command == "dry-run":
+        lines = [f"Checking domain {data['domain']} (label {data['label']}):"]
+        for it in data["items"]:
+            verdict = "PERMITTED" if it["allowed"] else "DENIED"
+            lines.append(f"  {it['item']}: {verdict} - {it['reason']}")
+        lines.append("Dry Run: " + ("PASSED" if data["allowed"] else "FAILED"))
+        return "\n".join(lines) + "\n"
     if isinstance(data, dict) and "message" in data:
         return data["message"] + "\n\n"
     if isinstance(data, dict) and "text" in data:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import vmmeta
+from .acm_ops import INSTANTIATING
 from .backends.base import BackendError, NoSuchDomain, open_backend
 from .gate import Gate, Target, Verdict, acting_as
 from .operations import CATALOGUE, Operation
@@ -96,6 +97,11 @@ class Service:
             authenticator=authenticator,
             auth_operations=frozenset(getattr(config, "auth_operations", ()) or ()),
         )
+        self.acm = None
+        if getattr(config, "acm", False):
+            from .acm import AcmEnforcer
+
+            self.acm = AcmEnforcer(config, lambda: self.backend)
         self.started = time.time()
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
         self._counter_lock = threading.Lock()
@@ -202,16 +208,57 @@ class Service:
         return Reply(status, message=v.denial_message(), check=v.check)
 
     def _run(self, ident, op_name: str, name: str, interaction, action: Callable[[Any], Any]):
-        """Authorize op on the named VM, then run action(info) and audit the outcome."""
+        """Authorize op on the named VM, then run action(info) and audit the outcome.
+
+        Operations that instantiate a domain (start, ...) are also checked against the active
+        sHype/ACM policy, under the host-wide instantiation lock held until the hypervisor call
+        has returned."""
         op = self._op(op_name)
+        if self.acm is not None and op_name in INSTANTIATING:
+            with self.acm.exclusive():
+                return self._run_checked(
+                    ident, op, name, interaction, action, lambda: self._acm_for_domain(name)
+                )
+        return self._run_checked(ident, op, name, interaction, action, None)
+
+    def _run_checked(self, ident, op, name, interaction, action, acm_check):
         target, info = self._resolve(name)
-        v = self.gate.authorize(ident, op, target, interaction)
+        v = self.gate.authorize(
+            ident, op, target, interaction, acm_check if target.exists else None
+        )
         if not v.allowed:
             return self._denied(v)
         if not target.exists:
             self.gate.finish(v, "error: no such domain")
             return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'")
         return self._perform(v, lambda: action(info))
+
+    # -- ACM ----------------------------------------------------------------------------------
+    def _acm_verdict(self, name: str, label: str | None, resources) -> tuple[bool, str]:
+        from .acm import verdict_text
+
+        v = self.acm.check_instantiate(name, label, resources)
+        if v.allowed:
+            return True, f"ACM {self.acm.active.name}: {name} may run ({label})"
+        return False, verdict_text(v)
+
+    def _acm_for_domain(self, name: str) -> tuple[bool, str]:
+        try:
+            label = self.acm.vm_label(name)
+            resources = self.acm.resources_of(name)
+        except Exception as exc:  # fail closed: an unreadable label is no label to run with
+            return False, f"cannot determine the security label of '{name}': {exc}"
+        return self._acm_verdict(name, label, resources)
+
+    def _acm_for_xml(self, name: str, xml: str, meta: vmmeta.VmMeta) -> tuple[bool, str]:
+        import policy
+
+        label = policy.format_label(meta.label_policy or "", meta.label) if meta.label else None
+        try:
+            resources = self.acm.resources_of_xml(name, xml)
+        except Exception as exc:
+            return False, f"cannot read the devices of '{name}': {exc}"
+        return self._acm_verdict(name, label, resources)
 
     def _perform(self, v: Verdict, fn: Callable[[], Any]) -> Reply:
         try:
@@ -265,13 +312,17 @@ class Service:
             row = d.as_dict()
             m = metas[d.name]
             row["owner"] = m.owner
-            row["acm_label"] = _acm_display(m)
+            row["acm_label"] = (
+                self.acm.vm_label(d.name) if self.acm is not None else _acm_display(m)
+            )
             if args.get("long"):
-                row["security"] = self._security(m)
+                row["security"] = self._security(m, d.name)
             out.append(row)
         return Reply(EXIT_OK, data={"domains": out})
 
-    def _security(self, m: vmmeta.VmMeta) -> dict | None:
+    def _security(self, m: vmmeta.VmMeta, name: str | None = None) -> dict | None:
+        if self.acm is not None and name is not None:
+            return self.acm.describe(name)
         if not m.label:
             return None
         return {
@@ -288,7 +339,7 @@ class Service:
             d = info.as_dict()
             m = self._meta(name)
             d["owner"] = m.owner
-            d["security"] = self._security(m)
+            d["security"] = self._security(m, name)
             return d
 
         return self._run(ident, "dominfo", name, interaction, act)
@@ -650,6 +701,139 @@ class Service:
                 {"message": f"Domain snapshot {snap} deleted"},
             )[1],
         )
+
+    # -- sHype/ACM labels ----------------------------------------------------------------------
+    def _need_acm(self):
+        if self.acm is None:
+            raise UserError(
+                "sHype/ACM is not enabled on this host: set 'acm = yes' in "
+                "/etc/secured-virt/secured-virt.conf and load a policy "
+                "(svirt-admin policy load FILE)",
+                EXIT_FAILED,
+            )
+        return self.acm
+
+    def _host_op(self, ident, op_name, interaction, action):
+        v = self.gate.authorize(ident, self._op(op_name), self.host_target(), interaction)
+        if not v.allowed:
+            return self._denied(v)
+        return self._perform(v, action)
+
+    def _cmd_getlabel(self, ident, args, interaction):
+        name = args.get("domain")
+
+        def act(info):
+            if self.acm is not None:
+                sec = self.acm.describe(name)
+            else:
+                m = self._meta(name)
+                sec = {
+                    "display": _acm_display(m),
+                    "label": m.label,
+                    "policy": m.label_policy,
+                    "ssidref": None,
+                }
+            return {"domain": name, **sec}
+
+        return self._run(ident, "getlabel", name, interaction, act)
+
+    def _cmd_setlabel(self, ident, args, interaction):
+        acm = self._need_acm()
+        label = args.get("label")
+        if args.get("resource"):
+            res = args.get("domain")
+
+            def act_res():
+                import policy
+
+                with acm.exclusive():
+                    try:
+                        key = acm.host.resource_set_label(
+                            res, label, acm.host.resource_get_label(res)
+                        )
+                    except policy.XsmError as exc:
+                        raise UserError(str(exc), EXIT_FAILED) from None
+                return {"message": f"Resource {key} labelled ACM:{acm.active.name}:{label}"}
+
+            return self._host_op(ident, "setlabel-resource", interaction, act_res)
+        name = args.get("domain")
+
+        def act(info):
+            import policy
+
+            if info.id is not None:
+                raise UserError(
+                    f"domain '{name}' is running: use 'svirsh relabel {name} "
+                    f"{label}' (checked against the running domains)",
+                    EXIT_FAILED,
+                )
+            with acm.exclusive():
+                current = acm.labels.get("vm", name)
+                try:
+                    acm.host.vm_set_label(name, label, current)
+                except policy.XsmError as exc:
+                    raise UserError(str(exc), EXIT_FAILED) from None
+            return {"message": f"Domain '{name}' labelled ACM:{acm.active.name}:{label}"}
+
+        return self._run(ident, "setlabel", name, interaction, act)
+
+    def _cmd_relabel(self, ident, args, interaction):
+        acm = self._need_acm()
+        name, label = args.get("domain"), args.get("label")
+
+        def act(info):
+            import policy
+
+            with acm.exclusive():
+                current = acm.labels.get("vm", name)
+                try:
+                    ssidref = acm.host.vm_set_label(name, label, current)
+                except policy.XsmError as exc:
+                    raise UserError(f"relabel refused: {exc}", EXIT_DENIED) from None
+            tail = f" (running, ssidref {ssidref:#x})" if ssidref else ""
+            return {"message": f"Domain '{name}' relabelled ACM:{acm.active.name}:{label}{tail}"}
+
+        return self._run(ident, "relabel", name, interaction, act)
+
+    def _cmd_labels(self, ident, args, interaction):
+        acm = self._need_acm()
+        kind = args.get("type") or "vm"
+        if kind not in ("vm", "res", "any"):
+            raise UserError(f"--type {kind}: use vm, res or any")
+        return self._host_op(
+            ident,
+            "policy-show",
+            interaction,
+            lambda: {"policy": acm.active.name, "labels": acm.host.label_names(kind)},
+        )
+
+    def _cmd_resources(self, ident, args, interaction):
+        acm = self._need_acm()
+
+        def act():
+            import policy
+
+            out = []
+            for res, text in sorted(acm.host.get_labeled_resources().items()):
+                lab = policy.parse_label(text, acm.active.name)
+                out.append(
+                    {"resource": res, "type": "ACM", "policy": lab.policy, "label": lab.name}
+                )
+            return {"resources": out}
+
+        return self._host_op(ident, "resources", interaction, act)
+
+    def _cmd_dry_run(self, ident, args, interaction):
+        acm = self._need_acm()
+        name = args.get("domain")
+
+        def act(info):
+            with acm.exclusive():
+                label = acm.vm_label(name)
+                report = acm.host.mediator.dry_run(label, acm.resources_of(name), name)
+            return {"domain": name, "label": label, **report.as_dict()}
+
+        return self._run(ident, "dry-run", name, interaction, act)
 
     # -- console ------------------------------------------------------------------------------
     def open_console(self, ident, name: str, interaction=None):

@@ -137,3 +137,19 @@ def prepare_user_domain_xml(xml: str, owner: str | None, *, privileged: bool) ->
         md.append(etree.fromstring(VmMeta(owner=owner).to_xml()))
     name = root.findtext("name").strip()
     return name, etree.tostring(root, encoding="unicode")
+
+
+def domain_devices(xml: str) -> tuple[list[str], int]:
+    """(disk source paths, number of network interfaces) of a domain XML.
+
+    Disks are what the ACM checks as resources (STE sharing); interfaces are vif-0, vif-1, ...
+    in document order, as Xen numbered them.  Disks without a host-side source (an empty CD-ROM
+    drive) are skipped.
+    """
+    root = parse_domain_xml(xml)
+    disks = []
+    for src in root.iterfind("devices/disk/source"):
+        path = src.get("file") or src.get("dev") or src.get("volume")
+        if path:
+            disks.append(("phy:" if src.get("dev") else "file:") + path)
+    return disks, len(root.findall("devices/interface"))

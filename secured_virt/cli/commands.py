@@ -266,6 +266,60 @@ COMMANDS: dict[str, Command] = {
             "delete a snapshot",
             args=(DOM, Arg("snapshot", "snapshot name")),
         ),
+        _c(
+            "getlabel",
+            "getlabel",
+            "show a domain's sHype/ACM security label",
+            reads=True,
+            example="svirsh getlabel alice-web",
+        ),
+        _c(
+            "setlabel",
+            "setlabel",
+            "label an inactive domain (or with --resource, a disk image or device)",
+            args=(
+                Arg(
+                    "domain",
+                    "domain name, or with --resource the resource (a path, "
+                    "file:/path, phy:/dev/...)",
+                ),
+                Arg("label", "a VM (or resource) label of the active policy"),
+            ),
+            opts=(Opt(("--resource",), "resource", "label a resource instead of a domain"),),
+            example="svirsh setlabel alice-web dom_HomeBanking",
+        ),
+        _c(
+            "relabel",
+            "relabel",
+            "change the label of a domain, also while it runs (ACM-checked)",
+            args=(DOM, Arg("label", "the new VM label")),
+            example="svirsh relabel alice-web dom_Fun",
+        ),
+        _c(
+            "labels",
+            "policy-show",
+            "list the labels of the active sHype/ACM policy",
+            args=(),
+            reads=True,
+            target=None,
+            opts=(Opt(("--type",), "type", "vm (default), res or any", "value"),),
+            example="svirsh labels --type res",
+        ),
+        _c(
+            "resources",
+            "resources",
+            "list labelled resources and their labels",
+            args=(),
+            reads=True,
+            target=None,
+        ),
+        _c(
+            "dry-run",
+            "dry-run",
+            "would this domain start now?  every ACM check with its verdict",
+            reads=True,
+            example="svirsh dry-run alice-web",
+        ),
     )
 }
 

@@ -1,0 +1,196 @@
+"""sHype/ACM on real domains: labels in libvirt metadata, mediation around instantiation.
+
+The mandatory half of the gate.  ``policy.xsm.XsmHost`` owns the active policy, the installed
+policies and the (emulated) hypervisor's mediation state; this module joins it to the real
+hypervisor:
+
+* **Where labels live.**  A VM's label is (policy name, label name) in the domain's
+  ``<metadata>`` (see ``vmmeta``), so it travels inside save images and migration streams and
+  its local ssidref is computed from the *active* policy whenever the domain is instantiated
+  (seed 001).  ``DomainLabelStore`` presents those metadata labels to ``XsmHost`` as its VM label
+  store, so XsmHost's label calls and its rename bookkeeping on policy updates act on the real
+  domains.  Resource (disk) and VIF labels stay in XsmHost's JSON file in the ACM state dir.
+* **Never drifting.**  Before every check the mediation state is rebuilt from what the
+  hypervisor really runs (``sync``) — in svirtd and in each direct svirsh invocation alike.
+* **Atomic host-wide.**  ``exclusive()`` holds an flock on ``<acm_state_dir>/instantiate.lock``
+  from the check until the hypervisor call has returned, so two concurrent starts of
+  conflicting domains — from two processes or two daemon threads — can never both succeed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import policy
+from policy.xsm import XsmHost, canonical_resource
+from policy.xsm.labelstore import JsonLabelStore
+
+from . import vmmeta
+from .acm_ops import INSTANTIATING  # noqa: F401 - re-exported
+from .backends.base import BackendError, NoSuchDomain
+
+
+class DomainLabelStore:
+    """XsmHost's label store: VM labels on the domains themselves, the rest in JSON."""
+
+    def __init__(self, backend_getter: Callable, json_path: str):
+        self._backend = backend_getter
+        self._json = JsonLabelStore(json_path)
+
+    def _meta(self, name: str) -> vmmeta.VmMeta:
+        try:
+            return vmmeta.parse(self._backend().get_metadata(name, vmmeta.NS))
+        except NoSuchDomain:
+            return vmmeta.VmMeta()
+
+    def get(self, kind: str, key: str) -> str | None:
+        if kind != "vm":
+            return self._json.get(kind, key)
+        m = self._meta(key)
+        return policy.format_label(m.label_policy, m.label) if m.label else None
+
+    def set(self, kind: str, key: str, value: str | None) -> None:
+        if kind != "vm":
+            self._json.set(kind, key, value)
+            return
+        self.update({"vm": {key: value}})
+
+    def items(self, kind: str) -> dict[str, str]:
+        if kind != "vm":
+            return self._json.items(kind)
+        out = {}
+        for d in self._backend().list_domains(include_inactive=True):
+            text = self.get("vm", d.name)
+            if text:
+                out[d.name] = text
+        return out
+
+    def update(self, changes) -> None:
+        vm_changes = dict(changes.get("vm", {}))
+        rest = {k: v for k, v in changes.items() if k != "vm"}
+        done: list[tuple[str, vmmeta.VmMeta]] = []
+        try:
+            for name, value in vm_changes.items():
+                old = self._meta(name)
+                self._write(name, old, value)
+                done.append((name, old))
+        except Exception:
+            for name, old in reversed(done):  # all or nothing, as far as the hypervisor allows
+                with contextlib.suppress(Exception):
+                    self._write_meta(name, old)
+            raise
+        if rest:
+            self._json.update(rest)
+
+    def _write(self, name: str, old: vmmeta.VmMeta, value: str | None) -> None:
+        if value is None:
+            new = vmmeta.VmMeta(owner=old.owner)
+        else:
+            lab = policy.parse_label(value, old.label_policy or "")
+            new = vmmeta.VmMeta(owner=old.owner, label_policy=lab.policy, label=lab.name)
+        self._write_meta(name, new)
+
+    def _write_meta(self, name: str, meta: vmmeta.VmMeta) -> None:
+        backend = self._backend()
+        info = backend.lookup(name)
+        backend.set_metadata(
+            name,
+            meta.to_xml(),
+            vmmeta.KEY,
+            vmmeta.NS,
+            live=info.id is not None,
+            config=info.persistent,
+        )
+
+
+class AcmEnforcer:
+    def __init__(self, config, backend_getter: Callable):
+        self.config = config
+        self._backend = backend_getter
+        os.makedirs(config.acm_state_dir, mode=0o755, exist_ok=True)
+        self.labels = DomainLabelStore(
+            backend_getter, os.path.join(config.acm_state_dir, "labels.json")
+        )
+        self.host = XsmHost(config.acm_state_dir, label_store=self.labels, dom0=config.host_object)
+        self._thread_lock = threading.RLock()
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def active(self) -> policy.CompiledPolicy:
+        return self.host.active
+
+    def vm_label(self, name: str) -> str:
+        """``ACM:<policy>:<label>`` of a VM (``__UNLABELED__`` under the active policy if none)."""
+        return self.host.vm_get_label(name)
+
+    def resources_of_xml(self, name: str, xml: str) -> dict[str, str | None]:
+        disks, n_vifs = vmmeta.domain_devices(xml)
+        out: dict[str, str | None] = {}
+        for d in disks:
+            try:
+                key = canonical_resource(d)
+            except policy.XsmError:
+                key = d
+            out[key] = self.host.resource_get_label(key)
+        for i in range(n_vifs):
+            out[f"vif-{i}"] = self.host.vif_get_label(name, i)
+        return out
+
+    def resources_of(self, name: str) -> dict[str, str | None]:
+        return self.resources_of_xml(name, self._backend().dumpxml(name, inactive=True))
+
+    def sync(self) -> list:
+        """Rebuild the mediation state from the domains that really run now."""
+        running = []
+        for d in self._backend().list_domains(include_inactive=False):
+            if d.name == self.config.host_object:
+                continue
+            try:
+                running.append((d.name, self.vm_label(d.name), self.resources_of(d.name)))
+            except (BackendError, policy.XsmError, policy.LabelError):
+                running.append((d.name, self.vm_label(d.name)))
+        return self.host.mediator.rebuild(running)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Host-wide: check and hypervisor call happen with nobody else instantiating."""
+        with self._thread_lock:
+            fd = os.open(
+                os.path.join(self.config.acm_state_dir, "instantiate.lock"),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self.sync()
+                yield
+            finally:
+                os.close(fd)
+
+    # -- checks (call inside exclusive()) -----------------------------------------------------
+    def check_instantiate(self, name: str, label: str | None, resources) -> policy.Verdict:
+        return self.host.mediator.check_domain_create(name, label, resources)
+
+    def describe(self, name: str) -> dict:
+        """The security section of dominfo / list --long."""
+        text = self.vm_label(name)
+        out = {"display": text, "label": None, "policy": None, "ssidref": None}
+        try:
+            lab = policy.parse_label(text, self.active.name)
+            out["label"], out["policy"] = lab.name, lab.policy
+            if lab.policy == self.active.name and lab.name in self.active.vm:
+                out["ssidref"] = self.active.ssidref(lab.name)
+        except policy.LabelError:
+            pass
+        return out
+
+
+def verdict_text(v) -> str:
+    """One readable sentence from a policy Verdict / MediationDenied."""
+    reason = getattr(v, "reason", "") or str(v)
+    rule = getattr(v, "rule", None)
+    return f"{rule}: {reason}" if rule else reason
