@@ -95,6 +95,19 @@ def test_a_role_without_authentication_is_preferred():
     assert d.requires_auth and d.role == "strict2"
 
 
+def test_no_authentication_preferred_among_grants_by_name():
+    # both grants list the VM by name; the role needing authentication sorts first by name
+    pol = compile_policy(
+        user("u", "a_strict", "b_lax"),
+        role("a_strict", ["vm1"], [6, 13], attrs=' authenticate="true"')
+        + role("b_lax", ["vm1"], [6]),
+    )
+    d = pol.decide("u", 6, "vm1")
+    assert (d.role, d.requires_auth) == ("b_lax", False)
+    d = pol.decide("u", 13, "vm1")
+    assert (d.role, d.requires_auth) == ("a_strict", True)
+
+
 def test_authenticate_accepts_xsd_booleans():
     for value, expected in (("true", True), ("1", True), ("false", False), ("0", False)):
         pol = compile_policy(user("u", "r"), role("r", attrs=f' authenticate="{value}"'))
