@@ -136,8 +136,10 @@ class AcmEnforcer:
             except policy.XsmError:
                 key = d
             out[key] = self.host.resource_get_label(key)
-        for i in range(n_vifs):
-            out[f"vif-{i}"] = self.host.vif_get_label(name, i)
+        for i in range(n_vifs):  # a VIF counts once it carries a label (Xen-API VIF labels)
+            vif = self.host.vif_get_label(name, i)
+            if vif is not None:
+                out[f"vif-{i}"] = vif
         return out
 
     def resources_of(self, name: str) -> dict[str, str | None]:

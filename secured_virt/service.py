@@ -482,12 +482,22 @@ class Service:
             raise UserError(f"cannot read save image {path}: {exc}", EXIT_FAILED) from None
         name, uuid, meta = vmmeta.from_domain_xml(xml)
         target = Target(name, uuid, meta.attrs(), exists=True)
-        v = self.gate.authorize(ident, self._op("restore"), target, interaction)
-        if not v.allowed:
-            return self._denied(v)
-        return self._perform(
-            v, lambda: (self.backend.restore(path), {"message": f"Domain restored from {path}"})[1]
-        )
+
+        def go(acm_check):
+            v = self.gate.authorize(ident, self._op("restore"), target, interaction, acm_check)
+            if not v.allowed:
+                return self._denied(v)
+            return self._perform(
+                v,
+                lambda: (self.backend.restore(path), {"message": f"Domain restored from {path}"})[
+                    1
+                ],
+            )
+
+        if self.acm is None:
+            return go(None)
+        with self.acm.exclusive():
+            return go(lambda: self._acm_for_xml(name, xml, meta))
 
     # -- define / create ----------------------------------------------------------------------
     def _from_xml(self, ident, args, interaction, op_name: str, method: str, verb: str):
@@ -505,17 +515,25 @@ class Service:
         if not target.exists:
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
             target.attrs = {"owner": owner} if owner else {}
-        v = self.gate.authorize(ident, self._op(op_name), target, interaction)
-        if not v.allowed:
-            return self._denied(v)
         src = args.get("file") or "XML"
-        return self._perform(
-            v,
-            lambda: (
-                getattr(self.backend, method)(prepared),
-                {"message": f"Domain '{name}' {verb} from {src}"},
-            )[1],
-        )
+
+        def go(acm_check):
+            v = self.gate.authorize(ident, self._op(op_name), target, interaction, acm_check)
+            if not v.allowed:
+                return self._denied(v)
+            return self._perform(
+                v,
+                lambda: (
+                    getattr(self.backend, method)(prepared),
+                    {"message": f"Domain '{name}' {verb} from {src}"},
+                )[1],
+            )
+
+        if self.acm is None or op_name not in INSTANTIATING:
+            return go(None)
+        _n, _u, meta = vmmeta.from_domain_xml(prepared)
+        with self.acm.exclusive():
+            return go(lambda: self._acm_for_xml(name, prepared, meta))
 
     def _cmd_define(self, ident, args, interaction):
         return self._from_xml(ident, args, interaction, "define", "define", "defined")
