@@ -25,6 +25,7 @@ from .acm_ops import INSTANTIATING
 from .backends.base import BackendError, NoSuchDomain, open_backend
 from .gate import Gate, Target, Verdict, acting_as
 from .operations import CATALOGUE, Operation
+from .policy_commands import PolicyCommands
 from .policystore import PolicyStore
 from .requests import (
     EXIT_BAD_POLICY,
@@ -68,7 +69,7 @@ class NullInteraction:
         pass
 
 
-class Service:
+class Service(PolicyCommands):
     def __init__(
         self,
         config,

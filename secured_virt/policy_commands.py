@@ -1,0 +1,171 @@
+"""The sHype/ACM policy-management requests (``svirt-admin policy ...``), as Service methods.
+
+They live in the use-case layer, not in the CLI, so a delegated policy manager (a non-root user
+holding e.g. ``policy-update`` on the host object ``Domain-0``) runs them through svirtd with
+the same RBAC check and audit record as root's direct invocation.  The policy XML is read by the
+client, as the caller, and travels in the request.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from .requests import EXIT_FAILED, EXIT_OK, Reply
+
+
+class PolicyCommands:
+    """Mixed into Service: one ``_cmd_policy_*`` per svirt-admin policy action."""
+
+    def _policy_state(self, st) -> Reply:
+        data = {
+            "xserr": st.xserr,
+            "message": st.message,
+            "policy": st.xs_ref,
+            "version": st.version,
+            "flags": st.flags,
+            "errors": [list(e) for e in st.errors],
+            "problems": list(st.problems),
+        }
+        return Reply(
+            EXIT_OK if st.xserr == 0 else EXIT_FAILED,
+            data=data,
+            message="" if st.xserr == 0 else st.message + "".join(f"\n  {p}" for p in st.problems),
+        )
+
+    def _cmd_policy_show(self, ident, args, interaction):
+        acm = self._need_acm()
+
+        def act():
+            st = acm.host.get_policy()
+            c = acm.active
+            return {
+                "xstype": acm.host.get_xstype_name(),
+                "policy": c.name,
+                "version": c.version,
+                "flags": st.flags,
+                "loaded": True,
+                "boot": bool(st.flags & 1),
+                "installed": acm.host.list_policies(),
+                "warnings": list(acm.host.warnings),
+                "xml": c.xml.decode("utf-8", "replace") if args.get("xml") else None,
+            }
+
+        return self._host_op(ident, "policy-show", interaction, act)
+
+    def _cmd_policy_map(self, ident, args, interaction):
+        acm = self._need_acm()
+        return self._host_op(
+            ident, "policy-show", interaction, lambda: {"map": acm.active.map_text}
+        )
+
+    def _cmd_policy_binary(self, ident, args, interaction):
+        acm = self._need_acm()
+        return self._host_op(
+            ident,
+            "policy-show",
+            interaction,
+            lambda: {"binary_b64": base64.b64encode(acm.active.binary).decode()},
+        )
+
+    def _cmd_policy_types(self, ident, args, interaction):
+        acm = self._need_acm()
+        p = acm.active.policy
+        return self._host_op(
+            ident,
+            "policy-show",
+            interaction,
+            lambda: {"ste": list(p.ste_types), "chwall": list(p.chwall_types)},
+        )
+
+    def _cmd_policy_conflicts(self, ident, args, interaction):
+        acm = self._need_acm()
+        p = acm.active.policy
+        return self._host_op(
+            ident,
+            "policy-show",
+            interaction,
+            lambda: {
+                "conflict_sets": [
+                    {"name": cs.name, "types": list(cs.types)} for cs in p.conflict_sets
+                ]
+            },
+        )
+
+    def _cmd_policy_labels(self, ident, args, interaction):
+        return self._cmd_labels(ident, args, interaction)
+
+    def _cmd_policy_load(self, ident, args, interaction):
+        """Install and load a policy (a new name), or update the loaded one (same name).
+
+        ``dry_run``: only say whether the running domains would allow it, and why not."""
+        import policy
+
+        acm = self._need_acm()
+        xml = args.get("xml")
+        if not isinstance(xml, str):
+            return Reply(2, message="the policy XML must be given (svirt-admin reads FILE)")
+        try:
+            new = policy.AcmPolicy.from_xml(xml.encode(), source=args.get("file") or "policy")
+            compiled = new.compile()
+        except policy.PolicyError as exc:
+            return Reply(EXIT_FAILED, message=str(exc))
+        op_name = "policy-update" if new.name == acm.active.name else "policy-load"
+        flags = policy.XS_INST_LOAD | (policy.XS_INST_BOOT if args.get("boot") else 0)
+
+        def act():
+            with acm.exclusive():
+                if args.get("dry_run"):
+                    errors = acm.host.mediator.check_update(compiled)
+                    return {
+                        "dry_run": True,
+                        "policy": new.name,
+                        "version": new.version,
+                        "would_load": not errors,
+                        "errors": [
+                            {"code": e.code, "detail": e.detail, "message": e.message}
+                            for e in errors
+                        ],
+                    }
+                st = acm.host.set_policy(
+                    xml.encode(),
+                    flags,
+                    bool(args.get("overwrite")),
+                    source=args.get("file") or "policy",
+                )
+            if st.xserr:
+                from .service import UserError
+
+                raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
+            return {
+                "message": st.message,
+                "policy": st.xs_ref,
+                "version": st.version,
+                "flags": st.flags,
+            }
+
+        return self._host_op(ident, op_name, interaction, act)
+
+    _cmd_policy_update = _cmd_policy_load
+
+    def _cmd_policy_reset(self, ident, args, interaction):
+        acm = self._need_acm()
+
+        def act():
+            with acm.exclusive():
+                st = acm.host.reset_policy()
+            if st.xserr:
+                from .service import UserError
+
+                raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
+            return {"message": st.message}
+
+        return self._host_op(ident, "policy-reset", interaction, act)
+
+    def _cmd_policy_rm_boot(self, ident, args, interaction):
+        acm = self._need_acm()
+
+        def act():
+            acm.host.rm_boot_policy()
+            return {"message": "boot policy removed: the next boot loads DEFAULT"}
+
+        return self._host_op(ident, "policy-rm-boot", interaction, act)
