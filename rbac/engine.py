@@ -101,9 +101,6 @@ class UserRecord:
         self.name = name
         self.assignments: tuple[Assignment, ...] = assignments
         self.profile: Profile = profile  # all assignments in force
-        # the profile's lookup structures, one pointer hop closer for decide()
-        self.exact = profile.exact
-        self.scoped = profile.scoped
         self.source = source
         exp = [a.expires for a in assignments if a.expires is not None]
         self.expiring = bool(exp)
@@ -132,6 +129,15 @@ class RbacPolicy(ReviewMixin):
             assigns = model.assignments.get(name, ())
             prof = self._profile_for(frozenset(a.role for a in assigns))
             self._users[name] = UserRecord(name, assigns, prof, model.users[name])
+        # users decide() can answer with nothing but their by-name grants
+        self._fast: dict[str, tuple] = {
+            name: u.profile.exact
+            for name, u in self._users.items()
+            if u.assignments
+            and not u.expiring
+            and u.profile.exact is not None
+            and not u.profile.scoped
+        }
         self._authorized_index: dict[str, frozenset[str]] | None = None
         self._exact: dict[str, dict[str, dict[int, Grant]]] | None = None
 
@@ -232,29 +238,38 @@ class RbacPolicy(ReviewMixin):
         ``now`` (datetime or POSIX time; default the clock) only matters for assignments with
         an expiry.  Never raises for unknown users, roles or operations: it denies and says why.
         """
+        ex = self._fast.get(user)
+        if ex is not None:
+            # the common case, inlined from _check(): a user holding few roles, without
+            # expiring assignments or scoped grants
+            for objmap, role, via in ex:
+                m = objmap.get(obj)
+                if m is not None:
+                    gr = m.get(op_id)
+                    if gr is not None:
+                        if not gr.auth:
+                            return _new(
+                                Decision, (True, role, gr, gr, False, via, user, op_id, obj)
+                            )
+                        break  # needs authentication: _check() prefers a role that does not
+            else:
+                if op_id in self.operations:
+                    return _new(Decision, (False, None, "", self, False, (), user, op_id, obj))
+        return self._decide(user, op_id, obj, attrs, now)
+
+    def _decide(self, user: str, op_id, obj: str, attrs, now) -> Decision:
+        """decide() for everything but the commonest case."""
         u = self._users.get(user)
         if u is None:
             return self._deny(None, user, op_id, obj, attrs, now)
-        ex = u.exact
-        if u.expiring or ex is None or op_id in u.scoped:
-            p = u.profile
-            if u.expiring:
-                t = time.time() if now is None else to_timestamp(now)
-                lo, hi, p = u.window
-                if not lo <= t < hi:
-                    p = self._current_profile(u, t)
-            d = self._check(p, user, op_id, obj, attrs)
-            return self._deny(u, user, op_id, obj, attrs, now) if d is None else d
-        # the common case, inlined from _check: no expiry, few roles, no scoped grant for op
-        for objmap, role, via in ex:
-            m = objmap.get(obj)
-            if m is not None:
-                gr = m.get(op_id)
-                if gr is not None:
-                    if not gr.auth:
-                        return _new(Decision, (True, role, gr, gr, False, via, user, op_id, obj))
-                    return self._check(u.profile, user, op_id, obj, attrs)  # prefer no-auth
-        return self._deny(u, user, op_id, obj, attrs, now)
+        p = u.profile
+        if u.expiring:
+            t = time.time() if now is None else to_timestamp(now)
+            lo, hi, p = u.window
+            if not lo <= t < hi:
+                p = self._current_profile(u, t)
+        d = self._check(p, user, op_id, obj, attrs)
+        return self._deny(u, user, op_id, obj, attrs, now) if d is None else d
 
     def _check(self, p: Profile, user: str, op, obj: str, attrs) -> Decision | None:
         """The hot path: a Decision if some effective role of ``p`` grants, else None."""
