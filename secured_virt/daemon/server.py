@@ -169,12 +169,12 @@ class Server:
         try:
             result = fn()
         except Exception as exc:
-            if not self._hypervisor_lost():
+            if self._connection_problem() is None:
                 raise
             first: Any = Reply(EXIT_FAILED, message=str(exc))
         else:
             reply = result[0] if isinstance(result, tuple) else result
-            if reply.status != EXIT_FAILED or not self._hypervisor_lost():
+            if reply.status != EXIT_FAILED or self._connection_problem() is None:
                 return result
             first = result
         problem = self._reconnect()
@@ -188,35 +188,43 @@ class Server:
                 message=f"the hypervisor connection was re-established but the retry failed: {exc}",
             )
 
-    def _hypervisor_lost(self) -> bool:
-        """Is the shared hypervisor connection dead?  Asks the service if it can tell
-        (``connection_alive()``), else libvirt itself (``virConnect.isAlive()``, a local
-        check, no round trip).  Backends without a connection (xl) are never "lost"."""
+    def _connection_problem(self) -> str | None:
+        """None if the shared hypervisor connection is usable, else what is wrong with it.
+
+        Asks the service if it can tell (``connection_alive()``), else libvirt itself
+        (``virConnect.isAlive()``: a local check, no round trip).  Backends without a
+        connection (xl) never have a problem here.
+        """
         try:
             probe = getattr(self.service, "connection_alive", None)
             if probe is not None:
-                return not probe()
+                return None if probe() else "the connection is closed"
             conn = getattr(self.service.backend, "connection", None)
             is_alive = getattr(conn, "isAlive", None)
-            return is_alive is not None and not is_alive()
-        except Exception:  # cannot even (re)open it: lost
-            return True
+            if is_alive is None or is_alive():
+                return None
+            return "the connection is closed"
+        except Exception as exc:  # cannot even (re)open it
+            return str(exc) or type(exc).__name__
 
     def _reconnect(self) -> str | None:
         """Reconnect once for all threads that noticed; returns an error text or None."""
         with self._reconnect_lock:
-            if not self._hypervisor_lost():  # another thread already reconnected
+            if self._connection_problem() is None:  # another thread already reconnected
                 return None
             self.counters.add("reconnects")
             log.warning("the hypervisor connection was lost (libvirtd restarted?); reconnecting")
             try:
                 self.service.reconnect()
+                problem = self._connection_problem()
             except Exception as exc:
-                log.error("reconnecting to the hypervisor failed: %s", exc)
-                return f"the hypervisor connection was lost and reconnecting failed: {exc}"
-            if self._hypervisor_lost():
-                log.error("reconnecting to the hypervisor failed: the new connection is dead")
-                return "the hypervisor connection was lost and could not be re-established"
+                problem = str(exc) or type(exc).__name__
+            if problem:
+                log.error("reconnecting to the hypervisor failed: %s", problem)
+                return (
+                    "the connection to the hypervisor was lost (libvirtd restarted?) and "
+                    f"reconnecting failed: {problem}"
+                )
             log.info("hypervisor connection re-established")
             return None
 
@@ -450,8 +458,10 @@ class Server:
 
 
 def _annotate(reply_or_result, problem: str):
+    """The failed reply, explained: the connection problem first, then what libvirt said."""
     reply = reply_or_result[0] if isinstance(reply_or_result, tuple) else reply_or_result
-    fixed = Reply(EXIT_FAILED, reply.data, f"{reply.message} ({problem})".strip(), reply.check)
+    text = f"{problem}; the request failed with: {reply.message}" if reply.message else problem
+    fixed = Reply(EXIT_FAILED, reply.data, text, reply.check)
     return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
 
 

@@ -229,7 +229,7 @@ class RealEnv:
             "socket": self.socket,
             "socket_mode": "0666",
         }
-        settings.update({k: str(v) for k, v in conf.items()})
+        settings.update({k: str(v).replace("{node}", str(self.node)) for k, v in conf.items()})
         text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
         self.config = write_root_file(self.etc / "secured-virt.conf", text)
 

@@ -119,7 +119,9 @@ def test_lost_hypervisor_connection_is_reestablished_once(fake_daemon):
     hv.write_text("down")
     reply = client.call(fake_daemon.socket, Request("hv"))
     assert reply.status == 1
-    assert "reconnecting" in reply.message or "could not be re-established" in reply.message
+    assert reply.message.startswith("the connection to the hypervisor was lost")
+    assert "reconnecting failed: the connection is closed" in reply.message
+    assert reply.message.endswith("the request failed with: lost the connection to libvirt")
     hv.write_text("up")
     assert client.call(fake_daemon.socket, Request("hv")).status == 0
     events = (fake_daemon.workdir / "events.log").read_text()

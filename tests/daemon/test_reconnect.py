@@ -1,0 +1,143 @@
+"""libvirtd restarts under svirtd: in-flight work gets a clear error, then svirtd reconnects.
+
+The libvirtd here is a private, unprivileged *session* daemon (run as svt-bob with its own
+runtime directory) serving libvirt's test driver over its Unix socket, and svirtd connects to
+it with ``test+unix:///NODE?socket=...``: a real remote libvirt connection that can be killed
+and restarted without touching the host's system libvirtd (other tests use that one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from svtd_helpers import RealEnv
+
+from secured_virt import client
+from secured_virt.requests import Request
+
+pytestmark = pytest.mark.integration
+
+LIBVIRTD = "/usr/sbin/libvirtd"
+
+
+class SessionLibvirtd:
+    def __init__(self, user, rundir: Path):
+        self.user = user
+        self.rundir = rundir
+        self.socket = rundir / "libvirt" / "libvirt-sock"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "XDG_RUNTIME_DIR": str(self.rundir),
+            "HOME": str(self.rundir),
+            "XDG_CONFIG_HOME": str(self.rundir / "cfg"),
+            "XDG_CACHE_HOME": str(self.rundir / "cache"),
+        }
+        self.log = open(self.rundir / "libvirtd.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                "/usr/bin/setpriv",
+                f"--reuid={self.user.pw_uid}",
+                f"--regid={self.user.pw_gid}",
+                "--clear-groups",
+                "--",
+                LIBVIRTD,
+                "--timeout",
+                "0",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+        )
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((self.rundir / "libvirtd.log").read_text())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        self.proc = None
+        for name in ("libvirt-sock", "libvirt-admin-sock", "libvirtd.pid"):
+            (self.rundir / "libvirt" / name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def session_libvirtd(test_users):
+    if not os.access(LIBVIRTD, os.X_OK):
+        pytest.skip(f"{LIBVIRTD} is not installed (apt-get install libvirt-daemon)")
+    bob = test_users["svt-bob"]
+    rundir = Path(tempfile.mkdtemp(prefix="svt-lvd-", dir="/tmp"))
+    os.chown(rundir, bob.pw_uid, bob.pw_gid)
+    rundir.chmod(0o755)
+    lvd = SessionLibvirtd(bob, rundir)
+    lvd.start()
+    yield lvd
+    lvd.stop()
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def test_libvirtd_restart_between_requests_is_invisible(session_libvirtd):
+    """libvirtd restarts while svirtd is idle: the next request fails on the dead connection,
+    svirtd reconnects and retries once, and the user just gets the answer."""
+    env = RealEnv(uri=f"test+unix://{{node}}?socket={session_libvirtd.socket}")
+    d = env.daemon().start().wait_ready()
+    try:
+        assert client.call(env.socket, Request("list", {"all": True})).status == 0
+        session_libvirtd.stop()
+        session_libvirtd.start()
+        reply = client.call(env.socket, Request("list", {"all": True}), timeout=30)
+        assert reply.status == 0, reply.message
+        assert len(reply.data["domains"]) == 5
+        assert client.admin_status(env.socket).data["counters"]["reconnects"] == 1
+        log = d.log()
+        assert "the hypervisor connection was lost (libvirtd restarted?); reconnecting" in log
+        assert "hypervisor connection re-established" in log
+    finally:
+        d.stop()
+        env.cleanup()
+
+
+def test_libvirtd_down_gives_a_clear_error_then_recovers(session_libvirtd):
+    env = RealEnv(uri=f"test+unix://{{node}}?socket={session_libvirtd.socket}")
+    d = env.daemon().start().wait_ready()
+    try:
+
+        def listing():
+            return client.call(env.socket, Request("list", {"all": True}), timeout=30)
+
+        assert listing().status == 0
+        session_libvirtd.stop()  # libvirtd goes away and stays away
+        reply = listing()
+        assert reply.status == 1
+        msg = reply.message
+        assert msg.startswith("the connection to the hypervisor was lost (libvirtd restarted?)")
+        assert "reconnecting failed: cannot connect to test+unix://" in msg
+        assert "is libvirtd running?" in msg  # the backend's hint survives
+        assert "the request failed with: cannot list domains" in msg
+        session_libvirtd.start()  # and comes back: the next request just works
+        reply = listing()
+        assert reply.status == 0, reply.message
+        assert len(reply.data["domains"]) == 5
+        assert "reconnecting to the hypervisor failed" in d.log()
+    finally:
+        d.stop()
+        env.cleanup()
