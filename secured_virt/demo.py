@@ -31,21 +31,23 @@ def say(text: str) -> None:
 
 
 class Tour:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, src: Path | None = None, policy_file: Path | None = None):
         self.base = base
-        self.src = base / "src"
+        self.src = src or base / "src"
         self.conf = base / "secured-virt.conf"
         self.sock = base / "run" / "svirtd.sock"
         self.python = sys.executable
         self.daemon: subprocess.Popen | None = None
+        self.policy_file = policy_file or DEMO / "acm-policy.xml"
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
         os.chmod(self.base, 0o755)  # noqa: S103 - the demo's users must read it
         for pkg in ("rbac", "policy", "secured_virt", "bin"):
-            shutil.copytree(
-                REPO / pkg, self.src / pkg, ignore=shutil.ignore_patterns("__pycache__")
-            )
+            if not (self.src / pkg).exists():  # a second host shares the first one's copy
+                shutil.copytree(
+                    REPO / pkg, self.src / pkg, ignore=shutil.ignore_patterns("__pycache__")
+                )
         etc = self.base / "etc"
         etc.mkdir()
         for name in ("ua.xml", "pa.xml", "node.xml"):
@@ -62,6 +64,7 @@ class Tour:
             audit_syslog = no
             socket = {self.sock}
             auth_dir = {self.base / "ts"}
+            acm = yes
             acm_state_dir = {self.base / "acm"}
             label_store = {self.base / "resource-labels.xml"}
             """)
@@ -93,6 +96,25 @@ class Tour:
                     check=True,
                 )
 
+    def load_policy(self) -> None:
+        """Install the host's sHype policy for boot, before svirtd starts (quietly)."""
+        subprocess.run(
+            [
+                self.python,
+                "-I",
+                str(self.src / "bin" / "svirt-admin"),
+                "--config",
+                str(self.conf),
+                "policy",
+                "load",
+                str(self.policy_file),
+                "--boot",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+
     def start_daemon(self) -> None:
         self.daemon = subprocess.Popen(
             [
@@ -118,8 +140,8 @@ class Tour:
             self.daemon.wait(10)
 
     # -- running things -----------------------------------------------------------------------
-    def svirsh(self, user: str | None, *args: str) -> int:
-        who = user or "root"
+    def svirsh(self, user: str | None, *args: str, host: str = "") -> int:
+        who = (user or "root") + (f"@{host}" if host else "")
         shown = " ".join(args)
         print(f"{DIM}{who}${RESET} svirsh {shown}", flush=True)
         argv = [
@@ -131,7 +153,7 @@ class Tour:
             *args,
         ]
         if user is None:
-            argv.insert(4, "--daemon")
+            argv.insert(3, "--daemon")
         else:
             pw = pwd.getpwnam(user)
             argv = [
@@ -203,9 +225,111 @@ def tour(t: Tour) -> list[str]:
     expect(t.admin("check", "alice", "destroy", "bob-build", "--explain"), 3, "explain")
     say("carol may look but not touch:")
     expect(t.svirsh("carol", "suspend", "alice-web"), 3, "carol suspend")
+    problems += acm_tour(t)
     say("Every decision above — allowed or denied — is one hash-chained audit record.")
     expect(t.admin("audit", "verify"), 0, "audit verify")
     t.admin("audit", "show", "--denied")
+    return problems
+
+
+def acm_tour(t: Tour) -> list[str]:
+    """The mandatory half: sHype/ACM labels, Chinese Wall, STE, labels across hosts."""
+    problems = []
+
+    def expect(rc, want, what):
+        if rc != want:
+            problems.append(f"{what}: exit {rc}, expected {want}")
+
+    img = "/var/lib/libvirt/images/{}.qcow2"
+    say(
+        "Now the mandatory policy.  This host runs the sHype/ACM policy demo.hosting: AliceCorp "
+        "and BobCorp are competitors (Chinese Wall conflict set 'Competitors'), and each "
+        "tenant's disks carry its STE type.  Roles cannot override it — not even root's."
+    )
+    expect(t.admin("policy", "show"), 0, "policy show")
+    expect(t.admin("policy", "conflicts"), 0, "policy conflicts")
+    say("Both tenants stop their VMs, and root labels the VMs and their disks.")
+    expect(t.svirsh("alice", "destroy", "alice-web"), 0, "alice destroy alice-web")
+    expect(t.svirsh("bob", "destroy", "bob-build"), 0, "bob destroy bob-build")
+    for args in (
+        ("setlabel", "alice-web", "dom_AliceCorp"),
+        ("setlabel", "--resource", img.format("alice-web"), "res_AliceData"),
+        ("setlabel", "bob-build", "dom_BobCorp"),
+        ("setlabel", "--resource", img.format("bob-build"), "res_BobData"),
+    ):
+        expect(t.svirsh(None, *args), 0, " ".join(args))
+    say(
+        "bob starts his build VM.  Then alice starts her web VM — her role allows it, but the "
+        "Chinese Wall does not: a BobCorp domain is running."
+    )
+    expect(t.svirsh("bob", "start", "bob-build"), 0, "bob start")
+    expect(t.svirsh("alice", "start", "alice-web"), 3, "alice start (conflict)")
+    expect(t.svirsh(None, "list", "--label"), 0, "list --label")
+    say("dry-run shows every check a start would make, and which one fails:")
+    expect(t.svirsh(None, "dry-run", "alice-web"), 0, "dry-run")
+    say("When bob's VM stops, the wall comes down and alice's VM may run.")
+    expect(t.svirsh("bob", "destroy", "bob-build"), 0, "bob destroy")
+    expect(t.svirsh("alice", "start", "alice-web"), 0, "alice start")
+    say(
+        "A disk with the wrong label: alice-db is labelled AliceCorp, but one of its disks was "
+        "labelled as BobCorp data.  Simple Type Enforcement refuses the start and says which "
+        "disk shares no type with the VM."
+    )
+    expect(t.svirsh("alice", "destroy", "alice-db"), 0, "alice destroy alice-db")
+    expect(t.svirsh(None, "setlabel", "alice-db", "dom_AliceCorp"), 0, "label alice-db")
+    expect(
+        t.svirsh(None, "setlabel", "--resource", img.format("alice-db"), "res_BobData"),
+        0,
+        "mislabel disk",
+    )
+    expect(t.svirsh("alice", "start", "alice-db"), 3, "alice start alice-db (STE)")
+    say(
+        "Labels travel by name.  alice's VM is saved here and restored on a second host whose "
+        "policy has one more tenant, so every label has a different number there.  Same "
+        "label, the right local ssidref."
+    )
+    image = t.base / "alice-web.save"
+    expect(t.svirsh(None, "dominfo", "alice-web"), 0, "dominfo host1")
+    expect(t.svirsh(None, "save", "alice-web", str(image)), 0, "save")
+    os.chmod(image, 0o644)
+    host2 = Tour(t.base / "host2", t.src, DEMO / "acm-policy-host2.xml")
+    host3 = Tour(t.base / "host3", t.src, t.base / "demo.other-security_policy.xml")
+    try:
+        host2.base.mkdir()
+        host2.setup()
+        host2.load_policy()
+        host2.start_daemon()
+        expect(host2.svirsh(None, "destroy", "alice-web", host="host2"), 0, "host2 destroy")
+        expect(
+            host2.svirsh(
+                None,
+                "setlabel",
+                "--resource",
+                img.format("alice-web"),
+                "res_AliceData",
+                host="host2",
+            ),
+            0,
+            "host2 label disk",
+        )
+        expect(host2.svirsh(None, "restore", str(image), host="host2"), 0, "host2 restore")
+        expect(host2.svirsh(None, "dominfo", "alice-web", host="host2"), 0, "host2 dominfo")
+        say(
+            "A third host runs a policy of another name.  The label means nothing there, so "
+            "the restore is refused before the VM runs."
+        )
+        host3.policy_file.write_text(
+            (DEMO / "acm-policy.xml").read_text().replace("demo.hosting", "demo.other")
+        )
+        host3.base.mkdir()
+        host3.setup()
+        host3.load_policy()
+        host3.start_daemon()
+        expect(host3.svirsh(None, "destroy", "alice-web", host="host3"), 0, "host3 destroy")
+        expect(host3.svirsh(None, "restore", str(image), host="host3"), 3, "host3 restore")
+    finally:
+        host2.stop()
+        host3.stop()
     return problems
 
 
@@ -221,6 +345,7 @@ def main() -> int:
     t = Tour(base)
     try:
         t.setup()
+        t.load_policy()
         t.start_daemon()
         problems = tour(t)
     finally:

@@ -49,9 +49,8 @@ class Verdict:
     def denial_message(self) -> str:
         assert self.op is not None and self.target is not None
         return (
-            f"denied: user '{self.user}' may not perform '{self.op.name}' (operation "
-            f"{self.op.id}) on '{self.target.name}' — refused by the {self.check} check: "
-            f"{self.rule}"
+            f"denied: '{self.op.name}' (operation {self.op.id}) on '{self.target.name}' for "
+            f"user '{self.user}' — refused by the {self.check} check: {self.rule}"
         )
 
 
