@@ -340,7 +340,8 @@ def bench_size(label: str, data: Data, n_queries: int, casbin_seconds: float, fi
     allowed = sum(pol.decide(u, o, v, a).allowed for u, o, v, a in queries)
     res["allowed_fraction"] = allowed / len(queries)
     res["decide"] = time_calls(pol.decide, queries)
-    objs = [(v, {"label": data.labels[v]}) for v in data.vms[:10000]]
+    vms = data.vms
+    objs = [(vms[i % len(vms)], {"label": data.labels[vms[i % len(vms)]]}) for i in range(10000)]
     users = [q[0] for q in queries[:50]]
     t0 = time.perf_counter()
     for u in users:

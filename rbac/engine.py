@@ -1,23 +1,32 @@
 """The compiled policy: a decision is a handful of dict lookups, whatever the policy size.
 
-Compilation turns the model into three structures:
+Compilation turns the model into:
 
-* ``_exact``: object name -> {role: {operation: grant}} for grants that list objects by name
-  (the seed's ``type="individual"``).  The inner {operation: grant} maps are shared by every
+* per role, ``{object name: {operation: grant}}`` for grants that list objects by name (the
+  seed's ``type="individual"``).  The inner ``{operation: grant}`` maps are shared by every
   object of one grant block, so 100k VMs cost 100k small dict entries, not 100k x operations.
-* per-role scoped grants (all / pattern / label / owned), which must be tested one by one;
-  there are few of them.
-* a *profile* per distinct set of assigned roles: the effective roles (through the hierarchy)
-  in preference order, each with the assigned role it comes through, and the scoped grants of
-  all of them by operation.  Users with the same assignments share one profile.
+* per role, the scoped grants (all / pattern / label / owned) by operation; they are tested
+  one by one, and there are few of them.
+* a *profile* per distinct set of assigned (or session-active) roles: the effective roles in
+  preference order, each with its inheritance path, the by-name maps of those roles, and their
+  scoped grants by operation.  Users with the same assignments share one profile.
+* ``_fast``: user -> the by-name maps of their profile, for the commonest kind of user (a few
+  roles, no expiring assignment, no scoped grant), so decide() answers them in one dict lookup
+  for the user and one per role for the object.
+* on first need, an object -> {role: ...} index, used for users with very many roles (walking
+  from the object is then shorter) and by review functions.
 
-A check walks the user's (few) effective roles against the object's (few) granting roles,
-then the profile's scoped grants for the operation.  The Decision is one tuple allocation
-holding the grant; its texts are worded only when read (see rbac.decision).
+Checks go from the user's few roles to the object: the maps touched are small, which matters
+more than the number of lookups once the policy no longer fits in the CPU caches.  The Decision
+is one tuple allocation holding the grant; its texts are worded only when read (rbac.decision).
 
 Which grant is reported when several allow: one that needs no fresh authentication if any; a
 by-name grant before a scoped one; then the nearest role (fewest inheritance steps), then the
 role name.
+
+The policy is immutable once built.  A few caches fill on first use (profiles for new role
+sets, the object index, a user's profile between two expiry instants); each is a single
+reference assignment, so sharing a policy between threads is safe under the GIL.
 """
 
 from __future__ import annotations
