@@ -3,65 +3,13 @@ are refusals, and the console is released however the session ends."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 
 import pytest
-from svtd_helpers import client_snippet
+from svtd_helpers import console_proc, read_until, wait_log
 
 pytestmark = pytest.mark.integration
-
-
-def console_proc(user, src, sock, name, escape="^]") -> subprocess.Popen:
-    body = (
-        f"rc = client.console({sock!r}, {name!r}, stdin_fd=0, stdout_fd=1, escape={escape!r})\n"
-        "sys.stdout.flush()\n"
-        "sys.exit(rc)\n"
-    )
-    prefix = []
-    if user is not None:
-        prefix = [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
-        ]
-    return subprocess.Popen(
-        prefix + client_snippet(src, body),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin"},
-        cwd="/",
-    )
-
-
-def read_until(proc, needle: bytes, timeout: float = 10) -> bytes:
-    os.set_blocking(proc.stdout.fileno(), False)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"did not see {needle!r} in {buf!r}")
-        try:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-        except BlockingIOError:
-            time.sleep(0.02)
-            continue
-        if not chunk:
-            raise AssertionError(f"output ended before {needle!r}: {buf!r}")
-        buf += chunk
-    return buf
-
-
-def wait_log(d, text, timeout=10):
-    deadline = time.monotonic() + timeout
-    while text not in d.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the daemon log:\n{d.log()}"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("vm", ["vm1", "vm2"])  # blocking and non-blocking streams
