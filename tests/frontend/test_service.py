@@ -122,3 +122,43 @@ def test_define_sets_owner_and_refuses_forbidden_xml(svc):
         Request("define", {"xml": bad.replace("new-vm", "x2"), "file": "x.xml"}),
     )
     assert r.status == 2 and "emulator" in r.message
+
+
+OWNED_PA = """<RolePolicyDefinition>
+  <Role name="Tenant">
+    <ManageVM type="owned"/>
+    <ControlOperation><Accept>
+      <operation name="list"/><operation name="start"/><operation name="define"/>
+    </Accept></ControlOperation>
+  </Role>
+  <Role name="Auditor"><ManageVM type="all"/>
+    <ControlOperation><Accept><operation name="list"/></Accept></ControlOperation></Role>
+</RolePolicyDefinition>"""
+OWNED_UA = """<UserConfiguration>
+  <User name="alice"><UserRole role="Tenant"/></User>
+  <User name="bob"><UserRole role="Tenant"/></User>
+  <User name="carol"><UserRole role="Auditor"/></User>
+</UserConfiguration>"""
+
+
+def test_owned_scope_uses_the_domains_own_metadata(svt_env):
+    from pathlib import Path
+
+    Path(svt_env.pa).write_text(OWNED_PA)
+    Path(svt_env.ua).write_text(OWNED_UA)
+    svc = Service.from_config(svt_env)
+
+    def names(who):
+        reply = svc.handle(ident(who), Request("list", {"all": True}))
+        return sorted(d["name"] for d in reply.data["domains"])
+
+    assert names("alice") == ["alice-db", "alice-web"]
+    assert names("bob") == ["bob-build"]
+    assert len(names("carol")) == 5
+    assert svc.handle(ident("bob"), Request("start", {"domain": "alice-db"})).status == 3
+    # a VM bob defines becomes his: the owned scope grants both the definition and its use
+    xml = ("<domain type='test'><name>bob-new</name><memory>1024</memory>"
+           "<os><type>hvm</type></os></domain>")
+    assert svc.handle(ident("bob"), Request("define", {"xml": xml, "file": "b.xml"})).ok
+    assert "bob-new" in names("bob") and "bob-new" not in names("alice")
+    assert svc.handle(ident("bob"), Request("start", {"domain": "bob-new"})).ok
