@@ -14,17 +14,24 @@ def _opname(op_id: int) -> str:
 
 
 def _perm_rows(perms) -> list[dict]:
-    rows = []
+    """One row per (operation, role), the objects it reaches joined: easier to read."""
+    rows: dict[tuple, dict] = {}
     for p in perms:
-        rows.append(
+        key = (p.operation, getattr(p, "role", None))
+        row = rows.setdefault(
+            key,
             {
                 "operation": p.operation,
                 "name": CATALOGUE.names.get(p.operation),
-                "objects": str(p.selector),
-                "role": getattr(p, "role", None),
-            }
+                "objects": [],
+                "role": key[1],
+            },
         )
-    return rows
+        text = str(p.selector)
+        if text not in row["objects"]:
+            row["objects"].append(text)
+    ordered = sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+    return [dict(r, objects=", ".join(r["objects"])) for _k, r in ordered]
 
 
 def review(pol, args) -> int:
