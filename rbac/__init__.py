@@ -1,17 +1,38 @@
 """rbac — NIST role-based access control, independent of what is being protected.
 
 Core RBAC (users, roles, operations, objects, UA, PA, sessions, CheckAccess), general role
-hierarchies, static and dynamic separation of duty, review functions, and a compiled decision
-index; plus loading of the UA/PA XML files that root edits.  Operations and objects are opaque:
+hierarchies, static and dynamic separation of duty, review functions and a compiled decision
+index, plus loading of the UA/PA XML files root edits.  Operations and objects are opaque:
 operations come from the caller's catalogue (id -> name), objects are names with optional
-attributes (``label``, ``owner``).
+string attributes (``label``, ``owner``).  Nothing here knows about VMs beyond the words of the
+XML vocabulary (ManageVM, VM).
 
-    import rbac
-    pol = rbac.load("/etc/secured-virt/ua.xml", "/etc/secured-virt/pa.xml", {6: "start", ...})
-    d = pol.decide("alice", 6, "vm1")
-    if not d: print(d.reason)
+Loading (fails closed: any problem raises PolicyError naming file:line, all problems at once)::
 
-See docs in etc/examples/README.md for the file formats.
+    pol = rbac.load(ua_path, pa_path, operations, owner_uid=0)   # trusted files only
+    pol = rbac.loads(ua_bytes, pa_bytes, operations, ua_name="ua.xml", pa_name="pa.xml")
+    pol = rbac.PolicyBuilder(operations).add_role("r").grant("r", [6], rbac.Glob("web-*"))
+              .assign("alice", "r").build()
+
+Deciding (never raises; a denial says why)::
+
+    d = pol.decide(user, op_id, obj, attrs=None, now=None)   # Decision; bool(d) == d.allowed
+    d.role, d.rule, d.reason, d.requires_auth, d.via
+    pol.explain(user, op_id, obj, attrs=None, now=None)      # str(), .lines(), .as_dict()
+    pol.filter_visible(user, op_id, [(name, attrs), ...])    # names allowed
+
+Sessions (dynamic separation of duty)::
+
+    s = pol.create_session(user, active_roles=None)          # DsdViolation if they conflict
+    s.add_active_role(r); s.drop_active_role(r); s.check_access(op_id, obj, attrs=None)
+
+Review: ``users``, ``roles``, ``assigned_roles``, ``assigned_users``, ``authorized_roles``,
+``authorized_users``, ``role_permissions``, ``user_permissions``, ``authorized_users_for``,
+``user_operations_on_object`` (alias ``operations_of``), ``role_operations_on_object``,
+``assignments``, ``inherited_roles``, ``inheritance_path``, ``ssd_sets``, ``dsd_sets``,
+``digest``.  Questions about the present take ``now`` like decide().
+
+File formats: etc/examples/README.md; schemas: rbac/schemas/ua.xsd and pa.xsd.
 """
 
 from .decision import Decision
