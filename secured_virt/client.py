@@ -164,7 +164,7 @@ class _Session:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise self._lost(exc) from None
+            self._explain(exc)
 
     def read(self) -> dict:
         n = int.from_bytes(self._exactly(HEADER_BYTES), "big")
@@ -205,8 +205,20 @@ class _Session:
         return b"".join(chunks)
 
     def _lost(self, exc: OSError) -> ClientError:
-        # the daemon may have explained itself (error frame) before closing
         return ClientError("closed", f"lost the connection to svirtd: {exc}")
+
+    def _explain(self, exc: OSError):
+        """A send failed: the daemon probably said why (busy, shutting down) and closed.
+        Raise its reason if it is there to read, else the bare connection error."""
+        try:
+            self.sock.settimeout(0.5)
+            self.read()  # raises ClientError for an error frame
+        except ClientError as reason:
+            if reason.code not in ("closed", "timeout"):
+                raise reason from None
+        except OSError:
+            pass
+        raise self._lost(exc) from None
 
     def close(self) -> None:
         self.sock.close()

@@ -501,6 +501,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _setup_logging(level: str, use_syslog: bool) -> None:
     handler: logging.Handler
+    if use_syslog and not os.path.exists("/dev/log"):
+        use_syslog = False
+        print("svirtd: warning: /dev/log does not exist; logging to stderr", file=sys.stderr)
     if use_syslog:
         handler = logging.handlers.SysLogHandler(
             address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON

@@ -215,7 +215,7 @@ def test_random_garbage_storm_while_serving(fake_daemon):
     with normal traffic: every normal request is answered, correctly and promptly."""
     sprayers = [subprocess.Popen([PY, "-I", "-c", GARBAGE, fake_daemon.socket]) for _ in range(3)]
     try:
-        time.sleep(0.5)
+        time.sleep(1.0)
         latencies = []
         for i in range(50):
             t0 = time.monotonic()
@@ -228,7 +228,7 @@ def test_random_garbage_storm_while_serving(fake_daemon):
             p.wait()
     assert fake_daemon.proc.poll() is None
     counters = client.admin_status(fake_daemon.socket).data["counters"]
-    assert counters["connections"] > 300  # the storm really happened
+    assert counters["connections"] > 200  # the storm really happened
     assert counters["protocol_errors"] > 100
     assert sorted(latencies)[25] < 1.0, latencies
 
@@ -241,12 +241,21 @@ def test_connection_limit_per_uid(start_fake_daemon, test_users, readable_src, a
     time.sleep(0.2)
     s = raw_connect(d.socket)
     expect_error(s, "busy", "uid 0 already has 3 connections")
+    with pytest.raises(client.ClientError) as info:  # the client says so too
+        client.call(d.socket, Request("echo"), timeout=5)
+    assert info.value.code == "busy" and "already has 3 connections" in str(info.value)
     # another uid is not affected by root's connections
     reply = call_as(as_user, test_users["svt-alice"], readable_src, d.socket, "whoami")
     assert reply["data"]["user"] == "svt-alice"
-    held.pop().close()
-    time.sleep(0.2)
-    still_serving(d)
+    held.pop().close()  # once the daemon has noticed, root may connect again
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            still_serving(d)
+            break
+        except client.ClientError as exc:
+            assert exc.code == "busy" and time.monotonic() < deadline, exc
+            time.sleep(0.05)
     for h in held:
         h.close()
 
