@@ -14,6 +14,8 @@ count from the start of that component.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 
 from .constants import (
@@ -35,10 +37,16 @@ def _pad8(buf: bytes) -> bytes:
     return buf + b"\0" * (-len(buf) % 8)
 
 
-def _matrix(rows: list[list[int]], ncols: int) -> bytes:
-    flat = [v for row in rows for v in row]
-    assert len(flat) == len(rows) * ncols
-    return struct.pack(f"!{len(flat)}H", *flat)
+def _matrix(rows, ncols: int) -> bytes:
+    """Rows of uint16 as big-endian bytes, row-major."""
+    flat = array("H")
+    for row in rows:
+        if len(row) != ncols:
+            raise ValueError("matrix row of the wrong width")
+        flat.extend(row)
+    if sys.byteorder == "little":
+        flat.byteswap()
+    return flat.tobytes()
 
 
 def pack_policy(

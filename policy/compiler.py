@@ -20,6 +20,7 @@ types, so the binary always has the CHWALL-primary/STE-secondary shape Xen runs 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .binfmt import pack_policy
@@ -146,6 +147,13 @@ def _mask(types, cols: dict[str, int]) -> int:
     return m
 
 
+def _row(cols: Iterable[int], width: int) -> tuple[int, ...]:
+    row = [0] * width
+    for c in cols:
+        row[c] = 1
+    return tuple(row)
+
+
 def compile_policy(p: AcmPolicy) -> CompiledPolicy:
     if len(p.vm_labels) + len(p.resource_labels) + 1 > MAX_SSID_INDEX:
         raise PolicyFileError(
@@ -165,10 +173,13 @@ def compile_policy(p: AcmPolicy) -> CompiledPolicy:
     conflicts = tuple(sorted(p.conflict_sets, key=lambda c: c.name))
     conflict_cols = [frozenset(cw_cols[t] for t in cs.types) for cs in conflicts]
 
+    vm_defs = {lbl.name: lbl for lbl in p.vm_labels}
+    res_defs = {lbl.name: lbl for lbl in p.resource_labels}
     vm: dict[str, LabelInfo] = {}
     chwall_rows, ste_rows = [], []
+    n_ste, n_cw = len(ste_order), len(cw_order)
     for idx, name in enumerate(vm_order):
-        lbl = p.vm_label(name)
+        lbl = vm_defs.get(name)
         ste = frozenset(lbl.ste_types) if lbl else frozenset()
         cw = frozenset(lbl.chwall_types) if lbl else frozenset()
         cols = tuple(sorted(cw_cols[t] for t in cw))
@@ -187,33 +198,32 @@ def compile_policy(p: AcmPolicy) -> CompiledPolicy:
             aggregate_incr=tuple(incr),
             defined=lbl is not None,
         )
-        chwall_rows.append(tuple(int(t in cw) for t in cw_order))
-        ste_rows.append(tuple(int(t in ste) for t in ste_order))
+        chwall_rows.append(_row(cols, n_cw))
+        ste_rows.append(_row((ste_cols[t] for t in ste), n_ste))
 
     res: dict[str, ResourceInfo] = {}
     unl = vm[UNLABELED]
-    res_unl = p.resource_label(UNLABELED)
+    res_unl = res_defs.get(UNLABELED)
     res[UNLABELED] = ResourceInfo(
         UNLABELED, 0, 0, unl.ste_types, unl.ste_mask, defined=res_unl is not None
     )
     for i, name in enumerate(res_order):
         idx = len(vm_order) + i
-        lbl = p.resource_label(name)
-        types = frozenset(lbl.ste_types)
+        types = frozenset(res_defs[name].ste_types)
         res[name] = ResourceInfo(name, idx, idx << 16, types, _mask(types, ste_cols))
-        ste_rows.append(tuple(int(t in types) for t in ste_order))
+        ste_rows.append(_row((ste_cols[t] for t in types), n_ste))
 
-    conflict_rows = [tuple(int(t in cs.types) for t in cw_order) for cs in conflicts]
+    conflict_rows = [_row(cols, n_cw) for cols in conflict_cols]
     sha1 = hashlib.sha1(p.xml, usedforsecurity=False).digest()
     binary = pack_policy(
         name=p.name,
         version=p.version_tuple,
         sha1=sha1,
         chwall_types=len(cw_order),
-        chwall_rows=[list(r) for r in chwall_rows],
-        conflict_rows=[list(r) for r in conflict_rows],
+        chwall_rows=chwall_rows,
+        conflict_rows=conflict_rows,
         ste_types=len(ste_order),
-        ste_rows=[list(r) for r in ste_rows],
+        ste_rows=ste_rows,
     )
     compiled = CompiledPolicy(
         policy=p,

@@ -49,7 +49,7 @@ def build_map(c: CompiledPolicy, xml_path: str, bin_path: str) -> str:
         ("STE", c.ste_matrix, c.ste_type_order),
     ):
         for ssid, row in enumerate(matrix):
-            names = " ".join(t for t, bit in zip(types, row, strict=True) if bit)
+            names = " ".join(types[i] for i, bit in enumerate(row) if bit)
             out.append(f"SSID->TYPE {comp:6} {ssid:08x} {names}".rstrip())
     out.append("")
     for comp, types in (("CHWALL", c.chwall_type_order), ("STE", c.ste_type_order)):

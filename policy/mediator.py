@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
@@ -66,11 +67,15 @@ from .verdict import (
     DryRunReport,
     Verdict,
     allow,
+    allow_lazy,
     deny,
+    deny_lazy,
 )
 
 DOM0 = "Domain-0"
-_CACHE_LIMIT = 4096  # label-string resolution / pair verdict caches are cleared beyond this
+_CACHE_LIMIT = 4096  # label-string resolution / memo caches are cleared beyond this
+_PAIR_CACHE_LIMIT = 16384  # share_resource verdicts (label pairs, optionally resource names)
+_MISS = object()
 
 COUNTER_NAMES = (
     "chwall_eval",
@@ -139,6 +144,61 @@ class UpdateResult:
         return None if name in self.removed_res_labels else name
 
 
+def _share_text(
+    policy: str, info: LabelInfo, rinfo: ResourceInfo, rname: str | None
+) -> tuple[str, dict[str, Any]]:
+    """Sentence and facts of an STE share decision (written only when someone reads them)."""
+    vm_l, res_l = format_label(policy, info.name), format_label(policy, rinfo.name)
+    vm_types, res_types = sorted(info.ste_types), sorted(rinfo.ste_types)
+    details: dict[str, Any] = {
+        "resource": rname,
+        "resource_label": res_l,
+        "resource_types": res_types,
+        "vm_label": vm_l,
+        "vm_types": vm_types,
+        "ssidrefs": (info.ssidref, rinfo.ssidref),
+    }
+    if info.ste_mask & rinfo.ste_mask:
+        common = sorted(info.ste_types & rinfo.ste_types)
+        details["common_types"] = common
+        reason = f"VM label {vm_l} may use {_res_phrase(rname, res_l)}: common STE type {common[0]}"
+        return reason, details
+    fix = (
+        f"label the resource with a label whose STE type is one of {', '.join(vm_types)}"
+        if vm_types
+        else "give the VM a label with STE types"
+    )
+    reason = (
+        f"Simple Type Enforcement: VM label {vm_l} (STE types {', '.join(vm_types) or 'none'}) "
+        f"shares no type with {_res_phrase(rname, res_l)} (STE type "
+        f"{', '.join(res_types) or 'none'}); access denied. To allow it, {fix}."
+    )
+    return reason, details
+
+
+def _pair_text(
+    policy: str, hook: str, a: Hashable, ia: LabelInfo, b: Hashable, ib: LabelInfo
+) -> tuple[str, dict[str, Any]]:
+    """Sentence and facts of a refused event channel / grant mapping between two domains."""
+    what = "a grant mapping" if hook == "grant_map" else "an event channel"
+    la, lb = format_label(policy, ia.name), format_label(policy, ib.name)
+    ta, tb = sorted(ia.ste_types), sorted(ib.ste_types)
+    reason = (
+        f"Simple Type Enforcement: domains {a!r} ({la}, STE types {', '.join(ta) or 'none'}) "
+        f"and {b!r} ({lb}, STE types {', '.join(tb) or 'none'}) share no STE type, so {what} "
+        "between them is refused."
+    )
+    details = {
+        "domain": a,
+        "remote_domain": b,
+        "label": la,
+        "remote_label": lb,
+        "types": ta,
+        "remote_types": tb,
+    }
+    return reason, details
+
+
 def _res_phrase(name: str | None, label: str) -> str:
     return f"resource {name!r} ({label})" if name is not None else f"a resource labeled {label}"
 
@@ -193,14 +253,25 @@ class Mediator:
         self._allow_cache: dict[tuple[str, str], Verdict] = {}
         self._auth_cache: dict[str, bool] = {}
         self._ste_cache: dict[Hashable, list[Hashable]] = {}
+        # refusals already explained, valid until the running state changes (explanations name
+        # running domains, so any start/stop/relabel/update clears this)
+        self._memo: dict[tuple, Verdict] = {}
+
+    def _memoize(self, k: tuple, v: Verdict) -> Verdict:
+        if len(self._memo) > _CACHE_LIMIT:
+            self._memo.clear()
+        self._memo[k] = v
+        return v
 
     def _add(self, d: Dom) -> None:
         self._domains[d.key] = d
         start_counts(d.info, self._running_types, self._aggregate, 1)
+        self._memo.clear()
 
     def _remove(self, key: Hashable) -> Dom:
         d = self._domains.pop(key)
         start_counts(d.info, self._running_types, self._aggregate, -1)
+        self._memo.clear()
         self._ste_cache.pop(key, None)
         for lst in self._ste_cache.values():
             if key in lst:
@@ -294,10 +365,11 @@ class Mediator:
 
     def _res_info(self, label: Any) -> ResourceInfo | None:
         try:
-            if label in self._res_cache:
-                return self._res_cache[label]
+            info = self._res_cache.get(label, _MISS)
         except TypeError:
             return self._resolve_res(label)
+        if info is not _MISS:
+            return info
         info = self._resolve_res(label)
         if len(self._res_cache) > _CACHE_LIMIT:
             self._res_cache.clear()
@@ -357,7 +429,7 @@ class Mediator:
     def _deny_chwall(self, hook: str, key: Hashable, info: LabelInfo) -> Verdict:
         self._c["chwall_denied"] += 1
         others = [d for k, d in self._domains.items() if k != key]
-        conflicts = find_conflicts(self._compiled, info, others, self._tables)
+        conflicts = find_conflicts(self._compiled, info, others, self._tables, self._running_types)
         what = f"domain {key!r}" if key is not None else "a domain"
         details: dict[str, Any] = {
             "domain": key,
@@ -434,38 +506,13 @@ class Mediator:
                     "vm_label": self._fmt(info.name),
                 },
             )
-        details = {
-            "resource": rname,
-            "resource_label": self._fmt(rinfo.name),
-            "resource_types": sorted(rinfo.ste_types),
-            "vm_label": self._fmt(info.name),
-            "vm_types": sorted(info.ste_types),
-            "ssidrefs": (info.ssidref, rinfo.ssidref),
-        }
         if info.ste_mask & rinfo.ste_mask:
-            common = sorted(info.ste_types & rinfo.ste_types)
-            details["common_types"] = common
-            return allow(
-                hook,
-                f"VM label {self._fmt(info.name)} may use "
-                f"{_res_phrase(rname, self._fmt(rinfo.name))}: common STE type {common[0]}",
-                details,
-            )
-        fix = (
-            f"label the resource with a label whose STE type is one of "
-            f"{', '.join(sorted(info.ste_types))}"
-            if info.ste_types
-            else "give the VM a label with STE types"
-        )
-        return deny(
+            return allow_lazy(hook, partial(_share_text, self._compiled.name, info, rinfo, rname))
+        return deny_lazy(
             hook,
             RULE_STE,
-            f"Simple Type Enforcement: VM label {self._fmt(info.name)} (STE types "
-            f"{', '.join(sorted(info.ste_types)) or 'none'}) shares no type with "
-            f"{_res_phrase(rname, self._fmt(rinfo.name))} (STE type "
-            f"{', '.join(sorted(rinfo.ste_types)) or 'none'}); access denied. To allow it, {fix}.",
             Xserr.RESOURCE_ACCESS,
-            details,
+            partial(_share_text, self._compiled.name, info, rinfo, rname),
         )
 
     @staticmethod
@@ -535,7 +582,12 @@ class Mediator:
         agg = self._aggregate
         for t in info.chwall_cols:
             if agg[t]:
-                v = self._deny_chwall(hook, key, info)
+                mk = ("cw", hook, key, info.name)
+                v = self._memo.get(mk)
+                if v is None:
+                    v = self._memoize(mk, self._deny_chwall(hook, key, info))
+                else:
+                    c["chwall_denied"] += 1
                 if collect is None:
                     return v
                 collect.append(("chinese_wall", v))
@@ -627,7 +679,7 @@ class Mediator:
             if not v.allowed:
                 c["res_denied"] += 1
             if key is not None:
-                if len(self._pair_cache) > _CACHE_LIMIT:
+                if len(self._pair_cache) > _PAIR_CACHE_LIMIT:
                     self._pair_cache.clear()
                 self._pair_cache[key] = v
             return v
@@ -673,28 +725,15 @@ class Mediator:
             cache.append(b)
             return self._pair_allow(hook, da, db)
         c[prefix + "_denied"] += 1
-        what = {"ec": "an event channel", "gt": "a grant mapping"}[prefix]
-        return deny(
+        return deny_lazy(
             hook,
             RULE_STE,
-            f"Simple Type Enforcement: domains {a!r} ({self._fmt(da.info.name)}, STE types "
-            f"{', '.join(sorted(da.info.ste_types)) or 'none'}) and {b!r} "
-            f"({self._fmt(db.info.name)}, STE types "
-            f"{', '.join(sorted(db.info.ste_types)) or 'none'}) share no STE type, so "
-            f"{what} between them is refused.",
             Xserr.VM_NOT_AUTHORIZED if prefix == "gt" else Xserr.RESOURCE_ACCESS,
-            {
-                "domain": a,
-                "remote_domain": b,
-                "label": self._fmt(da.info.name),
-                "remote_label": self._fmt(db.info.name),
-                "types": sorted(da.info.ste_types),
-                "remote_types": sorted(db.info.ste_types),
-            },
+            partial(_pair_text, self._compiled.name, hook, a, da.info, b, db.info),
         )
 
     def _pair_allow(self, hook: str, da: Dom, db: Dom) -> Verdict:
-        k = (hook, f"{da.info.name}\0{db.info.name}")
+        k = (hook, da.info.name, db.info.name)
         v = self._allow_cache.get(k)
         if v is None:
             v = allow(

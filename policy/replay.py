@@ -53,29 +53,51 @@ def conflict_tables(c: CompiledPolicy) -> tuple[list[frozenset[int]], list[list[
 
 
 def find_conflicts(
-    c: CompiledPolicy, info: LabelInfo, running: Iterable[Dom], tables=None
+    c: CompiledPolicy,
+    info: LabelInfo,
+    running: Iterable[Dom],
+    tables=None,
+    running_types: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Who stands in the way of ``info`` starting: one entry per (type, set, holder)."""
+    """Who stands in the way of ``info`` starting: one entry per (type, set, holder).
+
+    With ``running_types`` (the CHWALL counts), only types some running domain holds are
+    looked for, so the scan over running domains is one cheap test per domain.
+    """
     set_cols, sets_of_col = tables or conflict_tables(c)
     own = set(info.chwall_cols)
-    out = []
-    running = list(running)
+    wanted: list[tuple[int, int, frozenset[int]]] = []  # (own col, set index, other cols)
     for col in info.chwall_cols:
         for si in sets_of_col[col]:
             others = set_cols[si] - own
-            for d in running:
-                held = others.intersection(d.info.chwall_cols)
-                for hcol in sorted(held):
-                    out.append(
+            if running_types is not None:
+                others = frozenset(o for o in others if running_types[o])
+            if others:
+                wanted.append((col, si, others))
+    if not wanted:
+        return []
+    hot = frozenset().union(*(w[2] for w in wanted))
+    found: list[tuple[int, dict]] = []
+    for d in running:
+        held_any = hot.intersection(d.info.chwall_cols)
+        if not held_any:
+            continue
+        for widx, (col, si, others) in enumerate(wanted):
+            for hcol in sorted(others.intersection(held_any)):
+                found.append(
+                    (
+                        widx,
                         {
                             "type": c.chwall_type_order[col],
                             "conflict_set": c.conflict_order[si].name,
                             "conflicting_type": c.chwall_type_order[hcol],
                             "conflicting_domain": d.key,
                             "conflicting_label": format_label(c.name, d.info.name),
-                        }
+                        },
                     )
-    return out
+                )
+    found.sort(key=lambda x: x[0])  # stable: by (own type, set), then in start order
+    return [entry for _w, entry in found]
 
 
 def start_counts(info: LabelInfo, running: list[int], aggregate: list[int], sign: int = 1) -> None:

@@ -7,8 +7,8 @@ A Verdict is immutable; permitted verdicts are shared and cached, so returning o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -25,7 +25,6 @@ RULE_INACCESSIBLE = "inaccessible"
 RULE_REPLAY = "replay"  # relabel: the new state failed a CHWALL/STE replay
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """One decision.
 
@@ -34,14 +33,58 @@ class Verdict:
     ``reason`` (a full sentence: what, why, what to do); ``code`` (the XSERR code xend would
     report, 0 when allowed); ``details`` (structured facts: labels, types, conflict set,
     conflicting domain ...).  ``bool(verdict)`` is ``allowed``.
+
+    Treat it as immutable (verdicts are cached and shared).  Decisions that depend only on
+    labels may defer writing their sentence: ``explain_fn`` returns (reason, details) on first
+    use, so a hot check pays for the decision, not for the prose.
     """
 
-    allowed: bool
-    hook: str
-    rule: str
-    reason: str
-    code: int = 0
-    details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    __slots__ = ("_details", "_explain_fn", "_reason", "allowed", "code", "hook", "rule")
+
+    def __init__(
+        self,
+        allowed: bool,
+        hook: str,
+        rule: str,
+        reason: str | None = None,
+        code: int = 0,
+        details: Mapping[str, Any] | None = None,
+        *,
+        explain_fn: Callable[[], tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        self.allowed = allowed
+        self.hook = hook
+        self.rule = rule
+        self.code = code
+        self._reason = reason
+        self._details = details if details is not None else _EMPTY
+        self._explain_fn = explain_fn
+
+    def _materialize(self) -> None:
+        fn = self._explain_fn
+        if fn is not None:
+            reason, details = fn()
+            self._reason = reason
+            self._details = MappingProxyType(details) if details else _EMPTY
+            self._explain_fn = None
+
+    @property
+    def reason(self) -> str:
+        if self._explain_fn is not None:
+            self._materialize()
+        return self._reason or ""
+
+    @property
+    def details(self) -> Mapping[str, Any]:
+        if self._explain_fn is not None:
+            self._materialize()
+        return self._details
+
+    def __repr__(self) -> str:
+        return (
+            f"Verdict(allowed={self.allowed}, hook={self.hook!r}, rule={self.rule!r}, "
+            f"code={self.code:#x}, reason={self.reason!r})"
+        )
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -97,14 +140,31 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
-def allow(hook: str, reason: str, details: Mapping[str, Any] | None = None) -> Verdict:
-    return Verdict(True, hook, RULE_ALLOW, reason, 0, MappingProxyType(dict(details or {})))
+def allow(hook: str, reason: str, details: dict[str, Any] | None = None) -> Verdict:
+    """A permitting verdict; ``details`` (a fresh dict) is wrapped read-only, not copied."""
+    return Verdict(
+        True, hook, RULE_ALLOW, reason, 0, MappingProxyType(details) if details else _EMPTY
+    )
+
+
+def deny_lazy(
+    hook: str, rule: str, code: int, explain_fn: Callable[[], tuple[str, dict[str, Any]]]
+) -> Verdict:
+    """A refusal whose sentence and details are written only when someone reads them."""
+    return Verdict(False, hook, rule, None, int(code), explain_fn=explain_fn)
+
+
+def allow_lazy(hook: str, explain_fn: Callable[[], tuple[str, dict[str, Any]]]) -> Verdict:
+    return Verdict(True, hook, RULE_ALLOW, None, 0, explain_fn=explain_fn)
 
 
 def deny(
-    hook: str, rule: str, reason: str, code: int, details: Mapping[str, Any] | None = None
+    hook: str, rule: str, reason: str, code: int, details: dict[str, Any] | None = None
 ) -> Verdict:
-    return Verdict(False, hook, rule, reason, int(code), MappingProxyType(dict(details or {})))
+    """A refusing verdict; ``details`` (a fresh dict) is wrapped read-only, not copied."""
+    return Verdict(
+        False, hook, rule, reason, int(code), MappingProxyType(details) if details else _EMPTY
+    )
 
 
 @dataclass(frozen=True)
