@@ -254,12 +254,19 @@ def open_backend(kind: str, uri: str | None = None, **opts: Any) -> Backend:
     if kind == "libvirt":
         from .libvirt_backend import LibvirtBackend
 
-        allowed = {"timeout"}
+        allowed = {"migrate_poll_interval"}
         return LibvirtBackend(uri, **{k: v for k, v in opts.items() if k in allowed})
     if kind == "xl":
         from .xl_backend import XlBackend
 
-        allowed = {"xl_path", "xl_config_dir", "xl_auto_dir", "timeout", "long_timeout"}
+        allowed = {
+            "xl_path",
+            "xl_config_dir",
+            "xl_auto_dir",
+            "xl_transient_dir",
+            "timeout",
+            "long_timeout",
+        }
         return XlBackend(uri, **{k: v for k, v in opts.items() if k in allowed})
     raise BackendError(
         "invalid-arg",
