@@ -72,7 +72,6 @@ Error codes: ``Xserr`` (XSERR numbers of Xen 3.3, positive).
 
 from __future__ import annotations
 
-from importlib import resources as _resources
 from pathlib import Path
 
 from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
@@ -149,7 +148,9 @@ def compile_file(path: str | Path) -> CompiledPolicy:
 
 def examples() -> dict[str, Path]:
     """The bundled example policies: file stem (``xm-test-new``) -> path."""
-    root = _resources.files(__name__).joinpath("examples")
+    from importlib import resources
+
+    root = resources.files(__name__).joinpath("examples")
     suffix = "-security_policy.xml"
     return {p.name[: -len(suffix)]: Path(str(p)) for p in root.iterdir() if p.name.endswith(suffix)}
 

@@ -134,6 +134,22 @@ class CompiledPolicy:
             )
         return self.res_order[idx - base]
 
+    def write_files(self, directory: str) -> dict[str, str]:
+        """Write ``<stem>.bin`` and ``<stem>.map`` (Xen's layout) below ``directory``, atomically.
+
+        Returns the paths written.  For ``svirt-admin policy compile``.
+        """
+        import os
+
+        from .safefile import atomic_write
+
+        base = os.path.join(directory, self.stem)
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        paths = {"binary": base + ".bin", "map": base + ".map"}
+        atomic_write(paths["binary"], self.binary)
+        atomic_write(paths["map"], self.map_text)
+        return paths
+
     @property
     def stem(self) -> str:
         """``example/client_v1``: where the policy's .xml/.map/.bin live below a policy dir."""

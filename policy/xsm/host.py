@@ -736,12 +736,21 @@ class XsmHost:
             self.labels.set("resource", name, new)
             return name
 
+    def resource_relabel(
+        self, resource: str, label: str | Label | None, old_label: str | Label
+    ) -> str:
+        """Relabel a resource whose current label is ``old_label`` (checked)."""
+        if old_label in (None, ""):
+            raise XsmError(Xserr.BAD_LABEL, "relabel needs the resource's current label")
+        return self.resource_set_label(resource, label, old_label)
+
     def get_labeled_resources(self) -> dict[str, str]:
         """Every labeled resource: canonical name -> label string (``xm resources``)."""
         return self.labels.items("resource")
 
     vbd_get_label = resource_get_label  # a VBD is labeled through its backing resource
     vbd_set_label = resource_set_label
+    vbd_relabel = resource_relabel
 
     # ------------------------------------------------------------------ VIF labels
     def vif_get_label(self, vm: str, index: int) -> str | None:
@@ -759,6 +768,12 @@ class XsmHost:
                     f"VM {vm!r} is running; stop it before labeling its vif-{index}",
                 )
             current = self.labels.get("vif", key)
+            if current is not None and old_label is None:
+                raise XsmError(
+                    Xserr.RESOURCE_ALREADY_LABELED,
+                    f"vif-{index} of {vm!r} is already labeled {current}; pass its "
+                    "current label as the old label to relabel it",
+                )
             if old_label is not None and not self._same(current, old_label, self.active.name):
                 raise XsmError(
                     Xserr.BAD_LABEL,
@@ -766,6 +781,14 @@ class XsmHost:
                 )
             new = None if label in (None, "") else str(self._label_in_active(label, "resource"))
             self.labels.set("vif", key, new)
+
+    def vif_relabel(
+        self, vm: str, index: int, label: str | Label | None, old_label: str | Label
+    ) -> None:
+        """Relabel a VIF whose current label is ``old_label`` (checked)."""
+        if old_label in (None, ""):
+            raise XsmError(Xserr.BAD_LABEL, "relabel needs the interface's current label")
+        self.vif_set_label(vm, index, label, old_label)
 
     # ------------------------------------------------------------------ lifecycle helpers
     def _vm_resources(self, vm: str, resources: Iterable[str], vifs: Iterable[int]) -> dict:

@@ -222,3 +222,10 @@ def test_compile_file_and_example_helpers(tmp_path):
     assert policy.compile_file(path).ssidref("red") == 0x00040004
     with pytest.raises(KeyError, match="no example policy"):
         policy.example("nope")
+
+
+def test_offline_compile_writes_xen_layout(cex, tmp_path):
+    paths = cex["example.client_v1"].write_files(str(tmp_path))
+    assert paths["binary"] == str(tmp_path / "example" / "client_v1.bin")
+    assert (tmp_path / "example" / "client_v1.bin").read_bytes() == cex["example.client_v1"].binary
+    assert (tmp_path / "example" / "client_v1.map").read_text().startswith("POLICYREFERENCENAME")

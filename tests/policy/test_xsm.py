@@ -363,3 +363,20 @@ def test_rm_policy(host):
     assert "example.test" not in {p["name"] for p in host.list_policies()}
     with pytest.raises(XsmError, match="not installed"):
         host.rm_policy("example.test")
+
+
+def test_relabel_calls_need_the_old_label(host):
+    assert host.set_policy(_xml("example.client_v1"), XS_INST_LOAD).ok
+    host.vbd_set_label("phy:sdc", "res_HardDrive(hda)")
+    with pytest.raises(XsmError):
+        host.vbd_relabel("phy:sdc", "res_SecurityToken", None)
+    host.vbd_relabel("phy:sdc", "res_SecurityToken", "ACM:example.client_v1:res_HardDrive(hda)")
+    assert host.vbd_get_label("phy:/dev/sdc").endswith(":res_SecurityToken")
+    host.vif_set_label("v", 1, "res_EthernetCard")
+    with pytest.raises(XsmError) as ei:
+        host.vif_set_label("v", 1, "res_SecurityToken")
+    assert ei.value.xserr == Xserr.RESOURCE_ALREADY_LABELED
+    host.vif_relabel("v", 1, "res_SecurityToken", "res_EthernetCard")
+    assert host.vif_get_label("v", 1).endswith(":res_SecurityToken")
+    host.resource_relabel("phy:sdc", None, "res_SecurityToken")  # None removes the label
+    assert host.resource_get_label("phy:sdc") is None
