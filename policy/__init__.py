@@ -61,13 +61,56 @@ None (unlabeled).  Resources are ``{name: label}`` or pairs; a label None is unl
 
 ``Verdict``: ``allowed`` (also ``bool()``), ``hook``, ``rule`` (label, state, authorization,
 chinese_wall, ste, inaccessible, replay, allow), ``reason`` (a sentence saying what to do),
-``code`` (XSERR, 0 if allowed), ``details`` (mapping), ``explain()``, ``as_dict()``.
+``code`` (XSERR, 0 if allowed), ``details`` (mapping), ``explain()``, ``as_dict()``.  Treat it
+as immutable; label-only decisions write their sentence on first read.  ``DryRunReport``:
+``items`` [(item, Verdict)], ``allowed``, ``lines()`` (PERMITTED/DENIED), ``as_dict()``.
+Counters (``m.counters``): chwall_eval/denied, auth_eval/denied, res_eval/denied/cachehit,
+ec_eval/denied/cachehit, gt_eval/denied/cachehit, domains_created/destroyed,
+relabels(_refused), updates(_refused), rebuilds.
 
-XSM management API
+XSM management API (``policy.xsm``)
+-----------------------------------
+``host = policy.xsm.XsmHost(state_dir)`` loads the boot policy (or DEFAULT, or - after a daemon
+restart within the same boot - the policy that was loaded); ``host.mediator`` is the Mediator
+of the active policy; ``host.warnings`` lists start-up problems.
+Policy calls return ``PolicyState`` (``.ok``, ``.xserr``, ``.message``, ``.xs_ref``, ``.repr``,
+``.flags``, ``.version``, ``.errors`` [(code, detail)], ``.problems``, ``.as_dict()``):
+``set_policy(xml, flags, overwrite=False)``, ``get_policy()``, ``reset_policy()``, and every
+edit of ``host.policy(name=None)`` (XsmPolicy: ``get_header``/``set_header``,
+``get_types``/``add_type``/``rm_type`` per component "STE"/"CHWALL",
+``get_conflict_sets``/``add_conflict_set``/``rm_conflict_set``,
+``get_labels(ACM_LABEL_VM|ACM_LABEL_RES)``/``add_label``/``rm_label``,
+``get_xml``/``get_map``/``get_binary``).  Other host calls return plain values or raise
+``XsmError``: ``get_xstype()`` (1 = ACM, 0 = none), ``get_xstype_name()``,
+``rm_boot_policy()``, ``rm_policy(name)``, ``list_policies()``, ``installed(name)``,
+``label_names(kind, policy)``; ``vm_get_label``/``vm_set_label``/``vm_relabel``/
+``vm_rm_label``; ``resource_*`` = ``vbd_*`` (get/set/relabel through the backing resource,
+canonical names ``phy:/dev/..``, ``file:/abs``, ``tap:<t>:/abs``, ``vlan:N``);
+``vif_get_label``/``vif_set_label``/``vif_relabel``; ``get_labeled_resources()``;
+``dry_run(vm, resources, vifs)``, ``domain_create(vm, resources, vifs)``,
+``domain_destroy(vm)``, ``can_run(label)``.
+
+Labels and codes
+----------------
+``format_label(policy, label)`` -> ``"ACM:<policy>:<label>"``; ``parse_label(text,
+default_policy)`` -> ``Label(policy, name, kind)`` (also reads ``policy=P,label=L``,
+``P:L`` and ``INV_ACM:P:L``).  Error codes: ``Xserr`` (Xen 3.3's XSERR numbers, positive,
+0 = success); hypervisor update codes ``policy.constants.ACM_*`` (0x100-0x104).
+
+Documented choices
 ------------------
-``policy.xsm.XsmHost(state_dir)``: see that module.  ``format_label(policy, label)`` ->
-``"ACM:<policy>:<label>"``; ``parse_label(text, default_policy)`` -> ``Label``.
-Error codes: ``Xserr`` (XSERR numbers of Xen 3.3, positive).
+* Names: no ``:`` (Xen), and no whitespace/control characters, ``,`` or ``=`` in labels (the
+  map file and the ``policy=P,label=L`` form could not carry them); policy names are
+  dot-separated ``[A-Za-z0-9_+-]`` parts, because they become paths.  A VM label may not hold
+  two CHWALL types of one conflict set (the user guide's rule; it keeps the wall sound).
+* Compilation matches Xen 3.3 byte for byte for policies whose VM labels all carry
+  ChineseWallTypes (all of Xen's examples); see ``policy.compiler`` for the one difference.
+* Examples live flat in ``policy/examples/<PolicyName>-security_policy.xml`` (Xen used
+  directories for the dots); ``xm-test-new`` keeps the file name of xm-test's suite while its
+  policy is named ``xm-test``.  ``mytest``/``mytest_update`` are the user guide's examples.
+* ``__UNLABELED__`` is ssid 0 in every policy and never disappears in an update.
+* Installing a policy for boot only (or just installing it) is allowed while another policy
+  is loaded (Xen refused any set without LOAD); replacing the loaded one needs LOAD.
 """
 
 from __future__ import annotations

@@ -933,7 +933,7 @@ class Mediator:
             Dom(x.key, x.domid, info if x.key == dom_key else x.info, x.resources)
             for x in self._domains.values()
         ]
-        running, aggregate, errors = replay(self._compiled, doms, self.channels_unlocked())
+        running, aggregate, errors = replay(self._compiled, doms, self._channel_list())
         if errors:
             code = (
                 Xserr.VM_IN_CONFLICT
@@ -959,7 +959,7 @@ class Mediator:
             )
         return None, doms, (running, aggregate, d.info, info)
 
-    def channels_unlocked(self) -> list[tuple[int, str, Hashable, Hashable]]:
+    def _channel_list(self) -> list[tuple[int, str, Hashable, Hashable]]:
         return [(cid, k, a, b) for cid, (k, a, b) in self._channels.items()]
 
     def check_relabel(
@@ -1099,7 +1099,7 @@ class Mediator:
             doms.append(Dom(d.key, d.domid, new.vm[nm], tuple(res)))
         if errors:
             return errors, Xserr.HV_OP_FAILED, None
-        running, aggregate, errors = replay(new, doms, self.channels_unlocked())
+        running, aggregate, errors = replay(new, doms, self._channel_list())
         if errors:
             xserr = (
                 Xserr.RESOURCE_ACCESS

@@ -285,7 +285,11 @@ class XsmHost:
             ).compile()
         dom0_label = None
         if self._dom0 is not None:
-            stored = self._stored_vm_label(str(self._dom0))
+            try:
+                stored = self._stored_vm_label(str(self._dom0))
+            except XsmError as exc:
+                self.warnings.append(f"labels unreadable, Domain-0 gets the bootstrap label: {exc}")
+                stored = None
             if (
                 stored is not None
                 and stored.valid
@@ -389,6 +393,12 @@ class XsmHost:
                 exc.xserr,
                 f"policy rejected: {exc.problems[0].message}",
                 problems=str(exc).splitlines(),
+            )
+        if new.name == DEFAULT_POLICY_NAME and not new.policy.is_default():
+            return _failed(
+                Xserr.BAD_POLICY_NAME,
+                "the name DEFAULT is reserved for Xen's DEFAULT policy (SystemManagement and "
+                "__UNLABELED__ only); give this policy another name",
             )
         with self._locked():
             return self._set_compiled(new, flags, overwrite)

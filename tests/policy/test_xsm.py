@@ -380,3 +380,25 @@ def test_relabel_calls_need_the_old_label(host):
     assert host.vif_get_label("v", 1).endswith(":res_SecurityToken")
     host.resource_relabel("phy:sdc", None, "res_SecurityToken")  # None removes the label
     assert host.resource_get_label("phy:sdc") is None
+
+
+def test_default_name_is_reserved(host):
+    fake = _xml("xm-test").replace(
+        b"<PolicyName>xm-test</PolicyName>", b"<PolicyName>DEFAULT</PolicyName>"
+    )
+    st = host.set_policy(fake, XS_INST_LOAD)
+    assert st.xserr == Xserr.BAD_POLICY_NAME and "reserved" in st.message
+    assert host.get_policy().xs_ref == "DEFAULT" and host.active.policy.is_default()
+
+
+def test_corrupt_label_file_fails_closed_but_host_starts(state):
+    h = XsmHost(state, boot_id="b1")
+    assert h.set_policy(_xml("xm-test"), XS_INST_LOAD).ok
+    h.vm_set_label("v", "red")
+    (state / "labels.json").write_text("{not json")
+    h2 = XsmHost(state, boot_id="b1")
+    assert h2.get_policy().xs_ref == "xm-test"
+    assert any("labels unreadable" in w for w in h2.warnings)
+    with pytest.raises(XsmError) as ei:
+        h2.domain_create("v")
+    assert ei.value.xserr == Xserr.FILE_ERROR and "not valid JSON" in ei.value.message
