@@ -29,7 +29,8 @@ Compilation
 ``c.ssidref(vm_label)``, ``c.resource_ssidref(res_label)``, ``c.label_for(ssidref)``,
 ``c.resource_label_for(ssidref)``, ``c.vm_order`` (index = ssid; 0 is ``__UNLABELED__``,
 1 the bootstrap label), ``c.res_order``, ``c.vm[name]`` (LabelInfo), ``c.res[name]``,
-``c.binary`` (bytes), ``c.map_text``, ``c.sha1``, ``c.stem`` (``example/client_v1``).
+``c.binary`` (bytes), ``c.map_text``, ``c.sha1``, ``c.stem`` (``example/client_v1``),
+``c.write_files(directory)`` (``<stem>.bin`` and ``<stem>.map``, atomically).
 ``policy.binfmt.unpack_policy(c.binary)`` decodes a binary; ``policy.mapfile.parse_map(text)``
 reads a map (``label2ssidref``).
 
