@@ -439,11 +439,19 @@ class XsmHost:
             self._write_marker("loaded_policy", new, boot_id=self._boot_id)
             if flags & XS_INST_BOOT:
                 self._set_boot(new)
-            self._rename_labels(result)
+            note = ""
+            try:
+                self._rename_labels(result)
+            except (OSError, XsmError) as exc:  # labels stay old: they fail closed, say so
+                note = (
+                    f"; WARNING: stored labels could not be renamed ({exc}): labels of "
+                    f"{result.old_policy} no longer resolve, relabel those VMs/resources"
+                )
+                self.warnings.append(note[2:])
             return self._state_of(
                 new,
                 f"policy {new.name} {new.version} is loaded (updated from "
-                f"{result.old_policy} {result.old_version})",
+                f"{result.old_policy} {result.old_version}){note}",
             )
         if new.name == loaded.name:
             if new.sha1 != loaded.sha1:
