@@ -60,8 +60,7 @@ class Data:
             r: (self.vms[i * per : (i + 1) * per], TENANT_OPS) for i, r in enumerate(self.roles)
         }
         self.inherits = {
-            self.roles[i]: [self.roles[i + 1], self.roles[i + 2]]
-            for i in range(0, roles - 2, 10)
+            self.roles[i]: [self.roles[i + 1], self.roles[i + 2]] for i in range(0, roles - 2, 10)
         }
         self.auth_roles = {self.roles[7 % roles]}
         # scoped grants: (role, kind, value, ops)
@@ -71,8 +70,12 @@ class Data:
             self.scoped.append((self.roles[3], "label", "dom_Fun", (33,)))
         n_sets = max(1, roles // 100)
         # separation sets on roles nobody inherits (x5/x6 and x3/x4; leads inherit x1, x2)
-        self.ssd = [(f"ssd{k}", [self.roles[10 * k + 5], self.roles[10 * k + 6]]) for k in range(n_sets)]
-        self.dsd = [(f"dsd{k}", [self.roles[10 * k + 3], self.roles[10 * k + 4]]) for k in range(n_sets)]
+        self.ssd = [
+            (f"ssd{k}", [self.roles[10 * k + 5], self.roles[10 * k + 6]]) for k in range(n_sets)
+        ]
+        self.dsd = [
+            (f"dsd{k}", [self.roles[10 * k + 3], self.roles[10 * k + 4]]) for k in range(n_sets)
+        ]
         forbidden = {frozenset(rs) for _n, rs in self.ssd}
         self.users = [f"user{j:05d}" for j in range(users)]
         self.assign: dict[str, list[tuple[str, str | None]]] = {}
@@ -84,7 +87,9 @@ class Data:
                 if second != first and frozenset((first, second)) not in forbidden:
                     lst.append((second, FAR_FUTURE if j % 50 == 0 else None))
             self.assign[u] = lst
-        self.labels = {vm: ("dom_Fun" if k % 17 == 0 else "dom_Other") for k, vm in enumerate(self.vms)}
+        self.labels = {
+            vm: ("dom_Fun" if k % 17 == 0 else "dom_Other") for k, vm in enumerate(self.vms)
+        }
         self.rnd = rnd
 
     # queries: (user, op, vm, attrs); about half allowed
@@ -101,7 +106,9 @@ class Data:
             else:
                 vm = self.vms[rnd.randrange(self.n_vms)]
                 op = TENANT_OPS[rnd.randrange(len(TENANT_OPS))]
-            out.append((u, op, vm, {"label": self.labels[vm]}))
+            # fresh string objects, as a parsed request brings (no cached hash, no identity
+            # shortcut in dict lookups)
+            out.append((u[:1] + u[1:], op, vm[:1] + vm[1:], {"label": self.labels[vm]}))
         return out
 
     # -- as UA/PA XML ------------------------------------------------------------------------
@@ -125,7 +132,9 @@ class Data:
                 if kind == "all":
                     parts.append('    <ManageVM type="all"/>\n')
                 elif kind == "pattern":
-                    parts.append(f'    <ManageVM type="pattern"><VM pattern="{value}"/></ManageVM>\n')
+                    parts.append(
+                        f'    <ManageVM type="pattern"><VM pattern="{value}"/></ManageVM>\n'
+                    )
                 else:
                     parts.append(f'    <ManageVM type="label"><Label name="{value}"/></ManageVM>\n')
                 parts.append("    <ControlOperation><Accept>")
@@ -186,28 +195,41 @@ def _timer_overhead(n: int = 20000) -> float:
     return statistics.median(samples)
 
 
-def time_calls(fn, queries, repeat: int = 3) -> dict:
-    """Per-call latency (ns): median, p99 (timer overhead subtracted) and tight-loop mean."""
+def time_calls(fn, queries, rounds: int = 5) -> dict:
+    """Per-call latency (ns), timer overhead subtracted: median and p99 of each round.
+
+    The machine this runs on may be shared, so a round can be slowed by neighbours; the
+    headline figure is the best round's median (what the code costs), and every round's
+    median and p99 are kept in the JSON (what it cost here and now).  Also the mean of a
+    tight loop without per-call timers.
+    """
     pc = time.perf_counter_ns
     overhead = _timer_overhead()
     for q in queries[:2000]:  # warm caches
         fn(*q)
-    samples = []
-    for _ in range(repeat):
+    medians, p99s = [], []
+    for _ in range(rounds):
+        samples = []
         for q in queries:
             t0 = pc()
             fn(*q)
             samples.append(pc() - t0 - overhead)
-    samples.sort()
+        samples.sort()
+        medians.append(samples[len(samples) // 2])
+        p99s.append(samples[int(len(samples) * 0.99)])
     t0 = pc()
     for q in queries:
         fn(*q)
     mean = (pc() - t0) / len(queries)
+    best = min(range(rounds), key=lambda i: medians[i])
     return {
-        "median_ns": samples[len(samples) // 2],
-        "p99_ns": samples[int(len(samples) * 0.99)],
+        "median_ns": medians[best],
+        "p99_ns": p99s[best],
+        "round_medians_ns": medians,
+        "round_p99s_ns": p99s,
         "mean_loop_ns": mean,
-        "calls": len(samples),
+        "calls_per_round": len(queries),
+        "timer_overhead_ns": overhead,
     }
 
 
@@ -373,14 +395,23 @@ def table(results: list[dict]) -> str:
     for r in results:
         size = f"{r['users']} users / {r['roles']} roles / {r['vms']} VMs"
         d = r["decide"]
-        load = f"{r['load_files_s']:.3f} s (files)" if "load_files_s" in r else f"{r['build_in_code_s']:.3f} s (code)"
+        load = (
+            f"{r['load_files_s']:.3f} s (files)"
+            if "load_files_s" in r
+            else f"{r['build_in_code_s']:.3f} s (code)"
+        )
         rows.append(
             f"| {size} | rbac decide() | — | {load} | {fmt_ns(d['median_ns'])} | "
-            f"{fmt_ns(d['p99_ns'])} | loop mean {fmt_ns(d['mean_loop_ns'])}; "
+            f"{fmt_ns(d['p99_ns'])} | round medians "
+            f"{', '.join(fmt_ns(x) for x in d['round_medians_ns'])}; "
+            f"loop mean {fmt_ns(d['mean_loop_ns'])}; "
             f"filter 10k objs {r['filter_10k_ms']:.2f} ms; "
             f"{r['allowed_fraction']:.0%} allowed |"
         )
-        for key, name in (("casbin", "PyCasbin p=sub,obj,act"), ("casbin_g2", "PyCasbin + g2 VM groups")):
+        for key, name in (
+            ("casbin", "PyCasbin p=sub,obj,act"),
+            ("casbin_g2", "PyCasbin + g2 VM groups"),
+        ):
             c = r.get(key)
             if not c:
                 continue
@@ -397,11 +428,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer queries, shorter Casbin runs")
     ap.add_argument("--no-large", action="store_true", help="small size only")
     args = ap.parse_args(argv)
-    n_q = 20000 if args.quick else 100000
+    n_q = 20000 if args.quick else 50000
     results = [bench_size("small", Data(100, 10, 100), n_q, 10 if args.quick else 30, files=True)]
     if not args.no_large:
         results.append(
-            bench_size("large", Data(10000, 1000, 100000), n_q, 20 if args.quick else 60, files=True)
+            bench_size(
+                "large", Data(10000, 1000, 100000), n_q, 20 if args.quick else 60, files=True
+            )
         )
     meta = {
         "machine": platform.platform(),
@@ -411,16 +444,17 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
-        import casbin  # noqa: F401
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
         meta["pycasbin"] = version("pycasbin")
-    except Exception:  # noqa: BLE001
+    except PackageNotFoundError:
         meta["pycasbin"] = None
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "rbac.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    print(f"# rbac benchmark — {meta['date']}, {meta['machine']}, Python {meta['python']}, "
-          f"PyCasbin {meta['pycasbin']}\n")
+    print(
+        f"# rbac benchmark — {meta['date']}, {meta['machine']}, Python {meta['python']}, "
+        f"PyCasbin {meta['pycasbin']}\n"
+    )
     print(table(results))
     print(f"\nwritten: {OUT / 'rbac.json'}")
     return 0
