@@ -59,6 +59,19 @@ def test_billion_laughs_is_refused():
     assert e.line == 2 and "DOCTYPE" in e.message
 
 
+def test_entity_bomb_hidden_from_the_byte_scan_fails_closed_and_fast():
+    lol = ['<!ENTITY lol0 "lol">']
+    lol += [f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
+    text = (
+        '<?xml version="1.0" encoding="UTF-16"?>\n<!DOCTYPE lolz [\n'
+        + "\n".join(lol)
+        + '\n]>\n<RolePolicyDefinition><Role name="&lol9;"/></RolePolicyDefinition>\n'
+    )
+    e = load_error(pa=text.encode("utf-16"))
+    assert e.file == "pa.xml" and e.line
+    assert "not well-formed XML" in e.message or "DOCTYPE" in e.message
+
+
 def test_doctype_hidden_from_the_byte_scan_is_still_refused():
     # UTF-16 defeats a byte search for "<!DOCTYPE"; the parsed tree's DTD is checked too
     text = '<?xml version="1.0" encoding="UTF-16"?>\n<!DOCTYPE x>\n<UserConfiguration/>\n'
