@@ -198,7 +198,8 @@ def main() -> int:
     first = [(f"first{i}", lbl) for i, lbl in enumerate(refused)]
     rows.append(
         (
-            "CHWALL create check, refused, first time (builds the explanation)",
+            "CHWALL refusal explained the first time (names every conflicting running "
+            "domain: O(running domains), not a target)",
             measure(m.check_domain_create, first, len(first), rounds=1, warm=False),
         )
     )

@@ -76,6 +76,7 @@ DOM0 = "Domain-0"
 _CACHE_LIMIT = 4096  # label-string resolution / memo caches are cleared beyond this
 _PAIR_CACHE_LIMIT = 16384  # share_resource verdicts (label pairs, optionally resource names)
 _MISS = object()
+_COUNTER_KEYS = {p: (f"{p}_eval", f"{p}_denied", f"{p}_cachehit") for p in ("ec", "gt")}
 
 COUNTER_NAMES = (
     "chwall_eval",
@@ -654,35 +655,53 @@ class Mediator:
     ) -> Verdict:
         """STE: may a domain with ``vm_label`` use a resource labeled ``resource_label``?
 
-        Labels only (no running state), so verdicts are cached per label pair until the
+        Labels only (no running state), so decisions are cached per label pair until the
         policy changes.  ``resource`` (a name) only improves the explanation.
         """
         with self._lock:
             c = self._c
             c["res_eval"] += 1
-            key = (vm_label, resource_label, resource)
+            key = (vm_label, resource_label)
             try:
-                v = self._pair_cache.get(key)
+                hit = self._pair_cache.get(key)
             except TypeError:
-                v, key = None, None
-            if v is not None:
-                c["res_cachehit"] += 1
-                if not v.allowed:
-                    c["res_denied"] += 1
-                return v
-            try:
-                info = self._vm_info(vm_label)
-            except LabelError as exc:
-                v = self._deny_label("share_resource", None, vm_label, exc)
+                hit, key = None, None
+            if hit is None:
+                hit = self._share_uncached(vm_label, resource_label)
+                if key is not None:
+                    if len(self._pair_cache) > _PAIR_CACHE_LIMIT:
+                        self._pair_cache.clear()
+                    self._pair_cache[key] = hit
             else:
-                v = self._share_verdict("share_resource", info, resource_label, resource)
+                c["res_cachehit"] += 1
+            v, info, rinfo = hit
             if not v.allowed:
                 c["res_denied"] += 1
-            if key is not None:
-                if len(self._pair_cache) > _PAIR_CACHE_LIMIT:
-                    self._pair_cache.clear()
-                self._pair_cache[key] = v
-            return v
+            if resource is None or info is None:
+                return v
+            if rinfo is None:  # unknown or __INACCESSIBLE__ resource label: rare, say it now
+                return self._share_verdict("share_resource", info, resource_label, resource)
+            # same decision, explained with the resource's name (written only if read)
+            return Verdict(
+                v.allowed,
+                v.hook,
+                v.rule,
+                None,
+                v.code,
+                explain_fn=partial(_share_text, self._compiled.name, info, rinfo, resource),
+            )
+
+    def _share_uncached(
+        self, vm_label: Any, resource_label: Any
+    ) -> tuple[Verdict, LabelInfo | None, ResourceInfo | None]:
+        try:
+            info = self._vm_info(vm_label)
+        except LabelError as exc:
+            return self._deny_label("share_resource", None, vm_label, exc), None, None
+        v = self._share_verdict("share_resource", info, resource_label, None)
+        if v.rule in (RULE_LABEL, RULE_INACCESSIBLE):
+            return v, info, None
+        return v, info, self._res_info(resource_label)
 
     def authorization(self, vm_label: str | Label | None) -> Verdict:
         """The ``authorization`` decision hook: does Domain-0's label cover ``vm_label``?"""
@@ -701,10 +720,11 @@ class Mediator:
     # ------------------------------------------------------------------ STE between domains
     def _ste_pair(self, hook: str, prefix: str, a: Hashable, b: Hashable) -> Verdict:
         c = self._c
-        c[prefix + "_eval"] += 1
+        k_eval, k_denied, k_hit = _COUNTER_KEYS[prefix]
+        c[k_eval] += 1
         da, db = self._domains.get(a), self._domains.get(b)
         if da is None or db is None:
-            c[prefix + "_denied"] += 1
+            c[k_denied] += 1
             missing = a if da is None else b
             return deny(
                 hook,
@@ -715,7 +735,7 @@ class Mediator:
             )
         cache = self._ste_cache.get(a)
         if cache is not None and b in cache:
-            c[prefix + "_cachehit"] += 1
+            c[k_hit] += 1
             return self._pair_allow(hook, da, db)
         if da.info.ste_mask & db.info.ste_mask:
             if cache is None:
@@ -724,7 +744,7 @@ class Mediator:
                 cache.pop(0)
             cache.append(b)
             return self._pair_allow(hook, da, db)
-        c[prefix + "_denied"] += 1
+        c[k_denied] += 1
         return deny_lazy(
             hook,
             RULE_STE,

@@ -129,7 +129,7 @@ def test_share_resource_ste(client):
     assert "token0" in no.reason and "ste_InternetInsecure" in no.reason
     assert client.share_resource("dom_StorageDomain", "res_HardDrive(hda)")
     inacc = client.share_resource("SystemManagement", "__INACCESSIBLE__", "/dev/sdz")
-    assert not inacc and inacc.rule == "inaccessible"
+    assert not inacc and inacc.rule == "inaccessible" and "/dev/sdz" in inacc.reason
     other = client.share_resource("dom_Fun", "ACM:xm-test:blue")
     assert not other and other.rule == "label"
     c = client.counters
