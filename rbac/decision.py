@@ -8,7 +8,7 @@ building a frozen dataclass (six ``object.__setattr__`` calls) plus its two text
 the check itself.  So the hot path packs what it found (the grant, the object, the user) into one
 tuple in a single C-level allocation, and ``rule``/``reason`` are worded only when somebody reads
 them.  Equality, hashing, ``repr`` and iteration (unpacking) use the public fields only; index
-access is internal.
+access is internal, and JSON wants ``as_dict()``.
 """
 
 from __future__ import annotations

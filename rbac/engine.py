@@ -121,7 +121,6 @@ class RbacPolicy(ReviewMixin):
     """A loaded, validated and compiled UA/PA policy.  Immutable; safe to share."""
 
     def __init__(self, model: PolicyModel):
-        self._model = model
         self.operations: Mapping[int, str] = dict(model.operations or {})
         self._op_ids = {n: i for i, n in self.operations.items()}
         self.digest: str = model.digest

@@ -134,7 +134,6 @@ class PolicyModel:
     dsd: tuple[SeparationSet, ...]
     closure: dict[str, dict[str, tuple[int, str]]]
     digest: str
-    names: dict[str, str]  # "ua"/"pa" -> file names, for messages
 
 
 def id_ranges(ids: Iterable[int]) -> str:
@@ -408,7 +407,6 @@ class PolicyBuilder:
             dsd=dsd,
             closure=closure,
             digest=self._digest or self._code_digest(assignments),
-            names=dict(self._names),
         )
 
     def _expiry(self, expires, user, role, src):
