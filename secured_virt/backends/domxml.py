@@ -19,8 +19,8 @@ _PARSER = etree.XMLParser(
 DISK_TYPES = ("file", "block")
 DISK_MODES = ("readonly", "shareable")
 INTERFACE_TYPES = ("network", "bridge", "direct")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_TARGET = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+_TARGET = re.compile(r"^[a-z][a-z0-9]{1,31}\Z")
 
 
 def parse(xml: str) -> etree._Element:
@@ -109,7 +109,7 @@ def interface_element(
     if mac:
         etree.SubElement(iface, "mac", address=check_mac(mac))
     if model:
-        if not re.match(r"^[A-Za-z0-9_-]{1,32}$", model):
+        if not re.match(r"^[A-Za-z0-9_-]{1,32}\Z", model):
             raise BackendError("invalid-arg", f"invalid interface model {model!r}")
         etree.SubElement(iface, "model", type=model)
     return iface

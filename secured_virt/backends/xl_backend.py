@@ -63,12 +63,12 @@ DEFAULT_CONFIG_DIR = "/etc/xen"
 DEFAULT_TRANSIENT_DIR = "/run/secured-virt/xl"
 DOM0_UUID = "00000000-0000-0000-0000-000000000000"
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,63}\Z")
 _HOST = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
-_FORMAT = re.compile(r"^[a-z0-9]{1,16}$")
-_BRIDGE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_FORMAT = re.compile(r"^[a-z0-9]{1,16}\Z")
+_BRIDGE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 _LIBXL_PREFIX = re.compile(r"^libxl: (?:error|warning): [^:]+:\d+:[^:]+: (?:Domain \d+:)?\s*")
 _NOT_FOUND = ("is an invalid domain identifier", "does not exist", "maybe this domain does not")
 
@@ -706,7 +706,7 @@ class XlBackend:
         self._check_itype(itype)
         if not isinstance(source, str) or not _BRIDGE.match(source):
             raise BackendError("invalid-arg", f"invalid bridge name {source!r}")
-        if model is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", model):
+        if model is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}\Z", model):
             raise BackendError("invalid-arg", f"invalid interface model {model!r}")
         nic = XlNic(bridge=source, mac=domxml.check_mac(mac) if mac else None, model=model)
         do_live, do_config = self._targets(name, live, config)

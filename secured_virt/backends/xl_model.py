@@ -33,9 +33,9 @@ SVIRT_NS = "https://secured-virt.org/xmlns/svirt/1"
 OWNER_KEY = "svirt_owner"
 LABEL_KEY = "access_control"
 
-_LABEL_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_OWNER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}$")
-_VDEV = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+_LABEL_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+_OWNER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}\Z")
+_VDEV = re.compile(r"^[a-z][a-z0-9]{1,31}\Z")
 _ACTIONS = {
     "destroy",
     "restart",
@@ -540,7 +540,7 @@ def _disk_from_xml(el: etree._Element) -> XlDisk:
         raise BackendError("invalid-arg", f"line {el.sourceline}: invalid disk source")
     drv = el.find("driver")
     fmt = (drv.get("type") if drv is not None else None) or "raw"
-    if not re.match(r"^[a-z0-9]{1,16}$", fmt):
+    if not re.match(r"^[a-z0-9]{1,16}\Z", fmt):
         raise BackendError("invalid-arg", f"line {el.sourceline}: invalid disk format {fmt!r}")
     return XlDisk(
         vdev=vdev,
@@ -562,13 +562,13 @@ def _nic_from_xml(el: etree._Element) -> XlNic:
         )
     src = el.find("source")
     bridge = src.get("bridge") if src is not None else None
-    if not bridge or not re.match(r"^[A-Za-z0-9_.-]{1,15}$", bridge):
+    if not bridge or not re.match(r"^[A-Za-z0-9_.-]{1,15}\Z", bridge):
         raise BackendError("invalid-arg", f"line {el.sourceline}: invalid bridge name {bridge!r}")
     mac_el = el.find("mac")
     mac = domxml.check_mac(mac_el.get("address", "")) if mac_el is not None else None
     model_el = el.find("model")
     model = model_el.get("type") if model_el is not None else None
-    if model and not re.match(r"^[A-Za-z0-9_-]{1,32}$", model):
+    if model and not re.match(r"^[A-Za-z0-9_-]{1,32}\Z", model):
         raise BackendError("invalid-arg", f"line {el.sourceline}: invalid model {model!r}")
     return XlNic(bridge=bridge, mac=mac, model=model)
 
