@@ -87,8 +87,17 @@ def bind_unix(path: str, *, mode: int, group: str | int | None, backlog: int = 1
 
 
 def _ensure_parent(parent: str) -> None:
+    """The socket's directory: created 0755 if missing (whatever our umask), so that every
+    user can reach the socket and only the socket's own mode decides who may connect."""
     try:
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+        missing = []
+        d = parent
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            os.mkdir(d, 0o755)
+            os.chmod(d, 0o755)  # noqa: S103 - traversable by all, writable by root only
         st = os.stat(parent)
     except OSError as exc:
         raise ListenError(f"cannot create the socket directory {parent}: {exc.strerror}") from None

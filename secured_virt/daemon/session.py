@@ -217,6 +217,7 @@ class Session:
 
     # -- console ------------------------------------------------------------------------------
     def _console(self, msg: dict[str, Any]) -> bool:
+        started = time.monotonic()
         ident = self._identity_for(msg.get("as_user"))
         interaction = SocketInteraction(self)
         stream = None
@@ -227,7 +228,7 @@ class Session:
                 lambda: self.server.service.open_console(ident, msg["name"], interaction)
             )
             reply, stream = result if isinstance(result, tuple) else (result, None)
-        self.server.counters.reply(reply.status, 0.0)
+        self.server.counters.reply(reply.status, time.monotonic() - started)
         if interaction.broken is not None:
             _close_stream(stream, abort=True)
             self._broken(interaction.broken)

@@ -109,6 +109,36 @@ def test_own_socket_mode_owner_and_stale_replacement():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_missing_socket_directory_is_created_reachable_under_a_strict_umask(
+    test_users, readable_src, as_user
+):
+    import os
+    import stat
+
+    from svtd_helpers import client_snippet
+
+    d = private_dir("svtd-sock-")
+    old = os.umask(0o077)  # what svirtd runs with
+    try:
+        path = str(d / "run" / "secured-virt" / "s.sock")
+        s = listener.bind_unix(path, mode=0o666, group=None)
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(os.stat(d / "run" / "secured-virt").st_mode) == 0o755
+        body = (
+            "import socket\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({path!r})\n"
+            "print('connected')\n"
+        )
+        res = as_user(test_users["svt-alice"], client_snippet(readable_src, body))
+        assert res.stdout.strip() == "connected", res.stderr
+    finally:
+        s.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_unit_files_verify_cleanly(tmp_path):
     for name in ("svirtd.service", "svirtd.socket"):
