@@ -109,7 +109,8 @@ def _elements(parent):
 def read_pa(tree, name: str, b: PolicyBuilder) -> None:
     for role_el in _elements(tree.getroot()):
         role = role_el.get("name")
-        auth = role_el.get("authenticate", "false") in ("true", "1")
+        # xs:boolean: "true"/"1" (the schema allows surrounding white space)
+        auth = role_el.get("authenticate", "false").strip() in ("true", "1")
         b.add_role(role, authenticate=auth, source=(name, role_el.sourceline))
         scopes: list[tuple[object, int]] = []
         last = None

@@ -109,7 +109,8 @@ def test_no_authentication_preferred_among_grants_by_name():
 
 
 def test_authenticate_accepts_xsd_booleans():
-    for value, expected in (("true", True), ("1", True), ("false", False), ("0", False)):
+    cases = (("true", True), ("1", True), (" true ", True), ("false", False), ("0", False))
+    for value, expected in cases:
         pol = compile_policy(user("u", "r"), role("r", attrs=f' authenticate="{value}"'))
         assert pol.decide("u", 6, "vm1").requires_auth is expected
     with pytest.raises(rbac.PolicyError, match="authenticate"):
