@@ -46,7 +46,7 @@ None (unlabeled).  Resources are ``{name: label}`` or pairs; a label None is unl
   ``migrate_out`` are destroys (exact undo).
 * ``m.check_domain_create(key_or_None, label, resources=())`` -> ``Verdict`` (dry run);
   ``m.can_run(label)``; ``m.dry_run(label, resources)`` -> ``DryRunReport`` (every item).
-* ``m.share_resource(vm_label, resource_label, resource=None)`` -> Verdict (STE, cached).
+* ``m.share_resource(vm_label, resource_label, resource=None)`` -> Verdict (STE).
 * ``m.authorization(label)`` -> Verdict (Domain-0's STE types include the label's).
 * ``m.check_evtchn(a, b, kind="unbound"|"interdomain")``, ``m.check_grant(a, granting)`` ->
   Verdict; ``m.evtchn_bind(a, b)``/``m.grant_map(a, b)`` -> channel id (recorded, replayed on
@@ -65,7 +65,7 @@ chinese_wall, ste, inaccessible, replay, allow), ``reason`` (a sentence saying w
 ``code`` (XSERR, 0 if allowed), ``details`` (mapping), ``explain()``, ``as_dict()``.  Treat it
 as immutable; label-only decisions write their sentence on first read.  ``DryRunReport``:
 ``items`` [(item, Verdict)], ``allowed``, ``lines()`` (PERMITTED/DENIED), ``as_dict()``.
-Counters (``m.counters``): chwall_eval/denied, auth_eval/denied, res_eval/denied/cachehit,
+Counters (``m.counters``): chwall_eval/denied, auth_eval/denied, res_eval/denied,
 ec_eval/denied/cachehit, gt_eval/denied/cachehit, domains_created/destroyed,
 relabels(_refused), updates(_refused), rebuilds.
 

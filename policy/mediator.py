@@ -57,6 +57,7 @@ from .replay import (
     start_counts,
 )
 from .verdict import (
+    RULE_ALLOW,
     RULE_AUTHORIZATION,
     RULE_CHWALL,
     RULE_INACCESSIBLE,
@@ -74,8 +75,8 @@ from .verdict import (
 
 DOM0 = "Domain-0"
 _CACHE_LIMIT = 4096  # label-string resolution / memo caches are cleared beyond this
-_PAIR_CACHE_LIMIT = 16384  # share_resource verdicts (label pairs, optionally resource names)
 _MISS = object()
+_RES_ACCESS = int(Xserr.RESOURCE_ACCESS)
 _COUNTER_KEYS = {p: (f"{p}_eval", f"{p}_denied", f"{p}_cachehit") for p in ("ec", "gt")}
 
 COUNTER_NAMES = (
@@ -85,7 +86,6 @@ COUNTER_NAMES = (
     "auth_denied",
     "res_eval",
     "res_denied",
-    "res_cachehit",
     "ec_eval",
     "ec_denied",
     "ec_cachehit",
@@ -250,7 +250,6 @@ class Mediator:
     def _flush_caches(self) -> None:
         self._vm_cache: dict[Any, LabelInfo] = {}
         self._res_cache: dict[Any, ResourceInfo | None] = {}
-        self._pair_cache: dict[Any, Verdict] = {}
         self._allow_cache: dict[tuple[str, str], Verdict] = {}
         self._auth_cache: dict[str, bool] = {}
         self._ste_cache: dict[Hashable, list[Hashable]] = {}
@@ -655,53 +654,30 @@ class Mediator:
     ) -> Verdict:
         """STE: may a domain with ``vm_label`` use a resource labeled ``resource_label``?
 
-        Labels only (no running state), so decisions are cached per label pair until the
-        policy changes.  ``resource`` (a name) only improves the explanation.
+        Labels only (no running state): two dictionary lookups and one AND of type bitmasks;
+        the sentence is written only if someone reads it.  ``resource`` (a name) only improves
+        the explanation.
         """
         with self._lock:
             c = self._c
             c["res_eval"] += 1
-            key = (vm_label, resource_label)
             try:
-                hit = self._pair_cache.get(key)
-            except TypeError:
-                hit, key = None, None
-            if hit is None:
-                hit = self._share_uncached(vm_label, resource_label)
-                if key is not None:
-                    if len(self._pair_cache) > _PAIR_CACHE_LIMIT:
-                        self._pair_cache.clear()
-                    self._pair_cache[key] = hit
-            else:
-                c["res_cachehit"] += 1
-            v, info, rinfo = hit
-            if not v.allowed:
+                info = self._vm_info(vm_label)
+            except LabelError as exc:
                 c["res_denied"] += 1
-            if resource is None or info is None:
-                return v
+                return self._deny_label("share_resource", None, vm_label, exc)
+            try:
+                rinfo = self._res_info(resource_label)
+            except LabelError:
+                rinfo = None
             if rinfo is None:  # unknown or __INACCESSIBLE__ resource label: rare, say it now
+                c["res_denied"] += 1
                 return self._share_verdict("share_resource", info, resource_label, resource)
-            # same decision, explained with the resource's name (written only if read)
-            return Verdict(
-                v.allowed,
-                v.hook,
-                v.rule,
-                None,
-                v.code,
-                explain_fn=partial(_share_text, self._compiled.name, info, rinfo, resource),
-            )
-
-    def _share_uncached(
-        self, vm_label: Any, resource_label: Any
-    ) -> tuple[Verdict, LabelInfo | None, ResourceInfo | None]:
-        try:
-            info = self._vm_info(vm_label)
-        except LabelError as exc:
-            return self._deny_label("share_resource", None, vm_label, exc), None, None
-        v = self._share_verdict("share_resource", info, resource_label, None)
-        if v.rule in (RULE_LABEL, RULE_INACCESSIBLE):
-            return v, info, None
-        return v, info, self._res_info(resource_label)
+            explain = partial(_share_text, self._compiled.name, info, rinfo, resource)
+            if info.ste_mask & rinfo.ste_mask:
+                return Verdict(True, "share_resource", RULE_ALLOW, None, 0, explain_fn=explain)
+            c["res_denied"] += 1
+            return Verdict(False, "share_resource", RULE_STE, None, _RES_ACCESS, explain_fn=explain)
 
     def authorization(self, vm_label: str | Label | None) -> Verdict:
         """The ``authorization`` decision hook: does Domain-0's label cover ``vm_label``?"""

@@ -134,8 +134,9 @@ def test_share_resource_ste(client):
     assert not other and other.rule == "label"
     c = client.counters
     assert c["res_eval"] == 5 and c["res_denied"] == 3
-    client.share_resource("dom_Fun", "res_SecurityToken", "token0")
-    assert client.counters["res_cachehit"] == 1
+    again = client.share_resource("dom_Fun", "res_SecurityToken", "token0")
+    assert not again and again.reason == no.reason
+    assert client.counters["res_denied"] == 4
 
 
 def test_domain_create_checks_resources(client):
