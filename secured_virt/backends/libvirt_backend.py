@@ -214,9 +214,10 @@ class LibvirtBackend:
         *,
         persistent: bool | None = None,
         autostart: bool | None = None,
+        uuid: str | None = None,
     ) -> DomainInfo:
         state, max_mem, mem, vcpus, cpu_time = dom.info()
-        uuid = dom.UUIDString()
+        uuid = uuid or dom.UUIDString()
         dom_id = dom.ID()
         return DomainInfo(
             name=dom.name(),
@@ -253,7 +254,9 @@ class LibvirtBackend:
             uuid = dom.UUIDString()
             try:
                 out.append(
-                    self._info(dom, persistent=uuid in persistent, autostart=uuid in autostart)
+                    self._info(
+                        dom, persistent=uuid in persistent, autostart=uuid in autostart, uuid=uuid
+                    )
                 )
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
