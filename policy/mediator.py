@@ -77,6 +77,7 @@ DOM0 = "Domain-0"
 _CACHE_LIMIT = 4096  # label-string resolution / memo caches are cleared beyond this
 _MISS = object()
 _RES_ACCESS = int(Xserr.RESOURCE_ACCESS)
+_EVTCHN_HOOKS = {"unbound": "evtchn_unbound", "interdomain": "evtchn_interdomain"}
 _COUNTER_KEYS = {p: (f"{p}_eval", f"{p}_denied", f"{p}_cachehit") for p in ("ec", "gt")}
 
 COUNTER_NAMES = (
@@ -721,12 +722,19 @@ class Mediator:
             cache.append(b)
             return self._pair_allow(hook, da, db)
         c[k_denied] += 1
-        return deny_lazy(
-            hook,
-            RULE_STE,
-            Xserr.VM_NOT_AUTHORIZED if prefix == "gt" else Xserr.RESOURCE_ACCESS,
-            partial(_pair_text, self._compiled.name, hook, a, da.info, b, db.info),
-        )
+        mk = (hook, a, b)
+        v = self._memo.get(mk)
+        if v is None:
+            v = self._memoize(
+                mk,
+                deny_lazy(
+                    hook,
+                    RULE_STE,
+                    Xserr.VM_NOT_AUTHORIZED if prefix == "gt" else Xserr.RESOURCE_ACCESS,
+                    partial(_pair_text, self._compiled.name, hook, a, da.info, b, db.info),
+                ),
+            )
+        return v
 
     def _pair_allow(self, hook: str, da: Dom, db: Dom) -> Verdict:
         k = (hook, da.info.name, db.info.name)
@@ -741,10 +749,11 @@ class Mediator:
 
     def check_evtchn(self, dom: Hashable, remote: Hashable, kind: str = "interdomain") -> Verdict:
         """Event-channel hook (``kind`` "unbound" or "interdomain"): a common STE type."""
-        if kind not in ("unbound", "interdomain"):
+        hook = _EVTCHN_HOOKS.get(kind)
+        if hook is None:
             raise ValueError("kind must be 'unbound' or 'interdomain'")
         with self._lock:
-            return self._ste_pair("evtchn_" + kind, "ec", dom, remote)
+            return self._ste_pair(hook, "ec", dom, remote)
 
     def check_grant(self, dom: Hashable, granting: Hashable) -> Verdict:
         """Grant-table map hook: ``dom`` maps a page granted by ``granting``."""
