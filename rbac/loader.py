@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
 
 from lxml import etree
 
 from . import xmlsafe
 from .errors import PolicyError
-from .model import PolicyBuilder
+from .model import PolicyBuilder, as_catalogue
 from .selectors import AnyObject, Attribute, Exact, Glob, Owned
 from .trusted_file import read_trusted
-
-
-def _catalogue(operations) -> Mapping[int, str]:
-    """Accept an id -> name mapping (or an object with one in ``.names``)."""
-    if not isinstance(operations, Mapping) and hasattr(operations, "names"):
-        operations = operations.names
-    if not isinstance(operations, Mapping):
-        raise TypeError("operations must be a mapping of operation id -> name")
-    return operations
 
 
 def load(ua_path, pa_path, operations, *, owner_uid: int = 0, max_size: int | None = None):
@@ -66,7 +56,7 @@ def loads(
     max_size: int = xmlsafe.MAX_POLICY_BYTES,
 ):
     """Compile UA/PA documents given as bytes (no file checks: the caller vouches for them)."""
-    ops = _catalogue(operations)
+    ops = as_catalogue(operations)
     trees = {}
     errors: list[PolicyError] = []
     for kind, data, name in (("ua", ua_bytes, ua_name), ("pa", pa_bytes, pa_name)):

@@ -136,6 +136,15 @@ class PolicyModel:
     digest: str
 
 
+def as_catalogue(operations) -> Mapping[int, str]:
+    """Accept an id -> name mapping (or an object carrying one in ``.names``)."""
+    if not isinstance(operations, Mapping) and hasattr(operations, "names"):
+        operations = operations.names
+    if not isinstance(operations, Mapping):
+        raise TypeError("operations must be a mapping of operation id -> name")
+    return operations
+
+
 def id_ranges(ids: Iterable[int]) -> str:
     """[1,2,3,5] -> '1-3, 5' (for 'not in the catalogue (1-63)')."""
     out: list[str] = []
@@ -175,7 +184,7 @@ class PolicyBuilder:
         ua_name: str = "UA",
         pa_name: str = "PA",
     ):
-        self._ops = dict(operations) if operations is not None else None
+        self._ops = dict(as_catalogue(operations)) if operations is not None else None
         self._op_ids = {name: i for i, name in (self._ops or {}).items()}
         self._names = {"ua": ua_name, "pa": pa_name}
         self._roles: dict[str, RoleDef] = {}

@@ -158,3 +158,13 @@ def test_policy_from_code_equals_policy_from_files():
     )
     assert not pol.decide("alice", 6, "web3")
     assert len(pol.digest) == 64
+
+
+def test_catalogue_objects_with_names_are_accepted():
+    class Catalogue:  # the front-end's shape: an object carrying an id -> name mapping
+        names = {6: "start"}
+
+    pol = rbac.PolicyBuilder(Catalogue()).add_role("r").grant("r", "start", rbac.AnyObject())
+    assert pol.assign("u", "r").build().decide("u", 6, "x").allowed
+    with pytest.raises(TypeError, match="mapping of operation id -> name"):
+        rbac.loads(b"<UserConfiguration/>", b"<RolePolicyDefinition/>", [6])
