@@ -247,7 +247,7 @@ def check_decision(ref, d, roots, user, op, obj, attrs):
     assert f"role {d.role} accepts operation {op} on " in d.rule
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
