@@ -173,6 +173,47 @@ class AcmEnforcer:
             finally:
                 os.close(fd)
 
+    # -- migration ----------------------------------------------------------------------------
+    def check_migration(self, name: str, dest_uri: str) -> tuple[bool, str]:
+        """Would the destination admit this domain under *its* policy, beside what runs there?
+
+        The destination's ACM state directory comes from ``acm_peers``; its policy, its
+        resource labels and its running domains decide (seed 001: the label travels by name
+        and gets the destination's ssidref).  An unknown destination is refused."""
+        from .backends.base import open_backend
+
+        peers = dict(getattr(self.config, "acm_peers", ()) or ())
+        dest_dir = peers.get(dest_uri)
+        if dest_dir is None:
+            return False, (
+                f"the sHype/ACM policy of {dest_uri} is unknown, so '{name}' may not go there: "
+                f"list it in acm_peers ({dest_uri}=<its ACM state directory>)"
+            )
+        label = self.vm_label(name)
+        peer = XsmHost(dest_dir, dom0=self.config.host_object)
+        xml = self._backend().dumpxml(name, inactive=False)
+        disks, _n = vmmeta.domain_devices(xml)
+        resources = {}
+        for d in disks:
+            key = canonical_resource(d)
+            resources[key] = peer.resource_get_label(key)
+        dest = open_backend("libvirt", dest_uri)
+        try:
+            running = []
+            for d in dest.list_domains(include_inactive=False):
+                if d.name in (self.config.host_object, name):
+                    continue
+                meta = vmmeta.parse(dest.get_metadata(d.name, vmmeta.NS))
+                lab = policy.format_label(meta.label_policy, meta.label) if meta.label else None
+                running.append((d.name, lab))
+        finally:
+            dest.close()
+        peer.mediator.rebuild(running)
+        v = peer.mediator.check_domain_create(name, label, resources)
+        if v.allowed:
+            return True, f"destination {dest_uri} admits {label} under {peer.active.name}"
+        return False, f"at the destination {dest_uri}: {verdict_text(v)}"
+
     # -- checks (call inside exclusive()) -----------------------------------------------------
     def check_instantiate(self, name: str, label: str | None, resources) -> policy.Verdict:
         return self.host.mediator.check_domain_create(name, label, resources)

@@ -65,6 +65,11 @@ class Config:
     allow_env_editor: bool = False
     xl_path: str = "/usr/sbin/xl"
     xl_config_dir: str = "/etc/xen"
+    #: where save images of non-root callers go (one 0700 directory per user)
+    save_dir: str = "/var/lib/secured-virt/save"
+    #: migration destinations and the directory holding their sHype/ACM state, so the
+    #: destination's policy is checked before the domain runs there: "URI=DIR, URI2=DIR2"
+    acm_peers: tuple[tuple[str, str], ...] = ()
     #: the file these settings came from; None for the embedded defaults
     source: str | None = None
 
@@ -176,6 +181,18 @@ def _operations(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _peers(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        uri, sep, directory = item.rpartition("=")
+        if not sep or not uri.strip():
+            raise ValueError(f"'{item}': write URI=DIRECTORY (e.g. qemu+ssh://h2/system=/srv/h2)")
+        out.append((uri.strip(), _abs_path(directory.strip())))
+    return tuple(out)
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "backend": _choice("libvirt", "xl"),
     "uri": _text,
@@ -200,6 +217,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "allow_env_editor": _bool,
     "xl_path": _abs_path,
     "xl_config_dir": _abs_path,
+    "save_dir": _abs_path,
+    "acm_peers": _peers,
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}
 

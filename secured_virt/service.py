@@ -670,23 +670,31 @@ class Service(PolicyCommands):
         if not dest:
             raise UserError("migrate: a destination URI is required")
         progress = interaction.progress if args.get("verbose") else None
-        return self._run(
-            ident,
-            "migrate",
-            name,
-            interaction,
-            lambda info: (
-                self.backend.migrate(
-                    name,
-                    dest,
-                    live=bool(args.get("live")),
-                    persistent=bool(args.get("persistent")),
-                    undefine_source=bool(args.get("undefinesource")),
-                    progress=progress,
-                ),
-                {"message": f"Domain '{name}' migrated to {dest}"},
-            )[1],
-        )
+
+        def act(info):
+            self.backend.migrate(
+                name,
+                dest,
+                live=bool(args.get("live")),
+                persistent=bool(args.get("persistent")),
+                undefine_source=bool(args.get("undefinesource")),
+                progress=progress,
+            )
+            return {"message": f"Domain '{name}' migrated to {dest}"}
+
+        op = self._op("migrate")
+        if self.acm is None:
+            return self._run_checked(ident, op, name, interaction, act, None)
+        acm = self.acm
+
+        def acm_check():
+            try:
+                return acm.check_migration(name, dest)
+            except Exception as exc:  # fail closed
+                return False, f"cannot check the destination's sHype/ACM policy: {exc}"
+
+        with acm.exclusive():
+            return self._run_checked(ident, op, name, interaction, act, acm_check)
 
     # -- snapshots ----------------------------------------------------------------------------
     def _cmd_snapshot_create_as(self, ident, args, interaction):
