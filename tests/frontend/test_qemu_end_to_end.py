@@ -201,3 +201,46 @@ def test_svirtd_serves_real_uids_on_real_guests(host, test_users, readable_src, 
     starts = [(x["user"], x["vm"], x["verdict"], x["via"]) for x in recs if x["op"] == "start"]
     assert starts == [("svt-alice", a, "allowed", "svirtd"), ("svt-alice", b, "denied", "svirtd")]
     assert audit.verify(str(host["log"])).ok
+
+
+def test_acm_label_travels_through_a_real_qemu_save_image(host, tmp_path):
+    """The label is in the domain's metadata, so QEMU's save image carries it; restore is
+    mediated from the image's label before QEMU runs the guest again."""
+    import dataclasses
+
+    import policy
+    from secured_virt.config import load_config
+    from secured_virt.identity import Identity
+    from secured_virt.requests import Request
+    from secured_virt.service import Service
+
+    cfg = dataclasses.replace(
+        load_config(str(host["conf"]), caller_uid=0), acm=True, acm_state_dir=str(tmp_path / "acm")
+    )
+    svc = Service.from_config(cfg)
+    xml = (REPO / "etc" / "demo" / "acm-policy.xml").read_bytes()
+    assert svc.acm.host.set_policy(xml, policy.XS_INST_LOAD, True).xserr == 0
+    root = Identity(uid=0, gid=0, user="root", groups=(0,), via="direct", pid=os.getpid())
+    a, b = host["a"], host["b"]
+
+    def run(command, **args):
+        return svc.handle(root, Request(command, args))
+
+    assert run("setlabel", domain=a, label="dom_AliceCorp").ok
+    assert run("setlabel", domain=b, label="dom_BobCorp").ok
+    assert run("start", domain=a).ok
+    image = tmp_path / "a.save"
+    r = run("save", domain=a, file=str(image))
+    assert r.ok, r.message
+    assert not qemu_processes(a) and image.stat().st_size > 0
+    assert "dom_AliceCorp" in svc.backend.saved_image_xml(str(image))
+    assert run("start", domain=b).ok  # a BobCorp guest now runs: the wall is up
+    r = run("restore", file=str(image))
+    assert r.status == 3 and "Competitors" in r.message
+    assert not qemu_processes(a)
+    assert run("destroy", domain=b).ok
+    r = run("restore", file=str(image))
+    assert r.ok, r.message
+    assert qemu_processes(a)
+    assert run("getlabel", domain=a).data["label"] == "dom_AliceCorp"
+    assert run("destroy", domain=a).ok
