@@ -237,8 +237,18 @@ def test_connection_limit_per_uid(start_fake_daemon, test_users, readable_src, a
     from svtd_helpers import call_as
 
     d = start_fake_daemon(max_connections_per_uid=3)
-    held = [raw_connect(d.socket) for _ in range(3)]
-    time.sleep(0.2)
+    held = []  # three connections really accepted (a closing earlier one may still count)
+    deadline = time.monotonic() + 10
+    while len(held) < 3:
+        c = raw_connect(d.socket)
+        c.sendall(frame(HELLO))
+        msg = read_frame(c)
+        if msg["type"] == "hello":
+            held.append(c)
+            continue
+        assert msg["code"] == "busy" and time.monotonic() < deadline, msg
+        c.close()
+        time.sleep(0.05)
     s = raw_connect(d.socket)
     expect_error(s, "busy", "uid 0 already has 3 connections")
     with pytest.raises(client.ClientError) as info:  # the client says so too
