@@ -82,52 +82,74 @@ def scope_of(selector) -> list[Scope]:
 # -- effective permissions --------------------------------------------------------------------
 #: (operation id, scope) -> True when every role granting it wants fresh authentication
 Effective = dict[tuple[int, Scope], bool]
-
-
-def _effective(perms, role_auth) -> Effective:
-    roles: dict[tuple[int, Scope], set[str]] = {}
-    for p in perms:
-        for sc in scope_of(p.selector):
-            roles.setdefault((p.operation, sc), set()).add(p.role)
-    # a decision prefers a grant that needs no authentication, so authentication is required
-    # only when every granting role asks for it
-    return {k: all(role_auth(r) for r in rs) for k, rs in roles.items()}
+Key = tuple[int, Scope]
 
 
 class _View:
-    """One side of the comparison: a policy (or nothing) with memoised effective permissions."""
+    """One side of the comparison: a policy (or nothing), read through its review functions.
+
+    A user's effective permissions are the union of the *own* grants of the roles they are
+    authorized for (``authorized_roles``: assignments in force plus inheritance) — exactly what
+    ``user_permissions`` returns.  They are kept per role here so that a change can be compared
+    only where it can matter: at 10k users, building every user's full permission set twice
+    would take minutes, while an assignment or a grant touches a handful of roles.
+    """
 
     def __init__(self, pol, now):
         self.pol = pol
         self.now = now
-        self._by_roles: dict[frozenset[str], Effective] = {}
-
-    @property
-    def users(self) -> set[str]:
-        return set(self.pol.users) if self.pol is not None else set()
-
-    @property
-    def roles(self) -> set[str]:
-        return set(self.pol.roles) if self.pol is not None else set()
+        self._own: dict[str, dict[Key, bool]] = {}
+        self._closure: dict[str, frozenset[str]] = {}
+        self._scopes: dict[object, list[Scope]] = {}
+        self.users: frozenset[str] = frozenset(pol.users) if pol is not None else frozenset()
+        self.roles: frozenset[str] = frozenset(pol.roles) if pol is not None else frozenset()
 
     def has_user(self, user: str) -> bool:
-        return self.pol is not None and user in self.pol.users
+        return user in self.users
 
-    def user_effective(self, user: str) -> Effective:
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    def authorized(self, user: str) -> frozenset[str]:
         if not self.has_user(user):
-            return {}
-        # permissions depend only on the roles held now: compute once per distinct role set
-        key = frozenset(self.pol.authorized_roles(user, self.now))
-        eff = self._by_roles.get(key)
-        if eff is None:
-            eff = _effective(self.pol.user_permissions(user, self.now), self.pol.role_requires_auth)
-            self._by_roles[key] = eff
-        return eff
+            return frozenset()
+        return frozenset(self.pol.authorized_roles(user, self.now))
 
-    def role_effective(self, role: str) -> Effective:
-        if self.pol is None or role not in self.pol.roles:
-            return {}
-        return _effective(self.pol.role_permissions(role), self.pol.role_requires_auth)
+    def closure(self, role: str) -> frozenset[str]:
+        """The role and every role it inherits (what a holder of it is authorized for)."""
+        c = self._closure.get(role)
+        if c is None:
+            c = (
+                frozenset((role, *self.pol.inherited_roles(role)))
+                if self.has_role(role)
+                else (frozenset())
+            )
+            self._closure[role] = c
+        return c
+
+    def own(self, role: str) -> dict[Key, bool]:
+        """(operation, scope) -> needs authentication, for the role's own grants."""
+        got = self._own.get(role)
+        if got is None:
+            got = {}
+            if self.has_role(role):
+                auth = self.pol.role_requires_auth(role)
+                for p in self.pol.role_permissions(role):
+                    if p.role != role:
+                        continue
+                    scopes = self._scopes.get(p.selector)
+                    if scopes is None:
+                        scopes = self._scopes[p.selector] = scope_of(p.selector)
+                    for sc in scopes:
+                        got[(p.operation, sc)] = auth
+            self._own[role] = got
+        return got
+
+    def state(self, key: Key, roles: Iterable[str]) -> bool | None:
+        """None: ``roles`` do not grant ``key``; else whether it needs authentication (only
+        when every granting role asks for it: a decision prefers a grant that does not)."""
+        flags = [o[key] for o in (self.own(r) for r in roles) if key in o]
+        return all(flags) if flags else None
 
     def assignments(self, user: str) -> dict[str, str | None]:
         """role -> expiry as written (None: no expiry), expired assignments included."""
@@ -135,15 +157,8 @@ class _View:
             return {}
         return {a.role: a.expires_text for a in self.pol.assignments(user)}
 
-    def inherits(self, role: str) -> set[str]:
-        if self.pol is None or role not in self.pol.roles:
-            return set()
-        return set(self.pol.inherited_roles(role))
-
     def authenticate(self, role: str) -> bool | None:
-        if self.pol is None or role not in self.pol.roles:
-            return None
-        return self.pol.role_requires_auth(role)
+        return self.pol.role_requires_auth(role) if self.has_role(role) else None
 
     def sets(self) -> dict[tuple[str, str], tuple[tuple[str, ...], int]]:
         if self.pol is None:
@@ -152,6 +167,44 @@ class _View:
             (s.kind, s.name): (tuple(sorted(s.roles)), s.cardinality)
             for s in (*self.pol.ssd_sets, *self.pol.dsd_sets)
         }
+
+
+def _changed_roles(old: _View, new: _View, candidates=None) -> tuple[set[str], set[Key]]:
+    """Roles whose own grants (or their authentication) differ, and the keys that differ.
+
+    ``candidates`` limits the comparison to roles that may have changed (see compute)."""
+    changed: set[str] = set()
+    delta: set[Key] = set()
+    roles = old.roles | new.roles
+    if candidates is not None:
+        roles = roles & set(candidates)
+    for role in roles:
+        o, n = old.own(role), new.own(role)
+        if o == n:
+            continue
+        changed.add(role)
+        delta.update(k for k in o.keys() | n.keys() if o.get(k) != n.get(k))
+    return changed, delta
+
+
+def _compare(old: _View, new: _View, r_old, r_new, changed, delta):
+    """(before, after) effective permissions of a holder of ``r_old`` / ``r_new``, restricted
+    to the keys that can differ (all others are equal by construction)."""
+    cand: set[Key] = set()
+    for r in r_old ^ r_new:
+        cand.update(old.own(r))
+        cand.update(new.own(r))
+    if (r_old | r_new) & changed:
+        cand |= delta
+    e_old: Effective = {}
+    e_new: Effective = {}
+    for k in cand:
+        b, a = old.state(k, r_old), new.state(k, r_new)
+        if b is not None:
+            e_old[k] = b
+        if a is not None:
+            e_new[k] = a
+    return e_old, e_new
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -397,23 +450,43 @@ class Impact:
 
 
 # -- computation ------------------------------------------------------------------------------
-def compute(before, after, *, now=None, before_error: str | None = None) -> Impact:
-    """Compare two RbacPolicy objects (``before`` may be None: nothing was in force)."""
+def compute(
+    before, after, *, now=None, before_error: str | None = None, roles_changed=None
+) -> Impact:
+    """Compare two RbacPolicy objects (``before`` may be None: nothing was in force).
+
+    ``roles_changed``, when given, names every role whose PA definition may differ (for
+    instance from :func:`secured_virt.policyedit.roles_differing`; empty when only the UA
+    changed).  The grants of other roles are then taken as equal instead of being compared,
+    which is what makes a change to a large policy quick to assess.
+    """
     old, new = _View(before, now), _View(after, now)
     imp = Impact(before_error=before_error)
+    hint = roles_changed if before is not None else None
+    changed, delta = _changed_roles(old, new, hint)
     for user in sorted(old.users | new.users):
-        imp_u = _user_impact(user, old, new)
+        imp_u = _user_impact(user, old, new, changed, delta)
         if imp_u:
             imp.users.append(imp_u)
     for role in sorted(old.roles | new.roles):
-        imp_r = _role_impact(role, old, new)
+        imp_r = _role_impact(role, old, new, changed, delta)
         if imp_r:
             imp.roles.append(imp_r)
     imp.separation = _separation(old.sets(), new.sets())
     return imp
 
 
-def _user_impact(user: str, old: _View, new: _View) -> UserImpact:
+def _diff_effective(target, e_old: Effective, e_new: Effective, *, auth_detail: bool) -> None:
+    target.gains = _group(k for k in e_new if k not in e_old)
+    target.loses = _group(k for k in e_old if k not in e_new)
+    if auth_detail:
+        target.gains_auth = _group(k for k in e_new if k not in e_old and e_new[k])
+        both = [k for k in e_new if k in e_old and e_new[k] != e_old[k]]
+        target.auth_now = _group(k for k in both if e_new[k])
+        target.auth_no_longer = _group(k for k in both if not e_new[k])
+
+
+def _user_impact(user: str, old: _View, new: _View, changed, delta) -> UserImpact:
     u = UserImpact(user)
     # a user that appears or disappears with no roles changes nothing worth a line
     a_old, a_new = old.assignments(user), new.assignments(user)
@@ -423,31 +496,28 @@ def _user_impact(user: str, old: _View, new: _View) -> UserImpact:
     u.unassigned = sorted(set(a_old) - set(a_new))
     u.expiry = [(r, a_old[r], a_new[r]) for r in sorted(set(a_old) & set(a_new))]
     u.expiry = [e for e in u.expiry if e[1] != e[2]]
-    e_old, e_new = old.user_effective(user), new.user_effective(user)
     u.until = {r: a_new[r] for r in u.assigned if a_new[r]}
-    u.gains = _group(k for k in e_new if k not in e_old)
-    u.gains_auth = _group(k for k in e_new if k not in e_old and e_new[k])
-    u.loses = _group(k for k in e_old if k not in e_new)
-    both = [k for k in e_new if k in e_old and e_new[k] != e_old[k]]
-    u.auth_now = _group(k for k in both if e_new[k])
-    u.auth_no_longer = _group(k for k in both if not e_new[k])
+    r_old, r_new = old.authorized(user), new.authorized(user)
+    if r_old != r_new or (r_old | r_new) & changed:
+        e_old, e_new = _compare(old, new, r_old, r_new, changed, delta)
+        _diff_effective(u, e_old, e_new, auth_detail=True)
     return u
 
 
-def _role_impact(role: str, old: _View, new: _View) -> RoleImpact:
+def _role_impact(role: str, old: _View, new: _View, changed, delta) -> RoleImpact:
     r = RoleImpact(role)
     a_old, a_new = old.authenticate(role), new.authenticate(role)
     r.added, r.removed = a_old is None, a_new is None
     if a_old != a_new:
         r.authenticate = (a_old, a_new)
-    i_old, i_new = old.inherits(role), new.inherits(role)
+    c_old, c_new = old.closure(role), new.closure(role)
     if not r.removed:
-        r.inherits_added = sorted(i_new - i_old)
+        r.inherits_added = sorted(c_new - c_old - {role})
     if not r.added:
-        r.inherits_removed = sorted(i_old - i_new)
-    e_old, e_new = old.role_effective(role), new.role_effective(role)
-    r.gains = _group(k for k in e_new if k not in e_old)
-    r.loses = _group(k for k in e_old if k not in e_new)
+        r.inherits_removed = sorted(c_old - c_new - {role})
+    if c_old != c_new or (c_old | c_new) & changed:
+        e_old, e_new = _compare(old, new, c_old, c_new, changed, delta)
+        _diff_effective(r, e_old, e_new, auth_detail=False)
     return r
 
 

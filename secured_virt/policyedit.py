@@ -45,6 +45,7 @@ __all__ = [
     "parse_scope",
     "revoke",
     "rm_role",
+    "roles_differing",
 ]
 
 #: an operation token standing for every operation of the catalogue
@@ -275,6 +276,32 @@ def _where(doc: PolicyDoc, el) -> str:
 
 def _names(els) -> str:
     return ", ".join(e.get("name") or e.get("role") or "?" for e in els) or "none"
+
+
+def _shape(el):
+    """An element without comments and layout: what the loader reads from it."""
+    kids = tuple(_shape(c) for c in el.iterchildren(tag=etree.Element))
+    return (el.tag, tuple(sorted(el.attrib.items())), kids)
+
+
+def roles_differing(old_pa: bytes | None, new_pa: bytes | None) -> set[str] | None:
+    """Names of the roles whose <Role> element differs between two PA documents, ignoring
+    comments and layout; None when either cannot be parsed (then compare everything)."""
+    shapes = []
+    for data in (old_pa, new_pa):
+        if data is None:
+            shapes.append({})
+            continue
+        try:
+            root = xmlsafe.parse(data, "pa.xml").getroot()
+        except Exception:
+            return None
+        by_name: dict[str, list] = {}
+        for el in root.iterchildren(tag="Role"):
+            by_name.setdefault(el.get("name"), []).append(_shape(el))
+        shapes.append(by_name)
+    old, new = shapes
+    return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
 
 
 # -- UA edits ---------------------------------------------------------------------------------

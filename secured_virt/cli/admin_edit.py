@@ -235,8 +235,6 @@ class _Session:
 
     def finish(self, args, new: dict[str, bytes | None], summary: list[str]) -> int:
         """Validate ``new``, show the impact, ask, install, reload.  Returns the exit code."""
-        from .. import impact as impact_mod
-
         changed = [k for k in ("ua", "pa") if new[k] != self.old[k]]
         if not changed:
             print("no changes" + (f": {'; '.join(summary)}" if summary else ""))
@@ -246,8 +244,18 @@ class _Session:
             _err(f"{PROG} {self.command}: the result would not be a valid policy; nothing was "
                  f"installed:\n{err}")  # fmt: skip
             return EXIT_FAILED
-        imp = impact_mod.compute(self.before, after, before_error=self.before_error)
-        return self.confirm_and_install(args, new, changed, imp, summary)
+        return self.confirm_and_install(args, new, changed, self.impact(after, new), summary)
+
+    def impact(self, after, new: dict[str, bytes | None]):
+        from .. import impact as impact_mod
+        from ..policyedit import roles_differing
+
+        return impact_mod.compute(
+            self.before,
+            after,
+            before_error=self.before_error,
+            roles_changed=roles_differing(self.old["pa"], new["pa"]),
+        )
 
     def confirm_and_install(self, args, new, changed, imp, summary) -> int:
         as_json = getattr(args, "json", False)
@@ -503,9 +511,7 @@ def cmd_edit(args) -> int:
                 if not _what_now():
                     print("nothing was installed")
                     return EXIT_FAILED
-            from .. import impact as impact_mod
-
-            imp = impact_mod.compute(s.before, after, before_error=s.before_error)
+            imp = s.impact(after, new)
             summary = [f"edited {s.paths[kind]}"]
             try:
                 return s.confirm_and_install(args, new, [kind], imp, summary)
@@ -603,7 +609,10 @@ def cmd_diff(args) -> int:
     except rbac.PolicyError as exc:
         _err(f"{PROG} diff: the new policy is not valid:\n{exc}")
         return EXIT_FAILED
-    imp = impact_mod.compute(before, after, before_error=before_error)
+    from ..policyedit import roles_differing
+
+    hint = roles_differing(data[old_pa], data[new_pa])
+    imp = impact_mod.compute(before, after, before_error=before_error, roles_changed=hint)
     if args.json:
         out = {
             "old": {"ua": old_ua, "pa": old_pa},

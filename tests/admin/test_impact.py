@@ -134,3 +134,89 @@ def test_json_is_serialisable_and_complete():
     ]  # fmt: skip
     # bob could already destroy w*, but not labelled VMs: he gains it too
     assert any(u["user"] == "bob" for u in doc["users"])
+
+
+# -- property: the impact equals a brute-force comparison of user_permissions -------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SELECTORS = [Exact(["a"]), Exact(["a", "b"]), Glob("w*"), Attribute("label", "x"), AnyObject()]
+ROLES = ["R0", "R1", "R2", "R3"]
+
+role_spec = st.fixed_dictionaries(
+    {
+        "auth": st.booleans(),
+        "inherits": st.lists(st.sampled_from(ROLES), max_size=2, unique=True),
+        "grants": st.lists(
+            st.tuples(st.sampled_from([LIST, START, DESTROY]), st.integers(0, len(SELECTORS) - 1)),
+            max_size=4,
+        ),
+    }
+)
+policy_spec = st.fixed_dictionaries(
+    {
+        "roles": st.dictionaries(st.sampled_from(ROLES), role_spec, max_size=4),
+        "users": st.dictionaries(
+            st.sampled_from(["u0", "u1", "u2"]),
+            st.lists(st.sampled_from(ROLES), max_size=2, unique=True),
+            max_size=3,
+        ),
+    }
+)
+
+
+def make(spec):
+    b = PolicyBuilder(N)
+    for name, r in spec["roles"].items():
+        b.add_role(name, authenticate=r["auth"])
+        for j in r["inherits"]:  # only juniors with a lower number: no cycles
+            if j in spec["roles"] and j < name:
+                b.inherit(name, j)
+        for op, sel in r["grants"]:
+            b.grant(name, op, SELECTORS[sel])
+    for user, roles in spec["users"].items():
+        b.add_user(user)
+        for r in roles:
+            if r in spec["roles"]:
+                b.assign(user, r)
+    return b.build()
+
+
+def brute(pol, user):
+    if pol is None or user not in pol.users:
+        return {}
+    roles = {}
+    for p in pol.user_permissions(user):
+        for sc in scope_of(p.selector):
+            roles.setdefault((p.operation, sc), set()).add(p.role)
+    return {k: all(pol.role_requires_auth(r) for r in rs) for k, rs in roles.items()}
+
+
+def grouped(keys):
+    out = {}
+    for op, sc in keys:
+        out.setdefault(sc, []).append(op)
+    return {sc: sorted(v) for sc, v in out.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy_spec, policy_spec, st.booleans())
+def test_impact_matches_brute_force(spec_a, spec_b, use_hint):
+    a, b = make(spec_a), make(spec_b)
+    hint = None
+    if use_hint:  # every role whose definition differs, as roles_differing would say
+        names = spec_a["roles"].keys() | spec_b["roles"].keys()
+        hint = {r for r in names if spec_a["roles"].get(r) != spec_b["roles"].get(r)}
+    imp = compute(a, b, roles_changed=hint)
+    by_user = {u.user: u for u in imp.users}
+    for user in set(a.users) | set(b.users):
+        before, after = brute(a, user), brute(b, user)
+        u = by_user.get(user)
+        got = (u.gains, u.loses, u.auth_now, u.auth_no_longer) if u else ({}, {}, {}, {})
+        want = (
+            grouped(k for k in after if k not in before),
+            grouped(k for k in before if k not in after),
+            grouped(k for k in after if k in before and after[k] and not before[k]),
+            grouped(k for k in after if k in before and before[k] and not after[k]),
+        )
+        assert got == want, user

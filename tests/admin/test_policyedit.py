@@ -290,3 +290,18 @@ def test_random_edits_match_the_model(seq):
     text = d.to_bytes().decode()
     assert "<!-- roles for the property test -->" in text
     assert "<!-- everything on the w-* machines -->" in text
+
+
+def test_roles_differing_ignores_comments_and_layout():
+    old = (REPO / "etc" / "demo" / "pa.xml").read_bytes()
+    d = PolicyDoc(old, "pa", "pa.xml")
+    grant(d, "BuildTeam", parse_op("reboot"), parse_scope("vm:bob-build"))
+    add_role(d, "New")
+    relaid = old.replace(b"<!-- list -->", b"").replace(b"\n    <", b"\n<")
+    from secured_virt.policyedit import roles_differing
+
+    assert roles_differing(old, relaid) == set()
+    assert roles_differing(old, d.to_bytes()) == {"BuildTeam", "New"}
+    assert roles_differing(d.to_bytes(), old) == {"BuildTeam", "New"}
+    assert roles_differing(None, old) == {"WebTeam", "BuildTeam", "Auditor", "HostOSManager"}
+    assert roles_differing(old, b"<RolePolicyDefinition>") is None
