@@ -60,13 +60,15 @@ BACKUP_MODE = 0o600
 class LockBusy(Exception):
     """Someone else holds the edit lock; ``str()`` names the file, the pid and the user."""
 
-    def __init__(self, path: str, pid: int | None, user: str | None, since: str | None):
-        self.path, self.pid, self.user, self.since = path, pid, user, since
+    def __init__(
+        self, path: str, pid: int | None, user: str | None, since: str | None, via: str = ""
+    ):
+        self.path, self.pid, self.user, self.since, self.via = path, pid, user, since, via
         who = []
         if pid:
             who.append(f"pid {pid}")
         if user:
-            who.append(f"user {user}")
+            who.append(f"user {user}" + (f" (through {via})" if via else ""))
         if since:
             who.append(f"since {since}")
         held = f" by {', '.join(who)}" if who else " by another process"
@@ -125,9 +127,10 @@ def _parse_holder(text: str) -> dict[str, str]:
 class PolicyLock:
     """Exclusive, non-blocking edit lock on several policy files (taken in the order given)."""
 
-    def __init__(self, paths: list[str], *, user: str, owner_uid: int = 0):
+    def __init__(self, paths: list[str], *, user: str, via: str = "", owner_uid: int = 0):
         self.paths = list(dict.fromkeys(os.path.abspath(p) for p in paths))
-        self.user = user
+        self.user = "".join(c if c.isprintable() and not c.isspace() else "?" for c in user)
+        self.via = via if via.isalnum() else ""
         self.owner_uid = owner_uid
         self._fds: list[int] = []
 
@@ -172,7 +175,9 @@ class PolicyLock:
                 raise self._busy(path, fd, st) from None
             since = _dt.datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid={os.getpid()} user={self.user} since={since}\n".encode(), 0)
+            via = f" via={self.via}" if self.via else ""
+            line = f"pid={os.getpid()} user={self.user}{via} since={since}\n"
+            os.pwrite(fd, line.encode(), 0)
             return fd
         except BaseException:
             os.close(fd)
@@ -185,7 +190,7 @@ class PolicyLock:
         if pid is None and info.get("pid", "").isdigit():
             pid = int(info["pid"])
         if pid is not None and info.get("pid") == str(pid):
-            return LockBusy(path, pid, info.get("user"), info.get("since"))
+            return LockBusy(path, pid, info.get("user"), info.get("since"), info.get("via", ""))
         user = None
         if pid is not None:  # the lock file is not (yet) written by this holder: ask /proc
             with contextlib.suppress(OSError):

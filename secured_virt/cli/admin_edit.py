@@ -99,8 +99,11 @@ class _Session:
         from ..fsutil import UnsafeFileError
         from ..policyinstall import LockBusy, PolicyLock, read_current, remove_stale_temps
 
-        who = self.ident.user + (" (through sudo)" if self.delegated else "")
-        self._lock = PolicyLock([self.paths["ua"], self.paths["pa"]], user=who.replace(" ", "_"))
+        self._lock = PolicyLock(
+            [self.paths["ua"], self.paths["pa"]],
+            user=self.ident.user,
+            via="sudo" if self.delegated else "",
+        )
         try:
             self._lock.__enter__()
         except LockBusy as exc:

@@ -21,6 +21,14 @@ DEMO = REPO / "etc" / "demo"
 PY = sys.executable
 
 
+def child_env(extra: dict | None = None) -> dict:
+    """A minimal environment for the programs under test, importing THIS work tree (the venv's
+    editable install may point at another checkout)."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(REPO)}
+    env.update(extra or {})
+    return env
+
+
 def write_root_file(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
     """Write ``path`` as root:root with ``mode`` (the trust policy files need)."""
     if isinstance(data, str):
@@ -67,8 +75,7 @@ class AdminEnv:
         self, *args: str, input: str = "", env: dict | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess:
         """Run ``svirt-admin --config CONFIG ARGS...`` as root in a fresh process."""
-        base_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        base_env.update(env or {})
+        base_env = child_env(env)
         return subprocess.run(
             [PY, "-m", "secured_virt.cli.admin", "--config", str(self.config), *args],
             input=input,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from admin_helpers import DEMO, REPO
+from admin_helpers import DEMO, REPO, child_env
 
 from secured_virt.cli.admin import build_parser
 from secured_virt.cli.commands import COMMANDS
@@ -35,7 +35,7 @@ printf '%s\n' "${COMPREPLY[@]}"
 def complete(script: Path, line: str, *, wordbreaks: str | None = None) -> list[str]:
     """What pressing TAB at the end of ``line`` offers."""
     fn = "_svirsh" if script.name == "svirsh" else "_svirt_admin"
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env = child_env({"PATH": f"{BIN}:/usr/bin:/bin"})
     prefix = ""
     if wordbreaks is not None:
         env["WB"] = wordbreaks

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from admin_helpers import write_root_file
+from admin_helpers import child_env, write_root_file
 
 ADMIN_ROLE = """  <Role name="PolicyAdmins">
     <ManageVM type="individual">
@@ -123,3 +123,38 @@ def test_forged_sudo_variables_are_not_believed(admin_env, alice):
     assert r.returncode == 0, r.stderr
     dec = admin_env.audit_records()[0]
     assert dec["user"] == "root" and dec["via"] == "direct"
+
+
+def test_lock_holder_through_sudo_is_named(delegated_env, alice, shared_dir):
+    import subprocess
+    import time
+
+    flags = shared_dir / "flags"  # where the editor, running as alice, may write
+    flags.mkdir()
+    os.chown(flags, alice.pw_uid, alice.pw_gid)
+    ready, go = flags / "ready", flags / "go"
+    ed = write_root_file(
+        shared_dir / "ed",
+        f'#!/bin/sh\ntouch "{ready}"\nwhile [ ! -e "{go}" ]; do sleep 0.05; done\n',
+        0o755,
+    )
+    delegated_env.write_config(editor=ed)
+    env = child_env(sudo_env(alice))
+    first = subprocess.Popen(
+        delegated_env.argv("edit", "pa"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        r = delegated_env.run("edit", "ua")
+        assert r.returncode == 1
+        assert f"by pid {first.pid}, user {alice.pw_name} (through sudo)" in r.stderr
+    finally:
+        go.touch()
+        first.communicate(timeout=60)

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from admin_helpers import PY, mode_of
+from admin_helpers import PY, child_env, mode_of
 
 # alice additionally becomes an Auditor (she gains read access to VMs that are not hers)
 GOOD_UA_EXTRA = '    <UserRole role="Auditor"/>\n'
@@ -127,6 +127,16 @@ def test_declined_install_leaves_the_file(admin_env):
         assert admin_env.ua.read_bytes() == old
 
 
+def test_yes_installs_a_valid_edit_without_asking(admin_env):
+    new = good_ua(admin_env)
+    admin_env.write_config(editor=admin_env.copy_editor("ed", new))
+    r = admin_env.run("edit", "ua", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "Install?" not in r.stdout
+    assert "alice is assigned role Auditor" in r.stdout
+    assert admin_env.ua.read_text() == new
+
+
 def test_no_changes(admin_env):
     admin_env.write_config(editor="/bin/true")
     r = admin_env.run("edit", "pa")
@@ -196,7 +206,7 @@ def test_second_editor_is_told_who_holds_the_lock(admin_env):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={"PATH": "/usr/bin:/bin"},
+        env=child_env(),
     )
     try:
         _wait_for(ready, first)
@@ -228,7 +238,7 @@ def test_lock_dies_with_its_holder(admin_env):
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin"},
+        env=child_env(),
     )
     _wait_for(ready, first)
     first.send_signal(signal.SIGKILL)
@@ -306,7 +316,7 @@ def test_kill_between_temp_write_and_rename(admin_env):
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
+        env=child_env(),
     )
     assert r.returncode == -signal.SIGKILL
     assert admin_env.ua.read_bytes() == old  # old or new, never half: here old

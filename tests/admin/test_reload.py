@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from admin_helpers import DEMO, PY
+from admin_helpers import DEMO, PY, child_env
 
 import rbac
 from secured_virt import client
@@ -33,7 +33,7 @@ def svirtd(admin_env):
         [PY, "-m", "secured_virt.daemon.server", "--config", str(admin_env.config)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={"PATH": "/usr/bin:/bin"},
+        env=child_env(),
     )
     deadline = time.monotonic() + 60
     while True:
