@@ -7,7 +7,8 @@ opens `test:///<node.xml>` itself; svirtd holds one connection to that same URI,
 fork to exit, timed from here; the variants are interleaved so drift hits them alike.
 
 Variants of the svirsh side, to show where the time goes:
-  * `svirsh (venv script)`: the installed console script (venv interpreter, site, .pth files);
+  * `svirsh (venv python -I)`: svirsh's main() from this tree on the venv interpreter (site,
+    .pth files - what the installed console script pays);
   * `bin/svirsh (-I)`: the project's isolated launcher (`#!/usr/bin/python3 -I`);
   * `client only (-I -S)`: an interpreter that imports only secured_virt.client and makes the
     same call - the floor the daemon client itself imposes.
@@ -38,7 +39,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
-VENV_BIN = Path(PY).parent
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -80,8 +80,12 @@ class Host:
         text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
         self.config = write_root(etc / "secured-virt.conf", text)
         self.log = open(self.base / "svirtd.log", "wb")  # noqa: SIM115 - closed in stop()
+        entry = (
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "from secured_virt.daemon.server import main; sys.exit(main(sys.argv[1:]))"
+        )
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "svirtd"), "--config", str(self.config), "--log-level", "warning"],
+            [PY, "-I", "-c", entry, "--config", str(self.config), "--log-level", "warning"],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=ENV,
@@ -130,8 +134,12 @@ def whole_process(host: Host, runs: int) -> dict:
     )
     variants = {
         "virsh list": ["/usr/bin/virsh", "-c", host.uri, "list"],
-        "svirsh list (venv script)": [
-            str(VENV_BIN / "svirsh"),
+        "svirsh list (venv python -I)": [
+            PY,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "from secured_virt.cli.svirsh import main; sys.exit(main())",
             "--daemon",
             "--socket",
             host.socket,

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+# the tree under test, not whichever tree the venv's editable install points at today
+sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
-from svtd_helpers import (
+from svtd_helpers import (  # noqa: E402
     DEFAULT_ALLOW,
     PY,
     RUN_FAKE,

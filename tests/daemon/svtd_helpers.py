@@ -223,7 +223,15 @@ HELLO = {"type": "hello", "version": 1}
 
 
 # -- the real svirtd around the real Service -----------------------------------------------
-SVIRTD = Path(PY).parent / "svirtd"
+# svirtd's real entry point, from the tree under test (the venv's console script would import
+# whatever tree its editable install points at)
+SVIRTD_ARGV = [
+    PY,
+    "-I",
+    "-c",
+    f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+    "from secured_virt.daemon.server import main; sys.exit(main(sys.argv[1:]))",
+]
 DEMO = REPO / "etc" / "demo"
 
 UA_XML = """<?xml version="1.0"?>
@@ -285,7 +293,7 @@ class RealEnv:
         self.config = write_root_file(self.etc / "secured-virt.conf", text)
 
     def daemon(self, *extra: str) -> Daemon:
-        argv = [str(SVIRTD), "--config", str(self.config), "--log-level", "debug", *extra]
+        argv = [*SVIRTD_ARGV, "--config", str(self.config), "--log-level", "debug", *extra]
         return Daemon(argv, self.base, Path(self.socket))
 
     def audit_records(self) -> list[dict]:
