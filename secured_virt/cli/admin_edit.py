@@ -83,6 +83,7 @@ class _Session:
         self.old: dict[str, bytes | None] = {}
         self.before = None
         self.before_error: str | None = None
+        self._delegation_rule = ""
         self._lock = None
 
     @property
@@ -244,8 +245,10 @@ class _Session:
             return EXIT_OK
         after, err = self.validate(new)
         if err is not None:
-            _err(f"{PROG} {self.command}: the result would not be a valid policy; nothing was "
-                 f"installed:\n{err}")  # fmt: skip
+            _err(
+                f"{PROG} {self.command}: the result would not be a valid policy; "
+                f"nothing was installed:\n{err}"
+            )
             return EXIT_FAILED
         return self.confirm_and_install(args, new, changed, self.impact(after, new), summary)
 
@@ -293,14 +296,14 @@ class _Session:
     def install(self, new, changed, summary) -> int:
         import rbac
 
+        from ..fsutil import UnsafeFileError
         from ..policyinstall import ConcurrentChange, InstallError, install
 
-        digest = rbac.policy_digest(
-            new["ua"] or b"", new["pa"] or b""
-        )  # what the daemon will report once loaded
+        # the digest svirtd will report once it has loaded the new files
+        digest = rbac.policy_digest(new["ua"] or b"", new["pa"] or b"")
         rule = f"{PROG} {self.command}: {'; '.join(summary) or 'edited'} -> policy {digest[:16]}"
         if self.delegated:
-            rule += f" (delegated: {getattr(self, '_delegation_rule', '')})"
+            rule += f" (delegated: {self._delegation_rule})"
         ref = self._audit_decision(True, rule)
         order = self._order(new, changed)
         try:
@@ -308,6 +311,11 @@ class _Session:
         except ConcurrentChange as exc:
             self._audit_outcome(ref, f"error:{exc}")
             raise _Stop(EXIT_FAILED, f"{PROG} {self.command}: {exc}") from None
+        except UnsafeFileError as exc:
+            self._audit_outcome(ref, f"error:{exc}")
+            raise _Stop(
+                EXIT_BAD_POLICY, f"{PROG} {self.command}: {exc}; nothing was installed"
+            ) from None
         except (InstallError, OSError) as exc:
             self._audit_outcome(ref, f"error:{exc}")
             raise _Stop(EXIT_FAILED, f"{PROG} {self.command}: {exc}") from None
@@ -744,12 +752,12 @@ def register(sub, add, files) -> None:
     sp.add_argument("role", metavar="ROLE")
     _change_options(sp)
 
+    grant_help = "let ROLE perform OP on the VMs of SCOPE"
+    revoke_help = "take OP on SCOPE away from ROLE's own grants (OP * removes the scope)"
     for name, func, verb, example in (
-        ("grant", cmd_grant, "let ROLE perform OP on the VMs of SCOPE", "grant WebTeam start "
-         "pattern:web-*"),
-        ("revoke", cmd_revoke, "take OP on SCOPE away from ROLE's own grants (OP * removes the "
-         "scope from the role)", "revoke WebTeam destroy vm:alice-web"),
-    ):  # fmt: skip
+        ("grant", cmd_grant, grant_help, "grant WebTeam start pattern:web-*"),
+        ("revoke", cmd_revoke, revoke_help, "revoke WebTeam destroy vm:alice-web"),
+    ):
         sp = add(name, _checked(func), verb, f"svirt-admin {example}")
         sp.add_argument("role", metavar="ROLE")
         sp.add_argument(
