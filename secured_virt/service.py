@@ -103,9 +103,26 @@ class Service(PolicyCommands):
             from .acm import AcmEnforcer
 
             self.acm = AcmEnforcer(config, lambda: self.backend)
+            self._initial_acm_sync()
         self.started = time.time()
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
         self._counter_lock = threading.Lock()
+
+    def _initial_acm_sync(self) -> None:
+        """Count what really runs now (svirtd's start, each direct invocation); say what is
+        wrong with it — the hypervisor is the truth, the mediation state follows it."""
+        import logging
+
+        try:
+            with self.acm.exclusive():
+                problems = self.acm.sync()
+        except Exception as exc:  # an unreachable hypervisor is reported by the request itself
+            logging.getLogger("secured_virt.acm").debug("initial ACM sync skipped: %s", exc)
+            return
+        for p in problems:
+            logging.getLogger("secured_virt.acm").warning(
+                "running domains vs policy: %s", getattr(p, "message", p)
+            )
 
     @classmethod
     def from_config(cls, config, **kw) -> Service:

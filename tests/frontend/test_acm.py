@@ -19,11 +19,19 @@ CLIENT = policy.examples()["example.client_v1"]
 IMG = "/var/lib/libvirt/images/{}.qcow2"
 
 
+RUNNING = ("alice-web", "bob-build", "carol-lab", "shared-dns")
+
+
 def acm_service(cfg, state_dir, policy_xml: bytes | None = None) -> Service:
+    """A host with sHype/ACM on: its running (unlabeled) guests are stopped first, since
+    example.client_v1 has no __UNLABELED__ label for them, then the policy is loaded through
+    the same request root would use."""
     svc = Service.from_config(dataclasses.replace(cfg, acm=True, acm_state_dir=str(state_dir)))
+    for name in RUNNING:
+        svc.backend.destroy(name)
     if policy_xml is not None:
-        st = svc.acm.host.set_policy(policy_xml, policy.XS_INST_LOAD | policy.XS_INST_BOOT, True)
-        assert st.xserr == 0, st.message
+        r = run(svc, ROOT, "policy-load", xml=policy_xml.decode(), boot=True, overwrite=True)
+        assert r.ok, r.message
     return svc
 
 
@@ -34,8 +42,6 @@ def run(svc, who, command, **args):
 @pytest.fixture
 def svc(svt_env, tmp_path):
     s = acm_service(svt_env, tmp_path / "acm", CLIENT.read_bytes())
-    for name in ("alice-web", "bob-build", "carol-lab", "shared-dns"):
-        s.backend.destroy(name)
     label_domains(s)
     return s
 
@@ -141,7 +147,6 @@ def test_save_restore_on_a_second_host_gets_its_local_ssidref(svc, svt_env, tmp_
         1,
     )
     host2 = acm_service(svt_env, tmp_path / "acm2", xml)
-    host2.backend.destroy("carol-lab")  # host 2's own copy of the node runs it
     # resource labels are host-local: host 2's admin labels the disk there
     r = run(
         host2,
@@ -165,7 +170,6 @@ def test_restore_under_a_policy_of_another_name_is_refused(svc, svt_env, tmp_pat
     assert run(svc, ROOT, "save", domain="carol-lab", file=str(image)).ok
     other = CLIENT.read_bytes().replace(b"example.client_v1", b"example.other")
     host3 = acm_service(svt_env, tmp_path / "acm3", other)
-    host3.backend.destroy("carol-lab")
     r = run(host3, ROOT, "restore", file=str(image))
     assert r.status == EXIT_DENIED and r.check == "acm"
     assert "example.client_v1" in r.message
@@ -175,8 +179,6 @@ def test_concurrent_conflicting_starts_never_both_succeed(svt_env, tmp_path):
     """Many racing tries, two service instances (like svirtd and a direct svirsh) sharing one
     hypervisor connection and one ACM state directory."""
     a = acm_service(svt_env, tmp_path / "acm", CLIENT.read_bytes())
-    for name in ("alice-web", "bob-build", "carol-lab", "shared-dns"):
-        a.backend.destroy(name)
     label_domains(a)
     b = Service.from_config(dataclasses.replace(a.config), backend=a.backend)
     for _ in range(20):

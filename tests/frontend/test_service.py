@@ -157,8 +157,10 @@ def test_owned_scope_uses_the_domains_own_metadata(svt_env):
     assert len(names("carol")) == 5
     assert svc.handle(ident("bob"), Request("start", {"domain": "alice-db"})).status == 3
     # a VM bob defines becomes his: the owned scope grants both the definition and its use
-    xml = ("<domain type='test'><name>bob-new</name><memory>1024</memory>"
-           "<os><type>hvm</type></os></domain>")
+    xml = (
+        "<domain type='test'><name>bob-new</name><memory>1024</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
     assert svc.handle(ident("bob"), Request("define", {"xml": xml, "file": "b.xml"})).ok
     assert "bob-new" in names("bob") and "bob-new" not in names("alice")
     assert svc.handle(ident("bob"), Request("start", {"domain": "bob-new"})).ok
