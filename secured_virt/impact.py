@@ -3,8 +3,11 @@
 Root approves a policy change by reading its impact, not a diff of XML: a one-line edit of an
 ``<Inherits>`` element can hand a dozen users destroy rights on every VM, and a reordered file
 can change nothing at all.  So the impact is computed from the *effective* permissions of each
-user before and after (through the review function ``user_permissions``, the same compiled data
-the decisions use), not from the text.
+user before and after, through rbac's review functions (the same compiled data the decisions
+use), not from the text.  A user's effective permissions are what ``user_permissions`` returns:
+the own grants of every role ``authorized_roles`` gives them.  They are assembled here from
+per-role grants (``role_permissions``) so that only what can differ is compared — a property
+test checks the result against a brute-force comparison of ``user_permissions``.
 
 Scopes are selectors, not VM lists — "alice gains start on pattern web-*" is the honest answer,
 because which VMs match a pattern, label or owner is only known when a VM is asked about.
