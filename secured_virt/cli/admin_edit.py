@@ -31,6 +31,8 @@ from ..operations import CATALOGUE
 from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 PROG = "svirt-admin"
+#: where edit makes its private (0700) directory for the copy being edited
+EDIT_TMP = "/tmp"  # noqa: S108 - only ever used through mkdtemp (random name, 0700)
 RBAC_ADMIN = "rbac-admin"
 
 
@@ -495,7 +497,9 @@ def cmd_edit(args) -> int:
         original = s.old[kind]
         start = original if original is not None else PolicyDoc.skeleton(kind, "").original
         run_as = s.run_as()
-        tmpdir = tempfile.mkdtemp(prefix=f"svirt-admin-edit-{kind}-")
+        # /tmp, not $TMPDIR: the caller's variable could name a directory they control (and
+        # then swap our private directory); /tmp is sticky, so only we can rename ours
+        tmpdir = tempfile.mkdtemp(prefix=f"svirt-admin-edit-{kind}-", dir=EDIT_TMP)
         keep = False
         try:
             tmp = os.path.join(tmpdir, os.path.basename(s.paths[kind]))

@@ -408,3 +408,20 @@ def test_new_file_starts_from_a_skeleton(admin_env):
     assert "bob is added to the UA policy with role BuildTeam" in r.stdout
     assert mode_of(admin_env.ua) == (0, 0, 0o644)
     assert not (admin_env.etc / "ua.xml.bak").exists()
+
+
+def test_private_copy_is_in_a_0700_directory_under_tmp_whatever_tmpdir_says(admin_env):
+    seen = admin_env.base / "seen"
+    ed = admin_env.editor("peek", f'stat -c "%a %U %n" "$(dirname "$f")" "$f" > "{seen}"')
+    admin_env.write_config(editor=ed)
+    elsewhere = admin_env.base / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    r = admin_env.run("edit", "ua", env={"TMPDIR": str(elsewhere)})
+    assert r.returncode == 0, r.stderr  # the editor changed nothing
+    dir_line, file_line = seen.read_text().splitlines()
+    mode, owner, path = dir_line.split(" ", 2)
+    assert (mode, owner) == ("700", "root") and path.startswith("/tmp/svirt-admin-edit-ua-")
+    assert file_line.split(" ")[:2] == ["600", "root"]
+    assert file_line.endswith("/ua.xml")
+    assert not os.path.exists(path)  # removed afterwards
+    assert os.listdir(elsewhere) == []
