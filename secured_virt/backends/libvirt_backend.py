@@ -32,7 +32,7 @@ from . import domxml, metadata
 from .base import BackendError, DomainInfo, NoSuchDomain, SnapshotInfo, state_word
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
-from .libvirt_errors import connect_error, translate
+from .libvirt_errors import clean_message, connect_error, translate
 
 DEFAULT_URI = "test:///default"
 
@@ -161,11 +161,26 @@ class LibvirtBackend:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise NoSuchDomain(name) from None
-            raise translate(exc, action="look up", name=name, driver=self.driver) from None
+            raise self._translate(exc, action="look up", name=name) from None
+
+    def _translate(self, exc: libvirt.libvirtError, **kw) -> BackendError:
+        """translate(), but a dead connection is always code "connection" (callers reconnect)."""
+        conn = self._conn
+        try:
+            alive = conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            return BackendError(
+                "connection",
+                f"the connection to {self.uri} was lost (libvirtd restarted?): "
+                f"{clean_message(exc)}",
+            )
+        return translate(exc, driver=self.driver, **kw)
 
     def _err(self, exc: libvirt.libvirtError, action: str, name: str, dom=None) -> BackendError:
-        """translate(), with a plainer sentence when the domain's state explains the refusal."""
-        err = translate(exc, action=action, name=name, driver=self.driver)
+        """_translate(), with a plainer sentence when the domain's state explains the refusal."""
+        err = self._translate(exc, action=action, name=name)
         if err.code != "operation-failed" or dom is None:
             return err
         hint = self._state_hint(dom, action, name)
@@ -248,7 +263,7 @@ class LibvirtBackend:
             persistent = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_PERSISTENT)}
             autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
         except libvirt.libvirtError as exc:
-            raise translate(exc, action="list domains", driver=self.driver) from None
+            raise self._translate(exc, action="list domains") from None
         out = []
         for dom in doms:
             uuid = dom.UUIDString()
@@ -261,7 +276,7 @@ class LibvirtBackend:
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue
-                raise translate(exc, action="list domains", driver=self.driver) from None
+                raise self._translate(exc, action="list domains") from None
         out.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
         return out
 
@@ -301,18 +316,14 @@ class LibvirtBackend:
         try:
             return self.connection.saveImageGetXMLDesc(path, 0)
         except libvirt.libvirtError as exc:
-            raise translate(
-                exc, action="read", what=f"the save image '{path}'", driver=self.driver
-            ) from None
+            raise self._translate(exc, action="read", what=f"the save image '{path}'") from None
 
     def restore(self, path: str) -> str:
         name = domxml.domain_name(self.saved_image_xml(path))
         try:
             self.connection.restore(path)
         except libvirt.libvirtError as exc:
-            err = translate(
-                exc, action="restore", what=f"domain '{name}' from '{path}'", driver=self.driver
-            )
+            err = self._translate(exc, action="restore", what=f"domain '{name}' from '{path}'")
             raise err from None
         return name
 
@@ -321,7 +332,7 @@ class LibvirtBackend:
         try:
             dom = self.connection.defineXML(xml)
         except libvirt.libvirtError as exc:
-            raise translate(exc, action="define", what="the domain", driver=self.driver) from None
+            raise self._translate(exc, action="define", what="the domain") from None
         self._os_types.pop(dom.UUIDString(), None)
         return dom.name()
 
@@ -329,7 +340,7 @@ class LibvirtBackend:
         try:
             dom = self.connection.createXML(xml, 0)
         except libvirt.libvirtError as exc:
-            raise translate(exc, action="create", what="the domain", driver=self.driver) from None
+            raise self._translate(exc, action="create", what="the domain") from None
         self._os_types.pop(dom.UUIDString(), None)
         return dom.name()
 
@@ -667,7 +678,7 @@ class LibvirtBackend:
                 "threads": int(threads),
             }
         except libvirt.libvirtError as exc:
-            raise translate(exc, action="read host information from", driver=self.driver) from None
+            raise self._translate(exc, action="read host information from") from None
         return info
 
     # -- migration ------------------------------------------------------------------------
@@ -786,8 +797,8 @@ class LibvirtBackend:
             else:
                 dconn.createXML(xml, 0)
         except libvirt.libvirtError as exc:
-            raise translate(
-                exc, action="migrate", what=f"domain '{name}' to {dest_uri}", driver=self.driver
+            raise self._translate(
+                exc, action="migrate", what=f"domain '{name}' to {dest_uri}"
             ) from None
         try:
             dom.destroy()

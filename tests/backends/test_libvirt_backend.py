@@ -608,3 +608,13 @@ def test_list_many_domains(tmp_path):
     assert len(active) == n - len(inactive)
     assert all(d.state == "running" and d.id is not None for d in active)
     assert {d.name for d in everything if d.state == "shut off"} == {f"vm{i:05d}" for i in inactive}
+
+
+def test_dead_connection_is_code_connection(lv, no_stderr):
+    """When libvirt's connection dies under us, every error says so (svirtd reconnects on it)."""
+    lv.connection.close()  # the connection object stays, but is dead, as after a daemon restart
+    for call in (lambda: lv.lookup("alice-web"), lv.list_domains, lv.hostinfo):
+        with pytest.raises(BackendError) as ei:
+            call()
+        assert ei.value.code == "connection"
+        assert "was lost (libvirtd restarted?)" in str(ei.value)
