@@ -125,6 +125,18 @@ _DEFAULT_MESSAGES = {
 ProgressCallback = Callable[[int, int], None]
 
 
+def report_progress(progress: ProgressCallback | None, done: int, total: int):
+    """Call a progress callback; one that fails (say, its client went away) is dropped and
+    None returned, so the migration - which cannot be taken back half-way - carries on."""
+    if progress is None:
+        return None
+    try:
+        progress(done, total)
+    except Exception:
+        return None
+    return progress
+
+
 @runtime_checkable
 class Backend(Protocol):
     """The operations secured-virt delegates to a hypervisor, with virsh's meaning.

@@ -29,7 +29,14 @@ import libvirt
 from lxml import etree
 
 from . import domxml, metadata
-from .base import BackendError, DomainInfo, NoSuchDomain, SnapshotInfo, state_word
+from .base import (
+    BackendError,
+    DomainInfo,
+    NoSuchDomain,
+    SnapshotInfo,
+    report_progress,
+    state_word,
+)
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
 from .libvirt_errors import clean_message, connect_error, translate
@@ -737,14 +744,14 @@ class LibvirtBackend:
                 continue
             if job[0] != libvirt.VIR_DOMAIN_JOB_NONE and job[3]:
                 total = int(job[3])
-                progress(int(job[4]), total)
+                progress = report_progress(progress, int(job[4]), total)
         err = outcome.get("error")
         if isinstance(err, libvirt.libvirtError):
             raise self._err(err, "migrate", name, dom) from None
         if err is not None:
             raise err
         if progress is not None and total:
-            progress(total, total)
+            report_progress(progress, total, total)
 
     def _simulated_migrate(
         self,
@@ -784,7 +791,7 @@ class LibvirtBackend:
         except libvirt.libvirtError as exc:
             raise self._err(exc, "migrate", name, dom) from None
         if progress is not None:
-            progress(0, total)
+            progress = report_progress(progress, 0, total)
         with self._lock:
             dconn = self._peers.get(dest_uri)
         if dconn is None:
@@ -807,7 +814,7 @@ class LibvirtBackend:
         except libvirt.libvirtError as exc:
             raise self._err(exc, "migrate", name, dom) from None
         if progress is not None:
-            progress(total, total)
+            report_progress(progress, total, total)
 
 
 def _version(number: int) -> str:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from . import domxml
-from .base import BackendError, DomainInfo, NoSuchDomain, SnapshotInfo
+from .base import BackendError, DomainInfo, NoSuchDomain, SnapshotInfo, report_progress
 from .xl_cfg import MAX_CONFIG_BYTES, XlConfig, XlConfigError
 from .xl_model import SVIRT_NS, XlDisk, XlDomain, XlNic, parse_label
 from .xl_parse import XlListEntry, parse_info, parse_list, parse_list_long, read_save_header
@@ -133,6 +133,12 @@ class XlBackend:
     ) -> None:
         if not os.path.isabs(xl_path):
             raise BackendError("invalid-arg", f"xl_path {xl_path!r} must be an absolute path")
+        for what, d in (("xl_config_dir", xl_config_dir), ("xl_transient_dir", xl_transient_dir)):
+            if "=" in d or not os.path.isabs(d):
+                # `xl create` takes any operand containing '=' for a config *setting*
+                raise BackendError(
+                    "invalid-arg", f"{what} {d!r} must be an absolute path without '='"
+                )
         self.uri = uri or "xl:///system"
         self.xl_path = xl_path
         self.config_dir = Path(xl_config_dir)
@@ -810,11 +816,9 @@ class XlBackend:
         if info.id is None:
             raise BackendError("operation-failed", f"domain '{name}' is not running")
         total = info.mem_kib * 1024
-        if progress is not None:
-            progress(0, total)
+        progress = report_progress(progress, 0, total)
         self._xl("migrate", name, ["migrate", "--", name, host], timeout=self.long_timeout)
-        if progress is not None:
-            progress(total, total)
+        report_progress(progress, total, total)
         if undefine_source and self._cfg_path(name).exists():
             self.undefine(name)
 

@@ -618,3 +618,20 @@ def test_dead_connection_is_code_connection(lv, no_stderr):
             call()
         assert ei.value.code == "connection"
         assert "was lost (libvirtd restarted?)" in str(ei.value)
+
+
+def test_failing_progress_callback_does_not_stop_a_migration(lv):
+    dest = LibvirtBackend("test:///default")
+    calls = []
+
+    def broken(done, total):
+        calls.append(done)
+        raise OSError("client went away")
+
+    try:
+        lv.migrate("shared-dns", "test:///default", progress=broken)
+        assert calls == [0]  # dropped after it failed
+        assert dest.lookup("shared-dns").state == "running"
+        assert lv.lookup("shared-dns").state == "shut off"
+    finally:
+        dest.close()

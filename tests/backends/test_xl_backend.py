@@ -831,3 +831,23 @@ def test_broken_config_names_file_and_line(xl, etc):
     with pytest.raises(BackendError) as ei:
         xl.lookup("lab-3")
     assert f"{etc}/lab-3.cfg:2:" in str(ei.value)
+
+
+def test_failing_progress_callback_does_not_undo_a_migration(xl, fake, etc):
+    fake.on("migrate", "--", "web-01", "xen2")
+
+    def broken(done, total):
+        raise OSError("client went away")
+
+    xl.migrate("web-01", "xen2", undefine_source=True, progress=broken)
+    assert fake.argvs[-1] == ["migrate", "--", "web-01", "xen2"]
+    assert not (etc / "web-01.cfg").exists()
+
+
+@pytest.mark.parametrize("option", ["xl_config_dir", "xl_transient_dir"])
+def test_directories_that_xl_create_would_misread_are_refused(option):
+    # `xl create -- /etc/xen=x/a.cfg` would take the operand for a config setting
+    with pytest.raises(BackendError, match="without '='"):
+        XlBackend(**{option: "/etc/xen=x"})
+    with pytest.raises(BackendError, match="absolute"):
+        XlBackend(**{option: "relative/dir"})
