@@ -15,9 +15,6 @@ This module is imported by the thin client, so it must stay tiny: standard libra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -25,17 +22,29 @@ EXIT_DENIED = 3
 EXIT_BAD_POLICY = 4
 
 
-@dataclass(slots=True)
 class Request:
-    command: str
-    args: dict[str, Any] = field(default_factory=dict)
-    as_user: str | None = None
+    # plain class, not a dataclass: importing dataclasses (and inspect) costs the client more
+    # than its whole request round trip
+    __slots__ = ("args", "as_user", "command")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def __init__(
+        self, command: str, args: dict[str, object] | None = None, as_user: str | None = None
+    ):
+        self.command = command
+        self.args = {} if args is None else args
+        self.as_user = as_user
+
+    def __repr__(self) -> str:
+        return f"Request(command={self.command!r}, args={self.args!r}, as_user={self.as_user!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Request) and self.to_dict() == other.to_dict()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"command": self.command, "args": self.args, "as_user": self.as_user}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Request:
+    def from_dict(cls, d: dict[str, object]) -> Request:
         if not isinstance(d, dict):
             raise ValueError("request must be a JSON object")
         command = d.get("command")
@@ -50,23 +59,45 @@ class Request:
         return cls(command=command, args=args, as_user=as_user)
 
 
-@dataclass(slots=True)
 class Reply:
-    status: int = EXIT_OK
-    data: Any = None
-    message: str = ""
-    #: for denials: which check refused ("rbac", "acm", "identity", "pam", "audit", ...)
-    check: str | None = None
+    __slots__ = ("check", "data", "message", "status")
+
+    def __init__(
+        self,
+        status: int = EXIT_OK,
+        data: object = None,
+        message: str = "",
+        check: str | None = None,
+    ):
+        self.status = status
+        self.data = data
+        self.message = message
+        #: for denials: which check refused ("rbac", "acm", "identity", "pam", "audit", ...)
+        self.check = check
+
+    def __repr__(self) -> str:
+        return (
+            f"Reply(status={self.status!r}, data={self.data!r}, message={self.message!r}, "
+            f"check={self.check!r})"
+        )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Reply) and self.to_dict() == other.to_dict()
 
     @property
     def ok(self) -> bool:
         return self.status == EXIT_OK
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "data": self.data,
+            "message": self.message,
+            "check": self.check,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Reply:
+    def from_dict(cls, d: dict[str, object]) -> Reply:
         return cls(
             status=int(d.get("status", EXIT_FAILED)),
             data=d.get("data"),

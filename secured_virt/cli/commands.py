@@ -8,39 +8,44 @@ virsh's spelling.  Only the parser for the one command being run is built.
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True, slots=True)
 class Opt:
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    kind: str = "flag"  # flag | value | int
-    metavar: str | None = None
+    """An option: flags (e.g. ("--all",)), destination, help, kind flag|value|int."""
+
+    __slots__ = ("dest", "flags", "help", "kind", "metavar")
+
+    def __init__(self, flags, dest, help, kind="flag", metavar=None):
+        self.flags, self.dest, self.help, self.kind, self.metavar = flags, dest, help, kind, metavar
 
 
-@dataclass(frozen=True, slots=True)
 class Arg:
-    dest: str
-    help: str
-    optional: bool = False
-    metavar: str | None = None
+    """A positional argument."""
+
+    __slots__ = ("dest", "help", "metavar", "optional")
+
+    def __init__(self, dest, help, optional=False, metavar=None):
+        self.dest, self.help, self.optional, self.metavar = dest, help, optional, metavar
 
 
-@dataclass(frozen=True, slots=True)
 class Command:
-    name: str
-    op: str  # catalogue operation name
-    summary: str
-    args: tuple[Arg, ...] = ()
-    opts: tuple[Opt, ...] = ()
-    example: str = ""
-    reads: bool = False  # a read command: --json applies
-    #: the argument holding the VM name ("domain"), or None when the target is computed
-    target: str | None = "domain"
-    aliases: tuple[str, ...] = field(default=())
+    """One svirsh command (plain classes, not dataclasses: this is the client's start-up path,
+    and importing dataclasses costs more than parsing)."""
+
+    __slots__ = ("args", "example", "name", "op", "opts", "reads", "summary", "target")
+
+    def __init__(
+        self, name, op, summary, args=(), opts=(), example="", reads=False, target="domain"
+    ):
+        self.name, self.op, self.summary = name, op, summary
+        self.args, self.opts, self.example = tuple(args), tuple(opts), example
+        self.reads = reads
+        #: the argument holding the VM name ("domain"), or None when the target is computed
+        self.target = target
+
+    def all_opts(self) -> tuple:
+        if self.reads:
+            return (*self.opts, JSON_OPT)
+        return self.opts
 
 
 DOM = Arg("domain", "domain name (names are data: use -- before a name that starts with '-')")
@@ -52,7 +57,7 @@ _LIVE = (
 
 
 def _c(name, op, summary, args=(DOM,), opts=(), example="", reads=False, target="domain"):
-    return Command(name, op, summary, tuple(args), tuple(opts), example, reads, target)
+    return Command(name, op, summary, args, opts, example, reads, target)
 
 
 COMMANDS: dict[str, Command] = {
@@ -328,16 +333,18 @@ class UsageError(Exception):
     """Bad command line: exit code 2 with the message."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # never exit from inside the library
-        raise UsageError(f"{self.prog}: {message}")
+JSON_OPT = Opt(("--json",), "json", "print the result as JSON")
 
 
-def command_parser(cmd: Command, prog: str = "svirsh") -> argparse.ArgumentParser:
+def command_parser(cmd: Command, prog: str = "svirsh"):
+    """The full argparse parser: for --help, and for anything the fast path does not take."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message):  # never exit from inside the library
+            raise UsageError(f"{self.prog}: {message}")
+
     epilog = f"example:\n  {cmd.example}" if cmd.example else None
-    extra = []
-    if cmd.reads:
-        extra.append(Opt(("--json",), "json", "print the result as JSON"))
     p = _Parser(
         prog=f"{prog} {cmd.name}",
         description=f"{cmd.summary}.  Checked against your roles for operation "
@@ -347,7 +354,7 @@ def command_parser(cmd: Command, prog: str = "svirsh") -> argparse.ArgumentParse
     )
     for a in cmd.args:
         p.add_argument(a.dest, help=a.help, nargs="?" if a.optional else None, metavar=a.metavar)
-    for o in (*cmd.opts, *extra):
+    for o in cmd.all_opts():
         if o.kind == "flag":
             p.add_argument(*o.flags, dest=o.dest, action="store_true", help=o.help)
         else:
@@ -361,9 +368,57 @@ def command_parser(cmd: Command, prog: str = "svirsh") -> argparse.ArgumentParse
     return p
 
 
+def fast_parse(cmd: Command, argv: list[str]) -> dict | None:
+    """Parse the common, well-formed cases without argparse (it costs the client ~8 ms).
+
+    Returns exactly what argparse would, or None for anything else (help, errors, abbreviated
+    options...), which then goes to argparse for its messages."""
+    opts = cmd.all_opts()
+    by_flag = {f: o for o in opts for f in o.flags}
+    out: dict = {o.dest: (False if o.kind == "flag" else None) for o in opts}
+    positionals: list[str] = []
+    i, options_done = 0, False
+    while i < len(argv):
+        a = argv[i]
+        if not options_done and a == "--":
+            if not cmd.args or i == len(argv) - 1 or argv.count("--") > 1:
+                return None  # argparse's own quirks around a bare "--": let it answer
+            options_done = True
+        elif not options_done and a.startswith("-") and a != "-":
+            key, eq, val = a.partition("=")
+            o = by_flag.get(key)
+            if o is None or (o.kind == "flag" and eq):
+                return None
+            if o.kind == "flag":
+                out[o.dest] = True
+            else:
+                if not eq:
+                    i += 1
+                    if i >= len(argv) or argv[i].startswith("-"):
+                        return None
+                    val = argv[i]
+                if o.kind == "int":
+                    if not val.lstrip("-").isdigit():
+                        return None
+                    val = int(val)
+                out[o.dest] = val
+        else:
+            positionals.append(a)
+        i += 1
+    required = sum(1 for x in cmd.args if not x.optional)
+    if not required <= len(positionals) <= len(cmd.args):
+        return None
+    for k, arg in enumerate(cmd.args):
+        out[arg.dest] = positionals[k] if k < len(positionals) else None
+    return out
+
+
 def parse_command(name: str, argv: list[str], prog: str = "svirsh") -> tuple[Command, dict]:
     cmd = COMMANDS.get(name)
     if cmd is None:
         raise UsageError(f"{prog}: unknown command '{name}' (try '{prog} help')")
+    fast = fast_parse(cmd, argv)
+    if fast is not None:
+        return cmd, fast
     ns = command_parser(cmd, prog).parse_args(argv)
     return cmd, vars(ns)

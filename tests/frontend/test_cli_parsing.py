@@ -63,3 +63,42 @@ def test_operations_listing(capsys):
     assert main(["operations"]) == 0
     out = capsys.readouterr().out
     assert " 16  policy-show" in out and "  6  start" in out
+
+
+# -- the fast path must agree with argparse wherever it answers ------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from secured_virt.cli.commands import command_parser, fast_parse  # noqa: E402
+
+TOKENS = st.sampled_from(
+    ["vm1", "--all", "--json", "--live", "--config", "--", "--help", "-x", "--mac",
+     "52:54:00:00:00:01", "--mac=aa", "--type", "res", "--paused", "512M", "--a", "-", "x y"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(sorted(COMMANDS)), argv=st.lists(TOKENS, max_size=6))
+def test_fast_parse_agrees_with_argparse(name, argv):
+    cmd = COMMANDS[name]
+    fast = fast_parse(cmd, argv)
+    if fast is None:
+        return  # argparse decides (help, errors, abbreviations)
+    try:
+        slow = vars(command_parser(cmd).parse_args(argv))
+    except (UsageError, SystemExit) as exc:  # pragma: no cover - a disagreement
+        raise AssertionError(f"fast path accepted {argv!r} that argparse refuses: {exc}") from None
+    assert fast == slow
+
+
+def test_client_start_up_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; import secured_virt.cli.svirsh, secured_virt.client, "
+            "secured_virt.render; bad = [m for m in ('argparse', 'dataclasses', 'libvirt', "
+            "'lxml', 'rbac', 'policy', 'inspect') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, "
+                          f"{str(__import__('pathlib').Path(__file__).parents[2])!r}); {code}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
