@@ -635,3 +635,49 @@ def test_failing_progress_callback_does_not_stop_a_migration(lv):
         assert lv.lookup("shared-dns").state == "shut off"
     finally:
         dest.close()
+
+
+class _MigratingDomain:
+    """Stands in for a virDomain during a real migration, which needs a second host: only
+    our polling of jobInfo() on another thread is under test here, not libvirt."""
+
+    def __init__(self, fail=None):
+        import threading
+
+        self.done = threading.Event()
+        self.fail = fail
+        self.polls = 0
+
+    def migrate3(self, dconn, params, flags):
+        self.flags = flags
+        self.done.wait(5)
+        if self.fail:
+            raise self.fail
+
+    def jobInfo(self):
+        import libvirt
+
+        self.polls += 1
+        if self.polls >= 3:
+            self.done.set()
+        return [libvirt.VIR_DOMAIN_JOB_UNBOUNDED, 0, 0, 1000, 250 * self.polls, 0] + [0] * 6
+
+
+def test_real_migration_progress_is_polled_from_job_info(lv):
+    import libvirt
+
+    dom = _MigratingDomain()
+    seen = []
+    lv._migrate_with_progress(
+        dom, "vm", None, libvirt.VIR_MIGRATE_LIVE, lambda d, t: seen.append((d, t))
+    )
+    assert dom.flags == libvirt.VIR_MIGRATE_LIVE
+    assert seen[:2] == [(250, 1000), (500, 1000)]
+    assert seen[-1] == (1000, 1000)
+
+
+def test_real_migration_failure_is_raised_in_the_callers_thread(lv):
+    dom = _MigratingDomain(fail=RuntimeError("boom"))
+    dom.done.set()
+    with pytest.raises(RuntimeError, match="boom"):
+        lv._migrate_with_progress(dom, "vm", None, 0, None)
