@@ -563,10 +563,11 @@ class Service(PolicyCommands):
 
     # -- resources ----------------------------------------------------------------------------
     def _flags(self, args) -> dict:
+        """virsh's --live/--config/--persistent; none of them means --current (the running
+        domain if it runs, else its persistent configuration), which backends take as both
+        flags False."""
         live = bool(args.get("live"))
         config = bool(args.get("config") or args.get("persistent"))
-        if not live and not config:
-            live = True  # virsh's --current on a running domain
         return {"live": live, "config": config}
 
     def _cmd_setmem(self, ident, args, interaction):

@@ -164,3 +164,20 @@ def test_owned_scope_uses_the_domains_own_metadata(svt_env):
     assert svc.handle(ident("bob"), Request("define", {"xml": xml, "file": "b.xml"})).ok
     assert "bob-new" in names("bob") and "bob-new" not in names("alice")
     assert svc.handle(ident("bob"), Request("start", {"domain": "bob-new"})).ok
+
+
+def test_device_and_memory_commands_follow_virsh_current_semantics(svc):
+    # alice-db is shut off: without --live/--config the change goes to its configuration
+    r = svc.handle(ROOT, Request("setmem", {"domain": "alice-db", "size": "512M"}))
+    assert r.ok, r.message
+    r = svc.handle(ROOT, Request("setvcpus", {"domain": "alice-db", "count": "1"}))
+    assert r.ok, r.message
+    info = svc.handle(ROOT, Request("dominfo", {"domain": "alice-db"})).data
+    assert info["vcpus"] == 1
+    r = svc.handle(ROOT, Request("attach-disk", {"domain": "alice-db", "source": "/tmp/x.img",
+                                                 "target": "vdz", "persistent": True}))
+    assert r.ok, r.message
+    assert "vdz" in svc.handle(ROOT, Request("dumpxml", {"domain": "alice-db",
+                                                         "inactive": True})).data["xml"]
+    bad = svc.handle(ROOT, Request("setmem", {"domain": "alice-db", "size": "lots"}))
+    assert bad.status == 2 and "invalid size" in bad.message
