@@ -79,6 +79,8 @@ def cmd_check(args) -> int:
         return EXIT_BAD_POLICY
     attrs = _attrs(args)
     d = pol.decide(args.user, op.id, args.vm, attrs)
+    acm = _acm_explain(args, op) if (args.ua is None and args.pa is None) else None
+    acm_denies = bool(acm and acm.get("mediated") and not acm.get("allowed"))
     if args.json:
         out = {
             "allowed": d.allowed,
@@ -94,15 +96,78 @@ def cmd_check(args) -> int:
         }
         if args.explain:
             out["explanation"] = pol.explain(args.user, op.id, args.vm, attrs).as_dict()
+        if acm is not None:
+            out["acm"] = acm
+            out["allowed"] = d.allowed and not acm_denies
         print(json.dumps(out, indent=2))
     else:
-        verdict = "ALLOWED" if d.allowed else "DENIED"
+        verdict = "ALLOWED" if d.allowed and not acm_denies else "DENIED"
         print(f"{verdict}: {args.user} {op.name} (operation {op.id}) on {args.vm}")
         print(f"  {d.rule if d.allowed else d.reason}")
+        if acm_denies:
+            print(f"  ACM: {acm['reason']}")
         if args.explain:
             print()
             print(str(pol.explain(args.user, op.id, args.vm, attrs)))
-    return EXIT_OK if d.allowed else EXIT_DENIED
+            if acm is not None:
+                print(_acm_text(acm))
+    return EXIT_OK if d.allowed and not acm_denies else EXIT_DENIED
+
+
+def _acm_explain(args, op) -> dict | None:
+    """The mandatory half of the answer, when sHype/ACM is on: the VM's label, and for
+    operations that instantiate a domain every check a start would make now."""
+    cfg = _config(args)
+    if not cfg.acm:
+        return None
+    from ..acm_ops import INSTANTIATING
+    from ..service import Service
+
+    try:
+        svc = Service.from_config(cfg)
+        acm = svc.acm
+        sec = acm.describe(args.vm)
+        out = {
+            "policy": acm.active.name,
+            "label": sec["display"],
+            "ssidref": sec["ssidref"],
+            "mediated": op.name in INSTANTIATING,
+        }
+        if not out["mediated"]:
+            out["allowed"] = True
+            out["reason"] = f"'{op.name}' does not instantiate a domain: no ACM hook applies"
+            return out
+        with acm.exclusive():
+            report = acm.host.mediator.dry_run(sec["display"], acm.resources_of(args.vm), args.vm)
+        out["allowed"] = report.allowed
+        out["checks"] = report.as_dict()["items"]
+        bad = [it for it in out["checks"] if not it["allowed"]]
+        out["reason"] = bad[0]["reason"] if bad else "every ACM check passes"
+        return out
+    except Exception as exc:  # the RBAC answer stands; say why the ACM part is missing
+        return {
+            "mediated": False,
+            "allowed": True,
+            "error": str(exc),
+            "reason": f"the ACM part could not be evaluated: {exc}",
+        }
+
+
+def _acm_text(acm: dict) -> str:
+    lines = ["sHype/ACM (mandatory policy):"]
+    if acm.get("error"):
+        return "\n".join([*lines, f"  could not be evaluated: {acm['error']}"])
+    lines.append(
+        f"  active policy {acm['policy']}; VM label {acm['label']}"
+        + (f" (ssidref {acm['ssidref']:#010x})" if acm.get("ssidref") else "")
+    )
+    if not acm["mediated"]:
+        lines.append(f"  {acm['reason']}")
+        return "\n".join(lines)
+    for it in acm["checks"]:
+        verdict = "PERMITTED" if it["allowed"] else "DENIED"
+        lines.append(f"  {it['item']}: {verdict} - {it['reason']}")
+    return "\n".join(lines)
 
 
 def cmd_validate(args) -> int:
