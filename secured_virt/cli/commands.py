@@ -31,16 +31,26 @@ class Command:
     """One svirsh command (plain classes, not dataclasses: this is the client's start-up path,
     and importing dataclasses costs more than parsing)."""
 
-    __slots__ = ("args", "example", "name", "op", "opts", "reads", "summary", "target")
+    __slots__ = ("aliases", "args", "example", "name", "op", "opts", "reads", "summary", "target")
 
     def __init__(
-        self, name, op, summary, args=(), opts=(), example="", reads=False, target="domain"
+        self,
+        name,
+        op,
+        summary,
+        args=(),
+        opts=(),
+        example="",
+        reads=False,
+        target="domain",
+        aliases=(),
     ):
         self.name, self.op, self.summary = name, op, summary
         self.args, self.opts, self.example = tuple(args), tuple(opts), example
         self.reads = reads
         #: the argument holding the VM name ("domain"), or None when the target is computed
         self.target = target
+        self.aliases = tuple(aliases)
 
     def all_opts(self) -> tuple:
         if self.reads:
