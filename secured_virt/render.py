@@ -7,9 +7,6 @@ fast client path.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """virsh's vshTable layout: one leading space, columns padded and 3 spaces apart."""
@@ -26,7 +23,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _kv(pairs: list[tuple[str, Any]], width: int = 16) -> str:
+def _kv(pairs: list[tuple[str, object]], width: int = 16) -> str:
     return "".join(f"{(k + ':').ljust(width)}{'' if v is None else v}\n" for k, v in pairs)
 
 
@@ -91,9 +88,11 @@ def render_snapshots(data: dict) -> str:
     return table(["Name", "Creation Time", "State"], rows) + "\n"
 
 
-def render(command: str, args: dict, data: Any) -> str:
+def render(command: str, args: dict, data: object) -> str:
     """Text for a successful reply."""
     if args.get("json"):
+        import json  # only when asked: json costs the client start-up a few ms
+
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     if data is None:
         return ""
@@ -138,4 +137,6 @@ def render(command: str, args: dict, data: Any) -> str:
         return data["message"] + "\n\n"
     if isinstance(data, dict) and "text" in data:
         return data["text"]
+    import json
+
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -13,7 +13,6 @@ rbac, policy) load only in direct mode.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -153,6 +152,8 @@ def emit(command: str, args: dict, reply: Reply) -> int:
     else:
         msg = reply.message or "failed"
         if args.get("json"):
+            import json
+
             sys.stdout.write(
                 json.dumps({"error": msg, "status": reply.status, "check": reply.check}) + "\n"
             )
@@ -248,6 +249,8 @@ def _operations(g: Globals, rest: list[str]) -> int:
     from ..operations import CATALOGUE
 
     if g.json or "--json" in rest:
+        import json
+
         sys.stdout.write(json.dumps([o.as_dict() for o in CATALOGUE], indent=2) + "\n")
     else:
         for o in CATALOGUE:
