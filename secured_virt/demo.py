@@ -229,6 +229,8 @@ def tour(t: Tour) -> list[str]:
     say("Every decision above — allowed or denied — is one hash-chained audit record.")
     expect(t.admin("audit", "verify"), 0, "audit verify")
     t.admin("audit", "show", "--denied")
+    say("svirtd's own view: uptime, the policies in force, and what it has decided.")
+    expect(t.admin("status"), 0, "status")
     return problems
 
 

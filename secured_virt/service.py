@@ -150,8 +150,30 @@ class Service(PolicyCommands):
                 old.close()
 
     def reload(self) -> dict:
+        """Re-read UA/PA and, with sHype/ACM on, the ACM state (a policy loaded by root's
+        svirt-admin in another process).  A bad new RBAC policy is rejected and the last good
+        one stays; a broken ACM state keeps the previous enforcer."""
         res = self.store.reload()
-        return {"ok": res.ok, "errors": list(res.errors), "versions": {"rbac": res.digest}}
+        out = {"ok": res.ok, "errors": list(res.errors), "versions": {"rbac": res.digest}}
+        if self.acm is not None:
+            from .acm import AcmEnforcer
+
+            try:
+                fresh = AcmEnforcer(self.config, lambda: self.backend)
+            except Exception as exc:
+                out["ok"] = False
+                out["errors"].append(f"sHype/ACM state: {exc}; the previous policy stays")
+            else:
+                self.acm = fresh
+            out["versions"]["acm"] = f"{self.acm.active.name} {self.acm.active.version}"
+        return out
+
+    def watched_paths(self) -> list[str]:
+        """Files whose change makes svirtd reload: UA, PA and the loaded-ACM-policy marker."""
+        paths = [self.store.ua_path, self.store.pa_path]
+        if self.acm is not None:
+            paths.append(os.path.join(self.config.acm_state_dir, "loaded_policy"))
+        return paths
 
     def status(self) -> dict:
         pol = self.store.policy
@@ -167,6 +189,11 @@ class Service(PolicyCommands):
                 "error": self.store.error,
             },
             "counters": dict(self.counters),
+            "acm": (
+                {"policy": self.acm.active.name, "version": self.acm.active.version}
+                if self.acm is not None
+                else None
+            ),
         }
 
     # -- entry point --------------------------------------------------------------------------

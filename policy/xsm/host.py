@@ -215,7 +215,14 @@ class XsmHost:
 
     def _write_marker(self, which: str, c: CompiledPolicy, **extra: Any) -> None:
         data = {"policy": c.name, "version": c.version, "sha1": c.sha1.hex(), **extra}
-        atomic_write(os.path.join(self.state_dir, which), json.dumps(data) + "\n", 0o644)
+        text = json.dumps(data) + "\n"
+        path = os.path.join(self.state_dir, which)
+        # unchanged markers are not rewritten: a watcher (svirtd reloads when this file
+        # changes) must not see a change every time a process merely opens the state
+        with contextlib.suppress(OSError, XsmError):
+            if read_trusted(path, 65536).decode("utf-8", "replace") == text:
+                return
+        atomic_write(path, text, 0o644)
 
     def _install_files(self, c: CompiledPolicy) -> None:
         xml, map_, bin_ = self._paths(c.name)

@@ -137,3 +137,15 @@ def test_cli_load_show_as_root(svt_env, tmp_path):
         [*ADMIN, "--config", str(conf), "policy", "conflicts"], capture_output=True, text=True
     )
     assert r.stdout.strip() == "Protection1: cw_Sensitive, cw_Distrusted"
+
+
+def test_reload_picks_up_a_policy_loaded_by_another_process(svc, svt_env, tmp_path):
+    """svirtd's Service sees a policy that root loaded with svirt-admin elsewhere."""
+    other = Service.from_config(svc.config)  # its own hypervisor connection, same state dir
+    r = run(other, ROOT, "policy-update", xml=xml_of("xm-test-update"))
+    assert r.ok, r.message
+    assert svc.acm.active.name == "xm-test"
+    res = svc.reload()
+    assert res["ok"] and res["versions"]["acm"] == "xm-test-update 1.1"
+    assert svc.acm.active.name == "xm-test-update"
+    assert str(tmp_path / "acm" / "loaded_policy") in svc.watched_paths()

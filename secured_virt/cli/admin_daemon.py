@@ -1,0 +1,62 @@
+"""svirt-admin status | reload: ask the running svirtd (root, or daemon-admin on the host).
+
+svirt-admin status [--json]    uptime, policy versions (RBAC digest, sHype policy), counters,
+                               and the last reload's outcome (a rejected file says why)
+svirt-admin reload             re-read UA/PA and the sHype state now (like SIGHUP)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..requests import EXIT_FAILED, EXIT_OK
+
+
+def _socket(args) -> str:
+    import os
+
+    from ..config import load_config
+
+    return load_config(args.config, caller_uid=os.getuid()).socket
+
+
+def cmd_status(args) -> int:
+    from .. import client
+
+    path = _socket(args)
+    if not client.daemon_available(path):
+        sys.stderr.write(f"svirtd is not running (no socket at {path})\n")
+        return EXIT_FAILED
+    try:
+        reply = client.admin_reload(path) if args.command == "reload" else client.admin_status(path)
+    except client.ClientError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    if not reply.ok:
+        sys.stderr.write(f"error: {reply.message}\n")
+        return reply.status
+    if args.json or not isinstance(reply.data, dict):
+        print(json.dumps(reply.data, indent=2, sort_keys=True))
+        return EXIT_OK
+    _print(reply.data)
+    return EXIT_OK
+
+
+def _print(d: dict, indent: str = "") -> None:
+    for key in sorted(d):
+        value = d[key]
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print(value, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+def register(sub, add, files) -> None:
+    for name, text in (
+        ("status", "show svirtd's uptime, policy versions and counters"),
+        ("reload", "make svirtd re-read UA/PA and the sHype state now"),
+    ):
+        sp = add(name, cmd_status, text, f"svirt-admin {name}")
+        sp.add_argument("--json", action="store_true", help="print as JSON")
