@@ -244,3 +244,41 @@ def test_acm_label_travels_through_a_real_qemu_save_image(host, tmp_path):
     assert qemu_processes(a)
     assert run("getlabel", domain=a).data["label"] == "dom_AliceCorp"
     assert run("destroy", domain=a).ok
+
+
+def test_racing_svirsh_processes_never_start_both_sides_of_a_wall(host, tmp_path):
+    """Two separate svirsh processes (each with its own libvirt connection) race to start two
+    guests in one Chinese Wall conflict set: the host-wide lock lets exactly one through."""
+    import dataclasses
+
+    import policy
+    from secured_virt.config import load_config
+    from secured_virt.identity import Identity
+    from secured_virt.requests import Request
+    from secured_virt.service import Service
+
+    acm_dir = tmp_path / "acm"
+    cfg = dataclasses.replace(
+        load_config(str(host["conf"]), caller_uid=0), acm=True, acm_state_dir=str(acm_dir)
+    )
+    svc = Service.from_config(cfg)
+    xml = (REPO / "etc" / "demo" / "acm-policy.xml").read_bytes()
+    assert svc.acm.host.set_policy(xml, policy.XS_INST_LOAD | policy.XS_INST_BOOT, True).xserr == 0
+    root = Identity(uid=0, gid=0, user="root", groups=(0,), via="direct", pid=os.getpid())
+    a, b = host["a"], host["b"]
+    assert svc.handle(root, Request("setlabel", {"domain": a, "label": "dom_AliceCorp"})).ok
+    assert svc.handle(root, Request("setlabel", {"domain": b, "label": "dom_BobCorp"})).ok
+    conf = write_root_file(
+        tmp_path / "acm.conf", host["conf"].read_text() + f"acm = yes\nacm_state_dir = {acm_dir}\n"
+    )
+    argv = [PY, "-I", str(REPO / "bin" / "svirsh"), "--config", str(conf), "start"]
+    for _ in range(4):
+        procs = [
+            subprocess.Popen([*argv, vm], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for vm in (a, b)
+        ]
+        codes = sorted(p.wait(120) for p in procs)
+        running = [vm for vm in (a, b) if svc.backend.lookup(vm).id is not None]
+        assert len(running) == 1, running
+        assert codes == [0, 3], [p.stderr.read() for p in procs]
+        svc.backend.destroy(running[0])
