@@ -109,3 +109,13 @@ def run_as(
 def as_user():
     """The run_as helper, as a fixture."""
     return run_as
+
+
+@pytest.fixture(autouse=True)
+def _restore_umask():
+    """CLI entry points set umask 077 (files they write are private).  Tests call some of them
+    in-process; restore the umask so later tests' files and sockets get the modes they expect."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
