@@ -776,6 +776,14 @@ class Service(PolicyCommands):
             )[1],
         )
 
+    # -- authentication cache -----------------------------------------------------------------
+    def _cmd_forget_credentials(self, ident, args, interaction):
+        """svirsh -k through svirtd: forget the *caller's* cached authentication."""
+        from .credcache import CredCache
+
+        CredCache.from_config(self.config).forget(ident.uid)
+        return Reply(EXIT_OK, data={"message": ""})
+
     # -- sHype/ACM labels ----------------------------------------------------------------------
     def _need_acm(self):
         if self.acm is None:

@@ -173,6 +173,21 @@ def _acm_text(acm: dict) -> str:
 def cmd_validate(args) -> int:
     import rbac
 
+    if args.policy:
+        import policy
+
+        try:
+            c = policy.compile_file(args.policy)
+        except policy.PolicyError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return EXIT_FAILED
+        if not args.quiet:
+            print(
+                f"{args.policy}: OK (sHype policy {c.name} {c.version}, "
+                f"{len(c.vm_order)} VM labels, {len(c.res_order)} resource labels)"
+            )
+        if args.ua is None and args.pa is None:
+            return EXIT_OK
     try:
         pol, ua, pa = _load_rbac(args, for_validate=True)
     except rbac.PolicyError as exc:
@@ -306,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "svirt-admin validate --ua /tmp/ua.xml --pa /tmp/pa.xml",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    sp.add_argument("--policy", metavar="FILE", help="also (or only) check an sHype policy file")
     files(sp)
 
     sp = add(

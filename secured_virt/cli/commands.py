@@ -354,7 +354,11 @@ def command_parser(cmd: Command, prog: str = "svirsh"):
         def error(self, message):  # never exit from inside the library
             raise UsageError(f"{self.prog}: {message}")
 
-    epilog = f"example:\n  {cmd.example}" if cmd.example else None
+    example = cmd.example or " ".join(
+        [f"{prog} {cmd.name}"]
+        + [("alice-web" if a.dest == "domain" else a.dest.upper()) for a in cmd.args]
+    )
+    epilog = f"example:\n  {example}"
     p = _Parser(
         prog=f"{prog} {cmd.name}",
         description=f"{cmd.summary}.  Checked against your roles for operation "

@@ -125,3 +125,17 @@ def test_audit_verify_names_the_tampered_record(tmp_path):
         text=True,
     )
     assert r.returncode == 1 and "line 2" in r.stdout and "BROKEN" in r.stdout
+
+
+def test_validate_policy_file(tmp_path):
+    ex = policy.examples()
+    r = subprocess.run(
+        [*ADMIN, "validate", "--policy", str(ex["example.client_v1"])],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and "OK (sHype policy example.client_v1" in r.stdout
+    bad = tmp_path / "bad.xml"
+    bad.write_text(ex["xm-test"].read_text().replace("<Name>red</Name>", "<Name>r:ed</Name>", 1))
+    r = subprocess.run([*ADMIN, "validate", "--policy", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "bad.xml:" in r.stderr

@@ -72,8 +72,26 @@ from hypothesis import strategies as st  # noqa: E402
 from secured_virt.cli.commands import command_parser, fast_parse  # noqa: E402
 
 TOKENS = st.sampled_from(
-    ["vm1", "--all", "--json", "--live", "--config", "--", "--help", "-x", "--mac",
-     "52:54:00:00:00:01", "--mac=aa", "--type", "res", "--paused", "512M", "--a", "-", "x y"]
+    [
+        "vm1",
+        "--all",
+        "--json",
+        "--live",
+        "--config",
+        "--",
+        "--help",
+        "-x",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--mac=aa",
+        "--type",
+        "res",
+        "--paused",
+        "512M",
+        "--a",
+        "-",
+        "x y",
+    ]
 )
 
 
@@ -95,10 +113,30 @@ def test_client_start_up_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import sys; import secured_virt.cli.svirsh, secured_virt.client, "
-            "secured_virt.render; bad = [m for m in ('argparse', 'dataclasses', 'libvirt', "
-            "'lxml', 'rbac', 'policy', 'inspect') if m in sys.modules]; print(bad)")
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, "
-                          f"{str(__import__('pathlib').Path(__file__).parents[2])!r}); {code}"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys; import secured_virt.cli.svirsh, secured_virt.client, "
+        "secured_virt.render; bad = [m for m in ('argparse', 'dataclasses', 'libvirt', "
+        "'lxml', 'rbac', 'policy', 'inspect') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, "
+            f"{str(__import__('pathlib').Path(__file__).parents[2])!r}); {code}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == "[]"
+
+
+def test_every_command_help_shows_an_example(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        out = capsys.readouterr().out
+        assert "example:\n  svirsh " + name in out, name

@@ -174,10 +174,34 @@ def test_device_and_memory_commands_follow_virsh_current_semantics(svc):
     assert r.ok, r.message
     info = svc.handle(ROOT, Request("dominfo", {"domain": "alice-db"})).data
     assert info["vcpus"] == 1
-    r = svc.handle(ROOT, Request("attach-disk", {"domain": "alice-db", "source": "/tmp/x.img",
-                                                 "target": "vdz", "persistent": True}))
+    r = svc.handle(
+        ROOT,
+        Request(
+            "attach-disk",
+            {"domain": "alice-db", "source": "/tmp/x.img", "target": "vdz", "persistent": True},
+        ),
+    )
     assert r.ok, r.message
-    assert "vdz" in svc.handle(ROOT, Request("dumpxml", {"domain": "alice-db",
-                                                         "inactive": True})).data["xml"]
+    assert (
+        "vdz"
+        in svc.handle(ROOT, Request("dumpxml", {"domain": "alice-db", "inactive": True})).data[
+            "xml"
+        ]
+    )
     bad = svc.handle(ROOT, Request("setmem", {"domain": "alice-db", "size": "lots"}))
     assert bad.status == 2 and "invalid size" in bad.message
+
+
+def test_forget_credentials_request_forgets_the_callers_cache(svc, svt_env):
+    """svirsh -k through svirtd: the peer's own cached authentication is forgotten."""
+    import os
+
+    from secured_virt.credcache import CredCache
+
+    me = ident("alice", pid=os.getpid(), ppid=os.getppid())
+    cache = CredCache.from_config(svt_env)
+    if not cache.update(me):
+        pytest.skip("no session to key a credential record on in this environment")
+    assert cache.check(me)
+    assert svc.handle(me, Request("forget-credentials", {})).ok
+    assert not cache.check(me)
