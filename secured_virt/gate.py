@@ -79,21 +79,7 @@ class Gate:
         """Decide and audit.  ``acm_check`` (a callable returning (allowed, text)) is the
         mandatory-policy check for this request; it runs only after RBAC and PAM allowed."""
         verdict = self._decide(ident, op, target, interaction, acm_check)
-        verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
-        try:
-            verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
-        except Exception as exc:  # any failure to audit refuses the request
-            return Verdict(
-                False,
-                "audit",
-                f"the audit log could not be written ({exc}); refusing",
-                EXIT_FAILED,
-                None,
-                verdict.user,
-                op,
-                target,
-            )
-        return verdict
+        return self._audited(ident, op, target, verdict)
 
     def authorize_listing(self, ident, op: Operation, shown: int, total: int) -> Verdict:
         """Audit a list request: always allowed, filtered per VM by the caller's roles."""
@@ -105,10 +91,14 @@ class Gate:
             if _is_plain_root(ident):
                 rule = f"{ROOT_RULE}: all {total} domains visible"
             verdict = Verdict(True, "rbac", rule)
+        return self._audited(ident, op, target, verdict)
+
+    def _audited(self, ident, op: Operation, target: Target, verdict: Verdict) -> Verdict:
+        """Write the decision before anything happens; if that fails, refuse."""
         verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
         try:
             verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
-        except Exception as exc:
+        except Exception as exc:  # any failure to audit refuses the request
             return Verdict(
                 False,
                 "audit",
