@@ -170,7 +170,21 @@ COMMANDS: dict[str, Command] = {
             target=None,
             opts=(Opt(("--paused",), "paused", "leave the guest paused after creation"),),
         ),
-        _c("console", "console", "connect to a domain's serial console (Ctrl-] leaves)"),
+        _c(
+            "console",
+            "console",
+            "connect to a domain's serial console (Ctrl-] leaves)",
+            opts=(
+                Opt(
+                    ("--escape",),
+                    "escape",
+                    "escape sequence to leave, e.g. ^] (default)",
+                    "value",
+                    "SEQ",
+                ),
+            ),
+            example="svirsh console alice-web",
+        ),
         _c(
             "setmem",
             "setmem",

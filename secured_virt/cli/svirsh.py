@@ -210,7 +210,8 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
         )
         return EXIT_FAILED
     if cmd.name == "console":
-        return client.console(path, args["domain"])
+        kw = {"escape": args["escape"]} if args.get("escape") else {}
+        return client.console(path, args["domain"], as_user=g.as_user, **kw)
     req = Request(
         cmd.name,
         {k: v for k, v in args.items() if v is not None and k != "json"},
