@@ -503,9 +503,7 @@ class Service(PolicyCommands):
                 "'.', '_', '+', '-'); it is kept in your save directory "
                 f"{self._user_save_dir(ident.user)}"
             )
-        d = self._user_save_dir(ident.user)
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        return os.path.join(d, base)
+        return os.path.join(self._user_save_dir(ident.user), base)
 
     def _user_save_dir(self, user: str) -> str:
         root = getattr(self.config, "save_dir", None) or "/var/lib/secured-virt/save"
@@ -516,6 +514,8 @@ class Service(PolicyCommands):
         path = self.save_path(ident, args.get("file") or "")
 
         def act(info):
+            if ident.uid != 0:  # created only once the save is authorized
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             self.backend.save(name, path)
             return {"message": f"Domain '{name}' saved to {path}"}
 

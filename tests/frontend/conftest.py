@@ -46,6 +46,7 @@ def svt_env(tmp_path):
         auth_dir=str(tmp_path / "ts"),
         label_store=str(tmp_path / "labels.xml"),
         acm_state_dir=str(tmp_path / "acm"),
+        save_dir=str(tmp_path / "save"),
     )
     return cfg
 
