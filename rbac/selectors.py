@@ -12,28 +12,32 @@ property tests).  ``describe(obj)`` words the selector for decisions and explana
 
 from __future__ import annotations
 
+import abc
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
-class Selector:
-    """Base class; ``kind`` is the PA file's ManageVM type."""
+class Selector(abc.ABC):
+    """Abstract base; ``kind`` is the PA file's ManageVM type."""
 
     __slots__ = ()
     kind = ""
     #: True when the selector is an explicit list of names (indexed by name, not scanned)
     exact = False
 
+    @abc.abstractmethod
     def matches(self, obj: str, attrs: Mapping[str, str] | None, user: str) -> bool:
-        raise NotImplementedError
+        """Does this selector cover object ``obj`` (with ``attrs``) for ``user``?"""
 
+    @abc.abstractmethod
     def describe(self, obj: str | None = None) -> str:
-        raise NotImplementedError
+        """Human wording, e.g. "VMs matching web-*"."""
 
+    @abc.abstractmethod
     def as_dict(self) -> dict:
-        raise NotImplementedError
+        """JSON form for explanations and review output."""
 
     def __str__(self) -> str:
         return self.describe()
