@@ -553,12 +553,19 @@ class Service(PolicyCommands):
             raise UserError(f"{op_name}: the domain XML must be given (svirsh reads FILE as you)")
         owner = acting_as(ident) or (None if ident.uid == 0 else ident.user)
         try:
-            name, prepared = vmmeta.prepare_user_domain_xml(
-                xml, owner, privileged=ident.uid == 0 and acting_as(ident) is None
-            )
+            name = vmmeta.parse_domain_xml(xml).findtext("name").strip()
         except vmmeta.DomainXmlError as exc:
             raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
         target, _info = self._resolve(name)
+        # redefining (or creating from) an existing domain keeps its owner and label: a new
+        # XML must not shed the label the ACM checks, nor move the VM to the caller
+        keep = self._meta(name) if target.exists else None
+        try:
+            name, prepared = vmmeta.prepare_user_domain_xml(
+                xml, owner, privileged=ident.uid == 0 and acting_as(ident) is None, keep=keep
+            )
+        except vmmeta.DomainXmlError as exc:
+            raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
         if not target.exists:
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
             target.attrs = {"owner": owner} if owner else {}
@@ -717,6 +724,8 @@ class Service(PolicyCommands):
         progress = interaction.progress if args.get("verbose") else None
 
         def act(info):
+            if ident.uid != 0:  # after the gate: refused users learn nothing, and it is audited
+                self._check_user_destination(dest)
             self.backend.migrate(
                 name,
                 dest,
@@ -740,6 +749,18 @@ class Service(PolicyCommands):
 
         with acm.exclusive():
             return self._run_checked(ident, op, name, interaction, act, acm_check)
+
+    def _check_user_destination(self, dest: str) -> None:
+        """A destination URI is opened by root (libvirt's ext transport runs its command=,
+        socket=/keyfile= name files, test:///FILE reads and quotes a file), so anyone but root
+        may only name a destination root listed in acm_peers."""
+        allowed = [uri for uri, _dir in getattr(self.config, "acm_peers", ()) or ()]
+        if dest not in allowed:
+            raise UserError(
+                f"migrate: destination {dest!r} is not one the administrator listed; only "
+                "root may migrate elsewhere (root: add it to acm_peers = URI=DIR in "
+                "/etc/secured-virt/secured-virt.conf)"
+            )
 
     # -- snapshots ----------------------------------------------------------------------------
     def _cmd_snapshot_create_as(self, ident, args, interaction):

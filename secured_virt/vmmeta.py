@@ -61,6 +61,8 @@ def parse(fragment: str | None) -> VmMeta:
         root = etree.fromstring(fragment.encode(), _PARSER)
     except etree.XMLSyntaxError:
         return VmMeta()
+    if root.tag != f"{{{NS}}}vm":  # libvirt hands back the first element in NS, whatever its name
+        return VmMeta()
     owner = root.findtext(f"{{{NS}}}owner")
     lab = root.find(f"{{{NS}}}label")
     return VmMeta(
@@ -110,11 +112,16 @@ FORBIDDEN_FOR_USERS = {
 }
 
 
-def prepare_user_domain_xml(xml: str, owner: str | None, *, privileged: bool) -> tuple[str, str]:
-    """Validate a domain XML from a user; set our metadata to (owner, no label).
+def prepare_user_domain_xml(
+    xml: str, owner: str | None, *, privileged: bool, keep: VmMeta | None = None
+) -> tuple[str, str]:
+    """Validate a domain XML from a user; set our metadata to (owner, no label), or to ``keep``
+    (the metadata of the existing domain this XML redefines).
 
     A caller may not claim an owner or a label through the XML: labels are set with setlabel,
-    which the ACM checks; ownership is the defining user.  Returns (name, new_xml).
+    which the ACM checks; ownership is the defining user.  *Every* element in our namespace is
+    dropped, not only <svirt:vm>: libvirt answers a metadata query with the first element in
+    the namespace, whatever its name.  Returns (name, new_xml).
     """
     root = parse_domain_xml(xml)
     if not privileged:
@@ -129,12 +136,14 @@ def prepare_user_domain_xml(xml: str, owner: str | None, *, privileged: bool) ->
                 )
     md = root.find("metadata")
     if md is not None:
-        for el in md.findall(f"{{{NS}}}vm"):
-            md.remove(el)
-    if owner:
+        for el in list(md):
+            if isinstance(el.tag, str) and etree.QName(el).namespace == NS:
+                md.remove(el)
+    meta = keep if keep is not None else VmMeta(owner=owner)
+    if meta.owner or meta.label:
         if md is None:
             md = etree.SubElement(root, "metadata")
-        md.append(etree.fromstring(VmMeta(owner=owner).to_xml()))
+        md.append(etree.fromstring(meta.to_xml()))
     name = root.findtext("name").strip()
     return name, etree.tostring(root, encoding="unicode")
 
