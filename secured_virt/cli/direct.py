@@ -12,19 +12,30 @@ from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_OK, Reply, Request
 
 def _context(g):
     """(config, identity) or raise SystemExit-style errors as (None, Reply)."""
-    import os
-
     from ..config import ConfigError, load_config
     from ..identity import IdentityError, identify_process
 
     try:
-        config = load_config(g.config, caller_uid=os.getuid())
-    except ConfigError as exc:
-        return None, None, Reply(EXIT_BAD_POLICY, message=str(exc))
-    try:
         ident = identify_process(as_user=g.as_user)
     except IdentityError as exc:
         return None, None, Reply(EXIT_DENIED, message=str(exc), check="identity")
+    # under sudo this process is root but the caller is not: what the caller may choose is
+    # decided by *their* uid, as svirtd would (a URI is opened as root: ext's command= runs)
+    if g.connect and ident.uid != 0:
+        return (
+            None,
+            None,
+            Reply(
+                EXIT_DENIED,
+                message=f"--connect is root's alone; you are {ident.user} (uid {ident.uid}, "
+                "through sudo): omit it to use the host's configured hypervisor",
+                check="identity",
+            ),
+        )
+    try:
+        config = load_config(g.config, caller_uid=ident.uid)
+    except ConfigError as exc:
+        return None, None, Reply(EXIT_BAD_POLICY, message=str(exc))
     if g.connect:
         import dataclasses
 
@@ -90,7 +101,7 @@ def forget_credentials(g, socket_path: str) -> int:
     from ..credcache import CredCache
     from ..identity import identify_process
 
-    config = load_config(g.config, caller_uid=0)
     ident = identify_process()
+    config = load_config(g.config, caller_uid=ident.uid)  # a sudo caller may not pick one
     CredCache.from_config(config).forget(ident.uid)
     return EXIT_OK

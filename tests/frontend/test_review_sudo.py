@@ -1,0 +1,59 @@
+"""Review findings on ``sudo svirsh`` (direct mode for a non-root user): the process runs as
+root, so whatever the *user* may pick — the hypervisor URI, the configuration file — must be
+refused, exactly as svirtd refuses it.
+
+sudo is simulated the way identity.py trusts it: real uid 0 with SUDO_UID/SUDO_USER naming a
+real account (svt-alice).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from secured_virt.cli import svirsh
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED
+
+from .conftest import write_root_file
+from .test_svirsh_cli import conf_file
+
+
+@pytest.fixture
+def as_sudo_alice(test_users, monkeypatch):
+    pw = test_users["svt-alice"]
+    monkeypatch.setenv("SUDO_UID", str(pw.pw_uid))
+    monkeypatch.setenv("SUDO_GID", str(pw.pw_gid))
+    monkeypatch.setenv("SUDO_USER", pw.pw_name)
+    return pw
+
+
+def test_sudo_user_cannot_choose_the_hypervisor_uri(as_sudo_alice, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    script = write_root_file(tmp_path / "x.sh", f"#!/bin/sh\nid -u > {marker}\n", 0o755)
+    uri = f"test+ext:///default?command={script}"
+    rc = svirsh.main(["--connect", uri, "list", "--all"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_DENIED, err
+    assert "--connect" in err and "root" in err
+    assert not marker.exists()  # libvirt's ext transport would have run it as root
+
+
+def test_sudo_user_cannot_choose_the_configuration(as_sudo_alice, svt_env, tmp_path, capsys):
+    conf = conf_file(svt_env, tmp_path)  # root-owned and valid: only the choice is wrong
+    rc = svirsh.main(["--config", str(conf), "--json", "list", "--all"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_BAD_POLICY, err
+    assert "only root may choose another configuration file" in err
+    assert not Path(svt_env.audit_log).exists()
+
+
+def test_plain_root_still_chooses_config_and_uri(svt_env, tmp_path, capsys, monkeypatch):
+    for var in ("SUDO_UID", "SUDO_GID", "SUDO_USER"):
+        monkeypatch.delenv(var, raising=False)
+    conf = conf_file(svt_env, tmp_path)
+    rc = svirsh.main(["--config", str(conf), "--connect", svt_env.uri, "--json", "list", "--all"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert len(json.loads(out)["domains"]) == 5
