@@ -13,6 +13,7 @@ Exit codes: 0 ok/allowed, 1 invalid or failed, 2 usage, 3 denied, 4 bad policy o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -30,8 +31,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _config(args):
     from ..config import load_config
+    from .admin_policy import caller_uid
 
-    return load_config(args.config, caller_uid=os.getuid())
+    return load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoking user
 
 
 def _load_rbac(args, *, for_validate: bool = False):
@@ -176,8 +178,11 @@ def cmd_validate(args) -> int:
     if args.policy:
         import policy
 
+        from .admin_policy import as_caller
+
         try:
-            c = policy.compile_file(args.policy)
+            with as_caller():  # the file is read with the caller's rights, not sudo's
+                c = policy.compile_file(args.policy)
         except policy.PolicyError as exc:
             sys.stderr.write(f"{exc}\n")
             return EXIT_FAILED
@@ -217,11 +222,15 @@ def cmd_review(args) -> int:
 
 def cmd_audit(args) -> int:
     from .. import audit
+    from .admin_policy import as_caller
 
     cfg = _config(args)
     path = args.log or cfg.audit_log
+    # a log named here is read with the caller's rights (under sudo: not root's)
+    files = as_caller() if args.log else contextlib.nullcontext()
     if args.action == "verify":
-        res = audit.verify(path)
+        with files:
+            res = audit.verify(path)
         if args.json:
             print(
                 json.dumps(
@@ -238,15 +247,16 @@ def cmd_audit(args) -> int:
             print(("OK: " if res.ok else "BROKEN: ") + res.message)
         return EXIT_OK if res.ok else EXIT_FAILED
     try:
-        recs = list(
-            audit.read(
-                path,
-                user=args.user,
-                vm=args.vm,
-                denied=True if args.denied else None,
-                since=args.since,
+        with files:
+            recs = list(
+                audit.read(
+                    path,
+                    user=args.user,
+                    vm=args.vm,
+                    denied=True if args.denied else None,
+                    since=args.since,
+                )
             )
-        )
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"svirt-admin audit show: {exc}\n")
         return EXIT_FAILED

@@ -15,11 +15,12 @@ always; a delegated policy manager through svirtd) and audited.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import sys
 
-from ..requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
+from ..requests import EXIT_BAD_POLICY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
 
 ACTIONS = (
     "show",
@@ -37,11 +38,57 @@ ACTIONS = (
 )
 
 
+def caller_uid() -> int:
+    """Who chose the options: under sudo the invoking user, not the root this process runs as."""
+    from ..identity import identify_process
+
+    return identify_process().uid
+
+
+@contextlib.contextmanager
+def as_caller():
+    """Open the files named on the command line with the caller's own rights.
+
+    Under sudo this process is root but the caller is not (like sudoedit): without this,
+    ``sudo svirt-admin policy compile X --map /etc/...`` would write, and ``policy load
+    /etc/shadow`` read (and quote in its parse error), any file as root."""
+    uid = caller_uid()
+    if uid == 0 or os.geteuid() != 0:
+        yield
+        return
+    import pwd
+
+    pw = pwd.getpwuid(uid)
+    egid, groups = os.getegid(), os.getgroups()
+    os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    os.setegid(pw.pw_gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
+
+
+def _write_out(path: str, data: bytes) -> bool:
+    try:
+        with as_caller(), open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        sys.stderr.write(f"svirt-admin: cannot write {path}: {exc.strerror}\n")
+        return False
+    return True
+
+
 def _dispatch(args, request: Request) -> Reply:
     """Root: in-process; anyone else: through svirtd (their rights come from UA/PA)."""
-    from ..config import load_config
+    from ..config import ConfigError, load_config
 
-    config = load_config(args.config, caller_uid=os.getuid())
+    try:
+        config = load_config(args.config, caller_uid=caller_uid())
+    except ConfigError as exc:
+        return Reply(EXIT_BAD_POLICY, message=str(exc))
     if os.getuid() != 0:
         from .. import client
 
@@ -64,16 +111,15 @@ def _compile(args) -> int:
     import policy
 
     try:
-        c = policy.compile_file(args.file)
+        with as_caller():
+            c = policy.compile_file(args.file)
     except policy.PolicyError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_FAILED
-    if args.binary:
-        with open(args.binary, "wb") as fh:
-            fh.write(c.binary)
-    if args.map:
-        with open(args.map, "w") as fh:
-            fh.write(c.map_text)
+    if args.binary and not _write_out(args.binary, c.binary):
+        return EXIT_FAILED
+    if args.map and not _write_out(args.map, c.map_text.encode()):
+        return EXIT_FAILED
     if not args.quiet:
         sys.stdout.write(c.map_text)
         sys.stderr.write(
@@ -144,8 +190,9 @@ def _diff(args) -> int:
         sys.stderr.write("svirt-admin policy diff: give OLD and NEW policy files\n")
         return EXIT_USAGE
     try:
-        old = policy.AcmPolicy.from_file(args.file)
-        new = policy.AcmPolicy.from_file(args.file2)
+        with as_caller():
+            old = policy.AcmPolicy.from_file(args.file)
+            new = policy.AcmPolicy.from_file(args.file2)
     except policy.PolicyError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_FAILED
@@ -199,7 +246,7 @@ def cmd_policy(args) -> int:
             sys.stderr.write(f"svirt-admin policy {args.action}: FILE is required\n")
             return EXIT_USAGE
         try:
-            with open(args.file, encoding="utf-8") as fh:
+            with as_caller(), open(args.file, encoding="utf-8") as fh:
                 req_args["xml"] = fh.read(16 * 1024 * 1024)
         except OSError as exc:
             sys.stderr.write(f"svirt-admin: cannot read {args.file}: {exc.strerror}\n")
@@ -248,8 +295,8 @@ def _print(args, data) -> int:
         if not args.output:
             sys.stderr.write("svirt-admin policy binary: give --output FILE\n")
             return EXIT_USAGE
-        with open(args.output, "wb") as fh:
-            fh.write(blob)
+        if not _write_out(args.output, blob):
+            return EXIT_FAILED
         print(f"{len(blob)} bytes written to {args.output}")
     elif a == "types":
         print("STE types:\n" + "".join(f"  {t}\n" for t in data["ste"]), end="")

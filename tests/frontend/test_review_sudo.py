@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from secured_virt.cli import svirsh
-from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED
+import policy
+from secured_virt.cli import admin, svirsh
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
 
 from .conftest import write_root_file
 from .test_svirsh_cli import conf_file
@@ -57,3 +58,61 @@ def test_plain_root_still_chooses_config_and_uri(svt_env, tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert rc == 0
     assert len(json.loads(out)["domains"]) == 5
+
+
+# -- svirt-admin through sudo ---------------------------------------------------------------
+EXAMPLE = Path(policy.examples()["example.client_v1"])
+
+
+@pytest.fixture
+def root_only(tmp_path):
+    """A directory only root may enter, holding a secret only root may read."""
+    d = tmp_path / "root-only"
+    d.mkdir(mode=0o700)
+    secret = write_root_file(d / "secret", "root:$6$not-for-alice:19000::::::\n", 0o600)
+    return d, secret
+
+
+def test_sudo_admin_cannot_write_files_as_root(as_sudo_alice, root_only, capsys):
+    d, _secret = root_only
+    for argv in (
+        ["policy", "compile", str(EXAMPLE), "--map", str(d / "map"), "-q"],
+        ["policy", "compile", str(EXAMPLE), "--binary", str(d / "bin"), "-q"],
+    ):
+        rc = admin.main(argv)
+        err = capsys.readouterr().err
+        assert rc == EXIT_FAILED, err
+        assert "cannot write" in err and "Permission denied" in err
+    assert sorted(p.name for p in d.iterdir()) == ["secret"]
+
+
+def test_sudo_admin_cannot_read_files_as_root(as_sudo_alice, root_only, capsys):
+    _d, secret = root_only
+    for argv in (
+        ["policy", "compile", str(secret)],
+        ["policy", "diff", str(secret), str(EXAMPLE)],
+        ["policy", "load", str(secret)],
+        ["validate", "--policy", str(secret)],
+        ["audit", "show", "--log", str(secret)],
+    ):
+        rc = admin.main(argv)
+        cap = capsys.readouterr()
+        assert rc == EXIT_FAILED, (argv, cap.err)
+        assert "not-for-alice" not in cap.out + cap.err, argv
+        assert "Permission denied" in cap.err, (argv, cap.err)
+
+
+def test_sudo_admin_cannot_choose_the_configuration(as_sudo_alice, svt_env, tmp_path, capsys):
+    conf = conf_file(svt_env, tmp_path)
+    rc = admin.main(["--config", str(conf), "policy", "show"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_BAD_POLICY, err
+    assert "only root may choose another configuration file" in err
+
+
+def test_root_admin_still_reads_and_writes_where_it_says(root_only, tmp_path, capsys, monkeypatch):
+    for var in ("SUDO_UID", "SUDO_GID", "SUDO_USER"):
+        monkeypatch.delenv(var, raising=False)
+    d, _secret = root_only
+    assert admin.main(["policy", "compile", str(EXAMPLE), "--map", str(d / "map"), "-q"]) == 0
+    assert (d / "map").read_text().startswith("POLICYREFERENCENAME")
