@@ -36,6 +36,43 @@ def _config(args):
     return load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoking user
 
 
+def require(args, op_name: str) -> int | None:
+    """Delegated use (sudo, or a plain user): the caller must hold ``op_name`` on the host
+    object, and the decision is audited like any other.  None = go on; else the exit code.
+
+    Root itself is always allowed.  Without this, ``sudo svirt-admin audit show`` would let any
+    sudo user read root's 0600 audit log, and ``check``/``review`` would answer anyone."""
+    import rbac
+
+    from ..gate import Gate, Target
+    from ..identity import IdentityError, identify_process
+    from ..operations import CATALOGUE
+
+    try:
+        ident = identify_process()
+    except IdentityError as exc:
+        sys.stderr.write(f"svirt-admin: {exc}\n")
+        return EXIT_DENIED
+    if ident.uid == 0:
+        return None
+    cfg = _config(args)
+    op = CATALOGUE.get(op_name)
+    try:
+        from ..audit import AuditLog
+        from ..policystore import PolicyStore
+
+        gate = Gate(PolicyStore(cfg.ua, cfg.pa), AuditLog.from_config(cfg))
+        verdict = gate.authorize(ident, op, Target(cfg.host_object))
+    except (rbac.PolicyError, OSError) as exc:
+        sys.stderr.write(f"svirt-admin: {exc}\n")
+        return EXIT_BAD_POLICY
+    if verdict.allowed:
+        gate.finish(verdict, "ok")
+        return None
+    sys.stderr.write(f"svirt-admin: {verdict.denial_message()}\n")
+    return verdict.status or EXIT_DENIED
+
+
 def _load_rbac(args, *, for_validate: bool = False):
     """UA/PA from --ua/--pa or the configured paths, with the same safety checks."""
     import rbac
@@ -68,6 +105,10 @@ def cmd_operations(args) -> int:
 
 def cmd_check(args) -> int:
     import rbac
+
+    refused = require(args, "rbac-review")
+    if refused is not None:
+        return refused
 
     try:
         op = CATALOGUE.get(args.operation)
@@ -210,6 +251,10 @@ def cmd_validate(args) -> int:
 def cmd_review(args) -> int:
     import rbac
 
+    refused = require(args, "rbac-review")
+    if refused is not None:
+        return refused
+
     try:
         pol, _ua, _pa = _load_rbac(args)
     except rbac.PolicyError as exc:
@@ -224,6 +269,10 @@ def cmd_audit(args) -> int:
     from .. import audit
     from .admin_policy import as_caller
 
+    if not args.log:  # the host's own log: root's, or a delegated auditor's
+        refused = require(args, "audit-verify" if args.action == "verify" else "audit-read")
+        if refused is not None:
+            return refused
     cfg = _config(args)
     path = args.log or cfg.audit_log
     # a log named here is read with the caller's rights (under sudo: not root's)

@@ -116,3 +116,40 @@ def test_root_admin_still_reads_and_writes_where_it_says(root_only, tmp_path, ca
     d, _secret = root_only
     assert admin.main(["policy", "compile", str(EXAMPLE), "--map", str(d / "map"), "-q"]) == 0
     assert (d / "map").read_text().startswith("POLICYREFERENCENAME")
+
+
+def test_sudo_admin_needs_the_right_role_for_audit_and_review(
+    as_sudo_alice, svt_env, tmp_path, monkeypatch, capsys
+):
+    """Delegated auditors: audit-read lets svt-alice read the log through sudo; without
+    rbac-review or audit-verify she is refused, and each decision is itself audited."""
+    import secured_virt.config as config_mod
+
+    ua = write_root_file(
+        tmp_path / "ua2.xml",
+        "<UserConfiguration><User name='svt-alice'>"
+        "<UserRole role='Auditor'/></User></UserConfiguration>",
+    )
+    pa = write_root_file(
+        tmp_path / "pa2.xml",
+        "<RolePolicyDefinition><Role name='Auditor'>"
+        "<ManageVM type='individual'><VM name='Domain-0'/></ManageVM>"
+        "<ControlOperation><Accept><operation name='audit-read'/></Accept>"
+        "</ControlOperation></Role></RolePolicyDefinition>",
+    )
+    conf = write_root_file(
+        tmp_path / "sudo.conf",
+        (
+            f"[secured-virt]\nua = {ua}\npa = {pa}\naudit_log = {svt_env.audit_log}\n"
+            "audit_syslog = no\n"
+        ),
+    )
+    monkeypatch.setattr(config_mod, "CONFIG_PATH", str(conf))
+    assert admin.main(["audit", "show"]) == 0
+    assert admin.main(["audit", "verify"]) == EXIT_DENIED
+    assert admin.main(["check", "svt-alice", "start", "x"]) == EXIT_DENIED
+    err = capsys.readouterr().err
+    assert "'audit-verify'" in err and "'rbac-review'" in err
+    recs = [json.loads(x) for x in Path(svt_env.audit_log).read_text().splitlines()]
+    ops = [(r["op"], r["verdict"]) for r in recs if r["type"] == "decision"]
+    assert ops == [("audit-read", "allowed"), ("audit-verify", "denied"), ("rbac-review", "denied")]
