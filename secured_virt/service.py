@@ -527,7 +527,10 @@ class Service(PolicyCommands):
             xml = self.backend.saved_image_xml(path)
         except BackendError as exc:
             raise UserError(f"cannot read save image {path}: {exc}", EXIT_FAILED) from None
-        name, uuid, meta = vmmeta.from_domain_xml(xml)
+        try:
+            name, uuid, meta = vmmeta.from_domain_xml(xml)
+        except vmmeta.DomainXmlError as exc:
+            raise UserError(f"save image {path}: {exc}", EXIT_FAILED) from None
         target = Target(name, uuid, meta.attrs(), exists=True)
 
         def go(acm_check):

@@ -109,7 +109,37 @@ FORBIDDEN_FOR_USERS = {
     "hostdev": "host device pass-through",
     "{http://libvirt.org/schemas/domain/qemu/1.0}commandline": "raw QEMU command-line arguments",
     "{http://libvirt.org/schemas/domain/qemu/1.0}capabilities": "raw QEMU capabilities",
+    "filesystem": "host directory pass-through",
+    "seclabel": "a security label of its own (it could switch sVirt confinement off)",
+    "smartcard": "host smartcard pass-through",
+    "redirdev": "USB redirection from host devices",
+    "shmem": "host shared memory",
 }
+
+#: <os> children that name host files the hypervisor would load (kernel, firmware, NVRAM)
+FORBIDDEN_OS_FILES = ("kernel", "initrd", "dtb", "loader", "nvram")
+
+#: character devices whose source is a host path (file, device, pipe, unix socket)
+_CHARDEVS = ("serial", "parallel", "console", "channel")
+_HOST_PATH_CHARDEV_TYPES = ("file", "dev", "pipe", "unix")
+
+
+def _user_xml_problem(el) -> str | None:
+    """Why a non-root user may not have this element in a domain definition (or None)."""
+    why = FORBIDDEN_FOR_USERS.get(el.tag)
+    if why:
+        return why
+    parent = el.getparent()
+    ptag = parent.tag if parent is not None else None
+    if ptag == "os" and el.tag in FORBIDDEN_OS_FILES:
+        return "a host file for the hypervisor to load"
+    if el.tag in _CHARDEVS and el.get("type") in _HOST_PATH_CHARDEV_TYPES:
+        return f"a {el.get('type')} on the host as its source"
+    if el.tag == "script" and ptag == "interface":
+        return "a host script run when the interface comes up"
+    if el.tag == "interface" and el.get("type") == "ethernet":
+        return "a host network device set up by script"
+    return None
 
 
 def prepare_user_domain_xml(
@@ -128,7 +158,7 @@ def prepare_user_domain_xml(
         for el in root.iter():
             if not isinstance(el.tag, str):
                 continue
-            why = FORBIDDEN_FOR_USERS.get(el.tag)
+            why = _user_xml_problem(el)
             if why:
                 raise DomainXmlError(
                     f"line {el.sourceline}: <{etree.QName(el).localname}> ({why}) is only "

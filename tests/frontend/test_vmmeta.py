@@ -52,3 +52,21 @@ def test_dangerous_elements_refused_for_users_only(extra, what):
 def test_bad_domain_xml(xml, msg):
     with pytest.raises(vmmeta.DomainXmlError, match=msg):
         vmmeta.prepare_user_domain_xml(xml, "alice", privileged=False)
+
+
+def test_os_host_files_refused_for_users():
+    xml = (
+        "<domain type='test'><name>k</name><memory>1024</memory><os><type>hvm</type>"
+        "<kernel>/boot/vmlinuz</kernel></os></domain>"
+    )
+    with pytest.raises(vmmeta.DomainXmlError, match="kernel"):
+        vmmeta.prepare_user_domain_xml(xml, "alice", privileged=False)
+
+
+def test_pty_serial_console_is_fine_for_users():
+    xml = (
+        "<domain type='test'><name>k</name><memory>1024</memory><os><type>hvm</type></os>"
+        "<devices><serial type='pty'/><console type='pty'/></devices></domain>"
+    )
+    name, _ = vmmeta.prepare_user_domain_xml(xml, "alice", privileged=False)
+    assert name == "k"
