@@ -65,6 +65,22 @@ EXAMPLE = Path(policy.examples()["example.client_v1"])
 
 
 @pytest.fixture
+def readable_example():
+    """The example policy where the sudo user can read it (the work tree may be 0700, as in
+    CI's clone): the tests below are about what root writes or reads for her, not this file."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="svt-example."))
+    d.chmod(0o755)
+    copy = d / EXAMPLE.name
+    shutil.copy(EXAMPLE, copy)
+    copy.chmod(0o644)
+    yield copy
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
 def root_only(tmp_path):
     """A directory only root may enter, holding a secret only root may read."""
     d = tmp_path / "root-only"
@@ -73,11 +89,11 @@ def root_only(tmp_path):
     return d, secret
 
 
-def test_sudo_admin_cannot_write_files_as_root(as_sudo_alice, root_only, capsys):
+def test_sudo_admin_cannot_write_files_as_root(as_sudo_alice, root_only, readable_example, capsys):
     d, _secret = root_only
     for argv in (
-        ["policy", "compile", str(EXAMPLE), "--map", str(d / "map"), "-q"],
-        ["policy", "compile", str(EXAMPLE), "--binary", str(d / "bin"), "-q"],
+        ["policy", "compile", str(readable_example), "--map", str(d / "map"), "-q"],
+        ["policy", "compile", str(readable_example), "--binary", str(d / "bin"), "-q"],
     ):
         rc = admin.main(argv)
         err = capsys.readouterr().err
@@ -86,11 +102,11 @@ def test_sudo_admin_cannot_write_files_as_root(as_sudo_alice, root_only, capsys)
     assert sorted(p.name for p in d.iterdir()) == ["secret"]
 
 
-def test_sudo_admin_cannot_read_files_as_root(as_sudo_alice, root_only, capsys):
+def test_sudo_admin_cannot_read_files_as_root(as_sudo_alice, root_only, readable_example, capsys):
     _d, secret = root_only
     for argv in (
         ["policy", "compile", str(secret)],
-        ["policy", "diff", str(secret), str(EXAMPLE)],
+        ["policy", "diff", str(secret), str(readable_example)],
         ["policy", "load", str(secret)],
         ["validate", "--policy", str(secret)],
         ["audit", "show", "--log", str(secret)],
