@@ -56,8 +56,23 @@ def as_caller():
     if uid == 0 or os.geteuid() != 0:
         yield
         return
+    import importlib
     import pwd
 
+    # Import, as root, what parsing and compiling will need: once the effective uid is the
+    # caller's, Python cannot read modules installed where only root may (a 0700 tree).
+    for mod in (
+        "policy.reader",
+        "policy.xmlsafe",
+        "policy.compiler",
+        "policy.writer",
+        "policy.mapfile",
+        "policy.binfmt",
+        "policy.errors",
+        "policy.safefile",
+        "secured_virt.audit",
+    ):
+        importlib.import_module(mod)
     pw = pwd.getpwuid(uid)
     egid, groups = os.getegid(), os.getgroups()
     os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
