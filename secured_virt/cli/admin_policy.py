@@ -73,6 +73,10 @@ def as_caller():
         "secured_virt.audit",
     ):
         importlib.import_module(mod)
+    from policy import xmlsafe
+
+    with xmlsafe._schema_lock:  # the XSD, too, is package data only root may read here
+        xmlsafe._load_schema()
     pw = pwd.getpwuid(uid)
     egid, groups = os.getegid(), os.getgroups()
     os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
