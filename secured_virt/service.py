@@ -344,8 +344,8 @@ class Service(PolicyCommands):
         else:
             try:
                 pol = self.store.current()
-            except Exception as exc:
-                return Reply(EXIT_BAD_POLICY, message=f"no valid UA/PA policy is loaded: {exc}")
+            except Exception:  # fail closed, and audit it like every other decision
+                return self._denied(self.gate.authorize(ident, op, Target("*"), interaction))
             allowed = set(
                 pol.filter_visible(user, op.id, ((d.name, metas[d.name]) for d in domains))
             )

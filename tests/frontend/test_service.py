@@ -205,3 +205,13 @@ def test_forget_credentials_request_forgets_the_callers_cache(svc, svt_env):
     assert cache.check(me)
     assert svc.handle(me, Request("forget-credentials", {})).ok
     assert not cache.check(me)
+
+
+def test_list_without_a_valid_policy_is_refused_and_audited(svt_env):
+    with open(svt_env.ua, "w") as fh:
+        fh.write("<UserConfiguration><User name='x'>")
+    svc = Service.from_config(svt_env)
+    r = svc.handle(ident("alice"), Request("list", {"all": True}))
+    assert r.status == EXIT_BAD_POLICY and "ua.xml" in r.message
+    rec = records(svt_env)[-1]
+    assert (rec["op"], rec["verdict"], rec["check"]) == ("list", "denied", "policy")
