@@ -252,31 +252,39 @@ class Service(PolicyCommands):
             status = EXIT_BAD_POLICY
         return Reply(status, message=v.denial_message(), check=v.check)
 
-    def _run(self, ident, op_name: str, name: str, interaction, action: Callable[[Any], Any]):
+    def _run(
+        self,
+        ident,
+        op_name: str,
+        name: str,
+        interaction,
+        action: Callable[[Any], Any],
+        acm_check=None,
+    ):
         """Authorize op on the named VM, then run action(info) and audit the outcome.
 
         Operations that instantiate a domain (start, ...) are also checked against the active
-        sHype/ACM policy, under the host-wide instantiation lock held until the hypervisor call
-        has returned."""
+        sHype/ACM policy (``acm_check`` replaces that check, e.g. for migration).  A VM that
+        does not exist is refused like any other until the gate allowed the request, so its
+        absence is only told to those who may act on it."""
         op = self._op(op_name)
-        if self.acm is not None and op_name in INSTANTIATING:
-            with self.acm.exclusive():
-                return self._run_checked(
-                    ident, op, name, interaction, action, lambda: self._acm_for_domain(name)
-                )
-        return self._run_checked(ident, op, name, interaction, action, None)
-
-    def _run_checked(self, ident, op, name, interaction, action, acm_check):
         target, info = self._resolve(name)
-        v = self.gate.authorize(
-            ident, op, target, interaction, acm_check if target.exists else None
-        )
-        if not v.allowed:
-            return self._denied(v)
         if not target.exists:
-            self.gate.finish(v, "error: no such domain")
-            return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'")
-        return self._perform(v, lambda: action(info))
+            return self._gated(ident, op, target, interaction, _missing(name))
+        if acm_check is None and self.acm is not None and op_name in INSTANTIATING:
+            acm_check = lambda: self._acm_for_domain(name)  # noqa: E731
+        return self._gated(ident, op, target, interaction, lambda: action(info), acm_check)
+
+    def _gated(self, ident, op, target: Target, interaction, fn, acm_check=None) -> Reply:
+        """The one path from a request to the hypervisor: the gate's decision (audited), then
+        fn() with its outcome audited.  With an ACM check, both happen under the host-wide
+        instantiation lock, so nothing can start in between."""
+        lock = self.acm.exclusive() if acm_check is not None else contextlib.nullcontext()
+        with lock:
+            v = self.gate.authorize(ident, op, target, interaction, acm_check)
+            if not v.allowed:
+                return self._denied(v)
+            return self._perform(v, fn)
 
     # -- ACM ----------------------------------------------------------------------------------
     def _acm_verdict(self, name: str, label: str | None, resources) -> tuple[bool, str]:
@@ -532,22 +540,15 @@ class Service(PolicyCommands):
         except vmmeta.DomainXmlError as exc:
             raise UserError(f"save image {path}: {exc}", EXIT_FAILED) from None
         target = Target(name, uuid, meta.attrs(), exists=True)
-
-        def go(acm_check):
-            v = self.gate.authorize(ident, self._op("restore"), target, interaction, acm_check)
-            if not v.allowed:
-                return self._denied(v)
-            return self._perform(
-                v,
-                lambda: (self.backend.restore(path), {"message": f"Domain restored from {path}"})[
-                    1
-                ],
-            )
-
-        if self.acm is None:
-            return go(None)
-        with self.acm.exclusive():
-            return go(lambda: self._acm_for_xml(name, xml, meta))
+        acm_check = (lambda: self._acm_for_xml(name, xml, meta)) if self.acm is not None else None
+        return self._gated(
+            ident,
+            self._op("restore"),
+            target,
+            interaction,
+            _say(f"Domain restored from {path}", lambda: self.backend.restore(path)),
+            acm_check,
+        )
 
     # -- define / create ----------------------------------------------------------------------
     def _from_xml(self, ident, args, interaction, op_name: str, method: str, verb: str):
@@ -573,24 +574,22 @@ class Service(PolicyCommands):
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
             target.attrs = {"owner": owner} if owner else {}
         src = args.get("file") or "XML"
-
-        def go(acm_check):
-            v = self.gate.authorize(ident, self._op(op_name), target, interaction, acm_check)
-            if not v.allowed:
-                return self._denied(v)
-            return self._perform(
-                v,
-                lambda: (
-                    getattr(self.backend, method)(prepared),
-                    {"message": f"Domain '{name}' {verb} from {src}"},
-                )[1],
+        acm_check = None
+        if self.acm is not None and op_name in INSTANTIATING:
+            acm_check = lambda: self._acm_for_xml(  # noqa: E731
+                name, prepared, vmmeta.from_domain_xml(prepared)[2]
             )
-
-        if self.acm is None or op_name not in INSTANTIATING:
-            return go(None)
-        _n, _u, meta = vmmeta.from_domain_xml(prepared)
-        with self.acm.exclusive():
-            return go(lambda: self._acm_for_xml(name, prepared, meta))
+        return self._gated(
+            ident,
+            self._op(op_name),
+            target,
+            interaction,
+            _say(
+                f"Domain '{name}' {verb} from {src}",
+                lambda: getattr(self.backend, method)(prepared),
+            ),
+            acm_check,
+        )
 
     def _cmd_define(self, ident, args, interaction):
         return self._from_xml(ident, args, interaction, "define", "define", "defined")
@@ -739,9 +738,6 @@ class Service(PolicyCommands):
             )
             return {"message": f"Domain '{name}' migrated to {dest}"}
 
-        op = self._op("migrate")
-        if self.acm is None:
-            return self._run_checked(ident, op, name, interaction, act, None)
         acm = self.acm
 
         def acm_check():
@@ -750,8 +746,9 @@ class Service(PolicyCommands):
             except Exception as exc:  # fail closed
                 return False, f"cannot check the destination's sHype/ACM policy: {exc}"
 
-        with acm.exclusive():
-            return self._run_checked(ident, op, name, interaction, act, acm_check)
+        return self._run(
+            ident, "migrate", name, interaction, act, acm_check if acm is not None else None
+        )
 
     def _check_user_destination(self, dest: str) -> None:
         """A destination URI is opened by root (libvirt's ext transport runs its command=,
@@ -960,6 +957,23 @@ class Service(PolicyCommands):
             return Reply(EXIT_FAILED, message=str(exc)), None
         self.gate.finish(v, "ok: console opened")
         return Reply(EXIT_OK, data={"message": f"Connected to domain '{name}'"}), stream
+
+
+def _say(message: str, call: Callable[[], object]) -> Callable[..., dict]:
+    """An action that makes one backend call, then reports virsh's message for it."""
+
+    def act(*_info):
+        call()
+        return {"message": message}
+
+    return act
+
+
+def _missing(name: str) -> Callable[[], dict]:
+    def act():
+        raise UserError(f"failed to get domain '{name}'", EXIT_FAILED)
+
+    return act
 
 
 class _LazyAttrs(Mapping):
