@@ -332,7 +332,7 @@ class Service(PolicyCommands):
             op_name,
             name,
             interaction,
-            lambda info: (getattr(self.backend, method)(name), {"message": message % name})[1],
+            _say(message % name, lambda: getattr(self.backend, method)(name)),
         )
 
     # -- read commands ------------------------------------------------------------------------
@@ -613,7 +613,7 @@ class Service(PolicyCommands):
             "setmem",
             name,
             interaction,
-            lambda info: (self.backend.setmem(name, kib, **self._flags(args)), {"message": ""})[1],
+            _say("", lambda: self.backend.setmem(name, kib, **self._flags(args))),
         )
 
     def _cmd_setmaxmem(self, ident, args, interaction):
@@ -623,7 +623,7 @@ class Service(PolicyCommands):
             "setmaxmem",
             name,
             interaction,
-            lambda info: (self.backend.setmaxmem(name, kib, config=True), {"message": ""})[1],
+            _say("", lambda: self.backend.setmaxmem(name, kib, config=True)),
         )
 
     def _cmd_setvcpus(self, ident, args, interaction):
@@ -637,9 +637,7 @@ class Service(PolicyCommands):
             "setvcpus",
             name,
             interaction,
-            lambda info: (self.backend.setvcpus(name, count, **self._flags(args)), {"message": ""})[
-                1
-            ],
+            _say("", lambda: self.backend.setvcpus(name, count, **self._flags(args))),
         )
 
     def _cmd_attach_disk(self, ident, args, interaction):
@@ -652,12 +650,12 @@ class Service(PolicyCommands):
             "attach-disk",
             name,
             interaction,
-            lambda info: (
-                self.backend.attach_disk(
+            _say(
+                "Disk attached successfully",
+                lambda: self.backend.attach_disk(
                     name, args["source"], args["target"], **kw, **self._flags(args)
                 ),
-                {"message": "Disk attached successfully"},
-            )[1],
+            ),
         )
 
     def _cmd_detach_disk(self, ident, args, interaction):
@@ -667,10 +665,10 @@ class Service(PolicyCommands):
             "detach-disk",
             name,
             interaction,
-            lambda info: (
-                self.backend.detach_disk(name, args["target"], **self._flags(args)),
-                {"message": "Disk detached successfully"},
-            )[1],
+            _say(
+                "Disk detached successfully",
+                lambda: self.backend.detach_disk(name, args["target"], **self._flags(args)),
+            ),
         )
 
     def _cmd_attach_interface(self, ident, args, interaction):
@@ -680,8 +678,9 @@ class Service(PolicyCommands):
             "attach-interface",
             name,
             interaction,
-            lambda info: (
-                self.backend.attach_interface(
+            _say(
+                "Interface attached successfully",
+                lambda: self.backend.attach_interface(
                     name,
                     args["type"],
                     args["source"],
@@ -689,8 +688,7 @@ class Service(PolicyCommands):
                     model=args.get("model"),
                     **self._flags(args),
                 ),
-                {"message": "Interface attached successfully"},
-            )[1],
+            ),
         )
 
     def _cmd_detach_interface(self, ident, args, interaction):
@@ -700,12 +698,12 @@ class Service(PolicyCommands):
             "detach-interface",
             name,
             interaction,
-            lambda info: (
-                self.backend.detach_interface(
+            _say(
+                "Interface detached successfully",
+                lambda: self.backend.detach_interface(
                     name, args["type"], mac=args.get("mac"), **self._flags(args)
                 ),
-                {"message": "Interface detached successfully"},
-            )[1],
+            ),
         )
 
     def _cmd_autostart(self, ident, args, interaction):
@@ -716,7 +714,7 @@ class Service(PolicyCommands):
             "autostart",
             name,
             interaction,
-            lambda info: (self.backend.set_autostart(name, flag), {"message": msg % name})[1],
+            _say(msg % name, lambda: self.backend.set_autostart(name, flag)),
         )
 
     def _cmd_migrate(self, ident, args, interaction):
@@ -781,7 +779,7 @@ class Service(PolicyCommands):
             "snapshot-revert",
             name,
             interaction,
-            lambda info: (self.backend.snapshot_revert(name, args["snapshot"]), {"message": ""})[1],
+            _say("", lambda: self.backend.snapshot_revert(name, args["snapshot"])),
         )
 
     def _cmd_snapshot_delete(self, ident, args, interaction):
@@ -791,10 +789,9 @@ class Service(PolicyCommands):
             "snapshot-delete",
             name,
             interaction,
-            lambda info: (
-                self.backend.snapshot_delete(name, snap),
-                {"message": f"Domain snapshot {snap} deleted"},
-            )[1],
+            _say(
+                f"Domain snapshot {snap} deleted", lambda: self.backend.snapshot_delete(name, snap)
+            ),
         )
 
     # -- authentication cache -----------------------------------------------------------------
