@@ -190,13 +190,20 @@ class Tour:
         return rc
 
 
-def tour(t: Tour) -> list[str]:
-    """The narrated steps; returns a list of surprises (empty when all went as expected)."""
-    problems = []
+def _expecter(problems: list[str]):
+    """expect(rc, want, what): note a step whose exit code differs from the narration."""
 
-    def expect(rc, want, what):
+    def expect(rc: int, want: int, what: str) -> None:
         if rc != want:
             problems.append(f"{what}: exit {rc}, expected {want}")
+
+    return expect
+
+
+def tour(t: Tour) -> list[str]:
+    """The narrated steps; returns a list of surprises (empty when all went as expected)."""
+    problems: list[str] = []
+    expect = _expecter(problems)
 
     say(
         "Root delegated VM management by writing two files.  UA says alice is in WebTeam, bob "
@@ -236,11 +243,8 @@ def tour(t: Tour) -> list[str]:
 
 def acm_tour(t: Tour) -> list[str]:
     """The mandatory half: sHype/ACM labels, Chinese Wall, STE, labels across hosts."""
-    problems = []
-
-    def expect(rc, want, what):
-        if rc != want:
-            problems.append(f"{what}: exit {rc}, expected {want}")
+    problems: list[str] = []
+    expect = _expecter(problems)
 
     img = "/var/lib/libvirt/images/{}.qcow2"
     say(

@@ -155,4 +155,17 @@ class Catalogue:
         return op
 
 
+def render_catalogue(catalogue: Catalogue, *, as_json: bool = False, header: bool = False) -> str:
+    """The catalogue as svirsh/svirt-admin print it: a table (optionally headed) or JSON."""
+    if as_json:
+        import json
+
+        return json.dumps([o.as_dict() for o in catalogue], indent=2) + "\n"
+    lines = [f"{'ID':>3}  {'NAME':<20} {'KIND':<6} {'ON':<4}  DESCRIPTION"] if header else []
+    lines += [
+        f"{o.id:>3}  {o.name:<20} {o.kind:<6} {o.scope:<4}  {o.description}" for o in catalogue
+    ]
+    return "\n".join(lines) + "\n"
+
+
 CATALOGUE = Catalogue(tuple(Operation(*row) for row in _TABLE))

@@ -94,12 +94,9 @@ def _attrs(args) -> dict:
 
 
 def cmd_operations(args) -> int:
-    if args.json:
-        print(json.dumps([o.as_dict() for o in CATALOGUE], indent=2))
-        return EXIT_OK
-    print(f"{'ID':>3}  {'NAME':<20} {'KIND':<6} {'ON':<4}  DESCRIPTION")
-    for o in CATALOGUE:
-        print(f"{o.id:>3}  {o.name:<20} {o.kind:<6} {o.scope:<4}  {o.description}")
+    from ..operations import render_catalogue
+
+    sys.stdout.write(render_catalogue(CATALOGUE, as_json=args.json, header=True))
     return EXIT_OK
 
 

@@ -247,15 +247,9 @@ def _forget(g: Globals) -> int:
 
 
 def _operations(g: Globals, rest: list[str]) -> int:
-    from ..operations import CATALOGUE
+    from ..operations import CATALOGUE, render_catalogue
 
-    if g.json or "--json" in rest:
-        import json
-
-        sys.stdout.write(json.dumps([o.as_dict() for o in CATALOGUE], indent=2) + "\n")
-    else:
-        for o in CATALOGUE:
-            sys.stdout.write(f"{o.id:>3}  {o.name:<20} {o.kind:<6} {o.scope:<4}  {o.description}\n")
+    sys.stdout.write(render_catalogue(CATALOGUE, as_json=g.json or "--json" in rest))
     return EXIT_OK
 
 
