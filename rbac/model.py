@@ -343,11 +343,14 @@ class PolicyBuilder:
         return self
 
     # -- build -------------------------------------------------------------------------------
-    def build(self):
-        """Validate everything and compile; raises PolicyError listing every problem."""
+    def build(self, *, native: bool = True):
+        """Validate everything and compile; raises PolicyError listing every problem.
+
+        ``native=False`` keeps decisions in pure Python even when the C index is built (for
+        comparing the two)."""
         from .engine import RbacPolicy
 
-        return RbacPolicy(self.model())
+        return RbacPolicy(self.model(), native=native)
 
     def model(self) -> PolicyModel:
         """Validate everything and return the plain model (what build() compiles)."""

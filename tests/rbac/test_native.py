@@ -1,0 +1,199 @@
+"""The C index (rbac/_native.c) answers exactly what the pure-Python engine answers.
+
+decide() is the C index's method when the extension is built; it answers the commonest case
+itself and hands everything else to the Python engine.  These tests hold it to the Python
+engine on random policies (every field of every Decision, including the worded rule and
+reason), at the edges of what it answers itself (operation ids 0, 63 and 64, odd argument
+types and keyword calls), and check that it neither leaks nor keeps policies alive.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rbac
+from rbac import engine
+
+from .test_property import NOWS, OBJECTS, attr_choices, policies
+
+pytestmark = pytest.mark.skipif(
+    engine._native is None, reason="rbac._native not built (no C compiler)"
+)
+
+#: the property tests' operations 1, 2, 3 mapped onto the edges of the C index's 0..63 masks
+EDGE_OPS = {1: 0, 2: 63, 3: 64}
+CATALOGUE = {0: "zero", 63: "sixty-three", 64: "sixty-four"}
+
+
+def build_pair(p):
+    """The same random policy compiled twice: with the C index and in pure Python."""
+    pols = []
+    for native in (True, False):
+        b = rbac.PolicyBuilder(CATALOGUE)
+        for r in p["roles"]:
+            b.add_role(r, authenticate=p["auth"][r])
+        for i, j in p["edges"]:
+            b.inherit(f"r{i}", f"r{j}")
+        for r, ops, sel in p["grants"]:
+            b.grant(r, sorted(EDGE_OPS[o] for o in ops), sel)
+        for u in p["users"]:
+            b.add_user(u)
+            for r, exp in p["assigns"][u].items():
+                b.assign(u, r, expires=exp)
+        pols.append(b.build(native=native))
+    return pols
+
+
+def same(a: rbac.Decision, b: rbac.Decision) -> None:
+    assert type(a) is type(b) is rbac.Decision
+    assert tuple(a) == tuple(b)  # allowed, role, rule, reason, requires_auth, via
+    assert a.rule == b.rule and a.reason == b.reason
+
+
+class Sub(str):
+    """A str subclass: not what the C index answers, so Python must."""
+
+
+QUERY_OPS = [0, 63, 64, 1, 200, -1, 2**70, "zero", "sixty-three", "nope", True, False]
+
+
+@settings(max_examples=150, deadline=None)
+@given(p=policies(), data=st.data())
+def test_c_index_and_python_decide_identically(p, data):
+    fast, slow = build_pair(p)
+    assert fast.native == bool(fast._fast) and not slow.native
+    users = [*p["users"], "nobody", Sub(p["users"][0])]
+    objects = [*OBJECTS, "unknown", Sub(OBJECTS[0])]
+    for user in users:
+        for op in QUERY_OPS:
+            for obj in objects:
+                attrs = data.draw(st.sampled_from(attr_choices(p["users"])))
+                now = data.draw(st.sampled_from([None, *NOWS]))
+                same(fast.decide(user, op, obj), slow.decide(user, op, obj))
+                same(fast.decide(user, op, obj, attrs, now), slow.decide(user, op, obj, attrs, now))
+                same(
+                    fast.decide(user, op, obj, now=now, attrs=attrs),
+                    slow.decide(user, op, obj, now=now, attrs=attrs),
+                )
+
+
+def small_policy(native=True):
+    b = rbac.PolicyBuilder({1: "start", 2: "stop", 70: "far"})
+    b.add_role("tenant")
+    b.add_role("lead", inherits=["tenant"])
+    b.add_role("secure", authenticate=True)
+    b.grant("tenant", [1, 2, 70], rbac.Exact(["vm1", "vm2"]))
+    b.grant("secure", [1], rbac.Exact(["vm3"]))
+    b.add_user("alice")
+    b.assign("alice", "lead")
+    b.add_user("bob")
+    b.assign("bob", "secure")
+    return b.build(native=native)
+
+
+def test_the_extension_is_built_and_used():
+    """`make test` installs gcc and python3-dev, so the C index must be there and in use."""
+    pol = small_policy()
+    assert pol.native
+    assert type(pol.decide).__name__ == "builtin_function_or_method"
+    stats = pol._native_index().stats()
+    assert stats["users"] == 2 and stats["objects"] == 3 and stats["profiles"] == 2
+    assert stats["entries"] == 3  # (vm1, tenant), (vm2, tenant), (vm3, secure)
+
+
+def test_answers_carry_role_path_rule_and_reason():
+    pol = small_policy()
+    d = pol.decide("alice", 1, "vm1")
+    assert d.allowed and d.role == "tenant" and d.via == ("lead", "tenant")
+    assert "role tenant accepts operation 1 on" in d.rule
+    assert d.reason == "granted by role 'tenant' (inherited: lead -> tenant)"
+    d = pol.decide("alice", 2, "vm3")
+    assert not d.allowed and d.role is None and d.via == ()
+    assert d.reason == "no role of user 'alice' grants operation 2 (stop) on 'vm3'"
+    # the cases handed to Python: a role needing authentication, an id beyond 63, by name
+    d = pol.decide("bob", 1, "vm3")
+    assert d.allowed and d.requires_auth
+    assert pol.decide("alice", 70, "vm2").allowed
+    assert pol.decide("alice", "stop", "vm2").allowed
+    assert "not in the catalogue" in pol.decide("alice", 5, "vm1").reason
+    assert pol.decide("nobody", 1, "vm1").reason == "user 'nobody' unknown"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("alice", 1), {}),
+        (("alice", 1, "vm1", None, None, None), {}),
+        (("alice", 1, "vm1"), {"bogus": 1}),
+        (("alice", 1, "vm1", None), {"attrs": None}),
+        (("alice", 1, "vm1", None, None), {"now": None}),
+        ((), {"user": "alice", "op_id": 1}),
+    ],
+)
+def test_bad_calls_raise_what_python_raises(args, kwargs):
+    fast, slow = small_policy(), small_policy(native=False)
+    with pytest.raises(TypeError) as c_err:
+        fast.decide(*args, **kwargs)
+    with pytest.raises(TypeError) as py_err:
+        slow.decide(*args, **kwargs)
+    # same complaint; Python names the method it was raised in
+    assert str(c_err.value).split("() ", 1)[1] == str(py_err.value).split("() ", 1)[1]
+
+
+def test_keyword_calls_are_answered():
+    pol = small_policy()
+    assert pol.decide(user="alice", op_id=1, obj="vm2").allowed
+    assert pol.decide("alice", 1, "vm2", attrs={"label": "x"}, now=0).allowed
+    assert pol.decide("alice", 1, obj="vm2").allowed
+
+
+def test_decisions_do_not_leak_references():
+    pol = small_policy()
+    grant = pol.decide("alice", 1, "vm1")[2]
+    user, obj = "alice", "vm1"
+    before = (sys.getrefcount(grant), sys.getrefcount(pol), sys.getrefcount(user))
+    for _ in range(10000):
+        pol.decide(user, 1, obj)
+        pol.decide(user, 2, "vm3")
+        pol.decide(user, 1, "nowhere")
+    assert (sys.getrefcount(grant), sys.getrefcount(pol), sys.getrefcount(user)) == before
+
+
+def test_a_dropped_policy_is_collected():
+    """Policy -> its decide (the index's method) -> index -> policy: a cycle the GC breaks,
+    so svirtd's reloads do not pile up old policies."""
+    pol = small_policy()
+    ref = weakref.ref(pol)
+    assert pol.decide("alice", 1, "vm1")
+    del pol
+    gc.collect()
+    assert ref() is None
+
+
+def test_index_rejects_malformed_input():
+    Index = engine._native.Index
+    pol = small_policy(native=False)
+    ok = dict(fallback=pol._decide, policy=pol, decision=rbac.Decision, known_ops=0)
+    with pytest.raises(TypeError, match="user names must be str"):
+        Index(users={1: 0}, profiles=[()], roles=[], **ok)
+    with pytest.raises(ValueError, match="no profile"):
+        Index(users={"a": 3}, profiles=[()], roles=[], **ok)
+    with pytest.raises(ValueError, match="no role"):
+        Index(users={}, profiles=[((5, "r", ()),)], roles=[], **ok)
+    with pytest.raises(TypeError, match="object names must be str"):
+        Index(users={}, profiles=[], roles=[(False, {b"vm": {}})], **ok)
+    with pytest.raises(TypeError, match="grants must be a dict"):
+        Index(users={}, profiles=[], roles=[(False, {"vm": [1]})], **ok)
+    with pytest.raises(TypeError, match="tuple subclass"):
+        Index(pol._decide, pol, dict, {}, [], [], 0)
+    with pytest.raises(RuntimeError, match="before it was built"):
+        Index.__new__(Index).decide("alice", 1, "vm1")
+    built = Index(users={}, profiles=[], roles=[], **ok)
+    with pytest.raises(RuntimeError, match="built once"):
+        built.__init__(users={}, profiles=[], roles=[], **ok)
