@@ -13,9 +13,9 @@ APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon 
              libpam0g util-linux
 STAMP     := $(VENV)/.secured-virt-installed
 
-.PHONY: setup apt venv demo test unit bench lint format clean
+.PHONY: setup apt venv native demo test unit bench lint format clean
 
-setup: $(STAMP)
+setup: $(STAMP) native
 
 apt:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -26,7 +26,7 @@ apt:
 	  fi; \
 	else echo "apt: not root, assuming packages are installed"; fi
 
-$(STAMP): pyproject.toml | apt
+$(STAMP): pyproject.toml setup.py | apt
 	@test -x $(PY) || { mkdir -p $(dir $(VENV)) && /usr/bin/python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench]'
@@ -34,6 +34,13 @@ $(STAMP): pyproject.toml | apt
 	@touch $@
 
 venv: setup
+
+# rbac's C index, built in place by the editable install; rebuilt here when its source changes
+# or when this checkout has none yet (the venv may have been set up from another checkout)
+native: $(STAMP)
+	@so=$$(ls rbac/_native*.so 2>/dev/null | head -1); \
+	if [ -z "$$so" ] || [ rbac/_native.c -nt "$$so" ]; then \
+	  echo "native: building rbac/_native.c"; $(PY) setup.py -q build_ext --inplace; fi
 
 demo: setup
 	$(PY) -m secured_virt.demo

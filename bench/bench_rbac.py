@@ -8,7 +8,8 @@ a second role, some with an expiry; static and dynamic separation sets that the 
 
 Measured:
   * rbac decide(): median and p99 per call (each call timed alone, timer overhead subtracted),
-    and the mean of a tight loop, over a query mix of about half allowed, half denied;
+    and the mean of a tight loop, over a query mix of about half allowed, half denied; with
+    the C index (rbac/_native.c) and, as the peer in the same process, in pure Python;
   * filter_visible() over 10k objects;
   * load + validate + compile of the large policy written as real UA/PA files (rbac.load);
   * PyCasbin enforce() on the same users/roles/grants: g = _, _ (user->role, senior->junior)
@@ -161,7 +162,7 @@ class Data:
         return "".join(parts)
 
     # -- as a PolicyBuilder ------------------------------------------------------------------
-    def build(self) -> rbac.RbacPolicy:
+    def build(self, native: bool = True) -> rbac.RbacPolicy:
         b = rbac.PolicyBuilder(CATALOGUE)
         for r in self.roles:
             b.add_role(r, authenticate=r in self.auth_roles, inherits=self.inherits.get(r, ()))
@@ -182,7 +183,7 @@ class Data:
             b.add_ssd(name, roles, 2)
         for name, roles in self.dsd:
             b.add_dsd(name, roles, 2)
-        return b.build()
+        return b.build(native=native)
 
 
 # -- timing helpers ------------------------------------------------------------------------------
@@ -231,6 +232,13 @@ def time_calls(fn, queries, rounds: int = 5) -> dict:
         "calls_per_round": len(queries),
         "timer_overhead_ns": overhead,
     }
+
+
+def _time_index(pol) -> float:
+    """Seconds to build the C index alone (part of every load when the extension is built)."""
+    t0 = time.perf_counter()
+    pol._native_index()
+    return time.perf_counter() - t0
 
 
 # -- casbin --------------------------------------------------------------------------------------
@@ -361,7 +369,16 @@ def bench_size(label: str, data: Data, n_queries: int, casbin_seconds: float, fi
     queries = data.queries(n_queries)
     allowed = sum(pol.decide(u, o, v, a).allowed for u, o, v, a in queries)
     res["allowed_fraction"] = allowed / len(queries)
+    res["native"] = pol.native
     res["decide"] = time_calls(pol.decide, queries)
+    # the peer: the same policy with decide() kept in pure Python (what runs without a C
+    # compiler), timed in the same process right after
+    t0 = time.perf_counter()
+    py_pol = data.build(native=False)
+    res["build_in_code_python_s"] = time.perf_counter() - t0
+    res["decide_python"] = time_calls(py_pol.decide, queries)
+    res["native_index_s"] = _time_index(pol) if pol.native else None
+    del py_pol
     vms = data.vms
     objs = [(vms[i % len(vms)], {"label": data.labels[vms[i % len(vms)]]}) for i in range(10000)]
     users = [q[0] for q in queries[:50]]
@@ -406,8 +423,17 @@ def table(results: list[dict]) -> str:
             f"{', '.join(fmt_ns(x) for x in d['round_medians_ns'])}; "
             f"loop mean {fmt_ns(d['mean_loop_ns'])}; "
             f"filter 10k objs {r['filter_10k_ms']:.2f} ms; "
-            f"{r['allowed_fraction']:.0%} allowed |"
+            f"{r['allowed_fraction']:.0%} allowed; C index: {r.get('native')} |"
         )
+        p = r.get("decide_python")
+        if p:
+            rows.append(
+                f"| {size} | rbac decide(), pure Python (native=False) | — | "
+                f"{r['build_in_code_python_s']:.3f} s (code) | {fmt_ns(p['median_ns'])} | "
+                f"{fmt_ns(p['p99_ns'])} | round medians "
+                f"{', '.join(fmt_ns(x) for x in p['round_medians_ns'])}; "
+                f"C index is {p['median_ns'] / max(d['median_ns'], 1):.1f}x faster |"
+            )
         for key, name in (
             ("casbin", "PyCasbin p=sub,obj,act"),
             ("casbin_g2", "PyCasbin + g2 VM groups"),
