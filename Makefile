@@ -9,7 +9,7 @@
 VENV      ?= /opt/secured-virt/venv
 PY        := $(VENV)/bin/python
 APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon \
-             libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients libpam-wrapper \
+             libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients libpam-wrapper \
              libpam0g util-linux
 STAMP     := $(VENV)/.secured-virt-installed
 

@@ -67,6 +67,9 @@ class Config:
     xl_config_dir: str = "/etc/xen"
     #: where save images of non-root callers go (one 0700 directory per user)
     save_dir: str = "/var/lib/secured-virt/save"
+    #: the only directories disk images of non-root callers' domains may come from
+    #: (secured_virt.disks says why and what else is checked)
+    disk_dirs: tuple[str, ...] = ("/var/lib/libvirt/images",)
     #: migration destinations and the directory holding their sHype/ACM state, so the
     #: destination's policy is checked before the domain runs there: "URI=DIR, URI2=DIR2"
     acm_peers: tuple[tuple[str, str], ...] = ()
@@ -193,6 +196,10 @@ def _peers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    return tuple(_abs_path(t.strip().rstrip("/") or "/") for t in text.split(",") if t.strip())
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "backend": _choice("libvirt", "xl"),
     "uri": _text,
@@ -218,6 +225,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "xl_path": _abs_path,
     "xl_config_dir": _abs_path,
     "save_dir": _abs_path,
+    "disk_dirs": _paths,
     "acm_peers": _peers,
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}

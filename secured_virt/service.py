@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import vmmeta
+from . import disks, vmmeta
 from .acm_ops import INSTANTIATING
+from .backends import domxml
 from .backends.base import BackendError, NoSuchDomain, open_backend
 from .gate import Gate, Target, Verdict, acting_as
 from .operations import CATALOGUE, Operation
@@ -566,7 +567,11 @@ class Service(PolicyCommands):
         keep = self._meta(name) if target.exists else None
         try:
             name, prepared = vmmeta.prepare_user_domain_xml(
-                xml, owner, privileged=ident.uid == 0 and acting_as(ident) is None, keep=keep
+                xml,
+                owner,
+                privileged=self._privileged(ident),
+                keep=keep,
+                disk_dirs=self._disk_dirs(),
             )
         except vmmeta.DomainXmlError as exc:
             raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
@@ -640,23 +645,35 @@ class Service(PolicyCommands):
             _say("", lambda: self.backend.setvcpus(name, count, **self._flags(args))),
         )
 
+    @staticmethod
+    def _privileged(ident) -> bool:
+        """Root acting as itself: the one caller whose domain XML and disks are not limited
+        (root acting --as a user is limited like that user)."""
+        return ident.uid == 0 and acting_as(ident) is None
+
+    def _disk_dirs(self) -> tuple[str, ...]:
+        return tuple(getattr(self.config, "disk_dirs", ()) or ())
+
     def _cmd_attach_disk(self, ident, args, interaction):
         name = args.get("domain")
         kw = {k: args.get(k) for k in ("driver", "subdriver", "mode") if args.get(k)}
         if args.get("type"):
             kw["type"] = args["type"]
-        return self._run(
-            ident,
-            "attach-disk",
-            name,
-            interaction,
-            _say(
-                "Disk attached successfully",
-                lambda: self.backend.attach_disk(
-                    name, args["source"], args["target"], **kw, **self._flags(args)
-                ),
-            ),
-        )
+        privileged = self._privileged(ident)
+
+        def act(info):
+            if not privileged:  # after the (audited) decision, so a refusal is on record
+                try:
+                    disk = domxml.disk_element(args.get("source"), args.get("target"), **kw)
+                    disks.check_disk(disk, self._disk_dirs())
+                except disks.DiskPolicyError as exc:
+                    raise UserError(f"attach-disk: {exc}", EXIT_DENIED) from None
+            self.backend.attach_disk(
+                name, args["source"], args["target"], **kw, **self._flags(args)
+            )
+            return {"message": "Disk attached successfully"}
+
+        return self._run(ident, "attach-disk", name, interaction, act)
 
     def _cmd_detach_disk(self, ident, args, interaction):
         name = args.get("domain")

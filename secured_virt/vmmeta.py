@@ -18,6 +18,8 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from . import disks
+
 NS = "https://secured-virt.org/xmlns/svirt/1"
 KEY = "svirt"
 _PARSER = etree.XMLParser(
@@ -143,7 +145,12 @@ def _user_xml_problem(el) -> str | None:
 
 
 def prepare_user_domain_xml(
-    xml: str, owner: str | None, *, privileged: bool, keep: VmMeta | None = None
+    xml: str,
+    owner: str | None,
+    *,
+    privileged: bool,
+    keep: VmMeta | None = None,
+    disk_dirs: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     """Validate a domain XML from a user; set our metadata to (owner, no label), or to ``keep``
     (the metadata of the existing domain this XML redefines).
@@ -151,7 +158,8 @@ def prepare_user_domain_xml(
     A caller may not claim an owner or a label through the XML: labels are set with setlabel,
     which the ACM checks; ownership is the defining user.  *Every* element in our namespace is
     dropped, not only <svirt:vm>: libvirt answers a metadata query with the first element in
-    the namespace, whatever its name.  Returns (name, new_xml).
+    the namespace, whatever its name.  A non-privileged caller's disks must also follow
+    secured_virt.disks (images inside ``disk_dirs``).  Returns (name, new_xml).
     """
     root = parse_domain_xml(xml)
     if not privileged:
@@ -164,6 +172,10 @@ def prepare_user_domain_xml(
                     f"line {el.sourceline}: <{etree.QName(el).localname}> ({why}) is only "
                     "allowed in definitions made by root"
                 )
+        try:
+            disks.check_domain_disks(root, disk_dirs)
+        except disks.DiskPolicyError as exc:
+            raise DomainXmlError(str(exc)) from None
     md = root.find("metadata")
     if md is not None:
         for el in list(md):

@@ -44,7 +44,8 @@ def test_values_are_typed(tmp_path):
         "# comment\n; other comment\n[secured-virt]\n"
         "backend = xl\nacm = yes\naudit_syslog = off\nsocket_mode = 0660\n"
         "request_max_bytes = 4096\nidle_timeout = 2m\nauth_timeout_minutes = 90s\n"
-        "auth_operations = destroy, 13, undefine\nua = /srv/ua.xml\n",
+        "auth_operations = destroy, 13, undefine\nua = /srv/ua.xml\n"
+        "disk_dirs = /srv/images/, /var/lib/libvirt/images\n",
     )
     cfg = load_config(path, caller_uid=0)
     assert cfg.backend == "xl" and cfg.acm is True and cfg.audit_syslog is False
@@ -52,6 +53,7 @@ def test_values_are_typed(tmp_path):
     assert cfg.idle_timeout == 120 and cfg.auth_timeout_minutes == 1.5
     assert cfg.auth_operations == frozenset({"destroy", "undefine"})  # id 13 is destroy
     assert cfg.ua == "/srv/ua.xml" and cfg.pa == Config().pa and cfg.source == path
+    assert cfg.disk_dirs == ("/srv/images", "/var/lib/libvirt/images")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.backend = "libvirt"
 
@@ -88,6 +90,7 @@ def test_root_naming_a_missing_file_is_an_error_not_defaults(tmp_path):
         ("[secured-virt]\nauth_operations = start, fly\n", r":2: bad value for 'auth_operations'"),
         ("[secured-virt]\npam_service = ../evil\n", r":2: bad value for 'pam_service'"),
         ("[secured-virt]\nidle_timeout = forever\n", r":2: bad value for 'idle_timeout'"),
+        ("[secured-virt]\ndisk_dirs = /a, images\n", r":2: bad value for 'disk_dirs'.*absolute"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, text, pattern):
