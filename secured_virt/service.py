@@ -279,13 +279,25 @@ class Service(PolicyCommands):
     def _gated(self, ident, op, target: Target, interaction, fn, acm_check=None) -> Reply:
         """The one path from a request to the hypervisor: the gate's decision (audited), then
         fn() with its outcome audited.  With an ACM check, both happen under the host-wide
-        instantiation lock, so nothing can start in between."""
+        instantiation lock, so nothing can start in between.  fn() runs with the target VM
+        pinned to the UUID the decision saw (Backend.pinned)."""
         lock = self.acm.exclusive() if acm_check is not None else contextlib.nullcontext()
         with lock:
             v = self.gate.authorize(ident, op, target, interaction, acm_check)
             if not v.allowed:
                 return self._denied(v)
+            if target.exists:
+                fn = self._pinned(target, fn)
             return self._perform(v, fn)
+
+    def _pinned(self, target: Target, fn):
+        """fn, acting on the VM that was checked, not on whatever bears its name by now."""
+
+        def run():
+            with self.backend.pinned(target.name, target.uuid):
+                return fn()
+
+        return run
 
     # -- ACM ----------------------------------------------------------------------------------
     def _acm_verdict(self, name: str, label: str | None, resources) -> tuple[bool, str]:

@@ -12,6 +12,7 @@ terminal - never a raw library exception or a stack trace.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -108,6 +109,18 @@ class BackendError(Exception):
         return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
 
+class DomainChanged(BackendError):
+    """The domain behind a name is no longer the one a request was checked against."""
+
+    def __init__(self, name: str, uuid: str) -> None:
+        self.name = name
+        super().__init__(
+            "no-domain",
+            f"domain '{name}' was undefined or replaced after the request was checked (it is "
+            f"no longer the VM with UUID {uuid}); nothing was done, run the command again",
+        )
+
+
 class NoSuchDomain(BackendError):
     """The named domain does not exist (code ``no-domain``)."""
 
@@ -150,6 +163,15 @@ class Backend(Protocol):
 
     def list_domains(self, *, include_inactive: bool = False) -> list[DomainInfo]: ...
     def lookup(self, name: str) -> DomainInfo: ...
+    def pinned(self, name: str, uuid: str | None) -> AbstractContextManager[None]:
+        """Within the block, operations on ``name`` act on the domain with this UUID only.
+
+        The front-end checks a request against the VM it resolved by name; if that VM were
+        undefined and another defined under the same name before the action, the action would
+        hit a VM nobody checked.  Inside ``pinned`` a backend either addresses the domain by
+        its UUID or verifies the UUID, and raises NoSuchDomain saying the VM changed.
+        """
+        ...
 
     def start(self, name: str) -> None: ...
     def shutdown(self, name: str) -> None: ...

@@ -31,6 +31,7 @@ from lxml import etree
 from . import domxml, metadata
 from .base import (
     BackendError,
+    DomainChanged,
     DomainInfo,
     NoSuchDomain,
     SnapshotInfo,
@@ -111,6 +112,7 @@ class LibvirtBackend:
         self._os_types: dict[str, str] = {}
         self._peers: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
+        self._pins = threading.local()  # name -> UUID, per thread (see pinned)
 
     # -- connection -----------------------------------------------------------------------
     @staticmethod
@@ -161,14 +163,42 @@ class LibvirtBackend:
         self.close()
 
     # -- helpers --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pinned(self, name: str, uuid: str | None):
+        """Inside the block, ``name`` is looked up by ``uuid`` (Backend.pinned says why).
+
+        A virDomain obtained by UUID keeps addressing that UUID in every later call, so a VM
+        redefined under the same name in between is never touched.  Pins are per thread:
+        svirtd serves requests on several threads over one connection.
+        """
+        if not uuid:
+            yield
+            return
+        pins = self._pins.__dict__.setdefault("by_name", {})
+        previous = pins.get(name)
+        pins[name] = uuid
+        try:
+            yield
+        finally:
+            if previous is None:
+                pins.pop(name, None)
+            else:
+                pins[name] = previous
+
     def _dom(self, name: str) -> libvirt.virDomain:
         _check_name(name)
+        uuid = getattr(self._pins, "by_name", {}).get(name)
         try:
-            return self.connection.lookupByName(name)
+            if uuid is None:
+                return self.connection.lookupByName(name)
+            dom = self.connection.lookupByUUIDString(uuid)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NoSuchDomain(name) from None
+                raise (NoSuchDomain(name) if uuid is None else DomainChanged(name, uuid)) from None
             raise self._translate(exc, action="look up", name=name) from None
+        if dom.name() != name:  # renamed since the check; the name now means nothing checked
+            raise DomainChanged(name, uuid)
+        return dom
 
     def _translate(self, exc: libvirt.libvirtError, **kw) -> BackendError:
         """translate(), but a dead connection is always code "connection" (callers reconnect)."""

@@ -52,7 +52,14 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from . import domxml
-from .base import BackendError, DomainInfo, NoSuchDomain, SnapshotInfo, report_progress
+from .base import (
+    BackendError,
+    DomainChanged,
+    DomainInfo,
+    NoSuchDomain,
+    SnapshotInfo,
+    report_progress,
+)
 from .xl_cfg import MAX_CONFIG_BYTES, XlConfig, XlConfigError
 from .xl_model import SVIRT_NS, XlDisk, XlDomain, XlNic, parse_label
 from .xl_parse import XlListEntry, parse_info, parse_list, parse_list_long, read_save_header
@@ -394,6 +401,23 @@ class XlBackend:
                         out.append(self._inactive_info(name, cfg))
         out.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
         return out
+
+    @contextlib.contextmanager
+    def pinned(self, name: str, uuid: str | None):
+        """Backend.pinned for xl: the UUID is verified when the block starts.
+
+        xl addresses domains by name or domain id only, so the window between this check and
+        the xl command is not closed as libvirt's by-UUID handles close it; it is narrowed
+        from "since the request was checked" to one fork.
+        """
+        if uuid:
+            try:
+                now = self.lookup(name).uuid
+            except NoSuchDomain:
+                raise DomainChanged(name, uuid) from None
+            if now and now.lower() != uuid.lower():
+                raise DomainChanged(name, uuid)
+        yield
 
     def lookup(self, name: str) -> DomainInfo:
         check_name(name)

@@ -23,6 +23,7 @@ def test_protocol_lists_the_agreed_operations():
     expected = {
         "list_domains",
         "lookup",
+        "pinned",
         "start",
         "shutdown",
         "reboot",

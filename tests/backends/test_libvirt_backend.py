@@ -681,3 +681,43 @@ def test_real_migration_failure_is_raised_in_the_callers_thread(lv):
     dom.done.set()
     with pytest.raises(RuntimeError, match="boom"):
         lv._migrate_with_progress(dom, "vm", None, 0, None)
+
+
+# -- pinning: act on the VM that was checked --------------------------------------------------
+def test_a_pinned_name_acts_on_the_checked_uuid_only(lv):
+    from secured_virt.backends.base import DomainChanged
+
+    lv.define(new_xml("pinme"))
+    checked = lv.lookup("pinme").uuid
+    with lv.pinned("pinme", checked):
+        assert lv.lookup("pinme").uuid == checked
+        # someone replaces the VM under the same name between the check and the action
+        lv.undefine("pinme")
+    lv.define(new_xml("pinme"))
+    with lv.pinned("pinme", checked), pytest.raises(DomainChanged) as err:
+        lv.start("pinme")
+    assert f"no longer the VM with UUID {checked}" in str(err.value)
+    assert lv.lookup("pinme").state == "shut off"  # the replacement was not touched
+    # unpinned, the name means the new VM again
+    lv.start("pinme")
+    assert lv.lookup("pinme").state == "running"
+
+
+def test_pins_are_per_thread_and_nest(lv):
+    import threading
+
+    lv.define(new_xml("pin-a"))
+    real = lv.lookup("pin-a").uuid
+    seen = []
+    with lv.pinned("pin-a", str(uuid.uuid4())):
+        t = threading.Thread(target=lambda: seen.append(lv.lookup("pin-a").uuid))
+        t.start()
+        t.join()
+        with lv.pinned("pin-a", real):
+            assert lv.lookup("pin-a").uuid == real
+        with pytest.raises(BackendError, match="no longer the VM"):
+            lv.lookup("pin-a")
+    assert seen == [real]  # another thread (another svirtd request) is not affected
+    assert lv.lookup("pin-a").uuid == real
+    with lv.pinned("pin-a", None):  # no UUID known: by name, as before
+        assert lv.lookup("pin-a").uuid == real

@@ -851,3 +851,21 @@ def test_directories_that_xl_create_would_misread_are_refused(option):
         XlBackend(**{option: "/etc/xen=x"})
     with pytest.raises(BackendError, match="absolute"):
         XlBackend(**{option: "relative/dir"})
+
+
+# -- pinning ----------------------------------------------------------------------------------
+def test_pinned_verifies_the_uuid_before_acting(xl, fake, mocker):
+    """xl addresses domains by name, so the pin is a UUID check when the block starts."""
+    from secured_virt.backends.base import DomainChanged
+
+    checked = xl.lookup("web-01").uuid
+    with xl.pinned("web-01", checked):
+        pass
+    with (
+        pytest.raises(DomainChanged, match="no longer the VM with UUID 1234"),
+        xl.pinned("web-01", "1234"),
+    ):
+        pytest.fail("the block must not run when the UUID differs")
+    mocker.patch.object(xl, "lookup", side_effect=NoSuchDomain("web-01"))
+    with pytest.raises(DomainChanged), xl.pinned("web-01", checked):
+        pytest.fail("the block must not run when the VM is gone")

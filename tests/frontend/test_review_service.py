@@ -170,3 +170,32 @@ def test_root_and_listed_destinations_still_migrate(env, tmp_path):
     assert r.status == EXIT_OK, r.message
     r = run(svc, ROOT, "migrate", domain="bob-build", desturi=dest)
     assert r.status == EXIT_OK, r.message
+
+
+def test_a_vm_replaced_between_check_and_action_is_not_touched(svc, env):
+    """alice's start is checked against alice-web; if the VM is undefined and another defined
+    under that name before the action, the action must not start the replacement."""
+    be = svc.backend
+    run(svc, ROOT, "destroy", domain="alice-web")
+    checked = be.lookup("alice-web").uuid
+    replacement = (
+        "<domain type='test'><name>alice-web</name><memory>1024</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    real_authorize = svc.gate.authorize
+
+    def authorize_then_race(*a, **kw):
+        v = real_authorize(*a, **kw)
+        be.undefine("alice-web")  # another root session, right after the decision
+        be.define(replacement)
+        return v
+
+    svc.gate.authorize = authorize_then_race
+    r = run(svc, ident("alice"), "start", domain="alice-web")
+    assert r.status != EXIT_OK
+    assert f"no longer the VM with UUID {checked}" in r.message
+    now = be.lookup("alice-web")
+    assert now.uuid != checked and now.state == "shut off"
+    last = records(env)[-1]
+    assert last["op"] == "start" and last["outcome"].startswith("error")
+    assert f"no longer the VM with UUID {checked}" in last["outcome"]
