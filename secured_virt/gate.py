@@ -119,6 +119,18 @@ class Gate:
             except Exception as exc:  # the decision itself is on disk; the outcome is best effort
                 log.warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
 
+    def may(self, ident, op: Operation, target: Target) -> bool:
+        """Would RBAC allow this (no PAM, no ACM, nothing audited)?  For refusing a caller
+        before doing work on their input; the audited authorize() still decides."""
+        if getattr(ident, "as_refused", False):
+            return False
+        if _is_plain_root(ident):
+            return True
+        try:
+            return bool(self.rbac_decision(_policy_user(ident), op, target).allowed)
+        except PolicyUnavailable:
+            return False
+
     def rbac_decision(self, user: str, op: Operation, target: Target):
         return self.store.current().decide(user, op.id, target.name, target.attrs)
 

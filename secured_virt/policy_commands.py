@@ -104,6 +104,12 @@ class PolicyCommands:
         xml = args.get("xml")
         if not isinstance(xml, str):
             return Reply(2, message="the policy XML must be given (svirt-admin reads FILE)")
+        host = self.host_target()
+        if not any(
+            self.gate.may(ident, self._op(n), host) for n in ("policy-load", "policy-update")
+        ):
+            # refused before the caller's XML is parsed; the denial is audited as usual
+            return self._host_op(ident, "policy-load", interaction, _policy_changed)
         try:
             new = policy.AcmPolicy.from_xml(xml.encode(), source=args.get("file") or "policy")
             compiled = new.compile()
@@ -169,3 +175,10 @@ class PolicyCommands:
             return {"message": "boot policy removed: the next boot loads DEFAULT"}
 
         return self._host_op(ident, "policy-rm-boot", interaction, act)
+
+
+def _policy_changed():
+    """The action of a policy load refused before parsing, if the UA/PA changed meanwhile."""
+    from .service import UserError
+
+    raise UserError("the role policy changed while the request was checked; run it again")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -149,3 +150,19 @@ def test_reload_picks_up_a_policy_loaded_by_another_process(svc, svt_env, tmp_pa
     assert res["ok"] and res["versions"]["acm"] == "xm-test-update 1.1"
     assert svc.acm.active.name == "xm-test-update"
     assert str(tmp_path / "acm" / "loaded_policy") in svc.watched_paths()
+
+
+def test_a_caller_without_load_rights_is_refused_before_their_xml_is_parsed(svc, svt_env, mocker):
+    """Parsing and compiling a policy is real work on untrusted input: someone who may neither
+    load nor update a policy gets the (audited) denial without it."""
+    parse = mocker.spy(policy.AcmPolicy, "from_xml")
+    r = run(svc, ident("alice"), "policy-load", xml="<not-even-xml", file="junk.xml")
+    assert r.status == EXIT_DENIED and r.check == "rbac"
+    assert "policy-load" in r.message or "39" in r.message
+    assert parse.call_count == 0
+    with open(svt_env.audit_log) as fh:
+        last = [json.loads(line) for line in fh][-1]
+    assert (last["user"], last["op"], last["verdict"]) == ("alice", "policy-load", "denied")
+    # root still gets the parse error, naming the file
+    r = run(svc, ROOT, "policy-load", xml="<not-even-xml", file="junk.xml")
+    assert r.status == EXIT_FAILED and "junk.xml" in r.message and parse.call_count == 1
