@@ -115,8 +115,9 @@ def test_client_start_up_imports_nothing_heavy():
 
     code = (
         "import sys; import secured_virt.cli.svirsh, secured_virt.client, "
-        "secured_virt.render; bad = [m for m in ('argparse', 'dataclasses', 'libvirt', "
-        "'lxml', 'rbac', 'policy', 'inspect') if m in sys.modules]; print(bad)"
+        "secured_virt.render, secured_virt.hardening; bad = [m for m in ('argparse', "
+        "'dataclasses', 'libvirt', 'lxml', 'rbac', 'policy', 'inspect', 're', 'contextlib') "
+        "if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(
         [
