@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import rbac
 from rbac import engine
 
-from .test_property import NOWS, OBJECTS, attr_choices, policies
+from .test_property import NOWS, OBJECTS, attr_choices, build, policies
 
 pytestmark = pytest.mark.skipif(
     engine._native is None, reason="rbac._native not built (no C compiler)"
@@ -33,21 +33,10 @@ CATALOGUE = {0: "zero", 63: "sixty-three", 64: "sixty-four"}
 
 def build_pair(p):
     """The same random policy compiled twice: with the C index and in pure Python."""
-    pols = []
-    for native in (True, False):
-        b = rbac.PolicyBuilder(CATALOGUE)
-        for r in p["roles"]:
-            b.add_role(r, authenticate=p["auth"][r])
-        for i, j in p["edges"]:
-            b.inherit(f"r{i}", f"r{j}")
-        for r, ops, sel in p["grants"]:
-            b.grant(r, sorted(EDGE_OPS[o] for o in ops), sel)
-        for u in p["users"]:
-            b.add_user(u)
-            for r, exp in p["assigns"][u].items():
-                b.assign(u, r, expires=exp)
-        pols.append(b.build(native=native))
-    return pols
+    return [
+        build(p, with_sets=False, native=native, catalogue=CATALOGUE, op_map=EDGE_OPS)
+        for native in (True, False)
+    ]
 
 
 def same(a: rbac.Decision, b: rbac.Decision) -> None:

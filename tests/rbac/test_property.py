@@ -92,14 +92,15 @@ def policies(draw, exact_only=False):
     }
 
 
-def build(p, with_sets=True, native=True) -> rbac.RbacPolicy:
-    b = rbac.PolicyBuilder(OPS)
+def build(p, with_sets=True, native=True, catalogue=OPS, op_map=None) -> rbac.RbacPolicy:
+    """Policy ``p`` compiled; ``op_map`` renumbers its operations (into ``catalogue``)."""
+    b = rbac.PolicyBuilder(catalogue)
     for r in p["roles"]:
         b.add_role(r, authenticate=p["auth"][r])
     for i, j in p["edges"]:
         b.inherit(f"r{i}", f"r{j}")
     for r, ops, sel in p["grants"]:
-        b.grant(r, sorted(ops), sel)
+        b.grant(r, sorted(op_map[o] for o in ops) if op_map else sorted(ops), sel)
     for u in p["users"]:
         b.add_user(u)
         for r, exp in p["assigns"][u].items():
