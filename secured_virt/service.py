@@ -188,6 +188,8 @@ class Service(PolicyCommands):
                 "digest": pol.digest if pol else None,
                 "loaded_at": self.store.loaded_at,
                 "error": self.store.error,
+                # rbac/_native.c answers the common case when it is built (bench/RESULTS.md)
+                "decisions": (None if pol is None else "C index" if pol.native else "pure Python"),
             },
             "counters": dict(self.counters),
             "acm": (

@@ -66,6 +66,8 @@ def test_install_makes_svirtd_reload(admin_env, svirtd):
     assert want != before
     # (svirtd also watches the files, so which reload came last is not asserted)
     assert status["service"]["policy"]["digest"] == want
+    # make test builds rbac's C index; svirtd says which engine answers
+    assert status["service"]["policy"]["decisions"] == "C index"
 
 
 def test_dead_daemon_socket_is_not_an_error(admin_env):
