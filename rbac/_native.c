@@ -172,6 +172,10 @@ load_users(Index *self, PyObject *users)
         Py_hash_t h = owned_key(self, name, "user");
         if (h == -1)
             return -1;
+        if (!PyLong_CheckExact(num)) { /* no __index__: no Python code runs mid-iteration */
+            PyErr_Format(PyExc_TypeError, "user %R: profile number must be an int", name);
+            return -1;
+        }
         long p = PyLong_AsLong(num);
         if (p == -1 && PyErr_Occurred())
             return -1;
@@ -265,14 +269,13 @@ load_objects(Index *self, PyObject *roles)
     Py_ssize_t n_roles = PyList_GET_SIZE(roles);
     Py_ssize_t total = 0;
     for (Py_ssize_t r = 0; r < n_roles; r++) {
-        PyObject *item = PyList_GET_ITEM(roles, r), *objmap;
-        int auth;
+        PyObject *item = PyList_GET_ITEM(roles, r), *auth, *objmap;
         if (!PyTuple_Check(item)) {
             PyErr_SetString(PyExc_TypeError, "a role is a tuple (needs_auth, objects)");
             return -1;
         }
-        if (!PyArg_ParseTuple(item, "pO!;a role is (needs_auth, {object: {op: grant}})", &auth,
-                              &PyDict_Type, &objmap))
+        if (!PyArg_ParseTuple(item, "O!O!;a role is (needs_auth: bool, {object: {op: grant}})",
+                              &PyBool_Type, &auth, &PyDict_Type, &objmap))
             return -1;
         total += PyDict_GET_SIZE(objmap);
     }
@@ -326,15 +329,19 @@ load_objects(Index *self, PyObject *roles)
     }
     for (Py_ssize_t r = 0; r < n_roles; r++) {
         PyObject *item = PyList_GET_ITEM(roles, r);
-        int auth = PyObject_IsTrue(PyTuple_GET_ITEM(item, 0));
+        int auth = PyTuple_GET_ITEM(item, 0) == Py_True;
         PyObject *objmap = PyTuple_GET_ITEM(item, 1), *name, *opmap;
         Py_ssize_t pos = 0;
         while (PyDict_Next(objmap, &pos, &name, &opmap)) {
             Slot *s = table_find(&self->objects, name, PyObject_Hash(name));
+            if (s == NULL || s->a + s->b >= (uint32_t)total) { /* changed since pass 1 */
+                PyErr_SetString(PyExc_RuntimeError, "grants changed while the index was built");
+                return -1;
+            }
             if (PyList_Append(self->owned, opmap) < 0)
                 return -1;
             self->entries[s->a + s->b++] =
-                (Entry){(uint32_t)r, (uint32_t)(auth > 0), op_mask(opmap), opmap};
+                (Entry){(uint32_t)r, (uint32_t)auth, op_mask(opmap), opmap};
         }
     }
     self->n_entries = total;

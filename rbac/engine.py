@@ -170,7 +170,7 @@ class RbacPolicy(ReviewMixin):
         compiled maps; everything else it hands to ``_decide`` (rbac/_native.c says how)."""
         role_objs = self._role_objs
         numbers = {role: i for i, role in enumerate(role_objs)}
-        roles = [(self._role_auth[role], objmap) for role, objmap in role_objs.items()]
+        roles = [(bool(self._role_auth[role]), objmap) for role, objmap in role_objs.items()]
         profiles: list[tuple] = []
         profile_of: dict[int, int] = {}  # id(profile.exact) -> profile number
         users: dict[str, int] = {}

@@ -177,6 +177,10 @@ def test_index_rejects_malformed_input():
         Index(users={}, profiles=[((5, "r", ()),)], roles=[], **ok)
     with pytest.raises(TypeError, match="object names must be str"):
         Index(users={}, profiles=[], roles=[(False, {b"vm": {}})], **ok)
+    with pytest.raises(TypeError, match="needs_auth: bool"):
+        Index(users={}, profiles=[], roles=[(1, {})], **ok)
+    with pytest.raises(TypeError, match="profile number must be an int"):
+        Index(users={"a": 0.0}, profiles=[()], roles=[], **ok)
     with pytest.raises(TypeError, match="grants must be a dict"):
         Index(users={}, profiles=[], roles=[(False, {"vm": [1]})], **ok)
     with pytest.raises(TypeError, match="tuple subclass"):
