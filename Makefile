@@ -26,9 +26,9 @@ apt:
 	  fi; \
 	else echo "apt: not root, assuming packages are installed"; fi
 
-$(STAMP): pyproject.toml setup.py | apt
+$(STAMP): pyproject.toml setup.py Makefile | apt
 	@test -x $(PY) || { mkdir -p $(dir $(VENV)) && /usr/bin/python3 -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77"
 	$(PY) -m pip install -q -e '.[test,bench]'
 	chmod -R a+rX $(dir $(VENV))
 	@touch $@

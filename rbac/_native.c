@@ -74,6 +74,7 @@ typedef struct {
     PyObject *policy;
     PyTypeObject *decision;
     PyObject *owned;
+    int ready; /* set once __init__ has built every table; a failed build leaves it 0 */
 } Index;
 
 /* -- string tables ------------------------------------------------------------------------- */
@@ -385,6 +386,7 @@ Index_init(Index *self, PyObject *args, PyObject *kwds)
     if (load_profiles(self, profiles, PyList_GET_SIZE(roles)) < 0 ||
         load_users(self, users) < 0 || load_objects(self, roles) < 0)
         return -1;
+    self->ready = 1;
     return 0;
 }
 
@@ -524,6 +526,7 @@ Index_clear(Index *self)
     self->members = NULL;
     self->profiles = NULL;
     self->n_users = self->n_objects = self->n_entries = self->n_profiles = 0;
+    self->ready = 0;
     Py_CLEAR(self->owned);
     return 0;
 }
@@ -549,8 +552,9 @@ Index_stats(Index *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Index_call_guard(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (self->owned == NULL || self->users.slots == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Index used before it was built (or after clear)");
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Index used before it was built (or after a failed build)");
         return NULL;
     }
     return Index_decide(self, args, nargsf, kwnames);

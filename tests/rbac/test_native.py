@@ -187,6 +187,11 @@ def test_index_rejects_malformed_input():
         Index(pol._decide, pol, dict, {}, [], [], 0)
     with pytest.raises(RuntimeError, match="before it was built"):
         Index.__new__(Index).decide("alice", 1, "vm1")
+    half = Index.__new__(Index)
+    with pytest.raises(ValueError, match="no profile"):
+        half.__init__(users={"a": 3}, profiles=[()], roles=[], **ok)
+    with pytest.raises(RuntimeError, match="failed build"):
+        half.decide("a", 1, "vm1")  # its object table was never made: no crash, an error
     built = Index(users={}, profiles=[], roles=[], **ok)
     with pytest.raises(RuntimeError, match="built once"):
         built.__init__(users={}, profiles=[], roles=[], **ok)
