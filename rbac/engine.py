@@ -376,7 +376,7 @@ class RbacPolicy(ReviewMixin):
     def resolve_operation(self, op: int | str) -> int | None:
         """Operation id for an id (int or digit string) or a catalogue name; None if unknown."""
         if isinstance(op, str):
-            if op.isdigit():
+            if op.isascii() and op.isdigit():
                 op = int(op)
             else:
                 return self._op_ids.get(op)

@@ -16,7 +16,7 @@ from lxml import etree
 from . import xmlsafe
 from .errors import PolicyError
 from .model import PolicyBuilder, as_catalogue
-from .selectors import AnyObject, Attribute, Exact, Glob, Owned
+from .selectors import AnyObject, Attribute, Exact, Glob, Owned, glob_problem
 from .trusted_file import read_trusted
 
 
@@ -132,6 +132,12 @@ def _op_token(op, name: str, b: PolicyBuilder):
             (name, op.sourceline),
         )
         return None
+    if label is not None and label.strip().isdigit():
+        b.error(
+            f'<operation name="{label}"> gives an id as a name; write id="{label.strip()}"',
+            (name, op.sourceline),
+        )
+        return None
     return ident if ident is not None else label
 
 
@@ -164,8 +170,16 @@ def _selectors(el, name: str, b: PolicyBuilder):
         refuse(f'takes <VM {attr}="..."/> children, not <Label>', labels[0].sourceline)
     good = []
     for vm in vms:
-        if vm.get(attr) is None or vm.get(other) is not None:
-            refuse(f'needs <VM {attr}="..."/> (not {other}=)', vm.sourceline)
+        if vm.get(other) is not None:
+            hint = "pattern" if other == "pattern" else "individual"
+            refuse(
+                f'takes <VM {attr}="..."/>, not {other}= (for {other}s use type="{hint}")',
+                vm.sourceline,
+            )
+        elif vm.get(attr) is None:
+            refuse(f'needs <VM {attr}="..."/>: this <VM> has no {attr}', vm.sourceline)
+        elif kind == "pattern" and (why := glob_problem(vm.get(attr))) is not None:
+            refuse(f"pattern '{vm.get(attr)}' {why}", vm.sourceline)
         else:
             good.append(vm.get(attr))
     if not vms:
@@ -199,7 +213,7 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
             add(
                 el.get("name"),
                 roles,
-                int(el.get("cardinality", "2")),
+                el.get("cardinality", "2"),
                 source=src,
                 role_sources=rsrc,
             )

@@ -51,6 +51,22 @@ class Assignment:
         return self.expires is not None and t >= self.expires
 
 
+def _cardinality(card) -> int | None:
+    """A set's cardinality from the file (text) or the API (int); None when it is not a whole
+    number.  Text is ASCII digits only, and absurdly long numbers are clamped rather than
+    converted: they fail the range check with a readable message either way."""
+    if isinstance(card, bool):
+        return None
+    if isinstance(card, int):
+        return card
+    if not isinstance(card, str):
+        return None
+    text = card.strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 9 else 10**9
+
+
 @dataclass(frozen=True, slots=True)
 class SeparationSet:
     """A named SSD or DSD role set.
@@ -211,7 +227,9 @@ class PolicyBuilder:
         """Operation id for an id or a name, or None after recording why it is unknown."""
         if isinstance(token, bool):
             token = str(token)
-        if isinstance(token, int) or (isinstance(token, str) and token.isdigit()):
+        if isinstance(token, int) or (
+            isinstance(token, str) and token.isascii() and token.isdigit()
+        ):
             op = int(token)
             if self._ops is not None and op not in self._ops:
                 self.error(
@@ -467,15 +485,15 @@ class PolicyBuilder:
                     self.error(f"{kind} separation set '{name}' lists role '{role}' twice", rsrc)
                     ok = False
                 seen.add(role)
-            try:
-                card = int(card)
-            except (TypeError, ValueError):
-                msg = f"{kind} separation set '{name}': cardinality {card!r} is not a number"
+            card = _cardinality(card)
+            if card is None:
+                msg = f"{kind} separation set '{name}': cardinality is not a whole number"
                 self.error(msg, src)
                 continue
             if card < 2 or card > len(seen):
                 self.error(
-                    f"{kind} separation set '{name}' has cardinality {card}, but it must be "
+                    f"{kind} separation set '{name}' has cardinality "
+                    f"{card if card < 10**9 else 'over 999999999'}, but it must be "
                     f"between 2 and its number of roles ({len(seen)}): cardinality n means "
                     f"fewer than n of the set's roles",
                     src,

@@ -203,4 +203,4 @@ def _dedupe(perms: set[Permission]) -> set[Permission]:
 
 def _line(src: str) -> int:
     tail = src.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return int(tail) if tail.isascii() and tail.isdigit() else 0

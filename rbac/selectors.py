@@ -99,13 +99,50 @@ class Glob(Selector):
         object.__setattr__(self, "_match", re.compile(fnmatch.translate(self.pattern)).match)
 
     def matches(self, obj, attrs, user):
-        return self._match(obj) is not None
+        return isinstance(obj, str) and self._match(obj) is not None
 
     def describe(self, obj=None):
         return f"VMs matching '{self.pattern}'"
 
     def as_dict(self):
         return {"type": self.kind, "pattern": self.pattern}
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is probably not the glob its author meant, or None if it is fine.
+
+    fnmatch never rejects a pattern: an unclosed ``[`` silently becomes a literal and a backwards
+    range like ``[z-a]`` silently matches nothing, so a typo in a grant would quietly grant
+    nothing (or something else).  The loader refuses these instead.  ``[[]`` still spells a
+    literal ``[``.
+    """
+    if not pattern:
+        return "is empty"
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] != "[":
+            i += 1
+            continue
+        start = i
+        j = i + 1
+        if j < n and pattern[j] == "!":
+            j += 1
+        if j < n and pattern[j] == "]":  # a leading ']' is a member, not the end
+            j += 1
+        end = pattern.find("]", j)
+        if end < 0:
+            return (
+                f"has a '[' at position {start + 1} that is never closed with ']' "
+                "(write [[] for a literal '[')"
+            )
+        body = pattern[start + 1 : end].removeprefix("!")
+        k = 0
+        while k < len(body):
+            if k + 2 < len(body) and body[k + 1] == "-" and body[k] > body[k + 2]:
+                return f"has the backwards range '{body[k : k + 3]}', which matches nothing"
+            k += 3 if k + 2 < len(body) and body[k + 1] == "-" else 1
+        i = end + 1
+    return None
 
 
 @dataclass(frozen=True, slots=True)

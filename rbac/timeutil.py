@@ -19,6 +19,11 @@ class ExpiryFormatError(ValueError):
     """The text is not an ISO 8601 date or zoned date-time."""
 
 
+def _show(text: str) -> str:
+    """The offending text for a message, cut short: a megabyte of junk is not echoed back."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def parse_expiry(text: str) -> float:
     """ISO 8601 date or zoned date-time -> POSIX timestamp of the first instant it is over."""
     s = text.strip()
@@ -26,23 +31,40 @@ def parse_expiry(text: str) -> float:
         try:
             day = date.fromisoformat(s)
         except ValueError:
-            raise ExpiryFormatError(f"expiry {text!r} is not a valid date (YYYY-MM-DD)") from None
-        end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-        return end.timestamp()
+            raise ExpiryFormatError(
+                f"expiry {_show(text)} is not a valid date (YYYY-MM-DD)"
+            ) from None
+        return _timestamp(
+            text, datetime(day.year, day.month, day.day, tzinfo=UTC), timedelta(days=1)
+        )
     try:
         when = datetime.fromisoformat(s)
     except ValueError:
         raise ExpiryFormatError(
-            f"expiry {text!r} is not an ISO 8601 date (2027-01-31) or date-time with a time "
+            f"expiry {_show(text)} is not an ISO 8601 date (2027-01-31) or date-time with a time "
             f"zone (2027-01-31T00:00:00Z)"
         ) from None
     if "T" not in s and " " not in s:
-        raise ExpiryFormatError(f"expiry {text!r} is not a valid date (YYYY-MM-DD)")
+        raise ExpiryFormatError(f"expiry {_show(text)} is not a valid date (YYYY-MM-DD)")
     if when.tzinfo is None:
         raise ExpiryFormatError(
-            f"expiry {text!r} has no time zone; add Z for UTC (e.g. {s}Z) or an offset like +02:00"
+            f"expiry {_show(text)} has no time zone; "
+            f"add Z for UTC (e.g. {s}Z) or an offset like +02:00"
         )
-    return when.timestamp()
+    return _timestamp(text, when, timedelta(0))
+
+
+def _timestamp(text: str, when: datetime, plus: timedelta) -> float:
+    """``when + plus`` as a POSIX timestamp; the last representable day (9999-12-31) has no
+    "next day", so an expiry that far out is refused rather than crashing a check later."""
+    try:
+        ts = (when + plus).timestamp()
+        datetime.fromtimestamp(ts, UTC)  # and back: explanations print it in UTC
+        return ts
+    except (OverflowError, ValueError, OSError):
+        raise ExpiryFormatError(
+            f"expiry {_show(text)} is too far in the future; leave 'expires' out for no expiry"
+        ) from None
 
 
 def to_timestamp(now: datetime | float | int | None) -> float:

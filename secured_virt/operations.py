@@ -144,7 +144,9 @@ class Catalogue:
 
     def get(self, token: int | str) -> Operation:
         """Resolve an id (int or digit string) or a name; KeyError with a helpful text."""
-        if isinstance(token, int) or (isinstance(token, str) and token.isdigit()):
+        if isinstance(token, int) or (
+            isinstance(token, str) and token.isascii() and token.isdigit()
+        ):
             op = self.by_id.get(int(token))
         else:
             op = self.by_name.get(token)

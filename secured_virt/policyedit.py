@@ -117,7 +117,7 @@ def parse_op(token: str) -> OpToken:
         close = difflib.get_close_matches(token, list(CATALOGUE.by_name), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ValueError(exc.args[0] + hint) from None
-    if token.isdigit():
+    if token.isascii() and token.isdigit():
         return OpToken("id", str(op.id), op.id)
     return OpToken("name", op.name, op.id)
 
@@ -653,7 +653,8 @@ def rm_role(pa: PolicyDoc, ua: PolicyDoc, role: str, force: bool = False) -> str
         if not mine:
             continue
         left = len(members) - len(mine)
-        card = int(s.get("cardinality", "2")) if (s.get("cardinality") or "2").isdigit() else 2
+        text = (s.get("cardinality") or "2").strip()
+        card = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 2
         if left < 2 or left < card:  # "fewer than n of fewer than n roles" constrains nothing
             ua.remove(s)
         else:

@@ -187,7 +187,7 @@ class PolicyLock:
     def _busy(path: str, fd: int, st: os.stat_result) -> LockBusy:
         info = _parse_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
         pid = _proc_lock_holder(st)
-        if pid is None and info.get("pid", "").isdigit():
+        if pid is None and info.get("pid", "").isascii() and info.get("pid", "").isdigit():
             pid = int(info["pid"])
         if pid is not None and info.get("pid") == str(pid):
             return LockBusy(path, pid, info.get("user"), info.get("since"), info.get("via", ""))

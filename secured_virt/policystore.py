@@ -37,10 +37,14 @@ class PolicyStore:
     def reload(self) -> LoadResult:
         try:
             new = rbac.load(self.ua_path, self.pa_path, CATALOGUE.names, owner_uid=self.owner_uid)
-        except (rbac.PolicyError, OSError) as exc:
+        except Exception as exc:  # any failure keeps the last good policy in force
+            if isinstance(exc, rbac.PolicyError | OSError):
+                msg = str(exc)
+            else:  # a loader bug must not take the front-end down; say what happened
+                msg = f"{self.ua_path}, {self.pa_path}: cannot load: {type(exc).__name__}: {exc}"
             with self._lock:
-                self.error = str(exc)
-            return LoadResult(False, (str(exc),), self.policy.digest if self.policy else None)
+                self.error = msg
+            return LoadResult(False, (msg,), self.policy.digest if self.policy else None)
         with self._lock:
             self.policy, self.error, self.loaded_at = new, None, time.time()
         return LoadResult(True, (), new.digest)

@@ -44,7 +44,7 @@ def canonical_resource(name: str) -> str:
             raise XsmError(Xserr.BAD_RESOURCE_FORMAT, f"{name!r}: expected tap:<type>:<path>")
         return f"tap:{sub}:" + os.path.realpath(path)
     if kind == "vlan":
-        if not rest.isdigit() or not 0 < int(rest) < 4095:
+        if not (rest.isascii() and rest.isdigit()) or not 0 < int(rest) < 4095:
             raise XsmError(Xserr.BAD_RESOURCE_FORMAT, f"{name!r}: a vlan id is 1..4094")
         return f"vlan:{int(rest)}"
     raise XsmError(

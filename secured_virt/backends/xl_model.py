@@ -609,7 +609,7 @@ def _mib(kib: int) -> int:
 def _int(value, default: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     return default
 

@@ -426,7 +426,8 @@ def fast_parse(cmd: Command, argv: list[str]) -> dict | None:
                         return None
                     val = argv[i]
                 if o.kind == "int":
-                    if not val.lstrip("-").isdigit():
+                    digits = val.removeprefix("-")
+                    if not (digits.isascii() and digits.isdigit()):
                         return None
                     val = int(val)
                 out[o.dest] = val

@@ -136,7 +136,7 @@ def _remove_stale(path: str) -> None:
 def _group_id(group: str | int | None) -> int | None:
     if group is None or group == "":
         return None
-    if isinstance(group, int) or str(group).isdigit():
+    if isinstance(group, int) or (str(group).isascii() and str(group).isdigit()):
         return int(group)
     try:
         return grp.getgrnam(group).gr_gid

@@ -119,6 +119,8 @@ def test_explanation_marks_expired_assignments(pol):
         ("2027-02-30", "is not a valid date (YYYY-MM-DD)"),
         ("2027-01-31T10:00:00", "has no time zone; add Z for UTC"),
         ("", "is not an ISO 8601 date"),
+        ("9999-12-31", "is too far in the future; leave 'expires' out for no expiry"),
+        ("9999-12-31T23:59:59-05:00", "is too far in the future"),
     ],
 )
 def test_bad_expiry_is_a_load_error(text, why):
@@ -127,3 +129,11 @@ def test_bad_expiry_is_a_load_error(text, why):
     (msg,) = errors_of(ei.value)
     assert msg.startswith(f"ua.xml:3: assignment of role 'ops' to user 'u': expiry '{text}'")
     assert why in msg
+
+
+def test_a_long_bad_expiry_is_not_echoed_in_full():
+    junk = "x" * 10_000
+    with pytest.raises(rbac.PolicyError) as ei:
+        compile_policy(user("u", "ops", expires={"ops": junk}), PA)
+    (msg,) = errors_of(ei.value)
+    assert "'xxxxxxxx" in msg and len(msg) < 300

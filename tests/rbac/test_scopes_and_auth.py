@@ -138,3 +138,13 @@ def test_selectors_in_code():
         == "individual VMs v0, v1, v2, v3, v4 and 3 more"
     )
     assert rbac.Glob("w*").as_dict() == {"type": "pattern", "pattern": "w*"}
+
+
+@pytest.mark.parametrize("obj", [None, 7, b"web-1", ""])
+def test_decide_never_raises_on_an_odd_object(pol, obj):
+    # decide() denies what it cannot match; a caller's type slip must not become a traceback
+    for user_name in ("web", "fun", "ten", "any", "nobody"):
+        for op in (6, 2, 99, "6", "\u0663"):
+            d = pol.decide(user_name, op, obj)
+            assert isinstance(d.allowed, bool)
+    assert not pol.decide("web", 6, None)

@@ -134,6 +134,13 @@ def test_operation_needs_exactly_one_of_id_and_name():
     ]
 
 
+def test_an_id_given_as_a_name_is_refused():
+    pa = pa_doc(role("web", ["web1"], ["start"]).replace('name="start"', 'name="16"'))
+    assert errors_of(load_error(pa=pa)) == [
+        'pa.xml:3: <operation name="16"> gives an id as a name; write id="16"'
+    ]
+
+
 def test_operation_id_must_be_a_number():
     e = load_error(pa=pa_doc(role("web", ["web1"], [6]).replace('id="6"', 'id="six"')))
     assert e.line == 3 and "attribute 'id'" in e.message
@@ -178,12 +185,16 @@ def test_duplicates():
         ),
         (
             '<ManageVM type="individual"><VM pattern="x*"/></ManageVM>',
-            'needs <VM name="..."/> (not pattern=)',
+            'takes <VM name="..."/>, not pattern= (for patterns use type="pattern")',
         ),
         (
             '<ManageVM type="pattern"><VM name="x"/></ManageVM>',
-            'needs <VM pattern="..."/> (not name=)',
+            'takes <VM pattern="..."/>, not name= (for names use type="individual")',
         ),
+        ('<ManageVM type="individual"><VM/></ManageVM>', "this <VM> has no name"),
+        ('<ManageVM type="pattern"><VM pattern="web-[a-"/></ManageVM>', "never closed"),
+        ('<ManageVM type="pattern"><VM pattern="[!]"/></ManageVM>', "never closed"),
+        ('<ManageVM type="pattern"><VM pattern="vm-[z-a]"/></ManageVM>', "backwards range 'z-a'"),
         ('<ManageVM type="pattern"/>', 'needs at least one <VM pattern="..."/>'),
         (
             '<ManageVM type="label"><VM name="x"/></ManageVM>',
