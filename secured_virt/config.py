@@ -61,6 +61,9 @@ class Config:
     auth_operations: frozenset[str] = frozenset()
     auth_timeout_minutes: float = 5.0
     auth_dir: str = "/run/secured-virt/ts"
+    #: a role stays active in a login session this long after its last use (DSD; see
+    #: secured_virt.rolesession)
+    role_session_minutes: float = 15.0
     editor: str = "/usr/bin/editor"
     allow_env_editor: bool = False
     xl_path: str = "/usr/sbin/xl"
@@ -220,6 +223,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_operations": _operations,
     "auth_timeout_minutes": _duration(60, 0, 24 * 60),
     "auth_dir": _abs_path,
+    "role_session_minutes": _duration(60, 1, 24 * 60),
     "editor": _abs_path,
     "allow_env_editor": _bool,
     "xl_path": _abs_path,

@@ -47,7 +47,7 @@ from .identity import read_proc_stat
 
 log = logging.getLogger("secured_virt.credcache")
 
-__all__ = ["CredCache", "CredCacheError", "SessionKey", "session_key"]
+__all__ = ["CredCache", "CredCacheError", "SessionFiles", "SessionKey", "session_key"]
 
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 64 * 1024
@@ -101,39 +101,42 @@ def _now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-class CredCache:
-    """Per-uid, per-session record of the last successful authentication."""
+class SessionFiles:
+    """Per-uid files of per-login-session records in a root-owned 0700 directory.
+
+    The file layer shared by the credential cache and the DSD role sessions
+    (:mod:`secured_virt.rolesession`): ``prefix`` keeps their files apart in one directory.
+    """
+
+    prefix = ""
+    what = "credential cache"
 
     def __init__(self, directory: str, timeout_minutes: float = 5.0, *, owner_uid: int = 0):
         self.directory = directory
         self.timeout = float(timeout_minutes) * 60.0
         self.owner_uid = owner_uid
 
-    @classmethod
-    def from_config(cls, config) -> CredCache:
-        return cls(config.auth_dir, config.auth_timeout_minutes)
-
     # -- directory and file access, all relative to a checked directory fd --------------------
     def _open_dir(self) -> int:
         try:
             return open_secure_dir(self.directory, 0o700, owner_uid=self.owner_uid)
         except UnsafeFileError as exc:
-            raise CredCacheError(f"credential cache not used: {exc}") from None
+            raise CredCacheError(f"{self.what} not used: {exc}") from None
         except OSError as exc:
             raise CredCacheError(
-                f"credential cache directory {self.directory} unusable: {exc.strerror}"
+                f"{self.what} directory {self.directory} unusable: {exc.strerror}"
             ) from None
 
     def _load(self, dfd: int, uid: int) -> list[dict]:
         """Records from the uid's file; an unsafe or unreadable file counts as empty."""
-        name = str(uid)
+        name = f"{self.prefix}{uid}"
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                          dir_fd=dfd)  # fmt: skip
         except FileNotFoundError:
             return []
         except OSError as exc:
-            log.warning("ignoring credential cache file %s/%s: %s", self.directory, name, exc)
+            log.warning("ignoring %s file %s/%s: %s", self.what, self.directory, name, exc)
             return []
         try:
             st = os.fstat(fd)
@@ -144,7 +147,7 @@ class CredCache:
                 or st.st_nlink != 1
                 or st.st_size > MAX_FILE_BYTES
             ):
-                log.warning("ignoring unsafe credential cache file %s/%s", self.directory, name)
+                log.warning("ignoring unsafe %s file %s/%s", self.what, self.directory, name)
                 return []
             data = os.read(fd, MAX_FILE_BYTES + 1)
         finally:
@@ -162,13 +165,32 @@ class CredCache:
     def _store(self, dfd: int, uid: int, records: list[dict]) -> None:
         doc = {"version": FORMAT_VERSION, "uid": uid, "records": records[-MAX_RECORDS:]}
         atomic_write(
-            str(uid),
+            f"{self.prefix}{uid}",
             json.dumps(doc, separators=(",", ":")),
             mode=0o600,
             uid=self.owner_uid,
             gid=0 if os.geteuid() == 0 else None,
             dir_fd=dfd,
         )
+
+    def forget(self, uid: int) -> None:
+        """Drop every record of ``uid`` (``svirsh -k``)."""
+        dfd = self._open_dir()
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.prefix}{uid}", dir_fd=dfd)
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+class CredCache(SessionFiles):
+    """Per-uid, per-session record of the last successful authentication."""
+
+    @classmethod
+    def from_config(cls, config) -> CredCache:
+        return cls(config.auth_dir, config.auth_timeout_minutes)
 
     # -- the public operations ---------------------------------------------------------------
     def _usable(self, rec: dict, key: SessionKey, boot: str, now: float) -> bool:
@@ -232,16 +254,5 @@ class CredCache:
             except OSError as exc:
                 raise CredCacheError(f"could not write the credential cache: {exc}") from None
             return True
-        finally:
-            os.close(dfd)
-
-    def forget(self, uid: int) -> None:
-        """Drop every record of ``uid`` (``svirsh -k``)."""
-        dfd = self._open_dir()
-        try:
-            fcntl.flock(dfd, fcntl.LOCK_EX)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(str(uid), dir_fd=dfd)
-            os.fsync(dfd)
         finally:
             os.close(dfd)

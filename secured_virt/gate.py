@@ -7,6 +7,10 @@ record with ``Gate.finish``.
 
 Root (real uid 0, not acting as someone else) is allowed every RBAC operation — root can run
 virsh anyway — but is still audited and still subject to the mandatory ACM policy.
+
+Dynamic separation of duty is checked right after RBAC: the role a request would act through is
+activated in the caller's login session (:mod:`secured_virt.rolesession`) only if the roles
+already active there leave room for it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import rbac
+
 from .operations import Operation
 from .policystore import PolicyStore, PolicyUnavailable
 from .requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
+from .rolesession import RoleSessionError
 
 log = logging.getLogger("secured_virt.gate")
 
@@ -66,11 +73,13 @@ class Gate:
         *,
         authenticator: Callable | None = None,  # (identity, interaction, op) -> (ok, reason)
         auth_operations: frozenset[str] = frozenset(),
+        role_sessions=None,  # secured_virt.rolesession.ActiveRoles; None: DSD is not enforced
     ):
         self.store = store
         self.audit = audit
         self.authenticator = authenticator
         self.auth_operations = auth_operations
+        self.role_sessions = role_sessions
 
     # -- the one entry point ------------------------------------------------------------------
     def authorize(
@@ -145,11 +154,12 @@ class Gate:
                 EXIT_DENIED,
             )
         user = _policy_user(ident)
+        activate = None  # (policy, role) to activate in the login session once all is allowed
         if _is_plain_root(ident):
             rbac_ok, rule, needs_auth = True, ROOT_RULE, False
         else:
             try:
-                d = self.rbac_decision(user, op, target)
+                pol = self.store.current()
             except PolicyUnavailable as exc:
                 return Verdict(
                     False,
@@ -157,8 +167,13 @@ class Gate:
                     f"no valid UA/PA policy is loaded, so everything is denied: {exc}",
                     EXIT_BAD_POLICY,
                 )
+            d = pol.decide(user, op.id, target.name, target.attrs)
             if not d.allowed:
                 return Verdict(False, "rbac", d.reason, EXIT_DENIED)
+            if pol.dsd_sets and self.role_sessions is not None:
+                d, activate, refusal = self._dsd(ident, pol, user, op, target, d)
+                if refusal is not None:
+                    return refusal
             rbac_ok, rule, needs_auth = True, d.rule, bool(d.requires_auth)
         needs_auth = needs_auth or (op.name in self.auth_operations and not _is_plain_root(ident))
         if needs_auth:
@@ -176,7 +191,63 @@ class Gate:
                 return Verdict(False, "acm", why, EXIT_DENIED)
             if why:
                 rule += f"; {why}"
+        if activate is not None:
+            try:
+                self.role_sessions.activate(ident, user, activate)
+            except RoleSessionError as exc:  # unrecorded, a later conflicting role would pass
+                return Verdict(False, "dsd", f"{exc}; refusing", EXIT_DENIED)
+            rule += f" (role {activate} active in this login session)"
         return Verdict(rbac_ok, "rbac", rule)
+
+    def _dsd(self, ident, pol, user: str, op: Operation, target: Target, d):
+        """Dynamic separation: (decision, role to activate, refusal or None).
+
+        Users whose authorized roles cannot break any DSD set are not tracked at all.  Else
+        the request may act through a role already active in the login session, or through
+        one that DSD lets join them (the decision's own role first, then the others).
+        """
+        authorized = frozenset(pol.authorized_roles(user))
+        if not any(len(s.roles & authorized) >= s.cardinality for s in pol.dsd_sets):
+            return d, None, None
+        sessions = self.role_sessions
+        try:
+            used = sessions.active(ident, user)
+        except RoleSessionError as exc:
+            why = f"dynamic separation of duty cannot be enforced: {exc}; refusing"
+            return d, None, Verdict(False, "dsd", why, EXIT_DENIED)
+        active = frozenset(r for r in used if r in authorized)
+        granting = sorted(authorized - active, key=lambda r: (r != d.role, r))
+        for role in (None, *granting):
+            roles = active if role is None else active | {role}
+            if not roles:
+                continue
+            try:
+                pol.check_dsd(roles)
+            except rbac.DsdViolation:
+                continue
+            dd = pol.create_session(user, roles).check_access(op.id, target.name, target.attrs)
+            if dd.allowed:
+                return dd, dd.role, None
+        try:
+            pol.check_dsd(active | {d.role})
+            why = f"role {d.role} cannot be activated in this login session"
+        except rbac.DsdViolation as exc:
+            why = exc.message
+        since = ", ".join(
+            f"{r} (used {sessions.age_minutes(used[r]):.0f} min ago)" for r in sorted(active)
+        )
+        return (
+            d,
+            None,
+            Verdict(
+                False,
+                "dsd",
+                f"{why}. Active in this login session: {since}; they stay active for "
+                f"{sessions.timeout / 60:g} minutes after their last use. End them with "
+                f"'svirsh -k' (or log in afresh) to act through {d.role}",
+                EXIT_DENIED,
+            ),
+        )
 
 
 def acting_as(ident) -> str | None:

@@ -37,6 +37,7 @@ from .requests import (
     Reply,
     Request,
 )
+from .rolesession import ActiveRoles
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KkMmGgTt]i?[Bb]?|[Bb])?\s*$")
 _SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -98,6 +99,7 @@ class Service(PolicyCommands):
             audit,
             authenticator=authenticator,
             auth_operations=frozenset(getattr(config, "auth_operations", ()) or ()),
+            role_sessions=ActiveRoles.from_config(config),
         )
         self.acm = None
         if getattr(config, "acm", False):
@@ -827,10 +829,13 @@ class Service(PolicyCommands):
 
     # -- authentication cache -----------------------------------------------------------------
     def _cmd_forget_credentials(self, ident, args, interaction):
-        """svirsh -k through svirtd: forget the *caller's* cached authentication."""
+        """svirsh -k through svirtd: forget the *caller's* cached authentication and end the
+        roles active in their login sessions."""
         from .credcache import CredCache
+        from .rolesession import ActiveRoles
 
         CredCache.from_config(self.config).forget(ident.uid)
+        ActiveRoles.from_config(self.config).forget(ident.uid)
         return Reply(EXIT_OK, data={"message": ""})
 
     # -- sHype/ACM labels ----------------------------------------------------------------------

@@ -60,8 +60,13 @@ def require(args, op_name: str) -> int | None:
     try:
         from ..audit import AuditLog
         from ..policystore import PolicyStore
+        from ..rolesession import ActiveRoles
 
-        gate = Gate(PolicyStore(cfg.ua, cfg.pa), AuditLog.from_config(cfg))
+        gate = Gate(
+            PolicyStore(cfg.ua, cfg.pa),
+            AuditLog.from_config(cfg),
+            role_sessions=ActiveRoles.from_config(cfg),
+        )
         verdict = gate.authorize(ident, op, Target(cfg.host_object))
     except (rbac.PolicyError, OSError) as exc:
         sys.stderr.write(f"svirt-admin: {exc}\n")

@@ -87,7 +87,8 @@ def run_direct(g, cmd, args: dict, emit) -> int:
 
 
 def forget_credentials(g, socket_path: str) -> int:
-    """svirsh -k: forget the caller's cached authentication (here and in svirtd)."""
+    """svirsh -k: forget the caller's cached authentication and end the roles active in their
+    login sessions (here and in svirtd)."""
     import os
 
     if os.getuid() != 0 or g.daemon:
@@ -100,8 +101,10 @@ def forget_credentials(g, socket_path: str) -> int:
     from ..config import load_config
     from ..credcache import CredCache
     from ..identity import identify_process
+    from ..rolesession import ActiveRoles
 
     ident = identify_process()
     config = load_config(g.config, caller_uid=ident.uid)  # a sudo caller may not pick one
     CredCache.from_config(config).forget(ident.uid)
+    ActiveRoles.from_config(config).forget(ident.uid)
     return EXIT_OK
