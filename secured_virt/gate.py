@@ -45,7 +45,7 @@ class Target:
 @dataclass(slots=True)
 class Verdict:
     allowed: bool
-    check: str  # identity | rbac | pam | acm | audit | policy
+    check: str  # identity | rbac | dsd | pam | acm | audit | policy
     rule: str
     status: int = 0  # exit code when refused
     audit_ref: Any = None
