@@ -72,6 +72,11 @@ def parse(data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES) -> etree.
         msg = exc.msg or str(exc)
         # libxml2 appends ", line N, column M" to its messages; the prefix already says it
         msg = msg.split(", line ")[0]
+        if "XML_PARSE_HUGE" in msg or "too big" in msg:  # libxml2's per-item limit, not ours
+            msg = (
+                "one name, attribute value, text or comment is larger than the 10 MB an item "
+                "may have; a policy file has no business holding such a thing"
+            )
         raise PolicyError(f"not well-formed XML: {msg}", name, line) from None
     docinfo = tree.docinfo
     if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.doctype:
@@ -93,8 +98,26 @@ def _schema(kind: str) -> etree.XMLSchema:
     return etree.XMLSchema(etree.fromstring(text, _parser()))
 
 
+_ROOTS = {"ua": ("UserConfiguration", "UA"), "pa": ("RolePolicyDefinition", "PA")}
+
+
 def validate(tree: etree._ElementTree, kind: str, name: str) -> None:
     """Validate against rbac/schemas/<kind>.xsd; raise PolicyError listing every violation."""
+    root = tree.getroot()
+    want, other = _ROOTS[kind], _ROOTS["pa" if kind == "ua" else "ua"]
+    if root.tag == other[0]:  # the commonest slip: the two files given the wrong way round
+        raise PolicyError(
+            f"this is a {other[1]} file (<{other[0]}>), but a {want[1]} file "
+            f"(<{want[0]}>) is expected here; were the UA and PA files swapped?",
+            name,
+            root.sourceline,
+        )
+    if root.tag != want[0]:
+        raise PolicyError(
+            f"the root element is <{root.tag}>, but a {want[1]} file starts with <{want[0]}>",
+            name,
+            root.sourceline,
+        )
     schema = _schema(kind)
     if schema.validate(tree):
         return

@@ -102,8 +102,17 @@ def test_schema_errors_name_file_and_line():
 
 
 def test_wrong_root_element():
-    e = load_error(ua=GOOD_PA)
-    assert "ua.xml:2: Element 'RolePolicyDefinition': No matching global declaration" in str(e)
+    e = load_error(ua=GOOD_PA, pa=GOOD_UA)
+    assert sorted(errors_of(e)) == [
+        "pa.xml:2: this is a UA file (<UserConfiguration>), but a PA file "
+        "(<RolePolicyDefinition>) is expected here; were the UA and PA files swapped?",
+        "ua.xml:2: this is a PA file (<RolePolicyDefinition>), but a UA file "
+        "(<UserConfiguration>) is expected here; were the UA and PA files swapped?",
+    ]
+    e = load_error(ua=b"<?xml version='1.0'?>\n<Users/>")
+    assert errors_of(e) == [
+        "ua.xml:2: the root element is <Users>, but a UA file starts with <UserConfiguration>"
+    ]
 
 
 def test_errors_of_both_files_are_reported_together():
@@ -279,3 +288,14 @@ def test_builder_errors_are_collected():
 def test_compile_policy_helper_uses_the_same_path():
     with pytest.raises(rbac.PolicyError, match=r"pa\.xml:3: operation id 64"):
         compile_policy(user("a", "web"), role("web", ["x"], [64]))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b'<User name="' + b"x" * 11_000_000 + b'"/>', b"<!-- " + b"x" * 11_000_000 + b" -->"],
+)
+def test_a_giant_item_is_explained_not_left_to_libxml2_jargon(item):
+    e = load_error(ua=ua_doc(item.decode()))
+    assert e.file == "ua.xml" and e.line == 3
+    assert "larger than the 10 MB an item may have" in e.message
+    assert "XML_PARSE_HUGE" not in e.message
