@@ -112,3 +112,28 @@ def test_non_root_cannot_choose_config(test_users, readable_src, as_user, conf):
         [PY, "-I", str(readable_src / "bin" / "svirt-admin"), "--config", str(conf), "validate"],
     )
     assert r.returncode != 0 and "root" in (r.stderr + r.stdout)
+
+
+def _trusted(path: Path) -> bool:
+    st = path.stat()
+    return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+@pytest.mark.skipif(
+    not (_trusted(REPO) and _trusted(REPO / "secured_virt")),
+    reason="the launchers use a source tree only if it is root-owned and not writable by others",
+)
+@pytest.mark.parametrize("launcher", ["svirsh", "svirt-admin"])
+def test_launchers_run_under_debians_python_from_the_trusted_tree(conf, launcher):
+    """/usr/bin/python3 (as in a sudoers rule) has no secured-virt installed: the launcher
+    falls back to its own tree and needs Debian's python3-lxml and python3-libvirt."""
+    args = ["--config", str(conf), "list", "--all"] if launcher == "svirsh" else ["operations"]
+    r = subprocess.run(
+        ["/usr/bin/python3", "-I", str(REPO / "bin" / launcher), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin"},
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert ("alice-web" if launcher == "svirsh" else "rbac-admin") in r.stdout
