@@ -234,9 +234,19 @@ def test_control_operation_without_manage_vm_is_a_schema_error():
     assert e.line == 4 and "ControlOperation" in e.message
 
 
-def test_names_with_white_space_are_refused():
-    e = load_error(ua=ua_doc('<User name="al ice"/>'))
+@pytest.mark.parametrize(
+    "name", ["al ice", "al\u00a0ice", "al\u200bice", "alice\u202e", "al\u3000ice"]
+)
+def test_names_with_white_space_or_invisible_characters_are_refused(name):
+    # no-break space, zero-width space, right-to-left override, ideographic space: each would
+    # make two names look the same (or one look like another) in a listing
+    e = load_error(ua=ua_doc(f'<User name="{name}"/>'))
     assert e.line == 3 and "attribute 'name'" in e.message
+
+
+def test_names_in_other_scripts_are_fine():
+    pol = rbac.loads(ua_doc(user("zoë", "web") + user("ユーザー", "web")), GOOD_PA, OPS)
+    assert pol.decide("zoë", 6, "web1") and pol.decide("ユーザー", 6, "web1")
 
 
 def test_many_problems_at_once():
