@@ -227,7 +227,8 @@ class Gate:
                 continue
             dd = pol.create_session(user, roles).check_access(op.id, target.name, target.attrs)
             if dd.allowed:
-                return dd, dd.role, None
+                fresh = dd.role in used and not sessions.due_for_refresh(used[dd.role])
+                return dd, None if fresh else dd.role, None
         try:
             pol.check_dsd(active | {d.role})
             why = f"role {d.role} cannot be activated in this login session"

@@ -6,6 +6,7 @@ session, pinned the way the credential cache pins it (terminal + session leader,
 process for scripts; see :mod:`secured_virt.credcache`).  A role becomes active in that session
 when a request is allowed through it and stays active until ``role_session_minutes`` pass
 without it being used, or until ``svirsh -k`` ends the session's roles (NIST DropActiveRole).
+(The last use of a role already active is recorded at most once a minute.)
 
 So with ``<DynamicSeparation>`` over PolicyAdmin and HostOSManager, erin may edit the policy, and
 may run the host, but not both from one login session within the window: the second role is
@@ -91,6 +92,12 @@ class ActiveRoles(SessionFiles):
 
     def age_minutes(self, last_used: float) -> float:
         return max(0.0, (_now() - last_used) / 60.0)
+
+    def due_for_refresh(self, last_used: float) -> bool:
+        """Rewrite the record of a role already active only when its last use is older than a
+        tenth of the window (at most a minute): a burst of requests costs one write, and a role
+        still leaves the session no later than a minute after the window says."""
+        return _now() - last_used >= min(60.0, self.timeout / 10)
 
     def activate(self, identity, user: str, role: str) -> None:
         """Mark ``role`` used by ``user`` now in the caller's session; drop stale records."""
