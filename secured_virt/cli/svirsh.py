@@ -38,7 +38,8 @@ global options:
   --daemon            go through svirtd even as root
   --socket PATH       svirtd socket (default from the config: %(socket)s)
   --config PATH       configuration file (root only; default %(config)s)
-  -k                  forget your cached authentication (like sudo -k)
+  -k                  forget your cached authentication (like sudo -k) and end the
+                      roles active in your login sessions (dynamic separation)
   -h, --help          this help;  svirsh COMMAND --help for one command
   -V, --version       print the version
 
