@@ -3,7 +3,8 @@
 Subcommands (each has --help with an example):
 
   operations [--json]                 the operation catalogue (ids for the PA file)
-  check USER OP VM [--explain]        would USER be allowed OP on VM?  exit 0 yes, 3 no
+  check USER OP [VM] [--explain]      would USER be allowed OP on VM?  exit 0 yes, 3 no
+                                      (host operations: on the host object, no VM needed)
   validate [--ua F] [--pa F]          check UA/PA files without using them; exit 0 valid, 1 not
   review user U | role R | vm V       NIST review functions: who may do what, where
 
@@ -18,7 +19,8 @@ import json
 import os
 import sys
 
-from ..operations import CATALOGUE
+from ..config import ConfigError
+from ..operations import CATALOGUE, HOST
 from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -28,12 +30,25 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(EXIT_USAGE)
 
+    def _check_value(self, action, value):
+        # hidden subcommands (``_complete-names``, for bash completion) are not offered
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            shown = ", ".join(repr(n) for n in action.choices if not n.startswith("_"))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {shown})")
+        super()._check_value(action, value)
+
 
 def _config(args):
-    from ..config import load_config
-    from .admin_policy import caller_uid
+    """The configuration (read once per run).  A ConfigError is left to main(), which names
+    the file and line and exits 4, whatever the subcommand."""
+    cfg = getattr(args, "_config", None)
+    if cfg is None:
+        from ..config import load_config
+        from .admin_policy import caller_uid
 
-    return load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoking user
+        cfg = load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoking user
+        args._config = cfg
+    return cfg
 
 
 def require(args, op_name: str) -> int | None:
@@ -79,12 +94,25 @@ def require(args, op_name: str) -> int | None:
 
 
 def _load_rbac(args, *, for_validate: bool = False):
-    """UA/PA from --ua/--pa or the configured paths, with the same safety checks."""
+    """UA/PA from --ua/--pa or the configured paths, with the same safety checks.
+
+    Each of --ua and --pa replaces its own file only, by design: the other one is the
+    configured file (``validate --ua NEW`` checks a new UA file against the installed PA, as
+    ``edit`` would).  If the configuration cannot be read then, the ConfigError says which file
+    it was needed for."""
     import rbac
 
     ua, pa = args.ua, args.pa
     if ua is None or pa is None:
-        cfg = _config(args)
+        try:
+            cfg = _config(args)
+        except ConfigError as exc:
+            if ua is None and pa is None:
+                raise
+            kind, flag = ("PA", "--pa") if pa is None else ("UA", "--ua")
+            raise ConfigError(
+                f"{exc} (the configuration names the {kind} file, as {flag} was not given)"
+            ) from None
         ua, pa = ua or cfg.ua, pa or cfg.pa
     return rbac.load(ua, pa, CATALOGUE.names), ua, pa
 
