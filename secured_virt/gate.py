@@ -235,17 +235,20 @@ class Gate:
         except rbac.DsdViolation as exc:
             why = exc.message
         since = ", ".join(
-            f"{r} (used {sessions.age_minutes(used[r]):.0f} min ago)" for r in sorted(active)
+            f"{r} (last used {sessions.age_minutes(used[r]):.0f} min ago)" for r in sorted(active)
         )
+        one = len(active) == 1
         return (
             d,
             None,
             Verdict(
                 False,
                 "dsd",
-                f"{why}. Active in this login session: {since}; they stay active for "
-                f"{sessions.timeout / 60:g} minutes after their last use. End them with "
-                f"'svirsh -k' (or log in afresh) to act through {d.role}",
+                f"{why}. Active in this login session: {since}; "
+                f"{'it stays' if one else 'they stay'} active until "
+                f"{sessions.timeout / 60:g} minutes after {'its' if one else 'their'} last use. "
+                f"To act through {d.role}, end this session's roles with 'svirsh -k' "
+                "(or log in afresh)",
                 EXIT_DENIED,
             ),
         )

@@ -62,7 +62,10 @@ def test_a_second_conflicting_role_is_refused_in_the_same_session(svc, dsd_env):
     r = info(svc, carol(), "bob-build")  # BuildTeam would join the active WebTeam
     assert r.status == EXIT_DENIED and r.check == "dsd"
     assert "dynamic separation set 'web-vs-build'" in r.message
-    assert "Active in this login session: WebTeam (used 0 min ago)" in r.message
+    assert (
+        "Active in this login session: WebTeam (last used 0 min ago); it stays active until 15"
+        in r.message
+    )
     assert "'svirsh -k'" in r.message
     rec = json.loads(Path(dsd_env.audit_log).read_text().splitlines()[-1])
     assert rec["verdict"] == "denied" and rec["check"] == "dsd" and rec["vm"] == "bob-build"
