@@ -20,7 +20,7 @@ import os
 import sys
 
 from ..config import ConfigError
-from ..operations import CATALOGUE, HOST
+from ..operations import CATALOGUE
 from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -40,13 +40,23 @@ class _Parser(argparse.ArgumentParser):
 
 def _config(args):
     """The configuration (read once per run).  A ConfigError is left to main(), which names
-    the file and line and exits 4, whatever the subcommand."""
+    the file and line and exits 4, whatever the subcommand.  With only one of --ua/--pa given
+    the message adds that the other file was to come from the configuration."""
     cfg = getattr(args, "_config", None)
     if cfg is None:
         from ..config import load_config
         from .admin_policy import caller_uid
 
-        cfg = load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoking user
+        try:
+            cfg = load_config(args.config, caller_uid=caller_uid())  # under sudo: the invoker
+        except ConfigError as exc:
+            ua, pa = getattr(args, "ua", None), getattr(args, "pa", None)
+            if (ua is None) == (pa is None):
+                raise
+            kind, flag = ("PA", "--pa") if pa is None else ("UA", "--ua")
+            raise ConfigError(
+                f"{exc} (the configuration names the {kind} file, as {flag} was not given)"
+            ) from None
         args._config = cfg
     return cfg
 
@@ -104,15 +114,7 @@ def _load_rbac(args, *, for_validate: bool = False):
 
     ua, pa = args.ua, args.pa
     if ua is None or pa is None:
-        try:
-            cfg = _config(args)
-        except ConfigError as exc:
-            if ua is None and pa is None:
-                raise
-            kind, flag = ("PA", "--pa") if pa is None else ("UA", "--ua")
-            raise ConfigError(
-                f"{exc} (the configuration names the {kind} file, as {flag} was not given)"
-            ) from None
+        cfg = _config(args)
         ua, pa = ua or cfg.ua, pa or cfg.pa
     return rbac.load(ua, pa, CATALOGUE.names), ua, pa
 
@@ -266,10 +268,12 @@ def cmd_validate(args) -> int:
             return EXIT_OK
     try:
         pol, ua, pa = _load_rbac(args, for_validate=True)
-    except rbac.PolicyError as exc:
+    except rbac.PolicyError as exc:  # not valid, missing, or not trustworthy: exit 1
         sys.stderr.write(f"{exc}\n")
         return EXIT_FAILED
-    except Exception as exc:  # config errors and the like
+    except ConfigError:  # main() names it and exits 4, as for every subcommand
+        raise
+    except Exception as exc:
         sys.stderr.write(f"svirt-admin validate: {exc}\n")
         return EXIT_FAILED
     if not args.quiet:
@@ -463,10 +467,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(
+            "svirt-admin: error: a COMMAND is required (svirt-admin --help lists them)\n"
+        )
         return EXIT_USAGE
     try:
         return args.func(args)
+    except ConfigError as exc:  # every subcommand: the message names the file and line
+        sys.stderr.write(f"svirt-admin: {exc}\n")
+        return EXIT_BAD_POLICY
     except KeyboardInterrupt:
         return EXIT_FAILED
 
