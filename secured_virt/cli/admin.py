@@ -20,7 +20,7 @@ import os
 import sys
 
 from ..config import ConfigError
-from ..operations import CATALOGUE
+from ..operations import CATALOGUE, HOST
 from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -128,11 +128,120 @@ def _attrs(args) -> dict:
     return out
 
 
+def _vm_metadata(cfg, name: str) -> tuple[dict | None, str]:
+    """The VM's owner and sHype label as the gate reads them (``Service._resolve``: the
+    domain's secured-virt metadata on the configured backend), and where they came from.
+
+    (None, why) when the VM does not exist or cannot be looked up: never an exception, the
+    caller falls back to --owner/--label."""
+    from .. import vmmeta
+    from ..backends.base import BackendError, NoSuchDomain, open_backend
+
+    try:
+        backend = open_backend(
+            cfg.backend, cfg.uri, xl_path=cfg.xl_path, xl_config_dir=cfg.xl_config_dir
+        )
+    except Exception as exc:  # unreachable hypervisor, missing bindings, ...
+        return None, f"the backend {cfg.uri} could not be reached ({exc})"
+    try:
+        backend.lookup(name)
+        try:
+            raw = backend.get_metadata(name, vmmeta.NS)
+        except BackendError:  # as the gate: unreadable metadata is no owner and no label
+            raw = None
+        return vmmeta.parse(raw).attrs(), f"the VM's metadata on {cfg.uri}"
+    except NoSuchDomain:
+        return None, f"VM '{name}' was not found on {cfg.uri}"
+    except Exception as exc:
+        return None, f"VM '{name}' could not be looked up on {cfg.uri} ({exc})"
+    finally:
+        with contextlib.suppress(Exception):
+            backend.close()
+
+
+def _describe_attrs(attrs: dict) -> str:
+    return ", ".join(f"{k} {attrs[k]}" for k in ("owner", "label") if k in attrs) or "none"
+
+
+def _resolve_attrs(args, cfg, vm: str, host_reason: str | None = None) -> dict:
+    """The object attributes (owner, label) to decide with, and how they were found.
+
+    Like the gate: a VM operation on an existing VM uses the VM's real owner and label; an
+    explicit --owner/--label overrides each; a VM that is not there (or a backend that cannot
+    be reached) leaves the flags alone.  Host operations are decided on the host object, which
+    has no attributes: ``host_reason`` says so, and nothing is looked up (nor when both flags
+    are given).  Returns {"attrs", "source", "found", "vm_attrs", "notes"}."""
+    flags = _attrs(args)
+    out = {"attrs": flags, "found": None, "vm_attrs": None, "notes": []}
+    if host_reason is not None:
+        out["source"] = "flags"
+        out["notes"].append(
+            f"{host_reason}: nothing is looked up; attributes: {_describe_attrs(flags)} "
+            "(from the flags)"
+        )
+        return out
+    if "owner" in flags and "label" in flags:
+        out["source"] = "flags"
+        out["notes"].append(
+            f"owner and label from --owner/--label ({_describe_attrs(flags)}); "
+            "the VM was not looked up"
+        )
+        return out
+    real, where = _vm_metadata(cfg, vm)
+    if real is None:
+        out["found"] = False
+        out["source"] = "flags"
+        out["notes"].append(
+            f"{where}, so the attributes come from the flags only: {_describe_attrs(flags)}"
+        )
+        return out
+    out["found"] = True
+    out["vm_attrs"] = real
+    out["source"] = "vm" if not flags else "vm+flags"
+    out["notes"].append(f"attributes from {where}: {_describe_attrs(real)}")
+    for key, flag in (("owner", "--owner"), ("label", "--label")):
+        if key in flags:
+            was = f"the VM's {key} '{real[key]}'" if key in real else f"the VM has no {key}"
+            out["notes"].append(f"{flag} {flags[key]} overrides {was}")
+    out["attrs"] = {**real, **flags}
+    return out
+
+
 def cmd_operations(args) -> int:
     from ..operations import render_catalogue
 
     sys.stdout.write(render_catalogue(CATALOGUE, as_json=args.json, header=True))
     return EXIT_OK
+
+
+def _target(args, cfg, op, command: str) -> str | None:
+    """The object to check ``op`` on: the host object for host operations (no VM needed),
+    else the VM named.  A mismatch is answered as asked, with a hint on stderr about what the
+    front-end itself checks.  None: a VM operation without a VM (a usage error, reported)."""
+    host = cfg.host_object
+    if op.scope == HOST:
+        if args.vm is None:
+            return host
+        if args.vm != host:
+            sys.stderr.write(
+                f"svirt-admin {command}: hint: '{op.name}' is a host operation; the front-end "
+                f"checks it against the host object '{host}', not a VM (this answer is for "
+                f"'{args.vm}' as asked; leave the VM out to check it as the front-end does)\n"
+            )
+        return args.vm
+    if args.vm is None:
+        sys.stderr.write(
+            f"svirt-admin {command}: '{op.name}' acts on a VM: name it "
+            f"(svirt-admin {command} {args.user} {op.name} VM)\n"
+        )
+        return None
+    if args.vm == host:
+        sys.stderr.write(
+            f"svirt-admin {command}: hint: '{op.name}' is a VM operation; the front-end checks "
+            f"it against a VM, and '{host}' is the host object (host operations: "
+            "svirt-admin operations)\n"
+        )
+    return args.vm
 
 
 def cmd_check(args) -> int:
@@ -147,22 +256,30 @@ def cmd_check(args) -> int:
     except KeyError as exc:
         sys.stderr.write(f"svirt-admin check: {exc.args[0]}\n")
         return EXIT_USAGE
+    cfg = _config(args)
+    vm = _target(args, cfg, op, "check")
+    if vm is None:
+        return EXIT_USAGE
     try:
         pol, _ua, _pa = _load_rbac(args)
     except rbac.PolicyError as exc:
         sys.stderr.write(f"svirt-admin check: {exc}\n")
         return EXIT_BAD_POLICY
-    attrs = _attrs(args)
-    d = pol.decide(args.user, op.id, args.vm, attrs)
-    acm = _acm_explain(args, op) if (args.ua is None and args.pa is None) else None
+    host_reason = f"'{op.name}' is a host operation" if op.scope == HOST else None
+    found = _resolve_attrs(args, cfg, vm, host_reason)
+    attrs = found["attrs"]
+    d = pol.decide(args.user, op.id, vm, attrs)
+    acm = _acm_explain(cfg, vm, op) if (args.ua is None and args.pa is None) else None
     acm_denies = bool(acm and acm.get("mediated") and not acm.get("allowed"))
+    allowed = d.allowed and not acm_denies
     if args.json:
         out = {
             "allowed": d.allowed,
             "user": args.user,
             "operation": op.as_dict(),
-            "vm": args.vm,
+            "vm": vm,
             "attrs": attrs,
+            "attrs_from": {k: found[k] for k in ("source", "found", "vm_attrs", "notes")},
             "role": d.role,
             "rule": d.rule,
             "reason": d.reason,
@@ -170,29 +287,32 @@ def cmd_check(args) -> int:
             "via": list(d.via),
         }
         if args.explain:
-            out["explanation"] = pol.explain(args.user, op.id, args.vm, attrs).as_dict()
+            out["explanation"] = pol.explain(args.user, op.id, vm, attrs).as_dict()
         if acm is not None:
             out["acm"] = acm
-            out["allowed"] = d.allowed and not acm_denies
+            out["allowed"] = allowed
         print(json.dumps(out, indent=2))
     else:
-        verdict = "ALLOWED" if d.allowed and not acm_denies else "DENIED"
-        print(f"{verdict}: {args.user} {op.name} (operation {op.id}) on {args.vm}")
+        verdict = "ALLOWED" if allowed else "DENIED"
+        print(f"{verdict}: {args.user} {op.name} (operation {op.id}) on {vm}")
         print(f"  {d.rule if d.allowed else d.reason}")
         if acm_denies:
             print(f"  ACM: {acm['reason']}")
         if args.explain:
             print()
-            print(str(pol.explain(args.user, op.id, args.vm, attrs)))
+            print("VM attributes (owner, sHype label) used for the decision:")
+            for note in found["notes"]:
+                print(f"  {note}")
+            print()
+            print(str(pol.explain(args.user, op.id, vm, attrs)))
             if acm is not None:
                 print(_acm_text(acm))
-    return EXIT_OK if d.allowed and not acm_denies else EXIT_DENIED
+    return EXIT_OK if allowed else EXIT_DENIED
 
 
-def _acm_explain(args, op) -> dict | None:
+def _acm_explain(cfg, vm: str, op) -> dict | None:
     """The mandatory half of the answer, when sHype/ACM is on: the VM's label, and for
     operations that instantiate a domain every check a start would make now."""
-    cfg = _config(args)
     if not cfg.acm:
         return None
     from ..acm_ops import INSTANTIATING
@@ -201,7 +321,7 @@ def _acm_explain(args, op) -> dict | None:
     try:
         svc = Service.from_config(cfg)
         acm = svc.acm
-        sec = acm.describe(args.vm)
+        sec = acm.describe(vm)
         out = {
             "policy": acm.active.name,
             "label": sec["display"],
@@ -213,7 +333,7 @@ def _acm_explain(args, op) -> dict | None:
             out["reason"] = f"'{op.name}' does not instantiate a domain: no ACM hook applies"
             return out
         with acm.exclusive():
-            report = acm.host.mediator.dry_run(sec["display"], acm.resources_of(args.vm), args.vm)
+            report = acm.host.mediator.dry_run(sec["display"], acm.resources_of(vm), vm)
         out["allowed"] = report.allowed
         out["checks"] = report.as_dict()["items"]
         bad = [it for it in out["checks"] if not it["allowed"]]
@@ -296,6 +416,17 @@ def cmd_review(args) -> int:
         return EXIT_BAD_POLICY
     from .review import review
 
+    if args.kind == "vm":  # the VM's real owner and label, as check and the gate use them
+        cfg = _config(args)
+        host = f"'{args.name}' is the host object" if args.name == cfg.host_object else None
+        found = _resolve_attrs(args, cfg, args.name, host)
+        if found["found"] is False and "was not found" not in found["notes"][0]:
+            # not there yet is ordinary; a backend that cannot answer is worth a word
+            sys.stderr.write(f"svirt-admin review: note: {found['notes'][0]}\n")
+        attrs = found["attrs"]
+        args = argparse.Namespace(
+            **{**vars(args), "owner": attrs.get("owner"), "label": attrs.get("label")}
+        )
     return review(pol, args)
 
 
@@ -400,10 +531,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("user", metavar="USER")
     sp.add_argument("operation", metavar="OP", help="operation id or name")
-    sp.add_argument("vm", metavar="VM", help="VM name (or the host object, e.g. Domain-0)")
+    sp.add_argument(
+        "vm",
+        metavar="VM",
+        nargs="?",
+        help="VM name; leave it out for host operations (policy-show, audit-read...), which "
+        "are checked against the host object (host_object, Domain-0 by default)",
+    )
     sp.add_argument("--explain", action="store_true", help="show the whole reasoning")
-    sp.add_argument("--owner", help="treat the VM as owned by this user (for 'owned' scopes)")
-    sp.add_argument("--label", help="treat the VM as carrying this sHype label")
+    sp.add_argument(
+        "--owner",
+        help="treat the VM as owned by this user (for 'owned' scopes); default: the VM's "
+        "real owner, when it exists",
+    )
+    sp.add_argument(
+        "--label",
+        help="treat the VM as carrying this sHype label (for 'label' scopes); default: the "
+        "VM's real label, when it exists",
+    )
     sp.add_argument("--json", action="store_true", help="print as JSON")
     files(sp)
 
@@ -427,8 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kind", choices=("user", "role", "vm"))
     sp.add_argument("name")
     sp.add_argument("--json", action="store_true", help="print as JSON")
-    sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes)")
-    sp.add_argument("--label", help="the VM's sHype label (for 'label' scopes)")
+    sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes); default: its real owner")
+    sp.add_argument(
+        "--label", help="the VM's sHype label (for 'label' scopes); default: its real label"
+    )
     files(sp)
     sp = add(
         "audit",

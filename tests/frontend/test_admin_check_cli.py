@@ -7,6 +7,7 @@ root-owned like the real /etc/secured-virt files, and runs ``svirt-admin`` in a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,70 @@ def admin(*args: str, conf: str | None = None) -> subprocess.CompletedProcess:
     )
 
 
+# -- 1. the VM's real owner and label, as the gate reads them ------------------------------------
+def test_check_uses_the_vms_real_owner_and_label(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice", label="dom_AliceCorp"))
+    r = admin("check", "alice", "start", "web", "--explain", conf=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ALLOWED: alice start")
+    assert f"attributes from the VM's metadata on test://{tmp_path}/node.xml: owner alice" in (
+        r.stdout
+    )
+    r = admin("check", "bob", "start", "web", conf=conf)  # bob holds 'owned', but not this VM
+    assert r.returncode == 3, r.stdout + r.stderr
+    r = admin("check", "dave", "dominfo", "web", conf=conf)  # a 'label' scope: the real label
+    assert r.returncode == 0, r.stdout + r.stderr
+    j = json.loads(admin("check", "alice", "start", "web", "--json", conf=conf).stdout)
+    assert j["allowed"] is True
+    assert j["attrs"] == {"owner": "alice", "label": "dom_AliceCorp"}
+    assert j["attrs_from"]["found"] is True and j["attrs_from"]["source"] == "vm"
+
+
+def test_explicit_flags_override_the_real_attributes_and_say_so(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice", label="dom_AliceCorp"))
+    r = admin("check", "bob", "start", "web", "--owner", "bob", "--explain", conf=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "--owner bob overrides the VM's owner 'alice'" in r.stdout
+    r = admin("check", "dave", "dominfo", "web", "--label", "dom_BobCorp", "--explain", conf=conf)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "--label dom_BobCorp overrides the VM's label 'dom_AliceCorp'" in r.stdout
+    j = json.loads(
+        admin("check", "alice", "start", "web", "--owner", "bob", "--json", conf=conf).stdout
+    )
+    assert j["allowed"] is False and j["attrs"] == {"owner": "bob", "label": "dom_AliceCorp"}
+    assert j["attrs_from"]["vm_attrs"] == {"owner": "alice", "label": "dom_AliceCorp"}
+
+
+def test_a_missing_vm_or_an_unreachable_backend_falls_back_to_the_flags(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice"))
+    r = admin("check", "alice", "start", "ghost", "--explain", conf=conf)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "VM 'ghost' was not found on test://" in r.stdout
+    assert "the attributes come from the flags only: none" in r.stdout
+    r = admin("check", "alice", "start", "ghost", "--owner", "alice", "--explain", conf=conf)
+    assert r.returncode == 0 and "flags only: owner alice" in r.stdout, r.stdout + r.stderr
+
+    gone = str(tmp_path / "no-such-node.xml")
+    (tmp_path / "other").mkdir()
+    conf = host(tmp_path / "other", uri=f"test://{gone}")
+    r = admin("check", "alice", "start", "web", "--owner", "alice", "--explain", conf=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"the backend test://{gone} could not be reached" in r.stdout
+
+
+def test_review_vm_uses_the_vms_real_owner(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice", label="dom_AliceCorp"))
+    r = admin("review", "vm", "web", "--json", conf=conf)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["attrs"] == {"owner": "alice", "label": "dom_AliceCorp"}
+    assert data["operations"]["start"] == ["alice"]
+    assert data["operations"]["dominfo"] == ["alice", "dave"]
+    r = admin("review", "vm", "web", "--owner", "bob", "--json", conf=conf)
+    assert json.loads(r.stdout)["operations"]["start"] == ["bob"]
+
+
 # -- 2. configuration errors: one line naming file and line, exit 4, for every subcommand -------
 BAD_CONFIGS = {
     "unknown key": ("[secured-virt]\nfoo = 1\n", 0o644, ":2: unknown key 'foo'"),
@@ -111,6 +176,7 @@ BAD_CONFIGS = {
 }
 SUBCOMMANDS = [
     ("check", "alice", "start", "web"),
+    ("check", "carol", "audit-read"),
     ("check", "alice", "start", "web", "--ua", "UA"),
     ("review", "user", "alice"),
     ("review", "vm", "web"),
@@ -154,6 +220,28 @@ def test_ua_alone_takes_the_configured_pa(tmp_path):
     r = admin("validate", "--ua", str(other), conf=conf)
     assert r.returncode == 0, r.stderr
     assert f"{other}: OK (4 users)" in r.stdout and f"{tmp_path}/pa.xml: OK" in r.stdout
+
+
+# -- 4. host operations need no VM ---------------------------------------------------------------
+def test_host_operations_are_checked_on_the_host_object(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice"), host_object="hv0")
+    r = admin("check", "carol", "audit-read", conf=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ALLOWED: carol audit-read (operation 44) on hv0")
+    assert r.stderr == ""
+    j = json.loads(admin("check", "carol", "audit-read", "--json", conf=conf).stdout)
+    assert j["vm"] == "hv0" and j["allowed"] is True
+    # a VM for a host operation: answered as asked, with a hint
+    r = admin("check", "carol", "audit-read", "web", conf=conf)
+    assert r.returncode == 3 and "on web" in r.stdout
+    assert "hint: 'audit-read' is a host operation" in r.stderr and "'hv0'" in r.stderr
+    # the host object for a VM operation: the same
+    r = admin("check", "alice", "start", "hv0", conf=conf)
+    assert r.returncode == 3
+    assert "hint: 'start' is a VM operation" in r.stderr
+    # a VM operation without a VM is a usage error
+    r = admin("check", "alice", "start", conf=conf)
+    assert r.returncode == 2 and "'start' acts on a VM" in r.stderr
 
 
 def test_no_command_is_a_usage_error_on_stderr():
