@@ -298,6 +298,8 @@ def cmd_check(args) -> int:
         print(f"  {d.rule if d.allowed else d.reason}")
         if acm_denies:
             print(f"  ACM: {acm['reason']}")
+        for fact in (acm or {}).get("state", ()):
+            print(f"  note: {fact} (a state of the host, not an ACM denial)")
         if args.explain:
             print()
             print("VM attributes (owner, sHype label) used for the decision:")
@@ -312,9 +314,15 @@ def cmd_check(args) -> int:
 
 def _acm_explain(cfg, vm: str, op) -> dict | None:
     """The mandatory half of the answer, when sHype/ACM is on: the VM's label, and for
-    operations that instantiate a domain every check a start would make now."""
+    operations that instantiate a domain every check a start would make now.
+
+    Only a policy check (label, authorization, Chinese Wall, STE on resources) can deny; the
+    dry run's "state" item (the domain is already running) is a fact about the host, which
+    the hypervisor would report as a failure, so it is listed under "state" instead."""
     if not cfg.acm:
         return None
+    from policy.verdict import RULE_STATE
+
     from ..acm_ops import INSTANTIATING
     from ..service import Service
 
@@ -334,10 +342,14 @@ def _acm_explain(cfg, vm: str, op) -> dict | None:
             return out
         with acm.exclusive():
             report = acm.host.mediator.dry_run(sec["display"], acm.resources_of(vm), vm)
-        out["allowed"] = report.allowed
-        out["checks"] = report.as_dict()["items"]
-        bad = [it for it in out["checks"] if not it["allowed"]]
-        out["reason"] = bad[0]["reason"] if bad else "every ACM check passes"
+        checks = report.as_dict()["items"]
+        for it in checks:
+            it["policy_check"] = it["rule"] != RULE_STATE
+        bad = [it for it in checks if not it["allowed"] and it["policy_check"]]
+        out["allowed"] = not bad
+        out["checks"] = checks
+        out["state"] = [it["reason"] for it in checks if not it["policy_check"]]
+        out["reason"] = bad[0]["reason"] if bad else "every ACM policy check passes"
         return out
     except Exception as exc:  # the RBAC answer stands; say why the ACM part is missing
         return {
@@ -360,7 +372,10 @@ def _acm_text(acm: dict) -> str:
         lines.append(f"  {acm['reason']}")
         return "\n".join(lines)
     for it in acm["checks"]:
-        verdict = "PERMITTED" if it["allowed"] else "DENIED"
+        if not it.get("policy_check", True):
+            verdict = "NOTE (state, not a policy check)" if not it["allowed"] else "PERMITTED"
+        else:
+            verdict = "PERMITTED" if it["allowed"] else "DENIED"
         lines.append(f"  {it['item']}: {verdict} - {it['reason']}")
     return "\n".join(lines)
 

@@ -222,6 +222,37 @@ def test_ua_alone_takes_the_configured_pa(tmp_path):
     assert f"{other}: OK (4 users)" in r.stdout and f"{tmp_path}/pa.xml: OK" in r.stdout
 
 
+# -- 3. a state fact of the dry run is no ACM denial ---------------------------------------------
+def test_an_already_running_domain_is_no_acm_denial(tmp_path):
+    conf = host(
+        tmp_path,
+        dom("web", owner="alice", label="dom_AliceCorp", state=1),
+        dom("rival", owner="bob", label="dom_BobCorp", state=5),
+        acm=True,
+    )
+    r = admin("check", "alice", "start", "web", "--explain", conf=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ALLOWED: alice start")
+    assert "note: domain 'web' is already running" in r.stdout
+    assert "state: NOTE (state, not a policy check)" in r.stdout
+    assert "chinese_wall: PERMITTED" in r.stdout
+    j = json.loads(admin("check", "alice", "start", "web", "--json", conf=conf).stdout)
+    assert j["allowed"] is True and j["acm"]["allowed"] is True
+    assert j["acm"]["state"] and "already running" in j["acm"]["state"][0]
+
+
+def test_a_chinese_wall_conflict_still_denies(tmp_path):
+    conf = host(
+        tmp_path,
+        dom("web", owner="alice", label="dom_AliceCorp", state=5),
+        dom("rival", owner="bob", label="dom_BobCorp", state=1),
+        acm=True,
+    )
+    r = admin("check", "alice", "start", "web", "--explain", conf=conf)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "chinese_wall: DENIED" in r.stdout and "Competitors" in r.stdout
+
+
 # -- 4. host operations need no VM ---------------------------------------------------------------
 def test_host_operations_are_checked_on_the_host_object(tmp_path):
     conf = host(tmp_path, dom("web", owner="alice"), host_object="hv0")
