@@ -273,18 +273,34 @@ def admin_page() -> str:
                 text = (text + " " if text else "") + "One of: " + ", ".join(map(str, a.choices))
             out += tp(_action_term(a), text)
         if sp.epilog and "example" in sp.epilog:
-            ex = sp.epilog.split("\n", 1)[1].strip()
+            # the epilog is "example:\n  CMD..." then, after a blank line, maybe "exit status:"
+            ex = sp.epilog.split("\n", 1)[1].split("\n\n", 1)[0]
+            ex = "\n".join(line.strip() for line in ex.strip().splitlines())
             out += f".PP\nExample:\n.RS\n.nf\n{esc(ex)}\n.fi\n.RE\n"
+        exits = getattr(sp, "exit_codes", ())
+        if exits:
+            out += ".PP\nExit status:\n.RS\n"
+            out += "".join(tp(bold(str(code)), text) for code, text in exits)
+            out += ".RE\n"
     out += ".SH EDITING THE POLICY\n"
     for term, body in EDITING:
         out += tp(bold(term), body)
     out += exit_status(
         [
             ("0", "success, allowed, or nothing to change"),
-            ("1", "invalid policy, refused or declined change, or a failure"),
+            (
+                "1",
+                "invalid policy, refused or declined change, or a failure; validate: a file "
+                "that is not valid, missing or cannot be trusted",
+            ),
             ("2", "usage error"),
             ("3", "denied (check: not allowed; a delegated admin without rbac-admin)"),
-            ("4", "bad configuration, or a policy file that cannot be trusted"),
+            (
+                "4",
+                "bad configuration (every command); check and review: a UA/PA policy that is "
+                "invalid or cannot be trusted; edit and the scripted changes: policy files "
+                "that cannot be trusted (validate says 1 for such files)",
+            ),
         ]
     )
     out += ".SH ENVIRONMENT\n"

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 
 from ..config import ConfigError
 from ..operations import CATALOGUE, HOST
@@ -515,15 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="configuration file (root only)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name, func, help, example):
+    def add(name, func, help, example, exits=()):
+        """A subcommand; ``example``: one command a line; ``exits``: (code, meaning) pairs
+        shown in --help and the man page."""
+        epilog = "example:\n" + "\n".join(f"  {line}" for line in example.splitlines())
+        if exits:
+            epilog += "\n\nexit status:\n" + "\n".join(
+                textwrap.fill(t, 76, initial_indent=f"  {c}  ", subsequent_indent="     ")
+                for c, t in exits
+            )
         sp = sub.add_parser(
             name,
             help=help,
             description=help + ".",
-            epilog=f"example:\n  {example}",
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sp.set_defaults(func=func)
+        sp.exit_codes = tuple(exits)  # read by man/generate.py
         return sp
 
     def files(sp):
@@ -542,9 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         cmd_check,
         "decide whether USER may perform OP on VM",
-        "svirt-admin check alice start alice-web --explain",
+        "svirt-admin check alice start alice-web --explain\nsvirt-admin check carol audit-read",
+        exits=CHECK_EXITS,
     )
-    sp.add_argument("user", metavar="USER")
+    sp.add_argument("user", metavar="USER", help="user name, as in the UA file")
     sp.add_argument("operation", metavar="OP", help="operation id or name")
     sp.add_argument(
         "vm",
@@ -572,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_validate,
         "check UA/PA files without installing or using them",
         "svirt-admin validate --ua /tmp/ua.xml --pa /tmp/pa.xml",
+        exits=VALIDATE_EXITS,
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     sp.add_argument("--policy", metavar="FILE", help="also (or only) check an sHype policy file")
@@ -619,6 +631,24 @@ def build_parser() -> argparse.ArgumentParser:
         mod.register(sub, add, files)
     return p
 
+
+#: exit status of check and validate, as their --help and the man page give them
+CHECK_EXITS = (
+    (EXIT_OK, "allowed"),
+    (EXIT_USAGE, "usage error (unknown operation, no VM for a VM operation)"),
+    (EXIT_DENIED, "denied (by RBAC, or with sHype/ACM on by a policy conflict)"),
+    (EXIT_BAD_POLICY, "bad policy or configuration (UA/PA unusable, config file invalid)"),
+)
+VALIDATE_EXITS = (
+    (EXIT_OK, "valid"),
+    (
+        EXIT_FAILED,
+        "not valid: a UA/PA or sHype policy file that is invalid, missing or cannot be trusted "
+        "(not root-owned, or writable by others)",
+    ),
+    (EXIT_USAGE, "usage error"),
+    (EXIT_BAD_POLICY, "bad configuration (the configuration file itself)"),
+)
 
 #: modules adding subcommands: each has register(sub, add, files) — see build_parser
 EXTENSIONS = ("admin_edit", "admin_policy", "admin_labels", "admin_daemon")

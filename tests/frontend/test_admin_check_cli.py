@@ -275,6 +275,18 @@ def test_host_operations_are_checked_on_the_host_object(tmp_path):
     assert r.returncode == 2 and "'start' acts on a VM" in r.stderr
 
 
+# -- 5. help, usage and exit codes ---------------------------------------------------------------
+def test_help_lists_arguments_and_exit_codes():
+    r = admin("check", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "USER user name, as in the UA file" in text
+    for line in ("0 allowed", "3 denied", "4 bad policy or configuration", "2 usage error"):
+        assert line in text, line
+    text = " ".join(admin("validate", "--help").stdout.split())
+    assert "0 valid" in text and "1 not valid" in text and "cannot be trusted" in text
+
+
 def test_no_command_is_a_usage_error_on_stderr():
     r = admin()
     assert r.returncode == 2
@@ -288,3 +300,26 @@ def test_hidden_subcommand_is_not_offered():
     assert "invalid choice: 'bogus'" in r.stderr and "'check'" in r.stderr
     assert "_complete-names" not in r.stderr
     assert "_complete-names" not in admin("--help").stdout
+
+
+def test_validate_exit_codes_match_the_code(tmp_path):
+    """validate: 1 for a file that is not valid or cannot be trusted (the man page says so)."""
+    ua = write_root_file(tmp_path / "ua.xml", UA)
+    pa = write_root_file(tmp_path / "pa.xml", PA)
+    assert admin("validate", "--ua", str(ua), "--pa", str(pa)).returncode == 0
+    os.chmod(ua, 0o666)
+    r = admin("validate", "--ua", str(ua), "--pa", str(pa))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert str(ua) in r.stderr
+
+
+# -- 6. swapped --ua and --pa ---------------------------------------------------------------------
+def test_swapped_ua_and_pa_are_named(tmp_path):
+    conf = host(tmp_path, dom("web", owner="alice"))
+    ua, pa = tmp_path / "ua.xml", tmp_path / "pa.xml"
+    r = admin("validate", "--ua", str(pa), "--pa", str(ua))
+    assert r.returncode == 1
+    assert f"{pa}:1: this is a PA file (<RolePolicyDefinition>)" in r.stderr
+    assert "swapped" in r.stderr and "XSD" not in r.stderr
+    r = admin("check", "alice", "start", "web", "--ua", str(pa), "--pa", str(ua), conf=conf)
+    assert r.returncode == 4 and "this is a UA file (<UserConfiguration>)" in r.stderr
