@@ -45,7 +45,7 @@ class Target:
 @dataclass(slots=True)
 class Verdict:
     allowed: bool
-    check: str  # identity | rbac | dsd | pam | acm | audit | policy
+    check: str  # identity | rbac | dsd | pam | acm | state | audit | policy
     rule: str
     status: int = 0  # exit code when refused
     audit_ref: Any = None
@@ -85,8 +85,10 @@ class Gate:
     def authorize(
         self, ident, op: Operation, target: Target, interaction=None, acm_check=None
     ) -> Verdict:
-        """Decide and audit.  ``acm_check`` (a callable returning (allowed, text)) is the
-        mandatory-policy check for this request; it runs only after RBAC and PAM allowed."""
+        """Decide and audit.  ``acm_check`` (a callable returning (allowed, text), or
+        (False, text, "state") when what stops the request is the domain's state rather than
+        the policy) is the mandatory-policy check for this request; it runs only after RBAC
+        and PAM allowed."""
         verdict = self._decide(ident, op, target, interaction, acm_check)
         return self._audited(ident, op, target, verdict)
 
@@ -186,8 +188,10 @@ class Gate:
                 return Verdict(False, "pam", why, EXIT_DENIED)
             rule += " (authenticated)"
         if acm_check is not None:
-            ok, why = acm_check()
+            ok, why, *state = acm_check()
             if not ok:
+                if state:  # not a policy conflict but the domain's state (already running)
+                    return Verdict(False, "state", why, EXIT_FAILED)
                 return Verdict(False, "acm", why, EXIT_DENIED)
             if why:
                 rule += f"; {why}"

@@ -255,6 +255,8 @@ class Service(PolicyCommands):
         status = v.status or EXIT_DENIED
         if v.check == "policy":
             status = EXIT_BAD_POLICY
+        if v.check == "state":  # told like the hypervisor's own "already running"
+            return Reply(EXIT_FAILED, message=v.rule, check=v.check)
         return Reply(status, message=v.denial_message(), check=v.check)
 
     def _run(
@@ -304,12 +306,16 @@ class Service(PolicyCommands):
         return run
 
     # -- ACM ----------------------------------------------------------------------------------
-    def _acm_verdict(self, name: str, label: str | None, resources) -> tuple[bool, str]:
+    def _acm_verdict(self, name: str, label: str | None, resources) -> tuple:
+        from policy.verdict import RULE_STATE
+
         from .acm import verdict_text
 
         v = self.acm.check_instantiate(name, label, resources)
         if v.allowed:
             return True, f"ACM {self.acm.active.name}: {name} may run ({label})"
+        if getattr(v, "rule", None) == RULE_STATE:  # "already running": a failure, not a denial
+            return False, v.reason, "state"
         return False, verdict_text(v)
 
     def _acm_for_domain(self, name: str) -> tuple[bool, str]:

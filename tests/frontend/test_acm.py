@@ -78,6 +78,18 @@ def test_chinese_wall_conflict_refused_naming_set_and_domain(svc):
     assert run(svc, ROOT, "start", domain="carol-lab").ok
 
 
+def test_starting_a_running_domain_is_a_failure_not_an_acm_denial(svc, svt_env):
+    import json
+
+    assert run(svc, ident("alice"), "start", domain="alice-db").ok
+    r = run(svc, ident("alice"), "start", domain="alice-db")
+    assert r.status == EXIT_FAILED and r.check == "state"  # as without ACM: exit 1
+    assert r.message.startswith("domain 'alice-db' is already running")
+    with open(svt_env.audit_log) as fh:
+        rec = json.loads(fh.read().splitlines()[-1])
+    assert rec["verdict"] == "denied" and rec["check"] == "state" and rec["outcome"] == "not-run"
+
+
 def test_rbac_denial_comes_before_acm(svc):
     assert run(svc, ident("alice"), "start", domain="alice-db").ok
     r = run(svc, ident("bob"), "start", domain="carol-lab")
