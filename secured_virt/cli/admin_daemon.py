@@ -31,10 +31,10 @@ def cmd_status(args) -> int:
     try:
         reply = client.admin_reload(path) if args.command == "reload" else client.admin_status(path)
     except client.ClientError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"svirt-admin: {exc}\n")
         return EXIT_FAILED
     if not reply.ok:
-        sys.stderr.write(f"error: {reply.message}\n")
+        sys.stderr.write(f"svirt-admin: {reply.message}\n")
         return reply.status
     if args.json or not isinstance(reply.data, dict):
         print(json.dumps(reply.data, indent=2, sort_keys=True))

@@ -282,7 +282,7 @@ def cmd_policy(args) -> int:
         req_args["xml"] = args.xml
     reply = _dispatch(args, Request("policy-" + args.action, req_args))
     if not reply.ok:
-        sys.stderr.write(f"error: {reply.message}\n")
+        sys.stderr.write(f"svirt-admin: {reply.message}\n")
         return reply.status
     return _print(args, reply.data)
 

@@ -185,6 +185,8 @@ SUBCOMMANDS = [
     ("validate",),
     ("validate", "--pa", "PA"),
     ("status",),
+    ("policy", "show"),
+    ("policy", "labels"),
 ]
 
 
