@@ -284,7 +284,7 @@ class RbacPolicy(ReviewMixin):
         an expiry.  Never raises for unknown users, roles or operations: it denies and says why.
         """
         ex = self._fast.get(user)
-        if ex is not None:
+        if ex is not None and type(op_id) is int:
             # the common case, inlined from _check(): a user holding few roles, without
             # expiring assignments or scoped grants
             for objmap, role, via in ex:
@@ -305,6 +305,8 @@ class RbacPolicy(ReviewMixin):
     def _decide(self, user: str, op_id, obj: str, attrs=None, now=None) -> Decision:
         """decide() for everything but the commonest case (same parameters, so the C index can
         hand over its call unchanged)."""
+        if type(op_id) is not int and not isinstance(op_id, str):  # True, 1.0: no operation
+            return self._deny(None, user, op_id, obj, attrs, now)
         u = self._users.get(user)
         if u is None:
             return self._deny(None, user, op_id, obj, attrs, now)
@@ -374,7 +376,10 @@ class RbacPolicy(ReviewMixin):
         return f"operation {op} ({name})" if name else f"operation {op}"
 
     def resolve_operation(self, op: int | str) -> int | None:
-        """Operation id for an id (int or digit string) or a catalogue name; None if unknown."""
+        """Operation id for an id (int or digit string) or a catalogue name; None if unknown
+        (and for anything else: True is not operation 1, nor is 1.0)."""
+        if type(op) is not int and not isinstance(op, str):
+            return None
         if isinstance(op, str):
             if op.isascii() and op.isdigit():
                 op = int(op)
@@ -385,7 +390,7 @@ class RbacPolicy(ReviewMixin):
         return None
 
     def _deny(self, u, user, op, obj, attrs, now) -> Decision:
-        if not isinstance(op, int) or (self.operations and op not in self.operations):
+        if type(op) is not int or (self.operations and op not in self.operations):
             resolved = self.resolve_operation(op)
             if resolved is None:
                 known = f" ({id_ranges(self.operations)})" if self.operations else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from rbac_helpers import compile_policy, role, user
+from rbac_helpers import OPS, compile_policy, role, user
 
 import rbac
 
@@ -25,6 +25,22 @@ def test_grant_by_id_and_by_name(pol):
     assert pol.decide("alice", 10, "web2").allowed  # granted as name="shutdown"
     assert pol.decide("alice", "shutdown", "web2").allowed  # asked by name
     assert pol.decide("alice", "10", "web2").allowed  # id as text
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("op", [True, 6.0, None, b"6", "\u0666", "\u00b2"])
+def test_only_ints_digit_strings_and_names_are_operations(native, op):
+    # True == 1 and 6.0 == 6 in Python; in an access decision they are type slips, not ids
+    b = rbac.PolicyBuilder(OPS)
+    b.add_role("web").grant("web", [1, 6], rbac.Exact(["web1"]))
+    b.add_user("alice").assign("alice", "web")
+    p = b.build(native=native)
+    assert p.native is native
+    d = p.decide("alice", op, "web1")
+    assert d.allowed is False and "is not in the catalogue" in d.reason
+    assert p.decide("alice", 6, "web1") and p.decide("alice", "6", "web1")
+    s = p.create_session("alice")
+    assert not s.check_access(op, "web1")
 
 
 def test_denials_say_why(pol):
