@@ -58,6 +58,12 @@ class ActiveRoles(SessionFiles):
             )
         return key
 
+    def _dir(self) -> int:
+        try:
+            return self._open_dir()
+        except CredCacheError as exc:
+            raise RoleSessionError(str(exc)) from None
+
     def _live(self, rec: dict, boot: str, now: float) -> dict[str, float]:
         """The record's roles used within the window (none from an earlier boot)."""
         if rec.get("boot_id") != boot:
@@ -75,10 +81,7 @@ class ActiveRoles(SessionFiles):
         """Role -> when ``user`` last used it (CLOCK_BOOTTIME seconds) in the caller's session.
         ``user`` is the policy user: root acting --as several users keeps them apart."""
         key = self._key(identity)
-        try:
-            dfd = self._open_dir()
-        except CredCacheError as exc:
-            raise RoleSessionError(str(exc)) from None
+        dfd = self._dir()
         try:
             records = self._load(dfd, identity.uid)
         finally:
@@ -102,10 +105,7 @@ class ActiveRoles(SessionFiles):
     def activate(self, identity, user: str, role: str) -> None:
         """Mark ``role`` used by ``user`` now in the caller's session; drop stale records."""
         key = self._key(identity)
-        try:
-            dfd = self._open_dir()
-        except CredCacheError as exc:
-            raise RoleSessionError(str(exc)) from None
+        dfd = self._dir()
         try:
             fcntl.flock(dfd, fcntl.LOCK_EX)
             boot, now = _boot_id(), _now()
