@@ -197,7 +197,7 @@ class Gate:
                 rule += f"; {why}"
         if activate is not None:
             try:
-                self.role_sessions.activate(ident, user, activate)
+                self.role_sessions.activate(ident, user, activate, _dsd_problem(pol))
             except RoleSessionError as exc:  # unrecorded, a later conflicting role would pass
                 return Verdict(False, "dsd", f"{exc}; refusing", EXIT_DENIED)
             rule += f" (role {activate} active in this login session)"
@@ -256,6 +256,19 @@ class Gate:
                 EXIT_DENIED,
             ),
         )
+
+
+def _dsd_problem(pol):
+    """roles -> None if they may be active together, else why not (for ActiveRoles.activate)."""
+
+    def problem(roles) -> str | None:
+        try:
+            pol.check_dsd(roles)
+        except rbac.DsdViolation as exc:
+            return exc.message
+        return None
+
+    return problem
 
 
 def acting_as(ident) -> str | None:

@@ -102,8 +102,14 @@ class ActiveRoles(SessionFiles):
         still leaves the session no later than a minute after the window says."""
         return _now() - last_used >= min(60.0, self.timeout / 10)
 
-    def activate(self, identity, user: str, role: str) -> None:
-        """Mark ``role`` used by ``user`` now in the caller's session; drop stale records."""
+    def activate(self, identity, user: str, role: str, admissible=None) -> None:
+        """Mark ``role`` used by ``user`` now in the caller's session; drop stale records.
+
+        ``admissible(active_roles)`` is asked again under the store's lock, with the roles
+        active at this moment plus ``role``: a concurrent request of the same session may have
+        activated a conflicting role since this one was checked.  If it says no, nothing is
+        recorded and RoleSessionError says so.
+        """
         key = self._key(identity)
         dfd = self._dir()
         try:
@@ -116,6 +122,13 @@ class ActiveRoles(SessionFiles):
                     mine.update(self._live(rec, boot, now))
                 elif self._live(rec, boot, now):  # another session's, still in its window
                     keep.append(rec)
+            if admissible is not None and role not in mine:
+                why = admissible(frozenset(mine) | {role})
+                if why:
+                    raise RoleSessionError(
+                        f"meanwhile another request of this login session activated "
+                        f"{', '.join(sorted(mine))}: {why}"
+                    )
             mine[role] = now
             keep.append({"session": key.as_dict(), "boot_id": boot, "user": user, "roles": mine})
             try:

@@ -149,3 +149,49 @@ def test_svirsh_processes_of_one_script_share_a_session(dsd_env, tmp_path, test_
     assert svirsh("--config", conf, "-k").returncode == 0
     r = svirsh("--config", conf, "--as", "svt-carol", "dominfo", "alice-web")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_concurrent_activation_is_caught_under_the_lock(svc):
+    """Two requests of one session check DSD at the same time, for conflicting roles: the one
+    that records its role second is refused.  The ACM hook runs between the check and the
+    recording, so it stands in for the other request landing in between."""
+    from secured_virt.operations import CATALOGUE
+    from secured_virt.service import Target
+
+    gate, who = svc.gate, carol()
+
+    def other_request_lands():
+        gate.role_sessions.activate(who, "svt-carol", "WebTeam")
+        return True, ""
+
+    v = gate.authorize(
+        who, CATALOGUE.get("dominfo"), Target("bob-build"), None, other_request_lands
+    )
+    assert not v.allowed and v.check == "dsd"
+    assert "meanwhile another request of this login session activated WebTeam" in v.rule
+    assert set(gate.role_sessions.active(who, "svt-carol")) == {"WebTeam"}  # BuildTeam never was
+
+
+def test_concurrent_requests_never_leave_conflicting_roles_active(svc):
+    import threading
+
+    from secured_virt.operations import CATALOGUE
+    from secured_virt.service import Target
+
+    gate, who, op = svc.gate, carol(), CATALOGUE.get("dominfo")
+    results = []
+    for _ in range(20):
+        gate.role_sessions.forget(who.uid)
+        barrier = threading.Barrier(2)
+
+        def ask(vm, barrier=barrier):
+            barrier.wait()
+            results.append((vm, gate.authorize(who, op, Target(vm)).allowed))
+
+        ts = [threading.Thread(target=ask, args=(vm,)) for vm in ("alice-web", "bob-build")]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert len(gate.role_sessions.active(who, "svt-carol")) == 1
+        assert [ok for _vm, ok in results[-2:]].count(True) == 1
