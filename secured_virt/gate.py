@@ -156,7 +156,7 @@ class Gate:
                 EXIT_DENIED,
             )
         user = _policy_user(ident)
-        activate = None  # (policy, role) to activate in the login session once all is allowed
+        activate = None  # the role to activate in the login session once all is allowed
         if _is_plain_root(ident):
             rbac_ok, rule, needs_auth = True, ROOT_RULE, False
         else:
@@ -220,24 +220,19 @@ class Gate:
             why = f"dynamic separation of duty cannot be enforced: {exc}; refusing"
             return d, None, Verdict(False, "dsd", why, EXIT_DENIED)
         active = frozenset(r for r in used if r in authorized)
+        problem = _dsd_problem(pol)
         granting = sorted(authorized - active, key=lambda r: (r != d.role, r))
         for role in (None, *granting):
             roles = active if role is None else active | {role}
-            if not roles:
-                continue
-            try:
-                pol.check_dsd(roles)
-            except rbac.DsdViolation:
+            if not roles or problem(roles):
                 continue
             dd = pol.create_session(user, roles).check_access(op.id, target.name, target.attrs)
             if dd.allowed:
                 fresh = dd.role in used and not sessions.due_for_refresh(used[dd.role])
                 return dd, None if fresh else dd.role, None
-        try:
-            pol.check_dsd(active | {d.role})
-            why = f"role {d.role} cannot be activated in this login session"
-        except rbac.DsdViolation as exc:
-            why = exc.message
+        why = (
+            problem(active | {d.role}) or f"role {d.role} cannot be activated in this login session"
+        )
         since = ", ".join(
             f"{r} (last used {sessions.age_minutes(used[r]):.0f} min ago)" for r in sorted(active)
         )

@@ -838,7 +838,6 @@ class Service(PolicyCommands):
         """svirsh -k through svirtd: forget the *caller's* cached authentication and end the
         roles active in their login sessions."""
         from .credcache import CredCache
-        from .rolesession import ActiveRoles
 
         CredCache.from_config(self.config).forget(ident.uid)
         ActiveRoles.from_config(self.config).forget(ident.uid)
