@@ -132,7 +132,7 @@ def _op_token(op, name: str, b: PolicyBuilder):
             (name, op.sourceline),
         )
         return None
-    if label is not None and label.strip().isdigit():
+    if label is not None and label.strip().isascii() and label.strip().isdigit():
         b.error(
             f'<operation name="{label}"> gives an id as a name; write id="{label.strip()}"',
             (name, op.sourceline),
