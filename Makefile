@@ -10,7 +10,7 @@ VENV      ?= /opt/secured-virt/venv
 PY        := $(VENV)/bin/python
 APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon \
              libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients libpam-wrapper \
-             libpam0g util-linux python3-lxml python3-libvirt
+             libpam0g util-linux python3-lxml python3-libvirt man-db
 STAMP     := $(VENV)/.secured-virt-installed
 
 .PHONY: setup apt venv native demo test unit bench lint format clean
