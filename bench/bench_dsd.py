@@ -29,13 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from secured_virt.audit import AuditLog  # noqa: E402
+from secured_virt.access.audit import AuditLog  # noqa: E402
+from secured_virt.access.gate import Gate, Target  # noqa: E402
+from secured_virt.access.identity import Identity  # noqa: E402
+from secured_virt.access.operations import CATALOGUE  # noqa: E402
+from secured_virt.access.rolesession import ActiveRoles  # noqa: E402
 from secured_virt.config import default_config  # noqa: E402
-from secured_virt.gate import Gate, Target  # noqa: E402
-from secured_virt.identity import Identity  # noqa: E402
-from secured_virt.operations import CATALOGUE  # noqa: E402
-from secured_virt.policystore import PolicyStore  # noqa: E402
-from secured_virt.rolesession import ActiveRoles  # noqa: E402
+from secured_virt.rolefiles.store import PolicyStore  # noqa: E402
 
 PA = """<?xml version="1.0"?>
 <RolePolicyDefinition>

@@ -45,11 +45,11 @@ def write(path: Path, text: str) -> Path:
 
 def main() -> int:
     import rbac
+    from secured_virt.access.identity import Identity
+    from secured_virt.access.operations import CATALOGUE
     from secured_virt.config import default_config
-    from secured_virt.identity import Identity
-    from secured_virt.operations import CATALOGUE
     from secured_virt.requests import Request
-    from secured_virt.service import Service
+    from secured_virt.service.facade import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-list."))
     names = [f"vm{i:05d}" for i in range(N)]

@@ -23,8 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from secured_virt.access.operations import CATALOGUE  # noqa: E402
 from secured_virt.cli.commands import COMMANDS  # noqa: E402
-from secured_virt.operations import CATALOGUE  # noqa: E402
 
 HEADER = """\
 # bash completion for {prog}{pad}-*- shell-script -*-

@@ -62,7 +62,7 @@ class Config:
     auth_timeout_minutes: float = 5.0
     auth_dir: str = "/run/secured-virt/ts"
     #: a role stays active in a login session this long after its last use (DSD; see
-    #: secured_virt.rolesession)
+    #: secured_virt.access.rolesession)
     role_session_minutes: float = 15.0
     editor: str = "/usr/bin/editor"
     allow_env_editor: bool = False
@@ -71,7 +71,7 @@ class Config:
     #: where save images of non-root callers go (one 0700 directory per user)
     save_dir: str = "/var/lib/secured-virt/save"
     #: the only directories disk images of non-root callers' domains may come from
-    #: (secured_virt.disks says why and what else is checked)
+    #: (secured_virt.confinement.disks says why and what else is checked)
     disk_dirs: tuple[str, ...] = ("/var/lib/libvirt/images",)
     #: migration destinations and the directory holding their sHype/ACM state, so the
     #: destination's policy is checked before the domain runs there: "URI=DIR, URI2=DIR2"
@@ -174,7 +174,7 @@ def _text(text: str) -> str:
 
 
 def _operations(text: str) -> frozenset[str]:
-    from .operations import CATALOGUE
+    from secured_virt.access.operations import CATALOGUE
 
     names = set()
     for token in (t.strip() for t in text.split(",")):

@@ -12,11 +12,12 @@ from .base import (
     DomainInfo,
     NoSuchDomain,
     SnapshotInfo,
-    open_backend,
 )
+from .factory import BACKEND_KINDS, open_backend
 
 __all__ = [
     "ACTIVE_STATES",
+    "BACKEND_KINDS",
     "STATE_WORDS",
     "Backend",
     "BackendError",

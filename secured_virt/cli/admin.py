@@ -20,9 +20,9 @@ import os
 import sys
 import textwrap
 
-from ..config import ConfigError
-from ..operations import CATALOGUE, HOST
-from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from secured_virt.access.operations import CATALOGUE, HOST
+from secured_virt.config import ConfigError
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +45,8 @@ def _config(args):
     the message adds that the other file was to come from the configuration."""
     cfg = getattr(args, "_config", None)
     if cfg is None:
-        from ..config import load_config
+        from secured_virt.config import load_config
+
         from .admin_policy import caller_uid
 
         try:
@@ -69,10 +70,9 @@ def require(args, op_name: str) -> int | None:
     Root itself is always allowed.  Without this, ``sudo svirt-admin audit show`` would let any
     sudo user read root's 0600 audit log, and ``check``/``review`` would answer anyone."""
     import rbac
-
-    from ..gate import Gate, Target
-    from ..identity import IdentityError, identify_process
-    from ..operations import CATALOGUE
+    from secured_virt.access.gate import Gate, Target
+    from secured_virt.access.identity import IdentityError, identify_process
+    from secured_virt.access.operations import CATALOGUE
 
     try:
         ident = identify_process()
@@ -84,9 +84,9 @@ def require(args, op_name: str) -> int | None:
     cfg = _config(args)
     op = CATALOGUE.get(op_name)
     try:
-        from ..audit import AuditLog
-        from ..policystore import PolicyStore
-        from ..rolesession import ActiveRoles
+        from secured_virt.access.audit import AuditLog
+        from secured_virt.access.rolesession import ActiveRoles
+        from secured_virt.rolefiles.store import PolicyStore
 
         gate = Gate(
             PolicyStore(cfg.ua, cfg.pa),
@@ -135,8 +135,9 @@ def _vm_metadata(cfg, name: str) -> tuple[dict | None, str]:
 
     (None, why) when the VM does not exist or cannot be looked up: never an exception, the
     caller falls back to --owner/--label."""
-    from .. import vmmeta
-    from ..backends.base import BackendError, NoSuchDomain, open_backend
+    from secured_virt.backends.base import BackendError, NoSuchDomain
+    from secured_virt.backends.factory import open_backend
+    from secured_virt.confinement import vmmeta
 
     try:
         backend = open_backend(
@@ -209,7 +210,7 @@ def _resolve_attrs(args, cfg, vm: str, host_reason: str | None = None) -> dict:
 
 
 def cmd_operations(args) -> int:
-    from ..operations import render_catalogue
+    from secured_virt.access.operations import render_catalogue
 
     sys.stdout.write(render_catalogue(CATALOGUE, as_json=args.json, header=True))
     return EXIT_OK
@@ -323,9 +324,8 @@ def _acm_explain(cfg, vm: str, op) -> dict | None:
     if not cfg.acm:
         return None
     from policy.verdict import RULE_STATE
-
-    from ..acm_ops import INSTANTIATING
-    from ..service import Service
+    from secured_virt.service.facade import Service
+    from secured_virt.shype import INSTANTIATING
 
     try:
         svc = Service.from_config(cfg)
@@ -447,7 +447,8 @@ def cmd_review(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .. import audit
+    from secured_virt.access import audit
+
     from .admin_policy import as_caller
 
     if not args.log:  # the host's own log: root's, or a delegated auditor's

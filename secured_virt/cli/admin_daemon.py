@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import sys
 
-from ..requests import EXIT_FAILED, EXIT_OK
+from secured_virt.requests import EXIT_FAILED, EXIT_OK
 
 
 def _socket(args) -> str:
     import os
 
-    from ..config import load_config
+    from secured_virt.config import load_config
 
     return load_config(args.config, caller_uid=os.getuid()).socket
 
 
 def cmd_status(args) -> int:
-    from .. import client
+    from secured_virt import client
 
     path = _socket(args)
     if not client.daemon_available(path):

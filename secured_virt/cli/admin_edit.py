@@ -27,8 +27,8 @@ import shutil
 import sys
 import tempfile
 
-from ..operations import CATALOGUE
-from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from secured_virt.access.operations import CATALOGUE
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 PROG = "svirt-admin"
 #: where edit makes its private (0700) directory for the copy being edited
@@ -63,8 +63,8 @@ class _Session:
     """Everything one change needs; use as a context manager (it holds the edit lock)."""
 
     def __init__(self, args, command: str):
-        from ..config import ConfigError, load_config
-        from ..identity import IdentityError, identify_process
+        from secured_virt.access.identity import IdentityError, identify_process
+        from secured_virt.config import ConfigError, load_config
 
         self.command = command
         try:
@@ -98,9 +98,13 @@ class _Session:
 
     def __enter__(self) -> _Session:
         import rbac
-
-        from ..fsutil import UnsafeFileError
-        from ..policyinstall import LockBusy, PolicyLock, read_current, remove_stale_temps
+        from secured_virt.fsutil import UnsafeFileError
+        from secured_virt.rolefiles.install import (
+            LockBusy,
+            PolicyLock,
+            read_current,
+            remove_stale_temps,
+        )
 
         self._lock = PolicyLock(
             [self.paths["ua"], self.paths["pa"]],
@@ -145,8 +149,7 @@ class _Session:
     def doc(self, kind: str, data: bytes | None = None):
         """The file as an editable document (an empty skeleton when it does not exist)."""
         import rbac
-
-        from ..policyedit import EditError, PolicyDoc
+        from secured_virt.rolefiles.edit import EditError, PolicyDoc
 
         data = self.old[kind] if data is None else data
         try:
@@ -163,8 +166,7 @@ class _Session:
     def _load(self, data: dict[str, bytes | None]):
         """(RbacPolicy, None) or (None, PolicyError) for the pair of files ``data``."""
         import rbac
-
-        from ..policyedit import PolicyDoc
+        from secured_virt.rolefiles.edit import PolicyDoc
 
         ua = data.get("ua")
         pa = data.get("pa")
@@ -206,12 +208,12 @@ class _Session:
 
     # -- audit --------------------------------------------------------------------------------
     def _audit(self):
-        from ..audit import AuditLog
+        from secured_virt.access.audit import AuditLog
 
         return AuditLog(self.cfg.audit_log, use_syslog=self.cfg.audit_syslog)
 
     def _audit_decision(self, allowed: bool, rule: str, *, check: str = "admin"):
-        from ..audit import AuditError
+        from secured_virt.access.audit import AuditError
 
         try:
             return self._audit().record_decision(
@@ -255,8 +257,8 @@ class _Session:
         return self.confirm_and_install(args, new, changed, self.impact(after, new), summary)
 
     def impact(self, after, new: dict[str, bytes | None]):
-        from .. import impact as impact_mod
-        from ..policyedit import roles_differing
+        from secured_virt.rolefiles import impact as impact_mod
+        from secured_virt.rolefiles.edit import roles_differing
 
         return impact_mod.compute(
             self.before,
@@ -297,9 +299,8 @@ class _Session:
 
     def install(self, new, changed, summary) -> int:
         import rbac
-
-        from ..fsutil import UnsafeFileError
-        from ..policyinstall import ConcurrentChange, InstallError, install
+        from secured_virt.fsutil import UnsafeFileError
+        from secured_virt.rolefiles.install import ConcurrentChange, InstallError, install
 
         # the digest svirtd will report once it has loaded the new files
         digest = rbac.policy_digest(new["ua"] or b"", new["pa"] or b"")
@@ -327,7 +328,7 @@ class _Session:
         return self.reload()
 
     def _audit_outcome(self, ref, outcome: str) -> None:
-        from ..audit import AuditError
+        from secured_virt.access.audit import AuditError
 
         if ref is None:
             return
@@ -338,7 +339,7 @@ class _Session:
         """Tell a running svirtd to load the new files now (it also watches them)."""
         import stat
 
-        from .. import client
+        from secured_virt import client
 
         sock = self.cfg.socket
         try:
@@ -375,7 +376,7 @@ def _run(args, command: str, body) -> int:
 # -- scriptable edits -------------------------------------------------------------------------
 def _edit_op(args, command: str, change) -> int:
     """``change(session, ua_doc, pa_doc) -> summary line``; then the common tail."""
-    from ..policyedit import EditError
+    from secured_virt.rolefiles.edit import EditError
 
     def body(s: _Session) -> int:
         ua, pa = s.doc("ua"), s.doc("pa")
@@ -397,7 +398,7 @@ def _touched(doc) -> bool:
 
 
 def _op_and_scope(args, s: _Session):
-    from ..policyedit import parse_op, parse_scope
+    from secured_virt.rolefiles.edit import parse_op, parse_scope
 
     try:
         op = parse_op(args.operation)
@@ -411,7 +412,7 @@ def _op_and_scope(args, s: _Session):
 
 
 def cmd_assign(args) -> int:
-    from ..policyedit import assign
+    from secured_virt.rolefiles.edit import assign
 
     return _edit_op(
         args, "assign", lambda s, ua, pa: assign(ua, args.user, args.role, args.expires)
@@ -419,13 +420,13 @@ def cmd_assign(args) -> int:
 
 
 def cmd_deassign(args) -> int:
-    from ..policyedit import deassign
+    from secured_virt.rolefiles.edit import deassign
 
     return _edit_op(args, "deassign", lambda s, ua, pa: deassign(ua, args.user, args.role))
 
 
 def cmd_grant(args) -> int:
-    from ..policyedit import grant
+    from secured_virt.rolefiles.edit import grant
 
     def change(s, ua, pa):
         op, scope = _op_and_scope(args, s)
@@ -435,7 +436,7 @@ def cmd_grant(args) -> int:
 
 
 def cmd_revoke(args) -> int:
-    from ..policyedit import EditError, revoke
+    from secured_virt.rolefiles.edit import EditError, revoke
 
     def change(s, ua, pa):
         op, scope = _op_and_scope(args, s)
@@ -449,7 +450,7 @@ def cmd_revoke(args) -> int:
 
 def _revoke_hint(s: _Session, role: str, op) -> str:
     """Where the role's permission for ``op`` does come from, so root knows what to revoke."""
-    from ..impact import scope_of
+    from secured_virt.rolefiles.impact import scope_of
 
     pol = s.before
     if pol is None or role not in pol.roles or op.is_all:
@@ -467,7 +468,7 @@ def _revoke_hint(s: _Session, role: str, op) -> str:
 
 
 def cmd_add_role(args) -> int:
-    from ..policyedit import add_role
+    from secured_virt.rolefiles.edit import add_role
 
     return _edit_op(
         args,
@@ -477,7 +478,7 @@ def cmd_add_role(args) -> int:
 
 
 def cmd_rm_role(args) -> int:
-    from ..policyedit import rm_role
+    from secured_virt.rolefiles.edit import rm_role
 
     return _edit_op(args, "rm-role", lambda s, ua, pa: rm_role(pa, ua, args.role, args.force))
 
@@ -487,8 +488,8 @@ def cmd_edit(args) -> int:
     kind = args.which
 
     def body(s: _Session) -> int:
-        from ..editorrun import EditorError, choose_editor, run_editor
-        from ..policyedit import PolicyDoc
+        from secured_virt.rolefiles.edit import PolicyDoc
+        from secured_virt.rolefiles.editor import EditorError, choose_editor, run_editor
 
         try:
             editor = choose_editor(s.cfg)
@@ -596,8 +597,7 @@ def _read_back(path: str, run_as) -> bytes:
 # -- diff -------------------------------------------------------------------------------------
 def cmd_diff(args) -> int:
     import rbac
-
-    from .. import impact as impact_mod
+    from secured_virt.rolefiles import impact as impact_mod
 
     pairs = _diff_files(args)
     if isinstance(pairs, int):
@@ -624,7 +624,7 @@ def cmd_diff(args) -> int:
     except rbac.PolicyError as exc:
         _err(f"{PROG} diff: the new policy is not valid:\n{exc}")
         return EXIT_FAILED
-    from ..policyedit import roles_differing
+    from secured_virt.rolefiles.edit import roles_differing
 
     hint = roles_differing(data[old_pa], data[new_pa])
     imp = impact_mod.compute(before, after, before_error=before_error, roles_changed=hint)
@@ -655,7 +655,7 @@ def _diff_files(args):
     if not (args.ua or args.pa):
         _err(f"{PROG} diff: give OLD_UA OLD_PA NEW_UA NEW_PA, or --ua OLD NEW and/or --pa OLD NEW")
         return EXIT_USAGE
-    from ..config import ConfigError, load_config
+    from secured_virt.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config, caller_uid=os.getuid())
@@ -671,9 +671,8 @@ def _diff_files(args):
 def cmd_complete_names(args) -> int:
     """Print user or role names from the configured files; silent on any problem."""
     import rbac
-
-    from ..config import load_config
-    from ..policyedit import PolicyDoc
+    from secured_virt.config import load_config
+    from secured_virt.rolefiles.edit import PolicyDoc
 
     try:
         cfg = load_config(args.config, caller_uid=os.getuid())

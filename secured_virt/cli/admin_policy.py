@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from ..requests import EXIT_BAD_POLICY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
 
 ACTIONS = (
     "show",
@@ -40,7 +40,7 @@ ACTIONS = (
 
 def caller_uid() -> int:
     """Who chose the options: under sudo the invoking user, not the root this process runs as."""
-    from ..identity import identify_process
+    from secured_virt.access.identity import identify_process
 
     return identify_process().uid
 
@@ -70,7 +70,7 @@ def as_caller():
         "policy.binfmt",
         "policy.errors",
         "policy.safefile",
-        "secured_virt.audit",
+        "secured_virt.access.audit",
     ):
         importlib.import_module(mod)
     from policy import xmlsafe
@@ -102,14 +102,14 @@ def _write_out(path: str, data: bytes) -> bool:
 
 def _dispatch(args, request: Request) -> Reply:
     """Root: in-process; anyone else: through svirtd (their rights come from UA/PA)."""
-    from ..config import ConfigError, load_config
+    from secured_virt.config import ConfigError, load_config
 
     try:
         config = load_config(args.config, caller_uid=caller_uid())
     except ConfigError as exc:
         return Reply(EXIT_BAD_POLICY, message=str(exc))
     if os.getuid() != 0:
-        from .. import client
+        from secured_virt import client
 
         if not client.daemon_available(config.socket):
             return Reply(
@@ -118,8 +118,9 @@ def _dispatch(args, request: Request) -> Reply:
                 f"{config.socket}); policy managers go through svirtd",
             )
         return client.call(config.socket, request, password_cb=client.tty_password)
-    from ..identity import identify_process
-    from ..service import Service
+    from secured_virt.access.identity import identify_process
+    from secured_virt.service.facade import Service
+
     from .direct import TtyInteraction
 
     ident = identify_process(as_user=getattr(args, "as_user", None))

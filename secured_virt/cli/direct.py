@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_OK, Reply, Request
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_OK, Reply, Request
 
 
 def _context(g):
     """(config, identity) or raise SystemExit-style errors as (None, Reply)."""
-    from ..config import ConfigError, load_config
-    from ..identity import IdentityError, identify_process
+    from secured_virt.access.identity import IdentityError, identify_process
+    from secured_virt.config import ConfigError, load_config
 
     try:
         ident = identify_process(as_user=g.as_user)
@@ -69,7 +69,7 @@ def run_direct(g, cmd, args: dict, emit) -> int:
     config, ident, err = _context(g)
     if err is not None:
         return emit(cmd.name, args, err)
-    from ..service import Service
+    from secured_virt.service.facade import Service
 
     service = Service.from_config(config)
     interaction = TtyInteraction(getattr(ident, "tty", None))
@@ -77,7 +77,7 @@ def run_direct(g, cmd, args: dict, emit) -> int:
         reply, stream = service.open_console(ident, args["domain"], interaction)
         if stream is None:
             return emit(cmd.name, args, reply)
-        from ..console import relay_local
+        from secured_virt.console import relay_local
 
         sys.stdout.write(reply.data["message"] + "\nEscape character is ^]\n")
         sys.stdout.flush()
@@ -92,16 +92,16 @@ def forget_credentials(g, socket_path: str) -> int:
     import os
 
     if os.getuid() != 0 or g.daemon:
-        from .. import client
+        from secured_virt import client
 
         if client.daemon_available(socket_path):
             reply = client.call(socket_path, Request("forget-credentials", {}))
             return 0 if reply.ok else reply.status
         return EXIT_OK
-    from ..config import load_config
-    from ..credcache import CredCache
-    from ..identity import identify_process
-    from ..rolesession import ActiveRoles
+    from secured_virt.access.credcache import CredCache
+    from secured_virt.access.identity import identify_process
+    from secured_virt.access.rolesession import ActiveRoles
+    from secured_virt.config import load_config
 
     ident = identify_process()
     config = load_config(g.config, caller_uid=ident.uid)  # a sudo caller may not pick one

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..operations import CATALOGUE
-from ..requests import EXIT_OK, EXIT_USAGE
+from secured_virt.access.operations import CATALOGUE
+from secured_virt.requests import EXIT_OK, EXIT_USAGE
 
 
 def _opname(op_id: int) -> str:

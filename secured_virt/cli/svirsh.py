@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ..requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
+from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
+
 from .commands import COMMANDS, UsageError, parse_command
 
 CONFIG_PATH = "/etc/secured-virt/secured-virt.conf"
@@ -143,7 +144,7 @@ def _read_xml_file(path: str) -> str:
 
 
 def emit(command: str, args: dict, reply: Reply) -> int:
-    from ..render import render
+    from .render import render
 
     if reply.status == EXIT_OK:
         out = render(command, args, reply.data)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _via_daemon(g: Globals, cmd, args: dict) -> int:
-    from .. import client
+    from secured_virt import client
 
     if g.connect:
         sys.stderr.write(
@@ -248,7 +249,7 @@ def _forget(g: Globals) -> int:
 
 
 def _operations(g: Globals, rest: list[str]) -> int:
-    from ..operations import CATALOGUE, render_catalogue
+    from secured_virt.access.operations import CATALOGUE, render_catalogue
 
     sys.stdout.write(render_catalogue(CATALOGUE, as_json=g.json or "--json" in rest))
     return EXIT_OK

@@ -150,7 +150,7 @@ def peer_creds(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the connecting process as of connect(), from the kernel (SO_PEERCRED).
 
     Used for connection limits and log lines; the identity a request runs under comes from
-    secured_virt.identity, which reads the same kernel record.
+    secured_virt.access.identity, which reads the same kernel record.
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
     return _CRED.unpack(raw)

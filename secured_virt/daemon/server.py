@@ -30,7 +30,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
+from secured_virt.requests import (
+    EXIT_BAD_POLICY,
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Reply,
+)
+
 from . import listener
 from . import protocol as P
 from .session import Session
@@ -256,7 +264,7 @@ class Server:
         gate = getattr(self.service, "gate", None)
         if gate is None:
             return Reply(EXIT_DENIED, message="daemon-admin: only root may ask", check="rbac")
-        from ..operations import CATALOGUE
+        from secured_virt.access.operations import CATALOGUE
 
         target = self.service.host_target()
         verdict = gate.authorize(ident, CATALOGUE.get("daemon-admin"), target, interaction)
@@ -466,7 +474,7 @@ def _annotate(reply_or_result, problem: str):
 
 
 def _identify_peer(conn: socket.socket, as_user: str | None):
-    from ..identity import identify_peer
+    from secured_virt.access.identity import identify_peer
 
     return identify_peer(conn, as_user=as_user)
 
@@ -521,7 +529,7 @@ def _setup_logging(level: str, use_syslog: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _setup_logging(args.log_level, args.syslog)
-    from ..config import ConfigError, load_config
+    from secured_virt.config import ConfigError, load_config
 
     try:
         config = load_config(args.config, caller_uid=os.getuid())
@@ -538,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
 
     try:
-        from ..service import Service
+        from secured_virt.service.facade import Service
 
         service = Service.from_config(config)
     except Exception as exc:

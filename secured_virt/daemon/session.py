@@ -17,7 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..requests import EXIT_DENIED, EXIT_OK, Reply, Request
+from secured_virt.requests import EXIT_DENIED, EXIT_OK, Reply, Request
+
 from . import protocol as P
 
 if TYPE_CHECKING:

@@ -69,7 +69,7 @@ class PamWrapper:
         _write_passdb(self.passdb, users, self.service)
 
     def activate(self) -> None:
-        from secured_virt.pamauth import use_pam_library
+        from secured_virt.access.pamauth import use_pam_library
 
         global _process_services
         services = frozenset(os.listdir(self.service_dir))
@@ -85,7 +85,7 @@ class PamWrapper:
             _process_services = services
 
     def deactivate(self) -> None:
-        from secured_virt.pamauth import use_pam_library
+        from secured_virt.access.pamauth import use_pam_library
 
         for name in ENV_NAMES:
             os.environ.pop(name, None)

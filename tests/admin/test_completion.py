@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from admin_helpers import DEMO, REPO, child_env
 
+from secured_virt.access.operations import CATALOGUE
 from secured_virt.cli.admin import build_parser
 from secured_virt.cli.commands import COMMANDS
-from secured_virt.operations import CATALOGUE
 
 SVIRSH = REPO / "completion" / "svirsh"
 ADMIN = REPO / "completion" / "svirt-admin"

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 
 from rbac import AnyObject, Attribute, Exact, Glob, Owned, PolicyBuilder
-from secured_virt.impact import Scope, compute, scope_of
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
+from secured_virt.rolefiles.impact import Scope, compute, scope_of
 
 N = CATALOGUE.names
 START, DESTROY, LIST = 6, 13, 2

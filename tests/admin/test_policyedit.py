@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rbac
-from secured_virt.impact import Scope
-from secured_virt.operations import CATALOGUE
-from secured_virt.policyedit import (
+from secured_virt.access.operations import CATALOGUE
+from secured_virt.rolefiles.edit import (
     EditError,
     PolicyDoc,
     add_role,
@@ -28,6 +27,7 @@ from secured_virt.policyedit import (
     revoke,
     rm_role,
 )
+from secured_virt.rolefiles.impact import Scope
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_IDS = frozenset(CATALOGUE.by_id)
@@ -251,7 +251,7 @@ steps = st.lists(
 
 
 def own_permissions(pol, role) -> set:
-    from secured_virt.impact import scope_of
+    from secured_virt.rolefiles.impact import scope_of
 
     return {
         (p.operation, sc)
@@ -298,7 +298,7 @@ def test_roles_differing_ignores_comments_and_layout():
     grant(d, "BuildTeam", parse_op("reboot"), parse_scope("vm:bob-build"))
     add_role(d, "New")
     relaid = old.replace(b"<!-- list -->", b"").replace(b"\n    <", b"\n<")
-    from secured_virt.policyedit import roles_differing
+    from secured_virt.rolefiles.edit import roles_differing
 
     assert roles_differing(old, relaid) == set()
     assert roles_differing(old, d.to_bytes()) == {"BuildTeam", "New"}

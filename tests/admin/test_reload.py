@@ -12,7 +12,7 @@ from admin_helpers import DEMO, PY, child_env
 
 import rbac
 from secured_virt import client
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from admin_helpers import mode_of, write_root_file
 
 import rbac
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 START = CATALOGUE.get("start").id
 DESTROY = CATALOGUE.get("destroy").id

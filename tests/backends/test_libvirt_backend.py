@@ -27,7 +27,7 @@ def new_xml(name: str) -> str:
 
 
 def meta(owner: str, label: str | None = None) -> str:
-    """A fragment written the way secured_virt.vmmeta writes it (prefixed namespace)."""
+    """A fragment written the way secured_virt.confinement.vmmeta writes it (prefixed namespace)."""
     lab = f'<svirt:label policy="example" name="{label}"/>' if label else ""
     return f'<svirt:vm xmlns:svirt="{SVIRT_NS}"><svirt:owner>{owner}</svirt:owner>{lab}</svirt:vm>'
 

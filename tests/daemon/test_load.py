@@ -12,7 +12,8 @@ import time
 import pytest
 from svtd_helpers import RealEnv, client_snippet
 
-from secured_virt import audit, client
+from secured_virt import client
+from secured_virt.access import audit
 from secured_virt.requests import Request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

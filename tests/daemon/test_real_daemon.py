@@ -18,7 +18,8 @@ from svtd_helpers import (
     write_root_file,
 )
 
-from secured_virt import audit, client
+from secured_virt import client
+from secured_virt.access import audit
 from secured_virt.requests import Request
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from secured_virt.access.identity import Identity
 from secured_virt.config import default_config
-from secured_virt.identity import Identity
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = REPO / "etc" / "demo" / "node.xml"

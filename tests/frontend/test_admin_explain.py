@@ -9,7 +9,7 @@ import sys
 
 import policy
 from policy.xsm import XsmHost
-from secured_virt.audit import AuditLog
+from secured_virt.access.audit import AuditLog
 
 from .conftest import REPO, write_root_file
 

@@ -53,7 +53,7 @@ def test_command_help_has_example(capsys):
 
 
 def test_every_command_names_a_catalogue_operation():
-    from secured_virt.operations import CATALOGUE
+    from secured_virt.access.operations import CATALOGUE
 
     for cmd in COMMANDS.values():
         assert CATALOGUE.get(cmd.op).name == cmd.op
@@ -115,7 +115,7 @@ def test_client_start_up_imports_nothing_heavy():
 
     code = (
         "import sys; import secured_virt.cli.svirsh, secured_virt.client, "
-        "secured_virt.render, secured_virt.hardening; bad = [m for m in ('argparse', "
+        "secured_virt.cli.render, secured_virt.hardening; bad = [m for m in ('argparse', "
         "'dataclasses', 'libvirt', 'lxml', 'rbac', 'policy', 'inspect', 're', 'contextlib') "
         "if m in sys.modules]; print(bad)"
     )

@@ -1,5 +1,6 @@
-"""Disks of non-root callers' domains come from the image directories only (secured_virt.disks),
-through the use-case layer: define, create and attach-disk, on the test driver."""
+"""Disks of non-root callers' domains come from the image directories only
+(secured_virt.confinement.disks), through the
+use-case layer: define, create and attach-disk, on the test driver."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Request
-from secured_virt.service import Service
+from secured_virt.service.facade import Service
 
 from .conftest import ROOT, ident, write_root_file
 

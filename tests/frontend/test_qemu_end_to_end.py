@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from secured_virt import audit
-from secured_virt.backends.base import open_backend
+from secured_virt.access import audit
+from secured_virt.backends.factory import open_backend
 from secured_virt.testing.libvirtd import ensure_libvirtd, qemu_processes, tiny_guest_xml
 
 from .conftest import REPO, write_root_file
@@ -209,10 +209,10 @@ def test_acm_label_travels_through_a_real_qemu_save_image(host, tmp_path):
     import dataclasses
 
     import policy
+    from secured_virt.access.identity import Identity
     from secured_virt.config import load_config
-    from secured_virt.identity import Identity
     from secured_virt.requests import Request
-    from secured_virt.service import Service
+    from secured_virt.service.facade import Service
 
     cfg = dataclasses.replace(
         load_config(str(host["conf"]), caller_uid=0), acm=True, acm_state_dir=str(tmp_path / "acm")
@@ -252,10 +252,10 @@ def test_racing_svirsh_processes_never_start_both_sides_of_a_wall(host, tmp_path
     import dataclasses
 
     import policy
+    from secured_virt.access.identity import Identity
     from secured_virt.config import load_config
-    from secured_virt.identity import Identity
     from secured_virt.requests import Request
-    from secured_virt.service import Service
+    from secured_virt.service.facade import Service
 
     acm_dir = tmp_path / "acm"
     cfg = dataclasses.replace(

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from secured_virt.render import render, table
+from secured_virt.cli.render import render, table
 
 
 def test_table_matches_vshtable_layout():

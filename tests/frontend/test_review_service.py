@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import policy
-from secured_virt import vmmeta
+from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Request
-from secured_virt.service import Service
+from secured_virt.service.facade import Service
 
 from .conftest import REPO, ROOT, ident, write_root_file
 

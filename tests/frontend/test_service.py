@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from secured_virt import audit
+from secured_virt.access import audit
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, Request
-from secured_virt.service import Service
+from secured_virt.service.facade import Service
 
 from .conftest import ROOT, ident
 
@@ -196,7 +196,7 @@ def test_forget_credentials_request_forgets_the_callers_cache(svc, svt_env):
     """svirsh -k through svirtd: the peer's own cached authentication is forgotten."""
     import os
 
-    from secured_virt.credcache import CredCache
+    from secured_virt.access.credcache import CredCache
 
     me = ident("alice", pid=os.getpid(), ppid=os.getppid())
     cache = CredCache.from_config(svt_env)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from secured_virt import vmmeta
+from secured_virt.confinement import vmmeta
 
 MARK = "<!--refused-->"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from secured_virt import vmmeta
+from secured_virt.confinement import vmmeta
 
 DOM = """<domain type='test'><name>web1</name><memory>1024</memory>
 <metadata><svirt:vm xmlns:svirt="https://secured-virt.org/xmlns/svirt/1">

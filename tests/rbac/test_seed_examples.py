@@ -6,7 +6,7 @@ import pytest
 from rbac_helpers import EXAMPLES, REPO
 
 import rbac
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from secured_virt.audit import GENESIS, AuditError, AuditLog, read, record_hash, verify
-from secured_virt.identity import Identity
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.audit import GENESIS, AuditError, AuditLog, read, record_hash, verify
+from secured_virt.access.identity import Identity
+from secured_virt.access.operations import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def log_path(tmp_path) -> Path:
 @pytest.fixture
 def no_syslog(mocker):
     """syslog has no daemon here; record what would have been sent."""
-    return mocker.patch("secured_virt.audit._syslog.syslog")
+    return mocker.patch("secured_virt.access.audit._syslog.syslog")
 
 
 def decide(log: AuditLog, n: int = 1, *, user="svt-alice", vm="vm1", allowed=True):
@@ -158,7 +158,7 @@ def test_long_fields_are_clipped(log_path, no_syslog):
 
 WRITER = """
 import os, sys, time
-from secured_virt.audit import AuditLog
+from secured_virt.access.audit import AuditLog
 path, tag, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 while not os.path.exists(go):
     time.sleep(0.001)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from secured_virt.credcache import CredCache, CredCacheError, session_key
-from secured_virt.identity import Identity, identify_process, read_proc_stat
+from secured_virt.access.credcache import CredCache, CredCacheError, session_key
+from secured_virt.access.identity import Identity, identify_process, read_proc_stat
 
 ALICE_UID = 4001  # cache files are named by uid; the uid needs no passwd entry here
 

@@ -1,4 +1,4 @@
-"""secured_virt.disks: the image directories a non-root caller's disks must come from.
+"""secured_virt.confinement.disks: the image directories a non-root caller's disks must come from.
 
 Real files, real symlinks and real qcow2 images made by qemu-img (backing chains included),
 plus hand-written qcow2 headers for what qemu-img refuses to write.
@@ -14,8 +14,8 @@ import subprocess
 import pytest
 from lxml import etree
 
-from secured_virt import disks
-from secured_virt.disks import DiskPolicyError
+from secured_virt.confinement import disks
+from secured_virt.confinement.disks import DiskPolicyError
 
 QEMU_IMG = shutil.which("qemu-img")
 needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) missing")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from secured_virt.identity import (
+from secured_virt.access.identity import (
     Identity,
     IdentityError,
     identify_peer,
@@ -20,7 +20,7 @@ from secured_virt.identity import (
 
 SHOW = (
     "import json, dataclasses\n"
-    "from secured_virt.identity import identify_process, IdentityError\n"
+    "from secured_virt.access.identity import identify_process, IdentityError\n"
     "try:\n"
     "    i = identify_process({as_user!r})\n"
     "    print(json.dumps(dict(dataclasses.asdict(i), effective_user=i.effective_user)))\n"

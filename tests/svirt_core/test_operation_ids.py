@@ -6,7 +6,7 @@ policy change for every host and must be deliberate — this table makes it a vi
 
 from __future__ import annotations
 
-from secured_virt.operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 # id: (name, reads or changes, checked against a VM or the host object)
 PINNED = {

@@ -9,7 +9,7 @@ import importlib
 import pam
 import pytest
 
-from secured_virt.pamauth import AuthResult, authenticate
+from secured_virt.access.pamauth import AuthResult, authenticate
 from secured_virt.testing.pamwrap import LIBPAM_WRAPPER, make_pam_wrapper, unavailable_reason
 
 SERVICE = "secured-virt"
@@ -90,7 +90,7 @@ def test_fresh_interpreter_as_another_uid_uses_the_helper(pam_stack, py_as):
     """What daemon tests will do: child_prelude() in a new process (here as svt-bob)."""
     code = pam_stack.child_prelude() + (
         "import json\n"
-        "from secured_virt.pamauth import authenticate\n"
+        "from secured_virt.access.pamauth import authenticate\n"
         "tries = (('svt-bob', 'bob-secret'), ('svt-bob', 'wrong'),\n"
         "         ('svt-expired', 'expired-secret'))\n"
         "r = [authenticate(u, p, 'secured-virt') for u, p in tries]\n"

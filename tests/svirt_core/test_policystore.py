@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import rbac
-from secured_virt.policystore import PolicyStore, PolicyUnavailable
+from secured_virt.rolefiles.store import PolicyStore, PolicyUnavailable
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

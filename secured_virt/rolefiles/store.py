@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 
 import rbac
-
-from .operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ Root (real uid 0, not acting as someone else) is allowed every RBAC operation â€
 virsh anyway â€” but is still audited and still subject to the mandatory ACM policy.
 
 Dynamic separation of duty is checked right after RBAC: the role a request would act through is
-activated in the caller's login session (:mod:`secured_virt.rolesession`) only if the roles
+activated in the caller's login session (:mod:`secured_virt.access.rolesession`) only if the roles
 already active there leave room for it.
 """
 
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rbac
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
+from secured_virt.rolefiles.store import PolicyStore, PolicyUnavailable
 
 from .operations import Operation
-from .policystore import PolicyStore, PolicyUnavailable
-from .requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
 from .rolesession import RoleSessionError
 
-log = logging.getLogger("secured_virt.gate")
+log = logging.getLogger("secured_virt.access.gate")
 
 ROOT_RULE = "uid 0 (root) may perform every operation"
 
@@ -69,11 +69,11 @@ class Gate:
     def __init__(
         self,
         store: PolicyStore,
-        audit,  # secured_virt.audit.AuditLog-like: decision(dict) -> ref ; outcome(ref, str)
+        audit,  # secured_virt.access.audit.AuditLog-like: decision(dict) -> ref ; outcome(ref, str)
         *,
         authenticator: Callable | None = None,  # (identity, interaction, op) -> (ok, reason)
         auth_operations: frozenset[str] = frozenset(),
-        role_sessions=None,  # secured_virt.rolesession.ActiveRoles; None: DSD is not enforced
+        role_sessions=None,  # access.rolesession.ActiveRoles; None: DSD is not enforced
     ):
         self.store = store
         self.audit = audit

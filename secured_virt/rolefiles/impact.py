@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .operations import CATALOGUE
+from secured_virt.access.operations import CATALOGUE
 
 __all__ = ["Impact", "RoleImpact", "Scope", "UserImpact", "compute", "scope_of"]
 
@@ -459,7 +459,7 @@ def compute(
     """Compare two RbacPolicy objects (``before`` may be None: nothing was in force).
 
     ``roles_changed``, when given, names every role whose PA definition may differ (for
-    instance from :func:`secured_virt.policyedit.roles_differing`; empty when only the UA
+    instance from :func:`secured_virt.rolefiles.edit.roles_differing`; empty when only the UA
     changed).  The grants of other roles are then taken as equal instead of being compared,
     which is what makes a change to a large policy quick to assess.
     """

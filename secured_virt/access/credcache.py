@@ -42,10 +42,11 @@ import stat
 import time
 from dataclasses import dataclass
 
-from .fsutil import UnsafeFileError, atomic_write, open_secure_dir
+from secured_virt.fsutil import UnsafeFileError, atomic_write, open_secure_dir
+
 from .identity import read_proc_stat
 
-log = logging.getLogger("secured_virt.credcache")
+log = logging.getLogger("secured_virt.access.credcache")
 
 __all__ = ["CredCache", "CredCacheError", "SessionFiles", "SessionKey", "session_key"]
 
@@ -105,7 +106,7 @@ class SessionFiles:
     """Per-uid files of per-login-session records in a root-owned 0700 directory.
 
     The file layer shared by the credential cache and the DSD role sessions
-    (:mod:`secured_virt.rolesession`): ``prefix`` keeps their files apart in one directory.
+    (:mod:`secured_virt.access.rolesession`): ``prefix`` keeps their files apart in one directory.
     """
 
     prefix = ""

@@ -24,8 +24,8 @@ import shlex
 import stat
 import subprocess
 
-from .fsutil import UnsafeFileError, check_ancestors
-from .hardening import SECURE_PATH, scrubbed_env
+from secured_virt.fsutil import UnsafeFileError, check_ancestors
+from secured_virt.hardening import SECURE_PATH, scrubbed_env
 
 __all__ = ["ENV_EDITOR_VARS", "EditorError", "choose_editor", "run_editor"]
 

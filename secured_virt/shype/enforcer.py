@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterator
 import policy
 from policy.xsm import XsmHost, canonical_resource
 from policy.xsm.labelstore import JsonLabelStore
+from secured_virt.backends.base import BackendError, NoSuchDomain
+from secured_virt.confinement import vmmeta
 
-from . import vmmeta
-from .acm_ops import INSTANTIATING  # noqa: F401 - re-exported
-from .backends.base import BackendError, NoSuchDomain
+from . import INSTANTIATING  # noqa: F401 - re-exported
 
 
 class DomainLabelStore:
@@ -180,7 +180,7 @@ class AcmEnforcer:
         The destination's ACM state directory comes from ``acm_peers``; its policy, its
         resource labels and its running domains decide (seed 001: the label travels by name
         and gets the destination's ssidref).  An unknown destination is refused."""
-        from .backends.base import open_backend
+        from secured_virt.backends.factory import open_backend
 
         peers = dict(getattr(self.config, "acm_peers", ()) or ())
         dest_dir = peers.get(dest_uri)

@@ -28,9 +28,9 @@ from __future__ import annotations
 from lxml import etree
 
 from rbac import xmlsafe
+from secured_virt.access.operations import CATALOGUE
 
 from .impact import Scope
-from .operations import CATALOGUE
 
 __all__ = [
     "ALL_OPERATIONS",

@@ -316,7 +316,7 @@ def prepare_user_domain_xml(
     which the ACM checks; ownership is the defining user.  *Every* element in our namespace is
     dropped, not only <svirt:vm>: libvirt answers a metadata query with the first element in
     the namespace, whatever its name.  A non-privileged caller's disks must also follow
-    secured_virt.disks (images inside ``disk_dirs``).  Returns (name, new_xml).
+    secured_virt.confinement.disks (images inside ``disk_dirs``).  Returns (name, new_xml).
     """
     root = parse_domain_xml(xml)
     if not privileged:

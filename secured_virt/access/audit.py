@@ -56,7 +56,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .fsutil import UnsafeFileError, open_secure_dir
+from secured_virt.fsutil import UnsafeFileError, open_secure_dir
 
 __all__ = [
     "GENESIS",

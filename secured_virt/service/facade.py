@@ -6,7 +6,7 @@ touches the backend.  So the two can never disagree about what is allowed.
 
 Every handler follows the same shape: resolve the target (the VM, or the host object) ->
 ``Gate.authorize`` (RBAC, PAM, ACM, audit) -> backend call -> ``Gate.finish`` with the outcome.
-Replies carry structured data; ``secured_virt.render`` turns it into virsh-style text on the
+Replies carry structured data; ``secured_virt.cli.render`` turns it into virsh-style text on the
 client side.
 """
 
@@ -20,15 +20,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import disks, vmmeta
-from .acm_ops import INSTANTIATING
-from .backends import domxml
-from .backends.base import BackendError, NoSuchDomain, open_backend
-from .gate import Gate, Target, Verdict, acting_as
-from .operations import CATALOGUE, Operation
-from .policy_commands import PolicyCommands
-from .policystore import PolicyStore
-from .requests import (
+from secured_virt.access.gate import Gate, Target, Verdict, acting_as
+from secured_virt.access.operations import CATALOGUE, Operation
+from secured_virt.access.rolesession import ActiveRoles
+from secured_virt.backends import domxml
+from secured_virt.backends.base import BackendError, NoSuchDomain
+from secured_virt.backends.factory import open_backend
+from secured_virt.confinement import disks, vmmeta
+from secured_virt.requests import (
     EXIT_BAD_POLICY,
     EXIT_DENIED,
     EXIT_FAILED,
@@ -37,7 +36,11 @@ from .requests import (
     Reply,
     Request,
 )
-from .rolesession import ActiveRoles
+from secured_virt.rolefiles.store import PolicyStore
+from secured_virt.shype import INSTANTIATING
+
+from .errors import NullInteraction, UserError
+from .shype_policy import PolicyCommands
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KkMmGgTt]i?[Bb]?|[Bb])?\s*$")
 _SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -51,24 +54,6 @@ def parse_size_kib(text: str) -> int:
     n, unit = int(m.group(1)), (m.group(2) or "K").upper()[0]
     factor = {"B": 1 / 1024, "K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}[unit]
     return int(n * factor)
-
-
-class UserError(Exception):
-    """A request that cannot be carried out as asked (exit 2, or the given status)."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE):
-        super().__init__(message)
-        self.status = status
-
-
-class NullInteraction:
-    tty = None
-
-    def ask_password(self, prompt: str) -> str | None:
-        return None
-
-    def progress(self, done: int, total: int) -> None:
-        pass
 
 
 class Service(PolicyCommands):
@@ -86,12 +71,12 @@ class Service(PolicyCommands):
         self._backend_lock = threading.Lock()
         self.store = store or PolicyStore(config.ua, config.pa)
         if audit is None:
-            from .audit import AuditLog
+            from secured_virt.access.audit import AuditLog
 
             audit = AuditLog.from_config(config)
         self.audit = audit
         if authenticator is None:
-            from .authn import Authenticator
+            from secured_virt.access.authn import Authenticator
 
             authenticator = Authenticator.from_config(config)
         self.gate = Gate(
@@ -103,7 +88,7 @@ class Service(PolicyCommands):
         )
         self.acm = None
         if getattr(config, "acm", False):
-            from .acm import AcmEnforcer
+            from secured_virt.shype.enforcer import AcmEnforcer
 
             self.acm = AcmEnforcer(config, lambda: self.backend)
             self._initial_acm_sync()
@@ -120,10 +105,12 @@ class Service(PolicyCommands):
             with self.acm.exclusive():
                 problems = self.acm.sync()
         except Exception as exc:  # an unreachable hypervisor is reported by the request itself
-            logging.getLogger("secured_virt.acm").debug("initial ACM sync skipped: %s", exc)
+            logging.getLogger("secured_virt.shype.enforcer").debug(
+                "initial ACM sync skipped: %s", exc
+            )
             return
         for p in problems:
-            logging.getLogger("secured_virt.acm").warning(
+            logging.getLogger("secured_virt.shype.enforcer").warning(
                 "running domains vs policy: %s", getattr(p, "message", p)
             )
 
@@ -159,7 +146,7 @@ class Service(PolicyCommands):
         res = self.store.reload()
         out = {"ok": res.ok, "errors": list(res.errors), "versions": {"rbac": res.digest}}
         if self.acm is not None:
-            from .acm import AcmEnforcer
+            from secured_virt.shype.enforcer import AcmEnforcer
 
             try:
                 fresh = AcmEnforcer(self.config, lambda: self.backend)
@@ -308,8 +295,7 @@ class Service(PolicyCommands):
     # -- ACM ----------------------------------------------------------------------------------
     def _acm_verdict(self, name: str, label: str | None, resources) -> tuple:
         from policy.verdict import RULE_STATE
-
-        from .acm import verdict_text
+        from secured_virt.shype.enforcer import verdict_text
 
         v = self.acm.check_instantiate(name, label, resources)
         if v.allowed:
@@ -837,7 +823,7 @@ class Service(PolicyCommands):
     def _cmd_forget_credentials(self, ident, args, interaction):
         """svirsh -k through svirtd: forget the *caller's* cached authentication and end the
         roles active in their login sessions."""
-        from .credcache import CredCache
+        from secured_virt.access.credcache import CredCache
 
         CredCache.from_config(self.config).forget(ident.uid)
         ActiveRoles.from_config(self.config).forget(ident.uid)

@@ -37,8 +37,7 @@ import re
 import stat
 
 import rbac
-
-from .fsutil import UnsafeFileError, atomic_write, check_ancestors
+from secured_virt.fsutil import UnsafeFileError, atomic_write, check_ancestors
 
 __all__ = [
     "BACKUP_SUFFIX",

@@ -3,8 +3,8 @@
 NIST DSD says a user may hold conflicting roles but not have them *active in one session*.
 svirsh is one process per command, so a session is not a process here: it is the user's login
 session, pinned the way the credential cache pins it (terminal + session leader, or the parent
-process for scripts; see :mod:`secured_virt.credcache`).  A role becomes active in that session
-when a request is allowed through it and stays active until ``role_session_minutes`` pass
+process for scripts; see :mod:`secured_virt.access.credcache`).  A role becomes active in that
+session when a request is allowed through it and stays active until ``role_session_minutes`` pass
 without it being used, or until ``svirsh -k`` ends the session's roles (NIST DropActiveRole).
 (The last use of a role already active is recorded at most once a minute.)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 
-from .requests import EXIT_FAILED, EXIT_OK, Reply
+from secured_virt.requests import EXIT_FAILED, EXIT_OK, Reply
+
+from .errors import UserError
 
 
 class PolicyCommands:
@@ -139,8 +141,6 @@ class PolicyCommands:
                     source=args.get("file") or "policy",
                 )
             if st.xserr:
-                from .service import UserError
-
                 raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
             return {
                 "message": st.message,
@@ -160,8 +160,6 @@ class PolicyCommands:
             with acm.exclusive():
                 st = acm.host.reset_policy()
             if st.xserr:
-                from .service import UserError
-
                 raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
             return {"message": st.message}
 
@@ -179,6 +177,4 @@ class PolicyCommands:
 
 def _policy_changed():
     """The action of a policy load refused before parsing, if the UA/PA changed meanwhile."""
-    from .service import UserError
-
     raise UserError("the role policy changed while the request was checked; run it again")
