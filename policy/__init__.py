@@ -118,7 +118,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
+from .compiled import CompiledPolicy, LabelInfo, ResourceInfo
 from .constants import (
     DEFAULT_POLICY_NAME,
     INACCESSIBLE,

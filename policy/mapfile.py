@@ -9,12 +9,9 @@ its ``POLICFILE`` spelling).  ssids and counts are hexadecimal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from .compiled import CompiledPolicy
 from .constants import ACM_MAGIC, NULL_LABEL, UNLABELED
-
-if TYPE_CHECKING:
-    from .compiler import CompiledPolicy
 
 
 def build_map(c: CompiledPolicy, xml_path: str, bin_path: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
-from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
+from .compiled import CompiledPolicy, LabelInfo, ResourceInfo
 from .constants import (
     ACM_CHWALL_CONFLICT,
     ACM_INVALID_SSIDREF,

@@ -1,112 +1,46 @@
-"""The in-memory form of an sHype/ACM security policy (Xen's XML format).
+"""The policy as the rest of the code uses it: :class:`AcmPolicy`, read, written and compiled.
 
-Why immutable: a policy object is shared between the compiler, the mediation module and the
-XSM API, possibly across threads; edits (XSM addType, addLabel ...) build a new policy, which is
-serialised and parsed again so that it passes through exactly the same validation as a file.
+Why this sits on top: ``AcmPolicy`` is :class:`~policy.parts.PolicyContent` (what a policy
+says) plus the ways in and out of it - parse a file (``reader``), serialise (``writer``),
+compile (``compiler``).  Those modules build on ``parts`` only, so this module imports them and
+none of them imports it.  The parts are re-exported here, where they have always been.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+import stat
 
-from .constants import DEFAULT_POLICY_NAME, UNLABELED
+from .compiled import CompiledPolicy
+from .compiler import compile_policy
+from .errors import PolicyFileError, Xserr
+from .parts import (
+    ConflictSet,
+    FromPolicy,
+    PolicyContent,
+    PolicyHeader,
+    ResourceLabel,
+    VmLabel,
+    parse_version,
+)
+from .reader import read_policy
+from .writer import write_policy
+from .xmlsafe import MAX_POLICY_BYTES
 
-if TYPE_CHECKING:
-    from .compiler import CompiledPolicy
-
-
-def parse_version(text: str) -> tuple[int, int]:
-    """``"1.10"`` -> ``(1, 10)``; versions compare as (major, minor) integers, as in xend."""
-    major, _, minor = text.partition(".")
-    return int(major), int(minor or 0)
-
-
-@dataclass(frozen=True)
-class FromPolicy:
-    """The policy an update replaces: its name and version must match the loaded policy."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class PolicyHeader:
-    name: str
-    version: str = "1.0"
-    url: str | None = None
-    reference: str | None = None
-    date: str | None = None
-    namespace_url: str | None = None
-    from_policy: FromPolicy | None = None
-
-    def as_record(self) -> dict[str, str]:
-        """The Xen-API header record (policyname, policyurl, reference, date, ...)."""
-        return {
-            "policyname": self.name,
-            "policyurl": self.url or "",
-            "reference": self.reference or "",
-            "date": self.date or "",
-            "namespaceurl": self.namespace_url or "",
-            "version": self.version,
-            "frompolicy": (
-                f"{self.from_policy.name}/{self.from_policy.version}" if self.from_policy else ""
-            ),
-        }
+__all__ = [
+    "AcmPolicy",
+    "ConflictSet",
+    "FromPolicy",
+    "PolicyContent",
+    "PolicyHeader",
+    "ResourceLabel",
+    "VmLabel",
+    "parse_version",
+]
 
 
-@dataclass(frozen=True)
-class VmLabel:
-    """A VM (subject) label: STE types for sharing, CHWALL types for run-time exclusion."""
-
-    name: str
-    ste_types: tuple[str, ...] = ()
-    chwall_types: tuple[str, ...] = ()
-    from_name: str | None = None
-    line: int = field(default=0, compare=False)
-
-    def as_record(self) -> dict:
-        return {
-            "type": "vm",
-            "name": self.name,
-            "stetypes": list(self.ste_types),
-            "chwalltypes": list(self.chwall_types),
-        }
-
-
-@dataclass(frozen=True)
-class ResourceLabel:
-    """A resource (object) label: exactly one STE type."""
-
-    name: str
-    ste_type: str
-    from_name: str | None = None
-    line: int = field(default=0, compare=False)
-
-    @property
-    def ste_types(self) -> tuple[str, ...]:
-        return (self.ste_type,)
-
-    def as_record(self) -> dict:
-        return {"type": "res", "name": self.name, "stetypes": [self.ste_type], "chwalltypes": []}
-
-
-@dataclass(frozen=True)
-class ConflictSet:
-    """A named Chinese Wall conflict set: running domains may hold at most one of its types."""
-
-    name: str
-    types: tuple[str, ...]
-    line: int = field(default=0, compare=False)
-
-    def as_record(self) -> dict:
-        return {"name": self.name, "chwalltypes": list(self.types)}
-
-
-@dataclass(frozen=True)
-class AcmPolicy:
+class AcmPolicy(PolicyContent):
     """A validated policy.  Build it with :meth:`from_xml`, :meth:`from_file` or
     :meth:`from_parts`; never by hand (the constructor does not validate).
 
@@ -114,38 +48,19 @@ class AcmPolicy:
     SHA-1, as Xen's does.
     """
 
-    header: PolicyHeader
-    ste_types: tuple[str, ...]
-    chwall_types: tuple[str, ...]
-    conflict_sets: tuple[ConflictSet, ...]
-    vm_labels: tuple[VmLabel, ...]
-    resource_labels: tuple[ResourceLabel, ...]
-    bootstrap: str
-    has_ste: bool = True
-    has_chwall: bool = True
-    chwall_primary_attr: bool = False
-    ste_primary_attr: bool = False
-    xml: bytes = field(default=b"", compare=False, repr=False)
-    source: str = field(default="<policy>", compare=False)
-
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_xml(
         cls, data: bytes | str, source: str = "<policy>", max_bytes: int | None = None
     ) -> AcmPolicy:
         """Parse, schema-validate and check a policy; raises PolicyFileError (file:line)."""
-        from .reader import read_policy
-
         if isinstance(data, str):
             data = data.encode("utf-8")
-        return read_policy(data, source, max_bytes)
+        return read_policy(data, source, max_bytes, into=AcmPolicy)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, max_bytes: int | None = None) -> AcmPolicy:
         """Read a policy file; an unreadable file is a PolicyFileError (FILE_ERROR) too."""
-        from .errors import PolicyFileError, Xserr
-        from .xmlsafe import MAX_POLICY_BYTES
-
         limit = max_bytes or MAX_POLICY_BYTES
         path = os.fspath(path)
         try:
@@ -156,7 +71,7 @@ class AcmPolicy:
                 path, 0, f"cannot read policy file: {exc.strerror}", Xserr.FILE_ERROR
             ) from None
         try:
-            if not _is_regular(os.fstat(fd).st_mode):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise PolicyFileError(
                     path, 0, "not a regular file; give the path of a policy file", Xserr.FILE_ERROR
                 )
@@ -206,74 +121,8 @@ class AcmPolicy:
         return AcmPolicy.from_xml(draft.to_xml(), source=source)
 
     def to_xml(self) -> bytes:
-        from .writer import write_policy
-
         return write_policy(self)
-
-    # -- queries ------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.header.name
-
-    @property
-    def version(self) -> str:
-        return self.header.version
-
-    @property
-    def version_tuple(self) -> tuple[int, int]:
-        return parse_version(self.header.version)
-
-    @property
-    def from_policy(self) -> FromPolicy | None:
-        return self.header.from_policy
-
-    def vm_label(self, name: str) -> VmLabel | None:
-        for lbl in self.vm_labels:
-            if lbl.name == name:
-                return lbl
-        return None
-
-    def resource_label(self, name: str) -> ResourceLabel | None:
-        for lbl in self.resource_labels:
-            if lbl.name == name:
-                return lbl
-        return None
-
-    @property
-    def vm_label_names(self) -> list[str]:
-        return [lbl.name for lbl in self.vm_labels]
-
-    @property
-    def resource_label_names(self) -> list[str]:
-        return [lbl.name for lbl in self.resource_labels]
-
-    def is_default(self) -> bool:
-        """True for Xen's DEFAULT policy (by name *and* shape; a ``from`` rename is allowed)."""
-        if self.name != DEFAULT_POLICY_NAME:
-            return False
-        vms = {lbl.name: (set(lbl.ste_types), set(lbl.chwall_types)) for lbl in self.vm_labels}
-        res = {lbl.name: lbl.ste_type for lbl in self.resource_labels}
-        return (
-            set(self.ste_types) == {"SystemManagement", UNLABELED}
-            and set(self.chwall_types) == {"SystemManagement"}
-            and not self.conflict_sets
-            and self.bootstrap == "SystemManagement"
-            and vms
-            == {
-                "SystemManagement": ({"SystemManagement", UNLABELED}, set()),
-                UNLABELED: ({UNLABELED}, set()),
-            }
-            and res in ({UNLABELED: UNLABELED}, {})
-        )
 
     def compile(self) -> CompiledPolicy:
         """Compile to ssidrefs, the binary policy and the map (Xen 3.3 rules)."""
-        from .compiler import compile_policy
-
         return compile_policy(self)
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)

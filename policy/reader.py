@@ -1,4 +1,4 @@
-"""XML -> AcmPolicy, with every semantic check Xen's tools made (and a few they should have).
+"""XML -> a policy, with every semantic check Xen's tools made (and a few they should have).
 
 Why separate from the schema: an XSD can say "a Type is a string" but not "that type is
 defined", "the bootstrap label exists" or "no ':' in a label".  These checks are collected, all
@@ -8,16 +8,19 @@ of them, with the line they refer to, so an administrator fixes a policy in one 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TypeVar
 
 from lxml import etree
 
 from .constants import INACCESSIBLE, NULL_LABEL, POLICY_NS, UNLABELED
 from .errors import PolicyFileError, Problem, Xserr
-from .model import AcmPolicy, ConflictSet, FromPolicy, PolicyHeader, ResourceLabel, VmLabel
 from .names import label_name_problem, policy_name_problem, type_name_problem
+from .parts import ConflictSet, FromPolicy, PolicyContent, PolicyHeader, ResourceLabel, VmLabel
 from .xmlsafe import MAX_POLICY_BYTES, parse_untrusted, validate
 
 _NS = "{" + POLICY_NS + "}"
+
+_P = TypeVar("_P", bound=PolicyContent)
 
 
 def _q(tag: str) -> str:
@@ -45,7 +48,12 @@ def _types(parent: etree._Element, list_tag: str) -> list[tuple[str, int]]:
     return out
 
 
-def read_policy(data: bytes, source: str, max_bytes: int | None = None) -> AcmPolicy:
+def read_policy(data: bytes, source: str, max_bytes: int | None = None, *, into: type[_P]) -> _P:
+    """Parse, validate and check ``data``; return it as an ``into`` (``AcmPolicy`` in practice).
+
+    ``into`` is passed in, not imported: ``AcmPolicy`` is defined on top of this module.
+    Raises PolicyFileError naming every problem found.
+    """
     root = parse_untrusted(data, source, max_bytes or MAX_POLICY_BYTES)
     validate(root, source)
     problems: list[Problem] = []
@@ -287,7 +295,7 @@ def read_policy(data: bytes, source: str, max_bytes: int | None = None) -> AcmPo
     if problems:
         problems.sort(key=lambda p: p.line)
         raise PolicyFileError.from_problems(source, problems)
-    return AcmPolicy(
+    return into(
         header=header,
         ste_types=tuple(ste_types),
         chwall_types=tuple(chwall_types),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .compiler import CompiledPolicy, LabelInfo, ResourceInfo
+from .compiled import CompiledPolicy, LabelInfo, ResourceInfo
 from .constants import (
     ACM_CHWALL_CONFLICT,
     ACM_DOMAIN_LOOKUP,

@@ -1,4 +1,4 @@
-"""AcmPolicy -> XML, in Xen's format.
+"""A policy -> XML, in Xen's format.
 
 Why: policies edited through the XSM API (addType, addLabel, setHeader ...) and generated ones
 (tests, benchmarks, DEFAULT with a ``from`` rename) are written out in the same format an
@@ -7,14 +7,10 @@ administrator would write, then read back through the validating reader.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lxml import etree
 
 from .constants import POLICY_NS, ROOT_TAG
-
-if TYPE_CHECKING:
-    from .model import AcmPolicy
+from .parts import PolicyContent
 
 _NS = "{" + POLICY_NS + "}"
 
@@ -36,7 +32,7 @@ def _type_list(parent, tag, types, *, allow_empty=False):
     return lst
 
 
-def write_policy(p: AcmPolicy) -> bytes:
+def write_policy(p: PolicyContent) -> bytes:
     root = etree.Element(_NS + ROOT_TAG, nsmap={None: POLICY_NS})
     h = p.header
     hdr = _el(root, "PolicyHeader")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..compiler import CompiledPolicy
+from ..compiled import CompiledPolicy
 from ..constants import (
     ACM_POLICY_ID,
     DEFAULT_POLICY_NAME,
