@@ -34,8 +34,9 @@ from ..constants import (
     XS_POLICY_NONE,
 )
 from .editor import XsmPolicy
-from .host import PolicyState, XsmHost, builtin_default
+from .host import XsmHost, builtin_default
 from .labelstore import JsonLabelStore, LabelStore
+from .records import PolicyState
 from .resources import canonical_resource
 
 __all__ = [

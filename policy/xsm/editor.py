@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
+from ..compiled import CompiledPolicy
 from ..constants import (
     ACM_LABEL_ANY,
     ACM_LABEL_RES,
@@ -24,10 +26,27 @@ from ..constants import (
     XS_INST_LOAD,
 )
 from ..errors import PolicyFileError, Xserr, XsmError
-from ..model import AcmPolicy, ConflictSet, FromPolicy, ResourceLabel, VmLabel
+from ..model import AcmPolicy, ConflictSet, FromPolicy, ResourceLabel, VmLabel, parse_version
+from .records import PolicyState, failed
 
-if TYPE_CHECKING:
-    from .host import PolicyState, XsmHost
+
+class PolicyHost(Protocol):
+    """What an editor needs of the host that hands it out (:class:`~policy.xsm.host.XsmHost`).
+
+    Spelled out here because the host imports this module (``XsmHost.policy()`` returns an
+    :class:`XsmPolicy`); the editor works on any host that offers these.
+    """
+
+    @property
+    def active(self) -> CompiledPolicy: ...
+
+    def installed(self, name: str) -> AcmPolicy: ...
+
+    def _flags_of(self, name: str) -> int: ...
+
+    def _locked(self) -> AbstractContextManager[None]: ...
+
+    def _set_compiled(self, new: CompiledPolicy, flags: int, overwrite: bool) -> PolicyState: ...
 
 
 def _component(c: str) -> str:
@@ -52,9 +71,9 @@ def _label_type(t: Any) -> int:
 
 class XsmPolicy:
     """A handle on one installed policy (by name).  Reads return plain data; edits return a
-    :class:`~policy.xsm.host.PolicyState` (``.ok``/``.xserr``/``.message``)."""
+    :class:`~policy.xsm.records.PolicyState` (``.ok``/``.xserr``/``.message``)."""
 
-    def __init__(self, host: XsmHost, name: str) -> None:
+    def __init__(self, host: PolicyHost, name: str) -> None:
         self._host = host
         self.name = name
 
@@ -112,8 +131,6 @@ class XsmPolicy:
     def _edit(
         self, change: Callable[[AcmPolicy], dict[str, Any]], header: dict[str, str] | None = None
     ) -> PolicyState:
-        from .host import _failed
-
         with self._host._locked():
             try:
                 cur = self.policy
@@ -135,9 +152,9 @@ class XsmPolicy:
                     hdr = dataclasses.replace(hdr, **header)
                 new = cur.evolve(header=hdr, source=f"<edit of {self.name}>", **changes)
             except XsmError as exc:
-                return _failed(exc.xserr, exc.message)
+                return failed(exc.xserr, exc.message)
             except PolicyFileError as exc:
-                return _failed(
+                return failed(
                     exc.xserr,
                     f"the edited policy would be invalid: {exc.problems[0].message}",
                     problems=[p.message for p in exc.problems],
@@ -165,9 +182,7 @@ class XsmPolicy:
         }
         unknown = set(fields) - set(keymap)
         if "policyname" in fields:
-            from .host import _failed
-
-            return _failed(
+            return failed(
                 Xserr.BAD_POLICY_NAME,
                 "the policy name cannot be changed through the header; install the "
                 "policy under its new name instead",
@@ -176,17 +191,13 @@ class XsmPolicy:
             raise XsmError(Xserr.GENERAL_FAILURE, f"unknown header field(s): {sorted(unknown)}")
         hdr = {keymap[k]: v for k, v in fields.items()}
         if "version" in hdr:
-            from ..model import parse_version
-
             cur = self.policy.version_tuple
             try:
                 ok = parse_version(hdr["version"]) > cur
             except ValueError:
                 ok = False
             if not ok:
-                from .host import _failed
-
-                return _failed(
+                return failed(
                     Xserr.VERSION_PREVENTS_UPDATE,
                     f"version {hdr['version']} is not higher than {cur[0]}.{cur[1]}",
                 )

@@ -3,8 +3,9 @@
 Why this shape: ``svirt-admin policy ...`` and the daemon need one object that owns the active
 policy, the installed policies, the boot marker and the labels, persists them crash-safely, and
 answers in plain data.  Policy-changing calls (``set_policy``, ``reset_policy`` and every edit
-through :class:`~policy.xsm.editor.XsmPolicy`) return a :class:`PolicyState` record and succeed
-or fail whole; label calls return plain values and raise :class:`~policy.errors.XsmError`.
+through :class:`~policy.xsm.editor.XsmPolicy`) return a :class:`~policy.xsm.records.PolicyState`
+record and succeed or fail whole; label calls return plain values and raise
+:class:`~policy.errors.XsmError`.
 
 State directory layout (all files written atomically)::
 
@@ -35,7 +36,6 @@ import json
 import os
 import threading
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -67,57 +67,13 @@ from ..names import policy_name_problem, policy_stem
 from ..safefile import atomic_remove, atomic_write, check_trusted_dir, fsync_dir, read_trusted
 from ..verdict import DryRunReport, Verdict
 from ..xmlsafe import MAX_POLICY_BYTES
+from .editor import XsmPolicy
 from .labelstore import JsonLabelStore, LabelStore
+from .records import PolicyState, failed
 from .resources import canonical_resource
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 _SUFFIX = "-security_policy.xml"
-
-
-@dataclass(frozen=True)
-class PolicyState:
-    """Xen-API ``xs_policystate``: the outcome of a policy call and the policy's state.
-
-    ``xserr`` 0 on success, else an XSERR code; ``message`` says what happened (and what to do);
-    ``xs_ref`` the policy's name; ``repr`` its XML; ``type`` XS_POLICY_ACM; ``flags``
-    XS_INST_BOOT|XS_INST_LOAD as they are now; ``version``; ``errors`` Xen's (code, detail)
-    pairs from the (emulated) hypervisor; ``problems`` one sentence per problem.
-    """
-
-    xserr: int
-    message: str
-    xs_ref: str = ""
-    repr: str = ""
-    type: int = XS_POLICY_ACM
-    flags: int = 0
-    version: str = ""
-    errors: list[tuple[int, int]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.xserr == 0
-
-    @property
-    def xserr_name(self) -> str:
-        try:
-            return Xserr(self.xserr).name
-        except ValueError:
-            return str(self.xserr)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "xserr": self.xserr,
-            "xserr_name": self.xserr_name,
-            "message": self.message,
-            "xs_ref": self.xs_ref,
-            "repr": self.repr,
-            "type": self.type,
-            "flags": self.flags,
-            "version": self.version,
-            "errors": [list(e) for e in self.errors],
-            "problems": list(self.problems),
-        }
 
 
 def _read_boot_id() -> str | None:
@@ -132,21 +88,6 @@ def builtin_default() -> AcmPolicy:
     """The DEFAULT policy shipped with the package (always available, never trusted-from-disk)."""
     data = resources.files("policy").joinpath("examples/DEFAULT" + _SUFFIX).read_bytes()
     return AcmPolicy.from_xml(data, source="<builtin DEFAULT>")
-
-
-def _failed(
-    xserr: Xserr | int,
-    message: str,
-    errors: Iterable[UpdateError] = (),
-    problems: Iterable[str] = (),
-) -> PolicyState:
-    errs = list(errors)
-    return PolicyState(
-        xserr=int(xserr),
-        message=message,
-        errors=[e.pair for e in errs],
-        problems=list(problems) or [e.message for e in errs] or [message],
-    )
 
 
 class XsmHost:
@@ -389,20 +330,20 @@ class XsmHost:
         replacing a different installed policy of the same name that is not loaded.
         """
         if not (xstype & XS_POLICY_ACM) or not (self._xstype & XS_POLICY_ACM):
-            return _failed(
+            return failed(
                 Xserr.POLICY_TYPE_UNSUPPORTED,
                 "only sHype/ACM policies (type ACM) are supported on this host",
             )
         try:
             new = AcmPolicy.from_xml(xml, source=source).compile()
         except PolicyFileError as exc:
-            return _failed(
+            return failed(
                 exc.xserr,
                 f"policy rejected: {exc.problems[0].message}",
                 problems=str(exc).splitlines(),
             )
         if new.name == DEFAULT_POLICY_NAME and not new.policy.is_default():
-            return _failed(
+            return failed(
                 Xserr.BAD_POLICY_NAME,
                 "the name DEFAULT is reserved for Xen's DEFAULT policy (SystemManagement and "
                 "__UNLABELED__ only); give this policy another name",
@@ -424,7 +365,7 @@ class XsmHost:
                 and other.compile().sha1 != new.sha1
                 and new.name != DEFAULT_POLICY_NAME
             ):
-                return _failed(
+                return failed(
                     Xserr.BOOTPOLICY_INSTALLED,
                     f"a different policy named {new.name!r} is already installed; pass "
                     "overwrite to replace it",
@@ -462,7 +403,7 @@ class XsmHost:
             )
         if new.name == loaded.name:
             if new.sha1 != loaded.sha1:
-                return _failed(
+                return failed(
                     Xserr.POLICY_LOADED,
                     f"policy {new.name} is loaded; changing it is an update: pass the LOAD flag",
                 )
@@ -489,7 +430,7 @@ class XsmHost:
                 xserr = Xserr.RESOURCE_ACCESS
             else:
                 xserr = Xserr.HV_OP_FAILED
-        return _failed(
+        return failed(
             xserr,
             f"update of {loaded.name} {loaded.version} to {new.name} {new.version} refused; "
             "nothing was changed",
@@ -551,10 +492,8 @@ class XsmHost:
             for p in paths:
                 atomic_remove(p)
 
-    def policy(self, name: str | None = None):
+    def policy(self, name: str | None = None) -> XsmPolicy:
         """An :class:`~policy.xsm.editor.XsmPolicy` handle (the loaded policy by default)."""
-        from .editor import XsmPolicy
-
         name = name or self.active.name
         with self._lock:
             if name != self.active.name and self._read_installed(name) is None:
