@@ -1,9 +1,9 @@
 """The xl backend: exact argv lists, safe config files, parsing results (xl itself is faked).
 
-``subprocess.run`` is replaced inside the xl backend only (its single ``_run`` helper is the
-one caller); every test then checks, through the ``xl`` fixture, that each call used the
-absolute xl path, no shell, stdin from /dev/null, a timeout and an environment holding only
-PATH.  Config files are real files in a temporary /etc/xen copy.
+``subprocess.run`` is replaced inside the xl backend only (xl_run.run_xl, behind
+XlBackend._run, is the one caller); every test then checks, through the ``xl`` fixture, that
+each call used the absolute xl path, no shell, stdin from /dev/null, a timeout and an
+environment holding only PATH.  Config files are real files in a temporary /etc/xen copy.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SCRUBBED_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 @pytest.fixture
 def fake(mocker):
     fake = FakeXl()
-    mocker.patch("secured_virt.backends.xl_backend.subprocess.run", side_effect=fake)
+    mocker.patch("secured_virt.backends.xl_run.subprocess.run", side_effect=fake)
     yield fake
     for argv, kw in fake.calls:
         assert argv[0] == XL
@@ -233,7 +233,7 @@ def test_missing_xl_binary(tmp_path):
 
 def test_timeout(xl, mocker):
     mocker.patch(
-        "secured_virt.backends.xl_backend.subprocess.run",
+        "secured_virt.backends.xl_run.subprocess.run",
         side_effect=subprocess.TimeoutExpired(["xl"], 60),
     )
     with pytest.raises(BackendError) as ei:
