@@ -8,15 +8,18 @@ environment holding only PATH.  Config files are real files in a temporary /etc/
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from secured_virt.backends import BackendError, NoSuchDomain, open_backend
+from secured_virt.backends import xl_backend as xl_backend_module
 from secured_virt.backends.xl_backend import XL_ENV, XlBackend, migrate_host
 from secured_virt.backends.xl_cfg import XlConfig
 
@@ -264,6 +267,38 @@ def test_run_really_uses_argv_and_scrubbed_env(tmp_path, monkeypatch):
     env.pop("SHLVL", None)
     env.pop("_", None)
     assert env == XL_ENV
+
+
+_SPAWNERS = {
+    "subprocess": {"run", "Popen", "call", "check_call", "check_output", "getoutput"},
+    "os": {"system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp"},
+}
+
+
+def _spawn_calls(path) -> list[str]:
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module in _SPAWNERS:
+            calls += [f"from {node.module} import {a.name}" for a in node.names]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
+            mod, attr = node.func.value.id, node.func.attr
+            if attr in _SPAWNERS.get(mod, ()) or (
+                mod == "os" and attr.startswith(("exec", "spawn"))
+            ):
+                calls.append(f"{mod}.{attr}")
+    return calls
+
+
+def test_only_xl_run_starts_processes():
+    """The rules above hold for every xl call only while xl_run is the one module spawning."""
+    backends = Path(xl_backend_module.__file__).parent
+    found = {p.name: _spawn_calls(p) for p in sorted(backends.glob("xl_*.py"))}
+    assert found.pop("xl_run.py") == ["subprocess.run"]
+    assert {name: calls for name, calls in found.items() if calls} == {}
 
 
 # -- save / restore ---------------------------------------------------------------------------
