@@ -35,6 +35,7 @@ Review: ``users``, ``roles``, ``assigned_roles``, ``assigned_users``, ``authoriz
 File formats: etc/examples/README.md; schemas: rbac/schemas/ua.xsd and pa.xsd.
 """
 
+from .builder import PolicyBuilder
 from .decision import Decision
 from .engine import RbacPolicy
 from .errors import (
@@ -47,7 +48,7 @@ from .errors import (
 )
 from .explain import Explanation
 from .loader import load, loads, policy_digest
-from .model import Assignment, Permission, PolicyBuilder, SeparationSet
+from .model import Assignment, Permission, SeparationSet
 from .selectors import AnyObject, Attribute, Exact, Glob, Owned, Selector
 from .session import Session
 from .trusted_file import read_trusted

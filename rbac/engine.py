@@ -43,8 +43,11 @@ from collections.abc import Iterable, Mapping
 from . import hierarchy
 from .decision import Decision, denied
 from .errors import DsdViolation, SessionError
+from .explain import Explanation
+from .explain import explain as explain_decision
 from .model import Assignment, GrantBlock, PolicyModel, SeparationSet, id_ranges, where
 from .review import ReviewMixin
+from .session import Session
 from .timeutil import to_timestamp
 
 try:  # the C index (rbac/_native.c); optional: without it every decision is answered in Python
@@ -468,10 +471,10 @@ class RbacPolicy(ReviewMixin):
         return out
 
     # -- sessions ----------------------------------------------------------------------------
-    def create_session(self, user: str, active_roles: Iterable[str] | None = None, now=None):
+    def create_session(
+        self, user: str, active_roles: Iterable[str] | None = None, now=None
+    ) -> Session:
         """A NIST session: ``active_roles`` (default: every authorized role) checked against DSD."""
-        from .session import Session
-
         u = self._users.get(user)
         if u is None:
             raise SessionError(f"user '{user}' unknown: no <User> entry in the UA policy")
@@ -519,11 +522,9 @@ class RbacPolicy(ReviewMixin):
                 )
 
     # -- explanation -------------------------------------------------------------------------
-    def explain(self, user: str, op_id: int, obj: str, attrs=None, now=None):
+    def explain(self, user: str, op_id: int, obj: str, attrs=None, now=None) -> Explanation:
         """The whole reasoning behind ``decide(user, op_id, obj, attrs, now)``."""
-        from .explain import explain
-
-        return explain(self, user, op_id, obj, attrs, now)
+        return explain_decision(self, user, op_id, obj, attrs, now)
 
     def __repr__(self) -> str:
         return (

@@ -14,8 +14,9 @@ import os
 from lxml import etree
 
 from . import xmlsafe
+from .builder import PolicyBuilder
 from .errors import PolicyError
-from .model import PolicyBuilder, as_catalogue
+from .model import as_catalogue
 from .selectors import AnyObject, Attribute, Exact, Glob, Owned, glob_problem
 from .trusted_file import read_trusted
 

@@ -1,0 +1,436 @@
+"""Building a policy: :class:`PolicyBuilder` collects roles, users, grants and separation sets.
+
+Why a module of its own: the builder is how a policy comes into being, whether from the UA/PA
+files (the loader feeds it with file/line sources) or from code (benchmarks, property tests,
+tools).  ``build()`` checks the whole policy at once, collecting every problem into one
+:class:`PolicyError`, and hands the validated :class:`~rbac.model.PolicyModel` to the engine
+that compiles it.  It sits above both the data (``rbac.model``) and the engine, so neither of
+those imports the other.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from . import hierarchy
+from .engine import RbacPolicy
+from .errors import PolicyError
+from .model import (
+    ANY_OPERATION,
+    NOWHERE,
+    Assignment,
+    GrantBlock,
+    PolicyModel,
+    RoleDef,
+    SeparationSet,
+    Source,
+    as_catalogue,
+    id_ranges,
+    where,
+)
+from .selectors import Selector
+from .timeutil import ExpiryFormatError, iso, parse_expiry, to_timestamp
+
+
+def _cardinality(card) -> int | None:
+    """A set's cardinality from the file (text) or the API (int); None when it is not a whole
+    number.  Text is ASCII digits only, and absurdly long numbers are clamped rather than
+    converted: they fail the range check with a readable message either way."""
+    if isinstance(card, bool):
+        return None
+    if isinstance(card, int):
+        return card
+    if not isinstance(card, str):
+        return None
+    text = card.strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 9 else 10**9
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class PolicyBuilder:
+    """Build a policy in code; every method returns the builder so calls chain.
+
+    >>> pol = (PolicyBuilder({6: "start"})
+    ...        .add_role("ops").grant("ops", "start", Glob("web-*"))
+    ...        .assign("alice", "ops").build())
+
+    ``source=(file, line)`` on any call makes error messages and decisions cite that place.
+    Problems are collected and raised together by :meth:`build`.
+    """
+
+    def __init__(
+        self,
+        operations: Mapping[int, str] | None = None,
+        *,
+        ua_name: str = "UA",
+        pa_name: str = "PA",
+    ):
+        self._ops = dict(as_catalogue(operations)) if operations is not None else None
+        self._op_ids = {name: i for i, name in (self._ops or {}).items()}
+        self._names = {"ua": ua_name, "pa": pa_name}
+        self._roles: dict[str, RoleDef] = {}
+        self._users: dict[str, Source] = {}
+        self._assign: list[tuple[str, str, object, Source]] = []
+        self._inherit: list[tuple[str, str, Source]] = []
+        self._grants: list[GrantBlock] = []
+        self._sets: list[tuple[str, str, list[tuple[str, Source]], object, Source]] = []
+        self._errors: list[PolicyError] = []
+        self._digest: str | None = None
+
+    # -- errors ------------------------------------------------------------------------------
+    def error(self, message: str, source: Source = NOWHERE) -> PolicyBuilder:
+        """Record a problem found by whoever feeds the builder (e.g. the XML loader)."""
+        self._errors.append(PolicyError(message, source[0], source[1]))
+        return self
+
+    def set_digest(self, digest: str) -> PolicyBuilder:
+        self._digest = digest
+        return self
+
+    # -- operations --------------------------------------------------------------------------
+    def resolve_op(self, token: int | str, source: Source = NOWHERE) -> int | None:
+        """Operation id for an id or a name, or None after recording why it is unknown."""
+        if isinstance(token, bool):
+            token = str(token)
+        if isinstance(token, int) or (
+            isinstance(token, str) and token.isascii() and token.isdigit()
+        ):
+            op = int(token)
+            if self._ops is not None and op not in self._ops:
+                self.error(
+                    f"operation id {op} is not in the catalogue ({id_ranges(self._ops)})", source
+                )
+                return None
+            return op
+        if self._ops is None:
+            self.error(f"operation name {token!r} cannot be resolved without a catalogue", source)
+            return None
+        op = self._op_ids.get(token)
+        if op is None:
+            self.error(
+                f"operation name {token!r} is not in the catalogue{_suggest(token, self._op_ids)}",
+                source,
+            )
+        return op
+
+    def all_operations(self) -> list[int]:
+        return sorted(self._ops) if self._ops is not None else []
+
+    # -- roles and hierarchy -----------------------------------------------------------------
+    def add_role(
+        self,
+        name: str,
+        *,
+        authenticate: bool = False,
+        inherits: Iterable[str] = (),
+        source: Source = NOWHERE,
+    ) -> PolicyBuilder:
+        old = self._roles.get(name)
+        if old is not None:
+            first = where(old.source)
+            self.error(
+                f"role '{name}' is defined twice" + (f" (first at {first})" if first else ""),
+                source,
+            )
+            return self
+        self._roles[name] = RoleDef(name, bool(authenticate), source)
+        for junior in inherits:
+            self.inherit(name, junior, source=source)
+        return self
+
+    def inherit(self, senior: str, junior: str, *, source: Source = NOWHERE) -> PolicyBuilder:
+        """``senior`` gets every permission of ``junior`` (and of junior's juniors)."""
+        self._inherit.append((senior, junior, source))
+        return self
+
+    # -- permissions -------------------------------------------------------------------------
+    def grant(
+        self,
+        role: str,
+        ops: int | str | Iterable[int | str],
+        selector: Selector,
+        *,
+        source: Source = NOWHERE,
+    ) -> PolicyBuilder:
+        """Let ``role`` perform ``ops`` (ids or names, one or many) on what ``selector`` picks."""
+        if isinstance(ops, int | str):
+            ops = [ops]
+        return self.grant_lines(role, [(o, source) for o in ops], selector, source=source)
+
+    def grant_lines(
+        self,
+        role: str,
+        ops: Iterable[tuple[int | str, Source]],
+        selector: Selector,
+        *,
+        source: Source = NOWHERE,
+    ) -> PolicyBuilder:
+        """Like :meth:`grant` with a source per operation (the loader cites each line)."""
+        if not isinstance(selector, Selector):
+            self.error(f"grant to role '{role}': {selector!r} is not a selector", source)
+            return self
+        resolved: list[tuple[int, Source]] = []
+        for token, src in ops:
+            if token == ANY_OPERATION:
+                resolved.extend((o, src) for o in self.all_operations())
+                continue
+            op = self.resolve_op(token, src)
+            if op is not None:
+                resolved.append((op, src))
+        if resolved:
+            self._grants.append(GrantBlock(role, resolved, selector, source))
+        return self
+
+    # -- users -------------------------------------------------------------------------------
+    def add_user(self, name: str, *, source: Source = NOWHERE) -> PolicyBuilder:
+        old = self._users.get(name)
+        if old is not None:
+            first = where(old)
+            self.error(
+                f"user '{name}' is defined twice"
+                + (f" (first at {first})" if first else "")
+                + "; list all of a user's roles in one <User> element",
+                source,
+            )
+            return self
+        self._users[name] = source
+        return self
+
+    def assign(
+        self,
+        user: str,
+        role: str,
+        *,
+        expires: str | datetime | float | None = None,
+        source: Source = NOWHERE,
+    ) -> PolicyBuilder:
+        """Assign ``role`` to ``user`` (adding the user if new), optionally until ``expires``."""
+        if user not in self._users:
+            self._users[user] = source
+        self._assign.append((user, role, expires, source))
+        return self
+
+    # -- separation of duty ------------------------------------------------------------------
+    def add_ssd(self, name, roles, cardinality=2, *, source=NOWHERE, role_sources=None):
+        """Static separation: no user may be *authorized* for ``cardinality`` roles of the set."""
+        return self._add_set("static", name, roles, cardinality, source, role_sources)
+
+    def add_dsd(self, name, roles, cardinality=2, *, source=NOWHERE, role_sources=None):
+        """Dynamic separation: no session may have ``cardinality`` roles of the set active."""
+        return self._add_set("dynamic", name, roles, cardinality, source, role_sources)
+
+    def _add_set(self, kind, name, roles, cardinality, source, role_sources):
+        roles = list(roles)
+        srcs = list(role_sources) if role_sources is not None else [source] * len(roles)
+        self._sets.append((kind, name, list(zip(roles, srcs, strict=True)), cardinality, source))
+        return self
+
+    # -- build -------------------------------------------------------------------------------
+    def build(self, *, native: bool = True) -> RbacPolicy:
+        """Validate everything and compile; raises PolicyError listing every problem.
+
+        ``native=False`` keeps decisions in pure Python even when the C index is built (for
+        comparing the two)."""
+        return RbacPolicy(self.model(), native=native)
+
+    def model(self) -> PolicyModel:
+        """Validate everything and return the plain model (what build() compiles)."""
+        pa = self._names["pa"]
+        roles = self._roles
+
+        def undefined(role: str) -> str:
+            return f"'{role}', which {pa} does not define{_suggest(role, roles)}"
+
+        # hierarchy
+        for senior, junior, src in self._inherit:
+            if senior not in roles:
+                self.error(f"inheritance from undefined role '{senior}'", src)
+            elif junior not in roles:
+                self.error(f"role '{senior}' inherits undefined role {undefined(junior)}", src)
+            elif junior not in roles[senior].juniors:
+                roles[senior].juniors[junior] = src
+        juniors = {r: tuple(d.juniors) for r, d in roles.items()}
+        cycles = hierarchy.find_cycles(juniors)
+        for cyc in cycles:
+            src = roles[cyc[0]].juniors.get(cyc[1], roles[cyc[0]].source)
+            self.error(f"role inheritance cycle: {' -> '.join(cyc)}", src)
+        closure = hierarchy.closures(juniors) if not cycles else {}
+
+        # grants
+        for block in self._grants:
+            if block.role not in roles:
+                self.error(f"grant to undefined role {undefined(block.role)}", block.source)
+
+        # users and assignments
+        assignments: dict[str, list[Assignment]] = {u: [] for u in self._users}
+        seen: dict[tuple[str, str], Source] = {}
+        for user, role, expires, src in self._assign:
+            if role not in roles:
+                self.error(f"user '{user}' is assigned role {undefined(role)}", src)
+                continue
+            if (user, role) in seen:
+                first = where(seen[(user, role)])
+                self.error(
+                    f"role '{role}' is assigned to user '{user}' twice"
+                    + (f" (first at {first})" if first else ""),
+                    src,
+                )
+                continue
+            seen[(user, role)] = src
+            exp, text = self._expiry(expires, user, role, src)
+            if exp is False:
+                continue
+            assignments[user].append(Assignment(user, role, exp, text, src))
+
+        # separation sets
+        ssd, dsd = self._separation_sets()
+        if closure:
+            self._check_ssd(ssd, assignments, closure)
+            self._check_dsd_roles(dsd, closure)
+
+        if self._errors:
+            raise PolicyError.collect(self._errors)
+        return PolicyModel(
+            operations=self._ops,
+            roles=roles,
+            users=dict(self._users),
+            assignments={u: tuple(a) for u, a in assignments.items()},
+            grants=list(self._grants),
+            ssd=ssd,
+            dsd=dsd,
+            closure=closure,
+            digest=self._digest or self._code_digest(assignments),
+        )
+
+    def _expiry(self, expires, user, role, src):
+        if expires is None:
+            return None, None
+        if isinstance(expires, str):
+            try:
+                return parse_expiry(expires), expires.strip()
+            except ExpiryFormatError as exc:
+                self.error(f"assignment of role '{role}' to user '{user}': {exc}", src)
+                return False, None
+        try:
+            ts = to_timestamp(expires)
+        except (TypeError, ValueError, OverflowError):
+            self.error(f"assignment of role '{role}' to '{user}': bad expiry {expires!r}", src)
+            return False, None
+        return ts, iso(ts)
+
+    def _separation_sets(self):
+        out: dict[str, list[SeparationSet]] = {"static": [], "dynamic": []}
+        names: dict[tuple[str, str], Source] = {}
+        pa = self._names["pa"]
+        for kind, name, members, card, src in self._sets:
+            if (kind, name) in names:
+                first = where(names[(kind, name)])
+                self.error(
+                    f"{kind} separation set '{name}' is defined twice"
+                    + (f" (first at {first})" if first else ""),
+                    src,
+                )
+                continue
+            names[(kind, name)] = src
+            ok = True
+            seen: set[str] = set()
+            for role, rsrc in members:
+                if role not in self._roles:
+                    self.error(
+                        f"{kind} separation set '{name}' names role '{role}', which {pa} "
+                        f"does not define{_suggest(role, self._roles)}",
+                        rsrc,
+                    )
+                    ok = False
+                elif role in seen:
+                    self.error(f"{kind} separation set '{name}' lists role '{role}' twice", rsrc)
+                    ok = False
+                seen.add(role)
+            card = _cardinality(card)
+            if card is None:
+                msg = f"{kind} separation set '{name}': cardinality is not a whole number"
+                self.error(msg, src)
+                continue
+            if card < 2 or card > len(seen):
+                self.error(
+                    f"{kind} separation set '{name}' has cardinality "
+                    f"{card if card < 10**9 else 'over 999999999'}, but it must be "
+                    f"between 2 and its number of roles ({len(seen)}): cardinality n means "
+                    f"fewer than n of the set's roles",
+                    src,
+                )
+                ok = False
+            if ok:
+                out[kind].append(SeparationSet(name, kind, frozenset(seen), card, src))
+        return tuple(out["static"]), tuple(out["dynamic"])
+
+    def _check_ssd(self, ssd, assignments, closure):
+        """SSD over *authorized* roles: assigned roles and everything they inherit.
+
+        Expired assignments count too: the constraint is on what the UA file says, and a
+        date should not decide whether a file is valid.
+        """
+        for user, assigns in assignments.items():
+            if not assigns:
+                continue
+            held: dict[str, str] = {}  # authorized role -> assigned role it comes through
+            for a in assigns:
+                for r in closure[a.role]:
+                    held.setdefault(r, a.role)
+            for s in ssd:
+                hit = sorted(r for r in s.roles if r in held)
+                if len(hit) >= s.cardinality:
+                    parts = [
+                        r
+                        if held[r] == r
+                        else f"{r} through {' -> '.join(hierarchy.path(closure, held[r], r))}"
+                        for r in hit
+                    ]
+                    self.error(
+                        f"user '{user}' holds {len(hit)} roles of static separation set "
+                        f"'{s.name}' ({', '.join(parts)}), which allows fewer than "
+                        f"{s.cardinality}; remove one of the user's roles or change the set"
+                        + (f" (defined at {where(s.source)})" if s.source[0] else ""),
+                        self._users.get(user, NOWHERE),
+                    )
+
+    def _check_dsd_roles(self, dsd, closure):
+        """A role that by itself inherits too much of a DSD set could never be activated."""
+        for s in dsd:
+            for role in sorted(self._roles):
+                hit = sorted(r for r in s.roles if r in closure[role])
+                if len(hit) >= s.cardinality:
+                    self.error(
+                        f"role '{role}' inherits {len(hit)} roles of dynamic separation set "
+                        f"'{s.name}' ({', '.join(hit)}), which allows fewer than "
+                        f"{s.cardinality} in one session, so it could never be activated",
+                        s.source,
+                    )
+
+    def _code_digest(self, assignments) -> str:
+        """A digest for policies built in code: sha256 over a canonical JSON rendering."""
+        doc = {
+            "roles": {
+                r: [d.authenticate, sorted(d.juniors)] for r, d in sorted(self._roles.items())
+            },
+            "users": {
+                u: sorted((a.role, a.expires) for a in assigns)
+                for u, assigns in sorted(assignments.items())
+            },
+            "grants": [
+                [b.role, sorted(o for o, _ in b.ops), b.selector.as_dict()] for b in self._grants
+            ],
+            "sets": [[k, n, sorted(r for r, _ in m), str(c)] for k, n, m, c, _ in self._sets],
+        }
+        blob = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
