@@ -49,7 +49,7 @@ def main() -> int:
     from secured_virt.access.operations import CATALOGUE
     from secured_virt.config import default_config
     from secured_virt.requests import Request
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-list."))
     names = [f"vm{i:05d}" for i in range(N)]

@@ -324,7 +324,7 @@ def _acm_explain(cfg, vm: str, op) -> dict | None:
     if not cfg.acm:
         return None
     from policy.verdict import RULE_STATE
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
     from secured_virt.shype import INSTANTIATING
 
     try:

@@ -119,7 +119,7 @@ def _dispatch(args, request: Request) -> Reply:
             )
         return client.call(config.socket, request, password_cb=client.tty_password)
     from secured_virt.access.identity import identify_process
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
 
     from .direct import TtyInteraction
 

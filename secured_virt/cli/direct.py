@@ -69,7 +69,7 @@ def run_direct(g, cmd, args: dict, emit) -> int:
     config, ident, err = _context(g)
     if err is not None:
         return emit(cmd.name, args, err)
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
 
     service = Service.from_config(config)
     interaction = TtyInteraction(getattr(ident, "tty", None))

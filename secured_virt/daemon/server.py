@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
 
     try:
-        from secured_virt.service.facade import Service
+        from secured_virt.service import Service
 
         service = Service.from_config(config)
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""A small stand-in for secured_virt.service.facade.Service, used to test svirtd's own machinery.
+"""A small stand-in for secured_virt.service.Service, used to test svirtd's own machinery.
 
 The daemon's job - framing, identity from the kernel, limits, PAM round trips, progress,
 console relay, reload, reconnect, shutdown - does not depend on what the use-case layer does

@@ -11,7 +11,7 @@ import pytest
 
 import policy
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import ROOT, ident
 

@@ -8,7 +8,7 @@ import dataclasses
 import policy
 from policy.xsm import XsmHost
 from secured_virt.requests import EXIT_DENIED, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import REPO, ROOT, write_root_file
 

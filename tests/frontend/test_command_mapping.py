@@ -7,7 +7,7 @@ import pytest
 
 from secured_virt.cli.commands import COMMANDS
 from secured_virt.requests import EXIT_DENIED, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import ROOT, ident
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import ROOT, ident, write_root_file
 

@@ -18,7 +18,7 @@ import pytest
 
 from secured_virt.access.rolesession import ActiveRoles, RoleSessionError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import REPO, ident, write_root_file
 from .test_svirsh_cli import conf_file, svirsh
@@ -155,8 +155,8 @@ def test_a_concurrent_activation_is_caught_under_the_lock(svc):
     """Two requests of one session check DSD at the same time, for conflicting roles: the one
     that records its role second is refused.  The ACM hook runs between the check and the
     recording, so it stands in for the other request landing in between."""
+    from secured_virt.access.gate import Target
     from secured_virt.access.operations import CATALOGUE
-    from secured_virt.service.facade import Target
 
     gate, who = svc.gate, carol()
 
@@ -175,8 +175,8 @@ def test_a_concurrent_activation_is_caught_under_the_lock(svc):
 def test_concurrent_requests_never_leave_conflicting_roles_active(svc):
     import threading
 
+    from secured_virt.access.gate import Target
     from secured_virt.access.operations import CATALOGUE
-    from secured_virt.service.facade import Target
 
     gate, who, op = svc.gate, carol(), CATALOGUE.get("dominfo")
     results = []

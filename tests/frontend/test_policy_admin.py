@@ -15,7 +15,7 @@ import pytest
 import policy
 import policy.binfmt
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import REPO, ROOT, ident, write_root_file
 

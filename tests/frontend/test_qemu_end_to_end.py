@@ -212,7 +212,7 @@ def test_acm_label_travels_through_a_real_qemu_save_image(host, tmp_path):
     from secured_virt.access.identity import Identity
     from secured_virt.config import load_config
     from secured_virt.requests import Request
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
 
     cfg = dataclasses.replace(
         load_config(str(host["conf"]), caller_uid=0), acm=True, acm_state_dir=str(tmp_path / "acm")
@@ -255,7 +255,7 @@ def test_racing_svirsh_processes_never_start_both_sides_of_a_wall(host, tmp_path
     from secured_virt.access.identity import Identity
     from secured_virt.config import load_config
     from secured_virt.requests import Request
-    from secured_virt.service.facade import Service
+    from secured_virt.service import Service
 
     acm_dir = tmp_path / "acm"
     cfg = dataclasses.replace(

@@ -13,7 +13,7 @@ import pytest
 import policy
 from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import REPO, ROOT, ident, write_root_file
 

@@ -9,7 +9,7 @@ import pytest
 
 from secured_virt.access import audit
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, Request
-from secured_virt.service.facade import Service
+from secured_virt.service import Service
 
 from .conftest import ROOT, ident
 

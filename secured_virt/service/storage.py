@@ -1,0 +1,154 @@
+"""Commands that move a domain's state to or from storage or another host: save, restore,
+migrate, snapshot-create/revert/delete.
+
+Paths root writes for a user stay in that user's save directory; destinations are the ones
+root listed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from secured_virt.access.gate import Target
+from secured_virt.backends.base import BackendError
+from secured_virt.confinement import vmmeta
+from secured_virt.requests import EXIT_FAILED
+
+from .errors import UserError
+from .support import _say
+
+_SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class StorageCommands:
+    """Mixed into ``Service`` (see ``facade``), which provides _run, _gated, _resolve, gate
+    and backend."""
+
+    def save_path(self, ident, path: str) -> str:
+        """Where a save image may go.  Root (direct or sudo-less) writes where it says; anyone
+        else names a file inside their own save directory, so the root daemon can never be
+        used to write (or read) an arbitrary host path."""
+        if ident.uid == 0:
+            return os.path.abspath(path)
+        base = os.path.basename(path)
+        if path != base or not _SAVE_NAME.match(base):
+            raise UserError(
+                f"save file '{path}': through svirtd give a plain file name (letters, digits, "
+                "'.', '_', '+', '-'); it is kept in your save directory "
+                f"{self._user_save_dir(ident.user)}"
+            )
+        return os.path.join(self._user_save_dir(ident.user), base)
+
+    def _user_save_dir(self, user: str) -> str:
+        root = getattr(self.config, "save_dir", None) or "/var/lib/secured-virt/save"
+        return os.path.join(root, user)
+
+    def _cmd_save(self, ident, args, interaction):
+        name = args.get("domain")
+        path = self.save_path(ident, args.get("file") or "")
+
+        def act(info):
+            if ident.uid != 0:  # created only once the save is authorized
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            self.backend.save(name, path)
+            return {"message": f"Domain '{name}' saved to {path}"}
+
+        return self._run(ident, "save", name, interaction, act)
+
+    def _cmd_restore(self, ident, args, interaction):
+        path = self.save_path(ident, args.get("file") or "")
+        try:
+            xml = self.backend.saved_image_xml(path)
+        except BackendError as exc:
+            raise UserError(f"cannot read save image {path}: {exc}", EXIT_FAILED) from None
+        try:
+            name, uuid, meta = vmmeta.from_domain_xml(xml)
+        except vmmeta.DomainXmlError as exc:
+            raise UserError(f"save image {path}: {exc}", EXIT_FAILED) from None
+        target = Target(name, uuid, meta.attrs(), exists=True)
+        acm_check = (lambda: self._acm_for_xml(name, xml, meta)) if self.acm is not None else None
+        return self._gated(
+            ident,
+            self._op("restore"),
+            target,
+            interaction,
+            _say(f"Domain restored from {path}", lambda: self.backend.restore(path)),
+            acm_check,
+        )
+
+    def _cmd_migrate(self, ident, args, interaction):
+        name, dest = args.get("domain"), args.get("desturi")
+        if not dest:
+            raise UserError("migrate: a destination URI is required")
+        progress = interaction.progress if args.get("verbose") else None
+
+        def act(info):
+            if ident.uid != 0:  # after the gate: refused users learn nothing, and it is audited
+                self._check_user_destination(dest)
+            self.backend.migrate(
+                name,
+                dest,
+                live=bool(args.get("live")),
+                persistent=bool(args.get("persistent")),
+                undefine_source=bool(args.get("undefinesource")),
+                progress=progress,
+            )
+            return {"message": f"Domain '{name}' migrated to {dest}"}
+
+        acm = self.acm
+
+        def acm_check():
+            try:
+                return acm.check_migration(name, dest)
+            except Exception as exc:  # fail closed
+                return False, f"cannot check the destination's sHype/ACM policy: {exc}"
+
+        return self._run(
+            ident, "migrate", name, interaction, act, acm_check if acm is not None else None
+        )
+
+    def _check_user_destination(self, dest: str) -> None:
+        """A destination URI is opened by root (libvirt's ext transport runs its command=,
+        socket=/keyfile= name files, test:///FILE reads and quotes a file), so anyone but root
+        may only name a destination root listed in acm_peers."""
+        allowed = [uri for uri, _dir in getattr(self.config, "acm_peers", ()) or ()]
+        if dest not in allowed:
+            raise UserError(
+                f"migrate: destination {dest!r} is not one the administrator listed; only "
+                "root may migrate elsewhere (root: add it to acm_peers = URI=DIR in "
+                "/etc/secured-virt/secured-virt.conf)"
+            )
+
+    def _cmd_snapshot_create_as(self, ident, args, interaction):
+        name = args.get("domain")
+
+        def act(info):
+            snap = self.backend.snapshot_create_as(
+                name, args.get("snapshot"), args.get("description")
+            )
+            return {"message": f"Domain snapshot {snap} created"}
+
+        return self._run(ident, "snapshot-create", name, interaction, act)
+
+    def _cmd_snapshot_revert(self, ident, args, interaction):
+        name = args.get("domain")
+        return self._run(
+            ident,
+            "snapshot-revert",
+            name,
+            interaction,
+            _say("", lambda: self.backend.snapshot_revert(name, args["snapshot"])),
+        )
+
+    def _cmd_snapshot_delete(self, ident, args, interaction):
+        name, snap = args.get("domain"), args.get("snapshot")
+        return self._run(
+            ident,
+            "snapshot-delete",
+            name,
+            interaction,
+            _say(
+                f"Domain snapshot {snap} deleted", lambda: self.backend.snapshot_delete(name, snap)
+            ),
+        )
