@@ -15,14 +15,12 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, Reply, Request
 
 from . import protocol as P
 
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger("svirtd")
 
@@ -70,7 +68,7 @@ class SocketInteraction:
 
 
 class Session:
-    def __init__(self, server: Server, conn: socket.socket, creds: tuple[int, int, int]):
+    def __init__(self, server, conn: socket.socket, creds: tuple[int, int, int]):
         self.server = server
         self.conn = conn
         self.pid, self.uid, self.gid = creds
