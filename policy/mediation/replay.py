@@ -2,8 +2,8 @@
 
 Why a separate, pure module: policy update, relabel and rebuild all need the same thing, "take
 these running domains (with their labels under some compiled policy), start them again one by
-one, and say what breaks"; the hypothesis tests use it too, to compare the incremental counts
-the hooks keep with a recount from scratch.  Nothing here touches a Mediator's state.
+one, and say what breaks"; the create hook uses its conflict finder to explain a refusal.
+Nothing here touches a Mediator's state.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .compiled import CompiledPolicy, LabelInfo, ResourceInfo
-from .constants import (
+from ..compiled import CompiledPolicy, LabelInfo, ResourceInfo
+from ..constants import (
     ACM_CHWALL_CONFLICT,
     ACM_DOMAIN_LOOKUP,
     ACM_EVTCHN_SHARING_VIOLATION,
     ACM_GNTTAB_SHARING_VIOLATION,
 )
-from .errors import UpdateError, Xserr
-from .labels import format_label
+from ..errors import UpdateError, Xserr
+from ..labels import format_label
 
 
 @dataclass(frozen=True, slots=True)
