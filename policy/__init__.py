@@ -112,6 +112,25 @@ Documented choices
 * ``__UNLABELED__`` is ssid 0 in every policy and never disappears in an update.
 * Installing a policy for boot only (or just installing it) is allowed while another policy
   is loaded (Xen refused any set without LOAD); replacing the loaded one needs LOAD.
+
+Modules, each importing only modules listed before it
+-----------------------------------------------------
+``constants``, ``errors``, ``verdict``, ``names``, ``labels``, ``xmlsafe``, ``safefile``,
+``binfmt``
+    vocabulary, error types, decisions, name rules, safe XML parsing and file writing, the
+    binary layout;
+``parts``
+    what a policy says (header, types, conflict sets, labels), as plain data;
+``reader``, ``writer``
+    XML in (every check, every problem at once) and out;
+``compiled``, ``mapfile``, ``compiler``
+    the compiled policy, its ``.map`` text, and the Xen 3.3 compilation that makes both;
+``model``
+    :class:`AcmPolicy`: the parts plus ``from_xml``/``from_file``/``to_xml``/``compile``;
+``mediation/`` (``replay``, ``state``, ``sharing``, ``lifecycle``, ``change``), ``mediator``
+    the emulated hypervisor hooks, and their facade :class:`Mediator`;
+``xsm/`` (``records``, ``editor``, ``labelstore``, ``resources``, ``host``)
+    the XSM management API.
 """
 
 from __future__ import annotations

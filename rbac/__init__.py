@@ -33,6 +33,14 @@ Review: ``users``, ``roles``, ``assigned_roles``, ``assigned_users``, ``authoriz
 ``digest``.  Questions about the present take ``now`` like decide().
 
 File formats: etc/examples/README.md; schemas: rbac/schemas/ua.xsd and pa.xsd.
+
+Modules, each importing only modules listed before it (no cycles: see
+tests/rbac/test_no_import_cycles.py):
+``errors``, ``decision``, ``selectors``, ``hierarchy``, ``timeutil``, ``trusted_file``,
+``xmlsafe`` (vocabulary and helpers); ``model`` (the policy as data); ``session``, ``explain``,
+``review`` (what the engine hands out or mixes in); ``engine`` (the compiled policy,
+:class:`RbacPolicy`); ``builder`` (:class:`PolicyBuilder`: validate, then build an engine);
+``loader`` (the UA/PA files into a builder).
 """
 
 from .builder import PolicyBuilder
