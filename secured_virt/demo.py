@@ -3,16 +3,27 @@
 It sets up a private, throw-away host configuration (nothing under /etc is touched): copies of
 etc/demo's UA/PA and test-driver node, a config, an audit log and a socket in a temp directory.
 It starts svirtd (root, holding the one test-driver connection, so state lasts for the tour),
-creates the demo's accounts alice, bob and carol if this machine lacks them (system users with
-no login shell), and runs the real ``svirsh`` as those real uids with ``setpriv`` — svirtd
-learns who they are from the kernel.  Root's side uses ``svirt-admin``.
+creates the demo's accounts if this machine lacks them, and runs the real ``svirsh`` as those
+real uids with ``setpriv`` — svirtd learns who they are from the kernel.  Root's side uses
+``svirt-admin``.
+
+The tour's people are alice, bob and carol, but their accounts are ``svdemo-alice``,
+``svdemo-bob`` and ``svdemo-carol``: names no real person on a host will have, so the demo can
+never lend its roles to someone's real account (the private UA and node copies are rewritten to
+those names).  The demo leaves no trace: when it ends — normally, on an error, on Ctrl-C or on
+SIGTERM/SIGHUP — it stops every svirtd it started, deletes the accounts (and their groups) it
+created and removes its temporary directory.  An account of a demo name that existed before is
+used and left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +33,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "etc" / "demo"
+#: the tour's people -> their accounts on this host (a prefix no real person has)
+ACCOUNTS = {
+    "alice": "svdemo-alice",
+    "bob": "svdemo-bob",
+    "carol": "svdemo-carol",
+    "hostManager": "svdemo-hostmgr",
+}
+#: the accounts the tour runs commands as (hostManager is only named in UA)
 USERS = ("alice", "bob", "carol")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
@@ -50,8 +69,9 @@ class Tour:
                 )
         etc = self.base / "etc"
         etc.mkdir()
-        for name in ("ua.xml", "pa.xml", "node.xml"):
-            shutil.copy(DEMO / name, etc / name)
+        shutil.copy(DEMO / "pa.xml", etc / "pa.xml")
+        for name in ("ua.xml", "node.xml"):
+            (etc / name).write_bytes(with_demo_accounts(DEMO / name))
         (self.base / "log").mkdir(mode=0o700)
         (self.base / "run").mkdir(mode=0o755)
         self.conf.write_text(
@@ -67,6 +87,7 @@ class Tour:
             acm = yes
             acm_state_dir = {self.base / "acm"}
             label_store = {self.base / "resource-labels.xml"}
+            save_dir = {self.base / "save"}
             """)
         )
         for root, dirs, files in os.walk(self.base):
@@ -76,25 +97,8 @@ class Tour:
                     os.chmod(p, 0o755)  # noqa: S103
             for f in files:
                 os.chmod(os.path.join(root, f), 0o755 if root.endswith("bin") else 0o644)
-        for user in USERS:
-            try:
-                pwd.getpwnam(user)
-            except KeyError:
-                print(
-                    f"{DIM}(creating the demo account '{user}': a system user, no login "
-                    f"shell){RESET}"
-                )
-                subprocess.run(
-                    [
-                        "/usr/sbin/useradd",
-                        "--system",
-                        "--no-create-home",
-                        "--shell",
-                        "/usr/sbin/nologin",
-                        user,
-                    ],
-                    check=True,
-                )
+
+    # -- running things -----------------------------------------------------------------------
 
     def load_policy(self) -> None:
         """Install the host's sHype policy for boot, before svirtd starts (quietly)."""
@@ -137,11 +141,14 @@ class Tour:
     def stop(self) -> None:
         if self.daemon and self.daemon.poll() is None:
             self.daemon.terminate()
-            self.daemon.wait(10)
+            try:
+                self.daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
 
-    # -- running things -----------------------------------------------------------------------
     def svirsh(self, user: str | None, *args: str, host: str = "") -> int:
-        who = (user or "root") + (f"@{host}" if host else "")
+        who = (ACCOUNTS[user] if user else "root") + (f"@{host}" if host else "")
         shown = " ".join(args)
         print(f"{DIM}{who}${RESET} svirsh {shown}", flush=True)
         argv = [
@@ -155,7 +162,7 @@ class Tour:
         if user is None:
             argv.insert(3, "--daemon")
         else:
-            pw = pwd.getpwnam(user)
+            pw = pwd.getpwnam(ACCOUNTS[user])
             argv = [
                 "/usr/bin/setpriv",
                 f"--reuid={pw.pw_uid}",
@@ -209,7 +216,7 @@ def tour(t: Tour) -> list[str]:
         "Root delegated VM management by writing two files.  UA says alice is in WebTeam, bob "
         "in BuildTeam, carol is an Auditor; PA says what each role may do on which VMs."
     )
-    expect(t.admin("review", "user", "alice"), 0, "review alice")
+    expect(t.admin("review", "user", ACCOUNTS["alice"]), 0, "review alice")
     say(
         "alice asks for the list of VMs.  svirtd learns from the kernel (SO_PEERCRED) that "
         "she is alice, and shows only the VMs her roles let her see."
@@ -227,9 +234,10 @@ def tour(t: Tour) -> list[str]:
     )
     expect(t.svirsh("alice", "destroy", "bob-build"), 3, "alice destroy bob")
     say("Pretending to be bob does not help: --as is root's alone, and the attempt is audited.")
-    expect(t.svirsh("alice", "--as", "bob", "destroy", "bob-build"), 3, "alice --as bob")
+    expect(t.svirsh("alice", "--as", ACCOUNTS["bob"], "destroy", "bob-build"), 3, "alice --as bob")
     say("Root asks why alice was refused:")
-    expect(t.admin("check", "alice", "destroy", "bob-build", "--explain"), 3, "explain")
+    explain = ("check", ACCOUNTS["alice"], "destroy", "bob-build", "--explain")
+    expect(t.admin(*explain), 3, "explain")
     say("carol may look but not touch:")
     expect(t.svirsh("carol", "suspend", "alice-web"), 3, "carol suspend")
     problems += acm_tour(t)
@@ -339,24 +347,128 @@ def acm_tour(t: Tour) -> list[str]:
     return problems
 
 
+def with_demo_accounts(path: Path) -> bytes:
+    """etc/demo's UA or node file with the tour's people renamed to their demo accounts
+    (``<User name=...>`` in UA, ``<svirt:owner>`` in the domains' metadata)."""
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    doc = etree.parse(str(path), parser)
+    for el in doc.iter("User"):
+        el.set("name", ACCOUNTS.get(el.get("name"), el.get("name")))
+    for el in doc.iter("{https://secured-virt.org/xmlns/svirt/1}owner"):
+        el.text = ACCOUNTS.get((el.text or "").strip(), el.text)
+    return etree.tostring(doc, xml_declaration=True, encoding="UTF-8")
+
+
+class Accounts:
+    """The demo's accounts: created when missing, and only those deleted again."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.groups: list[str] = []
+
+    def ensure(self) -> None:
+        for person in USERS:
+            name = ACCOUNTS[person]
+            try:
+                pwd.getpwnam(name)
+                continue  # someone's existing account: used, never touched
+            except KeyError:
+                pass
+            had_group = _group_exists(name)
+            print(
+                f"{DIM}(creating the demo account '{name}': a system user, no login shell, "
+                f"removed at the end){RESET}",
+                flush=True,
+            )
+            self.created.append(name)  # before useradd: an interrupt in it still cleans up
+            subprocess.run(
+                [
+                    "/usr/sbin/useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--",
+                    name,
+                ],
+                check=True,
+            )
+            if not had_group and _group_exists(name):
+                self.groups.append(name)
+
+    def remove(self) -> list[str]:
+        """Delete what ensure() created; returns what could not be removed."""
+        left = []
+        for name in reversed(self.created):
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(name)
+                r = subprocess.run(["/usr/sbin/userdel", "--", name], capture_output=True)
+                if r.returncode not in (0, 6):  # 6: no such user (already gone)
+                    left.append(f"account {name}: {r.stderr.decode(errors='replace').strip()}")
+        for name in self.groups:
+            if _group_exists(name):
+                r = subprocess.run(["/usr/sbin/groupdel", "--", name], capture_output=True)
+                if r.returncode not in (0, 6):
+                    left.append(f"group {name}: {r.stderr.decode(errors='replace').strip()}")
+        self.created.clear()
+        self.groups.clear()
+        return left
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _interrupt(signum, _frame):
+    """SIGTERM/SIGHUP end the tour like Ctrl-C does: through the clean-up."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print(
             "make demo must run as root: it starts svirtd and runs svirsh as the demo's "
-            "users (alice, bob, carol) with setpriv.",
+            f"accounts ({', '.join(ACCOUNTS[u] for u in USERS)}) with setpriv.",
             file=sys.stderr,
         )
         return 4
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    accounts = Accounts()
     base = Path(tempfile.mkdtemp(prefix="svirt-demo."))
     t = Tour(base)
+    left: list[str] = []
     try:
+        accounts.ensure()
         t.setup()
         t.load_policy()
         t.start_daemon()
         problems = tour(t)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; cleaning up", file=sys.stderr)
+        problems = ["interrupted"]
     finally:
-        t.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        # a second Ctrl-C must not stop the clean-up half-way
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            t.stop()
+            left = accounts.remove()
+            shutil.rmtree(base, ignore_errors=True)
+            if base.exists():
+                left.append(f"directory {base}")
+        finally:
+            signal.signal(signal.SIGINT, old)
+    if left:
+        print("demo: could not remove: " + "; ".join(left), file=sys.stderr)
+        return 1
+    if problems == ["interrupted"]:
+        return 130
     if problems:
         print("\ndemo: unexpected results:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
