@@ -39,6 +39,17 @@ Record format (see docs/audit-format.md for the full description)::
 
 ``outcome`` is ``not-run`` on a denied decision, ``pending`` on an allowed one, and ``ok`` or
 ``error:<message>`` on outcome records.  The first record's ``prev`` is 64 zeros.
+
+**Bounded by bytes, not by the caller's appetite.**  Every string field is clipped to
+``MAX_FIELD_BYTES`` *as written* (after JSON escaping: a U+2028 costs six bytes, so clipping by
+characters let a 4,000-character name become a 48 KB record).  Denied decisions -- the only
+records a caller with no rights at all can cause -- go through a per-uid token bucket
+(``DENIED_BURST`` at once, ``DENIED_PER_SECOND`` sustained); what the bucket drops is counted
+and written as one ``suppressed`` record per uid at most every ``SUMMARY_EVERY`` seconds (and
+at ``close()``), so a flood costs a few hundred bytes a second instead of filling the disk (on
+a full disk every request of every user would be refused).  Dropping a *denied* record never
+lets anything run unaudited: the request is refused either way.  Allowed decisions and
+outcomes are never dropped; if they cannot be written the request is refused (fail closed).
 """
 
 from __future__ import annotations
@@ -53,6 +64,8 @@ import re
 import stat
 import syslog as _syslog
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -72,8 +85,15 @@ __all__ = [
 
 GENESIS = "0" * 64
 RECORD_VERSION = 1
-MAX_FIELD_CHARS = 4096
+#: a string field may take this many bytes of the written (escaped) line
+MAX_FIELD_BYTES = 1024
+TRUNCATED = "...[truncated]"
 MAX_RECORD_BYTES = 64 * 1024
+#: denied decisions per uid: this many at once, then this many a second; the rest summarised
+DENIED_BURST = 60
+DENIED_PER_SECOND = 2.0
+#: a uid whose denials are being dropped gets a summary record at most this often
+SUMMARY_EVERY = 10.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -115,10 +135,35 @@ def _utc_now() -> str:
     return now.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _clip(value):
-    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-        return value[:MAX_FIELD_CHARS] + "…[truncated]"
-    return value
+def _escaped_len(ch: str) -> int:
+    """Bytes ``ch`` takes in canonical_json (ensure_ascii): what the disk really pays."""
+    o = ord(ch)
+    if o < 0x20:
+        return 2 if ch in "\b\f\n\r\t" else 6
+    if ch in '"\\':
+        return 2
+    if o < 0x80:
+        return 1
+    return 6 if o < 0x10000 else 12
+
+
+def _clip(value, limit: int = MAX_FIELD_BYTES):
+    """A string cut so that its escaped form takes at most ``limit`` bytes (marker included).
+
+    Why by bytes after escaping: one character may cost 1 to 12 bytes on disk, so a limit in
+    characters is no limit on what a caller can make us write."""
+    if not isinstance(value, str) or len(value) * 12 <= limit:
+        return value
+    head = value[:limit]  # every character costs at least one byte
+    if len(head) == len(value) and len(json.dumps(head, ensure_ascii=True)) - 2 <= limit:
+        return value
+    budget, used, cut = limit - len(TRUNCATED), 0, 0
+    for ch in head:
+        used += _escaped_len(ch)
+        if used > budget:
+            break
+        cut += 1
+    return value[:cut] + TRUNCATED
 
 
 def _normalise_outcome(outcome: str) -> str:
@@ -147,6 +192,97 @@ def _acting_as(ident) -> str | None:
     return None
 
 
+class _DenialLimiter:
+    """Per-uid token bucket for denied decisions, with the counts of what it dropped.
+
+    Thread-safe.  ``admit`` says whether a denied record may be written; a dropped one is
+    counted (by operation and check, with a few sample VM names) until ``take_summaries``
+    hands the counts over to be written as one ``suppressed`` record per uid."""
+
+    MAX_SAMPLES = 5
+    MAX_KEYS = 20
+
+    def __init__(self, burst: int, per_second: float, clock=time.monotonic):
+        self.burst = max(1, int(burst))
+        self.per_second = float(per_second)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[int, list[float]] = {}  # uid -> [tokens, last refill]
+        self._dropped: dict[int, dict] = {}
+
+    def admit(self, uid: int, user, op, check, vm) -> bool:
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(uid, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+            if tokens >= 1.0:
+                self._buckets[uid] = [tokens - 1.0, now]
+                if len(self._buckets) > 4096:  # forget uids that have been quiet
+                    self._prune(now)
+                return True
+            self._buckets[uid] = [tokens, now]
+            d = self._dropped.get(uid)
+            if d is None:
+                d = self._dropped[uid] = {
+                    "user": user,
+                    "first": _utc_now(),
+                    "n": 0,
+                    "ops": Counter(),
+                    "checks": Counter(),
+                    "vms": [],
+                }
+            d["n"] += 1
+            d["last"] = _utc_now()
+            d["ops"][str(op)] += 1
+            d["checks"][str(check)] += 1
+            if len(d["vms"]) < self.MAX_SAMPLES and vm not in d["vms"]:
+                d["vms"].append(vm)
+            return False
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._dropped)
+
+    def take_summaries(self) -> list[dict]:
+        """The summary records of everything dropped so far (and forget the counts)."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, {}
+        return [self._summary(uid, d) for uid, d in sorted(dropped.items())]
+
+    def _summary(self, uid: int, d: dict) -> dict:
+        def top(counter: Counter) -> dict:
+            items = counter.most_common(self.MAX_KEYS)
+            out = {_clip(k, 128): v for k, v in items}
+            rest = sum(counter.values()) - sum(v for _k, v in items)
+            if rest:
+                out["(other)"] = rest
+            return out
+
+        return {
+            "type": "suppressed",
+            "uid": uid,
+            "user": d["user"],
+            "verdict": "denied",
+            "outcome": "not-run",
+            "dropped": d["n"],
+            "first": d["first"],
+            "last": d["last"],
+            "ops": top(d["ops"]),
+            "checks": top(d["checks"]),
+            "vm_samples": [_clip(v, 256) if isinstance(v, str) else v for v in d["vms"]],
+            "rule": (
+                f"{d['n']} denied decision(s) of uid {uid} were not written one by one: more "
+                f"than {self.burst} at once or {self.per_second:g} a second"
+            ),
+        }
+
+    def _prune(self, now: float) -> None:
+        full = self.burst / self.per_second if self.per_second > 0 else 3600.0
+        for uid in [u for u, (_t, last) in self._buckets.items() if now - last > full]:
+            if uid not in self._dropped:
+                del self._buckets[uid]
+
+
 class AuditLog:
     """Appends hash-chained records to one log file; safe across threads and processes."""
 
@@ -157,6 +293,9 @@ class AuditLog:
         use_syslog: bool = True,
         owner_uid: int = 0,
         syslog_ident: str = "secured-virt",
+        denied_burst: int = DENIED_BURST,
+        denied_per_second: float = DENIED_PER_SECOND,
+        summary_every: float = SUMMARY_EVERY,
     ):
         self.path = os.path.abspath(path)
         self.use_syslog = use_syslog
@@ -164,6 +303,10 @@ class AuditLog:
         self.syslog_ident = syslog_ident
         self._lock = threading.Lock()
         self._tail: tuple[int, int, int, int, str] | None = None  # dev, ino, size, seq, hash
+        self._limiter = _DenialLimiter(denied_burst, denied_per_second)
+        self.summary_every = summary_every
+        self._timer: threading.Timer | None = None
+        self._timer_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config) -> AuditLog:
@@ -230,9 +373,47 @@ class AuditLog:
             "rule": rule,
             "outcome": "pending" if allowed else "not-run",
         }
+        summary = {k: _clip(fields[k]) for k in ("uid", "user", "op_id", "op", "vm", "vm_uuid")}
+        if not allowed and not self._limiter.admit(uid, user, op, check, vm):
+            self._schedule_summary()
+            return AuditRef(0, "", summary)  # counted; written in the next summary record
         rec = self.append(fields)
-        summary = {k: fields[k] for k in ("uid", "user", "op_id", "op", "vm", "vm_uuid")}
         return AuditRef(rec["seq"], rec["hash"], summary)
+
+    # -- denied-record summaries --------------------------------------------------------------
+    def flush_summaries(self) -> int:
+        """Write one ``suppressed`` record per uid whose denied records were dropped; returns
+        how many were written.  A failure is reported to syslog (the requests were refused
+        anyway, so there is nothing left to refuse)."""
+        written = 0
+        for rec in self._limiter.take_summaries():
+            try:
+                self.append(rec)
+                written += 1
+            except AuditError:
+                pass  # append() already told syslog what could not be written
+        return written
+
+    def _schedule_summary(self) -> None:
+        with self._timer_lock:
+            if self._timer is not None:
+                return
+            self._timer = threading.Timer(self.summary_every, self._timer_fired)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timer_fired(self) -> None:
+        with self._timer_lock:
+            self._timer = None
+        self.flush_summaries()
+
+    def close(self) -> None:
+        """Write what is still only counted (svirtd calls this when it stops)."""
+        with self._timer_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self.flush_summaries()
 
     def record_outcome(self, ref: AuditRef, outcome: str) -> AuditRef:
         """Link the backend's result (``ok`` / ``error:<msg>``) to decision ``ref``."""
@@ -363,7 +544,14 @@ class AuditLog:
     def _syslog(self, rec: dict, digest: str | None, failure: str | None = None) -> None:
         if not self.use_syslog:
             return
-        if rec.get("type") == "outcome":
+        if rec.get("type") == "suppressed":
+            text = (
+                f"SUPPRESSED seq={rec.get('seq', '-')} user={rec.get('user')} "
+                f"uid={rec.get('uid')} dropped={rec.get('dropped')} denied decisions "
+                f"from {rec.get('first')} to {rec.get('last')} ops={rec.get('ops')}"
+            )
+            prio = _syslog.LOG_ALERT
+        elif rec.get("type") == "outcome":
             text = (
                 f"outcome seq={rec.get('seq')} ref={rec.get('ref')} user={rec.get('user')} "
                 f"op={rec.get('op')} vm={rec.get('vm')} result={rec.get('outcome')}"
