@@ -7,10 +7,12 @@ Three jobs, each done the way sudo does it for sudoers and its timestamp directo
   (delegates to ``rbac.read_trusted``, which does the same for UA/PA).
 * ``atomic_write`` — replace a file so that a crash leaves the old or the new content, never
   half: a temporary file in the same directory, fsync, rename, fsync of the directory.
-* ``open_secure_dir`` / ``ensure_secure_dir`` — a state directory (credential cache, audit log)
-  must be root's alone: the directory itself is opened with O_NOFOLLOW and checked on the fd,
-  and every ancestor must be owned by root (or the expected owner) and not writable by others
-  unless sticky, so nobody but root could have swapped a path component.
+* ``open_secure_dir`` / ``ensure_secure_dir`` — a state directory (credential cache, audit log,
+  users' save images) must be root's alone: the directory itself is opened with O_NOFOLLOW and
+  checked on the fd, and every ancestor must be owned by root (or the expected owner) and not
+  writable by others unless sticky, so nobody but root could have swapped a path component.
+  ``check_entry`` then refuses an entry in it that is a symlink, not a regular file, owned by
+  someone else or hard-linked — what a file that root writes or reads by path must not be.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "UnsafeFileError",
     "atomic_write",
     "check_ancestors",
+    "check_entry",
     "ensure_secure_dir",
     "open_secure_dir",
     "read_trusted_file",
@@ -89,6 +92,36 @@ def check_ancestors(path: str, *, owner_uid: int = 0) -> None:
         if comp == "/":
             return
         comp = os.path.dirname(comp)
+
+
+def check_entry(dir_fd: int, name: str, *, where: str, owner_uid: int = 0):
+    """The ``os.stat_result`` of entry ``name`` in the directory ``dir_fd`` (not following a
+    symlink), None when there is none; UnsafeFileError when root must not open it by path.
+
+    For files that something else (libvirt, QEMU) opens by path on root's behalf: together
+    with a directory from ``open_secure_dir`` nobody else can change the entry between this
+    check and that open.  ``where`` is the full path, for messages."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"{name!r} must be a plain file name")
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    problem = None
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_uid != owner_uid:
+        problem = f"is owned by uid {st.st_uid}, not {owner_uid}"
+    elif st.st_nlink != 1:
+        problem = f"has {st.st_nlink} hard links"
+    if problem:
+        raise UnsafeFileError(
+            where,
+            f"{where} {problem}; refusing to open it as root (an administrator must remove it)",
+        )
+    return st
 
 
 def _makedirs(path: str, mode: int) -> None:

@@ -2,7 +2,11 @@
 migrate, snapshot-create/revert/delete.
 
 Paths root writes for a user stay in that user's save directory; destinations are the ones
-root listed.
+root listed.  libvirt (and QEMU) open a save image *by path*, as root, so the directory chain
+must be one that only root can change: each user's save directory is root-owned 0700, every
+ancestor root-owned and not writable by others (``fsutil.open_secure_dir``), and an entry in it
+that is a symlink, not a regular file, foreign-owned or hard-linked is refused
+(``fsutil.check_entry``) -- for restore's read as much as for save's write.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import re
 from secured_virt.access.gate import Target
 from secured_virt.backends.base import BackendError
 from secured_virt.confinement import vmmeta
-from secured_virt.requests import EXIT_FAILED
+from secured_virt.fsutil import UnsafeFileError, check_entry, open_secure_dir
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_FAILED
 
 from .errors import UserError
 from .support import _say
@@ -41,16 +46,46 @@ class StorageCommands:
         return os.path.join(self._user_save_dir(ident.user), base)
 
     def _user_save_dir(self, user: str) -> str:
+        """``<save_dir>/<user>``: root-owned 0700 (the user reaches it only through svirtd)."""
         root = getattr(self.config, "save_dir", None) or "/var/lib/secured-virt/save"
         return os.path.join(root, user)
+
+    def _check_save_target(self, ident, path: str, *, create: bool) -> None:
+        """Refuse a save image path root must not hand to libvirt on ``ident``'s behalf.
+
+        Root's own paths are root's business.  For anyone else the directory is checked (and
+        created, for save) on a no-follow fd with every ancestor root-owned and not writable by
+        others, and an existing entry must be a plain root-owned file: a symlink planted there
+        (to /etc/shadow, to another tenant's image) is never followed."""
+        if ident.uid == 0:
+            return
+        directory, name = os.path.split(path)
+        try:
+            dfd = open_secure_dir(directory, 0o700, owner_uid=0, create=create)
+        except FileNotFoundError:
+            raise UserError(
+                f"no save image {path} (your save directory is empty)", EXIT_FAILED
+            ) from None
+        except UnsafeFileError as exc:
+            raise UserError(
+                f"save directory refused: {exc} (it must be root's alone: root-owned, mode "
+                "0700, every directory above it root-owned and not writable by others)",
+                EXIT_BAD_POLICY,
+            ) from None
+        try:
+            check_entry(dfd, name, where=path)
+        except UnsafeFileError as exc:
+            raise UserError(f"save image refused: {exc}", EXIT_FAILED) from None
+        finally:
+            os.close(dfd)
 
     def _cmd_save(self, ident, args, interaction):
         name = args.get("domain")
         path = self.save_path(ident, args.get("file") or "")
 
         def act(info):
-            if ident.uid != 0:  # created only once the save is authorized
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            # checked (and created) only once the save is authorized
+            self._check_save_target(ident, path, create=True)
             self.backend.save(name, path)
             return {"message": f"Domain '{name}' saved to {path}"}
 
@@ -58,6 +93,7 @@ class StorageCommands:
 
     def _cmd_restore(self, ident, args, interaction):
         path = self.save_path(ident, args.get("file") or "")
+        self._check_save_target(ident, path, create=False)
         try:
             xml = self.backend.saved_image_xml(path)
         except BackendError as exc:
