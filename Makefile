@@ -30,6 +30,13 @@ $(STAMP): pyproject.toml setup.py Makefile | apt
 	@test -x $(PY) || { mkdir -p $(dir $(VENV)) && /usr/bin/python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip "setuptools>=77"
 	$(PY) -m pip install -q -e '.[test,bench]'
+	@# the console scripts run Python isolated (-I), like bin/: no PYTHONPATH, PYTHONSTARTUP or
+	@# user site is read before secured-virt starts (pip writes no interpreter flags itself)
+	for s in svirsh svirtd svirt-admin; do \
+	  sed -i '1s|^#!\(/[^ ]*python[0-9.]*\)$$|#!\1 -I|' $(VENV)/bin/$$s && \
+	  head -n 1 $(VENV)/bin/$$s | grep -qx '#!/[^ ]*python[0-9.]* -I' || \
+	  { echo "$(VENV)/bin/$$s: cannot make it run python -I" >&2; exit 1; }; \
+	done
 	chmod -R a+rX $(dir $(VENV))
 	@touch $@
 

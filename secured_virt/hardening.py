@@ -6,10 +6,16 @@ file we open becomes "stdout"), stray fds, a hostile umask, and an environment f
 once, first thing in ``main``; ``scrubbed_env`` is the only environment handed to
 subprocesses (editor, ``xl``).
 
-Python-level knobs (PYTHONPATH, PYTHONINSPECT, user site) must be ignored *before* our code
-runs, which only the interpreter can do: the ``bin/`` launchers use ``#!/usr/bin/python3 -I``.
-``harden_process`` refuses to continue when the effective uid differs from the real uid and the
-interpreter is not isolated — that is a privilege boundary crossed without ``-I``.
+Python-level knobs (PYTHONPATH, PYTHONSTARTUP, PYTHONINSPECT, user site, a ``sitecustomize``
+on the path) are acted on by the interpreter *before* any of our code runs, so only the
+interpreter's own flag can stop them: every installed program runs ``python -I`` (the ``bin/``
+launchers' first line; the venv's console scripts get the same first line from ``make setup``).
+``start_program`` is the one start-up every program shares — the console scripts, the ``bin/``
+launchers and ``python -m`` all call it through the program's ``entry()`` — so none of them can
+skip the hardening: it refuses root in a Python that is not isolated (code from PYTHONPATH may
+already have run; say so loudly rather than carry on), then ``harden_process``, then ``main()``.
+``harden_process`` itself refuses to continue when the effective uid differs from the real uid
+and the interpreter is not isolated — that is a privilege boundary crossed without ``-I``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "harden_process",
     "scrub_environment",
     "scrubbed_env",
+    "start_program",
 ]
 
 SECURE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -54,6 +61,13 @@ def _is_user_name(value: str) -> bool:
 
 _SUDO_VARS = {"SUDO_UID": _is_id, "SUDO_GID": _is_id, "SUDO_USER": _is_user_name}
 _MAX_VALUE = 4096
+#: kept verbatim if printable and bounded: read only by svirt-admin edit when the host's
+#: configuration says ``allow_env_editor = yes``, and then checked there (absolute path or a
+#: trusted program, no "--"); dropping them here made that setting dead for every launcher
+_EDITOR_VARS = ("SUDO_EDITOR", "VISUAL", "EDITOR")
+#: exit status when the process was started in a way we refuse (EXIT_BAD_POLICY: how the
+#: program is installed or started is configuration, and nothing was attempted)
+_EXIT_REFUSED = 4
 
 
 class HardeningError(Exception):
@@ -88,13 +102,16 @@ def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def scrub_environment(keep: tuple[str, ...] = ()) -> None:
     """Reduce os.environ in place to PATH, checked TERM/LANG/LC_*, sane SUDO_* (real uid 0 only),
-    and the names in ``keep`` (e.g. systemd's LISTEN_FDS, set by a trusted parent)."""
+    the editor variables (bounded, printable), and the names in ``keep`` (e.g. systemd's
+    LISTEN_FDS, set by a trusted parent)."""
 
     def wanted(name: str, value: str) -> bool:
         if name in keep:
             return True
         if _is_checked_name(name):
             return _env_check_ok(value)
+        if name in _EDITOR_VARS:
+            return len(value) <= _MAX_VALUE and value.isprintable() and not value.startswith("()")
         valid = _SUDO_VARS.get(name)
         return valid is not None and os.getuid() == 0 and valid(value)
 
@@ -178,3 +195,38 @@ def systemd_fds() -> dict:
         "keep_fds": tuple(range(3, 3 + n)),
         "keep_env": ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
     }
+
+
+def _program_name() -> str:
+    name = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    return os.path.basename(name) or "secured-virt"
+
+
+def start_program(main, *, daemon: bool = False, require_isolated: bool = True):
+    """Start a program of secured-virt: the one start-up every entry point calls first.
+
+    ``main()`` runs only after the process is hardened (``harden_process``; for the daemon the
+    systemd socket-activation fds and variables are kept).  With ``require_isolated`` (the
+    installed console scripts and the ``bin/`` launchers), a process whose real or effective uid
+    is 0 refuses to run in a Python that is not isolated: PYTHONPATH, PYTHONSTARTUP, the user
+    site and a ``sitecustomize`` were honoured before this function could run, so the install is
+    broken (a console script regenerated without ``-I``) and root must not go on in it.  Only
+    ``python -m`` passes ``require_isolated=False``: whoever types that chose the interpreter's
+    flags themselves.  Exits with main()'s status, or 4 when refused.
+    """
+    prog = _program_name()
+    if require_isolated and not sys.flags.isolated and 0 in (os.getuid(), os.geteuid()):
+        sys.stderr.write(
+            f"{prog}: refusing to run as root in a Python that is not isolated (-I): "
+            "PYTHONPATH, PYTHONSTARTUP and the user site directory were honoured before "
+            f"{prog} started, so code from them may already have run.  Run {prog} through a "
+            "script whose first line runs python with -I (bin/ in the source tree; "
+            "`make setup` writes the same first line into the venv's scripts).\n"
+        )
+        sys.exit(_EXIT_REFUSED)
+    try:
+        harden_process(**(systemd_fds() if daemon else {}))
+    except HardeningError as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        sys.exit(_EXIT_REFUSED)
+    sys.exit(main())

@@ -577,5 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     return server.serve_forever()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def entry(*, require_isolated: bool = True) -> None:
+    """The program: the console script, bin/ launcher and ``python -m`` start here, hardened
+    first (secured_virt.hardening.start_program); never returns."""
+    from secured_virt.hardening import start_program
+
+    start_program(main, daemon=True, require_isolated=require_isolated)
+
+
+if __name__ == "__main__":  # python -m: the caller chose the interpreter's flags
+    entry(require_isolated=False)
