@@ -32,7 +32,7 @@ from .model import (
     id_ranges,
     where,
 )
-from .selectors import Selector
+from .selectors import ArgumentValues, Selector
 from .timeutil import ExpiryFormatError, iso, parse_expiry, to_timestamp
 
 
@@ -160,35 +160,46 @@ class PolicyBuilder:
         ops: int | str | Iterable[int | str],
         selector: Selector,
         *,
+        values: ArgumentValues | None = None,
         source: Source = NOWHERE,
     ) -> PolicyBuilder:
-        """Let ``role`` perform ``ops`` (ids or names, one or many) on what ``selector`` picks."""
+        """Let ``role`` perform ``ops`` (ids or names, one or many) on what ``selector`` picks;
+        ``values``: the argument constraint of these operations (see ArgumentValues)."""
         if isinstance(ops, int | str):
             ops = [ops]
-        return self.grant_lines(role, [(o, source) for o in ops], selector, source=source)
+        return self.grant_lines(role, [(o, source, values) for o in ops], selector, source=source)
 
     def grant_lines(
         self,
         role: str,
-        ops: Iterable[tuple[int | str, Source]],
+        ops: Iterable[tuple[int | str, Source] | tuple[int | str, Source, ArgumentValues | None]],
         selector: Selector,
         *,
         source: Source = NOWHERE,
     ) -> PolicyBuilder:
-        """Like :meth:`grant` with a source per operation (the loader cites each line)."""
+        """Like :meth:`grant` with a source per operation (the loader cites each line), and
+        optionally an argument constraint per operation as a third item."""
         if not isinstance(selector, Selector):
             self.error(f"grant to role '{role}': {selector!r} is not a selector", source)
             return self
         resolved: list[tuple[int, Source]] = []
-        for token, src in ops:
-            if token == ANY_OPERATION:
-                resolved.extend((o, src) for o in self.all_operations())
+        constraints: dict[int, ArgumentValues] = {}
+        for token, src, *rest in ops:
+            values = rest[0] if rest else None
+            if values is not None and not isinstance(values, ArgumentValues):
+                self.error(f"grant to role '{role}': {values!r} is not an ArgumentValues", src)
                 continue
-            op = self.resolve_op(token, src)
-            if op is not None:
-                resolved.append((op, src))
+            if token == ANY_OPERATION:
+                these = [(o, src) for o in self.all_operations()]
+            else:
+                op = self.resolve_op(token, src)
+                these = [] if op is None else [(op, src)]
+            resolved.extend(these)
+            if values is not None:  # one operation listed twice: the union of its values
+                for op, _src in these:
+                    constraints[op] = values.union(constraints.get(op))
         if resolved:
-            self._grants.append(GrantBlock(role, resolved, selector, source))
+            self._grants.append(GrantBlock(role, resolved, selector, source, constraints))
         return self
 
     # -- users -------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """UA/PA files -> RbacPolicy.
 
-The seed's two files load unchanged; the extensions (operation names, VM scopes, inheritance,
-authentication, expiry, separation of duty) are optional elements and attributes documented in
-etc/ua.xml, etc/pa.xml and etc/examples/README.md.  Every problem is reported with its file
-and line, all at once, and any problem means no policy at all (fail closed).
+The seed's two files load unchanged; the extensions (operation names, VM scopes, argument
+constraints, inheritance, authentication, expiry, separation of duty) are optional elements
+and attributes documented in etc/ua.xml, etc/pa.xml and etc/examples/README.md.  Every
+problem is reported with its file and line, all at once, and any problem means no policy at
+all (fail closed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from . import xmlsafe
 from .builder import PolicyBuilder
 from .errors import PolicyError
 from .model import as_catalogue
-from .selectors import AnyObject, Attribute, Exact, Glob, Owned, glob_problem
+from .selectors import (
+    AnyObject,
+    ArgumentValues,
+    Attribute,
+    Exact,
+    Glob,
+    Owned,
+    glob_problem,
+)
 from .trusted_file import read_trusted
 
 
@@ -115,7 +124,7 @@ def read_pa(tree, name: str, b: PolicyBuilder) -> None:
                 scopes.extend((sel, el.sourceline) for sel in _selectors(el, name, b))
             elif el.tag == "ControlOperation":
                 ops = [
-                    (tok, (name, op.sourceline))
+                    (tok, (name, op.sourceline), _op_values(op, name, b))
                     for op in el.iter("operation")
                     if (tok := _op_token(op, name, b)) is not None
                 ]
@@ -140,6 +149,31 @@ def _op_token(op, name: str, b: PolicyBuilder):
         )
         return None
     return ident if ident is not None else label
+
+
+def _op_values(op, name: str, b: PolicyBuilder) -> ArgumentValues | None:
+    """The argument constraint an <operation> lists (its <Label> children), or None."""
+    items = [c for c in _elements(op) if c.tag == "Label"]
+    if not items:
+        return None
+    names: list[str] = []
+    patterns: list[str] = []
+    for it in items:
+        src = (name, it.sourceline)
+        value, pattern = it.get("name"), it.get("pattern")
+        if (value is None) == (pattern is None):
+            b.error(
+                '<Label> in an <operation> needs exactly one of name="..." or pattern="..." '
+                f"(got {'both' if value is not None else 'neither'})",
+                src,
+            )
+        elif pattern is not None and (why := glob_problem(pattern)) is not None:
+            b.error(f"<Label pattern='{pattern}'> {why}", src)
+        elif pattern is not None:
+            patterns.append(pattern)
+        else:
+            names.append(value)
+    return ArgumentValues(frozenset(names), tuple(patterns))
 
 
 def _selectors(el, name: str, b: PolicyBuilder):

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .selectors import Selector
+from .selectors import ArgumentValues, Selector
 
 Source = tuple[str | None, int | None]
 NOWHERE: Source = (None, None)
@@ -82,17 +82,22 @@ class Permission:
     selector: Selector
     role: str
     source: str = ""
+    #: the grant's argument constraint (None: the operation takes no value through it)
+    values: ArgumentValues | None = None
 
     def sort_key(self):
         return (self.operation, self.selector.kind, repr(self.selector), self.role)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "operation": self.operation,
             "scope": self.selector.as_dict(),
             "role": self.role,
             "source": self.source,
         }
+        if self.values is not None:
+            out["values"] = self.values.as_dict()
+        return out
 
 
 @dataclass(slots=True)
@@ -105,12 +110,14 @@ class RoleDef:
 
 @dataclass(slots=True)
 class GrantBlock:
-    """One grant as written: operations (each with its own source line) on a selector."""
+    """One grant as written: operations (each with its own source line) on a selector, and
+    the argument constraint of those operations that have one."""
 
     role: str
     ops: list[tuple[int, Source]]
     selector: Selector
     source: Source = NOWHERE  # where the scope (ManageVM) is written
+    values: dict[int, ArgumentValues] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

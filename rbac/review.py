@@ -104,12 +104,13 @@ class ReviewMixin:
             for block, opmap in self._blocks.get(r, ()):
                 for op, gr in opmap.items():
                     src = where(gr.source)
+                    vals = gr.values
                     if isinstance(block.selector, Exact):
                         out.update(
-                            Permission(op, Exact((n,)), r, src) for n in block.selector.names
+                            Permission(op, Exact((n,)), r, src, vals) for n in block.selector.names
                         )
                     else:
-                        out.add(Permission(op, block.selector, r, src))
+                        out.add(Permission(op, block.selector, r, src, vals))
         return tuple(sorted(_dedupe(out), key=Permission.sort_key))
 
     def role_permissions(self, role: str) -> tuple[Permission, ...]:
@@ -191,13 +192,20 @@ class ReviewMixin:
 
 
 def _dedupe(perms: set[Permission]) -> set[Permission]:
-    """One Permission per (operation, selector, role): keep the earliest source line."""
+    """One Permission per (operation, selector, role): keep the earliest source line, and the
+    union of the argument values the merged grants allow."""
     best: dict[tuple, Permission] = {}
     for p in perms:
         key = (p.operation, p.selector, p.role)
         old = best.get(key)
-        if old is None or _line(p.source) < _line(old.source):
+        if old is None:
             best[key] = p
+            continue
+        first, other = (p, old) if _line(p.source) < _line(old.source) else (old, p)
+        vals = first.values
+        if other.values is not None:
+            vals = other.values.union(vals)
+        best[key] = Permission(first.operation, first.selector, first.role, first.source, vals)
     return set(best.values())
 
 

@@ -182,3 +182,47 @@ class Owned(Selector):
 
     def as_dict(self):
         return {"type": self.kind, "key": self.key}
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentValues:
+    """The values a grant lets its operation take (a grant's *argument constraint*).
+
+    Why rbac carries it: some operations take an argument that is itself a grant of power (the
+    front-end's ``setlabel`` takes the label a VM will run with), so *which* values a role may
+    give must be part of the grant, not of the code.  rbac treats the values as opaque strings;
+    the front-end decides which operations carry an argument and what the values mean.  A
+    request that carries values is granted only by a grant whose constraint allows every one
+    of them; a grant without a constraint allows none (the safe default: root lists them).
+
+    ``names`` are exact values; ``patterns`` case-sensitive shell globs (as VM patterns).
+    """
+
+    names: frozenset[str] = frozenset()
+    patterns: tuple[str, ...] = ()
+    _matchers: tuple = field(default=(), init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "names", frozenset(self.names))
+        pats = tuple(dict.fromkeys(self.patterns))
+        object.__setattr__(self, "patterns", pats)
+        object.__setattr__(
+            self, "_matchers", tuple(re.compile(fnmatch.translate(p)).match for p in pats)
+        )
+
+    def allows(self, value: str) -> bool:
+        if not isinstance(value, str):
+            return False
+        return value in self.names or any(m(value) is not None for m in self._matchers)
+
+    def union(self, other: ArgumentValues | None) -> ArgumentValues:
+        if other is None:
+            return self
+        return ArgumentValues(self.names | other.names, self.patterns + other.patterns)
+
+    def describe(self) -> str:
+        """'dom_A, dom_B, dom_Test*' (patterns after names)."""
+        return ", ".join([*sorted(self.names), *self.patterns]) or "nothing"
+
+    def as_dict(self) -> dict:
+        return {"names": sorted(self.names), "patterns": list(self.patterns)}

@@ -54,8 +54,11 @@ class Session:
         self._active = self._active - {role}
         self._profile = self._policy._profile_for(self._active)
 
-    def check_access(self, op_id, obj: str, attrs=None, now=None) -> Decision:
-        """NIST CheckAccess: does some active role (or what it inherits) grant op on obj?"""
+    def check_access(self, op_id, obj: str, attrs=None, now=None, values=None) -> Decision:
+        """NIST CheckAccess: does some active role (or what it inherits) grant op on obj?
+
+        ``values`` (what -> value): the request's argument values, which the granting grant's
+        argument constraint must allow (RbacPolicy.decide_values)."""
         pol = self._policy
         u = self._u
         op = pol.resolve_operation(op_id)
@@ -68,7 +71,7 @@ class Session:
                 p = pol._profile_for(frozenset(r for r in self._active if r in current))
         d = pol._check(p, u.name, op, obj, attrs)
         if d is not None:
-            return d
+            return d if values is None else pol._check_values(p, u.name, op, obj, attrs, values)
         full = pol.decide(u.name, op, obj, attrs, now)
         if full.allowed:
             return denied(

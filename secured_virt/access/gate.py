@@ -40,6 +40,9 @@ class Target:
     uuid: str | None = None
     attrs: Mapping[str, str] = field(default_factory=dict)
     exists: bool = True
+    #: values the request gives (what -> value, e.g. {"label": "dom_A"}): the granting grant's
+    #: argument constraint must list each of them (rbac: RbacPolicy.decide_values)
+    arguments: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +55,8 @@ class Verdict:
     user: str = ""
     op: Operation | None = None
     target: Target | None = None
+    #: PAM was asked (and answered) for this request, before the host-wide ACM lock
+    authenticated: bool = False
 
     def denial_message(self) -> str:
         assert self.op is not None and self.target is not None
@@ -83,14 +88,40 @@ class Gate:
 
     # -- the one entry point ------------------------------------------------------------------
     def authorize(
-        self, ident, op: Operation, target: Target, interaction=None, acm_check=None
+        self,
+        ident,
+        op: Operation,
+        target: Target,
+        interaction=None,
+        acm_check=None,
+        *,
+        checks=(),
+        authenticated: bool = False,
     ) -> Verdict:
         """Decide and audit.  ``acm_check`` (a callable returning (allowed, text), or
         (False, text, "state") when what stops the request is the domain's state rather than
-        the policy) is the mandatory-policy check for this request; it runs only after RBAC
-        and PAM allowed."""
-        verdict = self._decide(ident, op, target, interaction, acm_check)
+        the policy) is the mandatory-policy check for this request; ``checks`` are more such
+        (name, callable) pairs, each refusing under its own name.  They run only after RBAC
+        and PAM allowed.  ``authenticated``: ``preauthenticate`` already asked for the
+        password in this request, so it is not asked again (see there)."""
+        all_checks = (*((("acm", acm_check),) if acm_check is not None else ()), *checks)
+        verdict = self._decide(ident, op, target, interaction, all_checks, authenticated)
         return self._audited(ident, op, target, verdict)
+
+    def preauthenticate(self, ident, op: Operation, target: Target, interaction=None) -> Verdict:
+        """RBAC and PAM *before* the caller's request takes the host-wide ACM lock.
+
+        Why: a password prompt can take minutes, or never be answered; holding the lock
+        meanwhile blocked every start on the host.  So the service authenticates first (a
+        refusal is audited here), then takes the lock and calls ``authorize`` with
+        ``authenticated=verdict.authenticated``: RBAC is decided again under the lock (the role
+        files may have changed while the user typed) and the ACM checks run, but nobody is
+        asked for a password while the lock is held.  An allowed verdict returned here is not
+        audited and activates no role: ``authorize`` does both."""
+        verdict = self._decide(ident, op, target, interaction, (), False, activate_roles=False)
+        if not verdict.allowed:
+            return self._audited(ident, op, target, verdict)
+        return verdict
 
     def authorize_listing(self, ident, op: Operation, shown: int, total: int) -> Verdict:
         """Audit a list request: always allowed, filtered per VM by the caller's roles."""
@@ -143,10 +174,23 @@ class Gate:
             return False
 
     def rbac_decision(self, user: str, op: Operation, target: Target):
-        return self.store.current().decide(user, op.id, target.name, target.attrs)
+        pol = self.store.current()
+        if target.arguments:
+            return pol.decide_values(user, op.id, target.name, target.arguments, target.attrs)
+        return pol.decide(user, op.id, target.name, target.attrs)
 
     # -- the checks, in order -----------------------------------------------------------------
-    def _decide(self, ident, op: Operation, target: Target, interaction, acm_check=None) -> Verdict:
+    def _decide(
+        self,
+        ident,
+        op: Operation,
+        target: Target,
+        interaction,
+        checks=(),
+        authenticated: bool = False,
+        *,
+        activate_roles: bool = True,
+    ) -> Verdict:
         if getattr(ident, "as_refused", False):
             return Verdict(
                 False,
@@ -169,7 +213,10 @@ class Gate:
                     f"no valid UA/PA policy is loaded, so everything is denied: {exc}",
                     EXIT_BAD_POLICY,
                 )
-            d = pol.decide(user, op.id, target.name, target.attrs)
+            if target.arguments:  # the grant must also allow the values given (setlabel's label)
+                d = pol.decide_values(user, op.id, target.name, target.arguments, target.attrs)
+            else:
+                d = pol.decide(user, op.id, target.name, target.attrs)
             if not d.allowed:
                 return Verdict(False, "rbac", d.reason, EXIT_DENIED)
             if pol.dsd_sets and self.role_sessions is not None:
@@ -178,7 +225,9 @@ class Gate:
                     return refusal
             rbac_ok, rule, needs_auth = True, d.rule, bool(d.requires_auth)
         needs_auth = needs_auth or (op.name in self.auth_operations and not _is_plain_root(ident))
-        if needs_auth:
+        if needs_auth and authenticated:
+            rule += " (authenticated)"
+        elif needs_auth:
             if self.authenticator is None:
                 return Verdict(
                     False, "pam", "authentication required but not configured", EXIT_DENIED
@@ -187,21 +236,24 @@ class Gate:
             if not ok:
                 return Verdict(False, "pam", why, EXIT_DENIED)
             rule += " (authenticated)"
-        if acm_check is not None:
-            ok, why, *state = acm_check()
+            authenticated = True
+        for name, check in checks:
+            ok, why, *state = check()
             if not ok:
                 if state:  # not a policy conflict but the domain's state (already running)
                     return Verdict(False, "state", why, EXIT_FAILED)
-                return Verdict(False, "acm", why, EXIT_DENIED)
+                return Verdict(False, name, why, EXIT_DENIED)
             if why:
                 rule += f"; {why}"
+        if activate is not None and not activate_roles:
+            activate = None
         if activate is not None:
             try:
                 self.role_sessions.activate(ident, user, activate, _dsd_problem(pol))
             except RoleSessionError as exc:  # unrecorded, a later conflicting role would pass
                 return Verdict(False, "dsd", f"{exc}; refusing", EXIT_DENIED)
             rule += f" (role {activate} active in this login session)"
-        return Verdict(rbac_ok, "rbac", rule)
+        return Verdict(rbac_ok, "rbac", rule, authenticated=authenticated and needs_auth)
 
     def _dsd(self, ident, pol, user: str, op: Operation, target: Target, d):
         """Dynamic separation: (decision, role to activate, refusal or None).
@@ -226,7 +278,9 @@ class Gate:
             roles = active if role is None else active | {role}
             if not roles or problem(roles):
                 continue
-            dd = pol.create_session(user, roles).check_access(op.id, target.name, target.attrs)
+            dd = pol.create_session(user, roles).check_access(
+                op.id, target.name, target.attrs, values=target.arguments or None
+            )
             if dd.allowed:
                 fresh = dd.role in used and not sessions.due_for_refresh(used[dd.role])
                 return dd, None if fresh else dd.role, None

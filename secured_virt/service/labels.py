@@ -2,15 +2,17 @@
 resources, dry-run.
 
 Label changes are made under the host-wide ACM lock so a check and the change it allows can
-not be separated by another start.
+not be separated by another start.  Which labels a caller may give is part of their grant in
+PA, and the bootstrap (Domain-0) label is root's alone: see "who may give which label" below.
 """
 
 from __future__ import annotations
 
+from secured_virt.access.gate import acting_as
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
 from .errors import UserError
-from .support import _acm_display
+from .support import _acm_display, _missing
 
 
 class LabelCommands:
@@ -45,63 +47,132 @@ class LabelCommands:
 
         return self._run(ident, "getlabel", name, interaction, act)
 
+    # -- who may give which label ----------------------------------------------------------
+    # A label is a grant of power: it decides what a VM may run beside and which resources it
+    # may use.  So for every caller but root acting as itself, the label given *and* the
+    # label taken away must both be listed in the granting role's argument constraint in PA
+    # (<operation name="setlabel"><Label name="dom_AliceCorp"/></operation>): a grant that
+    # lists no label gives none.  The gate checks that as part of the RBAC decision
+    # (Target.arguments -> RbacPolicy.decide_values), so a refusal is an audited RBAC denial
+    # naming the label.  The bootstrap label (Domain-0's) is root's alone, whatever PA says:
+    # that is the mandatory policy's rule, checked as the request's ACM step.
+
+    @staticmethod
+    def _label_value(acm, text: str | None) -> str | None:
+        """The label name a grant must list for ``text`` (bare or ``ACM:<policy>:<label>``)."""
+        import policy
+
+        if text in (None, ""):
+            return None
+        try:
+            lab = policy.parse_label(text, acm.active.name)
+        except policy.LabelError:
+            return str(text)  # matches no listed name; the label call itself says what is wrong
+        return lab.name if lab.policy == acm.active.name else f"{lab.policy}:{lab.name}"
+
+    def _label_arguments(self, acm, label, current) -> dict[str, str] | None:
+        new, old = self._label_value(acm, label), self._label_value(acm, current)
+        args: dict[str, str] = {}
+        if new is not None:
+            args["label"] = new
+        if old is not None and old != new:
+            args["current label"] = old
+        return args or None
+
+    def _bootstrap_rule(self, ident, acm, what: str, label, current):
+        """The ACM step of a label change: only root, acting as itself, gives or takes away
+        the bootstrap label (the one Domain-0 runs with)."""
+
+        def check():
+            if ident.uid == 0 and acting_as(ident) is None:
+                return True, ""
+            boot = acm.active.bootstrap
+            for text, verb in ((label, "give it to"), (current, "take it away from")):
+                if self._label_value(acm, text) == boot:
+                    return False, (
+                        f"'{boot}' is the bootstrap label of policy {acm.active.name} (the "
+                        f"label Domain-0 runs with): only root may {verb} {what}, whatever "
+                        "the role policy grants; ask root to do it"
+                    )
+            return True, ""
+
+        return check
+
     def _cmd_setlabel(self, ident, args, interaction):
         acm = self._need_acm()
         label = args.get("label")
         if args.get("resource"):
-            res = args.get("domain")
+            return self._setlabel_resource(ident, acm, args.get("domain"), label, interaction)
+        return self._label_vm(ident, acm, "setlabel", args.get("domain"), label, interaction)
 
-            def act_res():
-                import policy
+    def _setlabel_resource(self, ident, acm, res, label, interaction):
+        import policy
 
-                with acm.exclusive():
-                    try:
-                        key = acm.host.resource_set_label(
-                            res, label, acm.host.resource_get_label(res)
-                        )
-                    except policy.XsmError as exc:
-                        raise UserError(str(exc), EXIT_FAILED) from None
-                return {"message": f"Resource {key} labelled ACM:{acm.active.name}:{label}"}
+        if not isinstance(res, str) or not res:
+            raise UserError("a resource name is required")
+        try:
+            current = acm.host.resource_get_label(res)
+        except policy.XsmError as exc:
+            raise UserError(str(exc)) from None
+        target = self.host_target()
+        target.arguments = self._label_arguments(acm, label, current)
 
-            return self._host_op(ident, "setlabel-resource", interaction, act_res)
-        name = args.get("domain")
+        def act_res():
+            # under the host-wide ACM lock (_gated); ``current`` as the old label makes the
+            # change compare-and-swap: a label changed since the check fails the request
+            try:
+                key = acm.host.resource_set_label(res, label, current)
+            except policy.XsmError as exc:
+                raise UserError(str(exc), EXIT_FAILED) from None
+            if label in (None, ""):
+                return {"message": f"Resource {key} unlabelled"}
+            return {"message": f"Resource {key} labelled ACM:{acm.active.name}:{label}"}
 
-        def act(info):
-            import policy
+        op = self._op("setlabel-resource")
+        check = self._bootstrap_rule(ident, acm, f"resource {res}", label, current)
+        return self._gated(ident, op, target, interaction, act_res, check)
 
-            if info.id is not None:
+    def _label_vm(self, ident, acm, op_name: str, name, label, interaction):
+        """setlabel (inactive VM) and relabel (checked against the running domains)."""
+        import policy
+
+        if not isinstance(label, str) or not label.strip():
+            raise UserError(f"{op_name}: a label is required (see 'svirsh labels')")
+        op = self._op(op_name)
+        target, info = self._resolve(name)
+        if not target.exists:
+            return self._gated(ident, op, target, interaction, _missing(name))
+        current = acm.labels.get("vm", name)
+        target.arguments = self._label_arguments(acm, label, current)
+
+        def act():
+            # under the host-wide ACM lock (_gated); ``current`` as the old label makes the
+            # change compare-and-swap: a label changed since the check fails the request
+            if op_name == "setlabel" and info.id is not None:
                 raise UserError(
                     f"domain '{name}' is running: use 'svirsh relabel {name} "
                     f"{label}' (checked against the running domains)",
                     EXIT_FAILED,
                 )
-            with acm.exclusive():
-                current = acm.labels.get("vm", name)
-                try:
-                    acm.host.vm_set_label(name, label, current)
-                except policy.XsmError as exc:
-                    raise UserError(str(exc), EXIT_FAILED) from None
-            return {"message": f"Domain '{name}' labelled ACM:{acm.active.name}:{label}"}
-
-        return self._run(ident, "setlabel", name, interaction, act)
-
-    def _cmd_relabel(self, ident, args, interaction):
-        acm = self._need_acm()
-        name, label = args.get("domain"), args.get("label")
-
-        def act(info):
-            import policy
-
-            with acm.exclusive():
-                current = acm.labels.get("vm", name)
-                try:
-                    ssidref = acm.host.vm_set_label(name, label, current)
-                except policy.XsmError as exc:
+            try:
+                ssidref = acm.host.vm_set_label(name, label, current)
+            except policy.XsmError as exc:
+                if op_name == "relabel":
                     raise UserError(f"relabel refused: {exc}", EXIT_DENIED) from None
+                raise UserError(str(exc), EXIT_FAILED) from None
+            if op_name == "setlabel":
+                return {"message": f"Domain '{name}' labelled ACM:{acm.active.name}:{label}"}
             tail = f" (running, ssidref {ssidref:#x})" if ssidref else ""
             return {"message": f"Domain '{name}' relabelled ACM:{acm.active.name}:{label}{tail}"}
 
-        return self._run(ident, "relabel", name, interaction, act)
+        check = self._bootstrap_rule(ident, acm, f"VM '{name}'", label, current)
+        return self._gated(ident, op, target, interaction, act, check)
+
+    def _cmd_relabel(self, ident, args, interaction):
+        acm = self._need_acm()
+        return self._label_vm(
+            ident, acm, "relabel", args.get("domain"), args.get("label"), interaction
+        )
 
     def _cmd_labels(self, ident, args, interaction):
         acm = self._need_acm()
