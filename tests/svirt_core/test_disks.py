@@ -149,10 +149,18 @@ def test_a_deep_link_in_the_chain_is_checked(images, tmp_path):
         disks.check_disk(disk_xml(str(top), fmt="qcow2"), [str(images)])
 
 
-def write_header(path, backing: bytes):
-    """A minimal qcow2 v2 header naming ``backing`` (what an attacker would write by hand)."""
-    head = disks.QCOW2_MAGIC + struct.pack(">IQI", 2, 72, len(backing))
-    path.write_bytes(head.ljust(72, b"\0") + backing)
+def write_header(path, backing: bytes, fmt: bytes | None = b"qcow2", *, size=None):
+    """A minimal qcow2 v2 header naming ``backing`` (what an attacker would write by hand):
+    64 KiB clusters, a backing-format extension unless ``fmt`` is None, then the name."""
+    exts = b""
+    if fmt is not None:
+        exts += struct.pack(">II", 0xE2792ACA, len(fmt)) + fmt.ljust((len(fmt) + 7) & ~7, b"\0")
+    exts += struct.pack(">II", 0, 0)
+    offset = 72 + len(exts)
+    head = disks.QCOW2_MAGIC + struct.pack(
+        ">IQII", 2, offset, len(backing) if size is None else size, 16
+    )
+    path.write_bytes(head.ljust(72, b"\0") + exts + backing)
     return path
 
 
@@ -169,12 +177,10 @@ def test_a_backing_loop_ends_with_an_error(images):
 
 
 def test_malformed_headers_are_refused(images):
-    img = images / "bad.qcow2"
-    img.write_bytes(disks.QCOW2_MAGIC + struct.pack(">IQI", 2, 72, 5000))
+    img = write_header(images / "bad.qcow2", b"x", size=5000)
     with pytest.raises(DiskPolicyError, match="5000 bytes"):
         disks.check_disk(disk_xml(str(img), fmt="qcow2"), [str(images)])
-    short = images / "short.qcow2"
-    short.write_bytes(disks.QCOW2_MAGIC + struct.pack(">IQI", 2, 72, 40))
+    short = write_header(images / "short.qcow2", b"x", size=40)
     with pytest.raises(DiskPolicyError, match="malformed"):
         disks.check_disk(disk_xml(str(short), fmt="qcow2"), [str(images)])
 
@@ -182,4 +188,5 @@ def test_malformed_headers_are_refused(images):
 def test_a_fifo_in_the_directory_does_not_hang_the_check(images):
     fifo = images / "f.qcow2"
     os.mkfifo(fifo)
-    disks.check_disk(disk_xml(str(fifo), fmt="qcow2"), [str(images)])  # not a qcow2 header
+    with pytest.raises(DiskPolicyError, match="is not a qcow2 image"):
+        disks.check_disk(disk_xml(str(fifo), fmt="qcow2"), [str(images)])
