@@ -2,16 +2,29 @@
 domid/domuuid, dumpxml, snapshot-list.
 
 They change nothing, but they are gated and audited like the rest: seeing a VM is a right.
+
+A VM's sHype/ACM label is shown by one rule: to root, and to callers whom RBAC allows
+``getlabel`` on that VM.  ``list --label``/``--long``, ``dominfo`` and ``dumpxml`` carry the
+label only for those callers (the label column is empty, the security section absent, our
+``<label>`` element removed from the XML otherwise).  Why this rule and not "the label is part
+of seeing the VM": root's PA then says exactly who sees labels (a label names the tenant and the
+conflict class of a VM, which a role that only runs it need not learn), and ``getlabel`` stays
+a right worth granting rather than a name for something every viewer already has.  The ACM
+decisions themselves (a refused start, ``dry-run``) still name the labels they decide on: a
+refusal that hid its reason would help nobody.
 """
 
 from __future__ import annotations
 
 import time
 
+from lxml import etree
+
 from secured_virt.access.gate import Target, acting_as
 from secured_virt.confinement import vmmeta
-from secured_virt.requests import EXIT_OK, Reply
+from secured_virt.requests import EXIT_OK, EXIT_USAGE, Reply
 
+from . import listing
 from .support import _acm_display, _LazyAttrs
 
 
@@ -21,15 +34,17 @@ class QueryCommands:
 
     def _cmd_list(self, ident, args, interaction) -> Reply:
         op = self._op("list")
-        include_inactive = bool(args.get("all") or args.get("inactive"))
-        domains = self.backend.list_domains(include_inactive=include_inactive)
-        if args.get("inactive"):
-            domains = [d for d in domains if d.id is None]
+        clash = listing.conflict(args)
+        if clash:
+            return Reply(EXIT_USAGE, message=clash)
+        domains = self.backend.list_domains(include_inactive=listing.wants_inactive(args))
+        domains = listing.select(domains, args, self.backend)
         user = acting_as(ident) or ident.user
         plain_root = ident.uid == 0 and acting_as(ident) is None
         # metadata is fetched only for domains a scoped rule (owner, label) asks about, and for
         # the rows shown: with 10k domains and name-based roles, list makes no per-domain calls
         metas = {d.name: _LazyAttrs(self._meta, d.name) for d in domains}
+        labelled: set[str] | None = None  # names whose label the caller may see; None: all
         if plain_root or getattr(ident, "as_refused", False):
             visible = [d for d in domains] if plain_root else []
         else:
@@ -41,20 +56,34 @@ class QueryCommands:
                 pol.filter_visible(user, op.id, ((d.name, metas[d.name]) for d in domains))
             )
             visible = [d for d in domains if d.name in allowed]
+            getlabel = self._op("getlabel").id
+            labelled = set(
+                pol.filter_visible(user, getlabel, ((d.name, metas[d.name]) for d in visible))
+            )
         v = self.gate.authorize_listing(ident, op, len(visible), len(domains))
         if not v.allowed:
             return self._denied(v)
         self.gate.finish(v, "ok")
         out = []
-        for d in sorted(visible, key=lambda d: (d.id is None, d.id or 0, d.name)):
+        for d in sorted(visible, key=listing.virsh_order):
             row = d.as_dict()
+            if args.get("title"):
+                title = getattr(self.backend, "title", None)
+                row["title"] = title(d.name) if title is not None else ""
+            if args.get("managed_save"):
+                listing.mark_saved(row, self.backend)
             m = metas[d.name].meta
             row["owner"] = m.owner
-            row["acm_label"] = (
-                self.acm.vm_label(d.name) if self.acm is not None else _acm_display(m)
-            )
+            if labelled is None or d.name in labelled:
+                row["acm_label"] = (
+                    self.acm.vm_label(d.name) if self.acm is not None else _acm_display(m)
+                )
+            else:
+                row["acm_label"] = None  # needs getlabel on this VM (see the module docstring)
             if args.get("long"):
-                row["security"] = self._security(m, d.name)
+                row["security"] = (
+                    self._security(m, d.name) if row["acm_label"] is not None else None
+                )
             out.append(row)
         return Reply(EXIT_OK, data={"domains": out})
 
@@ -75,12 +104,20 @@ class QueryCommands:
 
         def act(info):
             d = info.as_dict()
+            d.update(_virsh_dominfo(self.backend, name))
             m = self._meta(name)
             d["owner"] = m.owner
-            d["security"] = self._security(m, name)
+            d["security"] = (
+                self._security(m, name) if self._may_see_label(ident, name, info, m) else None
+            )
             return d
 
         return self._run(ident, "dominfo", name, interaction, act)
+
+    def _may_see_label(self, ident, name: str, info, m: vmmeta.VmMeta) -> bool:
+        """Root, or a caller whom RBAC allows getlabel on this VM (the module docstring says
+        why); the question is not audited: the request it belongs to is."""
+        return self.gate.may(ident, self._op("getlabel"), Target(name, info.uuid, m.attrs()))
 
     def _cmd_domstate(self, ident, args, interaction) -> Reply:
         return self._run(
@@ -88,7 +125,12 @@ class QueryCommands:
             "domstate",
             args.get("domain"),
             interaction,
-            lambda info: {"state": info.state, "reason": None},
+            lambda info: {
+                "state": info.state,
+                "reason": _state_reason(self.backend, args.get("domain"))
+                if args.get("reason")
+                else None,
+            },
         )
 
     def _cmd_domid(self, ident, args, interaction) -> Reply:
@@ -104,19 +146,18 @@ class QueryCommands:
 
     def _cmd_dumpxml(self, ident, args, interaction) -> Reply:
         name = args.get("domain")
-        return self._run(
-            ident,
-            "dumpxml",
-            name,
-            interaction,
-            lambda info: {
-                "xml": self.backend.dumpxml(
-                    name,
-                    inactive=bool(args.get("inactive")),
-                    security_info=bool(args.get("security_info")),
-                )
-            },
-        )
+
+        def act(info):
+            xml = self.backend.dumpxml(
+                name,
+                inactive=bool(args.get("inactive")),
+                security_info=bool(args.get("security_info")),
+            )
+            if vmmeta.NS in xml and not self._may_see_label(ident, name, info, self._meta(name)):
+                xml = _without_label(xml)
+            return {"xml": xml}
+
+        return self._run(ident, "dumpxml", name, interaction, act)
 
     def _cmd_snapshot_list(self, ident, args, interaction) -> Reply:
         name = args.get("domain")
@@ -140,3 +181,43 @@ class QueryCommands:
             }
 
         return self._run(ident, "snapshot-list", name, interaction, act)
+
+
+def _state_reason(backend, name: str) -> str | None:
+    """virsh's reason word for ``domstate --reason`` (None where the backend has none)."""
+    fn = getattr(backend, "state_reason", None)
+    return fn(name) if fn is not None else None
+
+
+def _virsh_dominfo(backend, name: str) -> dict:
+    """The lines virsh's dominfo prints after Autostart: managed save and the host's security
+    driver (model, DOI) with the domain's label.  A backend that cannot tell leaves them out
+    (None), as virsh leaves out what libvirt does not support."""
+    out: dict = {"managed_save": None, "security_model": None}
+    managed = getattr(backend, "has_managed_save", None)
+    if managed is not None:
+        out["managed_save"] = "unknown" if (has := managed(name)) is None else has
+    model = getattr(backend, "host_security_model", None)
+    if model is not None:
+        out["security_model"], out["security_doi"] = model()
+        if out["security_model"]:
+            out["security_label"], out["security_enforcing"] = backend.security_label(name)
+    return out
+
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False
+)
+
+
+def _without_label(xml: str) -> str:
+    """The domain XML without secured-virt's ``<label>`` elements (for callers who may not
+    see the label).  XML the hypervisor produced but lxml cannot read is withheld entirely
+    rather than shown with the label in it (fail closed)."""
+    try:
+        root = etree.fromstring(xml.encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError:
+        return "<!-- the domain XML could not be filtered for display; ask root -->\n"
+    for el in list(root.iter(f"{{{vmmeta.NS}}}label")):
+        el.getparent().remove(el)
+    return etree.tostring(root, encoding="unicode")
