@@ -99,6 +99,66 @@ def _test_node_file(uri: str) -> str | None:
     return None if path in ("", "/default") else path
 
 
+#: virsh's words for the reason behind each state (virsh-domain-monitor.c), by state number;
+#: a reason number past the end of its row, or an unknown state, is "unknown" as in virsh.
+_REASON_WORDS: tuple[tuple[str, ...], ...] = (
+    ("unknown",),  # 0 no state
+    (  # 1 running
+        "unknown",
+        "booted",
+        "migrated",
+        "restored",
+        "from snapshot",
+        "unpaused",
+        "migration canceled",
+        "save canceled",
+        "event wakeup",
+        "crashed",
+        "post-copy",
+        "post-copy failed",
+    ),
+    ("unknown",),  # 2 idle (blocked)
+    (  # 3 paused
+        "unknown",
+        "user",
+        "migrating",
+        "saving",
+        "dumping",
+        "I/O error",
+        "watchdog",
+        "from snapshot",
+        "shutting down",
+        "creating snapshot",
+        "crashed",
+        "starting up",
+        "post-copy",
+        "post-copy failed",
+        "api error",
+    ),
+    ("unknown", "user"),  # 4 in shutdown
+    (  # 5 shut off
+        "unknown",
+        "shutdown",
+        "destroyed",
+        "crashed",
+        "migrated",
+        "saved",
+        "failed",
+        "from snapshot",
+        "daemon",
+    ),
+    ("unknown", "panicked"),  # 6 crashed
+    ("unknown",),  # 7 pmsuspended
+)
+
+
+def reason_word(state: int, reason: int) -> str:
+    """virsh's word for a (virDomainState, reason) pair."""
+    if 0 <= state < len(_REASON_WORDS) and 0 <= reason < len(_REASON_WORDS[state]):
+        return _REASON_WORDS[state][reason]
+    return "unknown"
+
+
 class LibvirtBackend:
     """Backend on one long-lived libvirt connection (shared by threads: libvirt is MT-safe)."""
 
@@ -287,7 +347,8 @@ class LibvirtBackend:
 
     # -- listing --------------------------------------------------------------------------
     def list_domains(self, *, include_inactive: bool = False) -> list[DomainInfo]:
-        """All (or all active) domains, sorted as virsh does: running by id, then by name.
+        """All (or all active) domains, sorted as virsh does: running by id, then by name
+        ignoring ASCII case (virsh's strcasecmp).
 
         One listAllDomains call per property that libvirt can filter on (the set, the
         persistent ones, the autostarted ones), then one info() per domain; the OS type is
@@ -314,11 +375,57 @@ class LibvirtBackend:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue
                 raise self._translate(exc, action="list domains") from None
-        out.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
+        out.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
         return out
 
     def lookup(self, name: str) -> DomainInfo:
         return self._do("get information about", name, self._info)
+
+    # -- what virsh shows beyond DomainInfo (dominfo, domstate --reason, list's filters) ----
+    def state_reason(self, name: str) -> str:
+        """virsh's word for why the domain is in its state (``domstate --reason``)."""
+        state, reason = self._do("get the state of", name, lambda d: d.state())
+        return reason_word(state, reason)
+
+    def has_managed_save(self, name: str) -> bool | None:
+        """Whether a managed save image waits for the next start (None: cannot tell)."""
+        try:
+            return bool(self._do("inspect", name, lambda d: d.hasManagedSaveImage(0)))
+        except BackendError as exc:
+            if exc.code == "no-domain":
+                raise
+            return None
+
+    def has_snapshots(self, name: str) -> bool:
+        return self._do("count the snapshots of", name, lambda d: d.snapshotNum(0) > 0)
+
+    def title(self, name: str) -> str:
+        """The domain's <title> ("" when it has none), as ``virsh list --title`` shows it."""
+
+        def get(dom):
+            try:
+                return dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None, 0) or ""
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return ""
+                raise
+
+        return self._do("read the title of", name, get)
+
+    def host_security_model(self) -> tuple[str, str]:
+        """(model, DOI) of the host's security driver; ("", "") when there is none."""
+        try:
+            model, doi = self.connection.getSecurityModel()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return "", ""
+            raise self._translate(exc, action="read the security model") from None
+        return model or "", doi or ""
+
+    def security_label(self, name: str) -> tuple[str, bool]:
+        """(label, enforcing) the security driver gave the domain ("" when it has none)."""
+        label, enforcing = self._do("read the security label of", name, lambda d: d.securityLabel())
+        return label or "", bool(enforcing)
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, name: str) -> None:

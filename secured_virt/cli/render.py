@@ -8,43 +8,92 @@ fast client path.
 from __future__ import annotations
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal, as vshTable counts them (wcswidth)."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # only for non-ASCII cells: the client's start-up path stays lean
+
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """virsh's vshTable layout: one leading space, columns padded and 3 spaces apart."""
-    widths = [len(h) for h in headers]
+    """virsh's vshTable layout: each cell after one space, every column but the last padded
+    to its widest cell plus two spaces (so columns are three apart and no line ends in
+    padding), and a rule of dashes as wide as the columns plus three each."""
+    widths = [_width(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], _width(cell))
 
     def line(cells: list[str]) -> str:
-        return " " + "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+        out = []
+        for i, cell in enumerate(cells):
+            out.append(" " + cell)
+            if i < len(cells) - 1:
+                out.append(" " * (widths[i] - _width(cell) + 2))
+        return "".join(out)
 
-    out = [line(headers).rstrip(), "-" * (sum(widths) + 3 * len(widths))]
+    out = [line(headers), "-" * (sum(widths) + 3 * len(widths))]
     out += [line(r) for r in rows]
     return "\n".join(out) + "\n"
 
 
 def _kv(pairs: list[tuple[str, object]], width: int = 16) -> str:
-    return "".join(f"{(k + ':').ljust(width)}{'' if v is None else v}\n" for k, v in pairs)
+    """virsh's ``%-15s %s`` lines: the key and its colon padded to 15, then one space."""
+    return "".join(f"{(k + ':').ljust(width - 1)} {'' if v is None else v}\n" for k, v in pairs)
 
 
 def _yn(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _id(d: dict) -> str:
+    return "-" if d.get("id") is None else str(d["id"])
+
+
 def render_list(data: dict, args: dict) -> str:
+    """virsh list: --uuid, --id and --name print those fields of each domain on one line (in
+    that order, space-separated; --id alone skips inactive domains), otherwise the table,
+    with the Title column for --title and svirsh's ACM-Label column for --label."""
     doms = data.get("domains", [])
-    if args.get("name"):
-        return "".join(f"{d['name']}\n" for d in doms) + "\n"
-    if args.get("uuid"):
-        return "".join(f"{d['uuid']}\n" for d in doms) + "\n"
     if args.get("long"):
         return "\n".join(render_dominfo(d) for d in doms)
+    if args.get("name") or args.get("uuid") or args.get("id"):
+        lines = []
+        for d in doms:
+            if (
+                args.get("id")
+                and d.get("id") is None
+                and not (args.get("name") or args.get("uuid"))
+            ):
+                continue
+            fields = []
+            if args.get("uuid"):
+                fields.append(d["uuid"])
+            if args.get("id"):
+                fields.append(_id(d))
+            if args.get("name"):
+                fields.append(d["name"])
+            lines.append(" ".join(fields) + "\n")
+        return "".join(lines) + "\n"
     headers = ["Id", "Name", "State"]
+    if args.get("title"):
+        headers.append("Title")
     if args.get("label"):
         headers.append("ACM-Label")
     rows = []
     for d in doms:
-        row = ["-" if d.get("id") is None else str(d["id"]), d["name"], d["state"]]
+        row = [_id(d), d["name"], d["state"]]
+        if args.get("title"):
+            row.append(d.get("title") or "")
         if args.get("label"):
             row.append(d.get("acm_label") or "")
         rows.append(row)
@@ -52,29 +101,42 @@ def render_list(data: dict, args: dict) -> str:
 
 
 def render_dominfo(d: dict) -> str:
+    """virsh dominfo's lines, in virsh's order and spelling; svirsh's own (Owner, the sHype/ACM
+    label) come after them, under names virsh does not use."""
     pairs = [
-        ("Id", "-" if d.get("id") is None else d["id"]),
+        ("Id", _id(d)),
         ("Name", d["name"]),
         ("UUID", d.get("uuid", "")),
         ("OS Type", d.get("os_type", "")),
         ("State", d.get("state", "")),
         ("CPU(s)", d.get("vcpus", "")),
     ]
-    if d.get("id") is not None and d.get("cpu_time_ns") is not None:
+    if d.get("cpu_time_ns"):  # virsh prints it whenever libvirt reports a non-zero time
         pairs.append(("CPU time", f"{d['cpu_time_ns'] / 1e9:.1f}s"))
+    max_mem = d.get("max_mem_kib", 0)
     pairs += [
-        ("Max memory", f"{d.get('max_mem_kib', 0)} KiB"),
+        ("Max memory", "no limit" if max_mem == 0xFFFFFFFF else f"{max_mem} KiB"),
         ("Used memory", f"{d.get('mem_kib', 0)} KiB"),
         ("Persistent", _yn(d.get("persistent", False))),
         ("Autostart", "enable" if d.get("autostart") else "disable"),
     ]
+    managed = d.get("managed_save")
+    if managed is not None:
+        pairs.append(("Managed save", managed if isinstance(managed, str) else _yn(managed)))
+    if d.get("security_model"):
+        pairs += [
+            ("Security model", d["security_model"]),
+            ("Security DOI", d.get("security_doi") or ""),
+        ]
+        if d.get("security_label"):
+            mode = "enforcing" if d.get("security_enforcing") else "permissive"
+            pairs.append(("Security label", f"{d['security_label']} ({mode})"))
     if d.get("owner"):
         pairs.append(("Owner", d["owner"]))
     sec = d.get("security")
     if sec:
         pairs += [
-            ("Security model", "ACM (sHype)"),
-            ("Security label", sec.get("display") or ""),
+            ("ACM label", sec.get("display") or ""),
             ("Label name", sec.get("label") or ""),
             ("Policy name", sec.get("policy") or ""),
         ]
@@ -83,8 +145,19 @@ def render_dominfo(d: dict) -> str:
     return _kv(pairs) + "\n"
 
 
+def _creation(s: dict) -> str:
+    """virsh's creation time: the client's local time, ``%Y-%m-%d %H:%M:%S %z``."""
+    if s.get("creation_time") is None:
+        return s.get("creation", "")
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s["creation_time"]))
+
+
 def render_snapshots(data: dict) -> str:
-    rows = [[s["name"], s.get("creation", ""), s.get("state", "")] for s in data["snapshots"]]
+    """virsh snapshot-list: sorted by name ignoring ASCII case, as virsh sorts them."""
+    snaps = sorted(data["snapshots"], key=lambda s: s["name"].encode().lower())
+    rows = [[s["name"], _creation(s), s.get("state", "")] for s in snaps]
     return table(["Name", "Creation Time", "State"], rows) + "\n"
 
 
@@ -110,8 +183,8 @@ def render(command: str, args: dict, data: object) -> str:
     if command == "domuuid":
         return f"{data['uuid']}\n\n"
     if command == "dumpxml":
-        xml = data["xml"]
-        return xml if xml.endswith("\n") else xml + "\n"
+        xml = data["xml"]  # virsh prints the XML as libvirt gives it, then its blank line
+        return (xml if xml.endswith("\n") else xml + "\n") + "\n"
     if command == "snapshot-list":
         return render_snapshots(data)
     if command == "getlabel":

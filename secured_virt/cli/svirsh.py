@@ -6,7 +6,15 @@ Two ways in, one decision path:
   the kernel, SO_PEERCRED) — this is the default whenever you are not root;
 * root (or a user running ``sudo svirsh``) runs the request in-process ("direct mode").
 
-Both call the same ``Service.handle``.  This module is the client's start-up path, so it imports
+Both call the same ``Service.handle``.
+
+Under sudo the process is root but the caller is the user who ran sudo, so nothing may be
+done with root's rights on the caller's say-so: FILE of ``define``/``create`` is read with the
+caller's rights (a root-only file stays unreadable), and ``--daemon`` (with or without
+``--socket``) first drops root for good and connects as the caller — svirtd's SO_PEERCRED then
+names the real caller, whose roles decide and whose name is audited, and ``--as`` is refused
+and audited there as it is for any non-root caller.  Dropping rather than refusing keeps
+``sudo svirsh --daemon`` exactly what ``svirsh`` without sudo would do.  This module is the client's start-up path, so it imports
 only the standard library and the small request/render modules; the heavy parts (libvirt, lxml,
 rbac, policy) load only in direct mode.
 """
@@ -131,10 +139,29 @@ def _socket_path(g: Globals) -> str:
     return DEFAULT_SOCKET
 
 
+def _caller_rights():
+    """Under sudo, a context with the invoker's rights (files they name are opened as them);
+    otherwise nothing to change: this process already has the caller's own rights."""
+    if os.getuid() != 0 or not os.environ.get("SUDO_UID"):
+        import contextlib
+
+        return contextlib.nullcontext()
+    from secured_virt.access.identity import sudo_invoker
+    from secured_virt.access.privdrop import caller_rights
+
+    pw = sudo_invoker()
+    if pw is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return caller_rights(pw)
+
+
 def _read_xml_file(path: str) -> str:
-    """define/create read FILE here, with the caller's own permissions, never in the daemon."""
+    """define/create read FILE here, with the caller's own permissions, never in the daemon
+    and never as root for a sudo caller (a root-only file would be read and quoted)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with _caller_rights(), open(path, encoding="utf-8") as fh:
             data = fh.read(4 * 1024 * 1024 + 1)
     except OSError as exc:
         raise UsageError(f"svirsh: cannot read {path}: {exc.strerror}") from None
@@ -159,6 +186,9 @@ def emit(command: str, args: dict, reply: Reply) -> int:
             sys.stdout.write(
                 json.dumps({"error": msg, "status": reply.status, "check": reply.check}) + "\n"
             )
+        else:  # virsh ends every command it ran with a blank line, failed ones too
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         sys.stderr.write(f"error: {msg}\n")
     return reply.status
 
@@ -203,6 +233,9 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
             "configured hypervisor\n"
         )
         return EXIT_USAGE
+    refused = _drop_sudo_root()
+    if refused is not None:
+        return refused
     path = _socket_path(g)
     if not client.daemon_available(path):
         sys.stderr.write(
@@ -227,6 +260,34 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     return emit(cmd.name, args, reply)
+
+
+def _drop_sudo_root() -> int | None:
+    """Under sudo, become the invoking user for good before talking to svirtd.
+
+    svirtd identifies its peer by SO_PEERCRED; a root process would be served with root's
+    rights and audited as root.  Nothing after this point needs root (the reply is printed,
+    a password is read from the caller's terminal), so root is dropped entirely rather than
+    only for the connect.  None = go on; else the exit status (3: we could not drop, and
+    going on as root is exactly what must not happen)."""
+    if os.getuid() != 0 or not os.environ.get("SUDO_UID"):
+        return None
+    from secured_virt.access.identity import sudo_invoker
+    from secured_virt.access.privdrop import become
+
+    pw = sudo_invoker()
+    if pw is None:
+        return None
+    try:
+        become(pw)
+    except OSError as exc:
+        sys.stderr.write(
+            f"error: running through sudo for {pw.pw_name}, svirsh must reach svirtd as "
+            f"{pw.pw_name}, not as root, and could not drop root ({exc}); refused.  Run "
+            "svirsh without sudo to go through svirtd.\n"
+        )
+        return EXIT_DENIED
+    return None
 
 
 def _direct(g: Globals, cmd, args: dict) -> int:
