@@ -21,6 +21,12 @@ DISK_MODES = ("readonly", "shareable")
 INTERFACE_TYPES = ("network", "bridge", "direct")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 _TARGET = re.compile(r"^[a-z][a-z0-9]{1,31}\Z")
+_WORD = re.compile(r"^[A-Za-z0-9_.+-]{1,32}\Z")
+#: the <source> attribute libvirt reads for each disk type (the same table as
+#: secured_virt.confinement.sources, which this room may not import; a test keeps them equal)
+DISK_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir"}
+#: the <source> attribute libvirt reads for each interface type
+INTERFACE_SOURCE_ATTR = {"network": "network", "bridge": "bridge", "direct": "dev"}
 
 
 def parse(xml: str) -> etree._Element:
@@ -38,7 +44,7 @@ def to_text(el: etree._Element) -> str:
 
 
 def check_mac(mac: str) -> str:
-    if not _MAC.match(mac):
+    if not isinstance(mac, str) or not _MAC.match(mac):
         raise BackendError(
             "invalid-arg",
             f"invalid MAC address {mac!r}: expected six hex pairs like 52:54:00:12:34:56",
@@ -47,7 +53,7 @@ def check_mac(mac: str) -> str:
 
 
 def check_target(target: str) -> str:
-    if not _TARGET.match(target):
+    if not isinstance(target, str) or not _TARGET.match(target):
         raise BackendError(
             "invalid-arg",
             f"invalid disk target {target!r}: expected a device name such as vdb, sdc or xvdb",
@@ -73,7 +79,10 @@ def disk_element(
         raise BackendError(
             "invalid-arg", f"invalid disk mode {mode!r}: use one of {', '.join(DISK_MODES)}"
         )
-    if not source or "\x00" in source:
+    for opt, value in (("driver", driver), ("subdriver", subdriver)):
+        if value is not None and (not isinstance(value, str) or not _WORD.match(value)):
+            raise BackendError("invalid-arg", f"invalid disk {opt} {value!r}")
+    if not isinstance(source, str) or not source or "\x00" in source:
         raise BackendError("invalid-arg", "a disk source path is required")
     check_target(target)
     disk = etree.Element("disk", type=type, device="disk")
@@ -99,7 +108,7 @@ def interface_element(
             "invalid-arg",
             f"invalid interface type {itype!r}: use one of {', '.join(INTERFACE_TYPES)}",
         )
-    if not source or "\x00" in source:
+    if not isinstance(source, str) or not source or "\x00" in source:
         raise BackendError(
             "invalid-arg", "an interface source (network or bridge name) is required"
         )
@@ -109,7 +118,7 @@ def interface_element(
     if mac:
         etree.SubElement(iface, "mac", address=check_mac(mac))
     if model:
-        if not re.match(r"^[A-Za-z0-9_-]{1,32}\Z", model):
+        if not isinstance(model, str) or not re.match(r"^[A-Za-z0-9_-]{1,32}\Z", model):
             raise BackendError("invalid-arg", f"invalid interface model {model!r}")
         etree.SubElement(iface, "model", type=model)
     return iface
@@ -140,33 +149,40 @@ def find_interfaces(
 
 
 def disk_sources(root: etree._Element) -> list[str]:
-    """Every disk's source: path (file/block/dir), 'pool/volume', or network 'protocol:name'."""
+    """Every disk's source: path (file/block/dir), 'pool/volume', or network 'protocol:name'.
+
+    Read by the disk's type, exactly as libvirt reads it: a block disk's ``dev``, never a
+    ``file`` written beside it (libvirt ignores that one, so must every report)."""
     out = []
     for disk in root.iterfind("devices/disk"):
         src = disk.find("source")
         if src is None:
             continue
-        for attr in ("file", "dev", "dir"):
-            if src.get(attr):
-                out.append(src.get(attr))
-                break
+        dtype = disk.get("type") or "file"
+        if dtype in DISK_SOURCE_ATTR:
+            value = src.get(DISK_SOURCE_ATTR[dtype])
+        elif dtype == "volume":
+            pool, vol = src.get("pool"), src.get("volume")
+            value = f"{pool}/{vol}" if pool and vol else None
+        elif dtype == "network":
+            proto, name = src.get("protocol"), src.get("name")
+            value = f"{proto}:{name}" if proto and name else None
         else:
-            if src.get("pool") and src.get("volume"):
-                out.append(f"{src.get('pool')}/{src.get('volume')}")
-            elif src.get("protocol") and src.get("name"):
-                out.append(f"{src.get('protocol')}:{src.get('name')}")
+            value = src.get("path")
+        if value:
+            out.append(value)
     return out
 
 
 def interface_sources(root: etree._Element) -> list[tuple[str, str]]:
-    """(type, source) of every interface: network name, bridge, or host device ('' if none)."""
+    """(type, source) of every interface: network name, bridge, or host device ('' if none),
+    each read from the attribute libvirt uses for the interface's type."""
     out = []
     for iface in root.iterfind("devices/interface"):
         itype = iface.get("type") or ""
         src = iface.find("source")
-        value = ""
-        if src is not None:
-            value = src.get("network") or src.get("bridge") or src.get("dev") or ""
+        attr = INTERFACE_SOURCE_ATTR.get(itype)
+        value = (src.get(attr) or "") if src is not None and attr else ""
         out.append((itype, value))
     return out
 

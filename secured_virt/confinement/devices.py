@@ -251,7 +251,10 @@ def check_user_device(device, dirs) -> list[str]:
     command would add it: checked inside a domain's ``<devices>``, so every table applies to
     it exactly as it would in a definition."""
     root = etree.Element("domain")
-    etree.SubElement(root, "devices").append(copy.deepcopy(device))
+    dev = copy.deepcopy(device)
+    for el in dev.iter():  # its lines would be the wrapper's, not the caller's input
+        el.sourceline = 0
+    etree.SubElement(root, "devices").append(dev)
     return check_user_domain(root, dirs)
 
 
