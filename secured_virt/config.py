@@ -64,6 +64,9 @@ class Config:
     #: a role stays active in a login session this long after its last use (DSD; see
     #: secured_virt.access.rolesession)
     role_session_minutes: float = 15.0
+    #: root-only directory where svirt-admin edit keeps its locks and the previous version of
+    #: UA/PA (never beside the role files: see secured_virt.rolefiles.install)
+    rolefile_state_dir: str = "/var/lib/secured-virt/rolefiles"
     editor: str = "/usr/bin/editor"
     allow_env_editor: bool = False
     xl_path: str = "/usr/sbin/xl"
@@ -224,6 +227,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_timeout_minutes": _duration(60, 0, 24 * 60),
     "auth_dir": _abs_path,
     "role_session_minutes": _duration(60, 1, 24 * 60),
+    "rolefile_state_dir": _abs_path,
     "editor": _abs_path,
     "allow_env_editor": _bool,
     "xl_path": _abs_path,

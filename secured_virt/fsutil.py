@@ -64,13 +64,18 @@ def read_trusted_file(path: str, *, max_size: int, owner_uid: int = 0) -> bytes:
         raise UnsafeFileError(path, str(exc)) from None
 
 
-def check_ancestors(path: str, *, owner_uid: int = 0) -> None:
+def check_ancestors(path: str, *, owner_uid: int = 0, strict_parent: bool = False) -> None:
     """Every directory above ``path`` must be owned by root (or owner_uid) and not writable by
     group/others unless it is sticky (like /tmp).  Otherwise someone else could rename a component
     and point us at their own files.  Symlinks among the ancestors are resolved first; the
     resolved components are what gets checked.
+
+    ``strict_parent``: the directory holding ``path`` may not be group/world-writable even if
+    sticky -- for files whose *siblings* matter (a policy file: nobody may even add a name
+    next to it), the way sudo wants the sudoers directory.
     """
     comp = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    parent = comp
     while True:
         try:
             st = os.stat(comp)
@@ -83,7 +88,8 @@ def check_ancestors(path: str, *, owner_uid: int = 0) -> None:
                 f"{path}: directory {comp} is owned by uid {st.st_uid}; every directory above "
                 f"it must be owned by root",
             )
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        sticky_ok = st.st_mode & stat.S_ISVTX and not (strict_parent and comp == parent)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_ok:
             raise UnsafeFileError(
                 path,
                 f"{path}: directory {comp} is writable by group or others (mode "

@@ -110,6 +110,7 @@ class _Session:
             [self.paths["ua"], self.paths["pa"]],
             user=self.ident.user,
             via="sudo" if self.delegated else "",
+            state_dir=self.cfg.rolefile_state_dir,
         )
         try:
             self._lock.__enter__()
@@ -310,7 +311,10 @@ class _Session:
         ref = self._audit_decision(True, rule)
         order = self._order(new, changed)
         try:
-            lines = install([(self.paths[k], new[k], self.old[k]) for k in order])
+            lines = install(
+                [(self.paths[k], new[k], self.old[k]) for k in order],
+                state_dir=self.cfg.rolefile_state_dir,
+            )
         except ConcurrentChange as exc:
             self._audit_outcome(ref, f"error:{exc}")
             raise _Stop(EXIT_FAILED, f"{PROG} {self.command}: {exc}") from None

@@ -3,6 +3,12 @@
 The front-end fails closed: if UA/PA cannot be loaded at start, every decision is refused with
 the load error (exit code 4).  On reload a bad new file is rejected and the last good policy
 stays in force; the error is kept so ``svirt-admin status`` can show it.
+
+Trusted means the whole path, as sudo does for sudoers: besides the file checks on the open
+descriptor (``rbac.read_trusted``), every directory above UA and PA must be root-owned and not
+writable by group or others (the one holding them not even if sticky).  In a world-writable
+directory another user could swap in any root-owned file -- an old backup, say -- and the
+watcher would load it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,14 @@ from dataclasses import dataclass
 
 import rbac
 from secured_virt.access.operations import CATALOGUE
+from secured_virt.fsutil import UnsafeFileError, check_ancestors
+
+
+def check_policy_dirs(paths, *, owner_uid: int = 0) -> None:
+    """Raise UnsafeFileError (naming the directory and the fix) unless nobody but root could
+    have replaced any of ``paths`` or put another file in its place."""
+    for path in paths:
+        check_ancestors(path, owner_uid=owner_uid, strict_parent=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +49,12 @@ class PolicyStore:
 
     def reload(self) -> LoadResult:
         try:
+            check_policy_dirs((self.ua_path, self.pa_path), owner_uid=self.owner_uid)
             new = rbac.load(self.ua_path, self.pa_path, CATALOGUE.names, owner_uid=self.owner_uid)
         except Exception as exc:  # any failure keeps the last good policy in force
-            if isinstance(exc, rbac.PolicyError | OSError):
+            if isinstance(exc, UnsafeFileError):
+                msg = f"{exc}; the role files there are not trusted"
+            elif isinstance(exc, rbac.PolicyError | OSError):
                 msg = str(exc)
             else:  # a loader bug must not take the front-end down; say what happened
                 msg = f"{self.ua_path}, {self.pa_path}: cannot load: {type(exc).__name__}: {exc}"

@@ -57,6 +57,14 @@ class AdminEnv:
         self.config = write_root_file(self.etc / "secured-virt.conf", text)
         return self.config
 
+    def backup(self, which: str) -> Path:
+        """Where install keeps the previous UA ('ua') or PA ('pa'): the root-only state
+        directory, never beside the policy files."""
+        from secured_virt.rolefiles.install import backup_path
+
+        state = self.settings.get("rolefile_state_dir", "/var/lib/secured-virt/rolefiles")
+        return Path(backup_path(str(getattr(self, which)), state))
+
     def editor(self, name: str, body: str, mode: int = 0o755) -> Path:
         """A root-owned editor script; svirt-admin calls it as ``SCRIPT -- FILE``."""
         script = (

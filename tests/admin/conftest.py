@@ -39,6 +39,7 @@ def admin_env(tmp_path) -> AdminEnv:
         "socket": str(env.socket),
         "editor": "/bin/true",
         "allow_env_editor": "no",
+        "rolefile_state_dir": str(base / "state"),
     }
     env.write_config()
     return env

@@ -45,7 +45,7 @@ def test_good_edit_is_validated_shown_and_installed(admin_env):
     assert "Install? [y/N]" in r.stdout
     assert admin_env.ua.read_text() == new
     assert mode_of(admin_env.ua) == (0, 0, 0o644)
-    backup = admin_env.etc / "ua.xml.bak"
+    backup = admin_env.backup("ua")
     assert backup.read_bytes() == old
     assert mode_of(backup) == (0, 0, 0o600)
     assert admin_env.stale_temps() == []
@@ -86,7 +86,7 @@ def test_bad_edit_is_never_installed(admin_env, answer):
     assert r.returncode == 1
     assert "nothing was installed" in r.stdout
     assert admin_env.ua.read_bytes() == old
-    assert not (admin_env.etc / "ua.xml.bak").exists()
+    assert not admin_env.backup("ua").exists()
     assert admin_env.audit_records() == []
 
 
@@ -142,7 +142,7 @@ def test_no_changes(admin_env):
     r = admin_env.run("edit", "pa")
     assert r.returncode == 0
     assert "no changes" in r.stdout
-    assert not (admin_env.etc / "pa.xml.bak").exists()
+    assert not admin_env.backup("pa").exists()
 
 
 def test_editor_failure_installs_nothing(admin_env):
@@ -407,7 +407,7 @@ def test_new_file_starts_from_a_skeleton(admin_env):
     assert r.returncode == 0, r.stderr
     assert "bob is added to the UA policy with role BuildTeam" in r.stdout
     assert mode_of(admin_env.ua) == (0, 0, 0o644)
-    assert not (admin_env.etc / "ua.xml.bak").exists()
+    assert not admin_env.backup("ua").exists()
 
 
 def test_private_copy_is_in_a_0700_directory_under_tmp_whatever_tmpdir_says(admin_env):

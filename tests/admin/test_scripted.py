@@ -26,8 +26,8 @@ def policy(env):
 
 def untouched(env, before):
     assert (env.ua.read_bytes(), env.pa.read_bytes()) == before
-    assert not (env.etc / "ua.xml.bak").exists()
-    assert not (env.etc / "pa.xml.bak").exists()
+    assert not env.backup("ua").exists()
+    assert not env.backup("pa").exists()
 
 
 def snapshot(env):
@@ -48,7 +48,7 @@ def test_assign_installs_and_keeps_comments(admin_env):
         '    <UserRole role="Auditor"/>\n  </User>\n'
     ) in text
     assert mode_of(admin_env.ua) == (0, 0, 0o644)
-    assert (admin_env.etc / "ua.xml.bak").read_bytes() == old_ua
+    assert admin_env.backup("ua").read_bytes() == old_ua
     assert policy(admin_env).decide("alice", 3, "bob-build").allowed
 
 
@@ -154,9 +154,7 @@ def test_grant_by_id_joins_the_grant_of_the_same_scope(admin_env):
     text = admin_env.pa.read_text()
     assert '        <operation id="13"/>\n        <operation id="12"/>\n      </Accept>' in text
     assert text.count('<Role name="BuildTeam">') == 1
-    assert text.count("<ManageVM") == admin_env.etc.joinpath("pa.xml.bak").read_text().count(
-        "<ManageVM"
-    )
+    assert text.count("<ManageVM") == admin_env.backup("pa").read_text().count("<ManageVM")
 
 
 def test_grant_label_all_owned_and_host_scopes(admin_env):
@@ -286,8 +284,8 @@ def test_rm_role_force_removes_assignments_in_both_files(admin_env):
     assert "role BuildTeam is removed" in r.stdout
     assert "BuildTeam" not in admin_env.ua.read_text()
     assert "BuildTeam" not in admin_env.pa.read_text()
-    assert (admin_env.etc / "ua.xml.bak").read_bytes() == old_ua
-    assert (admin_env.etc / "pa.xml.bak").read_bytes() == old_pa
+    assert admin_env.backup("ua").read_bytes() == old_ua
+    assert admin_env.backup("pa").read_bytes() == old_pa
     assert mode_of(admin_env.pa) == (0, 0, 0o644)
     # the UA went first, so the state in between was a valid policy
     assert r.stdout.index(f"installed {admin_env.ua}") < r.stdout.index(f"installed {admin_env.pa}")
