@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .constants import UNLABELED
 from .errors import LabelError
+from .labels import Label, format_label
 from .names import policy_stem
 from .parts import ConflictSet, PolicyContent
 from .safefile import atomic_write
@@ -31,6 +32,17 @@ class LabelInfo:
     chwall_cols: tuple[int, ...]
     aggregate_incr: tuple[int, ...]  # CHWALL columns whose conflict count this label raises
     defined: bool = True  # False for an implicit __UNLABELED__ the policy does not define
+    #: the label a domain carries when it is *not* one of this policy's (tracked without
+    #: types after a rebuild): kept whole, so it is shown as the domain has it and a later
+    #: policy that defines it can resolve it by (policy name, label name)
+    origin: Label | None = None
+
+    def display(self, policy_name: str) -> str:
+        """``ACM:<policy>:<label>`` as the domain carries it: under ``policy_name`` (the
+        compiled policy's) for its own labels, under the label's own policy otherwise."""
+        if self.origin is not None:
+            return str(self.origin)
+        return format_label(policy_name, self.name)
 
 
 @dataclass(frozen=True)

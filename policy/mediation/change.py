@@ -27,7 +27,7 @@ from ..constants import (
     UNLABELED,
 )
 from ..errors import LabelError, MediationDenied, PolicyUpdateRefused, UpdateError, Xserr
-from ..labels import Label
+from ..labels import Label, parse_label
 from ..verdict import RULE_LABEL, RULE_REPLAY, RULE_STATE, Verdict, allow, deny
 from .lifecycle import DomainHooks
 from .replay import AttachedResource, Dom, replay
@@ -60,8 +60,35 @@ class UpdateResult:
         return None if name in self.removed_res_labels else name
 
 
-def _invalid_info(name: str) -> LabelInfo:
-    return LabelInfo(name, -1, ACM_INVALID_SSIDREF, frozenset(), frozenset(), 0, (), (), False)
+def _invalid_info(label: Any, active: str) -> LabelInfo:
+    """A running domain's label the active policy cannot resolve, tracked without types.
+
+    The label is kept as (policy, name) - never as its whole string, which every message
+    would prefix with the active policy again (``ACM:p:ACM:p:x``) and no later policy could
+    resolve by name."""
+    try:
+        origin = parse_label(label, active)
+    except LabelError:
+        origin = None
+    name = origin.name if origin is not None else str(label)
+    return LabelInfo(
+        name, -1, ACM_INVALID_SSIDREF, frozenset(), frozenset(), 0, (), (), False, origin
+    )
+
+
+def _unknown_after(info: LabelInfo, old: str, new: str, vm_after, compiled) -> str | None:
+    """The new policy's VM label for a domain tracked with a label the old one did not know:
+    a label of the new policy's *name* is resolved there (a host whose domains kept their
+    labels while another policy was loaded gets that policy back); a name of the old policy
+    follows the update's renames."""
+    origin = info.origin
+    if origin is None or not origin.valid:
+        return None
+    if origin.policy == new and origin.policy != old:
+        return origin.name if origin.name in compiled.vm else None
+    if origin.policy == old:
+        return vm_after(origin.name)
+    return None
 
 
 class PolicyChanges(DomainHooks):
@@ -95,13 +122,13 @@ class PolicyChanges(DomainHooks):
                     deny(
                         hook,
                         RULE_LABEL,
-                        f"domain {dom_key!r} is labeled {self._fmt(d.info.name)}, not "
-                        f"{self._fmt(old.name)}; pass its current label as the old label",
+                        f"domain {dom_key!r} is labeled {self._fmt(d.info)}, not "
+                        f"{self._fmt(old)}; pass its current label as the old label",
                         Xserr.BAD_LABEL,
                         {
                             "domain": dom_key,
-                            "label": self._fmt(d.info.name),
-                            "old_label_given": self._fmt(old.name),
+                            "label": self._fmt(d.info),
+                            "old_label_given": self._fmt(old),
                         },
                     ),
                     [],
@@ -130,13 +157,13 @@ class PolicyChanges(DomainHooks):
                 deny(
                     hook,
                     RULE_REPLAY,
-                    f"relabeling {dom_key!r} from {self._fmt(d.info.name)} to "
-                    f"{self._fmt(info.name)} is refused: " + "; ".join(e.message for e in errors),
+                    f"relabeling {dom_key!r} from {self._fmt(d.info)} to "
+                    f"{self._fmt(info)} is refused: " + "; ".join(e.message for e in errors),
                     code,
                     {
                         "domain": dom_key,
-                        "label": self._fmt(d.info.name),
-                        "new_label": self._fmt(info.name),
+                        "label": self._fmt(d.info),
+                        "new_label": self._fmt(info),
                         "errors": [tuple(e) for e in errors],
                     },
                 ),
@@ -156,7 +183,7 @@ class PolicyChanges(DomainHooks):
             _r, _a, old, new = plan
             return allow(
                 "relabel",
-                f"{dom_key!r} may be relabeled from {self._fmt(old.name)} to {self._fmt(new.name)}",
+                f"{dom_key!r} may be relabeled from {self._fmt(old)} to {self._fmt(new)}",
             )
 
     def relabel(
@@ -246,7 +273,16 @@ class PolicyChanges(DomainHooks):
                 return UNLABELED
             return name if newp.vm_label(name) is not None else None
 
-        def res_after(name: str) -> str | None:
+        def res_after(text: str) -> str | None:
+            # a resource tracked under another policy's label (rebuild) carries it whole
+            try:
+                lab = parse_label(text, oldp.name)
+            except LabelError:
+                return None
+            name = lab.name
+            if lab.policy != oldp.name or not lab.valid:
+                known = newp.resource_label(name) is not None or name == UNLABELED
+                return name if lab.valid and lab.policy == newp.name and known else None
             if name in res_ren:
                 return res_ren[name]
             if name in (UNLABELED, INACCESSIBLE):
@@ -256,11 +292,13 @@ class PolicyChanges(DomainHooks):
         doms: list[Dom] = []
         relabeled: dict[Hashable, tuple[str, str]] = {}
         for d in self._domains.values():
-            if d.info.index < 0:  # tracked with an unknown label (rebuild): stays that way
+            if d.info.index < 0:  # tracked with a label the old policy does not resolve
+                nm = _unknown_after(d.info, oldp.name, newp.name, vm_after, new)
+                if nm is None:  # the new policy does not resolve it either: stays that way
+                    doms.append(Dom(d.key, d.domid, d.info, d.resources))
+                    continue
+            else:
                 nm = vm_after(d.info.name)
-                doms.append(Dom(d.key, d.domid, new.vm[nm] if nm else d.info, d.resources))
-                continue
-            nm = vm_after(d.info.name)
             if nm is None:
                 errors.append(
                     UpdateError(
@@ -387,7 +425,7 @@ class PolicyChanges(DomainHooks):
                     try:
                         info = self._resolve_vm(label)
                     except LabelError as exc:
-                        info = _invalid_info(str(label))
+                        info = _invalid_info(label, self._compiled.name)
                         problems.append(
                             UpdateError(
                                 int(exc.xserr),

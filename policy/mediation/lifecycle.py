@@ -59,14 +59,14 @@ class DomainHooks(SharingHooks):
         missing = sorted(info.ste_types - ref.ste_types)
         who = self._dom0 if self._dom0 is not None else "the management domain"
         if not info.ste_types:
-            why = f"label {self._fmt(info.name)} has no STE type at all"
+            why = f"label {self._fmt(info)} has no STE type at all"
         elif missing:
             why = (
-                f"{who}'s label {self._fmt(ref.name)} lacks STE type(s) "
-                f"{', '.join(missing)} of label {self._fmt(info.name)}"
+                f"{who}'s label {self._fmt(ref)} lacks STE type(s) "
+                f"{', '.join(missing)} of label {self._fmt(info)}"
             )
         else:
-            why = f"{who}'s label {self._fmt(ref.name)} shares no STE type with it"
+            why = f"{who}'s label {self._fmt(ref)} shares no STE type with it"
         return deny(
             hook,
             RULE_AUTHORIZATION,
@@ -75,9 +75,9 @@ class DomainHooks(SharingHooks):
             Xserr.VM_NOT_AUTHORIZED,
             {
                 "domain": key,
-                "label": self._fmt(info.name),
+                "label": self._fmt(info),
                 "dom0": who,
-                "dom0_label": self._fmt(ref.name),
+                "dom0_label": self._fmt(ref),
                 "dom0_types": sorted(ref.ste_types),
                 "types": sorted(info.ste_types),
                 "missing_types": missing,
@@ -91,7 +91,7 @@ class DomainHooks(SharingHooks):
         what = f"domain {key!r}" if key is not None else "a domain"
         details: dict[str, Any] = {
             "domain": key,
-            "label": self._fmt(info.name),
+            "label": self._fmt(info),
             "types": sorted(info.chwall_types),
             "conflicts": conflicts,
         }
@@ -105,7 +105,7 @@ class DomainHooks(SharingHooks):
             )
             holders = sorted({repr(x["conflicting_domain"]) for x in conflicts})
             reason = (
-                f"Chinese Wall: {what} with label {self._fmt(info.name)} cannot run now: its "
+                f"Chinese Wall: {what} with label {self._fmt(info)} cannot run now: its "
                 f"type {f['type']} is in conflict set {f['conflict_set']!r} with type "
                 f"{f['conflicting_type']}, held by running domain {f['conflicting_domain']!r} "
                 f"({f['conflicting_label']}). Stop {', '.join(holders)} first, or use a label "
@@ -116,7 +116,7 @@ class DomainHooks(SharingHooks):
                 self._compiled.chwall_type_order[t] for t in info.chwall_cols if self._aggregate[t]
             ]
             reason = (
-                f"Chinese Wall: {what} with label {self._fmt(info.name)} cannot run now: "
+                f"Chinese Wall: {what} with label {self._fmt(info)} cannot run now: "
                 f"type(s) {', '.join(hit)} are in conflict with running domains"
             )
         return deny(hook, RULE_CHWALL, reason, Xserr.VM_IN_CONFLICT, details)
@@ -142,8 +142,8 @@ class DomainHooks(SharingHooks):
                     "label",
                     allow(
                         hook,
-                        f"label {self._fmt(info.name)} exists (ssidref {info.ssidref:#010x})",
-                        {"label": self._fmt(info.name), "ssidref": info.ssidref},
+                        f"label {self._fmt(info)} exists (ssidref {info.ssidref:#010x})",
+                        {"label": self._fmt(info), "ssidref": info.ssidref},
                     ),
                 )
             )
@@ -152,7 +152,7 @@ class DomainHooks(SharingHooks):
                 hook,
                 RULE_STATE,
                 f"domain {key!r} is already running (label "
-                f"{self._fmt(self._domains[key].info.name)}); stop it first",
+                f"{self._fmt(self._domains[key].info)}); stop it first",
                 Xserr.VM_WRONG_STATE,
                 {"domain": key},
             )
@@ -169,7 +169,7 @@ class DomainHooks(SharingHooks):
             collect.append(
                 (
                     "authorization",
-                    allow(hook, f"Domain-0's STE types include those of {self._fmt(info.name)}"),
+                    allow(hook, f"Domain-0's STE types include those of {self._fmt(info)}"),
                 )
             )
         agg = self._aggregate
@@ -190,7 +190,7 @@ class DomainHooks(SharingHooks):
                 collect.append(
                     (
                         "chinese_wall",
-                        allow(hook, f"no running domain conflicts with {self._fmt(info.name)}"),
+                        allow(hook, f"no running domain conflicts with {self._fmt(info)}"),
                     )
                 )
         for rname, rlabel in self._norm_resources(resources):
@@ -208,8 +208,8 @@ class DomainHooks(SharingHooks):
         if ok is None:
             ok = allow(
                 hook,
-                f"label {self._fmt(info.name)} may run now",
-                {"label": self._fmt(info.name), "ssidref": info.ssidref},
+                f"label {self._fmt(info)} may run now",
+                {"label": self._fmt(info), "ssidref": info.ssidref},
             )
             self._allow_cache[(hook, info.name)] = ok
         return ok
@@ -249,7 +249,7 @@ class DomainHooks(SharingHooks):
                 return self._deny_label("authorization", None, vm_label, exc)
             if self._authorized(info):
                 return allow(
-                    "authorization", f"Domain-0's STE types include those of {self._fmt(info.name)}"
+                    "authorization", f"Domain-0's STE types include those of {self._fmt(info)}"
                 )
             return self._deny_auth("authorization", None, info)
 

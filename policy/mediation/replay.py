@@ -92,7 +92,7 @@ def find_conflicts(
                             "conflict_set": c.conflict_order[si].name,
                             "conflicting_type": c.chwall_type_order[hcol],
                             "conflicting_domain": d.key,
-                            "conflicting_label": format_label(c.name, d.info.name),
+                            "conflicting_label": d.info.display(c.name),
                         },
                     )
                 )
@@ -130,7 +130,7 @@ def replay(
                 msg = (
                     f"Chinese Wall conflict between domains {f['conflicting_domain']!r} "
                     f"({f['conflicting_label']}) and {d.key!r} "
-                    f"({format_label(c.name, d.info.name)}): types {f['conflicting_type']} and "
+                    f"({d.info.display(c.name)}): types {f['conflicting_type']} and "
                     f"{f['type']} are both in conflict set {f['conflict_set']!r}"
                 )
             else:
@@ -153,7 +153,7 @@ def replay(
                     UpdateError(
                         int(Xserr.RESOURCE_ACCESS),
                         d.domid,
-                        f"domain {d.key!r} ({format_label(c.name, d.info.name)}, STE types "
+                        f"domain {d.key!r} ({d.info.display(c.name)}, STE types "
                         f"{', '.join(sorted(d.info.ste_types)) or 'none'}) would lose access to "
                         f"resource {r.name!r} ({format_label(c.name, r.label)}, STE type "
                         f"{', '.join(sorted(r.info.ste_types)) or 'none'}): no common STE type",
@@ -175,8 +175,8 @@ def replay(
                 UpdateError(
                     code,
                     ((da.domid & 0xFFFF) << 16) | (db.domid & 0xFFFF),
-                    f"the {what} between {a!r} ({format_label(c.name, da.info.name)}) and {b!r} "
-                    f"({format_label(c.name, db.info.name)}) would share no STE type; close it "
+                    f"the {what} between {a!r} ({da.info.display(c.name)}) and {b!r} "
+                    f"({db.info.display(c.name)}) would share no STE type; close it "
                     "first",
                 )
             )

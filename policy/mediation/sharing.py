@@ -121,7 +121,7 @@ class SharingHooks(MediatorState):
                 {
                     "resource": rname,
                     "resource_label": str(res_label),
-                    "vm_label": self._fmt(info.name),
+                    "vm_label": self._fmt(info),
                 },
             )
         if rinfo is None:
@@ -135,7 +135,7 @@ class SharingHooks(MediatorState):
                 {
                     "resource": rname,
                     "resource_label": INACCESSIBLE,
-                    "vm_label": self._fmt(info.name),
+                    "vm_label": self._fmt(info),
                 },
             )
         if info.ste_mask & rinfo.ste_mask:
@@ -228,7 +228,7 @@ class SharingHooks(MediatorState):
         if v is None:
             v = allow(
                 hook,
-                f"labels {self._fmt(da.info.name)} and {self._fmt(db.info.name)} share an STE type",
+                f"labels {self._fmt(da.info)} and {self._fmt(db.info)} share an STE type",
             )
             self._allow_cache[k] = v
         return v

@@ -158,8 +158,12 @@ class MediatorState:
             n += 1
         return n
 
-    def _fmt(self, name: str) -> str:
-        return format_label(self._compiled.name, name)
+    def _fmt(self, label: str | LabelInfo) -> str:
+        """A label for messages: a compiled label as the domain carries it, or a name of the
+        active policy."""
+        if isinstance(label, LabelInfo):
+            return label.display(self._compiled.name)
+        return format_label(self._compiled.name, label)
 
     # -------------------------------------------------- label resolution
     def _resolve_vm(self, label: str | Label | None) -> LabelInfo:
@@ -296,11 +300,12 @@ class MediatorState:
         return cid
 
     def _running_entry(self, d: Dom) -> RunningDomain:
+        origin = d.info.origin
         return RunningDomain(
             d.key,
             d.domid,
-            self._compiled.name,
-            d.info.name,
+            origin.policy if origin is not None else self._compiled.name,
+            origin.name if origin is not None else d.info.name,
             d.info.ssidref,
             tuple((r.name, r.label) for r in d.resources),
         )
