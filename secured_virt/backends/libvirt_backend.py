@@ -736,6 +736,12 @@ class LibvirtBackend:
     def snapshot_revert(self, name: str, snap: str) -> None:
         self._do("revert", name, lambda d: d.revertToSnapshot(self._snap(d, name, snap), 0))
 
+    def snapshot_xml(self, name: str, snap: str) -> str:
+        """The snapshot's XML description, with the domain definition a revert brings back."""
+        return self._do(
+            "read a snapshot of", name, lambda d: self._snap(d, name, snap).getXMLDesc(0)
+        )
+
     def snapshot_delete(self, name: str, snap: str) -> None:
         self._do("delete a snapshot of", name, lambda d: self._snap(d, name, snap).delete(0))
 

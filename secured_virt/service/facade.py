@@ -5,7 +5,10 @@ users over its socket) call ``Service.handle(identity, request, interaction)``; 
 touches the backend.  So the two can never disagree about what is allowed.
 
 Every handler follows the same shape: resolve the target (the VM, or the host object) ->
-``Gate.authorize`` (RBAC, PAM, ACM, audit) -> backend call -> ``Gate.finish`` with the outcome.
+the operation's row in the mediation table (``mediation``) says which steps it needs ->
+``Gate.authorize`` (RBAC, PAM, then under the host-wide ACM lock the ACM steps, audit) ->
+fence and allow-list -> backend call pinned to the checked UUID -> ``Gate.finish`` with the
+outcome, whatever happened (an unexpected exception included).
 Replies carry structured data; ``secured_virt.cli.render`` turns it into virsh-style text on the
 client side.
 """
@@ -13,6 +16,7 @@ client side.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -35,8 +39,8 @@ from secured_virt.requests import (
     Request,
 )
 from secured_virt.rolefiles.store import PolicyStore
-from secured_virt.shype import INSTANTIATING
 
+from . import mediation
 from .devices import DeviceCommands
 from .errors import NullInteraction, UserError
 from .host import HostCommands
@@ -44,8 +48,11 @@ from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
 from .queries import QueryCommands
 from .shype_policy import PolicyCommands
+from .steps import MediationSteps, _LazyEffect
 from .storage import StorageCommands
 from .support import _missing, _say
+
+log = logging.getLogger("secured_virt.service")
 
 
 class Service(
@@ -56,6 +63,7 @@ class Service(
     LabelCommands,
     HostCommands,
     PolicyCommands,
+    MediationSteps,
 ):
     """The façade: what every command shares.  The commands are in the mixins above."""
 
@@ -203,6 +211,13 @@ class Service(
             reply = Reply(EXIT_FAILED, message=str(exc))
         except BackendError as exc:
             reply = Reply(EXIT_FAILED, message=str(exc))
+        except Exception as exc:  # a bug must not take the front-end down or hide as "denied"
+            log.exception("internal error in %s", request.command)
+            reply = Reply(
+                EXIT_FAILED,
+                message=f"{request.command}: internal error ({type(exc).__name__}: {exc}); "
+                "nothing more was done — please report it with the svirtd log",
+            )
         if reply.status == EXIT_DENIED:
             self._count("denied")
         elif reply.status == EXIT_OK:
@@ -253,34 +268,104 @@ class Service(
         interaction,
         action: Callable[[Any], Any],
         acm_check=None,
+        *,
+        effect: Callable[[Any], mediation.Effect] | None = None,
+        performs=(),
     ):
         """Authorize op on the named VM, then run action(info) and audit the outcome.
 
-        Operations that instantiate a domain (start, ...) are also checked against the active
-        sHype/ACM policy (``acm_check`` replaces that check, e.g. for migration).  A VM that
-        does not exist is refused like any other until the gate allowed the request, so its
-        absence is only told to those who may act on it."""
+        ``effect(info)`` describes what the request would make the VM reach, for the steps of
+        the operation's row that inspect it (see ``mediation``); ``performs`` names the command
+        steps the command does itself; ``acm_check`` is a command's own ACM check (migration's
+        destination).  A VM that does not exist is refused like any other until the gate
+        allowed the request, so its absence is only told to those who may act on it."""
         op = self._op(op_name)
         target, info = self._resolve(name)
         if not target.exists:
-            return self._gated(ident, op, target, interaction, _missing(name))
-        if acm_check is None and self.acm is not None and op_name in INSTANTIATING:
-            acm_check = lambda: self._acm_for_domain(name)  # noqa: E731
-        return self._gated(ident, op, target, interaction, lambda: action(info), acm_check)
+            return self._gated(
+                ident, op, target, interaction, _missing(name), acm_check, performs=performs
+            )
+        make = (lambda: effect(info)) if effect is not None else None
+        return self._gated(
+            ident,
+            op,
+            target,
+            interaction,
+            lambda: action(info),
+            acm_check,
+            effect=make,
+            performs=performs,
+        )
 
-    def _gated(self, ident, op, target: Target, interaction, fn, acm_check=None) -> Reply:
-        """The one path from a request to the hypervisor: the gate's decision (audited), then
-        fn() with its outcome audited.  With an ACM check, both happen under the host-wide
-        instantiation lock, so nothing can start in between.  fn() runs with the target VM
-        pinned to the UUID the decision saw (Backend.pinned)."""
-        lock = self.acm.exclusive() if acm_check is not None else contextlib.nullcontext()
-        with lock:
-            v = self.gate.authorize(ident, op, target, interaction, acm_check)
-            if not v.allowed:
-                return self._denied(v)
+    def _gated(
+        self,
+        ident,
+        op,
+        target: Target,
+        interaction,
+        fn,
+        acm_check=None,
+        *,
+        effect: Callable[[], mediation.Effect] | None = None,
+        performs=(),
+    ) -> Reply:
+        """The one path from a request to the hypervisor, driven by the operation's row.
+
+        Without a row (or with a command that does not claim its command steps) the request
+        is refused, audited.  With sHype/ACM on and the row asking for the lock, the caller is
+        authenticated first, *then* the host-wide lock is taken and RBAC decided again with the
+        ACM steps (nobody's password prompt holds the lock).  fn() runs pinned to the UUID the
+        decision saw, after the fence and the allow-list, and its outcome is always audited."""
+        try:
+            row = mediation.row(op.name)
+            if target.exists:  # a missing VM runs nothing: the action only says it is missing
+                mediation.check_claims(row, performs, has_acm_check=acm_check is not None)
+        except mediation.Unmediated as exc:
+            why = str(exc)
+            v = self.gate.authorize(
+                ident, op, target, interaction, checks=(("mediation", lambda: (False, why)),)
+            )
+            return self._denied(v)
+        steps = mediation.applicable(
+            row,
+            acm_on=self.acm is not None,
+            privileged=self._privileged(ident),
+            exists=target.exists,
+        )
+        lazy = _LazyEffect(self, target, effect)
+        checks = ()
+        if target.exists and any(s in steps for s in (mediation.ACM_VM, mediation.ACM_RESOURCES)):
+            checks = (("acm", self._acm_steps(target.name, steps, lazy, acm_check)),)
+        elif acm_check is not None and self.acm is not None:
+            checks = (("acm", acm_check),)
+        if mediation.ACM_LOCK not in steps:
+            v = self.gate.authorize(ident, op, target, interaction, checks=checks)
+            return self._after_decision(v, op, target, steps, lazy, fn)
+        pre = self.gate.preauthenticate(ident, op, target, interaction)
+        if not pre.allowed:
+            return self._denied(pre)
+        with self.acm.exclusive():
+            v = self.gate.authorize(
+                ident, op, target, None, checks=checks, authenticated=pre.authenticated
+            )
+            return self._after_decision(v, op, target, steps, lazy, fn)
+
+    def _after_decision(self, v: Verdict, op, target: Target, steps, lazy, fn) -> Reply:
+        if not v.allowed:
+            return self._denied(v)
+        if target.exists and target.uuid:
+            fn = self._pinned(target, fn)
+        action = fn
+
+        def mediated():
             if target.exists:
-                fn = self._pinned(target, fn)
-            return self._perform(v, fn)
+                self._confinement_steps(op.name, steps, lazy)
+            data = action()
+            if target.exists and mediation.LABEL_CURRENT in steps:
+                self._keep_current_label(target.name, lazy.get())
+            return data
+
+        return self._perform(v, mediated)
 
     def _pinned(self, target: Target, fn):
         """fn, acting on the VM that was checked, not on whatever bears its name by now."""
@@ -302,25 +387,9 @@ class Service(
             return False, v.reason, "state"
         return False, verdict_text(v)
 
-    def _acm_for_domain(self, name: str) -> tuple[bool, str]:
-        try:
-            label = self.acm.vm_label(name)
-            resources = self.acm.resources_of(name)
-        except Exception as exc:  # fail closed: an unreadable label is no label to run with
-            return False, f"cannot determine the security label of '{name}': {exc}"
-        return self._acm_verdict(name, label, resources)
-
-    def _acm_for_xml(self, name: str, xml: str, meta: vmmeta.VmMeta) -> tuple[bool, str]:
-        import policy
-
-        label = policy.format_label(meta.label_policy or "", meta.label) if meta.label else None
-        try:
-            resources = self.acm.resources_of_xml(name, xml)
-        except Exception as exc:
-            return False, f"cannot read the devices of '{name}': {exc}"
-        return self._acm_verdict(name, label, resources)
-
     def _perform(self, v: Verdict, fn: Callable[[], Any]) -> Reply:
+        """Run an allowed action; its outcome is audited whatever happens, so no allowed
+        decision is ever left "pending" (an unexpected exception is a failure, exit 1)."""
         try:
             data = fn()
         except BackendError as exc:
@@ -329,8 +398,25 @@ class Service(
         except UserError as exc:
             self.gate.finish(v, f"error: {exc}")
             return Reply(exc.status, message=str(exc))
+        except Exception as exc:
+            log.exception("internal error performing %s", v.op.name if v.op else "?")
+            self.gate.finish(v, f"error: internal: {type(exc).__name__}: {exc}")
+            what = v.op.name if v.op else "the request"
+            return Reply(
+                EXIT_FAILED,
+                message=f"{what}: internal error ({type(exc).__name__}: {exc}); the outcome "
+                "is recorded in the audit log — please report it with the svirtd log",
+            )
         self.gate.finish(v, "ok")
         return Reply(EXIT_OK, data=data)
+
+    def _bound_labels(self):
+        """Where labels stay bound to UUIDs (the ACM state directory)."""
+        if self.acm is not None:
+            return self.acm.bound
+        from secured_virt.shype.bound import BoundLabels
+
+        return BoundLabels(self.config.acm_state_dir)
 
     def _simple(self, ident, op_name, args, interaction, method, message):
         name = args.get("domain")

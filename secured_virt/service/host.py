@@ -21,8 +21,8 @@ class HostCommands:
         ActiveRoles.from_config(self.config).forget(ident.uid)
         return Reply(EXIT_OK, data={"message": ""})
 
-    def _host_op(self, ident, op_name, interaction, action):
-        v = self.gate.authorize(ident, self._op(op_name), self.host_target(), interaction)
-        if not v.allowed:
-            return self._denied(v)
-        return self._perform(v, action)
+    def _host_op(self, ident, op_name, interaction, action, performs=()):
+        """Gate on the host object through the mediation table (``_gated``)."""
+        return self._gated(
+            ident, self._op(op_name), self.host_target(), interaction, action, performs=performs
+        )

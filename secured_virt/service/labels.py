@@ -130,7 +130,9 @@ class LabelCommands:
 
         op = self._op("setlabel-resource")
         check = self._bootstrap_rule(ident, acm, f"resource {res}", label, current)
-        return self._gated(ident, op, target, interaction, act_res, check)
+        return self._gated(
+            ident, op, target, interaction, act_res, check, performs=("acm_label",)
+        )
 
     def _label_vm(self, ident, acm, op_name: str, name, label, interaction):
         """setlabel (inactive VM) and relabel (checked against the running domains)."""
@@ -166,7 +168,9 @@ class LabelCommands:
             return {"message": f"Domain '{name}' relabelled ACM:{acm.active.name}:{label}{tail}"}
 
         check = self._bootstrap_rule(ident, acm, f"VM '{name}'", label, current)
-        return self._gated(ident, op, target, interaction, act, check)
+        return self._gated(
+            ident, op, target, interaction, act, check, performs=("acm_label",)
+        )
 
     def _cmd_relabel(self, ident, args, interaction):
         acm = self._need_acm()

@@ -2,17 +2,18 @@
 reset, destroy, suspend, resume, undefine, define, create, autostart, console.
 
 define and create take the caller's domain XML through ``vmmeta.prepare_user_domain_xml``, so
-owner, label and the disk fence are applied in one place.
+owner, label and the disk fence are applied in one place; a label recorded for the XML's UUID
+(``shype.bound``) comes back with it.  What each command must pass is its row in
+``mediation``; the commands here only say what the request would reach (an ``Effect``).
 """
 
 from __future__ import annotations
 
 from secured_virt.access.gate import acting_as
-from secured_virt.backends.base import BackendError
 from secured_virt.confinement import vmmeta
-from secured_virt.requests import EXIT_FAILED, EXIT_OK, Reply
-from secured_virt.shype import INSTANTIATING
+from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
 
+from . import mediation
 from .errors import NullInteraction, UserError
 from .support import _say
 
@@ -30,7 +31,15 @@ class LifecycleCommands:
                 self.backend.suspend(name)
             return {"message": f"Domain '{name}' started"}
 
-        return self._run(ident, "start", name, interaction, act)
+        # the definition that will run: its disks are fenced again and checked by the ACM
+        return self._run(
+            ident,
+            "start",
+            name,
+            interaction,
+            act,
+            effect=lambda info: mediation.Effect(domain_xml=self.backend.dumpxml(name)),
+        )
 
     def _cmd_shutdown(self, ident, args, interaction):
         return self._simple(
@@ -55,23 +64,36 @@ class LifecycleCommands:
         return self._simple(ident, "resume", args, interaction, "resume", "Domain '%s' resumed")
 
     def _cmd_undefine(self, ident, args, interaction):
-        return self._simple(
-            ident, "undefine", args, interaction, "undefine", "Domain '%s' has been undefined"
-        )
+        name = args.get("domain")
+
+        def act(info):
+            meta = self._meta(name)
+            if meta.label and info.uuid:  # the label outlives the definition (shype.bound)
+                self._bound_labels().bind(info.uuid, name, meta)
+            self.backend.undefine(name)
+            return {"message": f"Domain '{name}' has been undefined"}
+
+        return self._run(ident, "undefine", name, interaction, act, performs=(mediation.OWNERSHIP,))
 
     def _from_xml(self, ident, args, interaction, op_name: str, method: str, verb: str):
         xml = args.get("xml")
         if not isinstance(xml, str):
             raise UserError(f"{op_name}: the domain XML must be given (svirsh reads FILE as you)")
         owner = acting_as(ident) or (None if ident.uid == 0 else ident.user)
+        src_name = args.get("file") or "domain XML"
         try:
-            name = vmmeta.parse_domain_xml(xml).findtext("name").strip()
+            root = vmmeta.parse_domain_xml(xml)
         except vmmeta.DomainXmlError as exc:
-            raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
+            raise UserError(f"{src_name}: {exc}") from None
+        name = root.findtext("name").strip()
+        uuid = (root.findtext("uuid") or "").strip() or None
         target, _info = self._resolve(name)
         # redefining (or creating from) an existing domain keeps its owner and label: a new
         # XML must not shed the label the ACM checks, nor move the VM to the caller
         keep = self._meta(name) if target.exists else None
+        refusal = None
+        if keep is None:
+            keep, refusal = self._bound_meta(ident, uuid, owner)
         try:
             name, prepared = vmmeta.prepare_user_domain_xml(
                 xml,
@@ -79,28 +101,63 @@ class LifecycleCommands:
                 privileged=self._privileged(ident),
                 keep=keep,
                 disk_dirs=self._disk_dirs(),
+                reserved_names=(getattr(self.config, "host_object", "Domain-0"),),
             )
         except vmmeta.DomainXmlError as exc:
-            raise UserError(f"{args.get('file') or 'domain XML'}: {exc}") from None
+            raise UserError(f"{src_name}: {exc}") from None
         if not target.exists:
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
-            target.attrs = {"owner": owner} if owner else {}
+            target.attrs = (keep or vmmeta.VmMeta(owner=owner)).attrs()
         src = args.get("file") or "XML"
-        acm_check = None
-        if self.acm is not None and op_name in INSTANTIATING:
-            acm_check = lambda: self._acm_for_xml(  # noqa: E731
-                name, prepared, vmmeta.from_domain_xml(prepared)[2]
-            )
+
+        def act():
+            if refusal is not None:  # after the (audited) decision, so it is on record
+                raise UserError(refusal, EXIT_DENIED)
+            self._check_image_sharing(ident, name, prepared)  # another owner's image: exit 3
+            getattr(self.backend, method)(prepared)
+            return {"message": f"Domain '{name}' {verb} from {src}"}
+
+        effect = mediation.Effect(
+            domain_xml=prepared, meta=vmmeta.from_domain_xml(prepared)[2], running=False
+        )
         return self._gated(
             ident,
             self._op(op_name),
             target,
             interaction,
-            _say(
-                f"Domain '{name}' {verb} from {src}",
-                lambda: getattr(self.backend, method)(prepared),
-            ),
-            acm_check,
+            act,
+            effect=lambda: effect,
+            performs=(mediation.OWNERSHIP,),
+        )
+
+    def _bound_meta(self, ident, uuid: str | None, owner: str | None):
+        """(metadata to keep, refusal or None) for a new definition with ``uuid``.
+
+        A label recorded for that UUID (the VM was labelled, then undefined) comes back with
+        it: that is what "labels stay bound to the UUID" means.  Giving it back to a caller
+        who did not own that VM would hand them the label's STE types (its tenant's data), so
+        only root acting as itself, or the VM's recorded owner, may define that UUID again;
+        anyone else is refused and told to leave out <uuid> (a new VM, unlabelled)."""
+        from secured_virt.shype.bound import BoundLabelsError
+
+        try:
+            rec = self._bound_labels().get(uuid)
+        except BoundLabelsError as exc:
+            raise UserError(
+                f"the labels bound to UUIDs cannot be read: {exc}", EXIT_FAILED
+            ) from None
+        if rec is None:
+            return None, None
+        old_name, meta = rec
+        if self._privileged(ident):
+            return meta, None
+        if meta.owner and meta.owner == owner:
+            return vmmeta.VmMeta(owner, meta.label_policy, meta.label), None
+        return None, (
+            f"UUID {uuid} belonged to VM '{old_name}', labelled "
+            f"ACM:{meta.label_policy}:{meta.label}; that label stays bound to the UUID, so "
+            f"only root{' or ' + meta.owner if meta.owner else ''} may define it again. Leave "
+            "out <uuid> to define a new VM"
         )
 
     def _cmd_define(self, ident, args, interaction):
@@ -121,20 +178,21 @@ class LifecycleCommands:
         )
 
     def open_console(self, ident, name: str, interaction=None):
-        """Gate-check 'console' on name; returns (reply, stream or None)."""
+        """Gate-check 'console' on name (its row in the mediation table, like every other
+        command); returns (reply, stream or None).  The console is opened on the VM with the
+        UUID the decision saw (pinned), never on one defined under its name since."""
         interaction = interaction or NullInteraction()
         op = self._op("console")
         target, _info = self._resolve(name)
-        v = self.gate.authorize(ident, op, target, interaction)
-        if not v.allowed:
-            return self._denied(v), None
+        opened = []
+
+        def act():
+            opened.append(self.backend.open_console(name))
+            return {"message": f"Connected to domain '{name}'"}
+
         if not target.exists:
-            self.gate.finish(v, "error: no such domain")
-            return Reply(EXIT_FAILED, message=f"failed to get domain '{name}'"), None
-        try:
-            stream = self.backend.open_console(name)
-        except BackendError as exc:
-            self.gate.finish(v, f"error: {exc}")
-            return Reply(EXIT_FAILED, message=str(exc)), None
-        self.gate.finish(v, "ok: console opened")
-        return Reply(EXIT_OK, data={"message": f"Connected to domain '{name}'"}), stream
+            from .support import _missing
+
+            act = _missing(name)  # a VM that is not there is told after the gate
+        reply = self._gated(ident, op, target, interaction, act)
+        return reply, (opened[0] if opened and reply.ok else None)

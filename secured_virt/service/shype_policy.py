@@ -111,7 +111,9 @@ class PolicyCommands:
             self.gate.may(ident, self._op(n), host) for n in ("policy-load", "policy-update")
         ):
             # refused before the caller's XML is parsed; the denial is audited as usual
-            return self._host_op(ident, "policy-load", interaction, _policy_changed)
+            return self._host_op(
+                ident, "policy-load", interaction, _policy_changed, performs=("acm_policy",)
+            )
         try:
             new = policy.AcmPolicy.from_xml(xml.encode(), source=args.get("file") or "policy")
             compiled = new.compile()
@@ -149,7 +151,7 @@ class PolicyCommands:
                 "flags": st.flags,
             }
 
-        return self._host_op(ident, op_name, interaction, act)
+        return self._host_op(ident, op_name, interaction, act, performs=("acm_policy",))
 
     _cmd_policy_update = _cmd_policy_load
 
@@ -163,7 +165,7 @@ class PolicyCommands:
                 raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
             return {"message": st.message}
 
-        return self._host_op(ident, "policy-reset", interaction, act)
+        return self._host_op(ident, "policy-reset", interaction, act, performs=("acm_policy",))
 
     def _cmd_policy_rm_boot(self, ident, args, interaction):
         acm = self._need_acm()

@@ -20,8 +20,12 @@ from secured_virt.confinement import vmmeta
 from secured_virt.fsutil import UnsafeFileError, check_entry, open_secure_dir
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_FAILED
 
+from . import mediation
 from .errors import UserError
 from .support import _say
+
+#: snapshot states after whose revert the domain runs (libvirt's virDomainSnapshotState words)
+_RUNNING_SNAPSHOT_STATES = ("running", "paused", "blocked", "pmsuspended", "shutdown", "crashed")
 
 _SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -89,7 +93,7 @@ class StorageCommands:
             self.backend.save(name, path)
             return {"message": f"Domain '{name}' saved to {path}"}
 
-        return self._run(ident, "save", name, interaction, act)
+        return self._run(ident, "save", name, interaction, act, performs=(mediation.SAVE_PATH,))
 
     def _cmd_restore(self, ident, args, interaction):
         path = self.save_path(ident, args.get("file") or "")
@@ -102,16 +106,46 @@ class StorageCommands:
             name, uuid, meta = vmmeta.from_domain_xml(xml)
         except vmmeta.DomainXmlError as exc:
             raise UserError(f"save image {path}: {exc}", EXIT_FAILED) from None
-        target = Target(name, uuid, meta.attrs(), exists=True)
-        acm_check = (lambda: self._acm_for_xml(name, xml, meta)) if self.acm is not None else None
+        # the label (and owner) the VM has *now* decide and stay, not the image's: a domain
+        # relabelled since the save must not come back under its old label
+        current = self._current_meta(name, uuid, meta)
+        target = Target(name, uuid, current.attrs(), exists=True)
+        effect = mediation.Effect(domain_xml=xml, meta=current, running=True)
         return self._gated(
             ident,
             self._op("restore"),
             target,
             interaction,
             _say(f"Domain restored from {path}", lambda: self.backend.restore(path)),
-            acm_check,
+            effect=lambda: effect,
+            performs=(mediation.SAVE_PATH,),
         )
+
+    def _current_meta(self, name: str, uuid: str | None, image_meta: vmmeta.VmMeta):
+        """The owner and label a VM coming back (restore) has now: those of the defined
+        domain with that UUID if it is labelled, else the label bound to the UUID, else what
+        the image carries (a label travels with its save image to another host, seed 001)."""
+        from secured_virt.shype.bound import BoundLabelsError
+
+        try:
+            info = self.backend.lookup(name)
+        except BackendError:
+            info = None
+        local = None
+        if info is not None and uuid and info.uuid.lower() == uuid.lower():
+            local = self._meta(name)
+            if local.label:
+                return local
+        try:
+            rec = self._bound_labels().get(uuid)
+        except BoundLabelsError as exc:
+            raise UserError(
+                f"the labels bound to UUIDs cannot be read: {exc}", EXIT_FAILED
+            ) from None
+        found = rec[1] if rec is not None else image_meta
+        if local is not None and local.owner:
+            return vmmeta.VmMeta(local.owner, found.label_policy, found.label)
+        return found
 
     def _cmd_migrate(self, ident, args, interaction):
         name, dest = args.get("domain"), args.get("desturi")
@@ -141,7 +175,13 @@ class StorageCommands:
                 return False, f"cannot check the destination's sHype/ACM policy: {exc}"
 
         return self._run(
-            ident, "migrate", name, interaction, act, acm_check if acm is not None else None
+            ident,
+            "migrate",
+            name,
+            interaction,
+            act,
+            acm_check if acm is not None else None,
+            performs=(mediation.ACM_DESTINATION, mediation.DESTINATION_LISTED),
         )
 
     def _check_user_destination(self, dest: str) -> None:
@@ -168,13 +208,35 @@ class StorageCommands:
         return self._run(ident, "snapshot-create", name, interaction, act)
 
     def _cmd_snapshot_revert(self, ident, args, interaction):
-        name = args.get("domain")
+        """Revert, mediated as a start from the snapshot's definition under the VM's *current*
+        label, which the reverted domain is then given back (the snapshot holds the label it
+        had when it was taken)."""
+        name, snap = args.get("domain"), args.get("snapshot")
+        if not isinstance(snap, str) or not snap:
+            raise UserError("snapshot-revert: a snapshot name is required")
+
+        def effect(info):
+            read = getattr(self.backend, "snapshot_xml", None)
+            if read is None:
+                raise BackendError(
+                    "unsupported", "this backend cannot show a snapshot's definition"
+                )
+            state, dom_xml = _snapshot_definition(read(name, snap), name, snap)
+            return mediation.Effect(
+                domain_xml=dom_xml,
+                meta=self._meta(name),
+                instantiates=state in _RUNNING_SNAPSHOT_STATES,
+                replaces_running=info.id is not None,
+                running=info.id is not None,
+            )
+
         return self._run(
             ident,
             "snapshot-revert",
             name,
             interaction,
-            _say("", lambda: self.backend.snapshot_revert(name, args["snapshot"])),
+            _say("", lambda: self.backend.snapshot_revert(name, snap)),
+            effect=effect,
         )
 
     def _cmd_snapshot_delete(self, ident, args, interaction):
@@ -188,3 +250,22 @@ class StorageCommands:
                 f"Domain snapshot {snap} deleted", lambda: self.backend.snapshot_delete(name, snap)
             ),
         )
+
+
+def _snapshot_definition(snap_xml: str, name: str, snap: str) -> tuple[str, str]:
+    """(state, domain XML) of a snapshot's XML description."""
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    try:
+        root = etree.fromstring(snap_xml.encode(), parser)
+    except etree.XMLSyntaxError as exc:
+        raise BackendError("operation-failed", f"snapshot {snap} of '{name}': {exc}") from None
+    dom = root.find("domain")
+    if dom is None:
+        raise BackendError(
+            "operation-failed",
+            f"snapshot {snap} of '{name}' holds no domain definition, so what it would run "
+            "cannot be checked; refusing to revert to it",
+        )
+    return (root.findtext("state") or "").strip(), etree.tostring(dom, encoding="unicode")

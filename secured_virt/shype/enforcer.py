@@ -11,10 +11,17 @@ hypervisor:
   store, so XsmHost's label calls and its rename bookkeeping on policy updates act on the real
   domains.  Resource (disk) and VIF labels stay in XsmHost's JSON file in the ACM state dir.
 * **Never drifting.**  Before every check the mediation state is rebuilt from what the
-  hypervisor really runs (``sync``) — in svirtd and in each direct svirsh invocation alike.
+  hypervisor really runs (``sync``) — in svirtd and in each direct svirsh invocation alike —
+  with each running domain's resources read from its *live* XML: a disk attached to the
+  running instance only is still a disk it uses.
+* **Labels bound to UUIDs.**  Every label written to a domain is also recorded by UUID
+  (``bound.BoundLabels``), so a label survives undefine, and a define of the same UUID gets it
+  back instead of running unlabelled.
 * **Atomic host-wide.**  ``exclusive()`` holds an flock on ``<acm_state_dir>/instantiate.lock``
   from the check until the hypervisor call has returned, so two concurrent starts of
   conflicting domains — from two processes or two daemon threads — can never both succeed.
+  It is re-entrant within one thread (a command that takes it inside the service's own
+  ``exclusive()`` must not deadlock on a second flock of the same file).
 """
 
 from __future__ import annotations
@@ -32,14 +39,16 @@ from secured_virt.backends.base import BackendError, NoSuchDomain
 from secured_virt.confinement import vmmeta
 
 from . import INSTANTIATING  # noqa: F401 - re-exported
+from .bound import BoundLabels
 
 
 class DomainLabelStore:
     """XsmHost's label store: VM labels on the domains themselves, the rest in JSON."""
 
-    def __init__(self, backend_getter: Callable, json_path: str):
+    def __init__(self, backend_getter: Callable, json_path: str, bound: BoundLabels | None = None):
         self._backend = backend_getter
         self._json = JsonLabelStore(json_path)
+        self._bound = bound
 
     def _meta(self, name: str) -> vmmeta.VmMeta:
         try:
@@ -97,6 +106,8 @@ class DomainLabelStore:
     def _write_meta(self, name: str, meta: vmmeta.VmMeta) -> None:
         backend = self._backend()
         info = backend.lookup(name)
+        if self._bound is not None and info.uuid:  # first: a label is never on a VM unrecorded
+            self._bound.bind(info.uuid, name, meta)
         backend.set_metadata(
             name,
             meta.to_xml(),
@@ -112,11 +123,13 @@ class AcmEnforcer:
         self.config = config
         self._backend = backend_getter
         os.makedirs(config.acm_state_dir, mode=0o755, exist_ok=True)
+        self.bound = BoundLabels(config.acm_state_dir)
         self.labels = DomainLabelStore(
-            backend_getter, os.path.join(config.acm_state_dir, "labels.json")
+            backend_getter, os.path.join(config.acm_state_dir, "labels.json"), self.bound
         )
         self.host = XsmHost(config.acm_state_dir, label_store=self.labels, dom0=config.host_object)
         self._thread_lock = threading.RLock()
+        self._held = threading.local()
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -143,13 +156,51 @@ class AcmEnforcer:
         return out
 
     def resources_of(self, name: str) -> dict[str, str | None]:
-        return self.resources_of_xml(name, self._backend().dumpxml(name, inactive=True))
+        """The resources a domain uses *now*: the live XML of a running domain (a disk
+        attached with --live is in it), the persistent one of an inactive domain."""
+        return self.resources_of_xml(name, self._backend().dumpxml(name, inactive=False))
 
-    def sync(self) -> list:
-        """Rebuild the mediation state from the domains that really run now."""
+    def resources_of_device(self, name: str, device_xml: str) -> dict[str, str | None]:
+        """The resources one device adds to ``name``: a disk's source, or the label of the
+        interface slot it would take (the next vif-N after the interfaces it has now)."""
+        from lxml import etree
+
+        dev = etree.fromstring(device_xml.encode())
+        wrapped = f"<domain><name>{name}</name><devices>{device_xml}</devices></domain>"
+        disks, _n = vmmeta.domain_devices(wrapped) if dev.tag == "disk" else ([], 0)
+        out: dict[str, str | None] = {}
+        for d in disks:
+            try:
+                key = canonical_resource(d)
+            except policy.XsmError:
+                key = d
+            out[key] = self.host.resource_get_label(key)
+        if dev.tag == "interface":
+            seen = set()
+            for inactive in (False, True):  # the slot in the live and in the persistent XML
+                _d, n = vmmeta.domain_devices(self._backend().dumpxml(name, inactive=inactive))
+                if n not in seen:
+                    seen.add(n)
+                    vif = self.host.vif_get_label(name, n)
+                    if vif is not None:
+                        out[f"vif-{n}"] = vif
+        return out
+
+    def check_resources(self, name: str, label: str | None, resources) -> policy.Verdict | None:
+        """STE for resources added to a domain: the first refusal, or None if all share a
+        type with ``label``."""
+        for res, rlabel in resources.items():
+            v = self.host.mediator.share_resource(label, rlabel, res)
+            if not v.allowed:
+                return v
+        return None
+
+    def sync(self, exclude=()) -> list:
+        """Rebuild the mediation state from the domains that really run now (``exclude``:
+        names to leave out, e.g. a domain whose running instance a revert replaces)."""
         running = []
         for d in self._backend().list_domains(include_inactive=False):
-            if d.name == self.config.host_object:
+            if d.name == self.config.host_object or d.name in exclude:
                 continue
             try:
                 running.append((d.name, self.vm_label(d.name), self.resources_of(d.name)))
@@ -159,8 +210,18 @@ class AcmEnforcer:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Host-wide: check and hypervisor call happen with nobody else instantiating."""
+        """Host-wide: check and hypervisor call happen with nobody else instantiating.
+
+        Re-entrant in one thread: the inner call only re-syncs."""
         with self._thread_lock:
+            if getattr(self._held, "depth", 0):
+                self._held.depth += 1
+                try:
+                    self.sync()
+                    yield
+                finally:
+                    self._held.depth -= 1
+                return
             fd = os.open(
                 os.path.join(self.config.acm_state_dir, "instantiate.lock"),
                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
@@ -168,8 +229,12 @@ class AcmEnforcer:
             )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                self.sync()
-                yield
+                self._held.depth = 1
+                try:
+                    self.sync()
+                    yield
+                finally:
+                    self._held.depth = 0
             finally:
                 os.close(fd)
 

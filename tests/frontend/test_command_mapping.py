@@ -117,7 +117,14 @@ GATED = sorted(
     # sHype/ACM on and are gated in test_acm.py
     if c.target == "domain" and n not in ("console", "setlabel", "relabel", "dry-run")
 )
-VALID = {"size": "512M", "count": "1", "file": "x.save", "desturi": "test:///default"}
+VALID = {
+    "size": "512M",
+    "count": "1",
+    "file": "x.save",
+    "desturi": "test:///default",
+    "target": "vdz",
+    "source": "/var/lib/libvirt/images/x.img",
+}
 
 
 @pytest.mark.parametrize("name", GATED)
@@ -125,6 +132,8 @@ def test_every_vm_command_is_gated(svc, name):
     """A user with no roles is refused every VM command, before the backend is touched."""
     cmd = COMMANDS[name]
     args = {a.dest: VALID.get(a.dest, "x") for a in cmd.args}
+    if name == "attach-interface":  # well-formed, so the refusal is the gate's
+        args.update(type="network", source="default")
     args["domain"] = "alice-web"
     r = svc.handle(ident("nobody"), Request(name, args))
     assert r.status == EXIT_DENIED and f"'{cmd.op}'" in r.message
