@@ -12,6 +12,11 @@ Why it looks the way it does:
   ``secured_virt.daemon.protocol``; the constants are duplicated here on purpose (importing the
   daemon package would pull the server in) and tests check that the two agree.
 * The client never says who it is: the daemon learns that from the kernel (SO_PEERCRED).
+  So under sudo (real uid 0, the invoker named by SUDO_UID/SUDO_USER) the socket is
+  connected with the *invoker's* effective uid, gid and groups (access.privdrop): svirtd then
+  sees, checks and audits the real caller, never root — whichever front-end or subcommand
+  asks (``sudo svirsh --daemon``, ``sudo svirt-admin reload``, an edit's reload...).  Cheap
+  for everyone else: one getuid() and, for root only, a look at SUDO_UID.
 
 API for the front-ends: :func:`daemon_available`, :func:`call`, :func:`console`,
 :func:`admin_status`, :func:`admin_reload`; failures to talk to the daemon raise
@@ -105,6 +110,53 @@ def _build_codec():
 _dumps, _loads = _build_codec()
 
 
+# -- who connects ---------------------------------------------------------------------------
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _as_invoker():
+    """A context in which connect() carries the real caller's credentials.
+
+    Nothing to do unless this is root with SUDO_UID set; then, if identity.py accepts the sudo
+    variables, the invoker's rights for the connect.  A switch that fails raises ClientError:
+    never fall back to connecting as root."""
+    if os.getuid() != 0 or not os.environ.get("SUDO_UID"):
+        return _Nothing()
+    from secured_virt.access.identity import sudo_invoker
+
+    pw = sudo_invoker()
+    if pw is None:  # SUDO_* that passwd does not confirm: the caller is root itself
+        return _Nothing()
+    from secured_virt.access.privdrop import caller_rights
+
+    return _Refusing(caller_rights(pw), pw.pw_name)
+
+
+class _Refusing:
+    """caller_rights() whose failure to switch is a ClientError naming the user."""
+
+    def __init__(self, ctx, user: str):
+        self.ctx, self.user = ctx, user
+
+    def __enter__(self):
+        try:
+            return self.ctx.__enter__()
+        except OSError as exc:
+            raise ClientError(
+                "identity",
+                f"running through sudo for {self.user}, but cannot connect to svirtd with "
+                f"{self.user}'s credentials ({exc}); refusing to connect as root",
+            ) from None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
 # -- one connection ---------------------------------------------------------------------------
 class _Session:
     """A connected, greeted socket to svirtd."""
@@ -113,7 +165,11 @@ class _Session:
         self.sock = _sock.socket(_sock.AF_UNIX, _sock.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self._connect(socket_path, timeout)
+            with _as_invoker():
+                self._connect(socket_path, timeout)
+        except ClientError:
+            self.sock.close()
+            raise
         except FileNotFoundError:
             self.sock.close()
             raise ClientError(

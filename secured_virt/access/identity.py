@@ -34,7 +34,9 @@ __all__ = [
     "ProcStat",
     "identify_peer",
     "identify_process",
+    "invoking_uid",
     "read_proc_stat",
+    "sudo_invoker",
     "tty_device_name",
 ]
 
@@ -244,6 +246,27 @@ def _sudo_caller() -> pwd.struct_passwd | None:
     except (KeyError, ValueError):
         return None
     return pw if pw.pw_uid == int(sudo_uid) else None
+
+
+def sudo_invoker() -> pwd.struct_passwd | None:
+    """The user this root process runs for under sudo, or None when there is none.
+
+    Real uid 0 with SUDO_UID/SUDO_USER agreeing with the passwd database (the rule
+    identify_process applies) and naming someone other than root.  Whatever such a process
+    does on the caller's behalf must carry the caller's identity and rights, not root's: the
+    policy decision (identify_process), the files named on the command line, and every
+    connection to svirtd (whose SO_PEERCRED would otherwise say uid 0)."""
+    if os.getuid() != 0:
+        return None
+    pw = _sudo_caller()
+    return pw if pw is not None and pw.pw_uid != 0 else None
+
+
+def invoking_uid() -> int:
+    """The uid whose choices the command line carries: under sudo the invoker, else the real
+    uid.  Options that are root's alone (``--config``, ``--connect``) are checked against it."""
+    pw = sudo_invoker()
+    return os.getuid() if pw is None else pw.pw_uid
 
 
 def _resolve_as(caller_uid: int, as_user: str | None) -> tuple[str | None, bool, int | None]:

@@ -14,11 +14,14 @@ from secured_virt.requests import EXIT_FAILED, EXIT_OK
 
 
 def _socket(args) -> str:
-    import os
-
+    """The configured socket.  ``--config`` is root's alone, and under sudo the caller is the
+    invoking user (so ``sudo svirt-admin --config X reload`` is refused, exit 4).  The client
+    connects with the invoker's credentials too, so svirtd checks *their* daemon-admin right
+    and audits them: ``sudo`` adds nothing to what ``svirt-admin reload`` may do."""
+    from secured_virt.access.identity import invoking_uid
     from secured_virt.config import load_config
 
-    return load_config(args.config, caller_uid=os.getuid()).socket
+    return load_config(args.config, caller_uid=invoking_uid()).socket
 
 
 def cmd_status(args) -> int:

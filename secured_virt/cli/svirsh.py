@@ -14,9 +14,11 @@ caller's rights (a root-only file stays unreadable), and ``--daemon`` (with or w
 ``--socket``) first drops root for good and connects as the caller — svirtd's SO_PEERCRED then
 names the real caller, whose roles decide and whose name is audited, and ``--as`` is refused
 and audited there as it is for any non-root caller.  Dropping rather than refusing keeps
-``sudo svirsh --daemon`` exactly what ``svirsh`` without sudo would do.  This module is the client's start-up path, so it imports
-only the standard library and the small request/render modules; the heavy parts (libvirt, lxml,
-rbac, policy) load only in direct mode.
+``sudo svirsh --daemon`` exactly what ``svirsh`` without sudo would do.
+
+This module is the client's start-up path, so it imports only the standard library and the
+small request/render modules; the heavy parts (libvirt, lxml, rbac, policy) load only in
+direct mode.
 """
 
 from __future__ import annotations

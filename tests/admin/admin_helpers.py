@@ -82,10 +82,12 @@ class AdminEnv:
     def run(
         self, *args: str, input: str = "", env: dict | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess:
-        """Run ``svirt-admin --config CONFIG ARGS...`` as root in a fresh process."""
+        """Run ``svirt-admin --config CONFIG ARGS...`` as root in a fresh process (under a
+        simulated sudo, ``env`` with SUDO_UID: CONFIG as the host's configuration instead,
+        since a sudo caller may not pass --config)."""
         base_env = child_env(env)
         return subprocess.run(
-            [PY, "-m", "secured_virt.cli.admin", "--config", str(self.config), *args],
+            self.argv(*args, sudo="SUDO_UID" in (env or {})),
             input=input,
             capture_output=True,
             text=True,
@@ -94,7 +96,13 @@ class AdminEnv:
             cwd="/",
         )
 
-    def argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str, sudo: bool = False) -> list[str]:
+        if sudo:  # --config is root's alone: CONFIG stands in for /etc/secured-virt's file
+            code = (
+                "import sys, secured_virt.config as c; c.CONFIG_PATH = sys.argv.pop(1); "
+                "from secured_virt.cli.admin import main; sys.exit(main(sys.argv[1:]))"
+            )
+            return [PY, "-c", code, str(self.config), *args]
         return [PY, "-m", "secured_virt.cli.admin", "--config", str(self.config), *args]
 
     def stale_temps(self) -> list[str]:

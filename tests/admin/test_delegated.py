@@ -141,7 +141,7 @@ def test_lock_holder_through_sudo_is_named(delegated_env, alice, shared_dir):
     delegated_env.write_config(editor=ed)
     env = child_env(sudo_env(alice))
     first = subprocess.Popen(
-        delegated_env.argv("edit", "pa"),
+        delegated_env.argv("edit", "pa", sudo=True),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
