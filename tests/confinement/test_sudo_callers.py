@@ -288,3 +288,91 @@ def test_sudo_define_reads_the_callers_own_file(host, alice, files, route):
     r = _run("svirsh", host.config, [*route, "define", str(mine)], sudo=alice)
     assert "cannot read" not in r.stderr, r.stderr
     assert r.returncode == 2 and "domain XML is not well-formed" in r.stderr, r.stderr
+
+
+# -- the one place that connects: every client call from a sudo process ----------------------
+_CLIENT_CALLS = (
+    "import sys; sys.path.insert(0, {repo!r})\n"
+    "import os\n"
+    "from secured_virt import client\n"
+    "from secured_virt.requests import Request\n"
+    "path, how = sys.argv[1], sys.argv[2]\n"
+    "if how == 'euid-bob':\n"
+    "    os.seteuid(int(sys.argv[3]))\n"
+    "calls = {{\n"
+    "    'call': lambda: client.call(path, Request('list', {{}}), password_cb=None, timeout=5),\n"
+    "    'status': lambda: client.admin_status(path, timeout=5),\n"
+    "    'reload': lambda: client.admin_reload(path, timeout=5),\n"
+    "    'console': lambda: client.console(path, 'vm', stdin_fd=0),\n"
+    "}}\n"
+    "try:\n"
+    "    calls[sys.argv[-1]]()\n"
+    "except client.ClientError as exc:\n"
+    "    print(exc.code, exc)\n"
+)
+
+
+@pytest.mark.parametrize("api", ["call", "status", "reload", "console"])
+def test_every_client_call_under_sudo_connects_as_the_caller(alice, api):
+    """Whatever a front-end asks svirtd (a request, status, reload, a console), a sudo process
+    connects with the invoker's uid, gid and groups: that is what SO_PEERCRED reports."""
+    import socket
+
+    d = Path(tempfile.mkdtemp(prefix="svt-sudo-peer-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    path = str(d / "sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o666)
+    srv.listen(1)
+    srv.settimeout(60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SUDO_UID": str(alice.pw_uid),
+        "SUDO_GID": str(alice.pw_gid),
+        "SUDO_USER": alice.pw_name,
+    }
+    proc = subprocess.Popen(
+        [PY, "-I", "-c", _CLIENT_CALLS.format(repo=str(REPO)), path, "sudo", api],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        conn, _ = srv.accept()
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        _pid, uid, gid = (int.from_bytes(raw[i : i + 4], sys.byteorder) for i in (0, 4, 8))
+        groups = conn.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_PEERGROUPS", 59), 256)
+        conn.close()
+    finally:
+        out, err = proc.communicate(timeout=60)
+        srv.close()
+        shutil.rmtree(d, ignore_errors=True)
+    assert (uid, gid) == (alice.pw_uid, alice.pw_gid), (out, err)
+    n = len(groups) // 4
+    peer_groups = {int.from_bytes(groups[4 * i : 4 * i + 4], sys.byteorder) for i in range(n)}
+    assert 0 not in peer_groups and peer_groups <= set(os.getgrouplist(alice.pw_name, alice.pw_gid))
+
+
+def test_a_sudo_process_that_cannot_switch_does_not_connect_as_root(alice, test_users):
+    """Real uid 0 but another effective uid (it cannot take on alice's rights): the client
+    refuses to connect rather than going on with whatever it has."""
+    bob = test_users["svt-bob"]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SUDO_UID": str(alice.pw_uid),
+        "SUDO_GID": str(alice.pw_gid),
+        "SUDO_USER": alice.pw_name,
+    }
+    code = _CLIENT_CALLS.format(repo=str(REPO))
+    r = subprocess.run(
+        [PY, "-I", "-c", code, "/nonexistent.sock", "euid-bob", str(bob.pw_uid), "call"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.stdout.startswith("identity "), (r.stdout, r.stderr)
+    assert "refusing to connect as root" in r.stdout
