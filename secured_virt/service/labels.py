@@ -126,7 +126,7 @@ class LabelCommands:
                 raise UserError(str(exc), EXIT_FAILED) from None
             if label in (None, ""):
                 return {"message": f"Resource {key} unlabelled"}
-            return {"message": f"Resource {key} labelled ACM:{acm.active.name}:{label}"}
+            return {"message": f"Resource {key} labelled {_shown(acm, label)}"}
 
         op = self._op("setlabel-resource")
         check = self._bootstrap_rule(ident, acm, f"resource {res}", label, current)
@@ -163,9 +163,9 @@ class LabelCommands:
                     raise UserError(f"relabel refused: {exc}", EXIT_DENIED) from None
                 raise UserError(str(exc), EXIT_FAILED) from None
             if op_name == "setlabel":
-                return {"message": f"Domain '{name}' labelled ACM:{acm.active.name}:{label}"}
+                return {"message": f"Domain '{name}' labelled {_shown(acm, label)}"}
             tail = f" (running, ssidref {ssidref:#x})" if ssidref else ""
-            return {"message": f"Domain '{name}' relabelled ACM:{acm.active.name}:{label}{tail}"}
+            return {"message": f"Domain '{name}' relabelled {_shown(acm, label)}{tail}"}
 
         check = self._bootstrap_rule(ident, acm, f"VM '{name}'", label, current)
         return self._gated(
@@ -217,3 +217,14 @@ class LabelCommands:
             return {"domain": name, "label": label, **report.as_dict()}
 
         return self._run(ident, "dry-run", name, interaction, act)
+
+
+def _shown(acm, label) -> str:
+    """A label as secured-virt writes it back: ``ACM:<policy>:<label>``, whatever spelling
+    the caller used (seed 000's ``sHype:res:P:L`` or ``(POLICY_SHYPE, "P:L")`` included)."""
+    import policy
+
+    try:
+        return str(policy.parse_label(label, acm.active.name))
+    except policy.LabelError:
+        return f"ACM:{acm.active.name}:{label}"
