@@ -44,6 +44,7 @@ from . import mediation
 from .devices import DeviceCommands
 from .errors import NullInteraction, UserError
 from .host import HostCommands
+from .label_objects import LabelObjectCommands
 from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
 from .queries import QueryCommands
@@ -61,6 +62,7 @@ class Service(
     DeviceCommands,
     StorageCommands,
     LabelCommands,
+    LabelObjectCommands,
     HostCommands,
     PolicyCommands,
     MediationSteps,
@@ -316,9 +318,11 @@ class Service(
         authenticated first, *then* the host-wide lock is taken and RBAC decided again with the
         ACM steps (nobody's password prompt holds the lock).  fn() runs pinned to the UUID the
         decision saw, after the fence and the allow-list, and its outcome is always audited."""
+        # what the steps inspect: an existing VM, or the definition a define/create brings
+        subject = target.exists or effect is not None
         try:
             row = mediation.row(op.name)
-            if target.exists:  # a missing VM runs nothing: the action only says it is missing
+            if subject:  # a missing VM runs nothing: the action only says it is missing
                 mediation.check_claims(row, performs, has_acm_check=acm_check is not None)
         except mediation.Unmediated as exc:
             why = str(exc)
@@ -334,13 +338,13 @@ class Service(
         )
         lazy = _LazyEffect(self, target, effect)
         checks = ()
-        if target.exists and any(s in steps for s in (mediation.ACM_VM, mediation.ACM_RESOURCES)):
+        if subject and any(s in steps for s in (mediation.ACM_VM, mediation.ACM_RESOURCES)):
             checks = (("acm", self._acm_steps(target.name, steps, lazy, acm_check)),)
         elif acm_check is not None and self.acm is not None:
             checks = (("acm", acm_check),)
         if mediation.ACM_LOCK not in steps:
             v = self.gate.authorize(ident, op, target, interaction, checks=checks)
-            return self._after_decision(v, op, target, steps, lazy, fn)
+            return self._after_decision(v, op, target, steps, lazy, fn, subject)
         pre = self.gate.preauthenticate(ident, op, target, interaction)
         if not pre.allowed:
             return self._denied(pre)
@@ -348,9 +352,9 @@ class Service(
             v = self.gate.authorize(
                 ident, op, target, None, checks=checks, authenticated=pre.authenticated
             )
-            return self._after_decision(v, op, target, steps, lazy, fn)
+            return self._after_decision(v, op, target, steps, lazy, fn, subject)
 
-    def _after_decision(self, v: Verdict, op, target: Target, steps, lazy, fn) -> Reply:
+    def _after_decision(self, v: Verdict, op, target: Target, steps, lazy, fn, subject) -> Reply:
         if not v.allowed:
             return self._denied(v)
         if target.exists and target.uuid:
@@ -358,10 +362,10 @@ class Service(
         action = fn
 
         def mediated():
-            if target.exists:
+            if subject:
                 self._confinement_steps(op.name, steps, lazy)
             data = action()
-            if target.exists and mediation.LABEL_CURRENT in steps:
+            if subject and mediation.LABEL_CURRENT in steps:
                 self._keep_current_label(target.name, lazy.get())
             return data
 
