@@ -1,0 +1,372 @@
+"""sVirt category pairs on the real host: rebuilt from what runs, allocated under a host lock.
+
+``policy.mcs`` draws unique pairs over a set of taken ones; this module says which are taken.
+Several allocators run at once on one host (svirtd's threads, root's direct svirsh processes),
+so each allocation happens under an flock on ``<state_dir>/categories.lock`` after the state
+was rebuilt from scratch, the way ``enforcer.sync`` rebuilds the ACM state:
+
+* **What runs is the truth.**  A pair is taken only while its VM runs: the running domains are
+  listed from the hypervisor at every allocation, so a VM that stopped by itself (guest
+  poweroff, crash, ``virsh destroy`` behind our back) gives its pair back without anyone
+  calling :meth:`HostCategories.release`.
+* **Where a running VM's pair is read.**  From the record this module wrote when it handed the
+  pair out (``categories.json``, root's, 0600, replaced atomically), else from the VM's live
+  metadata (``<svirt:categories>``, written by :meth:`HostCategories.confirm`).  The record
+  comes first because the metadata can be stale: libvirt starts a domain with the persistent
+  metadata copied to the live XML, and a label change that rewrote ``<svirt:vm>`` may have
+  copied an old pair there.  The metadata alone still suffices when the record is gone (the
+  state directory was wiped), so a pair in use is never handed out twice.
+* **In flight.**  Between the allocation and the moment the domain runs, its record is what
+  keeps the pair taken; a record whose domain does not run is kept only while the process that
+  made it is alive (pid and start time, so a recycled pid does not count) and for at most
+  ``ttl`` seconds, so a crashed svirsh cannot leak pairs.
+
+Lock order: a caller that holds the ACM lock (``AcmEnforcer.exclusive``) may take this one
+inside it, never the other way round.  The lock is re-entrant within a thread.
+
+The service calls, for start/create/restore (and snapshot-revert of a running snapshot)::
+
+    with host_categories.instantiating(uuid, name, realm) as pair:
+        backend.start(name)          # or create / restore
+
+and :meth:`HostCategories.release` at stop/destroy/save (harmless if the VM already stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
+
+from policy import mcs
+from secured_virt.backends.base import BackendError, NoSuchDomain
+from secured_virt.confinement import vmmeta
+from secured_virt.fsutil import atomic_write
+
+FILE = "categories.json"
+LOCK = "categories.lock"
+#: how long an unconfirmed record survives while its domain does not run (a start's budget)
+RESERVATION_TTL = 600.0
+_MAX_FILE = 16 * 1024 * 1024
+
+
+class CategoryStateError(Exception):
+    """The category state cannot be trusted or reached; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One pair handed out: to whom (the VM's UUID as key, its name and realm), by which
+    process (pid and its start time), when, and whether the domain was seen running with it."""
+
+    key: str
+    name: str
+    pair: str
+    realm: str | None
+    pid: int
+    pid_start: str
+    created: float
+    confirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A running domain as the rebuild saw it."""
+
+    uuid: str
+    name: str
+    pair: mcs.CategoryPair | None
+    realm: str | None
+    source: str  # "record", "metadata" or "none"
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), '' if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return ""
+    return data.rsplit(b")", 1)[-1].split()[19].decode()
+
+
+def _default_realm_of(meta: vmmeta.VmMeta) -> str | None:
+    return getattr(meta, "realm", None)
+
+
+class HostCategories:
+    """The host's sVirt category pairs: see the module docstring."""
+
+    def __init__(
+        self,
+        state_dir: str,
+        backend_getter: Callable,
+        *,
+        realm_categories: Mapping[str, int] | Callable[[], Mapping[str, int]] | None = None,
+        realm_of: Callable[[vmmeta.VmMeta], str | None] = _default_realm_of,
+        categories: int = mcs.MCS_CATS,
+        ttl: float = RESERVATION_TTL,
+        exclude: tuple[str, ...] = ("Domain-0",),
+    ):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, FILE)
+        self._backend = backend_getter
+        self._realm_categories = realm_categories
+        self._realm_of = realm_of
+        self.categories = categories
+        self.ttl = ttl
+        self.exclude = frozenset(exclude)
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        self._thread_lock = threading.RLock()
+        self._held = threading.local()
+        self.allocator = mcs.PairAllocator(categories)
+        self.last_problems: list[str] = []
+
+    # -- lock ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Host-wide: nobody else allocates or releases meanwhile (flock + a thread lock)."""
+        with self._thread_lock:
+            if getattr(self._held, "depth", 0):
+                self._held.depth += 1
+                try:
+                    yield
+                finally:
+                    self._held.depth -= 1
+                return
+            try:
+                fd = os.open(
+                    os.path.join(self.state_dir, LOCK),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                    0o600,
+                )
+            except OSError as exc:
+                raise CategoryStateError(
+                    f"cannot open the category lock {os.path.join(self.state_dir, LOCK)}: "
+                    f"{exc.strerror} (it must be a regular file, not a link)"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._held.depth = 1
+                try:
+                    yield
+                finally:
+                    self._held.depth = 0
+            finally:
+                os.close(fd)
+
+    # -- the record file -------------------------------------------------------------------
+    def _load(self) -> dict[str, Record]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise CategoryStateError(
+                f"cannot read {self.path}: {exc.strerror}; it must be a regular file"
+            ) from None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+                raise CategoryStateError(
+                    f"{self.path} must be a regular file of uid {os.geteuid()}, writable by "
+                    "nobody else; refusing to trust the category pairs it records (remove it: "
+                    "the pairs of running VMs are read back from their live metadata)"
+                )
+            raw = fh.read(_MAX_FILE + 1)
+        try:
+            data = json.loads(raw)
+            if len(raw) > _MAX_FILE or not isinstance(data, dict):
+                raise ValueError("expected an object of key -> record")
+            out = {}
+            for key, rec in data.items():
+                r = Record(**rec)
+                mcs.CategoryPair.parse(r.pair)
+                out[key] = r
+            return out
+        except (ValueError, TypeError) as exc:
+            raise CategoryStateError(
+                f"{self.path} is damaged ({exc}); remove it: the pairs of running VMs are "
+                "read back from their live metadata"
+            ) from None
+
+    def _save(self, records: Mapping[str, Record]) -> None:
+        data = json.dumps({k: asdict(r) for k, r in sorted(records.items())}, indent=1)
+        atomic_write(self.path, data, mode=0o600, uid=None, gid=None)
+
+    # -- what runs -------------------------------------------------------------------------
+    def _realm_map(self) -> Mapping[str, int]:
+        rc = self._realm_categories
+        return dict((rc() if callable(rc) else rc) or {})
+
+    def _running_domains(self) -> list[tuple[str, str, vmmeta.VmMeta]]:
+        backend = self._backend()
+        out = []
+        for d in backend.list_domains(include_inactive=False):
+            if d.name in self.exclude:
+                continue
+            try:
+                meta = vmmeta.parse(backend.get_metadata(d.name, vmmeta.NS))
+            except NoSuchDomain:
+                continue  # it stopped while we looked
+            out.append((d.uuid or f"name:{d.name}", d.name, meta))
+        return out
+
+    def _rebuild(self) -> tuple[dict[str, Record], list[Running]]:
+        """Under the lock: the live records and the running VMs, and the allocator set to
+        them.  Records of VMs that no longer run (or never started) are dropped."""
+        records = self._load()
+        try:
+            domains = self._running_domains()
+        except BackendError as exc:
+            raise CategoryStateError(
+                f"cannot list the running domains to allocate a category pair: {exc}"
+            ) from None
+        run_keys = {uuid for uuid, _n, _m in domains}
+        now = time.time()
+        kept: dict[str, Record] = {}
+        for key, rec in records.items():
+            if key in run_keys or (
+                not rec.confirmed
+                and now - rec.created < self.ttl
+                and rec.pid_start
+                and _proc_start(rec.pid) == rec.pid_start
+            ):
+                kept[key] = rec
+        running: list[Running] = []
+        holders: list[mcs.Holder] = []
+        problems: list[str] = []
+        for uuid, name, meta in domains:
+            realm = self._realm_of(meta)
+            rec = kept.get(uuid)
+            pair, source = None, "none"
+            if rec is not None:
+                pair, source = mcs.CategoryPair.parse(rec.pair), "record"
+                realm = realm if realm is not None else rec.realm
+            elif meta.categories:
+                try:
+                    pair, source = mcs.CategoryPair.parse(meta.categories), "metadata"
+                except mcs.McsError as exc:
+                    problems.append(f"{name}: its metadata names a bad category pair: {exc}")
+            running.append(Running(uuid, name, pair, realm, source))
+            if pair is not None:
+                holders.append(mcs.Holder(uuid, pair, realm))
+        for key, rec in kept.items():  # in flight: allocated, not running yet
+            if key not in run_keys:
+                holders.append(mcs.Holder(key, mcs.CategoryPair.parse(rec.pair), rec.realm))
+        self.allocator = mcs.PairAllocator(self.categories, self._realm_map())
+        problems.extend(self.allocator.rebuild(holders))
+        self.last_problems = problems
+        if kept != records:
+            self._save(kept)
+        return kept, running
+
+    # -- the service's calls ---------------------------------------------------------------
+    def reserve(self, key: str, name: str, realm: str | None = None) -> mcs.CategoryPair:
+        """Allocate the pair ``key`` (the VM's UUID) will run with, before the hypervisor call.
+
+        A key that already holds a pair (it runs, or a start is in flight) keeps it.  Raises
+        ``mcs.CategoriesExhausted`` when no pair is free, ``CategoryStateError`` when the state
+        cannot be read (fail closed: no pair is handed out blind)."""
+        if not key:
+            raise ValueError("a category pair is reserved for a VM's UUID; none was given")
+        with self.locked():
+            records, _running = self._rebuild()
+            pair = self.allocator.allocate(key, realm)
+            rec = records.get(key)
+            if rec is None or rec.pair != str(pair):
+                records[key] = Record(
+                    key=key,
+                    name=name,
+                    pair=str(pair),
+                    realm=realm,
+                    pid=os.getpid(),
+                    pid_start=_proc_start(os.getpid()),
+                    created=time.time(),
+                )
+                self._save(records)
+            return pair
+
+    def confirm(self, name: str, key: str | None = None) -> mcs.CategoryPair | None:
+        """The domain runs now: write its pair into its live metadata (for dominfo and for a
+        rebuild without the record) and mark the record confirmed.  None if ``name`` holds no
+        record (nothing was reserved for it)."""
+        with self.locked():
+            records = self._load()
+            rec = records.get(key) if key else None
+            if rec is None:
+                rec = next((r for r in records.values() if r.name == name), None)
+            if rec is None:
+                return None
+            pair = mcs.CategoryPair.parse(rec.pair)
+            backend = self._backend()
+            meta = vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
+            backend.set_metadata(
+                name,
+                replace(meta, categories=str(pair)).to_xml(),
+                vmmeta.KEY,
+                vmmeta.NS,
+                live=True,
+                config=False,
+            )
+            records[rec.key] = replace(rec, confirmed=True)
+            self._save(records)
+            return pair
+
+    def release(self, key: str) -> mcs.CategoryPair | None:
+        """Drop the record of ``key`` (at stop, destroy, save, or when a start failed).  If
+        the VM still runs, its live metadata keeps the pair taken."""
+        with self.locked():
+            records = self._load()
+            rec = records.pop(key, None)
+            if rec is None:
+                return None
+            self._save(records)
+            return mcs.CategoryPair.parse(rec.pair)
+
+    @contextlib.contextmanager
+    def instantiating(self, key: str, name: str, realm: str | None = None):
+        """``reserve`` before, ``confirm`` after a successful hypervisor call, ``release`` if
+        it raised: the pair is never left behind by a start that failed."""
+        pair = self.reserve(key, name, realm)
+        try:
+            yield pair
+        except BaseException:
+            with contextlib.suppress(CategoryStateError, OSError):
+                self.release(key)
+            raise
+        self.confirm(name, key)
+
+    # -- questions -------------------------------------------------------------------------
+    def sync(self) -> list[str]:
+        """Rebuild now; the irregularities found (two VMs on one pair, a realm category held
+        outside its realm), each a sentence for the log."""
+        with self.locked():
+            self._rebuild()
+            return list(self.last_problems)
+
+    def running(self) -> list[Running]:
+        """Every running VM with the pair it holds and where that was read."""
+        with self.locked():
+            return self._rebuild()[1]
+
+    def pair_of(self, name: str) -> mcs.CategoryPair | None:
+        """The pair a running VM holds (for dominfo), None if it holds none or does not run."""
+        for r in self.running():
+            if r.name == name:
+                return r.pair
+        return None
+
+    def new_realm_category(self) -> int:
+        """A category for a new realm that no realm owns and no running VM holds (the realm
+        code stores it; pass the realms' categories back in ``realm_categories``)."""
+        with self.locked():
+            self._rebuild()
+            held = [h.pair for h in self.allocator.holders()]
+            return mcs.choose_realm_category(self._realm_map(), held, self.categories)
