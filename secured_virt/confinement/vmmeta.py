@@ -7,7 +7,11 @@ travels with the domain through save images and migration streams (seed 001: a l
     <svirt:vm xmlns:svirt="https://secured-virt.org/xmlns/svirt/1">
       <svirt:owner>alice</svirt:owner>
       <svirt:label policy="example.client_v1" name="dom_Fun"/>
+      <svirt:categories>c12,c845</svirt:categories>
     </svirt:vm>
+
+``categories`` is the sVirt category pair of a *running* instance (shype.categories writes it
+to the live XML only, at start/create/restore); it is text here, parsed by policy.mcs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class VmMeta:
     owner: str | None = None
     label_policy: str | None = None
     label: str | None = None
+    categories: str | None = None
 
     def attrs(self) -> dict[str, str]:
         """The object attributes RBAC scopes match on (owner, label)."""
@@ -51,6 +56,8 @@ class VmMeta:
                 f"<svirt:label policy={quoteattr(self.label_policy or '')} "
                 f"name={quoteattr(self.label)}/>"
             )
+        if self.categories:
+            parts.append(f"<svirt:categories>{xml_escape(self.categories)}</svirt:categories>")
         parts.append("</svirt:vm>")
         return "".join(parts)
 
@@ -67,10 +74,12 @@ def parse(fragment: str | None) -> VmMeta:
         return VmMeta()
     owner = root.findtext(f"{{{NS}}}owner")
     lab = root.find(f"{{{NS}}}label")
+    cats = root.findtext(f"{{{NS}}}categories")
     return VmMeta(
         owner=owner.strip() if owner else None,
         label_policy=lab.get("policy") if lab is not None else None,
         label=lab.get("name") if lab is not None else None,
+        categories=cats.strip() or None if cats else None,
     )
 
 
