@@ -102,7 +102,10 @@ class MediationSteps:
 
         label = self._label_for(name, eff)
         meta = eff.meta if eff.meta is not None else self._meta(name)
-        if not eff.running and not meta.label:
+        running = eff.running
+        if not running and eff.device is not None:  # an attach: does the VM run now?
+            running = self.backend.lookup(name).id is not None
+        if not running and not meta.label:
             return True, f"'{name}' is unlabelled and inactive: its resources are checked at start"
         if eff.device is not None:
             resources = self.acm.resources_of_device(name, eff.device)
