@@ -591,6 +591,33 @@ class XsmHost:
         except LabelError:
             return False
 
+    # ------------------------------------------------------------------ label records
+    def label_record(self, text: str | Label | None) -> dict[str, Any]:
+        """Seed 000's ``label record {xsmtype type; string label}`` of a label string:
+        ``{"type": 1 (XS_POLICY_ACM, the seed's POLICY_SHYPE), "label": "<policy>:<label>"}``
+        (the seed's display ``(POLICY_SHYPE, "test-wld:dom_System")``); an unlabeled object
+        has the active policy's ``__UNLABELED__``."""
+        if text in (None, ""):
+            lab = Label(self.active.name, UNLABELED)
+        else:
+            try:
+                lab = parse_label(text, self.active.name)
+            except LabelError as exc:
+                raise XsmError(exc.xserr, exc.message) from None
+        return {"type": XS_POLICY_ACM, "label": f"{lab.policy}:{lab.name}"}
+
+    def vm_get_label_record(self, vm: str) -> dict[str, Any]:
+        """Seed 000's ``VM.getlabel()``: the label record of a VM."""
+        return self.label_record(self.vm_get_label(vm))
+
+    def resource_get_label_record(self, resource: str) -> dict[str, Any]:
+        """Seed 000's ``VBD.getlabel()`` (through the backing resource)."""
+        return self.label_record(self.resource_get_label(resource))
+
+    def vif_get_label_record(self, vm: str, index: int) -> dict[str, Any]:
+        """Seed 000's ``VIF.getlabel()``."""
+        return self.label_record(self.vif_get_label(vm, index))
+
     # ------------------------------------------------------------------ VM labels
     def vm_get_label(self, vm: str) -> str:
         """``ACM:<policy>:<label>`` of a VM; Domain-0's from the live state; default unlabeled."""
@@ -712,6 +739,16 @@ class XsmHost:
         """Every labeled resource: canonical name -> label string (``xm resources``)."""
         return self.labels.items("resource")
 
+    def resource_rm_label(self, resource: str, old_label: str | Label) -> str:
+        """``xm rmlabel res``: remove a resource's label, which must be ``old_label``;
+        RESOURCE_NOT_LABELED when it has none, RESOURCE_IN_USE while a running domain uses it."""
+        name = canonical_resource(resource)
+        # not under _locked(): resource_set_label takes it (a second flock would wait for
+        # ourselves); old_label makes the removal compare-and-swap anyway
+        if self.labels.get("resource", name) is None:
+            raise XsmError(Xserr.RESOURCE_NOT_LABELED, f"resource {name} is not labeled")
+        return self.resource_set_label(name, None, old_label)
+
     vbd_get_label = resource_get_label  # a VBD is labeled through its backing resource
     vbd_set_label = resource_set_label
     vbd_relabel = resource_relabel
@@ -745,6 +782,12 @@ class XsmHost:
                 )
             new = None if label in (None, "") else str(self._label_in_active(label, "resource"))
             self.labels.set("vif", key, new)
+
+    def vif_rm_label(self, vm: str, index: int, old_label: str | Label) -> None:
+        """``xm rmlabel vif-<idx>``: remove a VIF's label, which must be ``old_label``."""
+        if self.labels.get("vif", f"{vm}/{int(index)}") is None:  # (not locked: see above)
+            raise XsmError(Xserr.RESOURCE_NOT_LABELED, f"vif-{int(index)} of {vm!r} is not labeled")
+        self.vif_set_label(vm, index, None, old_label)
 
     def vif_relabel(
         self, vm: str, index: int, label: str | Label | None, old_label: str | Label

@@ -10,6 +10,13 @@
 
 Everything but ``compile`` is checked against the caller's roles on the host object (root
 always; a delegated policy manager through svirtd) and audited.
+
+A change (load, update, reset, rm-boot) goes *through* svirtd whenever one is running, for
+root and under sudo too: svirtd applies it to the policy it enforces, under its host-wide ACM
+lock, and answers only then.  Done in this process instead, the change reached svirtd only
+when its file watcher next looked (about 1-3 s in which svirtd still enforced the old policy,
+while this command had already said "loaded").  Without a running svirtd there is nothing to
+wait for: it loads the state from disk when it starts.
 """
 
 from __future__ import annotations
@@ -100,14 +107,47 @@ def _write_out(path: str, data: bytes) -> bool:
     return True
 
 
+#: the requests that change what svirtd enforces: they go through a running svirtd
+CHANGES = frozenset({"policy-load", "policy-update", "policy-reset", "policy-rm-boot"})
+
+
+def _through_running_daemon(socket_path: str, request: Request) -> Reply | None:
+    """The reply of a running svirtd to ``request``, or None when no svirtd is running.
+
+    Under sudo the client connects with the invoker's credentials (secured_virt.client), so
+    svirtd checks and audits the real caller.  A daemon that is there but fails mid-request is
+    an error, never a reason to do the change a second time in this process."""
+    from secured_virt import client
+
+    if not client.daemon_available(socket_path):
+        return None
+    try:
+        return client.call(socket_path, request, password_cb=client.tty_password)
+    except client.ClientError as exc:
+        if exc.code == "unavailable":  # a stale socket: no daemon behind it
+            return None
+        return Reply(
+            EXIT_FAILED,
+            message=f"svirtd at {socket_path} did not complete the request ({exc}); "
+            "check the result with: svirt-admin policy show",
+        )
+
+
 def _dispatch(args, request: Request) -> Reply:
-    """Root: in-process; anyone else: through svirtd (their rights come from UA/PA)."""
+    """Root: in-process, but changes through a running svirtd; anyone else: through svirtd
+    (their rights come from UA/PA)."""
     from secured_virt.config import ConfigError, load_config
 
     try:
         config = load_config(args.config, caller_uid=caller_uid())
     except ConfigError as exc:
         return Reply(EXIT_BAD_POLICY, message=str(exc))
+    if os.getuid() == 0 and request.command in CHANGES:
+        as_user = getattr(args, "as_user", None)
+        routed = Request(request.command, request.args, as_user) if as_user else request
+        reply = _through_running_daemon(config.socket, routed)
+        if reply is not None:
+            return reply
     if os.getuid() != 0:
         from secured_virt import client
 
@@ -325,7 +365,7 @@ def _print(args, data) -> int:
         for cs in data["conflict_sets"]:
             print(f"{cs['name']}: {', '.join(cs['types'])}")
     elif a == "labels":
-        print("\n".join(data["labels"]))
+        _print_labels(data)
     elif a in ("load", "update") and data.get("dry_run"):
         if data["would_load"]:
             print(
@@ -340,6 +380,29 @@ def _print(args, data) -> int:
     else:
         print(data.get("message", ""))
     return EXIT_OK
+
+
+def _print_labels(data) -> None:
+    """Each label with its kind and its STE / Chinese Wall types (seed 000's policylabel
+    records); the names alone are ``svirsh labels``."""
+    records = data.get("records")
+    if records is None:  # an older svirtd: names only
+        print("\n".join(data["labels"]))
+        return
+    rows = [
+        (
+            r["name"],
+            "VM" if r["type"] == "vm" else "resource",
+            ", ".join(r["stetypes"]) or "-",
+            ", ".join(r["chwalltypes"]) or "-",
+        )
+        for r in sorted(records, key=lambda r: (r["type"] != "vm", r["name"]))
+    ]
+    head = ("Label", "Kind", "STE types", "Chinese Wall types")
+    widths = [max(len(x[i]) for x in (head, *rows)) for i in range(3)]
+    for row in (head, *rows):
+        cells = [c.ljust(w) for c, w in zip(row[:3], widths, strict=True)]
+        print("  ".join([*cells, row[3]]))
 
 
 def register(sub, add, files) -> None:

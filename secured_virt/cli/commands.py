@@ -322,7 +322,18 @@ COMMANDS: dict[str, Command] = {
         _c(
             "getlabel",
             "getlabel",
-            "show a domain's sHype/ACM security label",
+            "show a domain's sHype/ACM label (--resource: a resource's, --vif N: an interface's)",
+            args=(
+                Arg(
+                    "domain",
+                    "domain name, or with --resource the resource (a path, file:/path, "
+                    "phy:/dev/...)",
+                ),
+            ),
+            opts=(
+                Opt(("--resource",), "resource", "show a resource's label (operation resources)"),
+                Opt(("--vif",), "vif", "show the label of the domain's interface N", "value", "N"),
+            ),
             reads=True,
             example="svirsh getlabel alice-web",
         ),
@@ -338,8 +349,46 @@ COMMANDS: dict[str, Command] = {
                 ),
                 Arg("label", "a VM (or resource) label of the active policy"),
             ),
-            opts=(Opt(("--resource",), "resource", "label a resource instead of a domain"),),
+            opts=(
+                Opt(("--resource",), "resource", "label a resource instead of a domain"),
+                Opt(
+                    ("--vif",),
+                    "vif",
+                    "label the domain's network interface N (a resource label; operation "
+                    "setlabel-resource)",
+                    "value",
+                    "N",
+                ),
+            ),
             example="svirsh setlabel alice-web dom_HomeBanking",
+        ),
+        _c(
+            "rmlabel",
+            "setlabel",
+            "remove the label of an inactive domain (--resource: of a resource not in use, "
+            "--vif N: of an interface)",
+            args=(
+                Arg(
+                    "domain",
+                    "domain name, or with --resource the resource (a path, file:/path, "
+                    "phy:/dev/...)",
+                ),
+            ),
+            opts=(
+                Opt(
+                    ("--resource",),
+                    "resource",
+                    "remove a resource's label (operation setlabel-resource)",
+                ),
+                Opt(
+                    ("--vif",),
+                    "vif",
+                    "remove the label of the domain's interface N (operation setlabel-resource)",
+                    "value",
+                    "N",
+                ),
+            ),
+            example="svirsh rmlabel alice-web",
         ),
         _c(
             "relabel",

@@ -161,6 +161,20 @@ def render_snapshots(data: dict) -> str:
     return table(["Name", "Creation Time", "State"], rows) + "\n"
 
 
+def _message(command: str, message: str) -> str:
+    """A change's one-line report, laid out as virsh lays out that command's: its line, then
+    the blank line virsh ends every command with.  Where virsh prints no line (setmem,
+    setvcpus...) only the blank line is left; snapshot-create-as's line is itself the last
+    one, and save's follows the empty line virsh's progress report leaves."""
+    if not message:
+        return "\n"
+    if command == "snapshot-create-as":
+        return message + "\n"
+    if command == "save":
+        return "\n" + message + "\n\n"
+    return message + "\n\n"
+
+
 def render(command: str, args: dict, data: object) -> str:
     """Text for a successful reply."""
     if args.get("json"):
@@ -187,6 +201,8 @@ def render(command: str, args: dict, data: object) -> str:
         return (xml if xml.endswith("\n") else xml + "\n") + "\n"
     if command == "snapshot-list":
         return render_snapshots(data)
+    if command == "getlabel" and "object" in data:  # one resource or interface: xm's form
+        return f"{data['display'] or data['object'] + ': unlabeled'}\n"
     if command == "getlabel":
         if not data.get("label"):
             return f"{data['domain']}: unlabeled\n"
@@ -207,7 +223,7 @@ def render(command: str, args: dict, data: object) -> str:
         lines.append("Dry Run: " + ("PASSED" if data["allowed"] else "FAILED"))
         return "\n".join(lines) + "\n"
     if isinstance(data, dict) and "message" in data:
-        return data["message"] + "\n\n"
+        return _message(command, data["message"])
     if isinstance(data, dict) and "text" in data:
         return data["text"]
     import json

@@ -30,6 +30,8 @@ class LabelCommands:
         return self.acm
 
     def _cmd_getlabel(self, ident, args, interaction):
+        if args.get("resource") or args.get("vif") is not None:  # one resource or VIF
+            return self._getlabel_object(ident, args, interaction)
         name = args.get("domain")
 
         def act(info):
@@ -43,7 +45,9 @@ class LabelCommands:
                     "policy": m.label_policy,
                     "ssidref": None,
                 }
-            return {"domain": name, **sec}
+            # seed 000's label record {type, label} for --json and the API
+            record = self.acm.host.label_record(sec["display"]) if self.acm is not None else None
+            return {"domain": name, **sec, "record": record}
 
         return self._run(ident, "getlabel", name, interaction, act)
 
@@ -101,6 +105,8 @@ class LabelCommands:
     def _cmd_setlabel(self, ident, args, interaction):
         acm = self._need_acm()
         label = args.get("label")
+        if args.get("vif") is not None:  # a VM's network interface (label_objects)
+            return self._setlabel_vif(ident, args, interaction)
         if args.get("resource"):
             return self._setlabel_resource(ident, acm, args.get("domain"), label, interaction)
         return self._label_vm(ident, acm, "setlabel", args.get("domain"), label, interaction)
@@ -187,7 +193,12 @@ class LabelCommands:
             ident,
             "policy-show",
             interaction,
-            lambda: {"policy": acm.active.name, "labels": acm.host.label_names(kind)},
+            lambda: {
+                "policy": acm.active.name,
+                "labels": acm.host.label_names(kind),
+                # each label with its kind and types (seed 000's policylabel records)
+                "records": acm.host.policy().get_labels(kind),
+            },
         )
 
     def _cmd_resources(self, ident, args, interaction):

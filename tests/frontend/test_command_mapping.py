@@ -115,7 +115,7 @@ GATED = sorted(
     for n, c in COMMANDS.items()
     # console goes through open_console (tested in tests/daemon); the label commands need
     # sHype/ACM on and are gated in test_acm.py
-    if c.target == "domain" and n not in ("console", "setlabel", "relabel", "dry-run")
+    if c.target == "domain" and n not in ("console", "setlabel", "relabel", "rmlabel", "dry-run")
 )
 VALID = {
     "size": "512M",
