@@ -72,6 +72,12 @@ def check_vm_name(name: str, reserved=()) -> str:
                 f"VM name {name!a} contains U+{ord(ch):04X} ({why}), which would make "
                 "the name show as something it is not; use letters, digits, '-', '_', '.'"
             )
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    for r in (*RESERVED, *reserved):
+        if r and folded == unicodedata.normalize("NFKC", r).casefold():
+            raise VmNameError(
+                f"'{name}' is the name of the host object (host_object); a VM may not use it"
+            )
     if unicodedata.normalize("NFKC", name) != name:
         raise VmNameError(
             f"VM name {name!a} uses compatibility or decomposed characters; write it as "
@@ -83,12 +89,6 @@ def check_vm_name(name: str, reserved=()) -> str:
             f"VM name {name!a} mixes letters of {', '.join(sorted(scripts))} scripts, "
             "which lets one name pass for another; use one script"
         )
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    for r in (*RESERVED, *reserved):
-        if r and folded == unicodedata.normalize("NFKC", r).casefold():
-            raise VmNameError(
-                f"'{name}' is the name of the host object (host_object); a VM may not use it"
-            )
     return name
 
 
@@ -125,4 +125,4 @@ def _script(ch: str) -> str | None:
         first = unicodedata.name(ch).split(" ", 1)[0]
     except ValueError:
         return None
-    return first
+    return None if first == "KATAKANA-HIRAGANA" else first  # the prolonged sound mark: both
