@@ -228,10 +228,12 @@ def _interpreted_elements(root):
             yield from child.iter(tag=etree.Element)
 
 
-def check_user_domain(root, dirs) -> list[str]:
-    """Raise DevicePolicyError unless parsed domain XML ``root`` follows the allow-list (every
-    element libvirt interprets, every ``<source>``, every disk); return the host files its
-    disks reach (images and backing files, symlinks resolved)."""
+def check_user_elements(root) -> None:
+    """Raise DevicePolicyError unless every element libvirt interprets in parsed domain XML
+    ``root`` is on the allow-list and every ``<source>`` is unambiguous.  The disk fence is
+    not part of it: for a definition root made (a VM a user starts), the images root chose
+    outside the image directories are root's business, and ``disks.check_domain_images``
+    re-checks the ones users can write."""
     for el in _interpreted_elements(root):
         why = device_problem(el)
         if why:
@@ -241,8 +243,19 @@ def check_user_domain(root, dirs) -> list[str]:
             )
     try:
         sources.check_domain_sources(root)
+    except sources.SourceError as exc:
+        raise DevicePolicyError(str(exc)) from None
+
+
+def check_user_domain(root, dirs) -> list[str]:
+    """Raise DevicePolicyError unless parsed domain XML ``root`` follows the allow-list (every
+    element libvirt interprets, every ``<source>``, every disk inside ``dirs`` with its
+    headers read now); return the host files its disks reach (images and backing files,
+    symlinks resolved).  What define and create apply to a non-root caller's XML."""
+    check_user_elements(root)
+    try:
         return disks.check_domain_disks(root, dirs)
-    except (sources.SourceError, disks.DiskPolicyError) as exc:
+    except disks.DiskPolicyError as exc:
         raise DevicePolicyError(str(exc)) from None
 
 
