@@ -31,7 +31,16 @@ CONFIG_PATH = "/etc/secured-virt/secured-virt.conf"
 SECTION = "secured-virt"
 MAX_CONFIG_BYTES = 256 * 1024
 
-__all__ = ["CONFIG_PATH", "Config", "ConfigError", "default_config", "load_config", "parse_config"]
+__all__ = [
+    "CONFIG_PATH",
+    "SVIRTD_LIVE_KEYS",
+    "Config",
+    "ConfigError",
+    "default_config",
+    "load_config",
+    "parse_config",
+    "svirtd_restart_keys",
+]
 
 
 class ConfigError(Exception):
@@ -237,6 +246,34 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "acm_peers": _peers,
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}
+
+#: keys a running svirtd takes on at ``svirt-admin reload`` (SIGHUP, or the file changing): the
+#: role files (a new store path is simply loaded), what the service reads per request, and
+#: what only svirt-admin uses.  Every other key is fixed when svirtd starts -- the hypervisor
+#: connection, the socket, the audit log, PAM and the authentication/role-session settings
+#: the gate was built with, and ``acm``: switching mandatory access control on or off under
+#: running requests cannot be done atomically, so svirtd refuses such a reload by naming the
+#: key instead of answering "ok" while enforcing the old setting.  A key added later is a
+#: restart key until someone shows it can be applied live.
+SVIRTD_LIVE_KEYS = frozenset(
+    {
+        "ua",
+        "pa",
+        "save_dir",
+        "disk_dirs",
+        "acm_peers",
+        "label_store",
+        "editor",
+        "allow_env_editor",
+        "rolefile_state_dir",
+    }
+)
+
+
+def svirtd_restart_keys() -> frozenset[str]:
+    """The keys svirtd applies only when it starts (see SVIRTD_LIVE_KEYS)."""
+    return frozenset(_PARSERS) - SVIRTD_LIVE_KEYS
+
 
 _SECTION_RE = re.compile(r"\[\s*([^\]]*?)\s*\]")
 _KEY_RE = re.compile(r"[a-z_][a-z0-9_]*")

@@ -41,6 +41,7 @@ from secured_virt.requests import (
 
 from . import listener
 from . import protocol as P
+from .reconfig import Reconfigurer
 from .session import Session
 from .watcher import PolicyWatcher
 
@@ -112,6 +113,9 @@ class Server:
         owns_path: bool = True,
         policy_paths: Callable[[], Iterable[str]] | None = None,
         reload_interval: float = 1.0,
+        config_path: str | None = None,
+        boot_config=None,
+        pinned_keys: frozenset[str] = frozenset(),
     ):
         self.service = service
         self.sock = sock
@@ -133,7 +137,12 @@ class Server:
         self._reload_lock = threading.Lock()
         self._reconnect_lock = threading.Lock()
         self.last_reload: dict[str, Any] | None = None
-        self._policy_paths = policy_paths or (lambda: _service_policy_paths(service))
+        #: the configuration file, re-read on every reload (see reconfig: live keys applied,
+        #: keys that need a restart refused by name)
+        self.reconfig = Reconfigurer(config_path, boot_config, pinned=pinned_keys)
+        self.needs_restart: tuple[str, ...] = ()
+        service_paths = policy_paths or (lambda: _service_policy_paths(service))
+        self._policy_paths = lambda: [*service_paths(), *([config_path] if config_path else [])]
         self.watcher = PolicyWatcher(self.reload, self._policy_paths, reload_interval)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -246,11 +255,16 @@ class Server:
         result = self.reload(f"requested by {ident.user} (uid {ident.uid})")
         if result.get("ok"):
             return Reply(EXIT_OK, data=result, message="policy reloaded")
+        parts = list(result.get("config_errors") or [])
+        if result.get("policy_errors"):
+            parts.append(
+                "the new policy was rejected; the previous one stays in force: "
+                + "; ".join(map(str, result["policy_errors"]))
+            )
         return Reply(
             EXIT_BAD_POLICY,
             data=result,
-            message="the new policy was rejected; the previous one stays in force: "
-            + "; ".join(map(str, result.get("errors") or ["unknown error"])),
+            message="; ".join(parts or map(str, result.get("errors") or ["unknown error"])),
             check="policy",
         )
 
@@ -299,22 +313,42 @@ class Server:
             "reload": {
                 "watching": [p for p in self._policy_paths() if p],
                 "last": self.last_reload,
+                "needs_restart": list(self.needs_restart),
             },
             "service": service,
         }
 
     # -- hot reload ---------------------------------------------------------------------------
     def reload(self, trigger: str) -> dict[str, Any]:
-        """Re-read UA/PA/ACM through the service; a bad file leaves the old policy in force."""
+        """Re-read the configuration file (live keys applied, restart keys refused by name),
+        then UA/PA/ACM through the service; a bad file leaves the old policy in force.
+
+        ``ok`` only when everything the files say is what svirtd now enforces: a key that
+        needs a restart makes the reload fail (exit 4 for ``svirt-admin reload``) even though
+        everything else was applied, so nobody is told "ok" while the old setting runs."""
         with self._reload_lock:
             listener.sd_notify("RELOADING=1")
             try:
+                change = self.reconfig.apply(self.service)
                 result = dict(self.service.reload())
             except Exception as exc:
                 log.exception("policy reload (%s) raised", trigger)
+                change = None
                 result = {"ok": False, "errors": [f"reload raised: {exc}"], "versions": {}}
             finally:
                 listener.sd_notify("READY=1")
+            result["policy_errors"] = list(result.get("errors") or [])
+            if change is not None:
+                config_errors = change.errors(self.reconfig.path or "", self.reconfig.boot)
+                self.needs_restart = change.needs_restart
+                result["config"] = {
+                    "applied": list(change.applied),
+                    "needs_restart": list(change.needs_restart),
+                }
+                if config_errors:
+                    result["ok"] = False
+                    result["config_errors"] = config_errors
+                    result["errors"] = config_errors + result["policy_errors"]
             result["trigger"] = trigger
             result["at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self.last_reload = result
@@ -529,7 +563,7 @@ def _setup_logging(level: str, use_syslog: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _setup_logging(args.log_level, args.syslog)
-    from secured_virt.config import ConfigError, load_config
+    from secured_virt.config import CONFIG_PATH, ConfigError, load_config
 
     try:
         config = load_config(args.config, caller_uid=os.getuid())
@@ -570,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         limits=Limits.from_config(config),
         socket_path=config.socket,
         owns_path=not activated,
+        config_path=args.config or CONFIG_PATH,
+        boot_config=config,
+        pinned_keys=frozenset({"socket"} if args.socket else ()),
     )
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())

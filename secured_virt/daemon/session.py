@@ -21,7 +21,6 @@ from secured_virt.requests import EXIT_DENIED, EXIT_OK, Reply, Request
 
 from . import protocol as P
 
-
 log = logging.getLogger("svirtd")
 
 REQUEST_FIELDS = frozenset({"command", "args", "as_user"})

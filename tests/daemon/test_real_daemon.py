@@ -115,7 +115,9 @@ def test_admin_status_root_or_daemon_admin(env, test_users, readable_src, as_use
     st = client.admin_status(env.socket)
     assert st.status == 0
     assert st.data["service"]["policy"]["digest"]
-    assert st.data["reload"]["watching"] == [str(env.ua), str(env.pa)]
+    # the role files, and the configuration file (re-read on reload: see daemon/reconfig.py)
+    assert st.data["reload"]["watching"] == [str(env.ua), str(env.pa), str(env.config)]
+    assert st.data["reload"]["needs_restart"] == []
     body = f"print(json.dumps(client.admin_status({env.socket!r}).to_dict()))\n"
     alice = json.loads(as_user(test_users["svt-alice"], client_snippet(readable_src, body)).stdout)
     assert alice["status"] == 3 and "daemon-admin" in alice["message"]
