@@ -270,6 +270,9 @@ SVIRTD_LIVE_KEYS = frozenset(
 )
 
 
+assert SVIRTD_LIVE_KEYS.issubset(_PARSERS)
+
+
 def svirtd_restart_keys() -> frozenset[str]:
     """The keys svirtd applies only when it starts (see SVIRTD_LIVE_KEYS)."""
     return frozenset(_PARSERS) - SVIRTD_LIVE_KEYS

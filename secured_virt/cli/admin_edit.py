@@ -364,6 +364,12 @@ class _Session:
         if reply.status == EXIT_OK:
             print("svirtd reloaded the policy")
             return EXIT_OK
+        data = reply.data if isinstance(reply.data, dict) else {}
+        if data.get("policy_errors") == [] and data.get("config_errors"):
+            # UA/PA are in force; svirtd only says that other settings wait for a restart
+            print("svirtd reloaded the policy")
+            _err(f"{PROG}: note: {'; '.join(data['config_errors'])}")
+            return EXIT_OK
         if reply.status == EXIT_DENIED and self.delegated:
             print(
                 f"svirtd was not asked to reload: {self.ident.user} may not (it needs "
