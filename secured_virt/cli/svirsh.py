@@ -235,10 +235,10 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
             "configured hypervisor\n"
         )
         return EXIT_USAGE
+    path = _socket_path(g)  # before a sudo caller drops root: root reads the host's config
     refused = _drop_sudo_root()
     if refused is not None:
         return refused
-    path = _socket_path(g)
     if not client.daemon_available(path):
         sys.stderr.write(
             f"error: svirtd is not running (no socket at {path}).  Non-root users manage VMs "
