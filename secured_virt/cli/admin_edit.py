@@ -372,8 +372,8 @@ class _Session:
             return EXIT_OK
         if reply.status == EXIT_DENIED and self.delegated:
             print(
-                f"svirtd was not asked to reload: {self.ident.user} may not (it needs "
-                "daemon-admin); svirtd notices the changed files and loads them itself"
+                f"svirtd did not reload at {self.ident.user}'s request (that needs "
+                "daemon-admin); it notices the changed files and loads them itself"
             )
             return EXIT_OK
         _err(

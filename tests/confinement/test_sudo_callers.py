@@ -244,7 +244,7 @@ def test_delegated_edit_reloads_svirtd_as_the_caller(alice, daemon_admin):
         if daemon_admin:
             assert "svirtd reloaded the policy" in r.stdout
         else:
-            assert "svirtd was not asked to reload" in r.stdout
+            assert "svirtd did not reload at svt-alice's request" in r.stdout
             assert "loads them itself" in r.stdout
         recs = _decisions(e, op="daemon-admin")
         assert [(x["user"], x["verdict"], x["via"]) for x in recs] == [
