@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,11 @@ def _state(host, vm: str) -> str:
     reply = client.call(host.socket, Request("domstate", {"domain": vm}), password_cb=None)
     assert reply.ok, reply
     return json.dumps(reply.data)
+
+
+def _digest(host) -> str:
+    """The digest of the UA/PA svirtd enforces (asked as root, this test process)."""
+    return client.admin_status(host.socket, timeout=30).data["service"]["policy"]["digest"]
 
 
 def _decisions(host, **match) -> list[dict]:
@@ -237,6 +243,7 @@ def test_delegated_edit_reloads_svirtd_as_the_caller(alice, daemon_admin):
     e = _policy_admin_host(alice, daemon_admin=daemon_admin)
     e.d = e.daemon().start().wait_ready()
     try:
+        before = _digest(e)
         argv = ["assign", "svt-carol", "BuildTeam", "--yes"]
         r = _run("svirt-admin", e.config, argv, sudo=alice)
         assert r.returncode == 0, (r.stdout, r.stderr)
@@ -250,6 +257,11 @@ def test_delegated_edit_reloads_svirtd_as_the_caller(alice, daemon_admin):
         assert [(x["user"], x["verdict"], x["via"]) for x in recs] == [
             ("svt-alice", "allowed" if daemon_admin else "denied", "svirtd")
         ]
+        # either way svirtd ends up enforcing the new files, as the message says
+        deadline = time.monotonic() + 30
+        while _digest(e) == before:
+            assert time.monotonic() < deadline, "svirtd never loaded the installed files"
+            time.sleep(0.1)
     finally:
         e.d.stop()
         e.cleanup()
