@@ -28,6 +28,8 @@ def _perm_rows(perms) -> list[dict]:
             },
         )
         text = str(p.selector)
+        if getattr(p, "values", None) is not None:  # the labels a setlabel grant may give
+            text += f" (labels: {p.values.describe()})"
         if text not in row["objects"]:
             row["objects"].append(text)
     ordered = sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
