@@ -304,7 +304,11 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "domifstat": (_N, _VM_READ, "reads"),
     "managedsave": (_N, _VM_PLAIN, "libvirt keeps the state in its own directory"),
     "managedsave-remove": (_N, _VM_PLAIN, "narrows"),
-    "dump": (_N, _VM_PLAIN, "no command in secured-virt writes a dump yet"),
+    "dump": (
+        _N,
+        (RBAC, PIN, SAVE_PATH),
+        "the guest's memory goes into a file the caller may use (their save directory)",
+    ),
     "inject-nmi": (_N, _VM_PLAIN, "the caller reaches the guest, the VM nothing new"),
     "desc": (_N, _VM_PLAIN, "text only"),
     "daemon-admin": (
