@@ -41,6 +41,7 @@ from .base import (
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
 from .libvirt_errors import clean_message, connect_error, translate
+from .libvirt_hostinfo import LibvirtHostInfo
 
 DEFAULT_URI = "test:///default"
 
@@ -159,7 +160,7 @@ def reason_word(state: int, reason: int) -> str:
     return "unknown"
 
 
-class LibvirtBackend:
+class LibvirtBackend(LibvirtHostInfo):
     """Backend on one long-lived libvirt connection (shared by threads: libvirt is MT-safe)."""
 
     name = "libvirt"

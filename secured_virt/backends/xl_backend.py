@@ -13,6 +13,7 @@ code is split by job into modules that can each be read on their own:
 * xl_devices - memory, vCPUs, disks and interfaces, live and/or in the config;
 * xl_save - save, restore and migrate;
 * xl_labels - owner and ACM label in the config file (get_metadata/set_metadata);
+* xl_hostinfo - statistics, NMI, core dumps, vCPU pinning (what xl has of them);
 * xl_cfg, xl_model, xl_parse - the xl.cfg language, domain model and xl output parsers.
 
 What is left here is what xl cannot do.  Not available with xl: snapshots, libvirt networks
@@ -27,6 +28,7 @@ from .base import BackendError, SnapshotInfo
 from .xl_args import check_name, migrate_host
 from .xl_devices import XlDevices
 from .xl_files import DEFAULT_CONFIG_DIR, DEFAULT_TRANSIENT_DIR
+from .xl_hostinfo import XlHostInfo
 from .xl_labels import XlLabels
 from .xl_listing import DOM0_UUID
 from .xl_run import DEFAULT_XL, XL_ENV
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class XlBackend(XlSave, XlDevices, XlLabels):
+class XlBackend(XlSave, XlDevices, XlLabels, XlHostInfo):
     """Backend driving Xen's ``xl`` (needs root on a Xen dom0; tests mock ``subprocess.run``
     in xl_run).  Constructed as XlCore: ``XlBackend(uri, xl_path=..., xl_config_dir=...,
     xl_auto_dir=..., xl_transient_dir=..., timeout=..., long_timeout=...)``."""

@@ -422,6 +422,98 @@ COMMANDS: dict[str, Command] = {
             reads=True,
             example="svirsh dry-run alice-web",
         ),
+        # -- the catalogue's monitoring and maintenance operations (46, 49-61, 63) ----------
+        _c(
+            "nodeinfo",
+            "hostinfo",
+            "show the host's CPUs and memory",
+            args=(),
+            reads=True,
+            target=None,
+            example="svirsh nodeinfo",
+        ),
+        _c("hostinfo", "hostinfo", "the same as nodeinfo", args=(), reads=True, target=None),
+        _c("vncdisplay", "vncdisplay", "show a running domain's VNC display", reads=True),
+        _c(
+            "screenshot",
+            "screenshot",
+            "take a screenshot of a domain's display (written to standard output)",
+            opts=(Opt(("--screen",), "screen", "which screen (default 0)", "value", "N"),),
+            reads=True,
+            example="svirsh screenshot alice-web > alice-web.ppm",
+        ),
+        _c(
+            "send-key",
+            "send-key",
+            "send key codes to a domain",
+            args=(DOM, Arg("keys", "key codes separated by ',' (e.g. 29,56,111)")),
+            opts=(
+                Opt(("--codeset",), "codeset", "linux (default), xt, usb, qnum, ...", "value"),
+                Opt(("--holdtime",), "holdtime", "milliseconds to hold the keys", "value", "MS"),
+            ),
+        ),
+        _c(
+            "domblklist",
+            "domblklist",
+            "list a domain's block devices",
+            reads=True,
+            example="svirsh domblklist alice-web",
+        ),
+        _c("domiflist", "domiflist", "list a domain's network interfaces", reads=True),
+        _c("dommemstat", "dommemstat", "show a domain's memory statistics", reads=True),
+        _c(
+            "domblkstat",
+            "domblkstat",
+            "show a block device's statistics",
+            args=(DOM, Arg("device", "the disk's target, e.g. vda")),
+            reads=True,
+        ),
+        _c(
+            "domifstat",
+            "domifstat",
+            "show a network interface's statistics",
+            args=(DOM, Arg("device", "the interface's host-side name, e.g. vnet0")),
+            reads=True,
+        ),
+        _c("managedsave", "managedsave", "save a domain's state for its next start"),
+        _c("managedsave-remove", "managedsave-remove", "discard a domain's managed save image"),
+        _c(
+            "dump",
+            "dump",
+            "write a core dump of a domain",
+            args=(
+                DOM,
+                Arg(
+                    "file",
+                    "where to write (through svirtd: a plain name kept in your save directory)",
+                ),
+            ),
+            opts=(Opt(("--memory-only",), "memory_only", "dump the guest's memory only"),),
+        ),
+        _c("inject-nmi", "inject-nmi", "inject a non-maskable interrupt into a domain"),
+        _c(
+            "desc",
+            "desc",
+            "show or change a domain's description (or with --title its title)",
+            opts=(
+                Opt(("--title",), "title", "the title instead of the description"),
+                Opt(("--new-desc",), "new_desc", "set this text", "value", "TEXT"),
+                *_LIVE,
+            ),
+            example="svirsh desc alice-web --new-desc 'AliceCorp web front'",
+        ),
+        _c(
+            "vcpupin",
+            "vcpupin",
+            "show or set which host CPUs a domain's vCPUs may run on",
+            args=(
+                DOM,
+                Arg("vcpu", "the vCPU number", optional=True),
+                Arg("cpulist", "host CPUs, e.g. 0-3 or 0,2", optional=True),
+            ),
+            opts=_LIVE,
+            example="svirsh vcpupin alice-web 0 1",
+        ),
     )
 }
 

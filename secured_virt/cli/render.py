@@ -222,6 +222,9 @@ def render(command: str, args: dict, data: object) -> str:
             lines.append(f"  {it['item']}: {verdict} - {it['reason']}")
         lines.append("Dry Run: " + ("PASSED" if data["allowed"] else "FAILED"))
         return "\n".join(lines) + "\n"
+    rendered = _render_host_info(command, data)
+    if rendered is not None:
+        return rendered
     if isinstance(data, dict) and "message" in data:
         return _message(command, data["message"])
     if isinstance(data, dict) and "text" in data:
@@ -229,3 +232,48 @@ def render(command: str, args: dict, data: object) -> str:
     import json
 
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _render_host_info(command: str, data: dict) -> str | None:
+    """virsh's output for nodeinfo, domblklist, domiflist, the statistics, vncdisplay,
+    vcpupin's listing and screenshot (the image goes to standard output as bytes)."""
+    if command in ("nodeinfo", "hostinfo"):
+        sockets = data.get("sockets") or 0
+        nodes = data.get("numa_nodes") or 1
+        pairs = [
+            ("CPU model", data.get("cpu_model", "")),
+            ("CPU(s)", data.get("cpus", 0)),
+            ("CPU frequency", f"{data.get('mhz', 0)} MHz"),
+            ("CPU socket(s)", sockets // nodes if sockets else 0),
+            ("Core(s) per socket", data.get("cores", 0)),
+            ("Thread(s) per core", data.get("threads", 0)),
+            ("NUMA cell(s)", nodes),
+            ("Memory size", f"{data.get('memory_kib', 0)} KiB"),
+        ]
+        return _kv(pairs, width=21) + "\n"
+    if command == "domblklist":
+        rows = [[d["target"], d["source"]] for d in data["disks"]]
+        return table(["Target", "Source"], rows) + "\n"
+    if command == "domiflist":
+        rows = [
+            [i["interface"], i["type"], i["source"], i["model"], i["mac"]]
+            for i in data["interfaces"]
+        ]
+        return table(["Interface", "Type", "Source", "Model", "MAC"], rows) + "\n"
+    if command == "dommemstat":
+        return "".join(f"{k} {v}\n" for k, v in data["stats"].items()) + "\n"
+    if command in ("domblkstat", "domifstat"):
+        dev = data["device"]
+        return "".join(f"{dev} {k} {v}\n" for k, v in data["stats"].items()) + "\n"
+    if command == "vncdisplay":
+        return data["display"] + "\n\n"
+    if command == "vcpupin" and "vcpus" in data:
+        rows = [[str(v["vcpu"]), v["cpus"]] for v in data["vcpus"]]
+        return table(["VCPU", "CPU Affinity"], rows) + "\n"
+    if command == "screenshot":
+        import base64
+        import sys
+
+        sys.stdout.buffer.write(base64.b64decode(data["image_b64"]))
+        return ""
+    return None

@@ -44,6 +44,7 @@ from . import mediation
 from .devices import DeviceCommands
 from .errors import NullInteraction, UserError
 from .host import HostCommands
+from .host_info import HostInfoCommands
 from .label_objects import LabelObjectCommands
 from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
@@ -64,6 +65,7 @@ class Service(
     LabelCommands,
     LabelObjectCommands,
     HostCommands,
+    HostInfoCommands,
     PolicyCommands,
     MediationSteps,
 ):

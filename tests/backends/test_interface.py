@@ -58,6 +58,20 @@ def test_protocol_lists_the_agreed_operations():
         "interface_sources",
         "open_console",
         "hostinfo",
+        # the catalogue's monitoring and maintenance operations (issue 20)
+        "dommemstat",
+        "domblkstat",
+        "domifstat",
+        "managed_save",
+        "managed_save_remove",
+        "dump",
+        "inject_nmi",
+        "send_key",
+        "get_description",
+        "set_description",
+        "vcpupin",
+        "vcpu_pin_info",
+        "screenshot",
         "close",
     }
     assert set(PROTOCOL_METHODS) == expected

@@ -124,6 +124,9 @@ VALID = {
     "desturi": "test:///default",
     "target": "vdz",
     "source": "/var/lib/libvirt/images/x.img",
+    "keys": "28",
+    "vcpu": "0",
+    "cpulist": "0",
 }
 
 
