@@ -136,9 +136,7 @@ class LabelCommands:
 
         op = self._op("setlabel-resource")
         check = self._bootstrap_rule(ident, acm, f"resource {res}", label, current)
-        return self._gated(
-            ident, op, target, interaction, act_res, check, performs=("acm_label",)
-        )
+        return self._gated(ident, op, target, interaction, act_res, check, performs=("acm_label",))
 
     def _label_vm(self, ident, acm, op_name: str, name, label, interaction):
         """setlabel (inactive VM) and relabel (checked against the running domains)."""
@@ -174,9 +172,7 @@ class LabelCommands:
             return {"message": f"Domain '{name}' relabelled {_shown(acm, label)}{tail}"}
 
         check = self._bootstrap_rule(ident, acm, f"VM '{name}'", label, current)
-        return self._gated(
-            ident, op, target, interaction, act, check, performs=("acm_label",)
-        )
+        return self._gated(ident, op, target, interaction, act, check, performs=("acm_label",))
 
     def _cmd_relabel(self, ident, args, interaction):
         acm = self._need_acm()
