@@ -108,7 +108,9 @@ def _write_out(path: str, data: bytes) -> bool:
 
 
 #: the requests that change what svirtd enforces: they go through a running svirtd
-CHANGES = frozenset({"policy-load", "policy-update", "policy-reset", "policy-rm-boot"})
+CHANGES = frozenset(
+    {"policy-load", "policy-update", "policy-reset", "policy-rm-boot", "policy-edit"}
+)
 
 
 def _through_running_daemon(socket_path: str, request: Request) -> Reply | None:
