@@ -42,7 +42,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from policy import mcs
 from secured_virt.backends.base import BackendError, NoSuchDomain
@@ -197,7 +197,11 @@ class HostCategories:
             ) from None
 
     def _save(self, records: Mapping[str, Record]) -> None:
-        data = json.dumps({k: asdict(r) for k, r in sorted(records.items())}, indent=1)
+        fields = Record.__slots__
+        data = json.dumps(
+            {k: {f: getattr(r, f) for f in fields} for k, r in sorted(records.items())},
+            separators=(",", ":"),
+        )
         atomic_write(self.path, data, mode=0o600, uid=None, gid=None)
 
     # -- what runs -------------------------------------------------------------------------
@@ -230,15 +234,16 @@ class HostCategories:
             ) from None
         run_keys = {uuid for uuid, _n, _m in domains}
         now = time.time()
+        starts: dict[int, str] = {}  # one /proc read per owner process, not per record
         kept: dict[str, Record] = {}
         for key, rec in records.items():
-            if key in run_keys or (
-                not rec.confirmed
-                and now - rec.created < self.ttl
-                and rec.pid_start
-                and _proc_start(rec.pid) == rec.pid_start
-            ):
+            if key in run_keys:
                 kept[key] = rec
+            elif not rec.confirmed and now - rec.created < self.ttl and rec.pid_start:
+                if rec.pid not in starts:
+                    starts[rec.pid] = _proc_start(rec.pid)
+                if starts[rec.pid] == rec.pid_start:
+                    kept[key] = rec
         running: list[Running] = []
         holders: list[mcs.Holder] = []
         problems: list[str] = []

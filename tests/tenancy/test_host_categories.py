@@ -1,0 +1,244 @@
+"""shype.categories on a real libvirt (the test driver): pairs are rebuilt from what really
+runs, kept in the live metadata, released when a domain stops (even behind our back), never
+handed out twice — also by 1,000 concurrent allocations from threads and processes on one
+state directory — and a state file that cannot be trusted stops allocation (fail closed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from policy import mcs
+from secured_virt.backends.libvirt_backend import LibvirtBackend
+from secured_virt.confinement import vmmeta
+from secured_virt.shype import categories as hc
+from secured_virt.shype.categories import CategoryStateError, HostCategories
+
+HERE = Path(__file__).resolve().parent
+CATS = 64
+
+
+def domain_xml(name: str, uid: str) -> str:
+    return (
+        f"<domain type='test'><name>{name}</name><uuid>{uid}</uuid>"
+        "<memory>8192</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+    )
+
+
+@pytest.fixture
+def backend():
+    be = LibvirtBackend("test:///default")
+    yield be
+    be.close()
+
+
+@pytest.fixture
+def state(tmp_path):
+    d = tmp_path / "acm"
+    d.mkdir(mode=0o755)
+    return d
+
+
+def start(host: HostCategories, backend, name: str, realm=None, persistent=False):
+    uid = str(uuid.uuid4())
+    with host.instantiating(uid, name, realm) as pair:
+        if persistent:
+            backend.define(domain_xml(name, uid))
+            backend.start(name)
+        else:
+            backend.create(domain_xml(name, uid))
+    return uid, pair
+
+
+def test_a_started_vm_holds_its_pair_in_its_live_metadata_only(backend, state):
+    host = HostCategories(str(state), lambda: backend)
+    uid, pair = start(host, backend, "web", persistent=True)
+    meta = vmmeta.parse(backend.get_metadata("web", vmmeta.NS))
+    assert meta.categories == str(pair)
+    assert vmmeta.parse(backend.get_metadata("web", vmmeta.NS, config=True)).categories is None
+    assert host.pair_of("web") == pair
+    rec = json.loads((state / hc.FILE).read_text())[uid]
+    assert rec["pair"] == str(pair) and rec["confirmed"] is True
+    assert oct((state / hc.FILE).stat().st_mode & 0o777) == "0o600"
+    backend.destroy("web")
+    backend.undefine("web")
+
+
+def test_a_vm_that_stops_behind_our_back_gives_its_pair_back(backend, state):
+    """No release call: the domain just is not running any more at the next rebuild."""
+    host = HostCategories(str(state), lambda: backend)
+    uid, _pair = start(host, backend, "gone")
+    backend.destroy("gone")  # not through the service
+    assert [r.name for r in host.running()] == ["test"]
+    assert uid not in json.loads((state / hc.FILE).read_text())
+
+
+def test_metadata_alone_keeps_a_pair_taken_when_the_records_are_lost(backend, state):
+    host = HostCategories(str(state), lambda: backend, categories=8)
+    _uid, held = start(host, backend, "keeper")
+    (state / hc.FILE).unlink()  # the state directory was wiped
+    others = {host.reserve(f"k{i}", f"k{i}") for i in range(27)}  # C(8,2) = 28, one held
+    assert held not in others and len(others) == 27
+    with pytest.raises(mcs.CategoriesExhausted):
+        host.reserve("one-more", "one-more")
+    assert [(r.name, r.source) for r in host.running() if r.name == "keeper"] == [
+        ("keeper", "metadata")
+    ]
+    backend.destroy("keeper")
+
+
+def test_the_record_wins_over_a_stale_pair_in_the_metadata(backend, state):
+    """libvirt copies the persistent metadata into the live XML at start: an old pair there
+    must not be taken for the VM's real one."""
+    host = HostCategories(str(state), lambda: backend)
+    uid = str(uuid.uuid4())
+    backend.define(domain_xml("stale", uid))
+    backend.set_metadata(
+        "stale", vmmeta.VmMeta(categories="c1,c2").to_xml(), vmmeta.KEY, vmmeta.NS, live=False
+    )
+    pair = host.reserve(uid, "stale")
+    backend.start("stale")
+    (r,) = [r for r in host.running() if r.name == "stale"]
+    assert (r.pair, r.source) == (pair, "record")
+    host.confirm("stale", uid)
+    assert vmmeta.parse(backend.get_metadata("stale", vmmeta.NS)).categories == str(pair)
+    backend.destroy("stale")
+    backend.undefine("stale")
+
+
+def test_a_failed_start_releases_its_pair(backend, state):
+    host = HostCategories(str(state), lambda: backend)
+    with pytest.raises(RuntimeError), host.instantiating("u-1", "never") as pair:
+        assert json.loads((state / hc.FILE).read_text())["u-1"]["pair"] == str(pair)
+        raise RuntimeError("the hypervisor said no")
+    assert json.loads((state / hc.FILE).read_text()) == {}
+
+
+def test_in_flight_records_expire_with_their_process_or_their_time(backend, state):
+    host = HostCategories(str(state), lambda: backend, ttl=60)
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()
+    now = time.time()
+    me = os.getpid()
+    recs = {
+        "dead-owner": hc.Record("dead-owner", "a", "c1,c2", None, gone.pid, "1", now),
+        "too-old": hc.Record("too-old", "b", "c3,c4", None, me, hc._proc_start(me), now - 61),
+        "in-flight": hc.Record("in-flight", "c", "c5,c6", None, me, hc._proc_start(me), now),
+        "recycled-pid": hc.Record("recycled-pid", "d", "c7,c8", None, me, "12345", now),
+    }
+    host._save(recs)
+    host.sync()
+    assert set(json.loads((state / hc.FILE).read_text())) == {"in-flight"}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "mode", "owner", "symlink", "bad-pair"])
+def test_a_state_file_that_cannot_be_trusted_stops_allocation(backend, state, damage):
+    path = state / hc.FILE
+    if damage == "garbage":
+        path.write_text("{not json")
+    elif damage == "bad-pair":
+        rec = hc.Record("k", "n", "c5,c5", None, 1, "1", time.time())
+        path.write_text(json.dumps({"k": dataclasses.asdict(rec)}))
+    elif damage == "symlink":
+        (state / "elsewhere").write_text("{}")
+        path.symlink_to(state / "elsewhere")
+    else:
+        path.write_text("{}")
+        if damage == "mode":
+            path.chmod(0o666)
+        else:
+            os.chown(path, 65534, 65534)
+    host = HostCategories(str(state), lambda: backend)
+    with pytest.raises(CategoryStateError) as exc:
+        host.reserve("k2", "n2")
+    assert str(path) in str(exc.value)
+
+
+def test_realm_vms_get_the_realm_category_and_a_new_realm_one_nobody_holds(backend, state):
+    realms = {"acme": 1023}
+    host = HostCategories(str(state), lambda: backend, realm_categories=lambda: realms)
+    _u, pa = start(host, backend, "acme-1", realm="acme")
+    _u, pn = start(host, backend, "plain")
+    assert 1023 in pa.categories and 1023 not in pn.categories
+    new = host.new_realm_category()
+    assert new != 1023 and new not in pa.categories | pn.categories
+    for name in ("acme-1", "plain"):
+        backend.destroy(name)
+
+
+def _alloc_in_threads(host, tag, threads, per_thread, out, errors):
+    barrier = threading.Barrier(threads)
+
+    def work(t):
+        barrier.wait()
+        for i in range(per_thread):
+            key = f"{tag}-{t}-{i}"
+            try:
+                out.append((key, str(host.reserve(key, key))))
+            except Exception as exc:
+                errors.append(repr(exc))
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+@pytest.mark.slow
+def test_one_thousand_concurrent_allocations_from_threads_and_processes_are_unique(backend, state):
+    """4 processes x 5 threads x 40 + this process's 10 threads x 20 = 1,000 allocations on
+    one state directory at once; every pair differs, and the records hold all of them.  The
+    space is c0..c63 (2,016 pairs), so without the host lock two of the 1,000 would collide
+    almost surely (birthday bound), besides records being lost."""
+    start_at = time.time() + 3
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "alloc_worker.py"),
+                str(state),
+                f"p{n}",
+                "5",
+                "40",
+                str(start_at),
+                str(CATS),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    try:
+        host = HostCategories(str(state), lambda: backend, categories=CATS)
+        out: list[tuple[str, str]] = []
+        errors: list[str] = []
+        time.sleep(max(0.0, start_at - time.time()))
+        _alloc_in_threads(host, "t", 10, 20, out, errors)
+        for p in procs:
+            got = json.loads(p.stdout.readline())
+            out += [tuple(x) for x in got["pairs"]]
+            errors += got["errors"]
+        assert errors == []
+        assert len(out) == 1000
+        pairs = [p for _k, p in out]
+        assert len(set(pairs)) == 1000, "two allocations got the same pair"
+        records = json.loads((state / hc.FILE).read_text())
+        assert {k: r["pair"] for k, r in records.items()} == dict(out)
+    finally:
+        for p in procs:
+            p.communicate(timeout=60)
+    # the workers are gone: their in-flight records are dropped at the next rebuild
+    host.sync()
+    records = json.loads((state / hc.FILE).read_text())
+    assert set(records) == {k for k, _p in out if k.startswith("t-")}
