@@ -48,6 +48,9 @@ class PolicyHost(Protocol):
 
     def _set_compiled(self, new: CompiledPolicy, flags: int, overwrite: bool) -> PolicyState: ...
 
+    @property
+    def mediator(self) -> Any: ...
+
 
 def _component(c: str) -> str:
     up = str(c).upper()
@@ -73,9 +76,13 @@ class XsmPolicy:
     """A handle on one installed policy (by name).  Reads return plain data; edits return a
     :class:`~policy.xsm.records.PolicyState` (``.ok``/``.xserr``/``.message``)."""
 
-    def __init__(self, host: PolicyHost, name: str) -> None:
+    def __init__(self, host: PolicyHost, name: str, *, dry_run: bool = False) -> None:
         self._host = host
         self.name = name
+        #: with dry_run, an edit changes nothing: it only says whether it would pass (the
+        #: PolicyState of the would-be update) and leaves the edited policy in ``preview``
+        self.dry_run = dry_run
+        self.preview: AcmPolicy | None = None
 
     # ------------------------------------------------------------------ reads
     @property
@@ -159,6 +166,8 @@ class XsmPolicy:
                     f"the edited policy would be invalid: {exc.problems[0].message}",
                     problems=[p.message for p in exc.problems],
                 )
+            if self.dry_run:
+                return self._preview(new, loaded)
             flags = self._host._flags_of(self.name)
             state = self._host._set_compiled(
                 new.compile(), flags & (XS_INST_LOAD | XS_INST_BOOT), overwrite=True
@@ -166,6 +175,27 @@ class XsmPolicy:
             if state.ok:
                 self.name = new.name
             return state
+
+    def _preview(self, new: AcmPolicy, loaded: bool) -> PolicyState:
+        """The dry run of an edit: the same checks as the update (compilation, and for the
+        loaded policy the all-or-nothing replay over the running domains), nothing changed."""
+        self.preview = new
+        compiled = new.compile()
+        errors = self._host.mediator.check_update(compiled) if loaded else []
+        if errors:
+            return failed(
+                Xserr.HV_OP_FAILED,
+                f"the edit of {self.name} would be refused; nothing was changed",
+                errors,
+            )
+        return PolicyState(
+            xserr=0,
+            message=f"policy {new.name} {new.version} would be "
+            + ("loaded" if loaded else "installed"),
+            xs_ref=new.name,
+            repr=new.xml.decode("utf-8", "replace"),
+            version=new.version,
+        )
 
     def set_header(self, **fields: str) -> PolicyState:
         """Change header fields: policyurl, reference, date, namespaceurl, version.

@@ -492,13 +492,14 @@ class XsmHost:
             for p in paths:
                 atomic_remove(p)
 
-    def policy(self, name: str | None = None) -> XsmPolicy:
-        """An :class:`~policy.xsm.editor.XsmPolicy` handle (the loaded policy by default)."""
+    def policy(self, name: str | None = None, *, dry_run: bool = False) -> XsmPolicy:
+        """An :class:`~policy.xsm.editor.XsmPolicy` handle (the loaded policy by default);
+        ``dry_run``: its edits only say whether they would pass (``preview`` = the result)."""
         name = name or self.active.name
         with self._lock:
             if name != self.active.name and self._read_installed(name) is None:
                 raise XsmError(Xserr.FILE_ERROR, f"policy {name} is not installed")
-        return XsmPolicy(self, name)
+        return XsmPolicy(self, name, dry_run=dry_run)
 
     def installed(self, name: str) -> AcmPolicy:
         """The installed policy ``name`` (the loaded one comes from memory)."""

@@ -29,6 +29,8 @@ import sys
 
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
 
+from .admin_policy_edit import EDIT_ACTIONS
+
 ACTIONS = (
     "show",
     "map",
@@ -42,6 +44,7 @@ ACTIONS = (
     "rm-boot",
     "compile",
     "diff",
+    *EDIT_ACTIONS,  # editing the loaded policy: admin_policy_edit
 )
 
 
@@ -303,6 +306,17 @@ def cmd_policy(args) -> int:
             return EXIT_USAGE
         return _compile(args)
     req_args: dict = {}
+    if args.action in EDIT_ACTIONS:
+        from . import admin_policy_edit as pe
+
+        req = pe.edit_request(args)
+        if isinstance(req, str):
+            return pe.usage(args, req)
+        reply = _dispatch(args, Request("policy-edit", req))
+        if not reply.ok:
+            sys.stderr.write(f"svirt-admin: {reply.message}\n")
+            return reply.status
+        return pe.print_edit(args, reply.data)
     if args.action in ("load", "update"):
         if not args.file:
             sys.stderr.write(f"svirt-admin policy {args.action}: FILE is required\n")
@@ -440,3 +454,6 @@ def register(sub, add, files) -> None:
     sp.add_argument("--map", metavar="OUT", help="compile: write the map here")
     sp.add_argument("-q", "--quiet", action="store_true", help="compile: print nothing")
     sp.add_argument("--json", action="store_true", help="print as JSON")
+    from .admin_policy_edit import register_options
+
+    register_options(sp)

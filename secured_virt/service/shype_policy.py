@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 
-from secured_virt.requests import EXIT_FAILED, EXIT_OK, Reply
+from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
 
 from .errors import UserError
 
@@ -155,6 +155,67 @@ class PolicyCommands:
 
     _cmd_policy_update = _cmd_policy_load
 
+    # -- editing the loaded policy (seed 000's XSMPolicy calls), operation policy-edit -------
+    def _cmd_policy_edit(self, ident, args, interaction):
+        """One edit of the loaded policy - header, a type, a conflict set, a label - applied
+        as one all-or-nothing update (the editor raises the version and names FromPolicy),
+        refused with the same codes as ``policy update``; ``dry_run`` previews it: the old and
+        new XML and whether the running domains allow it."""
+        acm = self._need_acm()
+        edit = args.get("edit")
+        call = _EDITS.get(edit) if isinstance(edit, str) else None
+        if call is None:
+            raise UserError(
+                f"policy edit: unknown edit {edit!r} (use {', '.join(sorted(_EDITS))})", EXIT_USAGE
+            )
+        try:
+            apply = call(args)  # arguments checked before any decision: usage errors, exit 2
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"policy {edit}: {exc}", EXIT_USAGE) from None
+
+        def act():
+            import policy
+
+            with acm.exclusive():
+                old_xml = acm.active.xml.decode("utf-8", "replace")
+                try:
+                    handle = acm.host.policy(dry_run=bool(args.get("dry_run")))
+                    st = apply(handle)
+                except policy.XsmError as exc:
+                    raise UserError(str(exc), EXIT_FAILED) from None
+            if args.get("dry_run"):
+                return {
+                    "dry_run": True,
+                    "edit": edit,
+                    "policy": handle.preview.name if handle.preview else acm.active.name,
+                    "version": handle.preview.version if handle.preview else "",
+                    "would_load": st.xserr == 0,
+                    "message": st.message,
+                    "errors": [
+                        {"code": c, "detail": d, "message": m}
+                        for (c, d), m in zip(st.errors, st.problems, strict=False)
+                    ]
+                    or (
+                        []
+                        if st.xserr == 0
+                        else [{"code": st.xserr, "detail": 0, "message": st.message}]
+                    ),
+                    "old_xml": old_xml,
+                    "new_xml": handle.preview.xml.decode("utf-8", "replace")
+                    if handle.preview
+                    else None,
+                }
+            if st.xserr:
+                raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
+            return {
+                "message": f"{edit}: {st.message}",
+                "policy": st.xs_ref,
+                "version": st.version,
+                "flags": st.flags,
+            }
+
+        return self._host_op(ident, "policy-edit", interaction, act, performs=("acm_policy",))
+
     def _cmd_policy_reset(self, ident, args, interaction):
         acm = self._need_acm()
 
@@ -180,3 +241,76 @@ class PolicyCommands:
 def _policy_changed():
     """The action of a policy load refused before parsing, if the UA/PA changed meanwhile."""
     raise UserError("the role policy changed while the request was checked; run it again")
+
+
+def _names(value, what: str) -> list[str]:
+    """A list of type names from a request: a list, or one string separated by ','."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"give the {what} as names separated by ','")
+    return [v.strip() for v in value]
+
+
+def _name(args, key: str, what: str) -> str:
+    v = args.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"the {what} is required")
+    return v.strip()
+
+
+def _component(args) -> str:
+    c = _name(args, "component", "policy component (ste or chwall)").lower()
+    if c not in ("ste", "chwall"):
+        raise ValueError(f"component {c!r}: use ste or chwall")
+    return c
+
+
+def _header(args):
+    fields = {
+        k: args[k]
+        for k in ("policyurl", "reference", "date", "namespaceurl", "version")
+        if isinstance(args.get(k), str)
+    }
+    if not fields:
+        raise ValueError(
+            "give at least one of --url, --reference, --date, --namespace-url, --version"
+        )
+    return lambda h: h.set_header(**fields)
+
+
+def _label(args):
+    kind = _name(args, "kind", "label kind (vm or res)").lower()
+    if kind not in ("vm", "res"):
+        raise ValueError(f"label kind {kind!r}: use vm or res")
+    record = {
+        "type": kind,
+        "name": _name(args, "name", "label name"),
+        "stetypes": _names(args.get("ste") or [], "STE types") if args.get("ste") else [],
+        "chwalltypes": _names(args.get("chwall"), "Chinese Wall types")
+        if args.get("chwall")
+        else [],
+    }
+    return lambda h: h.add_label(record)
+
+
+#: edit name -> (request args -> the call on an XsmPolicy handle); the calls are seed 000's
+_EDITS = {
+    "set-header": _header,
+    "add-type": lambda a: (lambda c, t: lambda h: h.add_type(c, t))(
+        _component(a), _name(a, "type", "type name")
+    ),
+    "rm-type": lambda a: (lambda c, t: lambda h: h.rm_type(c, t))(
+        _component(a), _name(a, "type", "type name")
+    ),
+    "add-conflict": lambda a: (lambda n, ts: lambda h: h.add_conflict_set(n, ts))(
+        _name(a, "name", "conflict set name"), _names(a.get("types"), "conflict set's types")
+    ),
+    "rm-conflict": lambda a: (lambda n: lambda h: h.rm_conflict_set(n))(
+        _name(a, "name", "conflict set name")
+    ),
+    "add-label": _label,
+    "rm-label": lambda a: (lambda n, k: lambda h: h.rm_label(n, k))(
+        _name(a, "name", "label name"), a.get("kind") or "any"
+    ),
+}
