@@ -316,7 +316,7 @@ def cmd_policy(args) -> int:
         if not reply.ok:
             sys.stderr.write(f"svirt-admin: {reply.message}\n")
             return reply.status
-        return pe.print_edit(args, reply.data)
+        return pe.print_edit(args, reply.data, policy_diff)
     if args.action in ("load", "update"):
         if not args.file:
             sys.stderr.write(f"svirt-admin policy {args.action}: FILE is required\n")

@@ -72,7 +72,9 @@ def edit_request(args) -> dict | str:
     return req
 
 
-def print_edit(args, data) -> int:
+def print_edit(args, data, policy_diff) -> int:
+    """Print an edit's outcome; ``policy_diff`` is admin_policy's (passed in: that module
+    imports this one)."""
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK if not data.get("dry_run") or data["would_load"] else EXIT_FAILED
@@ -80,8 +82,6 @@ def print_edit(args, data) -> int:
         print(data.get("message", ""))
         return EXIT_OK
     import policy
-
-    from .admin_policy import policy_diff
 
     if data.get("new_xml"):
         old = policy.AcmPolicy.from_xml(data["old_xml"].encode(), source="loaded")
