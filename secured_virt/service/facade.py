@@ -366,6 +366,8 @@ class Service(
         def mediated():
             if subject:
                 self._confinement_steps(op.name, steps, lazy)
+                if mediation.LABEL_CURRENT in steps:
+                    lazy.get()  # read the current label *before* the action replaces it
             data = action()
             if subject and mediation.LABEL_CURRENT in steps:
                 self._keep_current_label(target.name, lazy.get())

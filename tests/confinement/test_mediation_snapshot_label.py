@@ -85,3 +85,15 @@ def test_revert_of_a_running_domain_is_checked_without_itself(svc):
     r = run(svc, ROOT, "snapshot-revert", domain="alice-db", snapshot="old")
     assert r.status == EXIT_OK, r.message
     assert running_labels(svc) == {"alice-db": "dom_BobCorp"}
+
+
+def test_root_with_acm_off_also_keeps_the_current_label(tmp_path):
+    """label_current is not an ACM step: the label read before the revert is the one kept,
+    also when nothing else needed to look at the request first."""
+    s = acm_service(host_config(tmp_path))
+    label_vm(s, "alice-db", "dom_AliceCorp")
+    assert run(s, ROOT, "snapshot-create-as", domain="alice-db", snapshot="old").ok
+    label_vm(s, "alice-db", "dom_BobCorp")
+    s.acm = None  # the same host (the test driver lives in this connection), ACM off
+    assert run(s, ROOT, "snapshot-revert", domain="alice-db", snapshot="old").ok
+    assert s._meta("alice-db").label == "dom_BobCorp"
