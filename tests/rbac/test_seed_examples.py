@@ -105,8 +105,10 @@ def test_figure1_filter_visible(figure1):
 def test_sample_policy_in_etc_loads_with_the_real_catalogue():
     pol = rbac.load(REPO / "etc" / "ua.xml", REPO / "etc" / "pa.xml", CATALOGUE.names)
     assert "PolicyAdmin" in pol.roles
-    assert pol.decide("alice", CATALOGUE.get("start").id, "web-7").allowed
-    assert pol.decide("dave", 6, "fun1", {"label": "dom_Fun"}).via == ("OpsLead", "FunOperator")
-    assert pol.decide("erin", 1, "Domain-0").requires_auth
+    # the sample's users are "example:NAME": no account can have a ':' (issue 19)
+    assert pol.decide("example:alice", CATALOGUE.get("start").id, "web-7").allowed
+    d = pol.decide("example:dave", 6, "fun1", {"label": "dom_Fun"})
+    assert d.via == ("OpsLead", "FunOperator")
+    assert pol.decide("example:erin", 1, "Domain-0").requires_auth
     assert [s.name for s in pol.ssd_sets] == ["audit-independence"]
     assert [s.name for s in pol.dsd_sets] == ["change-vs-operate"]
