@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Write the manual pages man/svirsh.1 and man/svirt-admin.8 from the programs' definitions.
+"""Write the manual pages man/svirsh.1, man/svirt-admin.8 and man/svirtd.8 from the programs.
 
 svirsh.1 comes from svirsh's usage text (global options, examples) and its command table
 (``COMMANDS``: arguments, options, the catalogue operation each command is checked as);
 svirt-admin.8 from ``build_parser()`` (every subcommand with its usage, arguments, options and
-example) plus the sections on editing that no parser can say.  Run it after changing either:
+example) plus the sections on editing that no parser can say; svirtd.8 from svirtd's parser
+plus how to run it with and without systemd.  Run it after changing any of them:
 
-    /opt/secured-virt/venv/bin/python man/generate.py           # rewrite the pages
-    /opt/secured-virt/venv/bin/python man/generate.py --check   # exit 1 if stale
+    $(make -s print-venv)/bin/python man/generate.py           # rewrite the pages
+    $(make -s print-venv)/bin/python man/generate.py --check   # exit 1 if stale
     man -l man/svirt-admin.8                                     # read one
 """
 
@@ -166,8 +167,9 @@ def exit_status(rows) -> str:
 EDITING = [
     (
         "edit ua|pa",
-        "Like visudo.  Both policy files are locked (a non-blocking lock on FILE.lock; a second "
-        "editor is told the pid and user holding it and refused).  The file is copied to a "
+        "Like visudo.  Both policy files are locked (a non-blocking lock on a file in "
+        "rolefile_state_dir, never beside the policy files; a second editor is told the pid "
+        "and user holding it and refused).  The file is copied to a "
         "private directory (0700) and the editor runs on the copy: the configuration's "
         "'editor' (an absolute path), or SUDO_EDITOR, VISUAL or EDITOR only when "
         "'allow_env_editor = yes'.  The editor is run from an argument list with no shell, the "
@@ -189,13 +191,13 @@ EDITING = [
     ),
     (
         "install",
-        "The previous version is kept as FILE.bak (root:root 0600), the new one is written to "
-        "a temporary file in the same directory, fsynced and renamed over the old one, owned "
-        "by root:root with mode 0644: a crash leaves the old or the new file, never half of "
-        "one.  When both files change they are installed in an order whose intermediate state "
-        "is itself valid when one exists, and the first is put back if the second fails.  The "
-        "change is written to the audit log first (operation rbac-admin on the host object); "
-        "if that fails nothing is installed.  A running svirtd is then told to reload.",
+        "The previous version is kept in rolefile_state_dir (root:root 0600), the new one is "
+        "written to a temporary file in the same directory, fsynced and renamed over the old "
+        "one, owned by root:root with mode 0644: a crash leaves the old or the new file, never "
+        "half of one.  When both files change they are installed in an order whose intermediate"
+        " state is itself valid when one exists, and the first is put back if the second fails."
+        "  The change is written to the audit log first (operation rbac-admin on the host "
+        "object); if that fails nothing is installed.  A running svirtd is then told to reload.",
     ),
     (
         "scripted changes",
@@ -319,8 +321,7 @@ def admin_page() -> str:
         ("/etc/secured-virt/secured-virt.conf", "configuration (root:root, not writable by others)"),  # noqa: E501
         ("/etc/secured-virt/ua.xml", "user assignment (UA)"),
         ("/etc/secured-virt/pa.xml", "permission assignment (PA)"),
-        ("/etc/secured-virt/ua.xml.bak, pa.xml.bak", "the version before the last install"),
-        ("/etc/secured-virt/ua.xml.lock, pa.xml.lock", "edit locks (holder pid, user, time)"),
+        ("/var/lib/secured-virt/rolefiles/", "edit locks (holder pid, user, time) and the version of UA/PA before the last install (rolefile_state_dir)"),  # noqa: E501
         ("/var/log/secured-virt/audit.log", "hash-chained audit log"),
     ):  # fmt: skip
         out += tp(esc(path), what)
@@ -328,7 +329,89 @@ def admin_page() -> str:
     return out
 
 
-PAGES = {"svirsh.1": svirsh_page, "svirt-admin.8": admin_page}
+# -- svirtd.8 -----------------------------------------------------------------------------------
+RUNNING = [
+    (
+        "with systemd",
+        "make install puts svirtd.socket and svirtd.service in /usr/local/lib/systemd/system.  "
+        "systemctl enable --now svirtd.socket: systemd listens on the socket and starts svirtd "
+        "on the first connection; its log goes to the journal (journalctl -u svirtd).  "
+        "systemctl reload svirtd re-reads UA/PA/ACM and the configuration.",
+    ),
+    (
+        "in the foreground",
+        "Run svirtd as root in a terminal: it logs to standard error (--syslog: to syslog) and "
+        "stops on Ctrl-C or SIGTERM after the requests in flight.",
+    ),
+    (
+        "daemonised, without systemd",
+        "Use start-stop-daemon (Debian's dpkg), which detaches svirtd, writes its pid file and "
+        "sends its log to a file:\n"
+        "install -d -m 0700 /var/log/secured-virt\n"
+        "start-stop-daemon --start --background --make-pidfile --pidfile /run/svirtd.pid "
+        "--output /var/log/secured-virt/svirtd.log --startas /usr/local/sbin/svirtd\n"
+        "start-stop-daemon --stop --pidfile /run/svirtd.pid --remove-pidfile --retry TERM/20\n"
+        "kill -HUP $(cat /run/svirtd.pid) reloads.",
+    ),
+    (
+        "directories",
+        "svirtd creates what it needs on start, root-owned: the socket's directory "
+        "(/run/secured-virt, 0755), the audit log's (/var/log/secured-virt, 0700), its state "
+        "(/var/lib/secured-virt: sHype/ACM state, save images, UA/PA edit state) and the "
+        "credential cache (auth_dir, 0700).  Each is refused if it exists with an owner or "
+        "mode that lets someone else change it.",
+    ),
+]
+
+
+def svirtd_page() -> str:
+    from secured_virt.daemon.server import build_parser
+
+    parser = build_parser()
+    out = head("svirtd", 8, "secured-virt", "secured-virt's privileged broker")
+    out += ".SH SYNOPSIS\n" + f"{bold('svirtd')} [{italic('OPTIONS')}]\n"
+    out += ".SH DESCRIPTION\n" + para(parser.description or "") + para(parser.epilog or "")
+    out += para(
+        "Every request is decided like root's own svirsh: the role policy (UA/PA), PAM when "
+        "the operation needs it (the prompt is relayed to the client), the sHype/ACM label, "
+        "the audit log, and only then the hypervisor.  The wire protocol is described in "
+        "/usr/local/share/doc/secured-virt/protocol.md."
+    )
+    out += ".SH OPTIONS\n"
+    for a in parser._actions:
+        if a.help == argparse.SUPPRESS:
+            continue
+        text = a.help or ""
+        if a.choices:
+            text = (text + "; " if text else "") + "one of: " + ", ".join(map(str, a.choices))
+        out += tp(_action_term(a), text)
+    out += ".SH RUNNING\n"
+    for term, body in RUNNING:
+        first, *rest = body.split("\n")
+        out += tp(bold(term), first)
+        if rest:
+            out += ".RS\n.nf\n" + "".join(esc(line) + "\n" for line in rest) + ".fi\n.RE\n"
+    out += exit_status(
+        [
+            ("0", "stopped cleanly"),
+            ("1", "could not listen on the socket"),
+            ("2", "usage error"),
+            ("4", "bad configuration or policy, or started in a way it refuses (not isolated)"),
+        ]
+    )
+    out += ".SH FILES\n"
+    for path, what in (
+        ("/etc/secured-virt/secured-virt.conf", "configuration"),
+        ("/run/secured-virt/svirtd.sock", "the socket"),
+        ("/var/log/secured-virt/audit.log", "hash-chained audit log"),
+        ("/var/lib/secured-virt/", "state"),
+    ):
+        out += tp(esc(path), what)
+    out += ".SH SEE ALSO\n" + esc("svirsh(1), svirt-admin(8), systemd.socket(5)") + "\n"
+    return out
+
+
+PAGES = {"svirsh.1": svirsh_page, "svirt-admin.8": admin_page, "svirtd.8": svirtd_page}
 
 
 def main(argv: list[str] | None = None) -> int:

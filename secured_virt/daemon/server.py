@@ -524,6 +524,11 @@ def _service_policy_paths(service) -> list[str]:
 
 # -- command line ---------------------------------------------------------------------------
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """svirtd's options (also read by man/generate.py for svirtd(8))."""
     ap = argparse.ArgumentParser(
         prog="svirtd",
         description="secured-virt's privileged broker: serves svirsh for non-root users over "
@@ -538,7 +543,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
     ap.add_argument("-V", "--version", action="version", version=f"svirtd {VERSION}")
-    return ap.parse_args(argv)
+    return ap
 
 
 def _setup_logging(level: str, use_syslog: bool) -> None:
