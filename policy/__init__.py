@@ -130,7 +130,10 @@ Modules, each importing only modules listed before it
 ``mediation/`` (``replay``, ``state``, ``sharing``, ``lifecycle``, ``change``), ``mediator``
     the emulated hypervisor hooks, and their facade :class:`Mediator`;
 ``xsm/`` (``records``, ``editor``, ``labelstore``, ``resources``, ``host``)
-    the XSM management API.
+    the XSM management API;
+``mcs``
+    sVirt's MCS categories (imports no other policy module): category sets, dominance, unique category
+    pairs per running VM with per-realm categories, the emulated MCS open hook.
 """
 
 from __future__ import annotations
