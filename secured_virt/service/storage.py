@@ -235,7 +235,9 @@ class StorageCommands:
             "snapshot-revert",
             name,
             interaction,
-            _say("", lambda: self.backend.snapshot_revert(name, snap)),
+            _say(
+                f"Domain snapshot {snap} reverted", lambda: self.backend.snapshot_revert(name, snap)
+            ),
             effect=effect,
         )
 
