@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import stat
 import threading
@@ -279,13 +280,18 @@ class HostCategories:
         A key that already holds a pair (it runs, or a start is in flight) keeps it.  Raises
         ``mcs.CategoriesExhausted`` when no pair is free, ``CategoryStateError`` when the state
         cannot be read (fail closed: no pair is handed out blind)."""
+        return self._reserve(key, name, realm)[0]
+
+    def _reserve(self, key: str, name: str, realm: str | None) -> tuple[mcs.CategoryPair, bool]:
+        """(pair, whether this call created the record)."""
         if not key:
             raise ValueError("a category pair is reserved for a VM's UUID; none was given")
         with self.locked():
             records, _running = self._rebuild()
             pair = self.allocator.allocate(key, realm)
             rec = records.get(key)
-            if rec is None or rec.pair != str(pair):
+            new = rec is None or rec.pair != str(pair)
+            if new:
                 records[key] = Record(
                     key=key,
                     name=name,
@@ -296,7 +302,7 @@ class HostCategories:
                     created=time.time(),
                 )
                 self._save(records)
-            return pair
+            return pair, new
 
     def confirm(self, name: str, key: str | None = None) -> mcs.CategoryPair | None:
         """The domain runs now: write its pair into its live metadata (for dominfo and for a
@@ -338,15 +344,28 @@ class HostCategories:
     @contextlib.contextmanager
     def instantiating(self, key: str, name: str, realm: str | None = None):
         """``reserve`` before, ``confirm`` after a successful hypervisor call, ``release`` if
-        it raised: the pair is never left behind by a start that failed."""
-        pair = self.reserve(key, name, realm)
+        it raised: the pair is never left behind by a start that failed — unless the pair was
+        not this call's (the VM already ran with it, e.g. a second ``start`` that libvirt
+        refused), which stays.  A failed ``confirm`` does not turn a start that happened into
+        an error: the record keeps the pair taken while the VM runs; only dominfo misses it."""
+        pair, new = self._reserve(key, name, realm)
         try:
             yield pair
         except BaseException:
-            with contextlib.suppress(CategoryStateError, OSError):
-                self.release(key)
+            if new:
+                with contextlib.suppress(CategoryStateError, OSError):
+                    self.release(key)
             raise
-        self.confirm(name, key)
+        try:
+            self.confirm(name, key)
+        except (BackendError, CategoryStateError, OSError) as exc:
+            logging.getLogger(__name__).warning(
+                "%s runs with category pair %s, but it could not be written to its live "
+                "metadata: %s",
+                name,
+                pair,
+                exc,
+            )
 
     # -- questions -------------------------------------------------------------------------
     def sync(self) -> list[str]:

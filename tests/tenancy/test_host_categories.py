@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from policy import mcs
+from secured_virt.backends.base import BackendError
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.confinement import vmmeta
 from secured_virt.shype import categories as hc
@@ -242,3 +243,15 @@ def test_one_thousand_concurrent_allocations_from_threads_and_processes_are_uniq
     host.sync()
     records = json.loads((state / hc.FILE).read_text())
     assert set(records) == {k for k, _p in out if k.startswith("t-")}
+
+
+def test_a_refused_second_start_does_not_take_the_running_vms_pair_away(backend, state):
+    host = HostCategories(str(state), lambda: backend, categories=8)
+    uid, pair = start(host, backend, "twice")
+    with pytest.raises(BackendError), host.instantiating(uid, "twice") as again:
+        assert again == pair
+        backend.create(domain_xml("twice", uid))  # already running: libvirt says no
+    assert json.loads((state / hc.FILE).read_text())[uid]["pair"] == str(pair)
+    (r,) = [r for r in host.running() if r.name == "twice"]
+    assert (r.pair, r.source) == (pair, "record")
+    backend.destroy("twice")
