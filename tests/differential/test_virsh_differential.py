@@ -9,10 +9,11 @@ INTENDED_DIFFERENCES below, with its reason - nowhere else.
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
-from conftest import BOB_VMS
+from conftest import BOB_VMS, pa_xml
 from diff_helpers import (
     Out,
     mask_volatile,
@@ -21,6 +22,7 @@ from diff_helpers import (
     virsh,
     virsh_sequence,
 )
+from svtd_helpers import write_root_file
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +39,13 @@ INTENDED_DIFFERENCES = {
         {1: 2},
         "svirsh's documented exit codes tell a refused command line (2) from a failed "
         "operation (1) and a denial (3); virsh exits 1 for all of them",
+    ),
+    # a name outside a partial grant: refused, whether such a VM exists or not
+    "outside-the-grant": (
+        3,
+        "a user who may see only some VMs is refused (exit 3) for any other name, existing or "
+        "not, so svirsh never tells them which other VMs exist; virsh, seeing everything, says "
+        "'failed to get domain' (exit 1)",
     ),
     # options svirsh has and virsh lacks, per command ("*": every command)
     "extra-options": (
@@ -382,3 +391,91 @@ def test_help_option_names_are_virshs(host):
             stale = missing.get(name, set()) & ours
             assert not stale, f"{name}: now offered, drop from not-offered: {sorted(stale)}"
     assert shared >= 30
+
+
+# -- one pass on real QEMU -------------------------------------------------------------------
+def _rows(stdout: str, names) -> tuple[str, list[list[str]]]:
+    """A virsh table's header and the cells of the rows naming one of ``names`` (other
+    helpers' guests may come and go on the shared qemu:///system between two runs)."""
+    lines = stdout.split("\n")
+    rows = [re.split(r" {2,}", line.strip()) for line in lines[2:] if line.strip()]
+    return lines[0], [r for r in rows if len(r) > 1 and r[1] in names]
+
+
+def _lines(stdout: str, names) -> list[str]:
+    return [line for line in stdout.splitlines() if line.split(" ")[-1] in names]
+
+
+@pytest.fixture
+def qemu_guests(host):
+    from secured_virt.backends.factory import open_backend
+    from secured_virt.testing.libvirtd import ensure_libvirtd, tiny_guest_xml
+
+    status = ensure_libvirtd()
+    if not status.ok:
+        pytest.skip(status.reason)
+    tag = os.urandom(3).hex()
+    names = (f"svdiff-{tag}-a", f"svdiff-{tag}-b")
+    be = open_backend("libvirt", "qemu:///system")
+    for vm in names:
+        be.define(tiny_guest_xml(vm))
+    be.start(names[0])
+    try:
+        yield names
+    finally:
+        for vm in names:
+            try:
+                if be.lookup(vm).id is not None:
+                    be.destroy(vm)
+                be.undefine(vm)
+            except Exception:
+                pass
+        be.close()
+        status.stop()
+
+
+def test_real_qemu_as_root_and_as_a_user(host, qemu_guests, test_users, readable_src):
+    """On qemu:///system: root in direct mode, and a user who may see (only) the test's two
+    guests through an svirtd on that URI - the rows of the shared host's other guests aside."""
+    uri = "qemu:///system"
+    write_root_file(host.pa, pa_xml(bob_vms=qemu_guests))
+    conf = host.config.read_text().replace(f"test://{host.node}", uri)
+    write_root_file(host.config, conf)
+    host.d.stop()
+    host.d = host.daemon().start().wait_ready()
+    bob = test_users["svt-bob"]
+    runs = {
+        "root": lambda *a: svirsh_direct(host.config, uri, *a),
+        "svt-bob": lambda *a: svirsh_as(bob, readable_src, host.socket, *a),
+    }
+    for who, svirsh in runs.items():
+        for vm in qemu_guests:
+            for argv in (
+                ["dominfo", vm],
+                ["domstate", vm],
+                ["domstate", vm, "--reason"],
+                ["domid", vm],
+                ["domuuid", vm],
+                ["dumpxml", vm],
+                ["dumpxml", vm, "--inactive"],
+                ["snapshot-list", vm],
+            ):
+                assert_same([*argv, f"({who})"], virsh(uri, *argv), svirsh(*argv))
+        for case in LIST_CASES:
+            argv = ["list", *case]
+            theirs, ours = virsh(uri, *argv), svirsh(*argv)
+            assert ours.rc == theirs.rc or (theirs.rc, ours.rc) == (1, USAGE_EXIT[1]), argv
+            if theirs.rc:
+                continue
+            if {"--name", "--uuid", "--id"} & set(case):
+                if case == ["--id"] or case == ["--all", "--id"]:
+                    continue  # ids alone name no VM to filter on
+                assert _lines(ours.stdout, qemu_guests) == _lines(theirs.stdout, qemu_guests)
+            else:
+                assert _rows(ours.stdout, qemu_guests) == _rows(theirs.stdout, qemu_guests), argv
+        for argv in (["dominfo", "no-such-vm"], ["start", qemu_guests[0]]):
+            theirs, ours = virsh(uri, *argv), svirsh(*argv)
+            rc = theirs.rc
+            if who != "root" and "no-such-vm" in argv:  # svt-bob's grant is partial
+                rc = INTENDED_DIFFERENCES["outside-the-grant"][0]
+            assert (ours.rc, ours.stdout) == (rc, theirs.stdout), (who, theirs, ours)
