@@ -346,7 +346,7 @@ class Service(
             checks = (("acm", acm_check),)
         if mediation.ACM_LOCK not in steps:
             v = self.gate.authorize(ident, op, target, interaction, checks=checks)
-            return self._after_decision(v, op, target, steps, lazy, fn, subject)
+            return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
         pre = self.gate.preauthenticate(ident, op, target, interaction)
         if not pre.allowed:
             return self._denied(pre)
@@ -354,9 +354,11 @@ class Service(
             v = self.gate.authorize(
                 ident, op, target, None, checks=checks, authenticated=pre.authenticated
             )
-            return self._after_decision(v, op, target, steps, lazy, fn, subject)
+            return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
 
-    def _after_decision(self, v: Verdict, op, target: Target, steps, lazy, fn, subject) -> Reply:
+    def _after_decision(
+        self, v: Verdict, op, target: Target, steps, lazy, fn, subject, ident
+    ) -> Reply:
         if not v.allowed:
             return self._denied(v)
         if target.exists and target.uuid:
@@ -365,7 +367,7 @@ class Service(
 
         def mediated():
             if subject:
-                self._confinement_steps(op.name, steps, lazy)
+                self._confinement_steps(ident, op.name, target.name, steps, lazy)
                 if mediation.LABEL_CURRENT in steps:
                     lazy.get()  # read the current label *before* the action replaces it
             data = action()

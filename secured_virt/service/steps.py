@@ -119,8 +119,15 @@ class MediationSteps:
         return True, f"ACM {self.acm.active.name}: {label} may use {', '.join(resources) or 'it'}"
 
     # -- after the decision, before the action ----------------------------------------------
-    def _confinement_steps(self, op_name: str, steps, effect: _LazyEffect) -> None:
-        """The disk fence and the device allow-list; a refusal is UserError(exit 3)."""
+    def _confinement_steps(
+        self, ident, op_name: str, vm_name: str, steps, effect: _LazyEffect
+    ) -> None:
+        """The disk fence and the device allow-list; a refusal is UserError(exit 3).
+
+        For a whole definition (start, restore, revert) the fence re-reads every image header
+        and then asks again whether any file the disks reach is another owner's: an image the
+        guest can write may have been given a backing file since it was defined, and a chain
+        that stays inside ``disk_dirs`` can still end in another tenant's image."""
         if M.DISK_FENCE not in steps and M.DEVICE_ALLOWLIST not in steps:
             return
         eff = effect.get()
@@ -142,6 +149,7 @@ class MediationSteps:
                         )
             if M.DISK_FENCE in steps:
                 disks.check_domain_images(root, dirs)
+                self._check_image_sharing(ident, vm_name, root)
         except (disks.DiskPolicyError, device_rules.DevicePolicyError) as exc:
             raise UserError(f"{op_name}: {exc}", EXIT_DENIED) from None
 

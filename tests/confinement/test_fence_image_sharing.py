@@ -152,3 +152,23 @@ def test_own_images_and_granted_shares_stay_allowed(svc, images, who):
     # and root as itself is not limited
     xml = domain_xml("root-vm", file_disk(images / "bob.img"))
     assert run(svc, ROOT, "define", xml=xml).status == EXIT_OK
+
+
+@needs_qemu_img
+def test_an_image_rewritten_to_back_onto_bobs_is_refused_at_start(svc, images, who):
+    """Her guest can write her image: after define it rewrites the qcow2 header so that its
+    backing file is bob's image.  The chain stays inside disk_dirs (the fence alone lets it
+    through), so start must ask again whose files the disks reach, and refuse."""
+    alice = who["svt-alice"]
+    own = qcow2(images / "alice.qcow2")
+    xml = domain_xml("alice-vm", file_disk(own, fmt="qcow2"))
+    assert run(svc, alice, "define", xml=xml).status == EXIT_OK
+    # what the guest writes into its own disk: a header naming bob's raw image as backing
+    qcow2(own, backing=images / "bob.img", backing_fmt="raw")
+    r = run(svc, alice, "start", domain="alice-vm")
+    _refused(svc, r, None)
+    assert run(svc, ROOT, "domstate", domain="alice-vm").data["state"] != "running"
+    # her own overlay on her own base image still starts
+    qcow2(images / "alice-base.qcow2")
+    qcow2(own, backing=images / "alice-base.qcow2", backing_fmt="qcow2")
+    assert run(svc, alice, "start", domain="alice-vm").status == EXIT_OK
