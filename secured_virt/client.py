@@ -26,6 +26,7 @@ API for the front-ends: :func:`daemon_available`, :func:`call`, :func:`console`,
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 try:  # the C socket module: same names, none of socket.py's import cost
@@ -316,13 +317,37 @@ def _reply_of(msg: dict) -> Reply:
 
 
 def tty_password(prompt: str) -> str | None:
-    """Ask on the controlling terminal without echo; None when there is no terminal."""
-    import getpass
+    """Ask on the controlling terminal without echo; without one, read a line from stdin.
 
+    A password piped in (``echo pw | svirsh start web``) is read as one line from stdin with
+    the prompt on stderr: nothing echoes there, so getpass's GetPassWarning (printed with its
+    own source line) would only alarm.  None on end of input or Ctrl-C.
+    """
     try:
-        return getpass.getpass(prompt)
-    except (EOFError, KeyboardInterrupt, OSError):
+        tty = open("/dev/tty", "r+")  # noqa: SIM115 - getpass reopens it; we only probe
+    except OSError:
+        tty = None
+    if tty is not None:
+        tty.close()
+        import getpass
+
+        try:
+            return getpass.getpass(prompt)
+        except (EOFError, KeyboardInterrupt, OSError):
+            return None
+    try:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+    except (KeyboardInterrupt, OSError, ValueError):
         return None
+    try:  # noqa: SIM105 - the newline Enter would have echoed (contextlib costs start-up)
+        sys.stderr.write("\n")
+    except OSError:
+        pass
+    if not line:
+        return None
+    return line[:-1] if line.endswith("\n") else line
 
 
 # -- public API -------------------------------------------------------------------------------

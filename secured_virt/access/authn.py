@@ -38,12 +38,16 @@ class Authenticator:
         if interaction is None:
             return False, f"operation '{op.name}' requires authentication and no terminal is there"
         last = "authentication failed"
-        for _ in range(TRIES):
-            pw = interaction.ask_password(f"[secured-virt] password for {ident.user}: ")
+        prompt = f"[secured-virt] password for {ident.user}: "
+        for attempt in range(TRIES):
+            # like sudo: a wrong password is followed by "Sorry, try again." and a new prompt
+            pw = interaction.ask_password(("Sorry, try again.\n" if attempt else "") + prompt)
+            if pw is None and attempt:  # input ended after wrong password(s): say that
+                return False, f"{last}; {attempt} incorrect password attempt(s)"
             if pw is None:
                 return False, (
                     f"operation '{op.name}' requires your password; none was given "
-                    "(run svirsh from a terminal)"
+                    "(run svirsh from a terminal, or pipe the password to its standard input)"
                 )
             res = pamauth.authenticate(ident.user, pw, self.service)
             if res.ok:

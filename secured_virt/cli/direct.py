@@ -50,12 +50,9 @@ class TtyInteraction:
         self.tty = tty
 
     def ask_password(self, prompt: str) -> str | None:
-        import getpass
+        from secured_virt.client import tty_password  # the same reading as through svirtd
 
-        try:
-            return getpass.getpass(prompt)
-        except (EOFError, KeyboardInterrupt):
-            return None
+        return tty_password(prompt)
 
     def progress(self, done: int, total: int) -> None:
         pct = int(done * 100 / total) if total else 0

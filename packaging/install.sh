@@ -1,0 +1,218 @@
+#!/bin/sh
+# secured-virt's host install, run by `make install` / `make uninstall` (variables from the
+# Makefile: PREFIX DESTDIR BINDIR SBINDIR MANDIR DOCDIR BASHCOMPDIR SYSCONFDIR PAMDIR UNITDIR
+# HOST_PYTHON SRC).
+#
+#   install            build a wheel of $SRC and install it, with its dependencies, into a venv at
+#                      $PREFIX; link the programs, install man pages, completion, docs, systemd
+#                      units; install /etc files only where none exist yet (an admin's files are
+#                      never overwritten: the shipped versions are in $PREFIX/share/secured-virt/etc)
+#   uninstall          remove what `install` installed (listed in $PREFIX/share/secured-virt/
+#                      installed-files); /etc/secured-virt, the PAM service, state and logs stay
+#   isolate-scripts D  make the console scripts in D run `python -I` (also used for the test venv)
+#
+# Why a venv built from Debian's python3 and not the system site-packages: secured-virt needs
+# python-pam and lxml >= 5, which Debian's python3 does not have; the venv carries its own, so
+# the installed programs never depend on what else is installed for /usr/bin/python3.
+# Why a wheel and not the tree: nothing installed may point back at a checkout (an editable
+# install makes the installed commands run whatever that checkout holds now, or nothing once it
+# is deleted).
+# With DESTDIR (staged installs, packages), every path written into the files is $PREFIX's, not
+# $DESTDIR$PREFIX's: shebangs, the venv's pyvenv.cfg and activate scripts, and the source paths
+# recorded in the byte-code.
+set -eu
+
+PROGRAMS="svirsh svirt-admin svirtd"
+MARKER=share/secured-virt/installed-files
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+# The console scripts pip writes start "#!/path/python"; ours must run "#!/path/python -I" (no
+# PYTHONPATH, PYTHONSTARTUP or user site before secured-virt's own start-up runs).  $2, when
+# given, is the interpreter path the first line must name (DESTDIR installs).
+isolate_scripts() {
+    bindir=$1
+    python=${2:-}
+    for s in $PROGRAMS; do
+        f="$bindir/$s"
+        [ -f "$f" ] || die "$f: missing (the wheel did not install its console scripts)"
+        if [ -n "$python" ]; then
+            sed -i "1s|^#!.*\$|#!$python -I|" "$f"
+        else
+            sed -i '1s|^#!\(/[^ ]*python[0-9.]*\)$|#!\1 -I|' "$f"
+        fi
+        head -n 1 "$f" | grep -qx '#!/[^ ]*python[0-9.]* -I' ||
+            die "$f: cannot make it run python -I (first line: $(head -n 1 "$f"))"
+    done
+}
+
+# Install $1 as $2 (mode 0644, root's) unless $2 exists: the admin's file always wins.
+keep_or_install() {
+    src=$1 dest=$2 shipped=$3
+    if [ -e "$dest" ] || [ -L "$dest" ]; then
+        say "  kept $dest (yours; the shipped version is $shipped)"
+        return
+    fi
+    install -m 0644 "$src" "$dest"
+    [ "$(id -u)" != 0 ] || chown 0:0 "$dest"
+    say "  installed $dest"
+}
+
+record() { printf '%s\n' "$1" >>"$MANIFEST_TMP"; }
+
+do_install() {
+    : "${PREFIX:?}" "${SRC:?}" "${HOST_PYTHON:=/usr/bin/python3}"
+    case "$PREFIX" in /*) ;; *) die "PREFIX must be an absolute path, not '$PREFIX'" ;; esac
+    D=${DESTDIR:-}
+    P="$D$PREFIX"
+    umask 022
+    # Never turn a directory that holds something else (PREFIX=/usr/local) into a venv.
+    if [ -e "$P/bin" ] && [ ! -f "$P/pyvenv.cfg" ]; then
+        die "$P already has a bin/ and is not a secured-virt prefix; choose another PREFIX"
+    fi
+    say "secured-virt: installing into $P"
+    [ -x "$P/bin/python" ] || "$HOST_PYTHON" -m venv "$P"
+    "$P/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        die "$HOST_PYTHON is older than 3.11"
+
+    # Build the wheel from a copy of the sources, so the checkout gets no build/ or egg-info
+    # and no stray file of the tree (an in-place rbac/_native*.so, __pycache__) is packaged.
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mkdir "$work/src" "$work/wheel"
+    (cd "$SRC" && tar -cf - --exclude=__pycache__ --exclude='*.so' --exclude='*.pyc' \
+        pyproject.toml setup.py README.md rbac policy secured_virt) | (cd "$work/src" && tar -xf -)
+    "$P/bin/python" -m pip wheel -q --no-deps -w "$work/wheel" "$work/src"
+    whl=$(ls "$work"/wheel/secured_virt-*.whl)
+    # dependencies (and the package), then the package again even if the version is unchanged
+    "$P/bin/python" -m pip install -q "$whl"
+    "$P/bin/python" -m pip install -q --no-deps --force-reinstall "$whl"
+
+    if [ -n "$D" ]; then
+        # Paths inside the venv name $PREFIX, where it will run, not the staging directory.
+        for f in "$P"/bin/*; do
+            [ -f "$f" ] && [ ! -L "$f" ] || continue
+            head -c 2 "$f" | grep -q '^#!' || continue
+            sed -i "1s|^#!$P/|#!$PREFIX/|" "$f"
+        done
+        sed -i "s|$P|$PREFIX|g" "$P/pyvenv.cfg" "$P"/bin/activate*
+    fi
+    isolate_scripts "$P/bin" "$PREFIX/bin/python"
+    # Byte-code now, while root writes the prefix; users running the programs cannot write it.
+    if [ -n "$D" ]; then
+        "$P/bin/python" -I -m compileall -q -f -s "$D" "$P/lib" >/dev/null
+    else
+        "$P/bin/python" -I -m compileall -q "$P/lib" >/dev/null
+    fi
+
+    share="$P/share/secured-virt"
+    install -d -m 0755 "$share/etc/pam.d" "$share/etc/sudoers.d" "$share/etc/systemd" \
+        "$share/etc/examples"
+    install -m 0644 "$SRC/etc/secured-virt.conf" "$SRC/etc/ua.xml" "$SRC/etc/pa.xml" "$share/etc/"
+    install -m 0644 "$SRC/etc/pam.d/secured-virt" "$share/etc/pam.d/"
+    install -m 0644 "$SRC/etc/sudoers.d/secured-virt" "$share/etc/sudoers.d/"
+    install -m 0644 "$SRC"/etc/examples/* "$share/etc/examples/"
+    install -m 0644 "$SRC"/etc/systemd/svirtd.service "$SRC"/etc/systemd/svirtd.socket \
+        "$share/etc/systemd/"
+    # world-readable, writable by the installer alone
+    for x in bin lib lib64 include share pyvenv.cfg; do
+        if [ -e "$P/$x" ] && [ ! -L "$P/$x" ]; then chmod -R u+rwX,go+rX,go-w "$P/$x"; fi
+    done
+
+    MANIFEST_TMP="$work/manifest"
+    : >"$MANIFEST_TMP"
+    install -d -m 0755 "$D$BINDIR" "$D$SBINDIR"
+    for s in svirsh svirt-admin; do
+        ln -sfn "$PREFIX/bin/$s" "$D$BINDIR/$s"
+        record "$BINDIR/$s"
+    done
+    ln -sfn "$PREFIX/bin/svirtd" "$D$SBINDIR/svirtd"
+    record "$SBINDIR/svirtd"
+
+    install -d -m 0755 "$D$MANDIR/man1" "$D$MANDIR/man8"
+    install -m 0644 "$SRC/man/svirsh.1" "$D$MANDIR/man1/"
+    install -m 0644 "$SRC/man/svirt-admin.8" "$SRC/man/svirtd.8" "$D$MANDIR/man8/"
+    record "$MANDIR/man1/svirsh.1"
+    record "$MANDIR/man8/svirt-admin.8"
+    record "$MANDIR/man8/svirtd.8"
+
+    install -d -m 0755 "$D$BASHCOMPDIR"
+    for s in svirsh svirt-admin; do
+        install -m 0644 "$SRC/completion/$s" "$D$BASHCOMPDIR/"
+        record "$BASHCOMPDIR/$s"
+    done
+
+    install -d -m 0755 "$D$DOCDIR"
+    for doc in "$SRC"/README.md "$SRC"/docs/*.md; do
+        install -m 0644 "$doc" "$D$DOCDIR/"
+        record "$DOCDIR/$(basename "$doc")"
+    done
+
+    # systemd units: the shipped ones name the default paths; substitute the chosen ones
+    install -d -m 0755 "$D$UNITDIR"
+    for u in svirtd.service svirtd.socket; do
+        sed -e "s|/usr/local/sbin/svirtd|$SBINDIR/svirtd|g" \
+            -e "s|/usr/local/share/doc/secured-virt|$DOCDIR|g" \
+            "$SRC/etc/systemd/$u" >"$D$UNITDIR/$u"
+        chmod 0644 "$D$UNITDIR/$u"
+        record "$UNITDIR/$u"
+    done
+
+    # /etc: created once, never overwritten.  With another SYSCONFDIR the config points at it.
+    install -d -m 0755 "$D$SYSCONFDIR/secured-virt" "$D$PAMDIR"
+    conf="$work/secured-virt.conf"
+    sed "s|= /etc/secured-virt/|= $SYSCONFDIR/secured-virt/|" "$SRC/etc/secured-virt.conf" >"$conf"
+    keep_or_install "$conf" "$D$SYSCONFDIR/secured-virt/secured-virt.conf" \
+        "$PREFIX/share/secured-virt/etc/secured-virt.conf"
+    for f in ua.xml pa.xml; do
+        keep_or_install "$SRC/etc/$f" "$D$SYSCONFDIR/secured-virt/$f" \
+            "$PREFIX/share/secured-virt/etc/$f"
+    done
+    keep_or_install "$SRC/etc/pam.d/secured-virt" "$D$PAMDIR/secured-virt" \
+        "$PREFIX/share/secured-virt/etc/pam.d/secured-virt"
+
+    install -m 0644 "$MANIFEST_TMP" "$P/$MARKER"
+    if [ -z "$D" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload || true
+    fi
+    if [ -z "$D" ] && command -v mandb >/dev/null 2>&1; then
+        mandb -q "$D$MANDIR" >/dev/null 2>&1 || true
+    fi
+    say "secured-virt installed:"
+    say "  programs  $BINDIR/svirsh, $BINDIR/svirt-admin, $SBINDIR/svirtd -> $PREFIX/bin/"
+    say "  config    $SYSCONFDIR/secured-virt/ (edit ua.xml/pa.xml with 'svirt-admin edit ua|pa')"
+    say "  units     $UNITDIR/svirtd.socket, svirtd.service"
+    say "next: svirt-admin validate && systemctl enable --now svirtd.socket"
+    say "      (a running svirtd keeps the old code until it is restarted)"
+}
+
+do_uninstall() {
+    : "${PREFIX:?}"
+    D=${DESTDIR:-}
+    P="$D$PREFIX"
+    [ -f "$P/$MARKER" ] ||
+        die "$P has no $MARKER: not a secured-virt install (or already removed); nothing done"
+    while IFS= read -r path; do
+        case "$path" in /*) ;; *) continue ;; esac
+        if [ -L "$D$path" ] || [ -f "$D$path" ]; then
+            rm -f "$D$path"
+            say "  removed $path"
+        fi
+    done <"$P/$MARKER"
+    for x in bin lib lib64 include share pyvenv.cfg; do
+        rm -rf "${P:?}/$x"
+    done
+    rmdir "$P" 2>/dev/null || true
+    [ -n "$D" ] || [ ! -d /run/systemd/system ] || systemctl daemon-reload || true
+    say "secured-virt removed from $PREFIX.  Kept (yours): $SYSCONFDIR/secured-virt/,"
+    say "  $PAMDIR/secured-virt, /var/lib/secured-virt (state, save images) and"
+    say "  /var/log/secured-virt (the audit trail).  Remove them by hand if you want them gone."
+}
+
+case "${1:-}" in
+install) do_install ;;
+uninstall) do_uninstall ;;
+isolate-scripts) isolate_scripts "$2" ;;
+*) die "usage: install.sh install|uninstall|isolate-scripts BINDIR" ;;
+esac
