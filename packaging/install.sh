@@ -176,8 +176,9 @@ do_install() {
     if [ -z "$D" ] && [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
     fi
-    if [ -z "$D" ] && command -v mandb >/dev/null 2>&1; then
-        mandb -q "$D$MANDIR" >/dev/null 2>&1 || true
+    # the whatis database (apropos); man finds the pages without it
+    if [ -z "$D" ] && [ "$MANDIR" = /usr/local/share/man ] && command -v mandb >/dev/null 2>&1; then
+        mandb -q >/dev/null 2>&1 || true
     fi
     say "secured-virt installed:"
     say "  programs  $BINDIR/svirsh, $BINDIR/svirt-admin, $SBINDIR/svirtd -> $PREFIX/bin/"
