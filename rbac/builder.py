@@ -80,7 +80,9 @@ class PolicyBuilder:
         self._names = {"ua": ua_name, "pa": pa_name}
         self._roles: dict[str, RoleDef] = {}
         self._users: dict[str, Source] = {}
+        self._groups: dict[str, Source] = {}
         self._assign: list[tuple[str, str, object, Source]] = []
+        self._group_assign: list[tuple[str, str, object, Source]] = []
         self._inherit: list[tuple[str, str, Source]] = []
         self._grants: list[GrantBlock] = []
         self._sets: list[tuple[str, str, list[tuple[str, Source]], object, Source]] = []
@@ -231,6 +233,36 @@ class PolicyBuilder:
         self._assign.append((user, role, expires, source))
         return self
 
+    # -- Unix groups (resolved through NSS when a decision is made: rbac.groups) -------------
+    def add_group(self, name: str, *, source: Source = NOWHERE) -> bool:
+        """Declare a ``<Group>`` entry; False (after recording why) if it is declared twice."""
+        old = self._groups.get(name)
+        if old is not None:
+            first = where(old)
+            self.error(
+                f"group '{name}' is defined twice"
+                + (f" (first at {first})" if first else "")
+                + "; list all of a group's roles in one <Group> element",
+                source,
+            )
+            return False
+        self._groups[name] = source
+        return True
+
+    def assign_group(
+        self,
+        group: str,
+        role: str,
+        *,
+        expires: str | datetime | float | None = None,
+        source: Source = NOWHERE,
+    ) -> PolicyBuilder:
+        """Assign ``role`` to every member of the Unix group ``group`` (optionally until
+        ``expires``).  Membership is asked of NSS when a decision is made, not now."""
+        self._groups.setdefault(group, source)
+        self._group_assign.append((group, role, expires, source))
+        return self
+
     # -- separation of duty ------------------------------------------------------------------
     def add_ssd(self, name, roles, cardinality=2, *, source=NOWHERE, role_sources=None):
         """Static separation: no user may be *authorized* for ``cardinality`` roles of the set."""
@@ -247,12 +279,13 @@ class PolicyBuilder:
         return self
 
     # -- build -------------------------------------------------------------------------------
-    def build(self, *, native: bool = True) -> RbacPolicy:
+    def build(self, *, native: bool = True, groups=None) -> RbacPolicy:
         """Validate everything and compile; raises PolicyError listing every problem.
 
         ``native=False`` keeps decisions in pure Python even when the C index is built (for
-        comparing the two)."""
-        return RbacPolicy(self.model(), native=native)
+        comparing the two); ``groups``: the rbac.groups.GroupResolver answering who is in the
+        groups ``<Group>`` assigns roles to (default: the process-wide one)."""
+        return RbacPolicy(self.model(), native=native, groups=groups)
 
     def model(self) -> PolicyModel:
         """Validate everything and return the plain model (what build() compiles)."""
@@ -303,10 +336,32 @@ class PolicyBuilder:
                 continue
             assignments[user].append(Assignment(user, role, exp, text, src))
 
+        # group assignments (same rules; the members are known only at decision time)
+        groups: dict[str, list[Assignment]] = {g: [] for g in self._groups}
+        gseen: dict[tuple[str, str], Source] = {}
+        for group, role, expires, src in self._group_assign:
+            if role not in roles:
+                self.error(f"group '{group}' is assigned role {undefined(role)}", src)
+                continue
+            if (group, role) in gseen:
+                first = where(gseen[(group, role)])
+                self.error(
+                    f"role '{role}' is assigned to group '{group}' twice"
+                    + (f" (first at {first})" if first else ""),
+                    src,
+                )
+                continue
+            gseen[(group, role)] = src
+            exp, text = self._expiry(expires, f"group {group}", role, src)
+            if exp is False:
+                continue
+            groups[group].append(Assignment(group, role, exp, text, src, group=group))
+
         # separation sets
         ssd, dsd = self._separation_sets()
         if closure:
             self._check_ssd(ssd, assignments, closure)
+            self._check_ssd(ssd, groups, closure, what="group", where_of=self._groups)
             self._check_dsd_roles(dsd, closure)
 
         if self._errors:
@@ -320,7 +375,8 @@ class PolicyBuilder:
             ssd=ssd,
             dsd=dsd,
             closure=closure,
-            digest=self._digest or self._code_digest(assignments),
+            digest=self._digest or self._code_digest(assignments, groups),
+            groups={g: tuple(a) for g, a in groups.items()},
         )
 
     def _expiry(self, expires, user, role, src):
@@ -385,12 +441,15 @@ class PolicyBuilder:
                 out[kind].append(SeparationSet(name, kind, frozenset(seen), card, src))
         return tuple(out["static"]), tuple(out["dynamic"])
 
-    def _check_ssd(self, ssd, assignments, closure):
+    def _check_ssd(self, ssd, assignments, closure, *, what="user", where_of=None):
         """SSD over *authorized* roles: assigned roles and everything they inherit.
 
         Expired assignments count too: the constraint is on what the UA file says, and a
-        date should not decide whether a file is valid.
+        date should not decide whether a file is valid.  Run for users and for groups (a
+        group's own roles must respect the sets; a user whose groups *together* break one is
+        handled at decision time, when membership is known: rbac.engine).
         """
+        where_of = self._users if where_of is None else where_of
         for user, assigns in assignments.items():
             if not assigns:
                 continue
@@ -408,11 +467,11 @@ class PolicyBuilder:
                         for r in hit
                     ]
                     self.error(
-                        f"user '{user}' holds {len(hit)} roles of static separation set "
+                        f"{what} '{user}' holds {len(hit)} roles of static separation set "
                         f"'{s.name}' ({', '.join(parts)}), which allows fewer than "
-                        f"{s.cardinality}; remove one of the user's roles or change the set"
+                        f"{s.cardinality}; remove one of the {what}'s roles or change the set"
                         + (f" (defined at {where(s.source)})" if s.source[0] else ""),
-                        self._users.get(user, NOWHERE),
+                        where_of.get(user, NOWHERE),
                     )
 
     def _check_dsd_roles(self, dsd, closure):
@@ -428,7 +487,7 @@ class PolicyBuilder:
                         s.source,
                     )
 
-    def _code_digest(self, assignments) -> str:
+    def _code_digest(self, assignments, groups=None) -> str:
         """A digest for policies built in code: sha256 over a canonical JSON rendering."""
         doc = {
             "roles": {
@@ -443,5 +502,10 @@ class PolicyBuilder:
             ],
             "sets": [[k, n, sorted(r for r, _ in m), str(c)] for k, n, m, c, _ in self._sets],
         }
+        if groups:
+            doc["groups"] = {
+                g: sorted((a.role, a.expires) for a in assigns)
+                for g, assigns in sorted(groups.items())
+            }
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()

@@ -46,6 +46,7 @@ from .decision import Decision, denied
 from .errors import DsdViolation, SessionError
 from .explain import Explanation
 from .explain import explain as explain_decision
+from .groups import RESOLVER, GroupResolver
 from .model import Assignment, GrantBlock, PolicyModel, SeparationSet, id_ranges, where
 from .review import ReviewMixin
 from .session import Session
@@ -119,15 +120,21 @@ class UserRecord:
         "assignments",
         "exact",
         "expiring",
+        "groups",
         "name",
+        "notes",
         "profile",
         "scoped",
         "source",
         "window",
     )
 
-    def __init__(self, name, assignments, profile, source):
+    def __init__(self, name, assignments, profile, source, groups=(), notes=()):
         self.name = name
+        #: the UA groups the user belongs to now (roles through them are in ``assignments``)
+        self.groups: tuple[str, ...] = tuple(groups)
+        #: why some group roles do not count (for explanations)
+        self.notes: tuple[str, ...] = tuple(notes)
         self.assignments: tuple[Assignment, ...] = assignments
         self.profile: Profile = profile  # all assignments in force
         self.source = source
@@ -140,7 +147,9 @@ class UserRecord:
 class RbacPolicy(ReviewMixin):
     """A loaded, validated and compiled UA/PA policy.  Immutable; safe to share."""
 
-    def __init__(self, model: PolicyModel, *, native: bool = True):
+    def __init__(
+        self, model: PolicyModel, *, native: bool = True, groups: GroupResolver | None = None
+    ):
         self.operations: Mapping[int, str] = dict(model.operations or {})
         self._op_ids = {n: i for i, n in self.operations.items()}
         self.digest: str = model.digest
@@ -157,6 +166,15 @@ class RbacPolicy(ReviewMixin):
             assigns = model.assignments.get(name, ())
             prof = self._profile_for(frozenset(a.role for a in assigns))
             self._users[name] = UserRecord(name, assigns, prof, model.users[name])
+        # roles given to Unix groups: who holds them is asked of NSS at decision time
+        self.group_assignments: dict[str, tuple[Assignment, ...]] = {
+            g: a for g, a in model.groups.items() if a
+        }
+        self.groups: GroupResolver = groups if groups is not None else RESOLVER
+        self._composite: dict[tuple[str, frozenset[str]], UserRecord] = {}
+        #: operations a by-name miss of a _fast user denies outright: none when group roles
+        #: exist (the user's groups may still grant; _decide asks)
+        self._miss_denies = self.operations if not self.group_assignments else {}
         # users decide() can answer with nothing but their by-name grants
         self._fast: dict[str, tuple] = {
             name: u.profile.exact
@@ -190,7 +208,7 @@ class RbacPolicy(ReviewMixin):
                 profiles.append(tuple((numbers[role], role, via) for _m, role, via in exact))
             users[name] = k
         known = 0
-        for op in self.operations:
+        for op in self._miss_denies:
             if 0 <= op < 64:
                 known |= 1 << op
         return _native.Index(self._decide, self, Decision, users, profiles, roles, known)
@@ -308,16 +326,83 @@ class RbacPolicy(ReviewMixin):
                             )
                         break  # needs authentication: _check() prefers a role that does not
             else:
-                if op_id in self.operations:
+                if op_id in self._miss_denies:
                     return _new(Decision, (False, None, "", self, False, (), user, op_id, obj))
         return self._decide(user, op_id, obj, attrs, now)
+
+    # -- group roles ---------------------------------------------------------------------------
+    def _record(self, user: str) -> UserRecord | None:
+        """The user's record with the roles of the groups they are in *now* (NSS, cached by
+        ``self.groups``); their own record when no group of theirs has roles."""
+        u = self._users.get(user)
+        if not self.group_assignments:
+            return u
+        groups = self.groups.member_of(user, self.group_assignments)
+        if not groups:
+            return u
+        key = (user, groups)
+        rec = self._composite.get(key)
+        if rec is None:
+            rec = self._composite_record(user, u, groups)
+            if len(self._composite) > 10000:
+                self._composite = {}
+            self._composite[key] = rec
+        return rec
+
+    def _composite_record(self, user: str, u: UserRecord | None, groups) -> UserRecord:
+        own = u.assignments if u is not None else ()
+        through = tuple(a for g in sorted(groups) for a in self.group_assignments[g])
+        notes: list[str] = []
+        broken = self._ssd_broken(own + through)
+        if broken:  # fail closed: the group roles that would break the set grant nothing
+            notes.append(
+                f"the roles of groups {', '.join(sorted(groups))} together with the user's own "
+                f"would break {broken}; the group roles grant nothing to '{user}'"
+            )
+            through = ()
+        assigns = own + through
+        prof = self._profile_for(frozenset(a.role for a in assigns))
+        src = u.source if u is not None else through[0].source if through else (None, None)
+        return UserRecord(user, assigns, prof, src, groups=sorted(groups), notes=notes)
+
+    def _ssd_broken(self, assigns) -> str | None:
+        if not self.ssd_sets:
+            return None
+        held = set()
+        for a in assigns:
+            held.update(self._closure[a.role])
+        for s in self.ssd_sets:
+            if len(s.roles & held) >= s.cardinality:
+                return s.describe()
+        return None
+
+    def group_of(self, u: UserRecord, root: str) -> str | None:
+        """The group an assigned (root) role of ``u`` comes through; None if assigned to the
+        user directly (a direct assignment wins)."""
+        group = None
+        for a in u.assignments:
+            if a.role == root:
+                if a.group is None:
+                    return None
+                group = group or a.group
+        return group
+
+    def _name_group(self, u: UserRecord, d: Decision) -> Decision:
+        """An allowed decision through a group role says so in its reason (audit, --explain)."""
+        if not d.allowed or not u.groups or not d.via:
+            return d
+        g = self.group_of(u, d.via[0])
+        if g is None:
+            return d
+        text = f"{d.reason} (assigned to group '{g}', of which '{u.name}' is a member)"
+        return _new(Decision, (True, d[1], d[2], text, d[4], d[5], d[6], d[7], d[8]))
 
     def _decide(self, user: str, op_id, obj: str, attrs=None, now=None) -> Decision:
         """decide() for everything but the commonest case (same parameters, so the C index can
         hand over its call unchanged)."""
         if type(op_id) is not int and not isinstance(op_id, str):  # True, 1.0: no operation
             return self._deny(None, user, op_id, obj, attrs, now)
-        u = self._users.get(user)
+        u = self._record(user)
         if u is None:
             return self._deny(None, user, op_id, obj, attrs, now)
         p = u.profile
@@ -327,7 +412,9 @@ class RbacPolicy(ReviewMixin):
             if not lo <= t < hi:
                 p = self._current_profile(u, t)
         d = self._check(p, user, op_id, obj, attrs)
-        return self._deny(u, user, op_id, obj, attrs, now) if d is None else d
+        if d is None:
+            return self._deny(u, user, op_id, obj, attrs, now)
+        return self._name_group(u, d) if u.groups else d
 
     def _check(self, p: Profile, user: str, op, obj: str, attrs) -> Decision | None:
         """The hot path: a Decision if some effective role of ``p`` grants, else None."""
@@ -400,7 +487,7 @@ class RbacPolicy(ReviewMixin):
         d = self.decide(user, op_id, obj, attrs, now)
         if not d.allowed:
             return d
-        u = self._users[user]
+        u = self._record(user)
         p = self._current_profile(u, to_timestamp(now)) if u.expiring else u.profile
         return self._check_values(p, user, self.resolve_operation(op_id), obj, attrs, values)
 
@@ -484,6 +571,12 @@ class RbacPolicy(ReviewMixin):
                 return self.decide(user, resolved, obj, attrs, now)
             op = resolved
         if u is None:
+            if self.group_assignments:
+                groups = ", ".join(sorted(self.group_assignments))
+                return denied(
+                    f"user '{user}' unknown: no <User> entry, and a member of none of the "
+                    f"groups the UA policy gives roles to ({groups})"
+                )
             return denied(f"user '{user}' unknown")
         if not u.assignments:
             return denied(f"user '{user}' has no roles")
@@ -521,7 +614,7 @@ class RbacPolicy(ReviewMixin):
         now=None,
     ) -> list[str]:
         """Names of ``objects`` ((name, attrs) pairs) on which ``user`` may do ``op_id``."""
-        u = self._users.get(user)
+        u = self._record(user)
         if u is None:
             return []
         op = self.resolve_operation(op_id)
@@ -557,9 +650,11 @@ class RbacPolicy(ReviewMixin):
         self, user: str, active_roles: Iterable[str] | None = None, now=None
     ) -> Session:
         """A NIST session: ``active_roles`` (default: every authorized role) checked against DSD."""
-        u = self._users.get(user)
+        u = self._record(user)
         if u is None:
-            raise SessionError(f"user '{user}' unknown: no <User> entry in the UA policy")
+            raise SessionError(
+                f"user '{user}' unknown: no <User> entry in the UA policy and in no group of it"
+            )
         authorized = self._current_profile(u, to_timestamp(now)).roles
         if active_roles is None:
             active = frozenset(authorized)

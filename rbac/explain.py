@@ -75,6 +75,8 @@ class Explanation:
             out.append("  (none)")
         for a in self.assignments:
             line = f"  - {a['role']}"
+            if a.get("group"):
+                line += f" through group '{a['group']}'"
             if a["source"]:
                 line += f" ({a['source']})"
             if a["expires"]:
@@ -125,12 +127,27 @@ def explain(pol, user, op_id, obj, attrs=None, now=None) -> Explanation:
         at=iso(t),
         decision=decision,
     )
-    u = pol._users.get(user)
+    u = pol._record(user)
+    unresolved = pol.unresolved_groups() if pol.group_assignments else {}
+    group_notes = [
+        f"group '{g}' of the UA policy cannot be resolved through NSS ({why}): its roles "
+        "grant nothing"
+        for g, why in sorted(unresolved.items())
+    ]
     if u is None:
-        return Explanation(
-            **base, known_user=False, notes=(f"'{user}' has no <User> entry in the UA policy",)
+        why = f"'{user}' has no <User> entry in the UA policy"
+        if pol.group_assignments:
+            why += (
+                " and is a member of none of the groups it gives roles to "
+                f"({', '.join(sorted(pol.group_assignments))})"
+            )
+        return Explanation(**base, known_user=False, notes=(why, *group_notes))
+    notes: list[str] = [*group_notes, *u.notes]
+    if u.groups:
+        notes.append(
+            f"'{user}' is a member of {', '.join(repr(g) for g in u.groups)} "
+            f"(NSS, as of at most {pol.groups.ttl:g} s ago)"
         )
-    notes: list[str] = []
     if op is None:
         notes.append(f"operation {op_id!r} is not in the catalogue")
     assignments = tuple(
@@ -139,6 +156,7 @@ def explain(pol, user, op_id, obj, attrs=None, now=None) -> Explanation:
             "expires": a.expires_text,
             "expired": a.expired(t),
             "source": where(a.source),
+            "group": a.group,
         }
         for a in u.assignments
     )

@@ -30,11 +30,24 @@ from .selectors import (
 from .trusted_file import read_trusted
 
 
-def load(ua_path, pa_path, operations, *, owner_uid: int = 0, max_size: int | None = None):
+def load(
+    ua_path,
+    pa_path,
+    operations,
+    *,
+    owner_uid: int = 0,
+    max_size: int | None = None,
+    extend=None,
+    groups=None,
+):
     """Read UA and PA from trusted files (root-owned, not writable by others) and compile.
 
     Raises PolicyError (all problems of both files together) if anything is wrong.
     ``owner_uid`` is the owner the files must have; only tests running as non-root change it.
+    ``extend(builder)``, if given, adds to the policy after both files were read (the caller's
+    own additions, e.g. per-tenant files; rbac does not know what they are); it may return a
+    text that identifies what it added (it goes into the digest).  ``groups``: the
+    rbac.groups.GroupResolver for ``<Group>`` roles (default: the process-wide one).
     """
     limit = xmlsafe.MAX_POLICY_BYTES if max_size is None else max_size
     data: dict[str, bytes] = {}
@@ -53,6 +66,8 @@ def load(ua_path, pa_path, operations, *, owner_uid: int = 0, max_size: int | No
         ua_name=os.fspath(ua_path),
         pa_name=os.fspath(pa_path),
         max_size=limit,
+        extend=extend,
+        groups=groups,
     )
 
 
@@ -64,8 +79,12 @@ def loads(
     pa_name: str = "pa.xml",
     *,
     max_size: int = xmlsafe.MAX_POLICY_BYTES,
+    extend=None,
+    groups=None,
+    native: bool = True,
 ):
-    """Compile UA/PA documents given as bytes (no file checks: the caller vouches for them)."""
+    """Compile UA/PA documents given as bytes (no file checks: the caller vouches for them);
+    ``extend`` as in :func:`load`."""
     ops = as_catalogue(operations)
     trees = {}
     errors: list[PolicyError] = []
@@ -87,8 +106,13 @@ def loads(
     )
     read_pa(trees["pa"], pa_name, b)
     read_ua(trees["ua"], ua_name, b)
-    b.set_digest(policy_digest(ua_bytes, pa_bytes))
-    return b.build()
+    digest = policy_digest(ua_bytes, pa_bytes)
+    if extend is not None:
+        extra = extend(b)
+        if extra:  # what the additions are made of changes the digest too
+            digest = hashlib.sha256(digest.encode() + b"\0" + extra.encode()).hexdigest()
+    b.set_digest(digest)
+    return b.build(native=native, groups=groups)
 
 
 def policy_digest(ua_bytes: bytes, pa_bytes: bytes) -> str:
@@ -230,7 +254,17 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
     seen: set[str] = set()
     for el in _elements(tree.getroot()):
         src = (name, el.sourceline)
-        if el.tag == "User":
+        if el.tag == "Group":
+            group = el.get("name")
+            if b.add_group(group, source=src):
+                for ur in _elements(el):
+                    b.assign_group(
+                        group,
+                        ur.get("role"),
+                        expires=ur.get("expires"),
+                        source=(name, ur.sourceline),
+                    )
+        elif el.tag == "User":
             user = el.get("name")
             b.add_user(user, source=src)
             if user in seen:

@@ -38,6 +38,8 @@ class Assignment:
     expires: float | None = None  # POSIX time of the first instant it no longer holds
     expires_text: str | None = None  # as written, for messages
     source: Source = NOWHERE
+    #: the Unix group the role is assigned to (``<Group name>`` in UA); None: to the user
+    group: str | None = None
 
     def expired(self, t: float) -> bool:
         return self.expires is not None and t >= self.expires
@@ -133,6 +135,8 @@ class PolicyModel:
     dsd: tuple[SeparationSet, ...]
     closure: dict[str, dict[str, tuple[int, str]]]
     digest: str
+    #: Unix group -> its assignments (``<Group>`` in UA), resolved through NSS at decision time
+    groups: dict[str, tuple[Assignment, ...]] = field(default_factory=dict)
 
 
 def as_catalogue(operations) -> Mapping[int, str]:

@@ -20,9 +20,9 @@ class ReviewMixin:
 
     # -- lookups -----------------------------------------------------------------------------
     def _user(self, user: str):
-        u = self._users.get(user)
+        u = self._record(user)
         if u is None:
-            raise UnknownName(f"user '{user}' is not in the UA policy")
+            raise UnknownName(f"user '{user}' is not in the UA policy (nor in any of its groups)")
         return u
 
     def _role(self, role: str) -> None:
@@ -47,6 +47,32 @@ class ReviewMixin:
     def assignments(self, user: str):
         """Every assignment of ``user`` as written (with expiry and source), expired included."""
         return self._user(user).assignments
+
+    def assigned_groups(self, role: str, now=None) -> tuple[str, ...]:
+        """Unix groups to which ``role`` is assigned (in force ``now``)."""
+        self._role(role)
+        t = to_timestamp(now)
+        return tuple(
+            sorted(
+                g
+                for g, assigns in self.group_assignments.items()
+                if any(a.role == role and not a.expired(t) for a in assigns)
+            )
+        )
+
+    def user_groups(self, user: str) -> tuple[str, ...]:
+        """The UA groups ``user`` belongs to now (NSS, cached), whose roles they hold."""
+        u = self._record(user)
+        return u.groups if u is not None else ()
+
+    def unresolved_groups(self) -> dict[str, str]:
+        """UA groups NSS cannot resolve -> why (their roles grant nothing to anyone)."""
+        out = {}
+        for g in self.group_assignments:
+            why = self.groups.why_unresolved(g)
+            if why is not None:
+                out[g] = why
+        return out
 
     def assigned_roles(self, user: str, now=None) -> tuple[str, ...]:
         """Roles assigned to ``user`` directly and in force ``now``."""

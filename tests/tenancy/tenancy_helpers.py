@@ -1,0 +1,76 @@
+"""Helpers for the realm and group tests: real local users and groups, removed afterwards.
+
+Why real accounts: group roles are resolved through NSS (``os.getgrouplist``); only accounts
+in /etc/passwd and /etc/group show that primary groups, supplementary groups and a
+``gpasswd`` change are seen the way a directory's would be.  Names carry the test's process id
+so parallel or crashed runs never collide, and everything is deleted even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+class LocalAccounts:
+    """Creates users and groups with the shadow tools; ``cleanup()`` removes them all."""
+
+    def __init__(self, tag: str | None = None):
+        self.tag = tag or f"t{os.getpid() % 100000}"
+        self.users: list[str] = []
+        self.groups: list[str] = []
+
+    def name(self, base: str) -> str:
+        return f"sv{self.tag}{base}"[:31]
+
+    def group(self, base: str) -> str:
+        name = self.name(base)
+        _run("/usr/sbin/groupadd", name)
+        self.groups.append(name)
+        return name
+
+    def user(self, base: str, *, primary: str | None = None, groups=()) -> str:
+        name = self.name(base)
+        argv = ["/usr/sbin/useradd", "-M", "-N", "-s", "/usr/sbin/nologin"]
+        if primary:
+            argv += ["-g", primary]
+        else:
+            argv += ["-g", "nogroup"]
+        if groups:
+            argv += ["-G", ",".join(groups)]
+        _run(*argv, name)
+        self.users.append(name)
+        return name
+
+    def add(self, user: str, group: str) -> None:
+        _run("/usr/bin/gpasswd", "-a", user, group)
+
+    def remove(self, user: str, group: str) -> None:
+        _run("/usr/bin/gpasswd", "-d", user, group)
+
+    def uid(self, user: str) -> int:
+        import pwd
+
+        return pwd.getpwnam(user).pw_uid
+
+    def cleanup(self) -> None:
+        for u in reversed(self.users):
+            subprocess.run(["/usr/sbin/userdel", u], capture_output=True, timeout=60)
+        for g in reversed(self.groups):
+            subprocess.run(["/usr/sbin/groupdel", g], capture_output=True, timeout=60)
+        self.users.clear()
+        self.groups.clear()
+
+
+@contextmanager
+def local_accounts(tag: str | None = None):
+    acc = LocalAccounts(tag)
+    try:
+        yield acc
+    finally:
+        acc.cleanup()
