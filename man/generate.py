@@ -292,16 +292,15 @@ def admin_page() -> str:
             ("0", "success, allowed, or nothing to change"),
             (
                 "1",
-                "invalid policy, refused or declined change, or a failure; validate: a file "
-                "that is not valid, missing or cannot be trusted",
+                "refused or declined change, or a failure",
             ),
             ("2", "usage error"),
             ("3", "denied (check: not allowed; a delegated admin without rbac-admin)"),
             (
                 "4",
-                "bad configuration (every command); check and review: a UA/PA policy that is "
-                "invalid or cannot be trusted; edit and the scripted changes: policy files "
-                "that cannot be trusted (validate says 1 for such files)",
+                "bad policy or configuration (every command): validate, check and review: a "
+                "UA/PA or sHype policy that is invalid, missing or cannot be trusted; edit and "
+                "the scripted changes: policy files that cannot be trusted",
             ),
         ]
     )

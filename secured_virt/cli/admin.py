@@ -5,7 +5,7 @@ Subcommands (each has --help with an example):
   operations [--json]                 the operation catalogue (ids for the PA file)
   check USER OP [VM] [--explain]      would USER be allowed OP on VM?  exit 0 yes, 3 no
                                       (host operations: on the host object, no VM needed)
-  validate [--ua F] [--pa F]          check UA/PA files without using them; exit 0 valid, 1 not
+  validate [--ua F] [--pa F]          check UA/PA files without using them; exit 0 valid, 4 not
   review user U | role R | vm V       NIST review functions: who may do what, where
 
 Exit codes: 0 ok/allowed, 1 invalid or failed, 2 usage, 3 denied, 4 bad policy or configuration.
@@ -392,9 +392,9 @@ def cmd_validate(args) -> int:
         try:
             with as_caller():  # the file is read with the caller's rights, not sudo's
                 c = policy.compile_file(args.policy)
-        except policy.PolicyError as exc:
+        except policy.PolicyError as exc:  # not valid or not readable: a bad policy, exit 4
             sys.stderr.write(f"{exc}\n")
-            return EXIT_FAILED
+            return EXIT_BAD_POLICY
         if not args.quiet:
             print(
                 f"{args.policy}: OK (sHype policy {c.name} {c.version}, "
@@ -404,9 +404,9 @@ def cmd_validate(args) -> int:
             return EXIT_OK
     try:
         pol, ua, pa = _load_rbac(args, for_validate=True)
-    except rbac.PolicyError as exc:  # not valid, missing, or not trustworthy: exit 1
+    except rbac.PolicyError as exc:  # not valid, missing, or not trustworthy: a bad policy, 4
         sys.stderr.write(f"{exc}\n")
-        return EXIT_FAILED
+        return EXIT_BAD_POLICY
     except ConfigError:  # main() names it and exits 4, as for every subcommand
         raise
     except Exception as exc:
@@ -642,13 +642,13 @@ CHECK_EXITS = (
 )
 VALIDATE_EXITS = (
     (EXIT_OK, "valid"),
-    (
-        EXIT_FAILED,
-        "not valid: a UA/PA or sHype policy file that is invalid, missing or cannot be trusted "
-        "(not root-owned, or writable by others)",
-    ),
+    (EXIT_FAILED, "an unexpected failure (the message says what)"),
     (EXIT_USAGE, "usage error"),
-    (EXIT_BAD_POLICY, "bad configuration (the configuration file itself)"),
+    (
+        EXIT_BAD_POLICY,
+        "bad policy or configuration: a UA/PA or sHype policy file that is invalid, missing or "
+        "cannot be trusted (not root-owned, or writable by others), or the configuration file",
+    ),
 )
 
 #: modules adding subcommands: each has register(sub, add, files) — see build_parser

@@ -286,7 +286,7 @@ def test_help_lists_arguments_and_exit_codes():
     for line in ("0 allowed", "3 denied", "4 bad policy or configuration", "2 usage error"):
         assert line in text, line
     text = " ".join(admin("validate", "--help").stdout.split())
-    assert "0 valid" in text and "1 not valid" in text and "cannot be trusted" in text
+    assert "0 valid" in text and "4 bad policy" in text and "cannot be trusted" in text
 
 
 def test_no_command_is_a_usage_error_on_stderr():
@@ -305,13 +305,13 @@ def test_hidden_subcommand_is_not_offered():
 
 
 def test_validate_exit_codes_match_the_code(tmp_path):
-    """validate: 1 for a file that is not valid or cannot be trusted (the man page says so)."""
+    """validate: 4 for a file that is not valid or cannot be trusted (README, man page)."""
     ua = write_root_file(tmp_path / "ua.xml", UA)
     pa = write_root_file(tmp_path / "pa.xml", PA)
     assert admin("validate", "--ua", str(ua), "--pa", str(pa)).returncode == 0
     os.chmod(ua, 0o666)
     r = admin("validate", "--ua", str(ua), "--pa", str(pa))
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 4, r.stdout + r.stderr
     assert str(ua) in r.stderr
 
 
@@ -320,7 +320,7 @@ def test_swapped_ua_and_pa_are_named(tmp_path):
     conf = host(tmp_path, dom("web", owner="alice"))
     ua, pa = tmp_path / "ua.xml", tmp_path / "pa.xml"
     r = admin("validate", "--ua", str(pa), "--pa", str(ua))
-    assert r.returncode == 1
+    assert r.returncode == 4
     assert f"{pa}:1: this is a PA file (<RolePolicyDefinition>)" in r.stderr
     assert "swapped" in r.stderr and "XSD" not in r.stderr
     r = admin("check", "alice", "start", "web", "--ua", str(pa), "--pa", str(ua), conf=conf)

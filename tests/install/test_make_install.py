@@ -335,7 +335,8 @@ def test_pam_through_the_installed_interpreter(installed, test_users, tmp_path):
         sock = installed.root / "var/run/secured-virt/svirtd.sock"
         code = (
             pw.child_prelude()
-            + "import sys\nfrom secured_virt.daemon.server import main\nsys.exit(main(sys.argv[1:]))\n"
+            + "import sys\nfrom secured_virt.daemon.server import main\n"
+            + "sys.exit(main(sys.argv[1:]))\n"
         )
         d = subprocess.Popen(
             [str(installed.prefix / "bin/python"), "-I", "-c", code, "--config", str(conf)],
