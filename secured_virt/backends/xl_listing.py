@@ -81,13 +81,16 @@ class XlListing(XlCore):
 
         xl addresses domains by name or domain id only, so the window between this check and
         the xl command is not closed as libvirt's by-UUID handles close it; it is narrowed
-        from "since the request was checked" to one fork.
+        from "since the request was checked" to one fork.  A name that is neither running
+        nor defined passes, as with libvirt's pins: whatever addresses it by name fails with
+        "no such domain", and restore (which brings the checked image's domain into being
+        under that name) is what needs it, on a host that has never seen the domain.
         """
         if uuid:
             try:
                 now = self.lookup(name).uuid
             except NoSuchDomain:
-                raise DomainChanged(name, uuid) from None
+                now = None
             if now and now.lower() != uuid.lower():
                 raise DomainChanged(name, uuid)
         yield

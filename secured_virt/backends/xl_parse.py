@@ -11,7 +11,8 @@ Formats (tools/xl in the Xen tree):
 * ``xl info``: ``key : value`` lines.
 * ``xl save`` images: a 32-byte magic, four uint32 (byte order 0x01020304, mandatory flags,
   optional flags, optional data length), then the optional data: uint32 length + the domain
-  config (JSON when mandatory flag bit 0 is set, else xl.cfg text).
+  config (JSON when mandatory flag bit 0 is set, else xl.cfg text), then (xl ignores it)
+  secured-virt's owner/label record when the image was saved through us (xl_record).
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import struct
 from dataclasses import dataclass
 
 from .base import BackendError
+from .xl_record import BYTEORDER, FLAG_JSON, MAX_HEADER_CONFIG, SAVE_MAGIC, split_optional
 
-SAVE_MAGIC = b"Xen saved domain, xl format\n \x00 \r"
-FLAG_JSON = 1
-BYTEORDER = 0x01020304
-MAX_HEADER_CONFIG = 4 * 1024 * 1024
+__all__ = ["BYTEORDER", "FLAG_JSON", "MAX_HEADER_CONFIG", "SAVE_MAGIC"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +113,7 @@ def parse_info(text: str) -> dict[str, str]:
 class SaveHeader:
     mandatory_flags: int
     config: dict | str | None  # JSON config, xl.cfg text, or None when absent
+    record: dict | None = None  # secured-virt's owner/label record (xl_record), if stamped
 
     def domain_name(self) -> str | None:
         if isinstance(self.config, dict):
@@ -159,14 +159,15 @@ def read_save_header(path: str) -> SaveHeader:
         ) from None
     if len(opt) < optlen:
         raise BackendError("invalid-arg", f"'{path}': save image is truncated")
-    (cfglen,) = struct.unpack(f"{endian}I", opt[:4])
-    raw = opt[4 : 4 + cfglen].rstrip(b"\x00")
+    config_chunk, record = split_optional(opt, endian, path)
+    (cfglen,) = struct.unpack(f"{endian}I", config_chunk[:4])
+    raw = config_chunk[4 : 4 + cfglen].rstrip(b"\x00")
     text = raw.decode("utf-8", errors="replace")
     if mandatory & FLAG_JSON:
         try:
-            return SaveHeader(mandatory, json.loads(text))
+            return SaveHeader(mandatory, json.loads(text), record)
         except json.JSONDecodeError:
             raise BackendError(
                 "invalid-arg", f"'{path}': the config in the save image is not valid JSON"
             ) from None
-    return SaveHeader(mandatory, text)
+    return SaveHeader(mandatory, text, record)
