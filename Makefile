@@ -50,7 +50,7 @@ APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon 
 STAMP     := $(VENV)/.secured-virt-installed
 
 .PHONY: setup apt venv native demo test unit bench lint format clean clean-venv print-venv \
-        install uninstall install-apt
+        install uninstall install-apt reachable
 
 # Debian packages: $(1) is the list; installs only what is missing (root only)
 define apt_install
@@ -113,7 +113,19 @@ native: $(STAMP)
 demo: setup
 	$(PY) -m secured_virt.demo
 
-test: setup
+# The test venv's console scripts import this checkout (an editable install) also when the tests
+# run them as other users.  A clone in a 0700 directory (mktemp -d) hides it from them, so as
+# root the directories above the checkout that root owns get search permission (o+x: others
+# may open paths they know, never list): the checkout holds only the project's files.
+reachable:
+	@if [ "$$(id -u)" = 0 ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups -- \
+	    test -r $(CURDIR)/secured_virt/__init__.py 2>/dev/null; then \
+	  d=$(CURDIR); while [ "$$d" != / ]; do \
+	    if [ "$$(stat -c %u "$$d")" = 0 ] && [ -z "$$(find "$$d" -maxdepth 0 -perm -o+x)" ]; then \
+	      echo "test: chmod o+x $$d (so the test users can reach this checkout)"; chmod o+x "$$d"; \
+	    fi; d=$$(dirname "$$d"); done; fi
+
+test: setup reachable
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
