@@ -26,6 +26,9 @@ class XlCore(XlConfigFiles):
     """Settings, the xl runner and config lookup shared by every part of XlBackend."""
 
     name = "xl"
+    #: (policy, label) for a legacy ``ssidref = N`` under the active policy; set by whoever
+    #: knows the policy (shype.enforcer), None otherwise (see xl_labels)
+    ssidref_resolver = None
 
     def __init__(
         self,

@@ -1,15 +1,24 @@
 """secured-virt's metadata (owner, ACM label) for xl domains, kept in their config files.
 
 xl has no place for foreign metadata, so it lives in two lines of the domain's config file,
-``svirt_owner = "alice"`` and ``access_control = ['policy=P,label=L']`` (see xl_model); the
-backend offers them through get_metadata/set_metadata as the same ``<svirt:vm>`` element the
-libvirt backend stores.  xl's own save images and migration streams carry libxl's JSON
-config, which has no room for these lines, so after a restore or a migration the label is the
-one in the config file of that name on the host doing the restore (``meta_into`` is how the
-other modules put it back into a domain read from xl).
+``svirt_owner = "alice"`` and ``access_control = ['policy=P,label=L']`` (see xl_model, which
+also reads seed 001's ``acm_label`` and a legacy ``ssidref``); the backend offers them through
+get_metadata/set_metadata as the same ``<svirt:vm>`` element the libvirt backend stores.
+xl's own save images carry libxl's JSON config, which has no room for these lines, so save
+stamps them into the image header (xl_save, xl_record).  ``meta_into`` is how the other
+modules put them into a domain read from xl.
+
+A legacy ``ssidref = N`` names a label only through one policy's numbering.  The backend knows
+no policies: whoever does (shype.enforcer) sets ``ssidref_resolver`` to a function giving
+(policy, label) for a number under the active policy.  Without one, or for a number the
+active policy does not have, the label is ``ACM:__SSIDREF__:0x...``, a policy that is never
+active, so the domain is refused wherever its label is checked.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -18,15 +27,45 @@ from .base import BackendError, NoSuchDomain
 from .xl_args import check_name
 from .xl_cfg import XlConfig
 from .xl_core import XlCore
-from .xl_model import SVIRT_NS, XlDomain, parse_label
+from .xl_model import SVIRT_NS, UNRESOLVED_POLICY, XlDomain, label_from_config
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, int]] = set()
+
+Resolver = Callable[[int], "tuple[str, str] | None"]
 
 
-def meta_into(dom: XlDomain, cfg: XlConfig) -> None:
-    """Copy the owner and label lines of cfg into dom."""
+def meta_into(dom: XlDomain, cfg: XlConfig, resolve: Resolver | None = None) -> None:
+    """Copy the owner and label lines of cfg into dom (a legacy ssidref through resolve)."""
     owner = cfg.get("svirt_owner")
     dom.owner = owner if isinstance(owner, str) and owner else None
-    if "access_control" in cfg:
-        dom.label_policy, dom.label = parse_label(cfg.get("access_control"))
+    src = label_from_config(cfg)
+    if src.ssidref is None:
+        dom.label_policy, dom.label = src.policy, src.label
+        return
+    found = None
+    if resolve is not None:
+        try:
+            found = resolve(src.ssidref)
+        except Exception:  # an unresolvable number gets the fail-closed label
+            found = None
+    if found is None:
+        dom.label_policy, dom.label = UNRESOLVED_POLICY, f"0x{src.ssidref:08x}"
+        said = "names no label of the active policy (or sHype/ACM is off)"
+    else:
+        dom.label_policy, dom.label = found
+        said = f"read as ACM:{found[0]}:{found[1]} through the active policy's map"
+    key = (src.where, src.ssidref)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "%s: legacy ssidref = %d (0x%08x) %s; ssidrefs differ between hosts and policy "
+            "versions: write access_control = ['policy=P,label=L'] instead (setlabel does)",
+            src.where,
+            src.ssidref,
+            src.ssidref,
+            said,
+        )
 
 
 class XlLabels(XlCore):
@@ -44,7 +83,7 @@ class XlLabels(XlCore):
         if ns_uri != SVIRT_NS:
             return None
         dom = XlDomain(name=name)
-        meta_into(dom, found[1])
+        meta_into(dom, found[1], self.ssidref_resolver)
         return dom.metadata_xml()
 
     def set_metadata(

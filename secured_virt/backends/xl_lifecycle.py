@@ -104,7 +104,7 @@ class XlLifecycle(XlCore):
                 domid, dom = next(iter(details.items()))
                 found = self._any_config(name, running=True)
                 if found is not None:
-                    meta_into(dom, found[1])
+                    meta_into(dom, found[1], self.ssidref_resolver)
                 return dom.to_domain_xml(domid)
         found = self._any_config(name, running=running)
         if found is None:
@@ -113,7 +113,9 @@ class XlLifecycle(XlCore):
                     "operation-failed", f"cannot read the configuration of domain '{name}'"
                 )
             raise NoSuchDomain(name)
-        return XlDomain.from_config(found[1]).to_domain_xml()
+        dom = XlDomain.from_config(found[1])
+        meta_into(dom, found[1], self.ssidref_resolver)
+        return dom.to_domain_xml()
 
     # -- autostart ------------------------------------------------------------------------
     def get_autostart(self, name: str) -> bool:

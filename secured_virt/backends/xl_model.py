@@ -9,6 +9,12 @@ vCPUs, disks, bridged interfaces, life-cycle actions, and our own two lines:
   seeds (Xen's own ``xl`` ignores unknown keys; the ACM mediation is ours);
 * ``svirt_owner = "alice"`` - the owning user.
 
+Reading, the label is also taken in the other two spellings configs of that era carry (see
+``label_from_config``): seed 001's ``acm_label = ['labelname=L,policyname=P']`` and Xen 3.0's
+raw ``ssidref = N``, which names a label only through one policy's numbering and so is handed
+to the caller's resolver (the active policy's map) with a warning naming file:line.  We write
+``access_control`` only, and remove the other two whenever we write a label.
+
 They appear in domain XML as ``<metadata><svirt:vm><svirt:owner/><svirt:label/></svirt:vm>``
 in the project namespace, exactly as the libvirt backend stores them.
 
@@ -83,8 +89,11 @@ def label_value(policy: str, label: str) -> list[str]:
     return [f"policy={policy},label={label}"]
 
 
-def parse_label(value) -> tuple[str | None, str | None]:
-    """(policy, label) from an access_control value (a list of 'k=v,k=v' strings)."""
+def parse_label(
+    value, keys: tuple[str, str] = ("policy", "label")
+) -> tuple[str | None, str | None]:
+    """(policy, label) from an access_control value (a list of 'k=v,k=v' strings); ``keys``
+    names the two keys (acm_label's are ``policyname`` and ``labelname``)."""
     items = value if isinstance(value, list) else [value]
     policy = label = None
     for item in items:
@@ -92,11 +101,96 @@ def parse_label(value) -> tuple[str | None, str | None]:
             continue
         for part in item.split(","):
             k, _, v = part.strip().partition("=")
-            if k == "policy":
+            if k.strip() == keys[0]:
                 policy = v.strip() or None
-            elif k == "label":
+            elif k.strip() == keys[1]:
                 label = v.strip() or None
     return policy, label
+
+
+ACM_LABEL_KEY = "acm_label"
+SSIDREF_KEY = "ssidref"
+#: the label an ssidref nobody could translate gets: its policy is never the active one, so
+#: the domain is refused wherever a label is checked (fail closed, and it says why)
+UNRESOLVED_POLICY = "__SSIDREF__"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSource:
+    """Where a config's label came from: (policy, label) as written, or a legacy ssidref."""
+
+    policy: str | None = None
+    label: str | None = None
+    ssidref: int | None = None
+    where: str = ""  # file:line of the setting
+
+
+def label_from_config(cfg: XlConfig) -> LabelSource:
+    """The label a config gives, in any of its spellings (refused when they disagree).
+
+    * ``access_control = ['policy=P,label=L']`` (xm 3.0.3-3.3, what we write);
+    * ``acm_label = ['labelname=L,policyname=P']`` (seed 001);
+    * ``ssidref = N`` (xm 3.0.0-3.0.2): a number, meaningful only under one policy's map.
+
+    One entry only (xm refused "Multiple access_control definitions"); access_control and
+    acm_label must name the same label; an ssidref beside a named label is refused (3.0.3 made
+    them mutually exclusive) rather than guessed at."""
+
+    def line(key: str) -> str:
+        lines = [st.line for st in cfg.settings if st.key == key]
+        return f"{cfg.source}:{lines[-1] if lines else 0}"
+
+    named: list[tuple[str, tuple[str | None, str | None]]] = []
+    for key, keys in (
+        (LABEL_KEY, ("policy", "label")),
+        (ACM_LABEL_KEY, ("policyname", "labelname")),
+    ):
+        if key not in cfg:
+            continue
+        value = cfg.get(key)
+        items = value if isinstance(value, list) else [value]
+        if len([i for i in items if isinstance(i, str) and i.strip()]) > 1:
+            raise BackendError(
+                "invalid-arg",
+                f"{line(key)}: {key} has more than one entry; a domain has one label "
+                f"(keep one: {key} = ['{keys[0]}=P,{keys[1]}=L'])",
+            )
+        named.append((key, parse_label(value, keys)))
+    if len(named) == 2 and named[0][1] != named[1][1]:
+        raise BackendError(
+            "invalid-arg",
+            f"{line(ACM_LABEL_KEY)}: acm_label names {named[1][1]} but access_control "
+            f"({line(LABEL_KEY)}) names {named[0][1]}; keep one of them",
+        )
+    if SSIDREF_KEY in cfg:
+        raw = cfg.get(SSIDREF_KEY)
+        if named:
+            raise BackendError(
+                "invalid-arg",
+                f"{line(SSIDREF_KEY)}: ssidref beside {named[0][0]} ({line(named[0][0])}): "
+                "remove the ssidref line, the label name is what counts",
+            )
+        number = _ssidref(raw)
+        if number is None:
+            raise BackendError(
+                "invalid-arg", f"{line(SSIDREF_KEY)}: ssidref {raw!r} is not a 32-bit number"
+            )
+        return LabelSource(ssidref=number, where=line(SSIDREF_KEY))
+    if named:
+        key, (policy, label) = named[0]
+        return LabelSource(policy, label, where=line(key))
+    return LabelSource()
+
+
+def _ssidref(raw) -> int | None:
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.strip(), 0)
+        except ValueError:
+            return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 0xFFFFFFFF:
+        return raw
+    return None
 
 
 @dataclass(slots=True)
@@ -236,7 +330,8 @@ class XlDomain:
         vcpus = _int(cfg.get("vcpus"), 1)
         disks = [XlDisk.from_spec(s) for s in _strings(cfg.get("disk"))]
         nics = [XlNic.from_spec(s) for s in _strings(cfg.get("vif"))]
-        policy, label = parse_label(cfg.get(LABEL_KEY)) if LABEL_KEY in cfg else (None, None)
+        src = label_from_config(cfg)  # a legacy ssidref is resolved by the backend (xl_labels)
+        policy, label = src.policy, src.label
         owner = cfg.get(OWNER_KEY)
         return cls(
             name=name,
@@ -299,6 +394,10 @@ class XlDomain:
             cfg.remove("vif")
 
     def write_metadata(self, cfg: XlConfig) -> None:
+        """Owner and label into cfg; the label only as access_control (the other spellings
+        are removed, so the file never holds two labels)."""
+        cfg.remove(ACM_LABEL_KEY)
+        cfg.remove(SSIDREF_KEY)
         if self.label:
             cfg.set(LABEL_KEY, label_value(self.label_policy or "", self.label))
         else:

@@ -49,7 +49,7 @@ class XlSave(XlListing, XlLifecycle):
         found = self._any_config(name, running=info.id is not None)
         dom = XlDomain(name=name)
         if found is not None:
-            meta_into(dom, found[1])
+            meta_into(dom, found[1], self.ssidref_resolver)
         rec = make_record(name, info.uuid, dom.owner, dom.label_policy, dom.label)
         self._xl("save", name, ["save", "--", name, path], timeout=self.long_timeout)
         self._forget_transient(name)
@@ -107,7 +107,7 @@ class XlSave(XlListing, XlLifecycle):
         if read_save_header(path).record is None:
             cfg = self._config(dom.name)
             if cfg is not None:
-                meta_into(dom, cfg)
+                meta_into(dom, cfg, self.ssidref_resolver)
         return dom.to_domain_xml()
 
     def restore(self, path: str) -> str:

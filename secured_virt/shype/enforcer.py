@@ -97,10 +97,12 @@ class DomainLabelStore:
 
     def _write(self, name: str, old: vmmeta.VmMeta, value: str | None) -> None:
         if value is None:
-            new = vmmeta.VmMeta(owner=old.owner)
+            new = vmmeta.VmMeta(owner=old.owner, realm=old.realm)
         else:
             lab = policy.parse_label(value, old.label_policy or "")
-            new = vmmeta.VmMeta(owner=old.owner, label_policy=lab.policy, label=lab.name)
+            new = vmmeta.VmMeta(
+                owner=old.owner, label_policy=lab.policy, label=lab.name, realm=old.realm
+            )
         self._write_meta(name, new)
 
     def _write_meta(self, name: str, meta: vmmeta.VmMeta) -> None:
@@ -108,14 +110,7 @@ class DomainLabelStore:
         info = backend.lookup(name)
         if self._bound is not None and info.uuid:  # first: a label is never on a VM unrecorded
             self._bound.bind(info.uuid, name, meta)
-        backend.set_metadata(
-            name,
-            meta.to_xml(),
-            vmmeta.KEY,
-            vmmeta.NS,
-            live=info.id is not None,
-            config=info.persistent,
-        )
+        vmmeta.write(backend, name, meta)
 
 
 class AcmEnforcer:
@@ -130,6 +125,17 @@ class AcmEnforcer:
         self.host = XsmHost(config.acm_state_dir, label_store=self.labels, dom0=config.host_object)
         self._thread_lock = threading.RLock()
         self._held = threading.local()
+        if getattr(config, "backend", "") == "xl":  # last: only a whole enforcer resolves
+            backend_getter().ssidref_resolver = self.resolve_ssidref
+
+    def resolve_ssidref(self, ssidref: int) -> tuple[str, str] | None:
+        """(policy, label) of a legacy xl ``ssidref = N`` under the active policy's map (Xen
+        reads its CHWALL half), or None when that policy has no such VM label."""
+        active = self.host.active
+        try:
+            return active.name, active.label_for(ssidref)
+        except policy.LabelError:
+            return None
 
     # -- state --------------------------------------------------------------------------------
     @property
