@@ -55,8 +55,15 @@ class Config:
     uri: str = "test:///default"
     ua: str = "/etc/secured-virt/ua.xml"
     pa: str = "/etc/secured-virt/pa.xml"
+    #: root's realms file (secured_virt.tenancy.model); missing: no realms, as before
+    realms: str = "/etc/secured-virt/realms.xml"
+    #: where svirtd keeps each realm's own file (its admin's changes) and its last good copy
+    realm_state_dir: str = "/var/lib/secured-virt/realms"
     host_object: str = "Domain-0"
     acm: bool = False
+    #: sVirt: every running VM holds a category pair no other running VM holds (state in
+    #: acm_state_dir; secured_virt.shype.categories)
+    svirt: bool = True
     acm_state_dir: str = "/var/lib/secured-virt/acm"
     label_store: str = "/var/lib/secured-virt/resource-labels.xml"
     audit_log: str = "/var/log/secured-virt/audit.log"
@@ -220,8 +227,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "uri": _text,
     "ua": _abs_path,
     "pa": _abs_path,
+    "realms": _abs_path,
+    "realm_state_dir": _abs_path,
     "host_object": _name("object name"),
     "acm": _bool,
+    "svirt": _bool,
     "acm_state_dir": _abs_path,
     "label_store": _abs_path,
     "audit_log": _abs_path,
@@ -259,6 +269,7 @@ SVIRTD_LIVE_KEYS = frozenset(
     {
         "ua",
         "pa",
+        "realms",
         "save_dir",
         "disk_dirs",
         "acm_peers",

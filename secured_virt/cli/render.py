@@ -142,6 +142,8 @@ def render_dominfo(d: dict) -> str:
         ]
         if sec.get("ssidref") is not None:
             pairs.append(("ssidref", f"0x{sec['ssidref']:08x} ({sec['ssidref']})"))
+    if d.get("svirt_categories"):
+        pairs.append(("sVirt categories", d["svirt_categories"]))
     return _kv(pairs) + "\n"
 
 

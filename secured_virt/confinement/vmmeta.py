@@ -8,7 +8,11 @@ travels with the domain through save images and migration streams (seed 001: a l
       <svirt:owner>alice</svirt:owner>
       <svirt:label policy="example.client_v1" name="dom_Fun"/>
       <svirt:categories>c12,c845</svirt:categories>
+      <svirt:realm>acme</svirt:realm>
     </svirt:vm>
+
+``realm`` is the management realm the VM belongs to (secured_virt.tenancy), set at define
+from the defining user's realm and kept by every later write; only root moves a VM.
 
 ``categories`` is the sVirt category pair of a *running* instance (shype.categories writes it
 to the live XML only, at start/create/restore); it is text here, parsed by policy.mcs.
@@ -16,7 +20,7 @@ to the live XML only, at start/create/restore); it is text here, parsed by polic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
@@ -37,14 +41,18 @@ class VmMeta:
     label_policy: str | None = None
     label: str | None = None
     categories: str | None = None
+    realm: str | None = None
 
     def attrs(self) -> dict[str, str]:
-        """The object attributes RBAC scopes match on (owner, label)."""
+        """The object attributes RBAC scopes match on (owner, label), and the realm the
+        realm check reads."""
         out = {}
         if self.owner:
             out["owner"] = self.owner
         if self.label:
             out["label"] = self.label
+        if self.realm:
+            out["realm"] = self.realm
         return out
 
     def to_xml(self) -> str:
@@ -58,6 +66,8 @@ class VmMeta:
             )
         if self.categories:
             parts.append(f"<svirt:categories>{xml_escape(self.categories)}</svirt:categories>")
+        if self.realm:
+            parts.append(f"<svirt:realm>{xml_escape(self.realm)}</svirt:realm>")
         parts.append("</svirt:vm>")
         return "".join(parts)
 
@@ -75,12 +85,39 @@ def parse(fragment: str | None) -> VmMeta:
     owner = root.findtext(f"{{{NS}}}owner")
     lab = root.find(f"{{{NS}}}label")
     cats = root.findtext(f"{{{NS}}}categories")
+    realm = root.findtext(f"{{{NS}}}realm")
     return VmMeta(
         owner=owner.strip() if owner else None,
         label_policy=lab.get("policy") if lab is not None else None,
         label=lab.get("name") if lab is not None else None,
         categories=cats.strip() or None if cats else None,
+        realm=realm.strip() or None if realm else None,
     )
+
+
+def write(backend, name: str, meta: VmMeta) -> None:
+    """Give domain ``name`` this owner and label, keeping the sVirt pair of its running
+    instance.
+
+    Why not one ``set_metadata``: the category pair belongs to the running instance only (the
+    next start draws a new one), so the persistent definition is written without it and the
+    live one with the pair it holds now; writing both from one VmMeta would either drop a
+    running VM's pair (another start could then be handed it) or copy it into the definition.
+    ``backend`` is any secured_virt backend (``lookup``, ``get_metadata``, ``set_metadata``).
+    """
+    info = backend.lookup(name)
+    config = replace(meta, categories=None)
+    if info.id is not None:
+        held = parse(backend.get_metadata(name, NS)).categories
+        live = replace(meta, categories=held)
+        backend.set_metadata(name, _xml_or_none(live), KEY, NS, live=True, config=False)
+    if info.persistent:
+        backend.set_metadata(name, _xml_or_none(config), KEY, NS, live=False, config=True)
+
+
+def _xml_or_none(meta: VmMeta) -> str | None:
+    """Our element, or None (remove it) when it would be empty."""
+    return meta.to_xml() if (meta.owner or meta.label or meta.categories or meta.realm) else None
 
 
 def from_domain_xml(xml: str) -> tuple[str, str | None, VmMeta]:
@@ -121,6 +158,7 @@ def prepare_user_domain_xml(
     keep: VmMeta | None = None,
     disk_dirs: tuple[str, ...] = (),
     reserved_names: tuple[str, ...] = (),
+    realm: str | None = None,
 ) -> tuple[str, str]:
     """Validate a domain XML from a user; set our metadata to (owner, no label), or to ``keep``
     (the metadata of the existing domain this XML redefines).
@@ -150,8 +188,8 @@ def prepare_user_domain_xml(
         for el in list(md):
             if isinstance(el.tag, str) and etree.QName(el).namespace == NS:
                 md.remove(el)
-    meta = keep if keep is not None else VmMeta(owner=owner)
-    if meta.owner or meta.label:
+    meta = keep if keep is not None else VmMeta(owner=owner, realm=realm)
+    if meta.owner or meta.label or meta.realm:
         if md is None:
             md = etree.SubElement(root, "metadata")
         md.append(etree.fromstring(meta.to_xml()))

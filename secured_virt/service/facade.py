@@ -106,6 +106,15 @@ class Service(
 
             self.acm = AcmEnforcer(config, lambda: self.backend)
             self._initial_acm_sync()
+        self.categories = None
+        if getattr(config, "svirt", False):
+            from secured_virt.shype.categories import HostCategories
+
+            self.categories = HostCategories(
+                config.acm_state_dir,
+                lambda: self.backend,
+                exclude=(getattr(config, "host_object", "Domain-0"),),
+            )
         self.started = time.time()
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
         self._counter_lock = threading.Lock()
@@ -337,6 +346,7 @@ class Service(
             acm_on=self.acm is not None,
             privileged=self._privileged(ident),
             exists=target.exists,
+            svirt_on=self.categories is not None,
         )
         lazy = _LazyEffect(self, target, effect)
         checks = ()
@@ -370,12 +380,46 @@ class Service(
                 self._confinement_steps(ident, op.name, target.name, steps, lazy)
                 if mediation.LABEL_CURRENT in steps:
                     lazy.get()  # read the current label *before* the action replaces it
-            data = action()
+            if mediation.SVIRT_CATEGORIES in steps and (not subject or lazy.get().instantiates):
+                data = self._with_categories(target, lazy if subject else None, action)
+            else:
+                data = action()
             if subject and mediation.LABEL_CURRENT in steps:
                 self._keep_current_label(target.name, lazy.get())
             return data
 
         return self._perform(v, mediated)
+
+    def _with_categories(self, target: Target, lazy, action):
+        """sVirt: run ``action`` (the start, create, restore or revert) holding a category pair
+        no other running VM holds; the pair is written to the VM's live metadata once it runs
+        and freed if the hypervisor call fails.  No free pair, or category state that cannot be
+        read, refuses the start (fail closed: a VM never runs with a pair handed out blind)."""
+        from policy import mcs
+        from secured_virt.shype.categories import CategoryStateError
+
+        key = target.uuid
+        if not key and lazy is not None:
+            xml = lazy.get().domain_xml
+            if xml:
+                with contextlib.suppress(vmmeta.DomainXmlError):
+                    key = vmmeta.from_domain_xml(xml)[1]
+        key = key or f"name:{target.name}"
+        try:
+            with self.categories.instantiating(key, target.name) as _pair:
+                data = action()
+        except mcs.CategoriesExhausted as exc:
+            raise UserError(
+                f"cannot start '{target.name}': no sVirt category pair is free ({exc}); "
+                "stop a VM first",
+                EXIT_FAILED,
+            ) from None
+        except CategoryStateError as exc:
+            raise UserError(f"cannot start '{target.name}': {exc}", EXIT_FAILED) from None
+        if key.startswith("name:"):  # no UUID known before: the live metadata keeps the pair
+            with contextlib.suppress(CategoryStateError, OSError):
+                self.categories.release(key)
+        return data
 
     def _pinned(self, target: Target, fn):
         """fn, acting on the VM that was checked, not on whatever bears its name by now."""

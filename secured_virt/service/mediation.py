@@ -28,6 +28,8 @@ from types import MappingProxyType
 from secured_virt.access.operations import CATALOGUE
 
 # -- the steps -----------------------------------------------------------------------------
+REALM = "realm"
+REALM_RESOURCES = "realm_resources"
 RBAC = "rbac"
 PIN = "pin"
 ACM_LOCK = "acm_lock"
@@ -42,6 +44,7 @@ ACM_POLICY = "acm_policy"
 ACM_DESTINATION = "acm_destination"
 DESTINATION_LISTED = "destination_listed"
 SAVE_PATH = "save_path"
+SVIRT_CATEGORIES = "svirt_categories"
 
 FACADE = "service façade"
 COMMAND = "command"
@@ -60,6 +63,16 @@ STEPS: MappingProxyType[str, Step] = MappingProxyType(
     {
         s.name: s
         for s in (
+            Step(
+                REALM,
+                FACADE,
+                "realms configured",
+                "before RBAC: the caller is a member of the VM's realm (a user in no realm acts "
+                "only on VMs of no realm; root in every realm), the operation is one root "
+                "allows that realm (host operations: only those listed for it), and a label the "
+                "request gives is one of the VM's realm's (secured_virt.tenancy.check); no "
+                "grant, however wrong, reaches across",
+            ),
             Step(
                 RBAC,
                 FACADE,
@@ -118,6 +131,14 @@ STEPS: MappingProxyType[str, Step] = MappingProxyType(
                 "the destination host's ACM policy and running domains admit the VM",
             ),
             Step(
+                REALM_RESOURCES,
+                FACADE,
+                "realms configured",
+                "every disk image the definition or device names is in the storage of the VM's "
+                "realm, and an image in a realm's storage is used by that realm's VMs only, "
+                "root's requests included",
+            ),
+            Step(
                 DISK_FENCE,
                 FACADE,
                 "caller is not plain root",
@@ -150,6 +171,14 @@ STEPS: MappingProxyType[str, Step] = MappingProxyType(
                 COMMAND,
                 "caller is not plain root",
                 "only a destination root listed (acm_peers)",
+            ),
+            Step(
+                SVIRT_CATEGORIES,
+                FACADE,
+                "sVirt on (svirt = yes, the default)",
+                "the running VM gets a category pair (c_i, c_j) no other running VM holds, "
+                "allocated under the host-wide categories lock and written to its live "
+                "metadata; it is free again once the VM stops (secured_virt.shype.categories)",
             ),
             Step(
                 SAVE_PATH,
@@ -200,12 +229,12 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "dumpxml": (_N, _VM_READ, "reads"),
     "start": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE),
+        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, SVIRT_CATEGORIES),
         "brings the domain into existence beside the others, with its disks",
     ),
     "create": (
         _W,
-        (RBAC, ACM_LOCK, ACM_VM, DISK_FENCE, DEVICE_ALLOWLIST, OWNERSHIP),
+        (RBAC, ACM_LOCK, ACM_VM, DISK_FENCE, DEVICE_ALLOWLIST, OWNERSHIP, SVIRT_CATEGORIES),
         "a new running domain from the caller's XML",
     ),
     "define": (
@@ -228,7 +257,17 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "save": (_N, (RBAC, PIN, SAVE_PATH), "stops the guest into a file the caller may use"),
     "restore": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, DEVICE_ALLOWLIST, LABEL_CURRENT, SAVE_PATH),
+        (
+            RBAC,
+            ACM_LOCK,
+            PIN,
+            ACM_VM,
+            DISK_FENCE,
+            DEVICE_ALLOWLIST,
+            LABEL_CURRENT,
+            SAVE_PATH,
+            SVIRT_CATEGORIES,
+        ),
         "brings a domain back from a file whose contents may be old or the caller's own",
     ),
     "console": (_N, _VM_PLAIN, "the caller reaches the guest's serial line, the VM nothing new"),
@@ -262,7 +301,7 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "snapshot-list": (_N, _VM_READ, "reads"),
     "snapshot-revert": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, LABEL_CURRENT),
+        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, LABEL_CURRENT, SVIRT_CATEGORIES),
         "the domain takes an older definition (and may start running)",
     ),
     "snapshot-delete": (_N, _VM_PLAIN, "narrows"),
@@ -317,10 +356,30 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "reload makes svirtd enforce a policy loaded elsewhere; a broken one keeps the last good",
     ),
     "vcpupin": (_N, _VM_PLAIN, "scheduling of what the VM has"),
+    "realm-admin": (
+        _N,
+        _HOST,
+        "changes who may ask inside one realm; a realm admin's change is refused if it names "
+        "anyone or anything outside the realm (secured_virt.service.realms)",
+    ),
 }
 
+def _realm_steps(steps: tuple[str, ...]) -> tuple[str, ...]:
+    """Every row starts with the realm step; a row that names disk images (the fence's rows)
+    also checks their realm, right before the fence."""
+    out = [REALM]
+    for s in steps:
+        if s == DISK_FENCE:
+            out.append(REALM_RESOURCES)
+        out.append(s)
+    return tuple(out)
+
+
 TABLE: MappingProxyType[str, Row] = MappingProxyType(
-    {op: Row(op, reach, steps, why) for op, (reach, steps, why) in _ROWS.items()}
+    {
+        op: Row(op, reach, _realm_steps(steps), why)
+        for op, (reach, steps, why) in _ROWS.items()
+    }
 )
 
 
@@ -379,13 +438,17 @@ class Effect:
     running: bool = False
 
 
-def applicable(r: Row, *, acm_on: bool, privileged: bool, exists: bool) -> tuple[str, ...]:
+def applicable(
+    r: Row, *, acm_on: bool, privileged: bool, exists: bool, svirt_on: bool = False
+) -> tuple[str, ...]:
     """The façade steps that apply to this request, in table order."""
     out = []
     for s in r.steps:
         if s not in FACADE_STEPS:
             continue
         if s in ACM_STEPS and not acm_on:
+            continue
+        if s == SVIRT_CATEGORIES and not svirt_on:
             continue
         if s in (DISK_FENCE, DEVICE_ALLOWLIST) and privileged:
             continue

@@ -107,9 +107,10 @@ class QueryCommands:
             d.update(_virsh_dominfo(self.backend, name))
             m = self._meta(name)
             d["owner"] = m.owner
-            d["security"] = (
-                self._security(m, name) if self._may_see_label(ident, name, info, m) else None
-            )
+            shown = self._may_see_label(ident, name, info, m)
+            d["security"] = self._security(m, name) if shown else None
+            # sVirt: the category pair a running VM holds (its live metadata), like its label
+            d["svirt_categories"] = m.categories if shown and info.id is not None else None
             return d
 
         return self._run(ident, "dominfo", name, interaction, act)

@@ -163,14 +163,7 @@ class MediationSteps:
             info = self.backend.lookup(name)
             if info.uuid:
                 self._bound_labels().bind(info.uuid, name, meta)
-            self.backend.set_metadata(
-                name,
-                meta.to_xml() if (meta.owner or meta.label) else None,
-                vmmeta.KEY,
-                vmmeta.NS,
-                live=info.id is not None,
-                config=info.persistent,
-            )
+            vmmeta.write(self.backend, name, meta)
         except Exception as exc:
             try:
                 if self.backend.lookup(name).id is not None:
