@@ -205,6 +205,9 @@ def _host_config(inst: Install, **extra) -> Path:
     """A configuration for the installed programs whose every directory does not exist yet
     (svirtd creates them), on libvirt's test driver with the demo's VMs."""
     var = inst.root / "var"
+    for d in (var, var / "run", var / "log", var / "lib"):  # as /run, /var/log, /var/lib on a host
+        d.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)
     node = inst.root / "node.xml"
     shutil.copy(REPO / "etc/demo/node.xml", node)
     ua = inst.etc / "ua-test.xml"
@@ -374,15 +377,15 @@ def test_reinstall_keeps_the_admins_etc_files(installed):
     ua.write_text(mine)
     pam.write_text("# the admin's own stack\n")
     site = next((installed.prefix / "lib").glob("python3*/site-packages"))
-    stale = site / "secured_virt" / "version_probe_from_before.py"
-    stale.write_text("broken = True\n")
+    damaged = site / "secured_virt" / "requests.py"
+    damaged.write_text("broken = True\n")
     r = installed.make("install")
     assert r.returncode == 0, r.stdout + r.stderr
     assert ua.read_text() == mine
     assert pam.read_text() == "# the admin's own stack\n"
     assert f"kept {ua}" in r.stdout
     # the package itself was replaced (same version number: a forced reinstall)
-    assert not stale.exists()
+    assert damaged.read_bytes() == (REPO / "secured_virt/requests.py").read_bytes()
     shipped = installed.prefix / "share/secured-virt/etc/ua.xml"
     assert shipped.read_bytes() == (REPO / "etc/ua.xml").read_bytes()
 
