@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("rbac", "policy")
-#: what each package must not import (docs/CONTRIBUTING-HELPERS.md, "Layering")
+#: what each package must not import (docs/architecture.md)
 FORBIDDEN = {"rbac": ("policy", "secured_virt"), "policy": ("rbac", "secured_virt")}
 
 Edge = tuple[str, str, int]  # (importing module, imported module, line)
