@@ -167,6 +167,11 @@ def harden_process(
             "use the bin/ launchers"
         )
     os.umask(0o077)
+    # Byte-code written from here on would be mode 0600 in a 0700 __pycache__ (the umask
+    # applies to it too): root's runs would leave caches no other user can read, and every
+    # user's svirsh would then recompile those modules on each start.  So a hardened process
+    # writes none; byte-code is compiled world-readable at install time (pip, compileall).
+    sys.dont_write_bytecode = True
     ensure_std_fds()
     close_extra_fds(keep_fds)
     scrub_environment(keep_env)

@@ -62,7 +62,26 @@ class TtyInteraction:
         sys.stderr.flush()
 
 
+def _missing_dependency() -> str | None:
+    """Direct mode drives libvirt and parses XML in this interpreter: say which package is
+    missing rather than fail with a traceback.  (The bin/ launchers no longer check this for
+    everyone: talking to svirtd needs neither, and importing them cost each client ~40 ms.)"""
+    try:
+        import libvirt  # noqa: F401
+        import lxml.etree  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"{sys.executable} is missing the Python module {exc.name}, which direct mode "
+            "needs: install python3-lxml and python3-libvirt (Debian), or run the svirsh of "
+            "the secured-virt venv"
+        )
+    return None
+
+
 def run_direct(g, cmd, args: dict, emit) -> int:
+    missing = _missing_dependency()
+    if missing is not None:
+        return emit(cmd.name, args, Reply(EXIT_BAD_POLICY, message=missing))
     config, ident, err = _context(g)
     if err is not None:
         return emit(cmd.name, args, err)

@@ -1,0 +1,165 @@
+"""svirsh start-up as users run it, against virsh doing the same on the same node.
+
+DESIGN.md's target: `svirsh` through `svirtd`, as installed and as a non-root user, takes at
+most 0.8x the wall time of `virsh` doing the same thing on the same libvirt; root's direct
+mode at most 1.5x.  Every run here is a whole process, fork to exit, timed from this process.
+
+The node is a libvirt test-driver file of 50 domains; virsh opens `test:///<node.xml>`
+itself, svirtd holds one connection to that same URI.  Commands: `list --all`,
+`dominfo vm-007`, `domstate vm-007`.  Variants:
+
+  * as the non-root user `svt-bench` (setpriv, no supplementary groups), for each command:
+      - `virsh -c test:///<node.xml>` (the peer),
+      - `bin/svirsh` (the source tree's launcher, `#!/usr/bin/python3 -I`),
+      - the venv's installed `svirsh` console script (`#!<venv>/python -I`);
+  * as root: `virsh` again (the peer) and `bin/svirsh` in direct mode (no daemon).
+  * with ``--before TREE`` also `bin/svirsh` from TREE (another checkout, e.g.
+    `git archive <commit> | tar -x -C TREE`), in both roles: before/after in one run.
+
+Before timing, every svirsh variant runs once as root and then once as the user, so the
+byte-code caches are in the state a host has after its administrator used svirsh: that is
+what a user gets.  Rounds interleave every variant (so load drift hits all alike); figures
+are the median and p90 of all rounds and the ratio of medians to virsh run by the same user.
+The load average is recorded before and after.  Needs root.  Writes bench/out/client.json.
+
+    /opt/secured-virt/venv/bin/python bench/bench_client.py [--rounds N] [--before TREE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchhost import ENV, REPO, Host, as_user, bench_user, machine, stamp
+
+VENV_SVIRSH = Path(sys.executable).parent / "svirsh"
+VM = "vm-007"
+COMMANDS = {
+    "list --all": ["list", "--all"],
+    "dominfo": ["dominfo", VM],
+    "domstate": ["domstate", VM],
+}
+
+
+def run_once(argv: list[str]) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, env=ENV, cwd="/")
+    dt = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.decode()}")
+    return dt, res.stdout
+
+
+def listed(out: bytes) -> list[str]:
+    rows = out.decode().splitlines()[2:]
+    return sorted(r.split()[1] for r in rows if r.strip())
+
+
+def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]:
+    """{command: {variant name: argv}}; names start with 'user' or 'root'."""
+    user = as_user(bench_user())
+    trees = {"bin/svirsh": REPO}
+    if before is not None:
+        trees["bin/svirsh BEFORE"] = before
+    out = {}
+    for cname, cargs in COMMANDS.items():
+        virsh = ["/usr/bin/virsh", "-c", host.uri, *cargs]
+        v = {"user: virsh": user + virsh}
+        for label, tree in trees.items():
+            v[f"user: {label}"] = [*user, str(tree / "bin/svirsh"), "--socket", host.socket, *cargs]
+        v["user: venv svirsh"] = [*user, str(VENV_SVIRSH), "--socket", host.socket, *cargs]
+        v["root: virsh"] = virsh
+        for label, tree in trees.items():
+            v[f"root: {label} (direct)"] = [
+                str(tree / "bin/svirsh"),
+                "--config",
+                str(host.config),
+                *cargs,
+            ]
+        out[cname] = v
+    return out
+
+
+def check_same(cname: str, outs: dict[str, bytes]) -> None:
+    """Every variant must have shown the same thing, or the comparison means nothing."""
+    if cname != "list --all":
+        for name, out in outs.items():
+            if b"running" not in out and b"shut off" not in out:
+                raise SystemExit(f"{name} {cname}: unexpected output {out!r}")
+        return
+    ref = listed(outs["user: virsh"])
+    for name, out in outs.items():
+        if listed(out) != ref:
+            raise SystemExit(f"{name} listed {listed(out)}, virsh listed {ref}")
+
+
+def measure(host: Host, rounds: int, before: Path | None) -> dict:
+    table = variants(host, before)
+    # the byte-code caches as a host has them: root ran svirsh first, then a user
+    for v in table.values():
+        for _name, argv in sorted(v.items(), key=lambda kv: not kv[0].startswith("root")):
+            run_once(argv)
+    for cname, v in table.items():
+        check_same(cname, {name: run_once(argv)[1] for name, argv in v.items()})
+    times = {c: {n: [] for n in v} for c, v in table.items()}
+    for _ in range(rounds):
+        for cname, v in table.items():
+            for name, argv in v.items():
+                times[cname][name].append(run_once(argv)[0])
+    result = {}
+    for cname, per in times.items():
+        rows = {}
+        for name, xs in per.items():
+            peer = statistics.median(per[name.split(":")[0] + ": virsh"])
+            med = statistics.median(xs)
+            xs = sorted(xs)
+            rows[name] = {
+                "median_ms": round(med * 1000, 2),
+                "p90_ms": round(xs[max(0, int(len(xs) * 0.9) - 1)] * 1000, 2),
+                "x_virsh": round(med / peer, 3),
+                "runs": len(xs),
+            }
+        result[cname] = rows
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--before", type=Path, help="another checkout whose bin/svirsh to compare")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_client needs root (svirtd's policy files must be root-owned)")
+        return 2
+    info = stamp()
+    host = Host(domains=50).start_daemon()
+    try:
+        res = measure(host, args.rounds, args.before)
+    finally:
+        host.stop()
+    info["loadavg_after"] = machine()["loadavg"]
+    out = REPO / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "client.json").write_text(json.dumps({**info, "results": res}, indent=2) + "\n")
+    print(
+        f"{info['date']}, commit {info['commit']}, load {info['machine']['loadavg']} -> "
+        f"{info['loadavg_after']}, {args.rounds} rounds\n"
+    )
+    print("| command | variant | median ms | p90 ms | x virsh (same user) |")
+    print("|---|---|---:|---:|---:|")
+    for cname, rows in res.items():
+        for name, r in rows.items():
+            print(f"| {cname} | {name} | {r['median_ms']} | {r['p90_ms']} | {r['x_virsh']} |")
+    print(f"\nwrote {out / 'client.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

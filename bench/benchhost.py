@@ -1,0 +1,205 @@
+"""A private secured-virt host for the benchmarks: node file, role files, config, svirtd.
+
+Shared by bench_client.py and bench_daemon.py so both measure the same thing: a libvirt
+test-driver node of N domains, a role that lets one non-root user (``svt-bench``, created
+if missing) list/inspect/start/destroy them, and a svirtd from this tree (``python -I``, as
+root, like production) on a private socket.  Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+BENCH_USER = "svt-bench"
+
+_DOMAIN = """\
+  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+    <name>{name}</name>
+    <uuid>{uuid}</uuid>
+    <metadata>
+      <svirt:vm xmlns:svirt="https://secured-virt.org/xmlns/svirt/1">
+        <svirt:owner>{owner}</svirt:owner>
+      </svirt:vm>
+    </metadata>
+    <memory unit="MiB">512</memory>
+    <currentMemory unit="MiB">512</currentMemory>
+    <vcpu>1</vcpu>
+    <os><type arch="x86_64">hvm</type></os>
+    <test:runstate>{state}</test:runstate>
+  </domain>
+"""
+
+
+def machine() -> dict:
+    """What the figures were measured on, and how busy it was."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def git_commit() -> str:
+    """The commit measured (with '+dirty' when the tree differs from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def stamp() -> dict:
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": git_commit(),
+        "machine": machine(),
+    }
+
+
+def bench_user() -> pwd.struct_passwd:
+    """The non-root account the client runs as (a system account without a shell)."""
+    try:
+        return pwd.getpwnam(BENCH_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", BENCH_USER],
+            check=True,
+        )
+        return pwd.getpwnam(BENCH_USER)
+
+
+def as_user(user: pwd.struct_passwd) -> list[str]:
+    return [
+        "/usr/bin/setpriv",
+        f"--reuid={user.pw_uid}",
+        f"--regid={user.pw_gid}",
+        "--clear-groups",
+        "--",
+    ]
+
+
+def write_root(path: Path, text: str, mode: int = 0o644) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    os.chown(path, 0, 0)
+    return path
+
+
+def vm_names(n: int) -> list[str]:
+    return [f"vm-{i:03d}" for i in range(n)]
+
+
+class Host:
+    """A private config, UA/PA, N-domain node file, audit log and socket; svirtd running."""
+
+    def __init__(self, domains: int = 50, user: str = BENCH_USER):
+        self.base = Path(tempfile.mkdtemp(prefix="svt-bench-", dir="/tmp"))
+        self.base.chmod(0o755)
+        etc = self.base / "etc"
+        etc.mkdir()
+        (self.base / "log").mkdir(mode=0o700)
+        (self.base / "run").mkdir()
+        self.names = vm_names(domains)
+        body = "".join(
+            _DOMAIN.format(
+                name=n, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, n), owner=user, state=1 if i % 2 else 5
+            )
+            for i, n in enumerate(self.names)
+        )
+        self.node = write_root(etc / "node.xml", f"<node>\n{body}</node>\n")
+        self.uri = f"test://{self.node}"
+        ua = write_root(
+            etc / "ua.xml",
+            "<UserConfiguration>\n"
+            f'  <User name="{user}"><UserRole role="Bench"/></User>\n'
+            "</UserConfiguration>\n",
+        )
+        vms = "".join(f'      <VM name="{n}"/>\n' for n in self.names)
+        # list, dominfo, domstate, start, destroy; the load bench's denied request is suspend
+        ops = "".join(f'        <operation id="{i}"/>\n' for i in (2, 3, 4, 6, 13))
+        pa = write_root(
+            etc / "pa.xml",
+            "<RolePolicyDefinition>\n"
+            '  <Role name="Bench">\n'
+            f'    <ManageVM type="individual">\n{vms}    </ManageVM>\n'
+            f"    <ControlOperation><Accept>\n{ops}    </Accept></ControlOperation>\n"
+            "  </Role>\n"
+            "</RolePolicyDefinition>\n",
+        )
+        self.socket = str(self.base / "run" / "svirtd.sock")
+        self.audit_log = self.base / "log" / "audit.log"
+        conf = {
+            "uri": self.uri,
+            "ua": ua,
+            "pa": pa,
+            "audit_log": self.audit_log,
+            "audit_syslog": "no",
+            "auth_dir": self.base / "ts",
+            "label_store": self.base / "labels.xml",
+            "acm_state_dir": self.base / "acm",
+            "socket": self.socket,
+            "idle_timeout": 60,
+        }
+        text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
+        self.config = write_root(etc / "secured-virt.conf", text)
+        self.proc = None
+
+    def start_daemon(self, tree: Path = REPO) -> Host:
+        self.log = open(self.base / "svirtd.log", "wb")  # noqa: SIM115 - closed in stop()
+        entry = (
+            f"import sys; sys.path.insert(0, {str(tree)!r}); "
+            "from secured_virt.daemon.server import main; sys.exit(main(sys.argv[1:]))"
+        )
+        self.proc = subprocess.Popen(
+            [PY, "-I", "-c", entry, "--config", str(self.config), "--log-level", "warning"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            cwd="/",
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(self.socket)
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"svirtd did not start: {self.base / 'svirtd.log'}") from None
+                time.sleep(0.05)
+
+    def stop_daemon(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+            self.log.close()
+        self.proc = None
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        shutil.rmtree(self.base, ignore_errors=True)

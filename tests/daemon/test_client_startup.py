@@ -1,0 +1,129 @@
+"""svirsh as a user starts it: the launcher loads no hypervisor or XML code, and root's runs
+leave no byte-code that other users cannot read (issue 18).
+
+Both were measured costs: the bin/ launcher imported libvirt and lxml only to check they
+exist (~40 ms of every client), and root's runs, under the umask 077 set at start-up, wrote
+0600 .pyc files in 0700 __pycache__ directories, so every other user recompiled those
+modules on each start.  Timing is bench/bench_client.py's job; these tests check the causes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from svtd_helpers import REPO, RealEnv, private_dir
+
+pytestmark = pytest.mark.integration
+
+HEAVY = ("libvirt", "libvirtmod", "lxml", "rbac", "policy")
+
+
+@pytest.fixture
+def env():
+    if os.geteuid() != 0:
+        pytest.skip("svirtd's policy files must be root-owned: run as root")
+    e = RealEnv()
+    e.d = e.daemon().start().wait_ready()
+    yield e
+    e.d.stop()
+    e.cleanup()
+
+
+@pytest.fixture
+def fresh_tree():
+    """A root-owned copy of the tree with no byte-code at all, as after an install."""
+    base = private_dir("svt-fresh-")
+    for pkg in ("rbac", "policy", "secured_virt", "bin"):
+        shutil.copytree(REPO / pkg, base / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for root, _dirs, files in os.walk(base):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o755 if root.endswith("/bin") else 0o644)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Module names from ``python -X importtime`` output."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+def test_launcher_through_svirtd_imports_no_hypervisor_or_xml_code(
+    env, test_users, fresh_tree, as_user
+):
+    alice = test_users["svt-alice"]
+    r = as_user(
+        alice,
+        [
+            "/usr/bin/python3",
+            "-I",
+            "-X",
+            "importtime",
+            str(fresh_tree / "bin" / "svirsh"),
+            "--socket",
+            env.socket,
+            "list",
+            "--all",
+        ],
+    )
+    assert r.returncode == 0, r.stderr
+    assert "alice-web" in r.stdout  # the real svirtd answered with alice's VMs
+    mods = imported_modules(r.stderr)
+    assert "secured_virt.client" in mods
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY)
+    assert heavy == [], f"the client path imported {heavy}"
+
+
+def _private_bytecode(tree: Path) -> list[str]:
+    bad = []
+    for root, dirs, files in os.walk(tree):
+        for d in dirs:
+            p = os.path.join(root, d)
+            if d == "__pycache__" and stat.S_IMODE(os.stat(p).st_mode) & 0o005 != 0o005:
+                bad.append(p)
+        for f in files:
+            p = os.path.join(root, f)
+            if f.endswith(".pyc") and not os.stat(p).st_mode & 0o004:
+                bad.append(p)
+    return sorted(bad)
+
+
+def test_roots_runs_leave_no_bytecode_other_users_cannot_read(env, test_users, fresh_tree, as_user):
+    """Root runs svirsh (direct mode, then through svirtd) from a tree without byte-code;
+    then a user runs it: every cache root left is readable by that user."""
+    for argv in (
+        ["--config", env.config, "list", "--all"],  # direct: rbac, policy, libvirt, service
+        ["--daemon", "--socket", env.socket, "list", "--all"],
+    ):
+        r = subprocess.run(
+            ["/usr/bin/python3", "-I", str(fresh_tree / "bin" / "svirsh"), *map(str, argv)],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+    assert _private_bytecode(fresh_tree) == []
+    r = as_user(
+        test_users["svt-alice"],
+        [
+            "/usr/bin/python3",
+            "-I",
+            str(fresh_tree / "bin" / "svirsh"),
+            "--socket",
+            env.socket,
+            "domstate",
+            "alice-web",
+        ],
+    )
+    assert r.returncode == 0, r.stderr
