@@ -52,12 +52,13 @@ INTENDED_DIFFERENCES = {
     "extra-options": (
         {
             "*": {"--help"},
-            "list": {"--label", "--long"},
+            "list": {"--label", "--long", "--format"},
             "console": {"--escape"},
         },
         "--help: svirsh's per-command help (virsh has `help COMMAND`); --json: machine-readable "
-        "output of read commands; list --label/--long: the ACM-Label column and per-VM "
-        "security details; console --escape: virsh sets the escape with its global -e",
+        "output of read commands; list --label/--long/--format sxp: xm's Mem/VCPUs/Time and "
+        "ACM-Label columns, per-VM security details, xm's s-expressions; console --escape: "
+        "virsh sets the escape with its global -e",
     ),
     # options of the read commands virsh has and svirsh does not offer
     "not-offered": (
@@ -141,7 +142,8 @@ READ_CASES = (
         for f in (["--inactive"], ["--security-info"], ["--inactive", "--security-info"])
     ]
     + [["snapshot-list", "alice-web"]]
-    + [[c, "no-such-vm"] for c in READ_COMMANDS if c != "list"]
+    + [[c, vm] for c in ("domblklist", "domiflist") for vm in ("alice-web", "alice-db")]
+    + [[c, "no-such-vm"] for c in (*READ_COMMANDS, "domblklist", "domiflist") if c != "list"]
 )
 
 
