@@ -17,6 +17,14 @@ Why this shape:
 * **No forks in the chain.**  read-last-hash + write + fsync happen under ``flock(LOCK_EX)``
   on the log file (between processes) and a thread lock (between threads of one process,
   which would share a lock on the same open file description).
+* **Group commit.**  Threads of one process that append at the same moment share one write
+  and one ``fdatasync``: the first becomes the writer and takes everything queued, the others
+  wait until their record is on disk.  Each caller still returns only once *its* record is
+  durable, so a decision is on disk before its action starts and an acknowledged record
+  survives a crash; what changes is that 50 concurrent requests pay a few fsyncs, not 100.
+  The log's fd is kept open between batches; before each batch the file and its directory are
+  re-checked with ``lstat`` (same inode, owner, mode, one link) and reopened (with the full
+  checks) when anything changed, e.g. after log rotation.
 * **Nothing half-written.**  If the write or fsync fails (disk full, I/O error) the file is
   truncated back to its previous length before ``AuditError`` is raised.
 * **Files.**  The log is root-owned 0600, single-link, opened O_APPEND|O_NOFOLLOW in a
@@ -65,6 +73,7 @@ import stat
 import syslog as _syslog
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -283,6 +292,37 @@ class _DenialLimiter:
                 del self._buckets[uid]
 
 
+class _Pending:
+    """One record waiting for the group commit: filled with ``rec`` or ``error``."""
+
+    __slots__ = ("error", "fields", "rec")
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+        self.rec: dict | None = None
+        self.error: str | None = None
+
+
+class _KeptFd:
+    """The log's fd kept open between batches; closing twice is harmless (the number may
+    belong to another file by then, so it is forgotten on the first close)."""
+
+    __slots__ = ("__weakref__", "fd")
+
+    def __init__(self, fd: int):
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _stat_key(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_nlink)
+
+
 class AuditLog:
     """Appends hash-chained records to one log file; safe across threads and processes."""
 
@@ -303,6 +343,12 @@ class AuditLog:
         self.syslog_ident = syslog_ident
         self._lock = threading.Lock()
         self._tail: tuple[int, int, int, int, str] | None = None  # dev, ino, size, seq, hash
+        # group commit: records waiting for the writer, and whether a thread is writing
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._cv = threading.Condition(self._lock)
+        self._kept: _KeptFd | None = None  # the open log, valid while _fd_key matches the paths
+        self._fd_key: tuple | None = None
         self._limiter = _DenialLimiter(denied_burst, denied_per_second)
         self.summary_every = summary_every
         self._timer: threading.Timer | None = None
@@ -330,6 +376,9 @@ class AuditLog:
             allowed=bool(verdict.allowed),
             check=verdict.check,
             rule=verdict.rule,
+            realm=(getattr(target, "attrs", None) or {}).get("realm"),
+            peer=getattr(ident, "peer", None),
+            session=getattr(ident, "session", None),
         )
 
     def outcome(self, ref: AuditRef, outcome: str) -> AuditRef:
@@ -353,8 +402,15 @@ class AuditLog:
         via: str | None = None,
         pid: int | None = None,
         tty: str | None = None,
+        realm: str | None = None,
+        peer: str | None = None,
+        session: str | None = None,
     ) -> AuditRef:
-        """Write one decision durably (raises AuditError if it cannot be written)."""
+        """Write one decision durably (raises AuditError if it cannot be written).  ``realm``:
+        the management realm of the target (secured_virt.tenancy); the field is written only
+        when there is one, so logs of hosts without realms are unchanged.  ``peer`` and
+        ``session``: a remote front-end's client address and public session id
+        (daemon.websessions), likewise written only when given."""
         fields = {
             "type": "decision",
             "uid": uid,
@@ -373,6 +429,12 @@ class AuditLog:
             "rule": rule,
             "outcome": "pending" if allowed else "not-run",
         }
+        if realm:
+            fields["realm"] = realm
+        if peer is not None:
+            fields["peer"] = peer
+        if session is not None:
+            fields["session"] = session
         summary = {k: _clip(fields[k]) for k in ("uid", "user", "op_id", "op", "vm", "vm_uuid")}
         if not allowed and not self._limiter.admit(uid, user, op, check, vm):
             self._schedule_summary()
@@ -414,6 +476,10 @@ class AuditLog:
         if timer is not None:
             timer.cancel()
         self.flush_summaries()
+        with self._cv:
+            kept, self._kept, self._fd_key = self._kept, None, None
+        if kept is not None:
+            kept.close()
 
     def record_outcome(self, ref: AuditRef, outcome: str) -> AuditRef:
         """Link the backend's result (``ok`` / ``error:<msg>``) to decision ``ref``."""
@@ -427,14 +493,33 @@ class AuditLog:
         fields = {k: _clip(v) for k, v in fields.items()}
         for reserved in ("v", "seq", "time", "prev", "hash"):
             fields.pop(reserved, None)
-        with self._lock:
+        mine = _Pending(fields)
+        batch = None
+        with self._cv:
+            self._queue.append(mine)
+            while mine.rec is None and mine.error is None:
+                if not self._writing:  # become the writer of everything queued so far
+                    self._writing = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._cv.wait()
+        if batch is not None:
             try:
-                rec = self._append_locked(fields)
-            except AuditError as exc:
-                self._syslog(fields, None, failure=str(exc))
+                self._write_batch(batch)
+            except BaseException as exc:  # never leave a waiter without an answer
+                for p in batch:
+                    if p.rec is None and p.error is None:
+                        p.error = f"cannot write the audit log {self.path}: {exc}"
                 raise
-        self._syslog(rec, rec["hash"])
-        return rec
+            finally:
+                with self._cv:
+                    self._writing = False
+                    self._cv.notify_all()
+        if mine.error is not None:
+            self._syslog(fields, None, failure=mine.error)
+            raise AuditError(mine.error)
+        self._syslog(mine.rec, mine.rec["hash"])
+        return mine.rec
 
     # -- internals ----------------------------------------------------------------------------
     def _open(self) -> int:
@@ -445,14 +530,13 @@ class AuditLog:
             raise AuditError(f"audit log directory refused: {exc}") from None
         except OSError as exc:
             raise AuditError(f"audit log directory {directory}: {exc.strerror}") from None
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(
-                name,
-                os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=dfd,
-            )
-            os.fsync(dfd)  # a newly created log's directory entry must survive a crash too
+            try:
+                fd = os.open(name, flags, dir_fd=dfd)
+            except FileNotFoundError:
+                fd = os.open(name, flags | os.O_CREAT, 0o600, dir_fd=dfd)
+                os.fsync(dfd)  # a newly created log's directory entry must survive a crash too
         except OSError as exc:
             raise AuditError(f"cannot open the audit log {self.path}: {exc.strerror}") from None
         finally:
@@ -514,32 +598,85 @@ class AuditLog:
             ) from None
         return seq, digest
 
-    def _append_locked(self, fields: dict) -> dict:
-        fd = self._open()
+    def _paths_key(self) -> tuple | None:
+        """What the checks at open time saw of the directory and the file (None: gone)."""
         try:
+            d = os.lstat(os.path.dirname(self.path))
+            f = os.lstat(self.path)
+        except OSError:
+            return None
+        return (d.st_dev, d.st_ino, d.st_mode, d.st_uid), _stat_key(f)
+
+    def _checked_fd(self) -> int:
+        """The open log, reopened with every check when the file or its directory changed."""
+        key = self._paths_key()
+        kept = self._kept
+        if kept is not None and key is not None and key == self._fd_key:
+            return kept.fd
+        if kept is not None:
+            self._kept = self._fd_key = None
+            kept.close()
+        fd = self._open()
+        key = self._paths_key()
+        st = os.fstat(fd)
+        if key is not None and key[1][:2] == (st.st_dev, st.st_ino):
+            self._kept, self._fd_key = _KeptFd(fd), key  # for the next batch
+            # closed with the log object too, not only by close(): a forgotten AuditLog must
+            # not hold its file system busy
+            weakref.finalize(self, self._kept.close)
+        return fd
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """Chain, write and fdatasync every queued record at once; set each one's rec/error."""
+        fd = None
+        try:
+            fd = self._checked_fd()
             fcntl.flock(fd, fcntl.LOCK_EX)
-            st = os.fstat(fd)
-            seq, prev = self._read_tail(fd, st)
-            rec = {"v": RECORD_VERSION, **fields, "seq": seq + 1, "time": _utc_now(), "prev": prev}
-            rec["hash"] = record_hash(rec)
-            line = canonical_json(rec) + b"\n"
             try:
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, st.st_size)
-                    os.fsync(fd)
-                self._tail = None
-                raise AuditError(
-                    f"cannot write the audit log {self.path}: {exc.strerror or exc}"
-                ) from None
-            self._tail = (st.st_dev, st.st_ino, st.st_size + len(line), rec["seq"], rec["hash"])
-            return rec
+                self._write_locked(fd, batch)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except AuditError as exc:
+            why = str(exc)
+        except OSError as exc:
+            why = f"cannot write the audit log {self.path}: {exc.strerror or exc}"
+        else:
+            why = None
         finally:
-            os.close(fd)  # also releases the flock
+            if fd is not None and (self._kept is None or fd != self._kept.fd):
+                os.close(fd)
+        if why is not None:
+            for p in batch:
+                if p.rec is None:
+                    p.error = why
+
+    def _write_locked(self, fd: int, batch: list[_Pending]) -> None:
+        st = os.fstat(fd)
+        seq, prev = self._read_tail(fd, st)  # AuditError: the batch is refused
+        recs, lines = [], []
+        for p in batch:
+            seq += 1
+            rec = {"v": RECORD_VERSION, **p.fields, "seq": seq, "time": _utc_now(), "prev": prev}
+            rec["hash"] = prev = record_hash(rec)
+            recs.append(rec)
+            lines.append(canonical_json(rec) + b"\n")
+        data = b"".join(lines)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)  # the data and the new size: what a reader after a crash needs
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, st.st_size)
+                os.fsync(fd)
+            self._tail = None
+            raise AuditError(
+                f"cannot write the audit log {self.path}: {exc.strerror or exc}"
+            ) from None
+        self._tail = (st.st_dev, st.st_ino, st.st_size + len(data), seq, prev)
+        for p, rec in zip(batch, recs, strict=True):
+            p.rec = rec
 
     def _syslog(self, rec: dict, digest: str | None, failure: str | None = None) -> None:
         if not self.use_syslog:
@@ -564,7 +701,9 @@ class AuditLog:
                 who = f"{who} as={rec['acting_as']}"
             text = (
                 f"{verdict.upper()} seq={rec.get('seq', '-')} user={who} uid={rec.get('uid')} "
-                f"via={rec.get('via')} tty={rec.get('tty')} op={rec.get('op')} "
+                f"via={rec.get('via')} tty={rec.get('tty')} "
+                + (f"peer={rec['peer']} " if rec.get("peer") else "")
+                + f"op={rec.get('op')} "
                 f"vm={rec.get('vm')} check={rec.get('check')} rule={rec.get('rule')}"
             )
             prio = _syslog.LOG_NOTICE if verdict == "allowed" else _syslog.LOG_ALERT

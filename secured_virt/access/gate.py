@@ -97,18 +97,30 @@ class Gate:
         *,
         checks=(),
         authenticated: bool = False,
+        realm=None,
     ) -> Verdict:
         """Decide and audit.  ``acm_check`` (a callable returning (allowed, text), or
         (False, text, "state") when what stops the request is the domain's state rather than
         the policy) is the mandatory-policy check for this request; ``checks`` are more such
         (name, callable) pairs, each refusing under its own name.  They run only after RBAC
         and PAM allowed.  ``authenticated``: ``preauthenticate`` already asked for the
-        password in this request, so it is not asked again (see there)."""
+        password in this request, so it is not asked again (see there).  ``realm``: a
+        callable returning None or why the request crosses realms (secured_virt.tenancy); it
+        runs *before* RBAC, so no grant, however wrong, reaches another realm."""
         all_checks = (*((("acm", acm_check),) if acm_check is not None else ()), *checks)
-        verdict = self._decide(ident, op, target, interaction, all_checks, authenticated)
+        verdict = self._decide(
+            ident, op, target, interaction, all_checks, authenticated, realm=realm
+        )
         return self._audited(ident, op, target, verdict)
 
-    def preauthenticate(self, ident, op: Operation, target: Target, interaction=None) -> Verdict:
+    def record(self, ident, op: Operation, target: Target, verdict: Verdict) -> Verdict:
+        """Audit a verdict reached outside UA/PA (a realm admin's rights come from the realms
+        file: secured_virt.tenancy); like every decision, a failed write refuses."""
+        return self._audited(ident, op, target, verdict)
+
+    def preauthenticate(
+        self, ident, op: Operation, target: Target, interaction=None, *, realm=None
+    ) -> Verdict:
         """RBAC and PAM *before* the caller's request takes the host-wide ACM lock.
 
         Why: a password prompt can take minutes, or never be answered; holding the lock
@@ -118,7 +130,9 @@ class Gate:
         files may have changed while the user typed) and the ACM checks run, but nobody is
         asked for a password while the lock is held.  An allowed verdict returned here is not
         audited and activates no role: ``authorize`` does both."""
-        verdict = self._decide(ident, op, target, interaction, (), False, activate_roles=False)
+        verdict = self._decide(
+            ident, op, target, interaction, (), False, activate_roles=False, realm=realm
+        )
         if not verdict.allowed:
             return self._audited(ident, op, target, verdict)
         return verdict
@@ -190,6 +204,7 @@ class Gate:
         authenticated: bool = False,
         *,
         activate_roles: bool = True,
+        realm=None,
     ) -> Verdict:
         if getattr(ident, "as_refused", False):
             return Verdict(
@@ -200,6 +215,13 @@ class Gate:
                 EXIT_DENIED,
             )
         user = _policy_user(ident)
+        if realm is not None:
+            try:
+                crossing = realm()
+            except Exception as exc:  # fail closed: a realm that cannot be told is not yours
+                crossing = f"the realm check failed ({type(exc).__name__}: {exc}); refusing"
+            if crossing:
+                return Verdict(False, "realm", crossing, EXIT_DENIED)
         activate = None  # the role to activate in the login session once all is allowed
         if _is_plain_root(ident):
             rbac_ok, rule, needs_auth = True, ROOT_RULE, False

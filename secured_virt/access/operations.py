@@ -117,6 +117,14 @@ _TABLE: tuple[tuple[int, str, str, str, str], ...] = (
     (61, "desc", _C, VM, "change the VM's title or description"),
     (62, "daemon-admin", _C, HOST, "reload or inspect the svirtd daemon"),
     (63, "vcpupin", _C, VM, "pin the VM's virtual CPUs to host CPUs"),
+    (
+        64,
+        "realm-admin",
+        _C,
+        HOST,
+        "manage a realm: members, realm roles, grants, assignments (root, or the realm's "
+        "admins within their realm)",
+    ),
 )
 
 

@@ -37,10 +37,13 @@ class LoadResult:
 
 
 class PolicyStore:
-    def __init__(self, ua_path: str, pa_path: str, *, owner_uid: int = 0):
+    def __init__(self, ua_path: str, pa_path: str, *, owner_uid: int = 0, extend=None):
         self.ua_path = ua_path
         self.pa_path = pa_path
         self.owner_uid = owner_uid
+        #: extend(builder): additions merged with UA/PA at every load (the realms' own files,
+        #: secured_virt.tenancy.realmfiles); None: UA/PA alone
+        self.extend = extend
         self._lock = threading.Lock()
         self.policy: rbac.RbacPolicy | None = None
         self.error: str | None = None
@@ -50,7 +53,13 @@ class PolicyStore:
     def reload(self) -> LoadResult:
         try:
             check_policy_dirs((self.ua_path, self.pa_path), owner_uid=self.owner_uid)
-            new = rbac.load(self.ua_path, self.pa_path, CATALOGUE.names, owner_uid=self.owner_uid)
+            new = rbac.load(
+                self.ua_path,
+                self.pa_path,
+                CATALOGUE.names,
+                owner_uid=self.owner_uid,
+                extend=self.extend,
+            )
         except Exception as exc:  # any failure keeps the last good policy in force
             if isinstance(exc, UnsafeFileError):
                 msg = f"{exc}; the role files there are not trusted"

@@ -49,6 +49,7 @@ from .label_objects import LabelObjectCommands
 from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
 from .queries import QueryCommands
+from .realms import RealmCommands
 from .shype_policy import PolicyCommands
 from .steps import MediationSteps, _LazyEffect
 from .storage import StorageCommands
@@ -67,6 +68,7 @@ class Service(
     HostCommands,
     HostInfoCommands,
     PolicyCommands,
+    RealmCommands,
     MediationSteps,
 ):
     """The façade: what every command shares.  The commands are in the mixins above."""
@@ -83,7 +85,8 @@ class Service(
         self.config = config
         self._backend = backend
         self._backend_lock = threading.Lock()
-        self.store = store or PolicyStore(config.ua, config.pa)
+        self._init_tenancy()  # realms first: their own files are merged into the role files
+        self.store = store or PolicyStore(config.ua, config.pa, extend=self._realm_extend)
         if audit is None:
             from secured_virt.access.audit import AuditLog
 
@@ -165,8 +168,12 @@ class Service(
         """Re-read UA/PA and, with sHype/ACM on, the ACM state (a policy loaded by root's
         svirt-admin in another process).  A bad new RBAC policy is rejected and the last good
         one stays; a broken ACM state keeps the previous enforcer."""
+        realm_errors = self._reload_realms()
         res = self.store.reload()
         out = {"ok": res.ok, "errors": list(res.errors), "versions": {"rbac": res.digest}}
+        if realm_errors:
+            out["ok"] = False
+            out["errors"] += [f"{e}; the previous realms stay" for e in realm_errors]
         if self.acm is not None:
             from secured_virt.shype.enforcer import AcmEnforcer
 
@@ -183,6 +190,8 @@ class Service(
     def watched_paths(self) -> list[str]:
         """Files whose change makes svirtd reload: UA, PA and the loaded-ACM-policy marker."""
         paths = [self.store.ua_path, self.store.pa_path]
+        if getattr(self.config, "realms", None):
+            paths.append(self.config.realms)
         if self.acm is not None:
             paths.append(os.path.join(self.config.acm_state_dir, "loaded_policy"))
         return paths
@@ -354,15 +363,22 @@ class Service(
             checks = (("acm", self._acm_steps(target.name, steps, lazy, acm_check)),)
         elif acm_check is not None and self.acm is not None:
             checks = (("acm", acm_check),)
+        realm = self._realm_check(ident, op, target) if mediation.REALM in steps else None
         if mediation.ACM_LOCK not in steps:
-            v = self.gate.authorize(ident, op, target, interaction, checks=checks)
+            v = self.gate.authorize(ident, op, target, interaction, checks=checks, realm=realm)
             return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
-        pre = self.gate.preauthenticate(ident, op, target, interaction)
+        pre = self.gate.preauthenticate(ident, op, target, interaction, realm=realm)
         if not pre.allowed:
             return self._denied(pre)
         with self.acm.exclusive():
             v = self.gate.authorize(
-                ident, op, target, None, checks=checks, authenticated=pre.authenticated
+                ident,
+                op,
+                target,
+                None,
+                checks=checks,
+                authenticated=pre.authenticated,
+                realm=realm,
             )
             return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
 
@@ -377,6 +393,8 @@ class Service(
 
         def mediated():
             if subject:
+                if mediation.REALM_RESOURCES in steps and self.tenancy:
+                    self._realm_resources(op.name, target, lazy.get())
                 self._confinement_steps(ident, op.name, target.name, steps, lazy)
                 if mediation.LABEL_CURRENT in steps:
                     lazy.get()  # read the current label *before* the action replaces it

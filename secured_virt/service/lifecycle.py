@@ -9,6 +9,8 @@ owner, label and the disk fence are applied in one place; a label recorded for t
 
 from __future__ import annotations
 
+import dataclasses
+
 from secured_virt.access.gate import acting_as
 from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
@@ -94,6 +96,11 @@ class LifecycleCommands:
         refusal = None
         if keep is None:
             keep, refusal = self._bound_meta(ident, uuid, owner)
+        realm = None  # a new VM goes into the caller's realm (secured_virt.tenancy)
+        if not target.exists:
+            realm = (keep.realm if keep is not None else None) or self._realm_for_new(ident, name)
+            if keep is not None and realm != keep.realm:
+                keep = dataclasses.replace(keep, realm=realm)
         try:
             name, prepared = vmmeta.prepare_user_domain_xml(
                 xml,
@@ -102,12 +109,13 @@ class LifecycleCommands:
                 keep=keep,
                 disk_dirs=self._disk_dirs(),
                 reserved_names=(getattr(self.config, "host_object", "Domain-0"),),
+                realm=realm,
             )
         except vmmeta.DomainXmlError as exc:
             raise UserError(f"{src_name}: {exc}") from None
         if not target.exists:
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
-            target.attrs = (keep or vmmeta.VmMeta(owner=owner)).attrs()
+            target.attrs = (keep or vmmeta.VmMeta(owner=owner, realm=realm)).attrs()
         src = args.get("file") or "XML"
 
         def act():
@@ -152,7 +160,7 @@ class LifecycleCommands:
         if self._privileged(ident):
             return meta, None
         if meta.owner and meta.owner == owner:
-            return vmmeta.VmMeta(owner, meta.label_policy, meta.label), None
+            return vmmeta.VmMeta(owner, meta.label_policy, meta.label, realm=meta.realm), None
         return None, (
             f"UUID {uuid} belonged to VM '{old_name}', labelled "
             f"ACM:{meta.label_policy}:{meta.label}; that label stays bound to the UUID, so "

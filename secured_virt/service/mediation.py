@@ -364,6 +364,7 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
 }
 
+
 def _realm_steps(steps: tuple[str, ...]) -> tuple[str, ...]:
     """Every row starts with the realm step; a row that names disk images (the fence's rows)
     also checks their realm, right before the fence."""
@@ -376,10 +377,7 @@ def _realm_steps(steps: tuple[str, ...]) -> tuple[str, ...]:
 
 
 TABLE: MappingProxyType[str, Row] = MappingProxyType(
-    {
-        op: Row(op, reach, _realm_steps(steps), why)
-        for op, (reach, steps, why) in _ROWS.items()
-    }
+    {op: Row(op, reach, _realm_steps(steps), why) for op, (reach, steps, why) in _ROWS.items()}
 )
 
 

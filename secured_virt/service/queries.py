@@ -37,6 +37,13 @@ class QueryCommands:
         clash = listing.conflict(args)
         if clash:
             return Reply(EXIT_USAGE, message=clash)
+        if args.get("format") not in (None, "text", "sxp"):
+            return Reply(
+                EXIT_USAGE,
+                message=f"list: unknown --format {args.get('format')!r} (text or sxp, xm's "
+                "list --long s-expressions)",
+            )
+        long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         domains = self.backend.list_domains(include_inactive=listing.wants_inactive(args))
         domains = listing.select(domains, args, self.backend)
         user = acting_as(ident) or ident.user
@@ -56,6 +63,7 @@ class QueryCommands:
                 pol.filter_visible(user, op.id, ((d.name, metas[d.name]) for d in domains))
             )
             visible = [d for d in domains if d.name in allowed]
+            visible = self._realm_visible(ident, visible, metas)  # nothing crosses realms
             getlabel = self._op("getlabel").id
             labelled = set(
                 pol.filter_visible(user, getlabel, ((d.name, metas[d.name]) for d in visible))
@@ -74,13 +82,14 @@ class QueryCommands:
                 listing.mark_saved(row, self.backend)
             m = metas[d.name].meta
             row["owner"] = m.owner
+            row["realm"] = self._realm_of_row(d.name, m)
             if labelled is None or d.name in labelled:
                 row["acm_label"] = (
                     self.acm.vm_label(d.name) if self.acm is not None else _acm_display(m)
                 )
             else:
                 row["acm_label"] = None  # needs getlabel on this VM (see the module docstring)
-            if args.get("long"):
+            if long:
                 row["security"] = (
                     self._security(m, d.name) if row["acm_label"] is not None else None
                 )

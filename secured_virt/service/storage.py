@@ -144,7 +144,9 @@ class StorageCommands:
             ) from None
         found = rec[1] if rec is not None else image_meta
         if local is not None and local.owner:
-            return vmmeta.VmMeta(local.owner, found.label_policy, found.label)
+            return vmmeta.VmMeta(
+                local.owner, found.label_policy, found.label, realm=local.realm or found.realm
+            )
         return found
 
     def _cmd_migrate(self, ident, args, interaction):

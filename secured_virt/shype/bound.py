@@ -66,6 +66,7 @@ class BoundLabels:
             owner=rec.get("owner") or None,
             label_policy=rec.get("policy") or None,
             label=rec["label"],
+            realm=rec.get("realm") or None,
         )
         return str(rec.get("name") or ""), meta
 
@@ -81,6 +82,8 @@ class BoundLabels:
                     "policy": meta.label_policy,
                     "label": meta.label,
                 }
+                if meta.realm:  # the realm stays bound with the label (secured_virt.tenancy)
+                    rec["realm"] = meta.realm
                 if data.get(key) == rec:
                     return
                 data[key] = rec

@@ -32,10 +32,30 @@ ALLOWED = {
     "access": {"rbac", "rolefiles"},  # the gate reads the loaded role files (rolefiles.store)
     "rolefiles": {"rbac", "access"},  # the operation catalogue only: see test below
     "confinement": set(),
+    "tenancy": {"rbac"},  # realms: NSS groups and the policy builder; the service hands it VMs
     "backends": set(),
     "shype": {"policy", "backends", "confinement"},
-    "service": {"rbac", "policy", "access", "rolefiles", "confinement", "shype", "backends"},
-    "cli": {"rbac", "policy", "access", "rolefiles", "confinement", "shype", "backends", "service"},
+    "service": {
+        "rbac",
+        "policy",
+        "access",
+        "rolefiles",
+        "confinement",
+        "shype",
+        "backends",
+        "tenancy",
+    },
+    "cli": {
+        "rbac",
+        "policy",
+        "access",
+        "rolefiles",
+        "confinement",
+        "shype",
+        "backends",
+        "service",
+        "tenancy",
+    },
     "daemon": {"access", "service"},
     "testing": {"access"},
 }

@@ -1,0 +1,204 @@
+"""Nothing crosses: the realm of the caller, of the VM and of every resource a request names.
+
+Why before RBAC, and why even root's requests pass part of it: a grant is written by people
+and can be wrong (a pattern that happens to match another tenant's VM, a role given to the
+wrong group); the realm check does not depend on any grant, so a misconfigured UA/PA, or a
+realm admin's file, still cannot reach across.  Root may act in every realm (root could run
+virsh anyway), but not *mix* them: a VM of one realm never gets another realm's label or
+image, whoever asks.
+
+Membership: a user is a member of a realm when root's realms file names them or one of their
+Unix groups (NSS, through rbac.groups with its short cache, so ``gpasswd`` takes effect
+without a restart), as member or admin, or when the realm admin added them (per-realm file).
+A user in no realm belongs to the implicit root realm, and may act only on VMs of no realm.
+
+The VM's realm is what its metadata says (recorded at define); a VM without one belongs to the
+realm whose claim (``<VM name|pattern>``) covers its name, else to the root realm.  A name two
+realms' patterns both cover is refused to everyone until root settles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rbac.groups import RESOLVER, GroupResolver
+
+from .model import Realm, RealmSet
+
+ROOT_REALM = ""
+
+
+def shown(realm: str) -> str:
+    return f"realm '{realm}'" if realm else "the root realm (no realm)"
+
+
+class RealmConflict(Exception):
+    """A VM two realms claim: nobody may act on it until root fixes the realms file."""
+
+
+class Tenancy:
+    """The realms in force and the questions the service asks about them."""
+
+    def __init__(self, realms: RealmSet | None = None, resolver: GroupResolver | None = None):
+        self.realms = realms if realms is not None else RealmSet()
+        self.groups = resolver if resolver is not None else RESOLVER
+        #: realm -> (users, groups) the realm's admin added (per-realm files)
+        self.extra: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.realms)
+
+    # -- who ------------------------------------------------------------------------------------
+    def _in(self, user: str, users: Iterable[str], groups: Iterable[str]) -> bool:
+        if user in users:
+            return True
+        groups = tuple(groups)
+        return bool(groups) and bool(self.groups.member_of(user, groups))
+
+    def is_member(self, user: str, realm: Realm) -> bool:
+        eu, eg = self.extra.get(realm.name, ((), ()))
+        return self._in(
+            user,
+            (*realm.users, *realm.admin_users, *eu),
+            (*realm.groups, *realm.admin_groups, *eg),
+        )
+
+    def is_admin(self, user: str, realm: Realm) -> bool:
+        return self._in(user, realm.admin_users, realm.admin_groups)
+
+    def realms_of(self, user: str) -> tuple[str, ...]:
+        return tuple(sorted(r.name for r in self.realms.realms.values() if self.is_member(user, r)))
+
+    def admin_of(self, user: str) -> tuple[str, ...]:
+        return tuple(sorted(r.name for r in self.realms.realms.values() if self.is_admin(user, r)))
+
+    # -- what -----------------------------------------------------------------------------------
+    def vm_realm(self, name: str, attrs=None) -> str:
+        """The realm of VM ``name`` (``attrs``: its metadata as the gate sees it)."""
+        recorded = attrs.get("realm") if attrs else None
+        if recorded:
+            return recorded
+        claimed = self.realms.claim(name)
+        if len(claimed) > 1:
+            raise RealmConflict(
+                f"VM '{name}' is claimed by realms {', '.join(repr(c) for c in claimed)} "
+                "(their <VM> patterns overlap); root must settle it in the realms file"
+            )
+        return claimed[0] if claimed else ROOT_REALM
+
+    def realm_for_new(self, user: str, name: str, *, root: bool) -> str:
+        """The realm a VM defined now by ``user`` goes into: the realm claiming its name, else
+        the caller's only realm (root's, or a user in no realm: the root realm)."""
+        claimed = self.realms.claim(name)
+        if len(claimed) > 1:
+            raise RealmConflict(
+                f"VM '{name}' is claimed by realms {', '.join(repr(c) for c in claimed)}; "
+                "root must settle it in the realms file"
+            )
+        if claimed:
+            return claimed[0]
+        if root:
+            return ROOT_REALM
+        mine = self.realms_of(user)
+        if len(mine) > 1:
+            raise RealmConflict(
+                f"you are a member of realms {', '.join(mine)}, and no realm claims the name "
+                f"'{name}': ask root to add it to one realm's <VM> claims"
+            )
+        return mine[0] if mine else ROOT_REALM
+
+    def label_owner(self, label: str) -> str | None:
+        for r in self.realms.realms.values():
+            if label in r.labels:
+                return r.name
+        return None
+
+    # -- the checks -----------------------------------------------------------------------------
+    def refusal(
+        self,
+        user: str,
+        *,
+        root: bool,
+        op_name: str,
+        op_scope: str,
+        vm: str | None,
+        attrs=None,
+        label: str | None = None,
+    ) -> str | None:
+        """Why this request crosses realms (None: it does not).  ``vm`` None: a host
+        operation; ``label``: a label the request gives the VM."""
+        if not self.realms:
+            return None
+        if vm is None:
+            if root:
+                return None
+            mine = self.realms_of(user)
+            if not mine or any(op_name in self.realms.realms[r].operations for r in mine):
+                return None
+            return (
+                f"'{op_name}' acts on the host, outside any realm; you are a member of "
+                f"{', '.join(shown(r) for r in mine)}, and root allows realm members only the "
+                "host operations listed in their realm"
+            )
+        try:
+            vr = self.vm_realm(vm, attrs)
+        except RealmConflict as exc:
+            return str(exc)
+        if label is not None:
+            why = self.label_refusal(vr, label, vm)
+            if why:
+                return why
+        if root:
+            return None
+        mine = self.realms_of(user)
+        if vr not in mine and not (vr == ROOT_REALM and not mine):
+            yours = ", ".join(shown(r) for r in mine) if mine else shown(ROOT_REALM)
+            return f"VM '{vm}' belongs to {shown(vr)}; you are a member of {yours}"
+        realm = self.realms.get(vr) if vr else None
+        if realm is not None and realm.operations and op_name not in realm.operations:
+            return (
+                f"root allows {shown(vr)} only {', '.join(sorted(realm.operations))}; "
+                f"'{op_name}' is not among them"
+            )
+        return None
+
+    def label_refusal(self, vr: str, label: str, vm: str) -> str | None:
+        owner = self.label_owner(label)
+        if vr:
+            realm = self.realms.get(vr)
+            if realm is None or label not in realm.labels:
+                allowed = ", ".join(sorted(realm.labels)) if realm and realm.labels else "none"
+                return (
+                    f"label '{label}' is not one of {shown(vr)}'s labels ({allowed}); "
+                    f"VM '{vm}' may not carry it"
+                )
+            return None
+        if owner is not None:
+            return (
+                f"label '{label}' belongs to {shown(owner)}; VM '{vm}' of the root realm may "
+                "not carry it"
+            )
+        return None
+
+    def resources_refusal(self, vm: str, vr: str, paths: Iterable[str]) -> str | None:
+        """Every image a VM of realm ``vr`` names must be in that realm's storage (and an
+        image in a realm's storage is used by that realm's VMs only)."""
+        if not self.realms:
+            return None
+        realm = self.realms.get(vr) if vr else None
+        for path in paths:
+            owner = self.realms.realm_of_path(path)
+            if owner == vr and (owner or not vr):
+                continue
+            if owner is None and realm is not None:
+                where = realm.path or "(none: root gave it no <Storage>)"
+                return (
+                    f"'{path}' is outside {shown(vr)}'s storage {where}; VM '{vm}' may use "
+                    "only its realm's images"
+                )
+            if owner is not None and owner != vr:
+                return (
+                    f"'{path}' is an image of {shown(owner)}; VM '{vm}' belongs to "
+                    f"{shown(vr)} and may not use it"
+                )
+        return None
