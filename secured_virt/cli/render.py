@@ -64,6 +64,8 @@ def render_list(data: dict, args: dict) -> str:
     that order, space-separated; --id alone skips inactive domains), otherwise the table,
     with the Title column for --title and svirsh's ACM-Label column for --label."""
     doms = data.get("domains", [])
+    if args.get("format") == "sxp":
+        return "".join(render_sxp(d) for d in doms)
     if args.get("long"):
         return "\n".join(render_dominfo(d) for d in doms)
     if args.get("name") or args.get("uuid") or args.get("id"):
@@ -87,17 +89,92 @@ def render_list(data: dict, args: dict) -> str:
     headers = ["Id", "Name", "State"]
     if args.get("title"):
         headers.append("Title")
-    if args.get("label"):
-        headers.append("ACM-Label")
+    if args.get("label"):  # xm list --label's columns (seed 001), xm's units
+        headers += ["Mem(MiB)", "VCPUs", "Time(s)", "ACM-Label"]
     rows = []
     for d in doms:
         row = [_id(d), d["name"], d["state"]]
         if args.get("title"):
             row.append(d.get("title") or "")
         if args.get("label"):
-            row.append(d.get("acm_label") or "")
+            row += [
+                str(d.get("mem_kib", 0) // 1024),
+                str(d.get("vcpus", 0)),
+                f"{d.get('cpu_time_ns', 0) / 1e9:.1f}",
+                d.get("acm_label") or "",
+            ]
         rows.append(row)
     return table(headers, rows) + "\n"
+
+
+#: xm's six state letters (r b p s c d) for virsh's state words
+_XM_STATE = {
+    "running": "r-----",
+    "idle": "-b----",
+    "blocked": "-b----",
+    "paused": "--p---",
+    "pmsuspended": "--p---",
+    "in shutdown": "---s--",
+    "crashed": "----c-",
+    "dying": "-----d",
+}
+
+
+def _sxp_atom(value: object) -> str:
+    """One sxp atom as xen.xend.sxp writes it: bare when it needs no quoting, else in single
+    quotes with backslash escapes."""
+    text = str(value)
+    if text and not any(c.isspace() or c in "()'\"\\;" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sxp(node, indent: int = 0) -> str:
+    """An s-expression, xm's PrettyPrint way: a list of atoms on one line, a list holding
+    lists with each child on its own line, four spaces deeper."""
+    if not isinstance(node, list):
+        return _sxp_atom(node)
+    if not any(isinstance(n, list) for n in node):
+        return "(" + " ".join(_sxp_atom(n) for n in node) + ")"
+    pad = " " * (indent + 4)
+    head = [n for n in node[:1] if not isinstance(n, list)]
+    rest = node[len(head) :]
+    inner = "\n".join(pad + _sxp(n, indent + 4) for n in rest)
+    return "(" + " ".join(_sxp_atom(n) for n in head) + "\n" + inner + "\n" + " " * indent + ")"
+
+
+def render_sxp(d: dict) -> str:
+    """``xm list --long`` for one domain: its ``(domain ...)`` s-expression, with seed 001's
+    security subtree ``(security ((acm_label (labelname L) (policyname P)) (ssidref N)))``
+    (left out when the caller may not see the label, as in list --long)."""
+    node: list = ["domain"]
+    if d.get("id") is not None:
+        node.append(["domid", d["id"]])
+    node += [
+        ["uuid", d.get("uuid", "")],
+        ["vcpus", d.get("vcpus", 0)],
+        ["memory", d.get("mem_kib", 0) // 1024],
+        ["maxmem", d.get("max_mem_kib", 0) // 1024],
+        ["name", d["name"]],
+    ]
+    sec = d.get("security")
+    if sec:
+        inner: list = []
+        if sec.get("label"):
+            inner.append(
+                ["acm_label", ["labelname", sec["label"]], ["policyname", sec.get("policy") or ""]]
+            )
+        if sec.get("ssidref") is not None:
+            inner.append(["ssidref", sec["ssidref"]])
+        if inner:
+            node.append(["security", inner])
+    node += [
+        ["state", _XM_STATE.get(d.get("state", ""), "------")],
+        ["cpu_time", f"{d.get('cpu_time_ns', 0) / 1e9:.1f}"],
+    ]
+    if d.get("owner"):
+        node.append(["svirt_owner", d["owner"]])
+    return _sxp(node) + "\n"
 
 
 def render_dominfo(d: dict) -> str:

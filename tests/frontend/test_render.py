@@ -26,16 +26,32 @@ def test_list_identical_to_virsh_on_test_driver():
 def test_list_label_column_and_inactive_dash():
     data = {
         "domains": [
-            {"id": 3, "name": "a", "state": "running", "acm_label": "ACM:example:dom_Fun"},
-            {"id": None, "name": "b", "state": "shut off", "acm_label": None},
+            {
+                "id": 3,
+                "name": "a",
+                "state": "running",
+                "acm_label": "ACM:example:dom_Fun",
+                "mem_kib": 1048576,
+                "vcpus": 2,
+                "cpu_time_ns": 88_400_000_000,
+            },
+            {
+                "id": None,
+                "name": "b",
+                "state": "shut off",
+                "acm_label": None,
+                "mem_kib": 524288,
+                "vcpus": 1,
+                "cpu_time_ns": 0,
+            },
         ]
     }
     out = render("list", {"label": True}, data)
-    assert out == (
-        " Id   Name   State      ACM-Label\n"
-        "---------------------------------------------\n"
-        " 3    a      running    ACM:example:dom_Fun\n"
-        " -    b      shut off   \n"  # an empty last cell: virsh prints its leading space
+    assert out == (  # xm list --label's Mem/VCPUs/Time columns before the label (issue 20)
+        " Id   Name   State      Mem(MiB)   VCPUs   Time(s)   ACM-Label\n"
+        "--------------------------------------------------------------------------\n"
+        " 3    a      running    1024       2       88.4      ACM:example:dom_Fun\n"
+        " -    b      shut off   512        1       0.0       \n"  # empty last cell: its space
         "\n"
     )
 
