@@ -169,14 +169,17 @@ class Host:
         self.config = write_root(etc / "secured-virt.conf", text)
         self.proc = None
 
-    def start_daemon(self, tree: Path = REPO) -> Host:
+    def start_daemon(self, tree: Path = REPO, script: str | None = None) -> Host:
         self.log = open(self.base / "svirtd.log", "wb")  # noqa: SIM115 - closed in stop()
         entry = (
             f"import sys; sys.path.insert(0, {str(tree)!r}); "
             "from secured_virt.daemon.server import main; sys.exit(main(sys.argv[1:]))"
         )
+        # SVT_BENCH_DAEMON_SCRIPT: run svirtd through another script (e.g. a profiler)
+        script = script or os.environ.get("SVT_BENCH_DAEMON_SCRIPT")
+        head = [PY, "-I", script] if script else [PY, "-I", "-c", entry]
         self.proc = subprocess.Popen(
-            [PY, "-I", "-c", entry, "--config", str(self.config), "--log-level", "warning"],
+            [*head, "--config", str(self.config), "--log-level", "warning"],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=ENV,
