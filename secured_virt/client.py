@@ -56,6 +56,12 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
 
+    @property
+    def status(self) -> int:
+        """The exit status for it: 3 (denied) when svirtd refused to serve a uid with no
+        passwd entry, else 1 (nothing was decided: the daemon was unreachable or broke)."""
+        return 3 if self.code == "identity" else 1
+
 
 # -- JSON without the json package ------------------------------------------------------------
 def _build_codec():
@@ -466,7 +472,7 @@ def console(
             status, message = _relay(s.sock, stdin_fd, stdout_fd, esc)
     except ClientError as exc:
         os.write(stderr_fd, f"error: {exc}\n".encode())
-        return 1
+        return exc.status
     if message:
         os.write(stderr_fd, f"error: {message}\n".encode())
     return status

@@ -35,7 +35,7 @@ def cmd_status(args) -> int:
         reply = client.admin_reload(path) if args.command == "reload" else client.admin_status(path)
     except client.ClientError as exc:
         sys.stderr.write(f"svirt-admin: {exc}\n")
-        return EXIT_FAILED
+        return exc.status
     if not reply.ok:
         sys.stderr.write(f"svirt-admin: {reply.message}\n")
         return reply.status

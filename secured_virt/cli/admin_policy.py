@@ -132,7 +132,7 @@ def _through_running_daemon(socket_path: str, request: Request) -> Reply | None:
         if exc.code == "unavailable":  # a stale socket: no daemon behind it
             return None
         return Reply(
-            EXIT_FAILED,
+            exc.status,
             message=f"svirtd at {socket_path} did not complete the request ({exc}); "
             "check the result with: svirt-admin policy show",
         )
@@ -390,8 +390,10 @@ def _print(args, data) -> int:
             )
         else:
             print(f"policy {data['policy']} {data['version']} would be REFUSED:")
-            for e in data["errors"]:
-                print(f"  ({e['code']:#x}, {e['detail']:#x}) {e['message']}")
+            for e in data["errors"]:  # the words only: Xen's (code, detail) pair is in --json
+                print(f"  {e['message']}")
+            if data.get("hint"):
+                print(data["hint"])
             return EXIT_FAILED
     else:
         print(data.get("message", ""))

@@ -180,6 +180,8 @@ def emit(command: str, args: dict, reply: Reply) -> int:
         if out:
             sys.stdout.write(out)
         sys.stdout.flush()
+        if command == "dry-run" and isinstance(reply.data, dict) and not reply.data["allowed"]:
+            return EXIT_DENIED  # "Dry Run: FAILED": starting it would be refused (exit table)
     else:
         msg = reply.message or "failed"
         if args.get("json"):
@@ -260,7 +262,7 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
         )
     except client.ClientError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return EXIT_FAILED
+        return exc.status
     return emit(cmd.name, args, reply)
 
 

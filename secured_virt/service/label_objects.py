@@ -130,7 +130,8 @@ class LabelObjectCommands:
                 else:
                     acm.host.vif_set_label(name, index, label, current)
             except policy.XsmError as exc:
-                raise UserError(str(exc), EXIT_FAILED) from None
+                bad = exc.xserr in (policy.Xserr.BAD_LABEL, policy.Xserr.BAD_LABEL_FORMAT)
+                raise UserError(str(exc), EXIT_USAGE if bad else EXIT_FAILED) from None
             if remove:
                 return {"message": f"vif-{index} of '{name}' unlabelled"}
             shown = acm.host.vif_get_label(name, index)

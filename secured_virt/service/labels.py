@@ -9,7 +9,7 @@ PA, and the bootstrap (Domain-0) label is root's alone: see "who may give which 
 from __future__ import annotations
 
 from secured_virt.access.gate import acting_as
-from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
+from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_USAGE
 
 from .errors import UserError
 from .support import _acm_display, _missing
@@ -129,7 +129,7 @@ class LabelCommands:
             try:
                 key = acm.host.resource_set_label(res, label, current)
             except policy.XsmError as exc:
-                raise UserError(str(exc), EXIT_FAILED) from None
+                raise UserError(str(exc), _xsm_status(exc, EXIT_FAILED)) from None
             if label in (None, ""):
                 return {"message": f"Resource {key} unlabelled"}
             return {"message": f"Resource {key} labelled {_shown(acm, label)}"}
@@ -164,8 +164,9 @@ class LabelCommands:
                 ssidref = acm.host.vm_set_label(name, label, current)
             except policy.XsmError as exc:
                 if op_name == "relabel":
-                    raise UserError(f"relabel refused: {exc}", EXIT_DENIED) from None
-                raise UserError(str(exc), EXIT_FAILED) from None
+                    status = _xsm_status(exc, EXIT_DENIED)
+                    raise UserError(f"relabel refused: {exc}", status) from None
+                raise UserError(str(exc), _xsm_status(exc, EXIT_FAILED)) from None
             if op_name == "setlabel":
                 return {"message": f"Domain '{name}' labelled {_shown(acm, label)}"}
             tail = f" (running, ssidref {ssidref:#x})" if ssidref else ""
@@ -224,6 +225,16 @@ class LabelCommands:
             return {"domain": name, "label": label, **report.as_dict()}
 
         return self._run(ident, "dry-run", name, interaction, act)
+
+
+def _xsm_status(exc, otherwise: int) -> int:
+    """A label the active policy does not define (or cannot be spelled) is the caller's
+    mistake, a usage error (2) like an unknown option: the README's exit-code table.  Any
+    other refusal keeps ``otherwise`` (1 failed, 3 denied by the policy)."""
+    import policy
+
+    bad = (policy.Xserr.BAD_LABEL, policy.Xserr.BAD_LABEL_FORMAT)
+    return EXIT_USAGE if getattr(exc, "xserr", None) in bad else otherwise
 
 
 def _shown(acm, label) -> str:

@@ -135,6 +135,7 @@ class PolicyCommands:
                             {"code": e.code, "detail": e.detail, "message": e.message}
                             for e in errors
                         ],
+                        "hint": load_order_hint(args.get("file")) if errors else "",
                     }
                 st = acm.host.set_policy(
                     xml.encode(),
@@ -143,7 +144,10 @@ class PolicyCommands:
                     source=args.get("file") or "policy",
                 )
             if st.xserr:
-                raise UserError(st.message + "".join(f"\n  {p}" for p in st.problems), EXIT_FAILED)
+                text = st.message + "".join(f"\n  {p}" for p in st.problems)
+                if st.problems and st.xserr in _blocked_by_running():
+                    text += "\n" + load_order_hint(args.get("file"))
+                raise UserError(text, EXIT_FAILED)
             return {
                 "message": st.message,
                 "policy": st.xs_ref,
@@ -236,6 +240,36 @@ class PolicyCommands:
             return {"message": "boot policy removed: the next boot loads DEFAULT"}
 
         return self._host_op(ident, "policy-rm-boot", interaction, act)
+
+
+def _blocked_by_running() -> frozenset[int]:
+    """The refusals of a load that name running VMs in the way (not a broken policy file)."""
+    import policy
+
+    X = policy.Xserr
+    return frozenset({X.RESOURCE_ACCESS, X.BAD_LABEL, X.HV_OP_FAILED, X.VM_IN_CONFLICT})
+
+
+def load_order_hint(file: str | None) -> str:
+    """What to do when running VMs stand in the way of a new policy.
+
+    A policy is checked against every running domain (a VM must not lose its disks or run
+    beside a conflict), and a label can only be given once its policy is loaded, so the
+    disks of a running VM cannot be labelled first: the VMs in the way are stopped, the
+    policy loaded, VMs and disks labelled, and the VMs started again."""
+    f = file or "FILE"
+    return (
+        "The running VMs named above stand in the way: a new policy is checked against "
+        "every running VM, and labels of the new policy can be given only once it is "
+        "loaded.  The order:\n"
+        "  1. stop those VMs: svirsh shutdown VM (or svirsh destroy VM)\n"
+        f"  2. load the policy: svirt-admin policy load {f}\n"
+        "  3. label each VM and its disks with labels of the new policy: "
+        "svirsh setlabel VM LABEL, svirsh setlabel --resource file:/path/disk.img LABEL\n"
+        "  4. start them again: svirsh start VM\n"
+        f"(svirt-admin policy load {f} --dry-run shows what stands in the way, changing "
+        "nothing)"
+    )
 
 
 def _policy_changed():
