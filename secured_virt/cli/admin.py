@@ -295,11 +295,16 @@ def cmd_check(args) -> int:
             out["allowed"] = allowed
         print(json.dumps(out, indent=2))
     else:
+        from secured_virt.access.wording import rbac_reason
+
+        # one verdict on top, then each half by name: "RBAC: allowed" under a DENIED header
+        # says which check refused instead of seeming to contradict it
+        reason = rbac_reason(args.user, d.reason)
         verdict = "ALLOWED" if allowed else "DENIED"
         print(f"{verdict}: {args.user} {op.name} (operation {op.id}) on {vm}")
-        print(f"  {d.rule if d.allowed else d.reason}")
-        if acm_denies:
-            print(f"  ACM: {acm['reason']}")
+        print(f"  RBAC: allowed - {d.rule}" if d.allowed else f"  RBAC: denied - {reason}")
+        if acm is not None and acm.get("mediated"):
+            print(f"  ACM: {'denied' if acm_denies else 'allowed'} - {acm['reason']}")
         for fact in (acm or {}).get("state", ()):
             print(f"  note: {fact} (a state of the host, not an ACM denial)")
         if args.explain:
@@ -308,7 +313,12 @@ def cmd_check(args) -> int:
             for note in found["notes"]:
                 print(f"  {note}")
             print()
-            print(str(pol.explain(args.user, op.id, vm, attrs)))
+            print("RBAC (roles in UA/PA):")
+            text = str(pol.explain(args.user, op.id, vm, attrs)).replace(d.reason, reason)
+            for line in text.splitlines():
+                if line.startswith("decision: "):
+                    line = "RBAC decision: " + line[len("decision: ") :]
+                print(f"  {line}" if line else "")
             if acm is not None:
                 print(_acm_text(acm))
     return EXIT_OK if allowed else EXIT_DENIED
@@ -652,7 +662,7 @@ VALIDATE_EXITS = (
 )
 
 #: modules adding subcommands: each has register(sub, add, files) — see build_parser
-EXTENSIONS = ("admin_edit", "admin_policy", "admin_labels", "admin_daemon")
+EXTENSIONS = ("admin_edit", "admin_policy", "admin_labels", "admin_daemon", "admin_realm")
 
 
 def main(argv: list[str] | None = None) -> int:
