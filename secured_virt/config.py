@@ -95,6 +95,30 @@ class Config:
     #: migration destinations and the directory holding their sHype/ACM state, so the
     #: destination's policy is checked before the domain runs there: "URI=DIR, URI2=DIR2"
     acm_peers: tuple[tuple[str, str], ...] = ()
+    #: remote front-ends and the system user each runs as ("xenapi:svirt-xenapi, web:svirt-web"):
+    #: svirtd takes session frames only from these uids and gives their requests that ``via``
+    #: (secured_virt.daemon.websessions, docs/protocol.md); empty: no remote front-end at all
+    frontends: tuple[tuple[str, str], ...] = ()
+    #: a front-end session ends this long after its last use, and this long after its login
+    session_idle_minutes: float = 30.0
+    session_max_minutes: float = 480.0
+    session_max_per_user: int = 32
+    session_max_total: int = 10000
+    #: root may log in through a remote front-end only when this says yes
+    session_allow_root: bool = False
+    #: failed logins within the window after which more logins are refused without asking PAM
+    login_max_failures_user: int = 5
+    login_max_failures_address: int = 20
+    login_failure_window_minutes: float = 5.0
+    #: the secured Xen-API (secured_virt.xenapi, docs/xenapi.md): off unless xenapi = yes
+    xenapi: bool = False
+    xenapi_listen: str = "127.0.0.1"
+    xenapi_port: int = 9367
+    xenapi_cert: str = "/var/lib/svirt-xenapi/cert.pem"
+    xenapi_key: str = "/var/lib/svirt-xenapi/key.pem"
+    xenapi_max_body_bytes: int = 1048576
+    xenapi_max_connections: int = 2048
+    xenapi_request_timeout: float = 20.0
     #: the file these settings came from; None for the embedded defaults
     source: str | None = None
 
@@ -218,6 +242,31 @@ def _peers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _frontends(text: str) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        via, sep, user = (x.strip() for x in item.partition(":"))
+        if not sep or via not in ("xenapi", "web"):
+            raise ValueError(f"'{item}': write xenapi:USER or web:USER (e.g. xenapi:svirt-xenapi)")
+        if via in out:
+            raise ValueError(f"front-end '{via}' is named twice")
+        out[via] = _name("user name")(user)
+    if len(set(out.values())) != len(out):
+        raise ValueError("each front-end needs its own system user")
+    return tuple(out.items())
+
+
+def _listen(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"'{text}' is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+
+
 def _paths(text: str) -> tuple[str, ...]:
     return tuple(_abs_path(t.strip().rstrip("/") or "/") for t in text.split(",") if t.strip())
 
@@ -254,6 +303,23 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "save_dir": _abs_path,
     "disk_dirs": _paths,
     "acm_peers": _peers,
+    "frontends": _frontends,
+    "session_idle_minutes": _duration(60, 1, 24 * 60),
+    "session_max_minutes": _duration(60, 1, 7 * 24 * 60),
+    "session_max_per_user": _int_range(1, 10000),
+    "session_max_total": _int_range(1, 1000000),
+    "session_allow_root": _bool,
+    "login_max_failures_user": _int_range(1, 1000),
+    "login_max_failures_address": _int_range(1, 100000),
+    "login_failure_window_minutes": _duration(60, 1, 24 * 60),
+    "xenapi": _bool,
+    "xenapi_listen": _listen,
+    "xenapi_port": _int_range(1, 65535),
+    "xenapi_cert": _abs_path,
+    "xenapi_key": _abs_path,
+    "xenapi_max_body_bytes": _int_range(4096, 64 * 1024 * 1024),
+    "xenapi_max_connections": _int_range(16, 100000),
+    "xenapi_request_timeout": _duration(1, 1, 600),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}
 
@@ -277,6 +343,15 @@ SVIRTD_LIVE_KEYS = frozenset(
         "editor",
         "allow_env_editor",
         "rolefile_state_dir",
+        # the Xen-API front-end's own keys: svirtd does not use them (restart svirt-xenapi)
+        "xenapi",
+        "xenapi_listen",
+        "xenapi_port",
+        "xenapi_cert",
+        "xenapi_key",
+        "xenapi_max_body_bytes",
+        "xenapi_max_connections",
+        "xenapi_request_timeout",
     }
 )
 

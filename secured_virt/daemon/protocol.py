@@ -32,6 +32,15 @@ CONSOLE = "console"
 STATUS = "status"
 RELOAD = "reload"
 PASSWORD = "password"  # noqa: S105 - a frame type, not a secret
+# client -> server, from a remote front-end's own user only (daemon.websessions)
+SESSION_LOGIN = "session_login"
+SESSION_REQUEST = "session_request"
+SESSION_CONSOLE = "session_console"
+SESSION_LOGOUT = "session_logout"
+SESSION_INFO = "session_info"
+SESSION_FRAMES = frozenset(
+    {SESSION_LOGIN, SESSION_REQUEST, SESSION_CONSOLE, SESSION_LOGOUT, SESSION_INFO}
+)
 # server -> client (HELLO is answered with HELLO)
 REPLY = "reply"
 ERROR = "error"
@@ -46,6 +55,12 @@ CLIENT_FIELDS: dict[str, frozenset[str]] = {
     STATUS: frozenset(),
     RELOAD: frozenset(),
     PASSWORD: frozenset({"password"}),
+    # field types are checked by daemon.websessions.check_fields
+    SESSION_LOGIN: frozenset({"user", "password", "peer"}),
+    SESSION_REQUEST: frozenset({"token", "request", "peer", "password"}),
+    SESSION_CONSOLE: frozenset({"token", "name", "peer"}),
+    SESSION_LOGOUT: frozenset({"token", "peer"}),
+    SESSION_INFO: frozenset({"token", "peer"}),
 }
 
 # -- error codes (the "code" of an error frame) -------------------------------------------------

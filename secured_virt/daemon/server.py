@@ -44,6 +44,7 @@ from . import protocol as P
 from .reconfig import Reconfigurer
 from .session import Session
 from .watcher import PolicyWatcher
+from .websessions import WebSessions
 
 log = logging.getLogger("svirtd")
 
@@ -127,6 +128,8 @@ class Server:
                 socket_path = sock.getsockname() or socket_path
         self.socket_path = socket_path
         self.counters = Counters()
+        #: remote front-ends' sessions (PAM logins, tokens): none unless configured
+        self.websessions = WebSessions(service, self)
         self.started = time.time()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -310,6 +313,7 @@ class Server:
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),
+            "audit": _audit_status(self.reconfig.boot),
             "reload": {
                 "watching": [p for p in self._policy_paths() if p],
                 "last": self.last_reload,
@@ -507,6 +511,16 @@ def _annotate(reply_or_result, problem: str):
     return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
 
 
+def _audit_status(config) -> dict[str, Any]:
+    """Where the audit goes, and whether syslog can receive it (access.syslog_check)."""
+    from secured_virt.access.syslog_check import audit_syslog_problem
+
+    if config is None:
+        return {}
+    problem = audit_syslog_problem(config.audit_syslog)
+    return {"log": config.audit_log, "syslog": problem or ("yes" if config.audit_syslog else "no")}
+
+
 def _identify_peer(conn: socket.socket, as_user: str | None):
     from secured_virt.access.identity import identify_peer
 
@@ -591,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log.error("cannot start the service: %s", exc)
         return EXIT_BAD_POLICY
+    from secured_virt.access.syslog_check import audit_syslog_problem
+
+    problem = audit_syslog_problem(config.audit_syslog)
+    if problem:  # once, at start; svirt-admin status repeats it
+        log.warning("%s", problem)
 
     try:
         sock = listener.from_systemd()

@@ -167,6 +167,10 @@ class Session:
             reply = self.server.admin(self.identity, "reload", interaction)
         elif kind == P.CONSOLE:
             return self._console(msg)
+        elif kind == P.SESSION_CONSOLE:  # a remote front-end's user (daemon.websessions)
+            return self._console(msg, self.server.websessions.console_identity(self, msg))
+        elif kind in P.SESSION_FRAMES:
+            interaction, reply = self.server.websessions.handle(self, msg)
         else:  # hello twice, or a password nobody asked for
             raise P.ProtocolError(P.E_UNEXPECTED, f"a '{kind}' frame is not expected here")
         self.server.counters.reply(reply.status, time.monotonic() - started)
@@ -214,9 +218,9 @@ class Session:
             return Reply(EXIT_DENIED, message=f"--as {as_user}: {exc}", check="identity")
 
     # -- console ------------------------------------------------------------------------------
-    def _console(self, msg: dict[str, Any]) -> bool:
+    def _console(self, msg: dict[str, Any], ident=None) -> bool:
         started = time.monotonic()
-        ident = self._identity_for(msg.get("as_user"))
+        ident = self._identity_for(msg.get("as_user")) if ident is None else ident
         interaction = SocketInteraction(self)
         stream = None
         if isinstance(ident, Reply):
