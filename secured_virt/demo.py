@@ -279,8 +279,8 @@ def acm_tour(t: Tour) -> list[str]:
     expect(t.svirsh("bob", "start", "bob-build"), 0, "bob start")
     expect(t.svirsh("alice", "start", "alice-web"), 3, "alice start (conflict)")
     expect(t.svirsh(None, "list", "--label"), 0, "list --label")
-    say("dry-run shows every check a start would make, and which one fails:")
-    expect(t.svirsh(None, "dry-run", "alice-web"), 0, "dry-run")
+    say("dry-run shows every check a start would make, and which one fails (exit 3, as the start):")
+    expect(t.svirsh(None, "dry-run", "alice-web"), 3, "dry-run (FAILED)")
     say("When bob's VM stops, the wall comes down and alice's VM may run.")
     expect(t.svirsh("bob", "destroy", "bob-build"), 0, "bob destroy")
     expect(t.svirsh("alice", "start", "alice-web"), 0, "alice start")
@@ -307,7 +307,7 @@ def acm_tour(t: Tour) -> list[str]:
     expect(t.svirsh(None, "save", "alice-web", str(image)), 0, "save")
     os.chmod(image, 0o644)
     host2 = Tour(t.base / "host2", t.src, DEMO / "acm-policy-host2.xml")
-    host3 = Tour(t.base / "host3", t.src, t.base / "demo.other-security_policy.xml")
+    host3 = Tour(t.base / "host3", t.src)  # no policy loaded: it runs DEFAULT
     try:
         host2.base.mkdir()
         host2.setup()
@@ -329,16 +329,20 @@ def acm_tour(t: Tour) -> list[str]:
         expect(host2.svirsh(None, "restore", str(image), host="host2"), 0, "host2 restore")
         expect(host2.svirsh(None, "dominfo", "alice-web", host="host2"), 0, "host2 dominfo")
         say(
-            "A third host runs a policy of another name.  The label means nothing there, so "
-            "the restore is refused before the VM runs."
-        )
-        host3.policy_file.write_text(
-            (DEMO / "acm-policy.xml").read_text().replace("demo.hosting", "demo.other")
+            "A third host runs a policy of another name, DEFAULT.  Its security officer even "
+            "adds a label called dom_AliceCorp to it with svirt-admin policy add-label (one "
+            "all-or-nothing update, no XML written by hand).  Same label name, other policy: "
+            "the label means nothing there, so the restore is refused before the VM runs."
         )
         host3.base.mkdir()
         host3.setup()
-        host3.load_policy()
         host3.start_daemon()
+        expect(
+            host3.admin("policy", "add-label", "vm", "dom_AliceCorp", "--ste", "__UNLABELED__"),
+            0,
+            "host3 policy add-label",
+        )
+        expect(host3.admin("policy", "labels"), 0, "host3 policy labels")
         expect(host3.svirsh(None, "destroy", "alice-web", host="host3"), 0, "host3 destroy")
         expect(host3.svirsh(None, "restore", str(image), host="host3"), 3, "host3 restore")
     finally:
