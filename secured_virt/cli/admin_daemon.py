@@ -47,13 +47,45 @@ def cmd_status(args) -> int:
 
 
 def _print(d: dict, indent: str = "") -> None:
+    """The status for people (``--json`` keeps the raw values): times as local dates, lists
+    one item a line, a message spanning lines indented under its key, never Python reprs."""
     for key in sorted(d):
         value = d[key]
         if isinstance(value, dict):
             print(f"{indent}{key}:")
             _print(value, indent + "  ")
+        elif isinstance(value, (list, tuple)):
+            if not value:
+                print(f"{indent}{key}: none")
+                continue
+            print(f"{indent}{key}:")
+            for item in value:
+                if isinstance(item, dict):
+                    print(f"{indent}  -")
+                    _print(item, indent + "    ")
+                else:
+                    _lines(f"{indent}  - ", _shown(key, item), indent + "    ")
         else:
-            print(f"{indent}{key}: {value}")
+            _lines(f"{indent}{key}: ", _shown(key, value), indent + "  ")
+
+
+def _shown(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_at") and isinstance(value, (int, float)):  # an epoch (loaded_at)
+        import time
+
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(value))
+    return str(value)
+
+
+def _lines(first: str, text: str, rest: str) -> None:
+    lines = text.splitlines() or [""]
+    print(first + lines[0])
+    for line in lines[1:]:
+        print(rest + line)
 
 
 def register(sub, add, files) -> None:
