@@ -240,7 +240,9 @@ class Gate:
             else:
                 d = pol.decide(user, op.id, target.name, target.attrs)
             if not d.allowed:
-                return Verdict(False, "rbac", d.reason, EXIT_DENIED)
+                from .wording import rbac_reason
+
+                return Verdict(False, "rbac", rbac_reason(user, d.reason), EXIT_DENIED)
             if pol.dsd_sets and self.role_sessions is not None:
                 d, activate, refusal = self._dsd(ident, pol, user, op, target, d)
                 if refusal is not None:
