@@ -30,6 +30,15 @@ _RUNNING_SNAPSHOT_STATES = ("running", "paused", "blocked", "pmsuspended", "shut
 _SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
+def _after(text: str, path: str) -> str:
+    """What a backend error says after its last mention of ``path``: backend and libvirt each
+    name the image again ("cannot read the save image 'P': cannot read domain image 'P':
+    No such file or directory"), and the message already names it once."""
+    i = text.rfind(path)
+    tail = text[i + len(path) :].lstrip("'\": ") if i >= 0 else ""
+    return tail or text
+
+
 class StorageCommands:
     """Mixed into ``Service`` (see ``facade``), which provides _run, _gated, _resolve, gate
     and backend."""
@@ -101,7 +110,8 @@ class StorageCommands:
         try:
             xml = self.backend.saved_image_xml(path)
         except BackendError as exc:
-            raise UserError(f"cannot read save image {path}: {exc}", EXIT_FAILED) from None
+            detail = _after(str(exc), path)
+            raise UserError(f"cannot read save image {path}: {detail}", EXIT_FAILED) from None
         try:
             name, uuid, meta = vmmeta.from_domain_xml(xml)
         except vmmeta.DomainXmlError as exc:
