@@ -278,8 +278,12 @@ class _Session:
         if as_json:
             print(json.dumps({"changes": summary, "impact": imp.as_dict()}, indent=2))
         else:
+            # before the answer the change is only proposed: "added role X" followed by
+            # "not installed" read as if both had happened
+            dry = getattr(args, "dry_run", False)
+            pending = " (dry run)" if dry else "" if getattr(args, "yes", False) else " (proposed)"
             for line in summary:
-                print(line)
+                print(line + pending)
             sys.stdout.write(imp.render())
         if getattr(args, "dry_run", False):
             if not as_json:
@@ -510,12 +514,14 @@ def cmd_edit(args) -> int:
 
     def body(s: _Session) -> int:
         from secured_virt.rolefiles.edit import PolicyDoc
-        from secured_virt.rolefiles.editor import EditorError, choose_editor, run_editor
+        from secured_virt.rolefiles.editor import EditorError, editor_choice, run_editor
 
         try:
-            editor = choose_editor(s.cfg)
+            editor, why = editor_choice(s.cfg)
         except EditorError as exc:
             raise _Stop(EXIT_BAD_POLICY, f"{PROG} edit: {exc}") from None
+        _need_terminal(args, editor[0], why)
+        print(f"{PROG} edit: editing {s.paths[kind]} with {editor[0]}: {why}")
         original = s.old[kind]
         start = original if original is not None else PolicyDoc.skeleton(kind, "").original
         run_as = s.run_as()
@@ -565,6 +571,31 @@ def cmd_edit(args) -> int:
     except KeyboardInterrupt:
         _err("interrupted; nothing was installed")
         return EXIT_FAILED
+
+
+def _need_terminal(args, editor: str, why: str) -> None:
+    """An editor such as vim started without a terminal hangs or scribbles escape codes
+    into a pipe; refuse with the way out instead.  ``--no-tty`` is for an editor that is a
+    script (it needs none)."""
+    if getattr(args, "no_tty", False):
+        return
+    missing = [n for n, fd in (("standard input", 0), ("standard output", 1)) if not _isatty(fd)]
+    if missing:
+        raise _Stop(
+            EXIT_USAGE,
+            f"{PROG} edit: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+            f"a terminal, and the editor ({editor}: {why}) needs one; nothing was started.  "
+            f"Run {PROG} edit from a terminal (ssh -t for a remote one), change the files "
+            f"with {PROG} assign/deassign/grant/revoke/add-role/rm-role, or pass --no-tty "
+            "if the editor is a script that needs no terminal.",
+        )
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def _what_now() -> bool:
@@ -748,6 +779,12 @@ def register(sub, add, files) -> None:
     sp.add_argument("which", choices=("ua", "pa"), help="which file to edit")
     sp.add_argument(
         "-y", "--yes", action="store_true", help="install a valid result without asking"
+    )
+    sp.add_argument(
+        "--no-tty",
+        action="store_true",
+        help="start the editor without a terminal (an editor that is a script); otherwise "
+        "edit refuses when standard input or output is not a terminal",
     )
 
     sp = add(

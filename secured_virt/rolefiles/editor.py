@@ -27,7 +27,7 @@ import subprocess
 from secured_virt.fsutil import UnsafeFileError, check_ancestors
 from secured_virt.hardening import SECURE_PATH, scrubbed_env
 
-__all__ = ["ENV_EDITOR_VARS", "EditorError", "choose_editor", "run_editor"]
+__all__ = ["ENV_EDITOR_VARS", "EditorError", "choose_editor", "editor_choice", "run_editor"]
 
 ENV_EDITOR_VARS = ("SUDO_EDITOR", "VISUAL", "EDITOR")
 
@@ -93,13 +93,30 @@ def _from_env(var: str, value: str) -> list[str]:
 
 def choose_editor(config, environ=None) -> list[str]:
     """The editor's argv (without the file), from the configuration and maybe the caller."""
+    return editor_choice(config, environ)[0]
+
+
+def editor_choice(config, environ=None) -> tuple[list[str], str]:
+    """(argv, why): the editor and a sentence saying why it is that one, so the admin is
+    never left guessing whether their $EDITOR was used (it is only with allow_env_editor)."""
     environ = os.environ if environ is None else environ
+    where = f" in {config.source}" if getattr(config, "source", None) else ""
     if config.allow_env_editor:
         for var in ENV_EDITOR_VARS:
             value = environ.get(var)
             if value:
-                return _from_env(var, value)
-    return [_trusted_program(config.editor, "the configured editor (editor =)")]
+                return _from_env(var, value), f"from ${var} (allow_env_editor = yes{where})"
+    why = f"the configured editor (editor = {config.editor}{where})"
+    ignored = [v for v in ENV_EDITOR_VARS if environ.get(v)]
+    if ignored and not config.allow_env_editor:
+        names = "/".join(f"${v}" for v in ignored)
+        why += (
+            f"; {names} ignored: allow_env_editor = no (set it to yes to let the caller "
+            "choose the editor, as sudo's env_editor does)"
+        )
+    elif not config.allow_env_editor:
+        why += "; allow_env_editor = yes would let SUDO_EDITOR, VISUAL or EDITOR choose"
+    return [_trusted_program(config.editor, "the configured editor (editor =)")], why
 
 
 def run_editor(argv: list[str], path: str, *, run_as: pwd.struct_passwd | None = None) -> int:
