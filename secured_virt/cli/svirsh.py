@@ -180,6 +180,8 @@ def emit(command: str, args: dict, reply: Reply) -> int:
         if out:
             sys.stdout.write(out)
         sys.stdout.flush()
+        if isinstance(reply.data, dict) and reply.data.get("note") and not args.get("json"):
+            sys.stderr.write(f"note: {reply.data['note']}\n")  # stdout stays virsh's
         if command == "dry-run" and isinstance(reply.data, dict) and not reply.data["allowed"]:
             return EXIT_DENIED  # "Dry Run: FAILED": starting it would be refused (exit table)
     else:

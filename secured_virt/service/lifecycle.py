@@ -44,9 +44,23 @@ class LifecycleCommands:
         )
 
     def _cmd_shutdown(self, ident, args, interaction):
-        return self._simple(
-            ident, "shutdown", args, interaction, "shutdown", "Domain '%s' is being shutdown"
-        )
+        """virsh's line (byte for byte), and a note for the caller's terminal: shutdown only
+        *asks* the guest (ACPI power button), so a guest without an OS or ACPI never stops,
+        and nothing else would tell them why it keeps running."""
+        name = args.get("domain")
+
+        def act(info):
+            self.backend.shutdown(name)
+            return {
+                "message": f"Domain '{name}' is being shutdown",
+                "note": (
+                    f"shutdown asks the guest to power off (ACPI); a guest without an "
+                    f"operating system or ACPI support ignores it and keeps running.  "
+                    f"'svirsh destroy {name}' stops it at once, like pulling the plug."
+                ),
+            }
+
+        return self._run(ident, "shutdown", name, interaction, act)
 
     def _cmd_reboot(self, ident, args, interaction):
         return self._simple(
