@@ -43,6 +43,7 @@ from secured_virt.rolefiles.store import PolicyStore
 from . import mediation
 from .devices import DeviceCommands
 from .errors import NullInteraction, UserError
+from .frontend_views import FrontendViewCommands
 from .host import HostCommands
 from .host_info import HostInfoCommands
 from .label_objects import LabelObjectCommands
@@ -69,6 +70,7 @@ class Service(
     HostInfoCommands,
     PolicyCommands,
     RealmCommands,
+    FrontendViewCommands,
     MediationSteps,
 ):
     """The façade: what every command shares.  The commands are in the mixins above."""
