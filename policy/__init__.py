@@ -132,8 +132,8 @@ Modules, each importing only modules listed before it
 ``xsm/`` (``records``, ``editor``, ``labelstore``, ``resources``, ``host``)
     the XSM management API;
 ``mcs``
-    sVirt's MCS categories (imports no other policy module): category sets, dominance, unique category
-    pairs per running VM with per-realm categories, the emulated MCS open hook.
+    sVirt's MCS categories (imports no other policy module): category sets, dominance, unique
+    category pairs per running VM with per-realm categories, the emulated MCS open hook.
 """
 
 from __future__ import annotations
