@@ -217,6 +217,22 @@ class LabelCommands:
     def _cmd_dry_run(self, ident, args, interaction):
         acm = self._need_acm()
         name = args.get("domain")
+        if name is None and isinstance(args.get("label"), str):
+            # seed 000's XSPolicy.can_run(label): could a domain with this label start now?
+            # No domain: gated as dry-run on the host object (secured_virt.xenapi uses it)
+            label = args["label"]
+
+            def act_label():
+                with acm.exclusive():
+                    v = acm.host.can_run(label)
+                return {
+                    "label": _shown(acm, label),
+                    "can_run": bool(v.allowed),
+                    "xserr": int(getattr(v, "code", 0) or 0),
+                    "reason": getattr(v, "reason", None) or getattr(v, "rule", ""),
+                }
+
+            return self._host_op(ident, "dry-run", interaction, act_label)
 
         def act(info):
             with acm.exclusive():

@@ -50,6 +50,8 @@ class PolicyCommands:
                 "installed": acm.host.list_policies(),
                 "warnings": list(acm.host.warnings),
                 "xml": c.xml.decode("utf-8", "replace") if args.get("xml") else None,
+                # seed 000's ACMPolicy.get_header record (secured_virt.xenapi)
+                "header": c.policy.header.as_record(),
             }
 
         return self._host_op(ident, "policy-show", interaction, act)

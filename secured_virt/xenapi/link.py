@@ -1,0 +1,117 @@
+"""svirtd's frames over asyncio: a small pool of connections from this front-end's user.
+
+Why a pool of plain connections: svirtd serves one frame at a time per connection and gives
+each connection its own thread, so a few connections kept open (``hello`` once each) let
+calls of many Xen-API clients overlap without paying a connect and hello per call.  svirtd
+caps connections per uid (128 by default), so the pool stays well below that.
+
+The framing is svirtd's (docs/protocol.md): a 4-byte big-endian length, then one JSON object.
+Replies are bounded like the svirsh client bounds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
+from secured_virt.requests import Reply
+
+
+class LinkError(Exception):
+    """svirtd cannot be reached, or broke the protocol; the message says what to do."""
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+        self.writer.write(len(body).to_bytes(4, "big") + body)
+        await self.writer.drain()
+
+    async def recv(self) -> dict[str, Any]:
+        head = await self.reader.readexactly(4)
+        n = int.from_bytes(head, "big")
+        if n > MAX_REPLY_BYTES:
+            raise LinkError(f"svirtd sent a frame of {n} bytes; refusing")
+        msg = json.loads(await self.reader.readexactly(n))
+        if not isinstance(msg, dict):
+            raise LinkError("svirtd sent something that is not a frame")
+        return msg
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class Link:
+    """``await link.call(frame)`` -> the ``reply`` frame's Reply; at most ``size`` at once."""
+
+    def __init__(self, socket_path: str, size: int = 32, timeout: float = 120.0):
+        self.socket_path = socket_path
+        self.size = size
+        self.timeout = timeout
+        self._idle: list[_Conn] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def call(self, frame: dict[str, Any]) -> Reply:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            for attempt in (1, 2):
+                fresh = conn is None
+                if conn is None:
+                    conn = await self._connect()
+                try:
+                    await conn.send(frame)
+                    reply = await asyncio.wait_for(self._answer(conn), self.timeout)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    conn.close()
+                    conn = None
+                    if fresh or attempt == 2:  # a kept connection may have been closed idle
+                        raise LinkError(f"svirtd connection failed: {exc}") from None
+                    continue
+                except BaseException:
+                    conn.close()
+                    raise
+                self._idle.append(conn)
+                return reply
+        raise LinkError("svirtd connection failed")  # not reached
+
+    async def _connect(self) -> _Conn:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 16)
+        except OSError as exc:
+            raise LinkError(
+                f"cannot reach svirtd at {self.socket_path}: {exc.strerror or exc}; "
+                "is svirtd running?"
+            ) from None
+        conn = _Conn(reader, writer)
+        await conn.send({"type": "hello", "version": PROTOCOL_VERSION, "client": "svirt-xenapi"})
+        msg = await asyncio.wait_for(conn.recv(), 30)
+        if msg.get("type") != "hello":
+            conn.close()
+            raise LinkError(f"svirtd refused us: {msg.get('message') or msg}")
+        return conn
+
+    async def _answer(self, conn: _Conn) -> Reply:
+        while True:
+            msg = await conn.recv()
+            kind = msg.get("type")
+            if kind == "reply" and isinstance(msg.get("reply"), dict):
+                return Reply.from_dict(msg["reply"])
+            if kind == "ask_password":  # only from session_console; we never have one
+                await conn.send({"type": "password", "password": None})
+                continue
+            if kind == "progress":
+                continue
+            if kind == "error":  # svirtd closes the connection after an error frame
+                raise LinkError(f"svirtd: {msg.get('code')}: {msg.get('message')}")
+            raise ValueError(f"unexpected frame {kind!r}")
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

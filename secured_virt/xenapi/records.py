@@ -1,0 +1,113 @@
+"""Service replies as Xen-API records: VM, host, XSPolicy state.
+
+Field names are the wire names of xend 3.x / xapi (``name_label``, ``power_state``,
+``security_label``, ...); 64-bit numbers become strings on the wire (xmlrpc._wire).  Refs are
+bare UUIDs, as xend 3.x used them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+#: virsh's state words -> Xen-API power states
+POWER = {
+    "running": "Running",
+    "idle": "Running",
+    "blocked": "Running",
+    "in shutdown": "Running",
+    "paused": "Paused",
+    "pmsuspended": "Suspended",
+    "saved": "Suspended",
+    "shut off": "Halted",
+    "crashed": "Crashed",
+}
+
+XS_POLICY_ACM = 1
+XS_INST_BOOT = 1
+XS_INST_LOAD = 2
+
+
+def host_uuid(hostname: str) -> str:
+    """A stable ref for the one host this front-end serves."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"secured-virt-host:{hostname}"))
+
+
+def policy_uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"secured-virt-acm-policy:{name}"))
+
+
+def power_state(row: dict[str, Any]) -> str:
+    return POWER.get(str(row.get("state")), "Unknown")
+
+
+def vm_record(row: dict[str, Any], host_ref: str) -> dict[str, Any]:
+    """A VM record from one row of ``list --all --label --managed-save``."""
+    state = power_state(row)
+    mem = int(row.get("max_mem_kib") or 0) * 1024
+    vcpus = int(row.get("vcpus") or 0)
+    return {
+        "uuid": row["uuid"],
+        "name_label": row["name"],
+        "name_description": "",
+        "power_state": state,
+        "is_a_template": False,
+        "is_control_domain": False,
+        "domid": -1 if row.get("id") is None else int(row["id"]),
+        "memory_static_max": mem,
+        "memory_dynamic_max": mem,
+        "memory_target": int(row.get("mem_kib") or 0) * 1024,
+        "VCPUs_max": vcpus,
+        "VCPUs_at_startup": vcpus,
+        "resident_on": host_ref if state in ("Running", "Paused") else "OpaqueRef:NULL",
+        "security_label": row.get("acm_label") or "",
+        "other_config": {
+            "owner": row.get("owner") or "",
+            "realm": row.get("realm") or "",
+            "persistent": "true" if row.get("persistent") else "false",
+            "autostart": "true" if row.get("autostart") else "false",
+        },
+    }
+
+
+def host_record(info: dict[str, Any], ref: str) -> dict[str, Any]:
+    """A host record from ``nodeinfo``."""
+    return {
+        "uuid": ref,
+        "name_label": info.get("hostname", ""),
+        "name_description": "secured-virt host",
+        "hostname": info.get("hostname", ""),
+        "API_version_major": 1,
+        "API_version_minor": 2,
+        "API_version_vendor": "secured-virt",
+        "software_version": {
+            "product_brand": "secured-virt",
+            "hypervisor": str(info.get("hypervisor", "")),
+            "hypervisor_version": str(info.get("hypervisor_version", "")),
+            "libvirt": str(info.get("libvirt_version", "")),
+            "backend": str(info.get("backend", "")),
+        },
+        "cpu_info": {
+            "cpu_count": str(info.get("cpus", "")),
+            "modelname": str(info.get("cpu_model", "")),
+            "speed": str(info.get("mhz", "")),
+        },
+        "memory_total": int(info.get("memory_kib") or 0) * 1024,
+        "enabled": True,
+    }
+
+
+def policystate(show: dict[str, Any] | None, *, xserr: int = 0, errors: str = "") -> dict:
+    """xs_policystate {xserr, xs_ref, repr, type, flags, version, errors}."""
+    import base64
+
+    show = show or {}
+    return {
+        "xserr": int(xserr),
+        "xs_ref": policy_uuid(show["policy"]) if show.get("policy") else "",
+        "repr": show.get("xml") or "",
+        "type": XS_POLICY_ACM,
+        "flags": int(show.get("flags") or 0),
+        "version": str(show.get("version") or ""),
+        "errors": base64.b64encode(errors.encode()).decode() if errors else "",
+    }
