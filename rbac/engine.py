@@ -172,9 +172,23 @@ class RbacPolicy(ReviewMixin):
         }
         self.groups: GroupResolver = groups if groups is not None else RESOLVER
         self._composite: dict[tuple[str, frozenset[str]], UserRecord] = {}
-        #: operations a by-name miss of a _fast user denies outright: none when group roles
-        #: exist (the user's groups may still grant; _decide asks)
-        self._miss_denies = self.operations if not self.group_assignments else {}
+        #: every role some group holds (with what it inherits), as one profile: a request no
+        #: role of it could grant never needs to know the caller's groups (no NSS lookup)
+        self._group_any: Profile | None = None
+        #: operations a by-name miss of a _fast user denies outright: those no group role
+        #: grants on anything (for the others the user's groups may still grant: _decide asks)
+        self._miss_denies = self.operations
+        if self.group_assignments:
+            self._group_any = self._profile_for(
+                frozenset(a.role for g in self.group_assignments.values() for a in g)
+            )
+            granted = set(self._group_any.scoped)
+            for objmap, _role, _via in self._group_any.exact or ():
+                for opmap in objmap.values():
+                    granted.update(opmap)
+            if self._group_any.exact is None:
+                granted = set(self.operations)
+            self._miss_denies = {o: n for o, n in self.operations.items() if o not in granted}
         # users decide() can answer with nothing but their by-name grants
         self._fast: dict[str, tuple] = {
             name: u.profile.exact
@@ -402,7 +416,11 @@ class RbacPolicy(ReviewMixin):
         hand over its call unchanged)."""
         if type(op_id) is not int and not isinstance(op_id, str):  # True, 1.0: no operation
             return self._deny(None, user, op_id, obj, attrs, now)
-        u = self._record(user)
+        ga = self._group_any
+        if ga is not None and self._check(ga, user, op_id, obj, attrs) is None:
+            u = self._users.get(user)  # no group role could grant this: groups do not matter
+        else:
+            u = self._record(user)
         if u is None:
             return self._deny(None, user, op_id, obj, attrs, now)
         p = u.profile
@@ -574,8 +592,8 @@ class RbacPolicy(ReviewMixin):
             if self.group_assignments:
                 groups = ", ".join(sorted(self.group_assignments))
                 return denied(
-                    f"user '{user}' unknown: no <User> entry, and a member of none of the "
-                    f"groups the UA policy gives roles to ({groups})"
+                    f"user '{user}' has no <User> entry, and no role the UA policy gives to "
+                    f"its groups ({groups}) grants {self.op_label(op)} on '{obj}' to them"
                 )
             return denied(f"user '{user}' unknown")
         if not u.assignments:

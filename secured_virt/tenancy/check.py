@@ -43,7 +43,18 @@ class Tenancy:
         self.realms = realms if realms is not None else RealmSet()
         self.groups = resolver if resolver is not None else RESOLVER
         #: realm -> (users, groups) the realm's admin added (per-realm files)
-        self.extra: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._extra: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        #: user -> (deadline, their realms): as fresh as the group answers they come from
+        self._mine: dict[str, tuple[float, tuple[str, ...], RealmSet]] = {}
+
+    @property
+    def extra(self) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+        return self._extra
+
+    @extra.setter
+    def extra(self, value) -> None:
+        self._extra = value
+        self._mine = {}
 
     def __bool__(self) -> bool:
         return bool(self.realms)
@@ -67,7 +78,18 @@ class Tenancy:
         return self._in(user, realm.admin_users, realm.admin_groups)
 
     def realms_of(self, user: str) -> tuple[str, ...]:
-        return tuple(sorted(r.name for r in self.realms.realms.values() if self.is_member(user, r)))
+        """The realms ``user`` is a member of, cached as long as the group answers are."""
+        import time
+
+        now = time.monotonic()
+        hit = self._mine.get(user)
+        if hit is not None and hit[0] > now and hit[2] is self.realms:
+            return hit[1]
+        mine = tuple(sorted(r.name for r in self.realms.realms.values() if self.is_member(user, r)))
+        if len(self._mine) > 20000:
+            self._mine = {}
+        self._mine[user] = (now + min(self.groups.ttl, 5.0), mine, self.realms)
+        return mine
 
     def admin_of(self, user: str) -> tuple[str, ...]:
         return tuple(sorted(r.name for r in self.realms.realms.values() if self.is_admin(user, r)))

@@ -221,7 +221,9 @@ def parse_realms(data: bytes, name: str, operations=None) -> RealmSet:
     realms: dict[str, Realm] = {}
     from rbac.groups import RESOLVER
 
-    known_ops = set(operations) if operations is not None else None
+    known_ops = None
+    if operations is not None:  # a catalogue's id -> name mapping, or the names themselves
+        known_ops = set(operations.values()) if hasattr(operations, "values") else set(operations)
     for rel in tree.getroot().iterchildren("Realm"):
         rname = rel.get("name")
         if rname in realms:

@@ -359,3 +359,23 @@ def test_no_realms_file_behaves_as_before(tmp_path, world):
     assert names(lst) == ["a-web", "b-web", "test"]
     assert all(d["realm"] is None for d in lst.data["domains"])
     assert plain.handle(ids["anna"], Request("dominfo", {"domain": "b-web"})).status == EXIT_OK
+
+
+def test_sample_realms_file_loads_and_operations_restrict_a_realm():
+    from secured_virt.access.operations import CATALOGUE
+    from secured_virt.tenancy.check import Tenancy
+
+    sample = (Path(__file__).resolve().parents[2] / "etc" / "realms.xml").read_bytes()
+    rs = parse_realms(sample, "realms.xml", CATALOGUE.names)
+    assert sorted(rs.realms) == ["acme", "globex"]
+    t = Tenancy(rs)
+    kw = dict(root=False, op_scope="vm", vm="globex-web", attrs={"realm": "globex"})
+    assert t.refusal("example:bob", op_name="start", **kw) is None
+    why = t.refusal("example:bob", op_name="undefine", **kw)
+    assert "root allows realm 'globex' only" in why
+    with pytest.raises(RealmsError, match="not in the catalogue"):
+        parse_realms(
+            b'<Realms><Realm name="x"><Operation name="fly"/></Realm></Realms>',
+            "r.xml",
+            CATALOGUE.names,
+        )
