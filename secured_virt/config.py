@@ -119,6 +119,18 @@ class Config:
     xenapi_max_body_bytes: int = 1048576
     xenapi_max_connections: int = 2048
     xenapi_request_timeout: float = 20.0
+    #: the web console (secured_virt.web, docs/web.md): off unless web = yes
+    web: bool = False
+    web_listen: str = "127.0.0.1"
+    web_port: int = 9368
+    web_cert: str = "/var/lib/svirt-web/cert.pem"
+    web_key: str = "/var/lib/svirt-web/key.pem"
+    web_max_body_bytes: int = 65536
+    web_max_connections: int = 2048
+    web_request_timeout: float = 20.0
+    web_max_websockets: int = 2000
+    web_max_websockets_per_session: int = 16
+    web_refresh_seconds: float = 5.0
     #: the file these settings came from; None for the embedded defaults
     source: str | None = None
 
@@ -320,6 +332,17 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "xenapi_max_body_bytes": _int_range(4096, 64 * 1024 * 1024),
     "xenapi_max_connections": _int_range(16, 100000),
     "xenapi_request_timeout": _duration(1, 1, 600),
+    "web": _bool,
+    "web_listen": _listen,
+    "web_port": _int_range(1, 65535),
+    "web_cert": _abs_path,
+    "web_key": _abs_path,
+    "web_max_body_bytes": _int_range(4096, 16 * 1024 * 1024),
+    "web_max_connections": _int_range(16, 100000),
+    "web_request_timeout": _duration(1, 1, 600),
+    "web_max_websockets": _int_range(1, 100000),
+    "web_max_websockets_per_session": _int_range(1, 1000),
+    "web_refresh_seconds": _duration(1, 1, 3600),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Config)} - {"source"}
 
@@ -352,6 +375,18 @@ SVIRTD_LIVE_KEYS = frozenset(
         "xenapi_max_body_bytes",
         "xenapi_max_connections",
         "xenapi_request_timeout",
+        # the web console's own keys: svirtd does not use them (restart svirt-web)
+        "web",
+        "web_listen",
+        "web_port",
+        "web_cert",
+        "web_key",
+        "web_max_body_bytes",
+        "web_max_connections",
+        "web_request_timeout",
+        "web_max_websockets",
+        "web_max_websockets_per_session",
+        "web_refresh_seconds",
     }
 )
 
