@@ -192,8 +192,8 @@ class Service(
     def watched_paths(self) -> list[str]:
         """Files whose change makes svirtd reload: UA, PA and the loaded-ACM-policy marker."""
         paths = [self.store.ua_path, self.store.pa_path]
-        if getattr(self.config, "realms", None):
-            paths.append(self.config.realms)
+        if getattr(self.config, "realms", None) and os.path.exists(self.config.realms):
+            paths.append(self.config.realms)  # a realms file created later: svirt-admin reload
         if self.acm is not None:
             paths.append(os.path.join(self.config.acm_state_dir, "loaded_policy"))
         return paths
