@@ -425,3 +425,88 @@ def test_private_copy_is_in_a_0700_directory_under_tmp_whatever_tmpdir_says(admi
     assert file_line.endswith("/ua.xml")
     assert not os.path.exists(path)  # removed afterwards
     assert os.listdir(elsewhere) == []
+
+
+# -- which editor runs, and never one without a terminal (issue 19) --------------------------------
+def test_the_editor_and_why_are_named(admin_env):
+    ed = admin_env.copy_editor("cfg-ed", good_ua(admin_env))
+    env_ed = admin_env.copy_editor("env-ed", good_ua(admin_env))
+    admin_env.write_config(editor=ed, allow_env_editor="no")
+    r = admin_env.run("edit", "ua", input="n\n", env={"EDITOR": str(env_ed)})
+    line = f"svirt-admin edit: editing {admin_env.ua} with {ed}: the configured editor"
+    assert line in r.stdout, r.stdout + r.stderr
+    assert "$EDITOR ignored: allow_env_editor = no" in r.stdout
+    admin_env.write_config(allow_env_editor="yes")
+    r = admin_env.run("edit", "ua", input="n\n", env={"VISUAL": str(env_ed)})
+    assert f"with {env_ed}: from $VISUAL (allow_env_editor = yes in {admin_env.config})" in r.stdout
+
+
+def test_env_editor_works_through_the_launcher(admin_env):
+    """The documented way (allow_env_editor = yes, then EDITOR=...) through bin/svirt-admin,
+    whose hardened start-up scrubs the environment: the caller's editor really runs."""
+    from admin_helpers import REPO
+
+    marker = admin_env.base / "env-editor-ran"
+    ed = admin_env.editor("env-ed", f'touch "{marker}"\ncat "{admin_env.base}/new.xml" > "$f"')
+    (admin_env.base / "new.xml").write_text(good_ua(admin_env))
+    admin_env.write_config(allow_env_editor="yes")  # editor = /bin/true otherwise
+    launcher = [PY, "-I", str(REPO / "bin" / "svirt-admin"), "--config", str(admin_env.config)]
+    r = subprocess.run(
+        [*launcher, "edit", "ua", "--no-tty", "--yes"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "EDITOR": str(ed)},
+        timeout=60,
+        cwd="/",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert marker.exists()
+    assert f"with {ed}: from $EDITOR" in r.stdout
+    assert 'role="Auditor"' in admin_env.ua.read_text()
+
+
+def test_no_editor_starts_without_a_terminal(admin_env):
+    marker = admin_env.base / "editor-ran"
+    ed = admin_env.editor("ed", f'touch "{marker}"')
+    admin_env.write_config(editor=ed)
+    before = admin_env.ua.read_bytes()
+    r = admin_env.run("edit", "ua", "--tty", input="y\n")  # "--tty": no --no-tty added
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "standard input and standard output are not a terminal" in r.stderr
+    assert f"the editor ({ed}: the configured editor" in r.stderr
+    assert "--no-tty" in r.stderr and "svirt-admin assign" in r.stderr
+    assert not marker.exists()
+    assert admin_env.ua.read_bytes() == before
+
+
+def test_the_editor_starts_on_a_terminal(admin_env):
+    """On a real terminal (a pty) no flag is needed."""
+    import pty
+
+    marker = admin_env.base / "editor-ran"
+    ed = admin_env.editor("ed", f'[ -t 0 ] && [ -t 1 ] && touch "{marker}"; true')
+    admin_env.write_config(editor=ed)
+    primary, secondary = pty.openpty()
+    try:
+        p = subprocess.Popen(
+            admin_env.argv("edit", "ua", "--tty"),
+            stdin=secondary,
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env=child_env(),
+            cwd="/",
+        )
+        os.close(secondary)
+        out = b""
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            try:
+                out += os.read(primary, 4096)
+            except OSError:
+                break
+        p.wait(timeout=60)
+    finally:
+        os.close(primary)
+    assert p.returncode == 0, (out, p.stderr.read())
+    assert marker.exists()
+    assert b"no changes" in out

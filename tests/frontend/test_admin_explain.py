@@ -74,6 +74,12 @@ def test_explain_shows_rbac_allowed_but_acm_denied(tmp_path):
     out = r.stdout
     assert out.startswith("DENIED: alice start")
     assert "role R accepts operation 6" in out  # the RBAC grant
+    # each half says its own verdict under the DENIED header (issue 19): never a bare
+    # "decision: ALLOWED" that seems to contradict it
+    lines = out.splitlines()
+    assert lines[1].startswith("  RBAC: allowed - ") and lines[2].startswith("  ACM: denied - ")
+    assert "RBAC (roles in UA/PA):" in out and "  RBAC decision: ALLOWED" in out
+    assert not any(line.startswith("decision:") for line in lines), out
     assert "sHype/ACM (mandatory policy):" in out
     assert "chinese_wall: DENIED" in out and "Competitors" in out and "'rival'" in out
     assert "VM label ACM:demo.hosting:dom_AliceCorp (ssidref 0x00020002)" in out
