@@ -51,6 +51,7 @@ from .link import Link, LinkError
 from .xmlrpc import failure, success
 
 VM_CACHE_SECONDS = 2.0
+MAX_TOKEN_CHARS = 256  # svirtd's limit (daemon.websessions)
 _XSERR_IN_TEXT = re.compile(r"\[(?:XSERR_)?([A-Z_]+)\]")
 
 
@@ -139,8 +140,9 @@ class XenApi:
             if not least + 1 <= len(params) <= most + 1:
                 return failure("MESSAGE_PARAMETER_COUNT_MISMATCH", method, least + 1, len(params))
             token = params[0]
-            if not isinstance(token, str) or not token:
-                return failure("SESSION_INVALID", str(token))
+            if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+                # svirtd would refuse the frame; nothing about anyone is decided here
+                return failure("SESSION_INVALID", str(token)[:MAX_TOKEN_CHARS])
             for p in params[1:]:
                 _check_param(p)
             return success(await fn(Call(token, peer), *params[1:]))
