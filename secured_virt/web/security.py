@@ -13,7 +13,7 @@ Why these choices:
   browser in as someone else.  Origin, when the browser sends it, must be our own.
 * Headers on every answer, errors included (``on_response_prepare``): a CSP without inline
   script (``script-src 'self'``), no framing (``frame-ancestors 'none'`` and X-Frame-Options),
-  no sniffing, no referrer, HSTS, and no caching of pages that show VMs or the audit trail.
+  no sniffing, referrers only to ourselves, HSTS, and no caching of pages that show VMs or the audit trail.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ CONSOLE_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'"
 HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes Chrome send Origin: null
     "Strict-Transport-Security": "max-age=31536000",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
