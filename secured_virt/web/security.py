@@ -13,7 +13,8 @@ Why these choices:
   browser in as someone else.  Origin, when the browser sends it, must be our own.
 * Headers on every answer, errors included (``on_response_prepare``): a CSP without inline
   script (``script-src 'self'``), no framing (``frame-ancestors 'none'`` and X-Frame-Options),
-  no sniffing, referrers only to ourselves, HSTS, and no caching of pages that show VMs or the audit trail.
+  no sniffing, referrers only to ourselves, HSTS, and no caching of pages that show VMs or
+  the audit trail.
 """
 
 from __future__ import annotations
