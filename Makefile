@@ -46,7 +46,8 @@ endif
 PY        := $(VENV)/bin/python
 APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon \
              libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients libpam-wrapper \
-             libpam0g util-linux python3-lxml python3-libvirt man-db
+             libpam0g util-linux python3-lxml python3-libvirt man-db \
+             chromium chromium-driver
 STAMP     := $(VENV)/.secured-virt-installed
 
 .PHONY: setup apt venv native demo test unit bench lint format clean clean-venv print-venv \
