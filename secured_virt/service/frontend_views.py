@@ -68,6 +68,13 @@ class FrontendViewCommands:
                 if pol is not None
                 else set()
             )
+        # a decision per allowed pair only when one of the user's roles wants a password
+        try:
+            role_auth = pol is not None and any(
+                pol.role_requires_auth(r) for r in pol.authorized_roles(user)
+            )
+        except Exception:  # unknown to the policy: ask each decision (fail towards asking)
+            role_auth = True
         for row in rows:
             name = row["name"]
             may, auth = [], []
@@ -78,7 +85,9 @@ class FrontendViewCommands:
                 if self.tenancy and self._realm_crossing(ident, op, target):
                     continue
                 may.append(op.name)
-                if op.name in forced or pol.decide(user, op.id, name, metas[name]).requires_auth:
+                if op.name in forced or (
+                    role_auth and pol.decide(user, op.id, name, metas[name]).requires_auth
+                ):
                     auth.append(op.name)
             row["may"], row["auth"] = may, auth
         host_may, host_auth = [], []
