@@ -11,7 +11,10 @@ itself, svirtd holds one connection to that same URI.  Commands: `list --all`,
   * as the non-root user `svt-bench` (setpriv, no supplementary groups), for each command:
       - `virsh -c test:///<node.xml>` (the peer),
       - `bin/svirsh` (the source tree's launcher, `#!/usr/bin/python3 -I`),
-      - the venv's installed `svirsh` console script (`#!<venv>/python -I`);
+      - `svirsh` as a host install has it: a venv with a copy of the packages in its
+        site-packages, byte-code compiled at install time, pip's console script with `-I`
+        (built by this bench in its temporary directory, see installed_copy),
+      - the dev venv's `svirsh` (an editable install: shown apart, no host has it);
   * as root: `virsh` again (the peer) and `bin/svirsh` in direct mode (no daemon).
   * with ``--before TREE`` also `bin/svirsh` from TREE (another checkout, e.g.
     `git archive <commit> | tar -x -C TREE`), in both roles: before/after in one run.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +50,36 @@ COMMANDS = {
     "dominfo": ["dominfo", VM],
     "domstate": ["domstate", VM],
 }
+
+
+def installed_copy(base: Path) -> Path:
+    """A host install's layout, built here: a venv holding a copy of rbac/, policy/ and
+    secured_virt/ in its site-packages, byte-code compiled at install time (world-readable,
+    as pip does), and a console script like pip's with the ``-I`` first line `make install`
+    gives it.  Returns the script.  (The dev venv's svirsh is an editable install: its
+    import finder costs every start ~13 ms, which no host install pays.)"""
+    venv = base / "venv"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, env=ENV
+    )
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for pkg in ("rbac", "policy", "secured_virt"):
+        shutil.copytree(REPO / pkg, site / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    old = os.umask(0o022)
+    try:
+        subprocess.run(
+            [str(venv / "bin/python"), "-m", "compileall", "-q", str(site)], check=True, env=ENV
+        )
+    finally:
+        os.umask(old)
+    script = venv / "bin" / "svirsh"
+    script.write_text(
+        f"#!{venv}/bin/python -I\nimport sys\nfrom secured_virt.cli.svirsh import entry\n"
+        "if __name__ == '__main__':\n    sys.exit(entry())\n"
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    script.chmod(0o755)
+    return script
 
 
 def run_once(argv: list[str]) -> tuple[float, bytes]:
@@ -65,6 +99,7 @@ def listed(out: bytes) -> list[str]:
 def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]:
     """{command: {variant name: argv}}; names start with 'user' or 'root'."""
     user = as_user(bench_user())
+    installed = installed_copy(host.base / "install")
     trees = {"bin/svirsh": REPO}
     if before is not None:
         trees["bin/svirsh BEFORE"] = before
@@ -74,7 +109,14 @@ def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]
         v = {"user: virsh": user + virsh}
         for label, tree in trees.items():
             v[f"user: {label}"] = [*user, str(tree / "bin/svirsh"), "--socket", host.socket, *cargs]
-        v["user: venv svirsh"] = [*user, str(VENV_SVIRSH), "--socket", host.socket, *cargs]
+        v["user: installed svirsh"] = [*user, str(installed), "--socket", host.socket, *cargs]
+        v["user: dev venv svirsh (editable)"] = [
+            *user,
+            str(VENV_SVIRSH),
+            "--socket",
+            host.socket,
+            *cargs,
+        ]
         v["root: virsh"] = virsh
         for label, tree in trees.items():
             v[f"root: {label} (direct)"] = [

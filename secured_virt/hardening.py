@@ -167,11 +167,7 @@ def harden_process(
             "use the bin/ launchers"
         )
     os.umask(0o077)
-    # Byte-code written from here on would be mode 0600 in a 0700 __pycache__ (the umask
-    # applies to it too): root's runs would leave caches no other user can read, and every
-    # user's svirsh would then recompile those modules on each start.  So a hardened process
-    # writes none; byte-code is compiled world-readable at install time (pip, compileall).
-    sys.dont_write_bytecode = True
+    bytecode_readable_like_source()
     ensure_std_fds()
     close_extra_fds(keep_fds)
     scrub_environment(keep_env)
@@ -179,6 +175,46 @@ def harden_process(
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):  # a limit we cannot lower is not fatal
         pass
+
+
+def _share_like_source(pyc: str, source_mode: int) -> None:
+    """Give a byte-code file (and the __pycache__ it is in) the read access its source has."""
+    try:
+        want = source_mode & 0o644  # what the source grants, never write for others
+        if os.stat(pyc).st_mode & 0o777 != want:
+            os.chmod(pyc, want)
+        cache = os.path.dirname(pyc)
+        st = os.stat(cache)
+        share = os.stat(os.path.dirname(cache)).st_mode & 0o055  # the package dir's r-x
+        if st.st_uid == os.geteuid() and st.st_mode & 0o055 != share:
+            os.chmod(cache, (st.st_mode & 0o700) | share)
+    except OSError:  # a cache we cannot fix is only slower, never wrong
+        pass
+
+
+def bytecode_readable_like_source() -> None:
+    """Byte-code written after umask 077 gets its source's read access, not 0600.
+
+    Modules imported after the hardening (everything lazily loaded: the client, direct mode)
+    would otherwise be cached as 0600 files in 0700 __pycache__ directories: root's runs would
+    leave caches no other user can read, and every user's svirsh would recompile those
+    modules on each start (a stale cache is rewritten only by someone who may write it, so
+    not writing any was no better).  A .pyc holds nothing its source does not show, so it
+    gets the source's read bits and its __pycache__ the package directory's; never more."""
+    from importlib import machinery
+
+    loader = machinery.SourceFileLoader
+    if getattr(loader.set_data, "shares_like_source", False):
+        return
+    original = loader.set_data
+
+    def set_data(self, path, data, *, _mode=0o666):
+        original(self, path, data, _mode=_mode)
+        if _mode != 0o666:  # byte-code (its source's mode); plain data keeps the default
+            _share_like_source(path, _mode)
+
+    set_data.shares_like_source = True
+    loader.set_data = set_data
 
 
 def systemd_fds() -> dict:
@@ -207,7 +243,28 @@ def _program_name() -> str:
     return os.path.basename(name) or "secured-virt"
 
 
-def start_program(main, *, daemon: bool = False, require_isolated: bool = True):
+def _quick_exit(status) -> None:
+    """End a finished one-shot client without the interpreter's teardown (~1.5 ms of every
+    svirsh call: module and object clean-up nobody will see).  Only when nothing else runs:
+    output is flushed here (a failure is left to the normal exit, which reports it), and with
+    a second thread alive the normal exit is kept."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    if status is None:
+        status = 0
+    if isinstance(status, int) and not isinstance(status, bool) and 0 <= status <= 255:
+        os._exit(status)
+
+
+def start_program(
+    main, *, daemon: bool = False, require_isolated: bool = True, quick_exit: bool = False
+):
     """Start a program of secured-virt: the one start-up every entry point calls first.
 
     ``main()`` runs only after the process is hardened (``harden_process``; for the daemon the
@@ -217,7 +274,8 @@ def start_program(main, *, daemon: bool = False, require_isolated: bool = True):
     site and a ``sitecustomize`` were honoured before this function could run, so the install is
     broken (a console script regenerated without ``-I``) and root must not go on in it.  Only
     ``python -m`` passes ``require_isolated=False``: whoever types that chose the interpreter's
-    flags themselves.  Exits with main()'s status, or 4 when refused.
+    flags themselves.  Exits with main()'s status, or 4 when refused; with ``quick_exit`` (a
+    one-shot client: svirsh) without the interpreter's teardown when that is safe.
     """
     prog = _program_name()
     if require_isolated and not sys.flags.isolated and 0 in (os.getuid(), os.geteuid()):
@@ -234,4 +292,7 @@ def start_program(main, *, daemon: bool = False, require_isolated: bool = True):
     except HardeningError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         sys.exit(_EXIT_REFUSED)
-    sys.exit(main())
+    status = main()
+    if quick_exit:
+        _quick_exit(status)
+    sys.exit(status)

@@ -127,6 +127,24 @@ def parse_globals(argv: list[str]) -> tuple[Globals, str | None, list[str]]:
     return g, argv[i], argv[i + 1 :]
 
 
+def full_site() -> None:
+    """Run the site module now if the interpreter started without it (bin/svirsh's -S).
+
+    A request to svirtd needs nothing from site-packages, and site costs every call ~3 ms;
+    direct mode (libvirt, lxml), sudo's paths and -k may import the system's packages, so
+    they get site-packages added exactly as the interpreter would have at start-up (-I still
+    keeps the user's site directory out)."""
+    global _site_done
+    if sys.flags.no_site and not _site_done:
+        import site
+
+        site.main()
+    _site_done = True
+
+
+_site_done = False
+
+
 def _socket_path(g: Globals) -> str:
     if g.socket:
         return g.socket
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
     use_daemon = g.daemon or (os.getuid() != 0 and not g.direct)
+    if not use_daemon or g.forget or os.getuid() == 0:
+        full_site()  # direct mode, sudo's paths and -k may need the system's packages
     if g.forget:
         _forget(g)
     if use_daemon:
@@ -327,7 +347,7 @@ def entry(*, require_isolated: bool = True) -> None:
     first (secured_virt.hardening.start_program); never returns."""
     from secured_virt.hardening import start_program
 
-    start_program(main, require_isolated=require_isolated)
+    start_program(main, require_isolated=require_isolated, quick_exit=True)
 
 
 if __name__ == "__main__":  # python -m: the caller chose the interpreter's flags
