@@ -116,6 +116,57 @@ def domain_dac_label(domain_xml: str) -> DacLabel | None:
     return None
 
 
+def dac_problem(domain_xml: str, uid: int, gid: int) -> str | None:
+    """Why ``domain_xml`` would not run confined as uid:gid (None: it would), i.e. whether
+    it is exactly what :func:`apply_dac` makes: one domain seclabel, static DAC with our
+    label; on every disk source (and backing layer) a DAC seclabel with relabel='no' and no
+    label of its own; no other seclabel anywhere.  For definitions that come back from a save
+    image or a snapshot, which may be old (made before the realm's set-up, or in another
+    realm) or, for a save file, the caller's own bytes."""
+    want = DacLabel(uid, gid)
+    root = vmmeta.parse_domain_xml(domain_xml)
+    top = root.findall("seclabel")
+    disk_labels = []
+    for disk in root.iterfind("devices/disk"):
+        srcs = [disk.find("source")] + [bs.find("source") for bs in disk.iter("backingStore")]
+        for src in srcs:
+            if src is None:
+                continue
+            labs = src.findall("seclabel")
+            if not labs:
+                return f"disk source {src.get('file') or src.get('dev') or '?'} may be relabelled"
+            disk_labels += labs
+    for el in disk_labels:
+        if el.get("model") != "dac" or el.get("relabel") != "no" or len(el):
+            return "a disk carries a security label of its own"
+    if len(top) != 1:
+        return f"it carries {len(top)} domain security labels, not the realm's one"
+    el = top[0]
+    if el.get("model") != "dac" or el.get("type", "static") != "static":
+        return f"its security label is {el.get('type')} {el.get('model')}, not static DAC"
+    try:
+        have = DacLabel.parse(el.findtext("label") or "")
+    except DacError as exc:
+        return str(exc)
+    if have != want:
+        return f"its QEMU would run as {_who(have.uid, have.gid)}, not {_who(uid, gid)}"
+    image = el.findtext("imagelabel")  # libvirt writes it into live and saved XML
+    if image is not None and image.strip() != (el.findtext("label") or "").strip():
+        return "its image label differs from its process label"
+    if sum(1 for _ in root.iter("seclabel")) != len(top) + len(disk_labels):
+        return "it carries security labels elsewhere than on the domain and its disks"
+    return None
+
+
+def strip_dac(domain_xml: str) -> str:
+    """``domain_xml`` without any seclabel: what the device allow-list is shown for a
+    definition :func:`dac_problem` accepted (the labels are ours, not the caller's)."""
+    root = vmmeta.parse_domain_xml(domain_xml)
+    for el in list(root.iter("seclabel")):
+        el.getparent().remove(el)
+    return etree.tostring(root, encoding="unicode")
+
+
 def own_image(path: str, uid: int, gid: int) -> None:
     """Give an image to a realm: owner uid:gid, mode 0600, checked on the open descriptor.
 
@@ -145,6 +196,116 @@ def own_image(path: str, uid: int, gid: int) -> None:
         os.fchmod(fd, IMAGE_MODE)
     finally:
         os.close(fd)
+
+
+def image_drifted(path: str, uid: int, gid: int) -> bool:
+    """Whether an image no longer has the realm's owner and mode 0600 (someone chowned or
+    chmodded it by hand, or it was copied in): the start gives it back first.  A path that
+    cannot be read is not "drifted": the start's own open reports it."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (uid, gid, IMAGE_MODE)
+
+
+# -- the realms' system users -------------------------------------------------------------
+USER_PREFIX = "svirt-r-"
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+USERADD, USERDEL, GROUPDEL = "/usr/sbin/useradd", "/usr/sbin/userdel", "/usr/sbin/groupdel"
+
+
+def realm_user_name(realm: str) -> str:
+    """``svirt-r-<realm>``, or a shortened name with a digest when that would pass the 32
+    characters useradd accepts (realm names may be 32 long): still one name per realm."""
+    name = USER_PREFIX + realm
+    if len(name) <= 32:
+        return name
+    import hashlib
+
+    return f"{USER_PREFIX}{realm[:15]}-{hashlib.sha256(realm.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RealmUser:
+    name: str
+    uid: int
+    gid: int
+    created: bool  # this call created it (so removing the realm may remove it)
+
+
+def ensure_realm_user(realm: str) -> RealmUser:
+    """The system user and group a realm's QEMU runs as, created when missing (idempotent).
+
+    A system account with no home and no login shell, in a group of its own; no password.
+    An existing account of that name is used only if it looks like one this made (a system
+    uid, no login shell): anything else is someone's account, and giving it the realm's
+    images would hand them a tenant's disks."""
+    import subprocess
+
+    name = realm_user_name(realm)
+    pw = _account(name)
+    created = False
+    if pw is None:
+        r = subprocess.run(
+            [USERADD, "--system", "--user-group", "--no-create-home", "--shell",
+             "/usr/sbin/nologin", "--comment", f"secured-virt realm {realm} (QEMU)", "--", name],
+            env=_ENV, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise DacError(
+                f"cannot create the system user '{name}' for realm '{realm}': "
+                f"{(r.stderr or r.stdout).strip() or f'useradd exited {r.returncode}'}"
+            )
+        pw = pwd.getpwnam(name)
+        created = True
+    if (
+        pw.pw_uid == 0
+        or pw.pw_gid == 0
+        or pw.pw_uid >= 1000
+        or not pw.pw_shell.endswith(("nologin", "false"))
+    ):
+        raise DacError(
+            f"an account '{name}' already exists (uid {pw.pw_uid}, shell {pw.pw_shell}) and is "
+            f"not a system account without login: refusing to give it the images of realm "
+            f"'{realm}'; remove or rename it, then run svirt-admin realm setup again"
+        )
+    return RealmUser(name, pw.pw_uid, pw.pw_gid, created)
+
+
+def _account(name: str):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def remove_realm_user(name: str) -> str | None:
+    """Delete a realm's system user and its group (when the realm goes); None on success,
+    else what could not be done.  Only names of realm users are ever deleted."""
+    import subprocess
+
+    if not name.startswith(USER_PREFIX):
+        return f"'{name}' is not a realm user ({USER_PREFIX}*); left alone"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return None
+    r = subprocess.run(
+        [USERDEL, "--", name], env=_ENV, capture_output=True, text=True, check=False, timeout=60
+    )
+    if r.returncode not in (0, 6):
+        return f"userdel {name}: {r.stderr.strip()}"
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return None
+    r = subprocess.run(
+        [GROUPDEL, "--", name], env=_ENV, capture_output=True, text=True, check=False, timeout=60
+    )
+    return None if r.returncode in (0, 6) else f"groupdel {name}: {r.stderr.strip()}"
 
 
 def process_ids(pid: int) -> tuple[int, int] | None:

@@ -118,6 +118,7 @@ class Service(
             self.categories = HostCategories(
                 config.acm_state_dir,
                 lambda: self.backend,
+                realm_categories=self._realm_categories,  # each realm's own category
                 exclude=(getattr(config, "host_object", "Domain-0"),),
             )
         self.started = time.time()
@@ -391,15 +392,18 @@ class Service(
             return self._denied(v)
         if target.exists and target.uuid:
             fn = self._pinned(target, fn)
-        action = fn
 
         def mediated():
+            action = fn
             if subject:
                 if mediation.REALM_RESOURCES in steps and self.tenancy:
                     self._realm_resources(op.name, target, lazy.get())
+                dac = self._dac_before_checks(op.name, target, lazy)  # realm's QEMU uid
                 self._confinement_steps(ident, op.name, target.name, steps, lazy)
                 if mediation.LABEL_CURRENT in steps:
                     lazy.get()  # read the current label *before* the action replaces it
+                if dac is not None:
+                    action = self._dac_before_action(op.name, target, dac, action)
             if mediation.SVIRT_CATEGORIES in steps and (not subject or lazy.get().instantiates):
                 data = self._with_categories(target, lazy if subject else None, action)
             else:
@@ -425,8 +429,9 @@ class Service(
                 with contextlib.suppress(vmmeta.DomainXmlError):
                     key = vmmeta.from_domain_xml(xml)[1]
         key = key or f"name:{target.name}"
+        realm = self._vm_realm_of(target, lazy.get().meta if lazy is not None else None)
         try:
-            with self.categories.instantiating(key, target.name) as _pair:
+            with self.categories.instantiating(key, target.name, realm) as _pair:
                 data = action()
         except mcs.CategoriesExhausted as exc:
             raise UserError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from secured_virt.access.gate import acting_as
-from secured_virt.confinement import vmmeta
+from secured_virt.confinement import dac, vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
 
 from . import mediation
@@ -131,12 +131,22 @@ class LifecycleCommands:
             # a new VM: the prospective owner is the caller, so "owned" scopes grant creation
             target.attrs = (keep or vmmeta.VmMeta(owner=owner, realm=realm)).attrs()
         src = args.get("file") or "XML"
+        # sVirt made real: a VM of a set-up realm runs as the realm's QEMU user (static DAC)
+        dac_realm = realm if not target.exists else self._realm_of_row(name, keep)
+        dac_label = self._realm_dac(dac_realm)
 
         def act():
             if refusal is not None:  # after the (audited) decision, so it is on record
                 raise UserError(refusal, EXIT_DENIED)
             self._check_image_sharing(ident, name, prepared)  # another owner's image: exit 3
-            getattr(self.backend, method)(prepared)
+            final = prepared
+            if dac_label is not None:  # after the checks, which saw the caller's XML
+                final = dac.apply_dac(prepared, dac_label.uid, dac_label.gid)
+                self._dac_images(final, dac_realm, dac_label)
+            call = lambda: getattr(self.backend, method)(final)  # noqa: E731
+            if dac_label is not None:  # the kernel's EACCES, in words
+                call = self._dac_explained(call, name, dac_label)
+            call()
             return {"message": f"Domain '{name}' {verb} from {src}"}
 
         effect = mediation.Effect(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 from secured_virt.access.gate import Target, Verdict, acting_as
 from secured_virt.requests import (
@@ -47,6 +48,8 @@ ACTIONS = (
     "deassign",
     "grant",
     "revoke",
+    "setup",
+    "move",
 )
 
 
@@ -199,6 +202,127 @@ class RealmCommands:
         except Exception:
             return None
 
+    # -- sVirt made real: each realm's QEMU user (DAC) and category -------------------------
+    def _realm_categories(self) -> dict[str, int]:
+        """realm -> its own MCS category, for shype.categories (its VMs get (r, c_j))."""
+        realms = self.tenancy.realms.realms.values()
+        return {r.name: r.category for r in realms if r.category is not None}
+
+    def _realm_dac(self, realm: str | None):
+        """The DacLabel the QEMU of ``realm``'s VMs runs as; None for the root realm and for a
+        realm not set up yet (``svirt-admin realm setup``): those run as libvirt's default."""
+        if not realm or not self.tenancy:
+            return None
+        r = self.tenancy.realms.get(realm)
+        if r is None or r.qemu_uid is None:
+            return None
+        from secured_virt.confinement.dac import DacLabel
+
+        return DacLabel(r.qemu_uid, r.qemu_gid)
+
+    def _vm_realm_of(self, target: Target, meta=None) -> str | None:
+        attrs = dict(target.attrs or {})
+        if meta is not None and getattr(meta, "realm", None):
+            attrs["realm"] = meta.realm
+        try:
+            return self.tenancy.vm_realm(target.name, attrs) or None
+        except Exception:  # a conflicted VM was refused by the realm step already
+            return None
+
+    def _dac_images(self, xml: str, realm: str, label) -> None:
+        """Give the images of ``xml`` that lie in ``realm``'s storage to the realm's QEMU user,
+        mode 0600 (new ones, and any whose owner or mode drifted); images elsewhere were
+        refused by the realm_resources step, or are root's and stay as they are."""
+        from secured_virt.confinement import dac, vmmeta
+
+        r = self.tenancy.realms.get(realm)
+        if r is None or not r.path:
+            return
+        try:
+            found, _n = vmmeta.domain_devices(xml)
+        except vmmeta.DomainXmlError as exc:
+            raise UserError(str(exc), EXIT_FAILED) from None
+        for res in found:
+            path = res.split(":", 1)[1]
+            if r.holds_path(path) and dac.image_drifted(path, label.uid, label.gid):
+                try:
+                    dac.own_image(path, label.uid, label.gid)
+                except dac.DacError as exc:
+                    raise UserError(
+                        f"cannot give {path} to realm '{realm}''s QEMU user: {exc}", EXIT_FAILED
+                    ) from None
+                log.info("%s given to realm '%s' (%s, mode 0600)", path, realm, label)
+
+    def _dac_explained(self, action, name: str, label):
+        """``action`` with the kernel's EACCES (libvirt's wording) turned into a sentence."""
+        from secured_virt.backends.base import BackendError
+        from secured_virt.confinement import dac
+
+        def run():
+            try:
+                return action()
+            except BackendError as exc:
+                text = dac.explain_start_error(str(exc), name, label)
+                if text is None:
+                    raise
+                raise BackendError(exc.code, text) from None
+
+        return run
+
+    def _dac_before_checks(self, op_name: str, target: Target, lazy):
+        """start, restore, snapshot-revert of a VM whose realm is set up: (label, realm, the
+        XML that will run), else None.  A definition that carries exactly the realm's DAC
+        labels is shown to the fence and the allow-list without them: they are the realm's,
+        not the caller's (any other seclabel stays and is refused for non-root callers)."""
+        if op_name not in ("start", "restore", "snapshot-revert") or not self.tenancy:
+            return None
+        import dataclasses
+
+        from secured_virt.confinement import dac
+
+        eff = lazy.get()
+        realm = self._vm_realm_of(target, eff.meta)
+        label = self._realm_dac(realm)
+        if label is None or eff.domain_xml is None:
+            return None
+        xml = eff.domain_xml
+        if dac.dac_problem(xml, label.uid, label.gid) is None:
+            lazy._value = dataclasses.replace(eff, domain_xml=dac.strip_dac(xml))
+        return label, realm, xml
+
+    def _dac_before_action(self, op_name: str, target: Target, state, action):
+        """Right before the hypervisor call: a start runs the definition with the realm's
+        labels (re-applied if it lacks them: defined before the realm's set-up, or moved) and
+        images the realm's QEMU user owns; a restore or revert must bring back exactly those
+        labels (an old or foreign save image is refused, exit 3).  Returns ``action`` with
+        the kernel's refusal explained."""
+        from secured_virt.confinement import dac
+
+        label, realm, xml = state
+        name = target.name
+        if op_name == "start":
+            pin = (
+                self.backend.pinned(name, target.uuid) if target.uuid else contextlib.nullcontext()
+            )
+            with pin:  # the VM the decision saw, not one defined under its name since
+                conf = self.backend.dumpxml(name, inactive=True, security_info=True)
+                if dac.dac_problem(conf, label.uid, label.gid) is not None:
+                    self.backend.define(dac.apply_dac(conf, label.uid, label.gid))
+                log.info("%s: realm '%s' DAC label %s applied before start", name, realm, label)
+                xml = conf
+        else:
+            why = dac.dac_problem(xml, label.uid, label.gid)
+            if why is not None:
+                raise UserError(
+                    f"{op_name}: '{name}' belongs to realm '{realm}', whose guests run as "
+                    f"their realm's user ({label}); the definition it would come back with "
+                    f"does not ({why}): it was saved before the realm was set up, or elsewhere. "
+                    f"Start '{name}' afresh instead",
+                    EXIT_DENIED,
+                )
+        self._dac_images(xml, realm, label)
+        return self._dac_explained(action, name, label)
+
     # -- svirt-admin realm -------------------------------------------------------------------
     def _cmd_realm(self, ident, args, interaction):
         action = args.get("action")
@@ -206,7 +330,7 @@ class RealmCommands:
             return Reply(
                 EXIT_USAGE, message=f"realm: unknown action {action!r} ({', '.join(ACTIONS)})"
             )
-        if self.realm_error is not None:
+        if self.realm_error is not None and action != "setup":  # setup repairs a QEMU user
             return Reply(
                 EXIT_BAD_POLICY, message=f"realm: the realms file does not load: {self.realm_error}"
             )
@@ -215,8 +339,10 @@ class RealmCommands:
             return self._realm_list(ident)
         if not isinstance(name, str) or not name:
             return Reply(EXIT_USAGE, message=f"realm {action}: a realm name is required")
-        if action in ("create", "rm"):
+        if action in ("create", "rm", "setup"):
             return self._realm_root_edit(ident, action, name, args)
+        if action == "move":
+            return self._realm_move(ident, name, args.get("vm"))
         realm = self.tenancy.realms.get(name)
         if realm is None:
             return Reply(
@@ -291,9 +417,8 @@ class RealmCommands:
     # -- root: create / rm -------------------------------------------------------------------
     def _realm_root_edit(self, ident, action: str, name: str, args) -> Reply:
         if not self._privileged(ident):
-            return self._realm_refuse(
-                ident, name, f"only root may {'create' if action == 'create' else 'remove'} realms"
-            )
+            verb = {"create": "create", "rm": "remove", "setup": "set up"}[action]
+            return self._realm_refuse(ident, name, f"only root may {verb} realms")
         from lxml import etree
 
         from secured_virt.access.operations import CATALOGUE
@@ -321,6 +446,13 @@ class RealmCommands:
             el.tail = "\n"
             if args.get("pool") and args.get("path"):
                 etree.SubElement(el, "Storage", pool=args["pool"], path=args["path"])
+        if action in ("create", "setup"):
+            if action == "setup" and not existing:
+                return Reply(EXIT_FAILED, message=f"realm '{name}' does not exist")
+            try:
+                did = self._svirt_element(existing[0] if existing else el, name, root)
+            except UserError as exc:
+                return Reply(exc.status, message=f"realm {action}: {exc}")
         else:
             if not existing:
                 return Reply(EXIT_FAILED, message=f"realm '{name}' does not exist")
@@ -345,13 +477,192 @@ class RealmCommands:
         if not v.allowed:
             return Reply(EXIT_FAILED, message=v.rule)
         atomic_write(path, new, mode=0o644)
+        gone = None
         if action == "rm":
             self.realm_files.remove(name)
+            gone = self._svirt_forget(existing[0], name)
         self._reload_realms()
         self.store.reload()
         self.gate.finish(v, "ok")
-        verb = "created" if action == "create" else "removed"
-        return Reply(EXIT_OK, data={"message": f"Realm '{name}' {verb}"})
+        verb = {"create": "created", "rm": "removed", "setup": "set up"}[action]
+        msg = f"Realm '{name}' {verb}"
+        if action != "rm":
+            msg += f": {did}"
+        elif gone:
+            msg += f"; {gone}"
+        return Reply(EXIT_OK, data={"message": msg})
+
+    # -- root: move a VM between realms -----------------------------------------------------
+    def _realm_move(self, ident, dest: str, vm) -> Reply:
+        """``svirt-admin realm move VM REALM``: root's alone (the issue: "only root moves a VM
+        between realms"), audited either way.  The VM must be shut off (its QEMU cannot change
+        uid while it runs); its images in the old realm's storage move into the new realm's
+        storage directory (same file system: a rename, nothing copied) and are given to the new
+        realm's QEMU user, 0600; its definition gets the new realm in its metadata and the new
+        realm's DAC label.  Its sHype label must be one the new realm may carry."""
+        from dataclasses import replace
+
+        from secured_virt.backends.base import BackendError, NoSuchDomain
+        from secured_virt.confinement import dac, vmmeta
+        from secured_virt.tenancy.check import RealmConflict, shown
+
+        if not isinstance(vm, str) or not vm:
+            return Reply(EXIT_USAGE, message="realm move: give the VM, then the realm")
+        if not self._privileged(ident):
+            return self._realm_refuse(
+                ident,
+                dest,
+                f"only root moves a VM between realms ('{self._realm_user(ident)}' asked to "
+                f"move '{vm}' to realm '{dest}')",
+            )
+        to = self.tenancy.realms.get(dest)
+        if to is None:
+            return Reply(EXIT_FAILED, message=f"realm '{dest}' does not exist")
+        try:
+            info = self.backend.lookup(vm)
+        except NoSuchDomain:
+            return Reply(EXIT_FAILED, message=f"realm move: domain '{vm}' does not exist")
+        meta = self._meta(vm)
+        try:
+            src = self.tenancy.vm_realm(vm, meta.attrs())
+        except RealmConflict as exc:
+            src = None
+            log.info("moving %s out of a conflict: %s", vm, exc)
+        if src == dest:
+            return Reply(EXIT_FAILED, message=f"VM '{vm}' already belongs to realm '{dest}'")
+        if info.id is not None:
+            return Reply(
+                EXIT_FAILED,
+                message=f"realm move: '{vm}' is running; its QEMU runs as {shown(src or '')}'s "
+                "user and cannot change uid: shut it down first",
+            )
+        if meta.label and meta.label not in to.labels:
+            return Reply(
+                EXIT_FAILED,
+                message=f"realm move: '{vm}' is labelled {meta.label}, which is not one of realm "
+                f"'{dest}''s labels ({', '.join(sorted(to.labels)) or 'none'}); relabel it "
+                "first or give the realm that label",
+            )
+        old = self.tenancy.realms.get(src) if src else None
+        xml = self.backend.dumpxml(vm, inactive=True, security_info=True)
+        found, _n = vmmeta.domain_devices(xml)
+        moves: list[tuple[str, str]] = []
+        for res in found:
+            path = res.split(":", 1)[1]
+            if old is not None and old.holds_path(path):
+                if not to.path:
+                    return Reply(
+                        EXIT_FAILED,
+                        message=f"realm move: {path} is in realm '{src}''s storage and realm "
+                        f"'{dest}' has none to take it (give it a <Storage>)",
+                    )
+                new_path = os.path.join(to.path, os.path.basename(path))
+                if os.path.lexists(new_path):
+                    return Reply(
+                        EXIT_FAILED,
+                        message=f"realm move: {new_path} exists already in realm '{dest}''s "
+                        "storage; rename one of the two images first",
+                    )
+                moves.append((path, new_path))
+            elif to.path and not to.holds_path(path):
+                return Reply(
+                    EXIT_FAILED,
+                    message=f"realm move: {path} is not in realm '{src or '-'}''s storage; "
+                    f"move it into {to.path} first (realm '{dest}''s VMs use only their "
+                    "realm's images)",
+                )
+        v = self._realm_allow(
+            ident, dest, f"root moves VM '{vm}' from {shown(src or '')} to realm '{dest}'"
+        )
+        if not v.allowed:
+            return Reply(EXIT_FAILED, message=v.rule)
+        done: list[tuple[str, str]] = []
+        try:
+            for a, b in moves:
+                os.rename(a, b)
+                done.append((a, b))
+            xml = _with_sources(xml, dict(moves))
+            label = self._realm_dac(dest)
+            if label is not None:
+                xml = dac.apply_dac(xml, label.uid, label.gid)
+                self._dac_images(xml, dest, label)
+            elif old is not None and old.qemu_uid is not None:
+                xml = dac.strip_dac(xml)  # not set up: libvirt's default user, as before
+            with self.backend.pinned(vm, info.uuid):
+                self.backend.define(xml)
+                vmmeta.write(self.backend, vm, replace(meta, realm=dest))
+        except (OSError, BackendError, UserError, dac.DacError) as exc:
+            for a, b in reversed(done):
+                with contextlib.suppress(OSError):
+                    os.rename(b, a)
+            self.gate.finish(v, f"error: {exc}")
+            return Reply(EXIT_FAILED, message=f"realm move: {exc}; nothing was moved")
+        self.gate.finish(v, "ok")
+        moved = "".join(f"\n  {a} -> {b}" for a, b in moves)
+        text = f"Domain '{vm}' moved from {shown(src or '')} to realm '{dest}'"
+        return Reply(EXIT_OK, data={"message": text + moved})
+
+    def _svirt_element(self, el, name: str, doc) -> str:
+        """The realm's ``<Svirt>``: its QEMU system user (created when missing: idempotent)
+        and its own MCS category (drawn once, kept); returns what it did, for people."""
+        from lxml import etree
+
+        from secured_virt.confinement import dac
+
+        try:
+            user = dac.ensure_realm_user(name)
+        except dac.DacError as exc:
+            raise UserError(str(exc), EXIT_FAILED) from None
+        cur = el.find("Svirt")
+        if cur is None:
+            cur = etree.SubElement(el, "Svirt")
+        cat = cur.get("category")
+        if cat is None and self.categories is not None:
+            taken = {
+                int(c)
+                for c in (x.get("category") for x in doc.iter("Svirt") if x is not cur)
+                if c is not None
+            }
+            from policy import mcs
+
+            drawn = self.categories.new_realm_category()
+            if drawn in taken:  # recorded in the file but not loaded yet: draw past them
+                free = [c for c in range(mcs.MCS_CATS) if c not in taken]
+                drawn = free[0]
+            cat = str(drawn)
+        created = user.created or cur.get("created") in ("true", "1")
+        cur.attrib.clear()
+        cur.set("user", user.name)
+        cur.set("uid", str(user.uid))
+        cur.set("gid", str(user.gid))
+        if cat is not None:
+            cur.set("category", cat)
+        if created:
+            cur.set("created", "true")
+        how = "created" if user.created else "kept"
+        text = f"its guests run as {user.name} (uid {user.uid}, gid {user.gid}; {how})"
+        return text + (f", category c{cat}" if cat is not None else "")
+
+    def _svirt_forget(self, el, name: str) -> str | None:
+        """At ``realm rm``: images left in the realm's storage go back to root (a later
+        system user could get the same uid), and a QEMU user set-up created is deleted."""
+        from secured_virt.confinement import dac
+
+        sv = el.find("Svirt")
+        if sv is None or sv.get("uid") is None:
+            return None
+        uid = int(sv.get("uid"))
+        st = el.find("Storage")
+        if st is not None and os.path.isdir(st.get("path")):
+            for entry in os.scandir(st.get("path")):
+                with contextlib.suppress(OSError):
+                    st_e = entry.stat(follow_symlinks=False)
+                    if entry.is_file(follow_symlinks=False) and st_e.st_uid == uid:
+                        os.chown(entry.path, 0, 0, follow_symlinks=False)
+        if sv.get("created") not in ("true", "1"):
+            return f"its QEMU user {sv.get('user')} was not made by set-up and stays"
+        why = dac.remove_realm_user(sv.get("user"))
+        return f"its QEMU user {sv.get('user')} removed" if why is None else why
 
     # -- realm admins: members, roles, grants, assignments -----------------------------------
     def _realm_admin_edit(self, ident, action: str, realm, args) -> Reply:
@@ -545,6 +856,19 @@ class RealmCommands:
         except NoSuchDomain:
             attrs = {}
         return self.tenancy.vm_realm(vm, attrs)
+
+
+def _with_sources(xml: str, renamed: dict[str, str]) -> str:
+    """``xml`` with each disk's file source renamed (realm move)."""
+    from lxml import etree
+
+    from secured_virt.confinement import vmmeta
+
+    root = vmmeta.parse_domain_xml(xml)
+    for src in root.iterfind("devices/disk/source"):
+        if src.get("file") in renamed:
+            src.set("file", renamed[src.get("file")])
+    return etree.tostring(root, encoding="unicode")
 
 
 class _Refused(Exception):

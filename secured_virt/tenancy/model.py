@@ -17,6 +17,7 @@ before.  Format::
         <Label name="dom_Acme"/>                                 (labels its VMs may carry)
         <Operation name="start"/> ...                            (none listed: every VM op)
         <Quota vms="10" vcpus="16" memory="8G" bytes="100G"/>
+        <Svirt user="svirt-r-acme" uid="990" gid="990" category="17"/>  (realm setup writes it)
       </Realm>
     </Realms>
 
@@ -88,6 +89,15 @@ _XSD = b"""<?xml version="1.0" encoding="UTF-8"?>
                   <xs:attribute name="name" type="Name" use="required"/>
                 </xs:complexType>
               </xs:element>
+              <xs:element name="Svirt">
+                <xs:complexType>
+                  <xs:attribute name="user" type="Name"/>
+                  <xs:attribute name="uid" type="xs:positiveInteger"/>
+                  <xs:attribute name="gid" type="xs:positiveInteger"/>
+                  <xs:attribute name="category" type="xs:nonNegativeInteger"/>
+                  <xs:attribute name="created" type="xs:boolean"/>
+                </xs:complexType>
+              </xs:element>
               <xs:element name="Quota">
                 <xs:complexType>
                   <xs:attribute name="vms" type="xs:nonNegativeInteger"/>
@@ -151,6 +161,14 @@ class Realm:
     operations: frozenset[str] = frozenset()
     quota: Quota = field(default_factory=Quota)
     line: int | None = None
+    #: sVirt made real (``<Svirt>``, written by ``svirt-admin realm create|setup``): the system
+    #: user the realm's QEMU runs as, its ids as recorded, whether set-up created it, and the
+    #: realm's own MCS category (its VMs get pairs (category, c_j))
+    qemu_user: str | None = None
+    qemu_uid: int | None = None
+    qemu_gid: int | None = None
+    qemu_user_created: bool = False
+    category: int | None = None
 
     def claims(self, vm: str) -> bool:
         return vm in self.vm_names or any(fnmatch.fnmatchcase(vm, p) for p in self.vm_patterns)
@@ -171,6 +189,12 @@ class Realm:
             "labels": sorted(self.labels),
             "operations": sorted(self.operations),
             "quota": self.quota.as_dict(),
+            "svirt": {
+                "user": self.qemu_user,
+                "uid": self.qemu_uid,
+                "gid": self.qemu_gid,
+                "category": self.category,
+            },
         }
 
 
@@ -234,6 +258,7 @@ def parse_realms(data: bytes, name: str, operations=None) -> RealmSet:
         patterns: list[str] = []
         pool = path = None
         quota = Quota()
+        svirt: dict = {}
         for el in rel.iterchildren(tag=etree.Element):
             line = el.sourceline
             if el.tag in ("Member", "Admin"):
@@ -289,6 +314,11 @@ def parse_realms(data: bytes, name: str, operations=None) -> RealmSet:
                 if known_ops is not None and op not in known_ops:
                     _err(errors, name, line, f"operation '{op}' is not in the catalogue")
                 kw["operations"].add(op)
+            elif el.tag == "Svirt":
+                if svirt:
+                    _err(errors, name, line, f"realm '{rname}' has two <Svirt> elements")
+                    continue
+                svirt = _svirt_of(el, rname, name, line, errors)
             elif el.tag == "Quota":
                 quota = Quota(
                     vms=int(el.get("vms")) if el.get("vms") is not None else None,
@@ -304,6 +334,7 @@ def parse_realms(data: bytes, name: str, operations=None) -> RealmSet:
             vm_patterns=tuple(patterns),
             quota=quota,
             line=rel.sourceline,
+            **svirt,
         )
     _check_overlaps(realms, name, errors)
     if errors:
@@ -344,6 +375,55 @@ def _check_overlaps(realms: dict[str, Realm], name: str, errors: list[str]) -> N
                 )
             for lab in sorted(a.labels & b.labels):
                 _err(errors, name, b.line, f"label '{lab}' is claimed by both {both}")
+            for what, x, y in (
+                ("QEMU user", a.qemu_user, b.qemu_user),
+                ("QEMU uid", a.qemu_uid, b.qemu_uid),
+                ("sVirt category", a.category, b.category),
+            ):
+                if x is not None and x == y:
+                    _err(
+                        errors,
+                        name,
+                        b.line,
+                        f"{what} {x} is claimed by both {both}: each realm's guests need their "
+                        "own (svirt-admin realm setup gives each realm its own)",
+                    )
+
+
+def _svirt_of(el, rname: str, name: str, line, errors: list[str]) -> dict:
+    """``<Svirt user= uid= gid= category= created=>``: the realm's QEMU user as recorded.
+
+    The user name must still resolve to the recorded uid and gid: a user deleted and its uid
+    reused by someone else must not silently become the owner of the realm's images."""
+    out: dict = {}
+    user = el.get("user")
+    uid, gid = el.get("uid"), el.get("gid")
+    if (user is None) != (uid is None) or (uid is None) != (gid is None):
+        _err(errors, name, line, f"realm '{rname}': <Svirt> needs user=, uid= and gid= together")
+        return out
+    if user is not None:
+        out.update(qemu_user=user, qemu_uid=int(uid), qemu_gid=int(gid))
+        out["qemu_user_created"] = el.get("created") in ("true", "1")
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            pw = None
+        if pw is None or (pw.pw_uid, pw.pw_gid) != (int(uid), int(gid)):
+            now = f"is uid {pw.pw_uid}, gid {pw.pw_gid}" if pw else "does not exist"
+            _err(
+                errors,
+                name,
+                line,
+                f"realm '{rname}': its QEMU user '{user}' was recorded as uid {uid}, gid {gid} "
+                f"but {now}; run 'svirt-admin realm setup {rname}' (as root) to repair it",
+            )
+    cat = el.get("category")
+    if cat is not None:
+        if int(cat) > 1023:
+            _err(errors, name, line, f"realm '{rname}': category c{cat} is not in c0..c1023")
+        else:
+            out["category"] = int(cat)
+    return out
 
 
 def load_realms(path: str | None, operations=None, *, owner_uid: int = 0) -> RealmSet:
