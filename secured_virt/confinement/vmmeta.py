@@ -21,12 +21,26 @@ to the live XML only, at start/create/restore); it is text here, parsed by polic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from xml.sax.saxutils import escape as xml_escape
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
 from . import devices, names, sources
+
+
+# xml.sax.saxutils' escape and quoteattr, here because importing saxutils loads urllib, http,
+# email and ssl (~12 ms of every direct-mode svirsh) for two string replacements
+def xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+
+
+def quoteattr(text: str) -> str:
+    text = xml_escape(text).replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    return '"{}"'.format(text.replace('"', "&quot;"))
+
 
 NS = "https://secured-virt.org/xmlns/svirt/1"
 KEY = "svirt"
