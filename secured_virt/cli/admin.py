@@ -431,6 +431,13 @@ def cmd_validate(args) -> int:
 def cmd_review(args) -> int:
     import rbac
 
+    if getattr(args, "realm", None):  # per realm, through svirtd: realm admins may ask too
+        from .admin_realm import cmd_realm_review
+
+        return cmd_realm_review(args)
+    if args.kind is None or args.name is None:
+        sys.stderr.write("svirt-admin review: give user|role|vm NAME, or --realm REALM\n")
+        return EXIT_USAGE
     refused = require(args, "rbac-review")
     if refused is not None:
         return refused
@@ -607,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and permissions, who may do what on a VM",
         "svirt-admin review user alice",
     )
-    sp.add_argument("kind", choices=("user", "role", "vm"))
-    sp.add_argument("name")
+    sp.add_argument("kind", choices=("user", "role", "vm"), nargs="?")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--realm", help="review one realm through svirtd (root and the realm's admins)")
     sp.add_argument("--json", action="store_true", help="print as JSON")
     sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes); default: its real owner")
     sp.add_argument(

@@ -8,6 +8,8 @@
     svirt-admin realm grant REALM ROLE OP[,OP...] VM...      a realm role may OP on the realm's VMs
     svirt-admin realm revoke REALM ROLE [OP[,OP...] [VM...]] (no OP and no VM: the whole role)
     svirt-admin realm assign|deassign REALM (--user U | --group G) ROLE
+    svirt-admin realm setup REALM                            root only; the realm's QEMU user
+    svirt-admin realm move VM REALM                          root only; VM shut off
 
 Why through svirtd: a realm admin is not root and must not need sudo; svirtd identifies them
 from the kernel (SO_PEERCRED), checks the change against the realm (ARBAC97 with the realm as
@@ -37,6 +39,8 @@ ACTIONS = (
     "revoke",
     "assign",
     "deassign",
+    "setup",
+    "move",
 )
 
 
@@ -71,6 +75,11 @@ def _dispatch(args, request: Request) -> Reply:
 def cmd_realm(args) -> int:
     a: dict = {"action": args.action}
     rest = list(args.words)
+    if args.action == "move":  # svirt-admin realm move VM REALM
+        if len(rest) != 2:
+            sys.stderr.write("svirt-admin realm move: give the VM, then the REALM\n")
+            return 2
+        a["vm"] = rest.pop(0)
     if args.action != "list":
         if not rest:
             sys.stderr.write(f"svirt-admin realm {args.action}: a REALM name is required\n")
@@ -119,6 +128,8 @@ def cmd_realm(args) -> int:
             print(f"{r['name']}{admin}\tpool {r.get('pool') or '-'}\t{r.get('path') or '-'}")
     elif "realm" in data:
         _show(data["realm"])
+    elif "review" in data:
+        _review(data["review"])
     else:
         if data.get("impact"):
             sys.stdout.write(data["impact"])
@@ -139,6 +150,12 @@ def _show(r: dict) -> None:
     print(f"Labels:     {', '.join(r['labels']) or '-'}")
     print(f"Operations: {', '.join(r['operations']) or 'every VM operation'}")
     print(f"VMs:        {', '.join(r['vms_now']) or '-'}")
+    sv = r.get("svirt") or {}
+    if sv.get("user"):
+        cat = f"; category c{sv['category']}" if sv.get("category") is not None else ""
+        print(f"QEMU runs as: {sv['user']} (uid {sv['uid']}, gid {sv['gid']}){cat}")
+    else:
+        print(f"QEMU runs as: libvirt's default user (run: svirt-admin realm setup {r['name']})")
     f = r.get("file") or {}
     fm = f.get("members") or {}
     if fm.get("users") or fm.get("groups"):
@@ -152,6 +169,36 @@ def _show(r: dict) -> None:
         print(f"Problem with the realm's file: {f['error']}")
 
 
+def _review(r: dict) -> None:
+    print(f"realm {r['realm']}")
+    print("  members and their roles:")
+    for who, roles in sorted(r["members"].items()):
+        print(f"    {who:<20} {', '.join(roles) or '-'}")
+    if r.get("groups"):
+        print(f"  member groups: {', '.join(r['groups'])}")
+    for vm, g in sorted(r["vms"].items()):
+        print(f"  vm {vm}")
+        if not g["operations"]:
+            print("    no realm member may do anything on it (root may)")
+        for op, users in sorted(g["operations"].items()):
+            print(f"    {op:<20} {', '.join(users)}")
+        for op, users in sorted(g["refused_by_realm"].items()):
+            print(f"    {op:<20} {', '.join(users)}  (granted, but outside the realm: refused)")
+
+
+def cmd_realm_review(args) -> int:
+    """``svirt-admin review --realm R`` (svirt-admin's review entry point hands it here)."""
+    reply = _dispatch(args, Request("realm", {"action": "review", "realm": args.realm}))
+    if not reply.ok:
+        sys.stderr.write(f"svirt-admin: {reply.message}\n")
+        return reply.status
+    if args.json:
+        print(json.dumps(reply.data, indent=2, sort_keys=True))
+    else:
+        _review(reply.data["review"])
+    return EXIT_OK
+
+
 def register(sub, add, files) -> None:
     sp = add(
         "realm",
@@ -160,21 +207,28 @@ def register(sub, add, files) -> None:
         "svirt-admin realm list\n"
         "svirt-admin realm add-member acme --user bob\n"
         "svirt-admin realm grant acme ops start,shutdown acme-web\n"
-        "svirt-admin realm assign acme --user bob ops",
+        "svirt-admin realm assign acme --user bob ops\n"
+        "svirt-admin realm move acme-old globex",
         exits=(
             (EXIT_OK, "done"),
-            (1, "failed (no svirtd, no such realm, a realm that still has VMs)"),
+            (
+                1,
+                "failed (no svirtd, no such realm, a realm that still has VMs, a VM to move "
+                "that runs)",
+            ),
             (2, "usage error"),
             (
                 3,
                 "denied: you are not the realm's admin, or the change names a user, group, "
-                "role or VM outside the realm (audited)",
+                "role or VM outside the realm; create, rm, setup and move are root's (audited)",
             ),
             (4, "the realms file or the result does not load"),
         ),
     )
     sp.add_argument("action", choices=ACTIONS)
-    sp.add_argument("words", nargs="*", metavar="ARG", help="REALM, then ROLE, OPS, VMs")
+    sp.add_argument(
+        "words", nargs="*", metavar="ARG", help="REALM, then ROLE, OPS, VMs (move: VM REALM)"
+    )
     sp.add_argument("--user", help="a user (add-member, rm-member, assign, deassign)")
     sp.add_argument("--group", help="a Unix group, resolved through NSS")
     sp.add_argument("--pool", help="create: the realm's libvirt storage pool name")

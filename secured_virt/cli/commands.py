@@ -66,6 +66,13 @@ _LIVE = (
 )
 
 
+#: virsh's pool and volume arguments, given by position or by option (the service merges them)
+_POOL = Arg("pool", "storage pool name (default: your realm's pool)", optional=True)
+_POOL_OPT = Opt(("--pool",), "pool_opt", "storage pool name", "value", "POOL")
+_VOL = Arg("vol", "volume name (with --pool) or path", optional=True)
+_VOL_OPT = Opt(("--vol",), "vol_opt", "volume name or path", "value", "VOL")
+
+
 def _c(name, op, summary, args=(DOM,), opts=(), example="", reads=False, target="domain"):
     return Command(name, op, summary, args, opts, example, reads, target)
 
@@ -111,6 +118,12 @@ COMMANDS: dict[str, Command] = {
                     ("--label",),
                     "label",
                     "add xm list --label's Mem(MiB), VCPUs, Time(s) and ACM-Label columns",
+                ),
+                Opt(
+                    ("--svirt",),
+                    "svirt",
+                    "add the sVirt-Label column: a running VM's category pair and the DAC "
+                    "label its realm's QEMU runs as (with --label: both labels)",
                 ),
                 Opt(("--long",), "long", "print each domain's details and security section"),
                 Opt(
@@ -524,6 +537,69 @@ COMMANDS: dict[str, Command] = {
             ),
             opts=_LIVE,
             example="svirsh vcpupin alice-web 0 1",
+        ),
+        # -- storage volumes: the caller's realm's pool (65-68) ----------------------------
+        _c(
+            "vol-list",
+            "vol-list",
+            "list the volumes of a storage pool (default: your realm's)",
+            args=(_POOL,),
+            opts=(
+                _POOL_OPT,
+                Opt(("--details",), "details", "add the Type, Capacity and Allocation columns"),
+            ),
+            reads=True,
+            target=None,
+            example="svirsh vol-list acme --details",
+        ),
+        _c(
+            "vol-info",
+            "vol-info",
+            "show a storage volume's type, capacity and allocation",
+            args=(_VOL,),
+            opts=(
+                _VOL_OPT,
+                Opt(("--pool",), "pool", "the pool holding the volume", "value", "POOL"),
+                Opt(("--bytes",), "bytes", "sizes in bytes instead of scaled units"),
+            ),
+            reads=True,
+            target=None,
+            example="svirsh vol-info --pool acme disk1.qcow2",
+        ),
+        _c(
+            "vol-create-as",
+            "vol-create-as",
+            "create a volume in a storage pool (within your realm's quota)",
+            args=(
+                _POOL,
+                Arg("name", "name of the volume (one file name, no '/')", optional=True),
+                Arg(
+                    "capacity",
+                    "size, e.g. 10G (units: b, K, M, G, T; KB, MB... are powers of 1000)",
+                    optional=True,
+                ),
+            ),
+            opts=(
+                _POOL_OPT,
+                Opt(("--name",), "name_opt", "name of the volume", "value", "NAME"),
+                Opt(("--capacity",), "capacity_opt", "size of the volume", "value", "SIZE"),
+                Opt(("--allocation",), "allocation", "initial allocation", "value", "SIZE"),
+                Opt(("--format",), "format", "raw or qcow2", "value", "FORMAT"),
+            ),
+            target=None,
+            example="svirsh vol-create-as acme disk1.qcow2 10G --format qcow2",
+        ),
+        _c(
+            "vol-delete",
+            "vol-delete",
+            "delete a storage volume",
+            args=(_VOL,),
+            opts=(
+                _VOL_OPT,
+                Opt(("--pool",), "pool", "the pool holding the volume", "value", "POOL"),
+            ),
+            target=None,
+            example="svirsh vol-delete --pool acme disk1.qcow2",
         ),
     )
 }

@@ -91,6 +91,11 @@ def render_list(data: dict, args: dict) -> str:
         headers.append("Title")
     if args.get("label"):  # xm list --label's columns (seed 001), xm's units
         headers += ["Mem(MiB)", "VCPUs", "Time(s)", "ACM-Label"]
+    if args.get("svirt"):  # sVirt's label beside the ACM one: category pair, DAC uid
+        headers.append("sVirt-Label")
+    realms = any(d.get("realm") for d in doms)  # a host with realms: which tenant's VM
+    if realms:
+        headers.append("Realm")
     rows = []
     for d in doms:
         row = [_id(d), d["name"], d["state"]]
@@ -103,6 +108,10 @@ def render_list(data: dict, args: dict) -> str:
                 f"{d.get('cpu_time_ns', 0) / 1e9:.1f}",
                 d.get("acm_label") or "",
             ]
+        if args.get("svirt"):
+            row.append(d.get("svirt_label") or "-")
+        if realms:
+            row.append(d.get("realm") or "-")
         rows.append(row)
     return table(headers, rows) + "\n"
 
@@ -210,6 +219,8 @@ def render_dominfo(d: dict) -> str:
             pairs.append(("Security label", f"{d['security_label']} ({mode})"))
     if d.get("owner"):
         pairs.append(("Owner", d["owner"]))
+    if d.get("realm"):
+        pairs.append(("Realm", d["realm"]))
     sec = d.get("security")
     if sec:
         pairs += [
@@ -221,6 +232,10 @@ def render_dominfo(d: dict) -> str:
             pairs.append(("ssidref", f"0x{sec['ssidref']:08x} ({sec['ssidref']})"))
     if d.get("svirt_categories"):
         pairs.append(("sVirt categories", d["svirt_categories"]))
+    if d.get("dac_label"):
+        pairs.append(("DAC label", d["dac_label"]))
+    if d.get("selinux"):
+        pairs.append(("SELinux", d["selinux"]))
     return _kv(pairs) + "\n"
 
 
@@ -301,7 +316,7 @@ def render(command: str, args: dict, data: object) -> str:
             lines.append(f"  {it['item']}: {verdict} - {it['reason']}")
         lines.append("Dry Run: " + ("PASSED" if data["allowed"] else "FAILED"))
         return "\n".join(lines) + "\n"
-    rendered = _render_host_info(command, data)
+    rendered = _render_host_info(command, data, args)
     if rendered is not None:
         return rendered
     if isinstance(data, dict) and "message" in data:
@@ -313,7 +328,39 @@ def render(command: str, args: dict, data: object) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def _render_host_info(command: str, data: dict) -> str | None:
+def _pretty(n: int) -> str:
+    """virsh's vshPrettyCapacity: ``%.2f`` in the largest binary unit below 1024."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, i = float(n), 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.2f} {units[i]}"
+
+
+def _render_volumes(command: str, data: dict, args: dict) -> str:
+    """virsh vol-list (Name, Path; --details adds Type, Capacity, Allocation) and vol-info
+    (--bytes: sizes as ``N bytes``)."""
+    if command == "vol-info":
+        size = (lambda n: f"{n} bytes") if args.get("bytes") else _pretty
+        pairs = [
+            ("Name", data["name"]),
+            ("Type", data["type"]),
+            ("Capacity", size(data["capacity"])),
+            ("Allocation", size(data["allocation"])),
+        ]
+        return _kv(pairs) + "\n"
+    vols = data["volumes"]
+    if args.get("details"):
+        rows = [
+            [v["name"], v["path"], v["type"], _pretty(v["capacity"]), _pretty(v["allocation"])]
+            for v in vols
+        ]
+        return table(["Name", "Path", "Type", "Capacity", "Allocation"], rows) + "\n"
+    return table(["Name", "Path"], [[v["name"], v["path"]] for v in vols]) + "\n"
+
+
+def _render_host_info(command: str, data: dict, args: dict | None = None) -> str | None:
     """virsh's output for nodeinfo, domblklist, domiflist, the statistics, vncdisplay,
     vcpupin's listing and screenshot (the image goes to standard output as bytes)."""
     if command in ("nodeinfo", "hostinfo"):
@@ -346,6 +393,8 @@ def _render_host_info(command: str, data: dict) -> str | None:
         return "".join(f"{dev} {k} {v}\n" for k, v in data["stats"].items()) + "\n"
     if command == "vncdisplay":
         return data["display"] + "\n\n"
+    if command in ("vol-list", "vol-info"):
+        return _render_volumes(command, data, args)
     if command == "vcpupin" and "vcpus" in data:
         rows = [[str(v["vcpu"]), v["cpus"]] for v in data["vcpus"]]
         return table(["VCPU", "CPU Affinity"], rows) + "\n"

@@ -122,6 +122,7 @@ class LabelCommands:
             raise UserError(str(exc)) from None
         target = self.host_target()
         target.arguments = self._label_arguments(acm, label, current)
+        target.attrs = {**dict(target.attrs or {}), "resource": res}  # the realm step's
 
         def act_res():
             # under the host-wide ACM lock (_gated); ``current`` as the old label makes the

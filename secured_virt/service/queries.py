@@ -83,6 +83,11 @@ class QueryCommands:
             m = metas[d.name].meta
             row["owner"] = m.owner
             row["realm"] = self._realm_of_row(d.name, m)
+            if args.get("svirt"):  # sVirt's label: the running pair, the realm's QEMU uid
+                dac_label = self._realm_dac(row["realm"])
+                shown_cats = m.categories if d.id is not None else None
+                parts = [p for p in (shown_cats, dac_label and str(dac_label)) if p]
+                row["svirt_label"] = " ".join(parts) or None
             if labelled is None or d.name in labelled:
                 row["acm_label"] = (
                     self.acm.vm_label(d.name) if self.acm is not None else _acm_display(m)
@@ -120,9 +125,34 @@ class QueryCommands:
             d["security"] = self._security(m, name) if shown else None
             # sVirt: the category pair a running VM holds (its live metadata), like its label
             d["svirt_categories"] = m.categories if shown and info.id is not None else None
+            d.update(self._svirt_dominfo(name, m))
             return d
 
         return self._run(ident, "dominfo", name, interaction, act)
+
+    def _svirt_dominfo(self, name: str, m: vmmeta.VmMeta) -> dict:
+        """The realm, the DAC label its QEMU runs (or will run) as, and whether the kernel could
+        enforce the category pair (SELinux): shown when realms or sVirt are on."""
+        if not self.tenancy and self.categories is None:
+            return {}
+        from pwd import getpwuid
+
+        from secured_virt.confinement import dac
+
+        out: dict = {"realm": self._realm_of_row(name, m)}
+        try:
+            label = dac.domain_dac_label(self.backend.dumpxml(name))
+        except Exception:  # an XML that cannot be read shows no DAC label; dominfo goes on
+            label = None
+        if label is not None:
+            try:
+                who = getpwuid(label.uid).pw_name
+            except KeyError:
+                who = "no such user"
+            out["dac_label"] = f"{label} ({who})"
+        if out["realm"] or label is not None or m.categories:
+            out["selinux"] = dac.selinux_status().text
+        return out
 
     def _may_see_label(self, ident, name: str, info, m: vmmeta.VmMeta) -> bool:
         """Root, or a caller whom RBAC allows getlabel on this VM (the module docstring says

@@ -184,6 +184,46 @@ class Tenancy:
             )
         return None
 
+    def pool_realm(self, pool: str) -> str:
+        """The realm whose ``<Storage pool=...>`` is ``pool`` (a pool of no realm: root's)."""
+        for r in self.realms.realms.values():
+            if r.pool == pool:
+                return r.name
+        return ROOT_REALM
+
+    def pool_refusal(self, user: str, *, root: bool, op_name: str, pool: str) -> str | None:
+        """Why a volume request on ``pool`` crosses realms (None: it does not).  A member
+        works only in the pools of their realms, a user of no realm only in pools of no
+        realm; root in every pool."""
+        if not self.realms or root:
+            return None
+        pr = self.pool_realm(pool)
+        mine = self.realms_of(user)
+        if pr not in mine and not (pr == ROOT_REALM and not mine):
+            yours = ", ".join(shown(r) for r in mine) if mine else shown(ROOT_REALM)
+            owner = f"storage of {shown(pr)}" if pr else "a pool of no realm"
+            return f"pool '{pool}' is the {owner}; you are a member of {yours}"
+        realm = self.realms.get(pr) if pr else None
+        if realm is not None and realm.operations and op_name not in realm.operations:
+            return (
+                f"root allows {shown(pr)} only {', '.join(sorted(realm.operations))}; "
+                f"'{op_name}' is not among them"
+            )
+        return None
+
+    def pools_refusal(self, vm: str, vr: str, pools) -> str | None:
+        """A ``<disk type='volume'>`` names its pool: it must be the VM's realm's pool (a VM
+        of no realm: a pool of no realm), whoever asks."""
+        for pool, vol in pools:
+            pr = self.pool_realm(pool)
+            if pr != vr:
+                where = f"the storage of {shown(pr)}" if pr else "a pool of no realm"
+                return (
+                    f"volume '{vol}' of pool '{pool}' is in {where}; VM '{vm}' belongs to "
+                    f"{shown(vr)} and may not use it"
+                )
+        return None
+
     def label_refusal(self, vr: str, label: str, vm: str) -> str | None:
         owner = self.label_owner(label)
         if vr:
@@ -222,5 +262,37 @@ class Tenancy:
                 return (
                     f"'{path}' is an image of {shown(owner)}; VM '{vm}' belongs to "
                     f"{shown(vr)} and may not use it"
+                )
+        return None
+
+    def resource_label_refusal(
+        self, user: str, *, root: bool, resource: str, label: str | None, current: str | None
+    ) -> str | None:
+        """setlabel-resource: a resource (an image) carries only labels of its own realm, and
+        a realm member labels only resources of their realm (root: any, but never mixing)."""
+        if not self.realms:
+            return None
+        path = resource.split(":", 1)[1] if resource[:5] in ("file:", "phy:/") else resource
+        owner = self.realms.realm_of_path(path) or ROOT_REALM
+        if not root:
+            mine = self.realms_of(user)
+            if owner not in mine and not (owner == ROOT_REALM and not mine):
+                yours = ", ".join(shown(r) for r in mine) if mine else shown(ROOT_REALM)
+                return f"resource {resource} belongs to {shown(owner)}; you are a member of {yours}"
+        realm = self.realms.get(owner) if owner else None
+        for what, lab in (("label", label), ("current label", current if not root else None)):
+            if not lab:
+                continue
+            if realm is not None and lab not in realm.labels:
+                allowed = ", ".join(sorted(realm.labels)) or "none"
+                return (
+                    f"{what} '{lab}' is not one of {shown(owner)}'s labels ({allowed}); "
+                    f"resource {resource} of that realm may not carry it"
+                )
+            lab_owner = self.label_owner(lab)
+            if realm is None and lab_owner is not None:
+                return (
+                    f"{what} '{lab}' belongs to {shown(lab_owner)}; resource {resource} of the "
+                    "root realm may not carry it"
                 )
         return None

@@ -30,9 +30,20 @@ pytestmark = pytest.mark.integration
 INTENDED_DIFFERENCES = {
     # dominfo: svirsh prints every line virsh prints, in virsh's order, then its own
     "dominfo-own-fields": (
-        ("Owner", "ACM label", "Label name", "Policy name", "ssidref", "sVirt categories"),
-        "svirsh's own facts (the VM's owner, its sHype/ACM label, its sVirt category pair) come "
-        "after virsh's lines, "
+        (
+            "Owner",
+            "Realm",
+            "ACM label",
+            "Label name",
+            "Policy name",
+            "ssidref",
+            "sVirt categories",
+            "DAC label",
+            "SELinux",
+        ),
+        "svirsh's own facts (the VM's owner and realm, its sHype/ACM label, its sVirt category "
+        "pair, the DAC label its realm's QEMU runs as, whether SELinux could enforce the pair) "
+        "come after virsh's lines, "
         "under names virsh does not use, so a script reading virsh's fields still finds them",
     ),
     # usage errors: same message, svirsh's exit status
