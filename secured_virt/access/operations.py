@@ -19,6 +19,8 @@ READ = "read"
 CHANGE = "change"
 VM = "vm"
 HOST = "host"
+#: a storage pool, by name (a realm's images: the vol-* commands)
+POOL = "pool"
 
 DEFAULT_HOST_OBJECT = "Domain-0"
 
@@ -28,7 +30,7 @@ class Operation:
     id: int
     name: str
     kind: str  # READ or CHANGE
-    scope: str  # VM or HOST
+    scope: str  # VM, HOST or POOL
     description: str
 
     @property
@@ -125,6 +127,10 @@ _TABLE: tuple[tuple[int, str, str, str, str], ...] = (
         "manage a realm: members, realm roles, grants, assignments (root, or the realm's "
         "admins within their realm)",
     ),
+    (65, "vol-list", _R, POOL, "list the volumes (disk images) of a storage pool"),
+    (66, "vol-info", _R, POOL, "show a storage volume's type, capacity and allocation"),
+    (67, "vol-create-as", _C, POOL, "create a storage volume in a pool (within its realm's quota)"),
+    (68, "vol-delete", _C, POOL, "delete a storage volume from a pool"),
 )
 
 

@@ -42,6 +42,8 @@ ERROR_CODES = frozenset(
         "unsupported",  # this backend/driver cannot do that at all
         "permission",  # the hypervisor itself denied it (read-only connection, polkit)
         "timeout",  # a command did not finish in time
+        "no-pool",  # no storage pool of that name
+        "no-volume",  # no storage volume of that name (or path) in the pool
     }
 )
 
@@ -91,6 +93,38 @@ class SnapshotInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    """One storage volume as ``virsh vol-info``/``vol-list --details`` show it (sizes in
+    bytes; ``type`` is virsh's word: file, block, dir, network, netdir, ploop)."""
+
+    name: str
+    path: str
+    type: str
+    capacity: int
+    allocation: int
+    pool: str
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    """One storage pool: its directory (``target/path``), state and sizes in bytes."""
+
+    name: str
+    path: str | None
+    active: bool
+    autostart: bool
+    capacity: int
+    allocation: int
+    available: int
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class BackendError(Exception):
@@ -292,4 +326,27 @@ class Backend(Protocol):
     ) -> None: ...
     def vcpu_pin_info(self, name: str) -> list[tuple[int, tuple[int, ...]]]: ...
     def screenshot(self, name: str, screen: int = 0) -> tuple[str, bytes]: ...
+    # storage (each realm's directory pool; libvirt's virStoragePool*/virStorageVol*): a
+    # backend without a storage API raises BackendError("unsupported", <what to do instead>)
+    def pool_info(self, pool: str) -> PoolInfo: ...
+    def ensure_dir_pool(self, pool: str, path: str) -> tuple[PoolInfo, list[str]]:
+        """Define, build, start and autostart a directory pool at ``path`` where missing;
+        returns the pool and what was done (nothing when it was all there).  A pool of that
+        name at another directory is an error, never silently redefined."""
+        ...
+
+    def vol_list(self, pool: str, *, refresh: bool = False) -> list[VolumeInfo]: ...
+    def vol_info(self, pool: str, name: str) -> VolumeInfo: ...
+    def vol_by_path(self, path: str) -> VolumeInfo: ...
+    def vol_create_as(
+        self,
+        pool: str,
+        name: str,
+        capacity: int,
+        *,
+        allocation: int | None = None,
+        fmt: str | None = None,
+        owner: tuple[int, int] | None = None,
+    ) -> VolumeInfo: ...
+    def vol_delete(self, pool: str, name: str) -> None: ...
     def close(self) -> None: ...

@@ -42,6 +42,7 @@ from .base import (
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
 from .libvirt_errors import clean_message, connect_error, translate
 from .libvirt_hostinfo import LibvirtHostInfo
+from .libvirt_storage import LibvirtStorage
 
 DEFAULT_URI = "test:///default"
 
@@ -160,7 +161,7 @@ def reason_word(state: int, reason: int) -> str:
     return "unknown"
 
 
-class LibvirtBackend(LibvirtHostInfo):
+class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
     """Backend on one long-lived libvirt connection (shared by threads: libvirt is MT-safe)."""
 
     name = "libvirt"

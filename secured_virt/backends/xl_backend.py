@@ -74,6 +74,17 @@ class XlBackend(XlSave, XlDevices, XlLabels, XlHostInfo):
     def snapshot_delete(self, name: str, snap: str) -> None:
         raise self._no_snapshots(name)
 
+    # -- storage pools and volumes: not in xl ----------------------------------------------
+    def _no_storage(self, *_args, **_kw):
+        raise BackendError(
+            "unsupported",
+            "xl has no storage pools or volumes: a realm's images on Xen are files root "
+            "creates in the realm's directory (svirsh vol-* needs the libvirt backend)",
+        )
+
+    pool_info = ensure_dir_pool = vol_list = vol_info = vol_by_path = _no_storage
+    vol_create_as = vol_delete = _no_storage
+
     # -- console --------------------------------------------------------------------------
     def console_argv(self, name: str) -> list[str]:
         """The command that attaches a terminal to the domain's console (run as root)."""

@@ -111,7 +111,14 @@ class DeviceCommands:
         return ident.uid == 0 and acting_as(ident) is None
 
     def _disk_dirs(self) -> tuple[str, ...]:
-        return tuple(getattr(self.config, "disk_dirs", ()) or ())
+        """disk_dirs, and every realm's storage directory (its volumes are usable disks; the
+        realm_resources step, before the fence, keeps each image to its own realm's VMs)."""
+        dirs = tuple(getattr(self.config, "disk_dirs", ()) or ())
+        tenancy = getattr(self, "tenancy", None)
+        if tenancy:
+            extra = sorted(r.path for r in tenancy.realms.realms.values() if r.path)
+            dirs += tuple(p for p in extra if p not in dirs)
+        return dirs
 
     @staticmethod
     def _device(command: str, build):

@@ -55,6 +55,7 @@ from .shype_policy import PolicyCommands
 from .steps import MediationSteps, _LazyEffect
 from .storage import StorageCommands
 from .support import _missing, _say
+from .volumes import VolumeCommands
 
 log = logging.getLogger("secured_virt.service")
 
@@ -64,6 +65,7 @@ class Service(
     LifecycleCommands,
     DeviceCommands,
     StorageCommands,
+    VolumeCommands,
     LabelCommands,
     LabelObjectCommands,
     HostCommands,
@@ -404,6 +406,8 @@ class Service(
                     lazy.get()  # read the current label *before* the action replaces it
                 if dac is not None:
                     action = self._dac_before_action(op.name, target, dac, action)
+                if mediation.REALM_QUOTA in steps and self.tenancy:  # under the quota lock
+                    action = self._quota_guarded(op.name, target, lazy, action)
             if mediation.SVIRT_CATEGORIES in steps and (not subject or lazy.get().instantiates):
                 data = self._with_categories(target, lazy if subject else None, action)
             else:

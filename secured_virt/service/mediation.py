@@ -45,6 +45,8 @@ ACM_DESTINATION = "acm_destination"
 DESTINATION_LISTED = "destination_listed"
 SAVE_PATH = "save_path"
 SVIRT_CATEGORIES = "svirt_categories"
+REALM_QUOTA = "realm_quota"
+VOLUME_QUOTA = "volume_quota"
 
 FACADE = "service façade"
 COMMAND = "command"
@@ -181,6 +183,25 @@ STEPS: MappingProxyType[str, Step] = MappingProxyType(
                 "metadata; it is free again once the VM stops (secured_virt.shype.categories)",
             ),
             Step(
+                REALM_QUOTA,
+                FACADE,
+                "realms configured",
+                "the VM's realm keeps within root's <Quota>: a new VM within its number of VMs, "
+                "a definition within its vCPUs and memory, a VM that will run within the vCPUs "
+                "and memory its running VMs may hold at once (each at its maximum); checked "
+                "right before the action under one lock, so two requests cannot both take the "
+                "last share; a refusal names the limit and the current use (exit 3, audited; "
+                "secured_virt.tenancy.quotas), root's requests included",
+            ),
+            Step(
+                VOLUME_QUOTA,
+                COMMAND,
+                "realms configured",
+                "a new volume keeps the capacity of the volumes in its realm's pool within the "
+                "realm's <Quota bytes>, checked and created under the quota lock; the name is "
+                "one directory entry (never a path)",
+            ),
+            Step(
                 SAVE_PATH,
                 COMMAND,
                 "caller is not plain root",
@@ -229,17 +250,26 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "dumpxml": (_N, _VM_READ, "reads"),
     "start": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, SVIRT_CATEGORIES),
+        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, SVIRT_CATEGORIES, REALM_QUOTA),
         "brings the domain into existence beside the others, with its disks",
     ),
     "create": (
         _W,
-        (RBAC, ACM_LOCK, ACM_VM, DISK_FENCE, DEVICE_ALLOWLIST, OWNERSHIP, SVIRT_CATEGORIES),
+        (
+            RBAC,
+            ACM_LOCK,
+            ACM_VM,
+            DISK_FENCE,
+            DEVICE_ALLOWLIST,
+            OWNERSHIP,
+            SVIRT_CATEGORIES,
+            REALM_QUOTA,
+        ),
         "a new running domain from the caller's XML",
     ),
     "define": (
         _W,
-        (RBAC, ACM_LOCK, ACM_RESOURCES, DISK_FENCE, DEVICE_ALLOWLIST, OWNERSHIP),
+        (RBAC, ACM_LOCK, ACM_RESOURCES, DISK_FENCE, DEVICE_ALLOWLIST, OWNERSHIP, REALM_QUOTA),
         "a definition that will run; its devices and label are what the next start uses",
     ),
     "undefine": (
@@ -267,6 +297,7 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
             LABEL_CURRENT,
             SAVE_PATH,
             SVIRT_CATEGORIES,
+            REALM_QUOTA,
         ),
         "brings a domain back from a file whose contents may be old or the caller's own",
     ),
@@ -288,8 +319,9 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "detach-interface": (_N, _VM_PLAIN, "narrows"),
     "migrate": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_DESTINATION, DESTINATION_LISTED),
-        "the domain runs on another host, beside what runs there",
+        (RBAC, ACM_LOCK, PIN, REALM_RESOURCES, ACM_DESTINATION, DESTINATION_LISTED),
+        "the domain runs on another host, beside what runs there (with the images it has, "
+        "which must be its realm's)",
     ),
     "autostart": (
         _O,
@@ -301,7 +333,7 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "snapshot-list": (_N, _VM_READ, "reads"),
     "snapshot-revert": (
         _W,
-        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, LABEL_CURRENT, SVIRT_CATEGORIES),
+        (RBAC, ACM_LOCK, PIN, ACM_VM, DISK_FENCE, LABEL_CURRENT, SVIRT_CATEGORIES, REALM_QUOTA),
         "the domain takes an older definition (and may start running)",
     ),
     "snapshot-delete": (_N, _VM_PLAIN, "narrows"),
@@ -361,6 +393,19 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
         _HOST,
         "changes who may ask inside one realm; a realm admin's change is refused if it names "
         "anyone or anything outside the realm (secured_virt.service.realms)",
+    ),
+    "vol-list": (_N, _HOST, "reads one pool (the realm step: the caller's realm's pool only)"),
+    "vol-info": (_N, _HOST, "reads one volume of one pool (the caller's realm's)"),
+    "vol-create-as": (
+        _N,
+        (RBAC, VOLUME_QUOTA),
+        "a new image in the caller's realm's pool; no VM reaches it until a define or attach "
+        "passes realm_resources and the fence",
+    ),
+    "vol-delete": (
+        _N,
+        _HOST,
+        "removes an image of the caller's realm's pool (a running guest keeps its open file)",
     ),
 }
 

@@ -193,6 +193,10 @@ class StorageCommands:
             interaction,
             act,
             acm_check if acm is not None else None,
+            # the images it takes along must be its realm's (realm_resources)
+            effect=lambda info: mediation.Effect(
+                domain_xml=self.backend.dumpxml(name), running=info.id is not None
+            ),
             performs=(mediation.ACM_DESTINATION, mediation.DESTINATION_LISTED),
         )
 

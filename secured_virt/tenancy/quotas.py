@@ -1,0 +1,193 @@
+"""Realm quotas: how much a realm may have, and the sentence that says why a request is over.
+
+Why these measures (root's ``<Quota vms vcpus memory bytes>``):
+
+* ``vms`` — how many VMs the realm has, defined or running: counted when a request would add
+  one (define or create of a new name, a restore of a VM the host does not know);
+* ``vcpus`` and ``memory`` — what the realm's *running* VMs may hold at once, each VM counted
+  at its maximum (``<vcpu>``, ``<memory>``: what it can grow to live without another check),
+  counted at every request that makes a VM run (start, create, restore, a revert to a
+  running snapshot); a definition that alone exceeds them is refused at define (it could
+  never start);
+* ``bytes`` — the capacity of the volumes in the realm's pool (capacity, not allocation: a
+  sparse image may fill up), counted at vol-create-as.
+
+Pure functions over numbers the service gathers; every refusal names the limit, the current
+use and what the request would add, so the person knows what to free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
+    "p": 1024**5,
+    "pib": 1024**5,
+    "pb": 1000**5,
+    "e": 1024**6,
+    "eib": 1024**6,
+    "eb": 1000**6,
+}
+
+
+def pretty(n: int) -> str:
+    """virsh's vshPrettyCapacity: ``%.2f`` in the largest binary unit below 1024."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, i = float(n), 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.2f} {units[i]}"
+
+
+def scaled(text, default_unit: str = "b") -> int:
+    """A size as virsh reads one (``vshCommandOptScaledInt``): digits and an optional unit
+    (b, k/KiB, KB = 1000, M, MiB, MB, ... E); ValueError with the reason otherwise."""
+    if isinstance(text, bool):
+        raise ValueError(f"invalid size {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"invalid size {text!r}")
+        return text
+    if not isinstance(text, str):
+        raise ValueError(f"invalid size {text!r}")
+    s = text.strip()
+    digits = len(s) - len(s.lstrip("0123456789"))
+    num, unit = s[:digits], s[digits:].strip().lower() or default_unit
+    if not num or not num.isascii() or len(num) > 20 or unit not in _UNITS:
+        raise ValueError(
+            f"invalid size '{text}': a whole number with an optional unit "
+            "(b, K or KiB, KB, M or MiB, MB, G or GiB, GB, T, P, E)"
+        )
+    value = int(num) * _UNITS[unit]
+    if value >= 1 << 64:
+        raise ValueError(f"invalid size '{text}': too large")
+    return value
+
+
+def domain_size(domain_xml: str) -> tuple[int, int]:
+    """(vCPUs, memory in bytes) a domain may hold at most: ``<vcpu>`` and ``<memory>`` (the
+    larger of it and ``<maxMemory>`` when memory may be hot-plugged)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    root = etree.fromstring(domain_xml.encode(), parser)
+    vcpu_text = (root.findtext("vcpu") or "1").strip()
+    vcpus = int(vcpu_text) if vcpu_text.isdigit() else 1
+    mem = 0
+    for tag in ("memory", "maxMemory"):
+        el = root.find(tag)
+        if el is not None and (el.text or "").strip().isdigit():
+            unit = (el.get("unit") or "KiB").lower()
+            mem = max(mem, int(el.text.strip()) * _UNITS.get(unit, 1024))
+    return vcpus, mem
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a realm has now: its VMs (name -> running?) and, per running VM, its size."""
+
+    vms: dict[str, bool] = field(default_factory=dict)
+    running: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def without(self, name: str) -> Usage:
+        return Usage(
+            {k: v for k, v in self.vms.items() if k != name},
+            {k: v for k, v in self.running.items() if k != name},
+        )
+
+
+def _list(names, limit: int = 6) -> str:
+    names = sorted(names)
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def vm_refusal(
+    realm: str,
+    quota,
+    usage: Usage,
+    name: str,
+    *,
+    size: tuple[int, int],
+    adds_vm: bool,
+    runs: bool,
+    defines: bool,
+) -> str | None:
+    """Why VM ``name`` (``size`` = (vCPUs, memory bytes)) may not be added to / run in
+    ``realm`` under ``quota`` (None: it fits).  ``adds_vm``: the realm would have one more VM;
+    ``runs``: the VM will run (counted with the others running); ``defines``: a definition
+    (it must fit the limits alone)."""
+    vcpus, mem = size
+    what = f"realm '{realm}'"
+    if adds_vm and quota.vms is not None and len(usage.vms) + 1 > quota.vms:
+        return (
+            f"{what} may have at most {quota.vms} VM{'s' if quota.vms != 1 else ''} and has "
+            f"{len(usage.vms)} ({_list(usage.vms) or 'none'}); '{name}' would be one more. "
+            "Undefine one, or ask root to raise the realm's <Quota vms=...>"
+        )
+    if defines:
+        if quota.vcpus is not None and vcpus > quota.vcpus:
+            return (
+                f"'{name}' has {vcpus} vCPUs and {what} may run at most {quota.vcpus} at once: "
+                "it could never start. Give it fewer, or ask root to raise <Quota vcpus=...>"
+            )
+        if quota.memory is not None and mem > quota.memory:
+            return (
+                f"'{name}' has {pretty(mem)} of memory and {what} may run at most "
+                f"{pretty(quota.memory)} at once: it could never start. Give it less, or ask "
+                "root to raise <Quota memory=...>"
+            )
+    if not runs:
+        return None
+    others = usage.without(name).running
+    used_cpu = sum(c for c, _m in others.values())
+    used_mem = sum(m for _c, m in others.values())
+    shown = _list(f"{n} {c}" for n, (c, _m) in others.items()) or "none running"
+    if quota.vcpus is not None and used_cpu + vcpus > quota.vcpus:
+        return (
+            f"{what} may run {quota.vcpus} vCPUs at once; its running VMs hold {used_cpu} "
+            f"({shown}) and '{name}' needs {vcpus}: {used_cpu + vcpus} > {quota.vcpus}. "
+            "Stop one, or ask root to raise the realm's <Quota vcpus=...>"
+        )
+    if quota.memory is not None and used_mem + mem > quota.memory:
+        shown = _list(f"{n} {pretty(m)}" for n, (_c, m) in others.items()) or "none running"
+        return (
+            f"{what} may run {pretty(quota.memory)} of memory at once; its running VMs hold "
+            f"{pretty(used_mem)} ({shown}) and '{name}' needs {pretty(mem)}: "
+            f"{pretty(used_mem + mem)} > {pretty(quota.memory)}. Stop one, or ask root to "
+            "raise the realm's <Quota memory=...>"
+        )
+    return None
+
+
+def bytes_refusal(realm: str, quota, volumes: dict[str, int], name: str, capacity: int):
+    """Why a volume ``name`` of ``capacity`` bytes may not be created in ``realm``'s pool
+    whose volumes have ``volumes`` (name -> capacity); None: it fits."""
+    if quota.bytes is None:
+        return None
+    used = sum(volumes.values())
+    if used + capacity <= quota.bytes:
+        return None
+    n = len(volumes)
+    return (
+        f"realm '{realm}' may hold {pretty(quota.bytes)} of volumes; its {n} volume"
+        f"{'s hold' if n != 1 else ' holds'} {pretty(used)} ({used} bytes) and '{name}' needs "
+        f"{pretty(capacity)} ({capacity} bytes): {pretty(used + capacity)} > "
+        f"{pretty(quota.bytes)}. Delete a volume (svirsh vol-delete), or ask root to raise the "
+        "realm's <Quota bytes=...>"
+    )
