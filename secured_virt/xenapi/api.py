@@ -50,6 +50,8 @@ from . import records as R
 from .link import Link, LinkError
 from .xmlrpc import failure, success
 
+#: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it
+#: only to find a name and then ask svirtd about that VM (checked by UUID)
 VM_CACHE_SECONDS = 2.0
 MAX_TOKEN_CHARS = 256  # svirtd's limit (daemon.websessions)
 _XSERR_IN_TEXT = re.compile(r"\[(?:XSERR_)?([A-Z_]+)\]")
@@ -223,6 +225,27 @@ class XenApi:
         self._vms[call.token] = (now, rows)
         return rows
 
+    async def _info(self, call: Call, ref) -> dict[str, Any]:
+        """One VM's row, cheaply: the name from the caller's last listing (any age), then
+        ``dominfo`` on that name, accepted only if it still has this UUID (a VM renamed or
+        replaced since is looked up afresh).  Without dominfo rights: the listing's row."""
+        ref = _ref(ref)
+        hit = self._vms.get(call.token)
+        name = next((r["name"] for r in hit[1] if r.get("uuid") == ref), None) if hit else None
+        if name is None:
+            return await self._row(call, ref)
+        reply = await self.run(call, "dominfo", domain=name)
+        if reply.status == EXIT_OK and reply.data.get("uuid") == ref:
+            row = dict(reply.data)
+            sec = row.get("security") or {}
+            row["acm_label"] = sec.get("display") if isinstance(sec, dict) else None
+            if row.get("state") == "shut off" and row.get("managed_save"):
+                row["state"] = "saved"
+            return row
+        if reply.check == "session":
+            raise self._failure(reply, call)
+        return await self._row(call, ref, fresh=True)
+
     async def _row(self, call: Call, ref, *, fresh: bool = False) -> dict[str, Any]:
         ref = _ref(ref)
         for attempt_fresh in (True,) if fresh else (False, True):
@@ -251,7 +274,7 @@ class XenApi:
         return {r["uuid"]: R.vm_record(r, host) for r in rows}
 
     async def vm_get_record(self, call: Call, ref) -> dict[str, Any]:
-        row = await self._row(call, ref)
+        row = await self._info(call, ref)
         return R.vm_record(row, await self._host_ref_quiet(call))
 
     async def vm_get_by_name_label(self, call: Call, name) -> list[str]:
@@ -259,7 +282,7 @@ class XenApi:
 
     def vm_field(self, field: str):
         async def get(call: Call, ref):
-            row = await self._row(call, ref, fresh=field == "power_state")
+            row = await self._info(call, ref)
             return R.vm_record(row, "")[field]
 
         return get
@@ -285,13 +308,12 @@ class XenApi:
         return act
 
     async def _act(self, call: Call, ref, command: str, expected: tuple[str, ...], **args) -> str:
-        row = await self._row(call, ref)
+        row = await self._info(call, ref)
         reply = await self.run(call, command, domain=row["name"], **args)
-        self._vms.pop(call.token, None)
         if reply.status == EXIT_OK:
             return ""
         if reply.status not in (EXIT_DENIED,) and reply.check != "session":
-            now = R.power_state(await self._row(call, ref, fresh=True))
+            now = R.power_state(await self._info(call, ref))
             if now not in expected:
                 raise Failure("VM_BAD_POWER_STATE", row["uuid"], expected[0], now)
         raise self._failure(reply, call)
@@ -303,13 +325,12 @@ class XenApi:
         return data.get("display") or ""
 
     async def vm_set_label(self, call: Call, ref, label, old_label) -> int:
-        row = await self._row(call, ref)
+        row = await self._info(call, ref)
         label, old = _text(label, "security_label"), _text(old_label, "old_label")
         current = (await self.ok(call, "getlabel", domain=row["name"])).get("display") or ""
         _same_label(current, old)
         running = R.power_state(row) in ("Running", "Paused")
         await self.ok(call, "relabel" if running else "setlabel", domain=row["name"], label=label)
-        self._vms.pop(call.token, None)
         if not running:
             return 0
         after = await self.ok(call, "getlabel", domain=row["name"])
