@@ -125,10 +125,17 @@ def _load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _docstring_title(script: Path) -> str:
+    """A benchmark without a SECTIONS entry is titled by its docstring's first line."""
+    m = re.match(r'\s*(?:#[^\n]*\n\s*)*[rRuU]?"""(.*)', script.read_text())
+    first = m.group(1).strip().rstrip(".") if m else ""
+    return f"{first} (`{script.name}`)" if first else f"`{script.name}`"
+
+
 def run_one(name: str) -> str:
     """Run bench_<name>.py; the section for RESULTS.md (its output under its stamp)."""
     script = HERE / f"bench_{name}.py"
-    title, target, how = SECTIONS.get(name, (script.name, "", ""))
+    title, target, how = SECTIONS.get(name) or (_docstring_title(script), "see the script", "")
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit, before, t0 = _commit(), _load(), time.monotonic()
     print(f"\n## {name}: running {script.name} (load {before})\n", flush=True)
