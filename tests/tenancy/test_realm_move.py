@@ -29,7 +29,7 @@ pytestmark = [
 ]
 
 
-def test_only_root_moves_a_vm_between_realms(two_realms, readable_src, as_user):
+def test_only_root_moves_a_vm_between_realms(two_realms, readable_src, as_user):  # noqa: F811
     t = two_realms
     vm = f"{t.ra}-mv"
     old_img, new_img = t.scratch / "a" / "mv.raw", t.scratch / "b" / "mv.raw"
