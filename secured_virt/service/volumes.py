@@ -38,7 +38,15 @@ def _merged(args, fields: tuple[str, ...]) -> dict:
     or ``--pool POOL --name NAME --capacity SIZE``): the options given, then the positional
     words fill the rest in order."""
     out = {f: args.get(f + "_opt") for f in fields}
-    words = [args.get(f) for f in fields if args.get(f) is not None]
+    words: list = []  # positional words pushed along by an option given for their place
+    for f in fields:
+        w = args.get(f)
+        if w is None:
+            continue
+        if out[f] is None and not words:
+            out[f] = w
+        else:
+            words.append(w)
     for f in fields:
         if out[f] is None and words:
             out[f] = words.pop(0)
