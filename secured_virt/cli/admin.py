@@ -617,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kind", choices=("user", "role", "vm"), nargs="?")
     sp.add_argument("name", nargs="?")
     sp.add_argument("--realm", help="review one realm through svirtd (root and the realm's admins)")
+    sp.add_argument("--socket", help="with --realm: svirtd's socket (default: the configuration's)")
     sp.add_argument("--json", action="store_true", help="print as JSON")
     sp.add_argument("--owner", help="the VM's owner (for 'owned' scopes); default: its real owner")
     sp.add_argument(

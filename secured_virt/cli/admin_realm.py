@@ -49,6 +49,12 @@ def _dispatch(args, request: Request) -> Reply:
     from secured_virt.access.identity import invoking_uid
     from secured_virt.config import ConfigError, load_config
 
+    sock = getattr(args, "socket", None)
+    if sock:  # like svirsh --socket: naming a socket grants nothing, svirtd decides
+        try:
+            return client.call(sock, request, password_cb=client.tty_password)
+        except client.ClientError as exc:
+            return Reply(EXIT_FAILED, message=f"svirtd at {sock} did not complete it: {exc}")
     try:
         config = load_config(args.config, caller_uid=invoking_uid())
     except ConfigError as exc:
@@ -234,4 +240,5 @@ def register(sub, add, files) -> None:
     sp.add_argument("--pool", help="create: the realm's libvirt storage pool name")
     sp.add_argument("--path", help="create: the pool's directory")
     sp.add_argument("--dry-run", action="store_true", help="show the impact, change nothing")
+    sp.add_argument("--socket", help="svirtd's socket (default: the configuration's)")
     sp.add_argument("--json", action="store_true", help="print as JSON")
