@@ -72,6 +72,14 @@ def test_protocol_lists_the_agreed_operations():
         "vcpupin",
         "vcpu_pin_info",
         "screenshot",
+        # each realm's storage pool (issue 15)
+        "pool_info",
+        "ensure_dir_pool",
+        "vol_list",
+        "vol_info",
+        "vol_by_path",
+        "vol_create_as",
+        "vol_delete",
         "close",
     }
     assert set(PROTOCOL_METHODS) == expected
