@@ -73,6 +73,12 @@ PINNED = {
     61: ("desc", "change", "vm"),
     62: ("daemon-admin", "change", "host"),
     63: ("vcpupin", "change", "vm"),
+    64: ("realm-admin", "change", "host"),
+    # each realm's storage (issue 15): the object is a storage pool
+    65: ("vol-list", "read", "pool"),
+    66: ("vol-info", "read", "pool"),
+    67: ("vol-create-as", "change", "pool"),
+    68: ("vol-delete", "change", "pool"),
 }
 
 
