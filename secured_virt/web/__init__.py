@@ -26,7 +26,8 @@ Modules, one job each:
 widget (npm ``@xterm/xterm`` 6.0.0 and ``@xterm/addon-fit`` 0.11.0, MIT, shipped here: no
 CDN at run time; Debian's ``libjs-xterm`` ships a non-working stub).
 
-May import: the front-end helpers ``client`` and ``requests``, ``config``, and from the
-Xen-API room its svirtd link and TLS set-up (``xenapi.link``, ``xenapi.tls``), which both
-network front-ends share.  Never ``service``, ``backends`` or the role files.
+May import: ``netfront`` (the svirtd link with its console, the certificate, the listener
+and start-up rules both network front-ends share), the front-end helpers ``client`` and
+``requests``, ``config``, ``access.operations`` (the catalogue's names).  Never ``service``,
+``backends`` or the role files.
 """

@@ -18,8 +18,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from secured_virt.access.operations import CATALOGUE
+from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
-from secured_virt.xenapi.link import Link, LinkError
 
 from . import pages, security
 from .keys import (
@@ -364,7 +364,12 @@ def build_app(settings: WebSettings, *, client_max_size: int = 64 * 1024) -> web
     app[KEY_CSRF] = Csrf()
     app[KEY_NAV] = {}
     app[KEY_SOCKETS] = {"total": 0, "per": {}}
-    app[KEY_LINK] = Link(settings.socket, size=settings.link_size, timeout=settings.request_timeout)
+    app[KEY_LINK] = Link(
+        settings.socket,
+        program="svirt-web",
+        size=settings.link_size,
+        timeout=settings.request_timeout,
+    )
     app[KEY_HUB] = live.Hub(app, settings.refresh_seconds)
     app.on_response_prepare.append(security.add_headers)
 

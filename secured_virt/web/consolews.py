@@ -6,66 +6,25 @@ byte stream of libvirt's console relay (the same relay ``svirsh console`` uses).
 only joins that stream to the browser's socket: guest bytes go out as binary messages, keys
 come in as text or binary messages.  Either side ending ends both, and svirtd releases the
 console for the next user.  Each console holds one svirtd connection of its own (a console
-cannot share one), counted against the socket limits of ``live``.
+cannot share one: ``netfront.link.Link.console``, which also does svirtd's framing up to the
+reply), counted against the socket limits of ``live``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from aiohttp import WSMsgType, web
 
-from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
-from secured_virt.requests import EXIT_OK, Reply
+from secured_virt.netfront.link import LinkError
+from secured_virt.requests import EXIT_OK
 
 from . import live
-from .keys import KEY_SETTINGS, MAX_NAME, peer_of
+from .keys import KEY_LINK, MAX_NAME, peer_of
 
 #: the most a browser may send in one message (keys, a paste)
 MAX_INPUT = 16 * 1024
-
-
-async def _frame(writer: asyncio.StreamWriter, msg: dict) -> None:
-    body = json.dumps(msg, separators=(",", ":")).encode()
-    writer.write(len(body).to_bytes(4, "big") + body)
-    await writer.drain()
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> dict:
-    n = int.from_bytes(await reader.readexactly(4), "big")
-    if n > MAX_REPLY_BYTES:
-        raise ValueError("svirtd sent an oversized frame")
-    msg = json.loads(await reader.readexactly(n))
-    if not isinstance(msg, dict):
-        raise ValueError("svirtd sent something that is not a frame")
-    return msg
-
-
-async def open_console(socket_path: str, token: str, name: str, peer: str | None):
-    """(reader, writer, Reply): the svirtd connection in raw mode when the reply is 0."""
-    reader, writer = await asyncio.open_unix_connection(socket_path, limit=1 << 16)
-    try:
-        await _frame(writer, {"type": "hello", "version": PROTOCOL_VERSION, "client": "svirt-web"})
-        await _frame(
-            writer, {"type": "session_console", "token": token, "name": name, "peer": peer}
-        )
-        while True:
-            msg = await asyncio.wait_for(_read_frame(reader), 60)
-            kind = msg.get("type")
-            if kind == "hello":
-                continue
-            if kind == "ask_password":  # the console asked for PAM: the web has no prompt here
-                await _frame(writer, {"type": "password", "password": None})
-                continue
-            if kind == "reply":
-                return reader, writer, Reply.from_dict(msg["reply"])
-            if kind == "error":
-                return reader, writer, Reply(1, message=f"svirtd: {msg.get('message')}")
-    except BaseException:
-        writer.close()
-        raise
 
 
 async def console_socket(request: web.Request) -> web.StreamResponse:
@@ -81,14 +40,13 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     with live.counted(request, token):
         await ws.prepare(request)
         try:
-            reader, writer, reply = await open_console(
-                request.app[KEY_SETTINGS].socket, token, name, peer_of(request)
-            )
-        except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
-            await ws.send_json({"status": 1, "message": f"cannot reach svirtd: {exc}"})
+            console = await request.app[KEY_LINK].console(token, name, peer_of(request))
+        except LinkError as exc:
+            await ws.send_json({"status": 1, "message": str(exc)})
             await ws.close()
             return ws
         try:
+            reply = console.reply
             await ws.send_json(
                 {
                     "status": reply.status,
@@ -99,10 +57,9 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             if reply.status != EXIT_OK:
                 await ws.close()
                 return ws
-            await _relay(ws, reader, writer)
+            await _relay(ws, console.reader, console.writer)
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            console.close()
     return ws
 
 

@@ -1,4 +1,5 @@
-"""What the handlers share: the settings, the application's keys, the peer address.
+"""What the handlers share: the settings, the application's keys, the peer address (the
+network front-ends' shared ``netfront.listener.peer_of``).
 
 A module of its own so that ``app``, ``live`` and ``consolews`` import it and not each other
 (the rooms test refuses import cycles, even inside functions)."""
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from secured_virt.xenapi.link import Link
+from secured_virt.netfront.link import Link
+from secured_virt.netfront.listener import peer_of
 
 from .security import Csrf
 
@@ -43,10 +45,15 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def peer_of(request: web.BaseRequest) -> str | None:
-    """The browser's address as host:port, for svirtd's audit record (recorded, not trusted)."""
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if not peer:
-        return None
-    host, port = peer[0], peer[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+__all__ = [
+    "KEY_CSRF",
+    "KEY_HUB",
+    "KEY_LINK",
+    "KEY_NAV",
+    "KEY_SETTINGS",
+    "KEY_SOCKETS",
+    "MAX_NAME",
+    "WebSettings",
+    "peer_of",
+    "token_key",
+]

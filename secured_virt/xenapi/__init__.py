@@ -11,13 +11,15 @@ Modules, one job each:
 
 * ``xmlrpc``  — safe XML-RPC decoding (expat with DTDs refused: no entities at all) and
   encoding of Xen-API result structs;
-* ``link``    — the asyncio client of svirtd's frames, a small pool of connections;
 * ``api``     — the Xen-API method table: arity, Service command, result shape, errors;
 * ``records`` — Service replies as Xen-API records (VM, host, xs_policystate);
-* ``tls``     — the certificate: load it, or make a self-signed one (key 0600);
-* ``server``  — aiohttp, limits (body, headers, connections, slow clients), ``main()``.
+* ``server``  — the XML-RPC endpoint on aiohttp, its body limit, ``main()``.
 
-May import: the front-end helpers ``client`` and ``requests``, ``config``, ``policy.errors``
-(Xen's XSERR numbers, one table for the whole project).  Never ``service``, ``backends`` or
-the role files: this process could not read them, and must not try.
+What both network front-ends share — the svirtd link, the certificate, the listener with its
+connection cap, the program's start-up rules — is ``secured_virt.netfront``.
+
+May import: ``netfront``, the front-end helpers ``client`` and ``requests``, ``config``,
+``policy.errors`` (Xen's XSERR numbers, one table for the whole project).  Never
+``service``, ``backends`` or the role files: this process could not read them, and must not
+try.
 """

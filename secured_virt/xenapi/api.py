@@ -44,10 +44,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from policy.errors import Xserr
+from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import records as R
-from .link import Link, LinkError
 from .xmlrpc import failure, success
 
 #: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it

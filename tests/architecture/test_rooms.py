@@ -57,15 +57,17 @@ ALLOWED = {
         "tenancy",
     },
     "daemon": {"access", "service"},
-    # unprivileged: reaches svirtd through its socket (client), Xen's XSERR table from policy
-    "xenapi": {"policy"},
-    # unprivileged too: svirtd through the Xen-API's link and TLS set-up, the catalogue's names
-    "web": {"xenapi", "access"},
+    # what both network front-ends share: the svirtd link (client), TLS, listener, start-up
+    "netfront": set(),
+    # unprivileged: reaches svirtd through netfront's link, Xen's XSERR table from policy
+    "xenapi": {"policy", "netfront"},
+    # unprivileged too: svirtd through netfront's link, the catalogue's names
+    "web": {"netfront", "access"},
     "testing": {"access"},
 }
 #: top-level modules that are front-end helpers, usable by front-ends only
 FRONT_HELPERS = {"client", "console", "demo"}
-FRONTENDS = {"cli", "daemon", "xenapi", "web"}
+FRONTENDS = {"cli", "daemon", "netfront", "xenapi", "web"}
 
 
 def _room(module: str) -> str | None:

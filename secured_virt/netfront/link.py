@@ -2,11 +2,16 @@
 
 Why a pool of plain connections: svirtd serves one frame at a time per connection and gives
 each connection its own thread, so a few connections kept open (``hello`` once each) let
-calls of many Xen-API clients overlap without paying a connect and hello per call.  svirtd
-caps connections per uid (128 by default), so the pool stays well below that.
+calls of many clients overlap without paying a connect and hello per call.  svirtd caps
+connections per uid (128 by default), so the pool stays well below that.
+
+A console is different: svirtd turns the connection that asked for it into the raw byte
+stream of its console relay, so each console gets a connection of its own (``console()``),
+framed here like every other request until svirtd's reply, and never returned to the pool.
 
 The framing is svirtd's (docs/protocol.md): a 4-byte big-endian length, then one JSON object.
-Replies are bounded like the svirsh client bounds them.
+Replies are bounded like the svirsh client bounds them.  ``program`` is the name this process
+gives in its ``hello`` (svirtd logs it; who we are is still SO_PEERCRED's uid).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 from typing import Any
 
 from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
-from secured_virt.requests import Reply
+from secured_virt.requests import EXIT_FAILED, Reply
 
 
 class LinkError(Exception):
@@ -48,11 +53,24 @@ class _Conn:
             self.writer.close()
 
 
+class Console:
+    """An answered ``session_console``: ``reply``, and when its status is 0 the raw stream
+    (``reader``/``writer``) of the guest's console.  ``close()`` ends it either way."""
+
+    def __init__(self, conn: _Conn, reply: Reply):
+        self.reader, self.writer, self.reply = conn.reader, conn.writer, reply
+        self._conn = conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class Link:
     """``await link.call(frame)`` -> the ``reply`` frame's Reply; at most ``size`` at once."""
 
-    def __init__(self, socket_path: str, size: int = 32, timeout: float = 120.0):
+    def __init__(self, socket_path: str, *, program: str, size: int = 32, timeout: float = 120.0):
         self.socket_path = socket_path
+        self.program = program
         self.size = size
         self.timeout = timeout
         self._idle: list[_Conn] = []
@@ -81,6 +99,34 @@ class Link:
                 return reply
         raise LinkError("svirtd connection failed")  # not reached
 
+    async def console(self, token: str, name: str, peer: str | None) -> Console:
+        """``session_console`` on a connection of its own (not from the pool, not counted
+        against ``size``: a console lasts as long as the user watches it).  A refusal or
+        svirtd's error frame is the Console's ``reply``; LinkError when svirtd is away."""
+        conn = await self._connect()
+        try:
+            await conn.send({"type": "session_console", "token": token, "name": name,
+                             "peer": peer})  # fmt: skip
+            while True:
+                msg = await asyncio.wait_for(conn.recv(), 60)
+                kind = msg.get("type")
+                if kind == "reply" and isinstance(msg.get("reply"), dict):
+                    return Console(conn, Reply.from_dict(msg["reply"]))
+                if kind == "ask_password":  # PAM for the console: no prompt here, fail closed
+                    await conn.send({"type": "password", "password": None})
+                    continue
+                if kind == "error":
+                    why = f"svirtd: {msg.get('message')}"
+                    return Console(conn, Reply(EXIT_FAILED, message=why))
+                if kind != "progress":
+                    raise LinkError(f"svirtd sent an unexpected frame {kind!r}")
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            conn.close()
+            raise LinkError(f"svirtd connection failed: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+
     async def _connect(self) -> _Conn:
         try:
             reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 16)
@@ -90,8 +136,12 @@ class Link:
                 "is svirtd running?"
             ) from None
         conn = _Conn(reader, writer)
-        await conn.send({"type": "hello", "version": PROTOCOL_VERSION, "client": "svirt-xenapi"})
-        msg = await asyncio.wait_for(conn.recv(), 30)
+        try:
+            await conn.send({"type": "hello", "version": PROTOCOL_VERSION, "client": self.program})
+            msg = await asyncio.wait_for(conn.recv(), 30)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            conn.close()
+            raise LinkError(f"svirtd connection failed at hello: {exc}") from None
         if msg.get("type") != "hello":
             conn.close()
             raise LinkError(f"svirtd refused us: {msg.get('message') or msg}")
@@ -103,7 +153,7 @@ class Link:
             kind = msg.get("type")
             if kind == "reply" and isinstance(msg.get("reply"), dict):
                 return Reply.from_dict(msg["reply"])
-            if kind == "ask_password":  # only from session_console; we never have one
+            if kind == "ask_password":  # a request whose PAM prompt we cannot answer
                 await conn.send({"type": "password", "password": None})
                 continue
             if kind == "progress":

@@ -1,12 +1,13 @@
-"""The Xen-API's TLS: a configured certificate, or a self-signed one made once.
+"""The front-ends' TLS: a configured certificate, or a self-signed one made once.
 
 HTTPS only: passwords and session tokens cross the network.  When no certificate is
-configured (nothing at ``xenapi_cert``/``xenapi_key``), ``svirt-xenapi --setup`` or the first
-start makes a self-signed one with ``openssl req`` (argv list, absolute path, no shell): an
-ECDSA P-256 key written 0600 under umask 077, owned by the front-end's user, and a
-certificate for ``localhost`` and the listen address.  Clients then pin that certificate
-(docs/xenapi.md).  A key that others can read is refused: it would let them impersonate the
-endpoint.
+configured (nothing at ``<prefix>_cert``/``<prefix>_key``), ``--setup`` or the first start
+makes a self-signed one with ``openssl req`` (argv list, absolute path, no shell): an ECDSA
+P-256 key written 0600 under umask 077, owned by the front-end's user, and a certificate for
+``localhost``, this host's name and the listen address, whose subject names the front-end
+(``subject``).  Clients then pin that certificate (docs/xenapi.md, docs/web.md).  A key that
+others can read, or that belongs to another uid, is refused: it would let them impersonate
+the endpoint.
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ class TlsError(Exception):
     """The certificate or key cannot be used; the message says what to do."""
 
 
-def ensure_certificate(cert: str, key: str, listen: str) -> bool:
-    """Make a self-signed certificate if neither file exists; True if one was made."""
+def ensure_certificate(
+    cert: str, key: str, listen: str, *, subject: str, keys: str = "cert, key"
+) -> bool:
+    """Make a self-signed certificate (CN ``subject``) if neither file exists; True if one
+    was made.  ``keys`` names the configuration keys in errors (``xenapi_cert, xenapi_key``)."""
     have_cert, have_key = os.path.exists(cert), os.path.exists(key)
     if have_cert and have_key:
         return False
     if have_cert != have_key:
         raise TlsError(
-            f"only one of {cert} and {key} exists; give both (xenapi_cert, xenapi_key) or "
+            f"only one of {cert} and {key} exists; give both ({keys}) or "
             "remove the other so a self-signed pair can be made"
         )
+    if not subject or "/" in subject or "\n" in subject:
+        raise TlsError(f"unusable certificate subject {subject!r}")
     for d in {os.path.dirname(cert), os.path.dirname(key)}:
         os.makedirs(d, mode=0o700, exist_ok=True)
     names = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
@@ -51,7 +57,7 @@ def ensure_certificate(cert: str, key: str, listen: str) -> bool:
     try:
         argv = [
             OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "825", "-subj", "/CN=secured-virt Xen-API",
+            "-nodes", "-days", "825", "-subj", f"/CN={subject}",
             "-addext", "subjectAltName=" + ",".join(names),
             "-keyout", tmp_key, "-out", tmp_cert,
         ]  # fmt: skip
