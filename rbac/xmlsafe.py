@@ -22,7 +22,7 @@ from .errors import PolicyError
 MAX_POLICY_BYTES = 32 * 1024 * 1024
 
 
-def _parser() -> etree.XMLParser:
+def _parser(keep_layout: bool = False) -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -32,8 +32,9 @@ def _parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
         # whitespace between elements is layout, not data: dropping those text nodes makes
-        # the tree of a 100k-VM PA file 14 MB smaller (an element's own text is kept)
-        remove_blank_text=True,
+        # the tree of a 100k-VM PA file 14 MB smaller (an element's own text is kept).  An
+        # editor that writes the file back must keep it (keep_layout=True).
+        remove_blank_text=not keep_layout,
     )
 
 
@@ -56,8 +57,13 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def parse(data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES) -> etree._ElementTree:
-    """Parse ``data`` (named ``name`` in messages) safely; raise PolicyError on any problem."""
+def parse(
+    data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES, keep_layout: bool = False
+) -> etree._ElementTree:
+    """Parse ``data`` (named ``name`` in messages) safely; raise PolicyError on any problem.
+
+    ``keep_layout``: keep the whitespace between elements, for tools that write the document
+    back byte for byte (svirt-admin's structured edits); loading for decisions drops it."""
     if len(data) > max_size:
         raise PolicyError(f"{name} is {len(data)} bytes, more than the limit of {max_size}", name)
     pos = _doctype_offset(data)
@@ -69,7 +75,7 @@ def parse(data: bytes, name: str, *, max_size: int = MAX_POLICY_BYTES) -> etree.
             _line_of(data, pos),
         )
     try:
-        tree = etree.ElementTree(etree.fromstring(data, _parser()))
+        tree = etree.ElementTree(etree.fromstring(data, _parser(keep_layout)))
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or (exc.position[0] if exc.position else None)
         msg = exc.msg or str(exc)

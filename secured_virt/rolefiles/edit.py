@@ -144,7 +144,8 @@ class PolicyDoc:
         if kind not in _ROOT_TAG:
             raise ValueError(f"kind must be 'ua' or 'pa', not {kind!r}")
         self.kind, self.name, self.original = kind, name, data
-        self.tree = xmlsafe.parse(data, name)  # safe parse; raises rbac.PolicyError
+        # safe parse (raises rbac.PolicyError), keeping the layout the file is written back with
+        self.tree = xmlsafe.parse(data, name, keep_layout=True)
         self.root = self.tree.getroot()
         if self.root.tag != _ROOT_TAG[kind]:
             raise EditError(
