@@ -7,8 +7,11 @@
 #                      $PREFIX; link the programs, install man pages, completion, docs, systemd
 #                      units; install /etc files only where none exist yet (an admin's files are
 #                      never overwritten: the shipped versions are in $PREFIX/share/secured-virt/etc)
+#                      create the network front-ends' system users (svirt-xenapi, svirt-web)
+#                      if missing: the front-ends themselves stay off until turned on
 #   uninstall          remove what `install` installed (listed in $PREFIX/share/secured-virt/
-#                      installed-files); /etc/secured-virt, the PAM service, state and logs stay
+#                      installed-files); /etc/secured-virt, the PAM service, state, logs and the
+#                      front-ends' system users stay
 #   isolate-scripts D  make the console scripts in D run `python -I` (also used for the test venv)
 #
 # Why a venv built from Debian's python3 and not the system site-packages: secured-virt needs
@@ -22,7 +25,9 @@
 # recorded in the byte-code.
 set -eu
 
-PROGRAMS="svirsh svirt-admin svirtd"
+PROGRAMS="svirsh svirt-admin svirtd svirt-xenapi svirt-web"
+#: the network front-ends: each is a program, a unit, and an unprivileged system user of that name
+FRONTENDS="svirt-xenapi svirt-web"
 MARKER=share/secured-virt/installed-files
 
 say() { printf '%s\n' "$*"; }
@@ -60,6 +65,28 @@ keep_or_install() {
 }
 
 record() { printf '%s\n' "$1" >>"$MANIFEST_TMP"; }
+
+# The front-ends' system users: created once (no home, no login shell, a group of the same
+# name for the units' Group=), an existing account of that name used as it is.  Not with
+# DESTDIR: a staged install (a package) creates users when it is installed on the host.
+ensure_frontend_users() {
+    if [ -n "${DESTDIR:-}" ] || [ "$(id -u)" != 0 ]; then
+        say "  front-end users not created (DESTDIR install or not root): create them with"
+        say "    useradd --system --user-group --no-create-home --home-dir /nonexistent \\"
+        say "            --shell /usr/sbin/nologin NAME    (NAME: $FRONTENDS)"
+        return
+    fi
+    for u in $FRONTENDS; do
+        if getent passwd "$u" >/dev/null; then
+            say "  kept the user $u (it exists)"
+            continue
+        fi
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --comment "secured-virt front-end $u" -- "$u" ||
+            die "cannot create the system user $u"
+        say "  created the system user $u (no home, no login shell)"
+    done
+}
 
 do_install() {
     : "${PREFIX:?}" "${SRC:?}" "${HOST_PYTHON:=/usr/bin/python3}"
@@ -114,6 +141,7 @@ do_install() {
     install -m 0644 "$SRC/etc/sudoers.d/secured-virt" "$share/etc/sudoers.d/"
     install -m 0644 "$SRC"/etc/examples/* "$share/etc/examples/"
     install -m 0644 "$SRC"/etc/systemd/svirtd.service "$SRC"/etc/systemd/svirtd.socket \
+        "$SRC"/etc/systemd/svirt-xenapi.service "$SRC"/etc/systemd/svirt-web.service \
         "$share/etc/systemd/"
     # world-readable, writable by the installer alone
     for x in bin lib lib64 include share pyvenv.cfg; do
@@ -123,7 +151,7 @@ do_install() {
     MANIFEST_TMP="$work/manifest"
     : >"$MANIFEST_TMP"
     install -d -m 0755 "$D$BINDIR" "$D$SBINDIR"
-    for s in svirsh svirt-admin; do
+    for s in svirsh svirt-admin $FRONTENDS; do
         ln -sfn "$PREFIX/bin/$s" "$D$BINDIR/$s"
         record "$BINDIR/$s"
     done
@@ -144,15 +172,18 @@ do_install() {
     done
 
     install -d -m 0755 "$D$DOCDIR"
-    for doc in "$SRC"/README.md "$SRC"/docs/*.md; do
+    for doc in "$SRC"/README.md "$SRC"/docs/*.md "$SRC"/docs/*.png; do
+        [ -f "$doc" ] || continue
         install -m 0644 "$doc" "$D$DOCDIR/"
         record "$DOCDIR/$(basename "$doc")"
     done
 
     # systemd units: the shipped ones name the default paths; substitute the chosen ones
     install -d -m 0755 "$D$UNITDIR"
-    for u in svirtd.service svirtd.socket; do
+    for u in svirtd.service svirtd.socket svirt-xenapi.service svirt-web.service; do
         sed -e "s|/usr/local/sbin/svirtd|$SBINDIR/svirtd|g" \
+            -e "s|/usr/local/bin/svirt-xenapi|$BINDIR/svirt-xenapi|g" \
+            -e "s|/usr/local/bin/svirt-web|$BINDIR/svirt-web|g" \
             -e "s|/usr/local/share/doc/secured-virt|$DOCDIR|g" \
             "$SRC/etc/systemd/$u" >"$D$UNITDIR/$u"
         chmod 0644 "$D$UNITDIR/$u"
@@ -172,6 +203,8 @@ do_install() {
     keep_or_install "$SRC/etc/pam.d/secured-virt" "$D$PAMDIR/secured-virt" \
         "$PREFIX/share/secured-virt/etc/pam.d/secured-virt"
 
+    ensure_frontend_users
+
     install -m 0644 "$MANIFEST_TMP" "$P/$MARKER"
     if [ -z "$D" ] && [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
@@ -184,6 +217,9 @@ do_install() {
     say "  programs  $BINDIR/svirsh, $BINDIR/svirt-admin, $SBINDIR/svirtd -> $PREFIX/bin/"
     say "  config    $SYSCONFDIR/secured-virt/ (edit ua.xml/pa.xml with 'svirt-admin edit ua|pa')"
     say "  units     $UNITDIR/svirtd.socket, svirtd.service"
+    say "  front-ends $BINDIR/svirt-xenapi, $BINDIR/svirt-web (units svirt-xenapi.service,"
+    say "            svirt-web.service): off until 'xenapi = yes' / 'web = yes' and"
+    say "            'frontends = xenapi:svirt-xenapi, web:svirt-web' (docs/xenapi.md, web.md)"
     say "next: svirt-admin validate && systemctl enable --now svirtd.socket"
     say "      (a running svirtd keeps the old code until it is restarted)"
 }
@@ -209,6 +245,9 @@ do_uninstall() {
     say "secured-virt removed from $PREFIX.  Kept (yours): $SYSCONFDIR/secured-virt/,"
     say "  $PAMDIR/secured-virt, /var/lib/secured-virt (state, save images) and"
     say "  /var/log/secured-virt (the audit trail).  Remove them by hand if you want them gone."
+    say "  Kept too: the system users $FRONTENDS and their /var/lib/svirt-* (the TLS keys they"
+    say "  own).  A deleted user's uid goes to the next system user made, which would then own"
+    say "  those keys: remove the directories first, then 'userdel NAME' (its group goes too)."
 }
 
 case "${1:-}" in

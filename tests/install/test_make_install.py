@@ -11,6 +11,7 @@ to it, PAM through the installed interpreter (pam_wrapper), a reinstall over an 
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
@@ -71,6 +72,18 @@ class Install:
         return str(d / name)
 
 
+#: the network front-ends: program, unit and system user of one name each (issues 16, 17)
+FRONTENDS = ("svirt-xenapi", "svirt-web")
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def installed():
     root = Path(
@@ -78,11 +91,19 @@ def installed():
     )
     os.chmod(root, 0o755)
     inst = Install(root)
-    r = inst.make("install")
-    assert r.returncode == 0, r.stdout + r.stderr
-    inst.first_output = r.stdout
-    yield inst
-    shutil.rmtree(root, ignore_errors=True)
+    inst.users_before = {u for u in FRONTENDS if _user_exists(u)}
+    try:
+        r = inst.make("install")
+        assert r.returncode == 0, r.stdout + r.stderr
+        inst.first_output = r.stdout
+        yield inst
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        # install made the front-ends' users and uninstall keeps them (by design): the test
+        # removes those it caused, so this machine is left as it was found
+        for u in FRONTENDS:
+            if u not in inst.users_before and _user_exists(u):
+                subprocess.run(["/usr/sbin/userdel", "--", u], check=False)
 
 
 # -- what is installed ---------------------------------------------------------------------------
@@ -369,6 +390,65 @@ def test_pam_through_the_installed_interpreter(installed, test_users, tmp_path):
         shutil.rmtree(pw_base, ignore_errors=True)
 
 
+# -- the network front-ends (issues 16, 17) --------------------------------------------------
+def test_frontends_programs_units_docs_and_users(installed):
+    """svirt-xenapi and svirt-web: linked programs running the installed Python isolated,
+    units naming them where they were installed and running them as their own system user,
+    their docs, and those users: system accounts, no login shell, no home, their own group."""
+    py = installed.prefix / "bin" / "python"
+    units, docs = installed.dirs["UNITDIR"], installed.dirs["DOCDIR"]
+    for name in FRONTENDS:
+        path = installed.dirs["BINDIR"] / name
+        target = Path(os.path.realpath(path))
+        assert target.parent == installed.prefix / "bin", path
+        assert target.read_text().splitlines()[0] == f"#!{py} -I"
+        r = subprocess.run([str(path), "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "--setup" in r.stdout, r.stderr
+        text = (units / f"{name}.service").read_text()
+        lines = dict(ln.split("=", 1) for ln in text.splitlines() if "=" in ln and ln[0] != "#")
+        assert lines["User"] == lines["Group"] == name
+        for key in ("ExecStart", "ExecStartPre"):
+            exe = lines[key].split()[0]
+            assert exe == str(path) and os.access(exe, os.X_OK), (key, exe)
+        ref = lines["Documentation"]
+        assert ref.startswith("file://") and Path(ref[len("file://") :]).parent == docs, ref
+        assert Path(ref[len("file://") :]).is_file(), ref
+        assert (installed.prefix / "share/secured-virt/etc/systemd" / f"{name}.service").is_file()
+        pw = pwd.getpwnam(name)
+        assert pw.pw_uid < 1000 and pw.pw_shell == "/usr/sbin/nologin", pw
+        assert not os.path.exists(pw.pw_dir), pw.pw_dir
+        assert grp.getgrgid(pw.pw_gid).gr_name == name
+        made = name not in installed.users_before
+        said = f"created the system user {name}" if made else f"kept the user {name}"
+        assert said in installed.first_output, installed.first_output
+    assert (docs / "xenapi.md").is_file() and (docs / "web.md").is_file()
+
+
+def test_installed_frontends_run_as_their_own_users(installed):
+    """Each installed program, run as its own system user, makes its self-signed certificate
+    (``--setup``, as the unit's ExecStartPre does): the installed venv has what it imports
+    (aiohttp), the key is 0600 and the user's; as root it refuses to run (exit 2)."""
+    state = installed.root / "var" / "lib"
+    state.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    for name in FRONTENDS:
+        prefix = name.removeprefix("svirt-")
+        d = state / name
+        d.mkdir(mode=0o700, exist_ok=True)
+        pw = pwd.getpwnam(name)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        extra |= {prefix: "yes", f"{prefix}_cert": d / "cert.pem", f"{prefix}_key": d / "key.pem"}
+    conf = _host_config(installed, **extra)
+    for name in FRONTENDS:
+        prog = str(installed.dirs["BINDIR"] / name)
+        r = subprocess.run([prog, "--config", str(conf), "--setup"], capture_output=True, text=True)
+        assert r.returncode == 2 and "must not run as root" in r.stderr, r.stderr
+        r = run_as(pwd.getpwnam(name), [prog, "--config", str(conf), "--setup"])
+        assert r.returncode == 0, r.stderr
+        key = os.stat(state / name / "key.pem")
+        assert key.st_uid == pwd.getpwnam(name).pw_uid and key.st_mode & 0o777 == 0o600
+
+
 # -- reinstall, test venv, uninstall ---------------------------------------------------------
 def test_reinstall_keeps_the_admins_etc_files(installed):
     ua = installed.etc / "ua.xml"
@@ -384,6 +464,7 @@ def test_reinstall_keeps_the_admins_etc_files(installed):
     assert ua.read_text() == mine
     assert pam.read_text() == "# the admin's own stack\n"
     assert f"kept {ua}" in r.stdout
+    assert all(f"kept the user {u} (it exists)" in r.stdout for u in FRONTENDS), r.stdout
     # the package itself was replaced (same version number: a forced reinstall)
     assert damaged.read_bytes() == (REPO / "secured_virt/requests.py").read_bytes()
     shipped = installed.prefix / "share/secured-virt/etc/ua.xml"
@@ -424,10 +505,14 @@ def test_the_test_venv_is_per_checkout_and_never_the_install(installed, tmp_path
 def test_uninstall_removes_what_it_installed_and_keeps_etc(installed):
     r = installed.make("uninstall")
     assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("svirsh", "svirt-admin", "svirtd"):
+    for name in ("svirsh", "svirt-admin", "svirtd", *FRONTENDS):
         assert not os.path.lexists(installed.program(name))
+        assert not (installed.dirs["UNITDIR"] / f"{name}.service").exists()
     assert not installed.prefix.exists()
     assert not (installed.dirs["MANDIR"] / "man1/svirsh.1").exists()
     assert not (installed.dirs["UNITDIR"] / "svirtd.service").exists()
     assert (installed.etc / "ua.xml").exists() and (installed.etc / "secured-virt.conf").exists()
     assert "Kept (yours)" in r.stdout
+    # the front-ends' users stay: their uids own /var/lib/svirt-* (the TLS keys), which stay
+    assert all(_user_exists(u) for u in FRONTENDS)
+    assert "Kept too: the system users svirt-xenapi svirt-web" in r.stdout
