@@ -75,15 +75,43 @@ class XlBackend(XlSave, XlDevices, XlLabels, XlHostInfo):
         raise self._no_snapshots(name)
 
     # -- storage pools and volumes: not in xl ----------------------------------------------
-    def _no_storage(self, *_args, **_kw):
-        raise BackendError(
+    @staticmethod
+    def _no_storage() -> BackendError:
+        return BackendError(
             "unsupported",
             "xl has no storage pools or volumes: a realm's images on Xen are files root "
             "creates in the realm's directory (svirsh vol-* needs the libvirt backend)",
         )
 
-    pool_info = ensure_dir_pool = vol_list = vol_info = vol_by_path = _no_storage
-    vol_create_as = vol_delete = _no_storage
+    def pool_info(self, pool: str):
+        raise self._no_storage()
+
+    def ensure_dir_pool(self, pool: str, path: str):
+        raise self._no_storage()
+
+    def vol_list(self, pool: str, *, refresh: bool = False):
+        raise self._no_storage()
+
+    def vol_info(self, pool: str, name: str):
+        raise self._no_storage()
+
+    def vol_by_path(self, path: str):
+        raise self._no_storage()
+
+    def vol_create_as(
+        self,
+        pool: str,
+        name: str,
+        capacity: int,
+        *,
+        allocation: int | None = None,
+        fmt: str | None = None,
+        owner: tuple[int, int] | None = None,
+    ):
+        raise self._no_storage()
+
+    def vol_delete(self, pool: str, name: str) -> None:
+        raise self._no_storage()
 
     # -- console --------------------------------------------------------------------------
     def console_argv(self, name: str) -> list[str]:

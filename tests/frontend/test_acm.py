@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import policy
-from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, Request
+from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Request
 from secured_virt.service import Service
 
 from .conftest import ROOT, ident
@@ -121,7 +121,7 @@ def test_list_label_and_dominfo_security_section(svc):
 
 def test_setlabel_rejects_unknown_label_and_running_domain(svc):
     r = run(svc, ROOT, "setlabel", domain="alice-web", label="dom_Nope")
-    assert r.status == EXIT_FAILED and "dom_Nope" in r.message
+    assert r.status == EXIT_USAGE and "dom_Nope" in r.message  # a label the policy lacks
     run(svc, ROOT, "start", domain="alice-db")
     r = run(svc, ROOT, "setlabel", domain="alice-db", label="dom_Fun")
     assert r.status == EXIT_FAILED and "relabel" in r.message
