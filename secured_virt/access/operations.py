@@ -131,6 +131,8 @@ _TABLE: tuple[tuple[int, str, str, str, str], ...] = (
     (66, "vol-info", _R, POOL, "show a storage volume's type, capacity and allocation"),
     (67, "vol-create-as", _C, POOL, "create a storage volume in a pool (within its realm's quota)"),
     (68, "vol-delete", _C, POOL, "delete a storage volume from a pool"),
+    (69, "save-list", _R, VM, "list your own save images (those of VMs you may save-list)"),
+    (70, "save-delete", _C, VM, "delete one of your own save images (of a VM you may save-delete)"),
 )
 
 

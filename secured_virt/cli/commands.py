@@ -203,6 +203,23 @@ COMMANDS: dict[str, Command] = {
             target=None,
         ),
         _c(
+            "save-list",
+            "save-list",
+            "list your save images: file, the VM each holds, size and time "
+            "(your own save directory; root: --user USER's)",
+            args=(),
+            opts=(Opt(("--user",), "user", "root only: list USER's save directory", "value"),),
+            reads=True,
+            target=None,
+        ),
+        _c(
+            "save-delete",
+            "save-delete",
+            "delete one of your save images (a plain name from save-list)",
+            args=(Arg("file", "the save image's name in your save directory"),),
+            target=None,
+        ),
+        _c(
             "define",
             "define",
             "define (but don't start) a domain from an XML file",

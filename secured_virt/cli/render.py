@@ -186,6 +186,12 @@ def render_sxp(d: dict) -> str:
     return _sxp(node) + "\n"
 
 
+def render_save_list(d: dict) -> str:
+    """The caller's save images, in virsh's table style (``snapshot-list``'s layout)."""
+    rows = [[i["file"], i.get("domain") or "-", str(i["bytes"]), i["saved"]] for i in d["images"]]
+    return table(["File", "Domain", "Bytes", "Saved"], rows) + "\n"
+
+
 def render_dominfo(d: dict) -> str:
     """virsh dominfo's lines, in virsh's order and spelling; svirsh's own (Owner, the sHype/ACM
     label) come after them, under names virsh does not use."""
@@ -293,6 +299,8 @@ def render(command: str, args: dict, data: object) -> str:
     if command == "dumpxml":
         xml = data["xml"]  # virsh prints the XML as libvirt gives it, then its blank line
         return (xml if xml.endswith("\n") else xml + "\n") + "\n"
+    if command == "save-list":
+        return render_save_list(data)
     if command == "snapshot-list":
         return render_snapshots(data)
     if command == "getlabel" and "object" in data:  # one resource or interface: xm's form

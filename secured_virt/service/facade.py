@@ -51,6 +51,7 @@ from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
 from .queries import QueryCommands
 from .realms import RealmCommands
+from .saves import SaveImageCommands
 from .shype_policy import PolicyCommands
 from .steps import MediationSteps, _LazyEffect
 from .storage import StorageCommands
@@ -65,6 +66,7 @@ class Service(
     LifecycleCommands,
     DeviceCommands,
     StorageCommands,
+    SaveImageCommands,
     VolumeCommands,
     LabelCommands,
     LabelObjectCommands,

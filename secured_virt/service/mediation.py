@@ -388,6 +388,12 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "reload makes svirtd enforce a policy loaded elsewhere; a broken one keeps the last good",
     ),
     "vcpupin": (_N, _VM_PLAIN, "scheduling of what the VM has"),
+    "save-list": (_N, (RBAC,), "reads the caller's own save directory, filtered per image's VM"),
+    "save-delete": (
+        _N,
+        (RBAC, SAVE_PATH),
+        "removes a file from the caller's own save directory, opened safely",
+    ),
     "realm-admin": (
         _N,
         _HOST,

@@ -79,6 +79,8 @@ PINNED = {
     66: ("vol-info", "read", "pool"),
     67: ("vol-create-as", "change", "pool"),
     68: ("vol-delete", "change", "pool"),
+    69: ("save-list", "read", "vm"),
+    70: ("save-delete", "change", "vm"),
 }
 
 
