@@ -145,7 +145,12 @@ def run_one(name: str) -> str:
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr[-4000:])
     took = time.monotonic() - t0
-    body = res.stdout.strip()
+    # the tables; "wrote bench/out/..." lines are for the console
+    body = "\n".join(
+        line
+        for line in res.stdout.strip().splitlines()
+        if not line.startswith(("wrote ", "written:"))
+    ).strip()
     if res.returncode:
         body += (
             f"\n\n**The benchmark exited with status {res.returncode}** (a target it checks "
