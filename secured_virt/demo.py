@@ -244,6 +244,7 @@ def tour(t: Tour) -> list[str]:
     expect(t.svirsh("carol", "suspend", "alice-web"), 3, "carol suspend")
     problems += acm_tour(t)
     problems += realm_tour(t)
+    problems += xenapi_tour(t)
     say("Every decision above — allowed or denied — is one hash-chained audit record.")
     expect(t.admin("audit", "verify"), 0, "audit verify")
     t.admin("audit", "show", "--denied")
@@ -470,6 +471,210 @@ def realm_tour(t: Tour) -> list[str]:
     return problems
 
 
+#: the Xen-API chapter's front-end account, the unprivileged user svirt-xenapi runs as (a name
+#: no host has: created for the chapter when missing and removed again at its end)
+XENAPI_FRONTEND = "svdemo-xenapi"
+
+
+def xenapi_tour(t: Tour) -> list[str]:
+    """The remote front-ends (issues 16, 17): a short scripted session with the real PyPI
+    ``XenAPI`` client against svirt-xenapi, which the chapter starts as its own unprivileged
+    user on a host of its own (svirtd reads ``frontends`` when it starts) and stops again;
+    alice's password is checked by PAM inside svirtd.  Then where the endpoint and the web
+    console are on a real host, and how to log in.
+
+    alice's account gets a password only when the demo created it (and it goes with the
+    account at the end); an account that existed before is never given one, and the session
+    is then skipped with a word why."""
+    problems: list[str] = []
+    alice = ACCOUNTS["alice"]
+    host = Tour(t.base / "xenapi-host", t.src)
+    made_fe = not _user_exists(XENAPI_FRONTEND)
+    proc = None
+    try:
+        say(
+            "The same gate, over the network.  svirt-xenapi speaks the Xen-API (XML-RPC over "
+            "HTTPS) as its own unprivileged user; passwords go to PAM inside svirtd, which "
+            "issues the session token, and every call runs through svirtd's gate as the user "
+            "who logged in (audited with via=xenapi).  It starts here on a host of its own, "
+            f"as the system user {XENAPI_FRONTEND}."
+        )
+        if alice not in getattr(getattr(t, "accounts", None), "created", ()):
+            print(f"{DIM}({alice} existed before the demo, and the demo gives no password to "
+                  f"an account it did not make: the session is skipped){RESET}")  # fmt: skip
+        else:
+            proc = _start_xenapi(host, made_fe)
+            problems += _xenapi_session(host, alice)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        host.stop()
+        if made_fe and _user_exists(XENAPI_FRONTEND):
+            for argv in (["/usr/sbin/userdel", "--", XENAPI_FRONTEND],
+                         ["/usr/sbin/groupdel", "--", XENAPI_FRONTEND]):  # fmt: skip
+                r = subprocess.run(argv, capture_output=True)
+                if r.returncode not in (0, 6):  # 6: already gone (userdel took the group)
+                    problems.append(f"user {XENAPI_FRONTEND}: {r.stderr.decode(errors='replace')}")
+    say(
+        "On a real host both remote front-ends are off until root turns them on, and listen "
+        "on loopback only (docs/xenapi.md, docs/web.md; make install creates their users):"
+    )
+    print(
+        textwrap.dedent("""\
+        /etc/secured-virt/secured-virt.conf:   xenapi = yes
+                                               web = yes
+                                               frontends = xenapi:svirt-xenapi, web:svirt-web
+        systemctl restart svirtd               # svirtd reads 'frontends' when it starts
+        systemctl enable --now svirt-xenapi svirt-web
+        Xen-API:      https://127.0.0.1:9367/  (pin /var/lib/svirt-xenapi/cert.pem)
+        web console:  https://127.0.0.1:9368/  log in with your own account's name and password
+                      (PAM in svirtd): you see the VMs and buttons your roles allow, no more""")
+    )
+    return problems
+
+
+def _start_xenapi(host: Tour, made_fe: bool) -> subprocess.Popen:
+    """svirtd with ``frontends = xenapi:<the chapter's user>`` and svirt-xenapi as that user."""
+    import socket
+
+    if made_fe:
+        subprocess.run(
+            ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell",
+             "/usr/sbin/nologin", "--", XENAPI_FRONTEND],
+            check=True,
+        )  # fmt: skip
+    fe = pwd.getpwnam(XENAPI_FRONTEND)
+    host.base.mkdir()
+    host.setup()
+    state = host.base / "xenapi-state"
+    state.mkdir(mode=0o700)
+    os.chown(state, fe.pw_uid, fe.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        host.xenapi_port = s.getsockname()[1]
+    host.xenapi_cert = state / "cert.pem"
+    with open(host.conf, "a") as f:
+        f.write(
+            f"frontends = xenapi:{XENAPI_FRONTEND}\nxenapi = yes\n"
+            f"xenapi_port = {host.xenapi_port}\nxenapi_cert = {host.xenapi_cert}\n"
+            f"xenapi_key = {state / 'key.pem'}\n"
+        )
+    host.start_daemon()
+    code = (
+        f"import sys; sys.path.insert(0, {str(host.src)!r}); "
+        "from secured_virt.xenapi.server import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        ["/usr/bin/setpriv", f"--reuid={fe.pw_uid}", f"--regid={fe.pw_gid}", "--clear-groups",
+         "--", host.python, "-I", "-c", code, "--config", str(host.conf),
+         "--log-level", "warning"],
+        stdin=subprocess.DEVNULL, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )  # fmt: skip
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: svirt-xenapi exited with {proc.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", host.xenapi_port), 0.2),
+        ):
+            if host.xenapi_cert.exists():
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("demo: svirt-xenapi did not start")
+
+
+def _xenapi_session(host: Tour, alice: str) -> list[str]:
+    """The scripted session, each call shown as typed and its answer as the client got it."""
+    import secrets
+    import ssl
+    import xmlrpc.client
+
+    problems: list[str] = []
+    try:
+        import XenAPI
+    except ImportError:
+        print(f"{DIM}(the PyPI XenAPI client is not installed here: pip install XenAPI){RESET}")
+        return problems
+    password = secrets.token_urlsafe(12)
+    subprocess.run(
+        ["/usr/sbin/chpasswd"], input=f"{alice}:{password}\n", text=True, check=True
+    )  # the demo's own account; its shadow line goes with it at the end
+
+    def show(code: str) -> None:
+        print(f"{DIM}>>>{RESET} {code}", flush=True)
+
+    def failure(call) -> list[str]:
+        try:
+            call()
+        except XenAPI.Failure as exc:
+            print(f"XenAPI.Failure: {exc.details}")
+            return [str(d) for d in exc.details]
+        print("(no failure)")
+        return []
+
+    url = f"https://127.0.0.1:{host.xenapi_port}/"
+    say(
+        f"alice runs a Xen-API script from her own machine.  It pins the endpoint's "
+        f"self-signed certificate ({host.xenapi_cert.name}) and logs in with her password."
+    )
+    ctx = ssl.create_default_context(cafile=str(host.xenapi_cert))
+    show(f's = XenAPI.Session("{url}", transport=SafeTransport(context=pinned))')
+    s = XenAPI.Session(url, transport=xmlrpc.client.SafeTransport(context=ctx))
+    show(f's.xenapi.login_with_password("{alice}", "********", "1.0", "svirt-demo")')
+    s.xenapi.login_with_password(alice, password, "1.0", "svirt-demo")
+    show("for vm in s.xenapi.VM.get_all_records().values(): print(vm['name_label'], ...)")
+    recs = s.xenapi.VM.get_all_records()
+    ref = {}
+    for r, vm in sorted(recs.items(), key=lambda kv: kv[1]["name_label"]):
+        ref[vm["name_label"]] = r
+        print(f"  {vm['name_label']:<10} {vm['power_state']:<8} {r}")
+    if sorted(ref) != ["alice-db", "alice-web"]:
+        problems.append(f"xenapi: alice sees {sorted(ref)}")
+    say("She starts her database VM: the gate allows it, as it does for svirsh.")
+    show('s.xenapi.VM.start(ref["alice-db"], False, False)')
+    s.xenapi.VM.start(ref.get("alice-db", ""), False, False)
+    show('s.xenapi.VM.get_power_state(ref["alice-db"])')
+    state = s.xenapi.VM.get_power_state(ref.get("alice-db", ""))
+    print(repr(state))
+    if state != "Running":
+        problems.append(f"xenapi: alice-db is {state} after VM.start")
+    say(
+        "Rebooting is not in her role: PERMISSION_DENIED carries the gate's own reason.  And "
+        "bob's VM is not hers to see: its UUID (root knows it) is no handle for her."
+    )
+    show('s.xenapi.VM.clean_reboot(ref["alice-web"])')
+    got = failure(lambda: s.xenapi.VM.clean_reboot(ref.get("alice-web", "")))
+    if got[:1] != ["PERMISSION_DENIED"] or got[-1:] != ["rbac"]:
+        problems.append(f"xenapi: reboot answered {got}")
+    bob_build = "4dea22b3-1d52-d8f3-2516-782e98a23fb0"  # etc/demo/node.xml
+    show(f's.xenapi.VM.hard_shutdown("{bob_build}")')
+    got = failure(lambda: s.xenapi.VM.hard_shutdown(bob_build))
+    if got[:1] != ["HANDLE_INVALID"]:
+        problems.append(f"xenapi: bob's VM answered {got}")
+    say("She logs out; the token is void in svirtd at once, so the old session is refused.")
+    old = s.handle
+    show("s.xenapi.session.logout()")
+    s.xenapi.session.logout()
+    show("s.VM.get_all(old_session)")
+    answer = getattr(s, "VM.get_all")(old)  # the raw call: the client would log in again
+    print(answer)
+    if answer.get("ErrorDescription", [None])[0] != "SESSION_INVALID":
+        problems.append(f"xenapi: the old session answered {answer}")
+    say(
+        "svirtd audited each call as alice; every record also carries via=xenapi and her "
+        "address (audit show --json shows them)."
+    )
+    if host.admin("audit", "show", "--user", alice):
+        problems.append("xenapi: audit show failed")
+    return problems
+
+
 def _user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -574,6 +779,7 @@ def main() -> int:
     accounts = Accounts()
     base = Path(tempfile.mkdtemp(prefix="svirt-demo."))
     t = Tour(base)
+    t.accounts = accounts  # the Xen-API chapter gives passwords only to accounts made here
     left: list[str] = []
     try:
         accounts.ensure()

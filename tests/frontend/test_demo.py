@@ -99,6 +99,9 @@ def test_demo_tour_runs_as_narrated_and_leaves_nothing():
     # the tour's people act through accounts no real person has
     assert "svdemo-alice$ svirsh list --all" in out
     assert "\nalice$" not in out
+    # the Xen-API chapter: the real client, PAM in svirtd, the gate's refusal, logout
+    assert "XenAPI.Failure: ['PERMISSION_DENIED'" in out and "'SESSION_INVALID'" in out
+    assert "https://127.0.0.1:9368/" in out  # where the web console is, and how to log in
     assert host_state() == before
     # and a second run right after behaves the same and leaves the same nothing
     again = run_demo()
@@ -113,6 +116,7 @@ def test_demo_tour_runs_as_narrated_and_leaves_nothing():
         ("(creating the demo account 'svdemo-bob'", signal.SIGINT),  # half-way through set-up
         ("svdemo-alice$ svirsh list --all", signal.SIGINT),  # svirtd up, tour running
         ("A third host runs a policy", signal.SIGTERM),  # three svirtds running
+        ('login_with_password("svdemo-alice"', signal.SIGINT),  # svirt-xenapi up, a password set
     ],
 )
 def test_an_interrupted_demo_leaves_nothing(marker, sig):
