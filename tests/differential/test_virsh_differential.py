@@ -63,12 +63,13 @@ INTENDED_DIFFERENCES = {
     "extra-options": (
         {
             "*": {"--help"},
-            "list": {"--label", "--long", "--format"},
+            "list": {"--label", "--long", "--format", "--svirt"},
             "console": {"--escape"},
         },
         "--help: svirsh's per-command help (virsh has `help COMMAND`); --json: machine-readable "
         "output of read commands; list --label/--long/--format sxp: xm's Mem/VCPUs/Time and "
-        "ACM-Label columns, per-VM security details, xm's s-expressions; console --escape: "
+        "ACM-Label columns, per-VM security details, xm's s-expressions; list --svirt: the "
+        "sVirt-Label column (category pair, realm DAC uid); console --escape: "
         "virsh sets the escape with its global -e",
     ),
     # options of the read commands virsh has and svirsh does not offer
