@@ -21,6 +21,12 @@ Three things make it hold, each found on libvirt 9.0 with real guests:
 All other ``<seclabel>`` elements are removed first (root's XML may carry some; a caller's is
 refused earlier by ``devices``), so no disk can switch relabeling back on.
 
+The realm's system user (``svirt-r-<realm>``) is made by :func:`ensure_realm_user` (what
+``svirt-admin realm create|setup`` runs, idempotent) and removed by :func:`remove_realm_user`
+when set-up made it and the realm goes.  :func:`dac_problem` says whether a definition coming
+back from a save image or snapshot carries exactly the realm's labels (else it is refused), and
+:func:`image_drifted` whether a start must give an image back to its realm first.
+
 :func:`explain_start_error` turns libvirt's wording of the kernel's refusal into a sentence for
 people; :func:`selinux_status` says whether dynamic SELinux labels could carry the categories
 (not here).
