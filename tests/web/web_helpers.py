@@ -71,7 +71,7 @@ def free_port() -> int:
 class WebEnv:
     """svirtd + svirt-web on a private host; ``url`` and ``ssl_context()`` for clients."""
 
-    def __init__(self, src: Path, *, pa_extra=None, **conf):
+    def __init__(self, src: Path, *, pa_extra=None, before_start=None, **conf):
         if os.geteuid() != 0:
             pytest.skip("the web tests run svirtd as root and svirt-web as another uid")
         why = pamwrap.unavailable_reason()
@@ -103,6 +103,8 @@ class WebEnv:
         self.cert = self.state / "cert.pem"
         self._append_config(f"web_cert = {self.cert}\nweb_key = {self.state / 'key.pem'}\n")
         self.pam = pamwrap.make_pam_wrapper(base / "pam", PASSWORDS)
+        if before_start is not None:  # e.g. the host's sHype policy, loaded for boot
+            before_start(self)
         code = (
             "import sys\n"
             f"sys.path.insert(0, {str(REPO)!r})\n"
