@@ -19,6 +19,7 @@ with two documented exceptions that keep the test-driver demo useful:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -356,6 +357,13 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         persistent ones, the autostarted ones), then one info() per domain; the OS type is
         cached per UUID.  A domain that vanishes while we look is skipped.
         """
+        return self.listing(include_inactive=include_inactive).domains
+
+    def listing(self, *, include_inactive: bool = False) -> DomainListing:
+        """``list_domains()``, and the listed domains' handles for what a listing shows next:
+        each one's metadata and managed-save image, asked of the very domain that was listed
+        (by its handle, i.e. its UUID) instead of looking every name up again.  Meant for
+        one listing's rows, then dropped: a later request looks names up afresh."""
         base = 0 if include_inactive else _LIST_ACTIVE
         conn = self.connection
         try:
@@ -364,21 +372,21 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="list domains") from None
-        out = []
+        out, handles = [], {}
         for dom in doms:
             uuid = dom.UUIDString()
             try:
-                out.append(
-                    self._info(
-                        dom, persistent=uuid in persistent, autostart=uuid in autostart, uuid=uuid
-                    )
+                info = self._info(
+                    dom, persistent=uuid in persistent, autostart=uuid in autostart, uuid=uuid
                 )
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue
                 raise self._translate(exc, action="list domains") from None
+            out.append(info)
+            handles[info.name] = dom
         out.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
-        return out
+        return DomainListing(self, out, handles)
 
     def lookup(self, name: str) -> DomainInfo:
         return self._do("get information about", name, self._info)
@@ -761,7 +769,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 raise
 
         raw = self._do("read the metadata of", name, get)
-        return metadata.from_libvirt(raw, ns_uri) if raw else None
+        return _from_libvirt(raw, ns_uri) if raw else None
 
     def set_metadata(
         self,
@@ -964,3 +972,58 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
 
 def _version(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _from_libvirt(raw: str, ns_uri: str) -> str:
+    """metadata.from_libvirt, remembered: a pure function of libvirt's string, and a listing
+    reads the same few fragments (one owner, one label) over and over."""
+    return metadata.from_libvirt(raw, ns_uri)
+
+
+class DomainListing:
+    """One listing: its rows (``domains``), and per listed name the handle it was listed by.
+
+    ``metadata(name, ns)`` and ``has_managed_save(name)`` answer for the domain that was
+    listed under that name — its UUID, even if it has been renamed or replaced since — so
+    a row's owner, label and "saved" state are always those of the row's own domain, and
+    cost one libvirt call each instead of a lookup and a call."""
+
+    __slots__ = ("_backend", "_handles", "domains")
+
+    def __init__(self, backend: LibvirtBackend, domains: list[DomainInfo], handles: dict):
+        self._backend, self.domains, self._handles = backend, domains, handles
+
+    def _call(self, action: str, name: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
+        dom = self._handles.get(name)
+        if dom is None:  # not one of this listing's rows: the backend's own lookup
+            return self._backend._do(action, name, fn)
+        try:
+            return fn(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NoSuchDomain(name) from None
+            raise self._backend._translate(exc, action=action, name=name) from None
+
+    def metadata(self, name: str, ns_uri: str) -> str | None:
+        """Like ``get_metadata(name, ns_uri)`` (the live element), for a listed domain."""
+
+        def get(dom):
+            try:
+                return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, _AFFECT_CURRENT)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return None
+                raise
+
+        raw = self._call("read the metadata of", name, get)
+        return _from_libvirt(raw, ns_uri) if raw else None
+
+    def has_managed_save(self, name: str) -> bool | None:
+        """Like the backend's ``has_managed_save``, for a listed domain."""
+        try:
+            return bool(self._call("inspect", name, lambda d: d.hasManagedSaveImage(0)))
+        except BackendError as exc:
+            if exc.code == "no-domain":
+                raise
+            return None

@@ -16,16 +16,37 @@ refusal that hid its reason would help nobody.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from lxml import etree
 
 from secured_virt.access.gate import Target, acting_as
+from secured_virt.backends.base import BackendError
 from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_OK, EXIT_USAGE, Reply
 
 from . import listing
 from .support import _acm_display, _LazyAttrs
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed(fragment: str | None) -> vmmeta.VmMeta:
+    """vmmeta.parse, remembered: VmMeta is immutable and a pure function of the fragment, and
+    the rows of a listing carry the same few fragments (one owner, one label) again and again."""
+    return vmmeta.parse(fragment)
+
+
+def _listed_meta(snap):
+    """A row's metadata from the listing's own handle (the facade's ``_meta`` for a name)."""
+
+    def fetch(name: str) -> vmmeta.VmMeta:
+        try:
+            return _parsed(snap.metadata(name, vmmeta.NS))
+        except BackendError:
+            return vmmeta.VmMeta()
+
+    return fetch
 
 
 class QueryCommands:
@@ -44,13 +65,22 @@ class QueryCommands:
                 "list --long s-expressions)",
             )
         long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
-        domains = self.backend.list_domains(include_inactive=listing.wants_inactive(args))
+        # one pass over libvirt: the rows, and (where the backend can) each row's own handle
+        # for its metadata and managed-save image, so no name is looked up a second time
+        listed = getattr(self.backend, "listing", None)
+        inactive = listing.wants_inactive(args)
+        if listed is not None:
+            snap = listed(include_inactive=inactive)
+            domains, fetch = snap.domains, _listed_meta(snap)
+        else:
+            snap, fetch = self.backend, self._meta
+            domains = self.backend.list_domains(include_inactive=inactive)
         domains = listing.select(domains, args, self.backend)
         user = acting_as(ident) or ident.user
         plain_root = ident.uid == 0 and acting_as(ident) is None
         # metadata is fetched only for domains a scoped rule (owner, label) asks about, and for
         # the rows shown: with 10k domains and name-based roles, list makes no per-domain calls
-        metas = {d.name: _LazyAttrs(self._meta, d.name) for d in domains}
+        metas = {d.name: _LazyAttrs(fetch, d.name) for d in domains}
         labelled: set[str] | None = None  # names whose label the caller may see; None: all
         if plain_root or getattr(ident, "as_refused", False):
             visible = [d for d in domains] if plain_root else []
@@ -79,7 +109,7 @@ class QueryCommands:
                 title = getattr(self.backend, "title", None)
                 row["title"] = title(d.name) if title is not None else ""
             if args.get("managed_save"):
-                listing.mark_saved(row, self.backend)
+                listing.mark_saved(row, snap)
             m = metas[d.name].meta
             row["owner"] = m.owner
             row["realm"] = self._realm_of_row(d.name, m)

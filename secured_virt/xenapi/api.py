@@ -42,17 +42,20 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from xmlrpc.client import escape
 
 from policy.errors import Xserr
 from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import records as R
-from .xmlrpc import failure, success
+from .xmlrpc import Encoded, _wire, encode, failure, success
 
 #: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it
 #: only to find a name and then ask svirtd about that VM (checked by UUID)
 VM_CACHE_SECONDS = 2.0
+#: encoded VM records kept (a few per VM: its states); beyond it the table starts again
+ENCODED_KEEP = 50_000
 MAX_TOKEN_CHARS = 256  # svirtd's limit (daemon.websessions)
 _XSERR_IN_TEXT = re.compile(r"\[(?:XSERR_)?([A-Z_]+)\]")
 
@@ -78,6 +81,9 @@ class XenApi:
     def __init__(self, link: Link):
         self.link = link
         self._vms: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        #: encoded VM records by (host ref, the row's fields): what a row looks like changes
+        #: rarely, and the same row gives the same record to every session that may see it
+        self._encoded: dict[tuple, str] = {}
         self._host: str | None = None
         m = self.methods = {}
 
@@ -268,10 +274,21 @@ class XenApi:
     async def vm_get_all(self, call: Call) -> list[str]:
         return [r["uuid"] for r in await self._rows(call, fresh=True)]
 
-    async def vm_get_all_records(self, call: Call) -> dict[str, Any]:
+    async def vm_get_all_records(self, call: Call) -> Encoded:
+        """The caller's VMs (a fresh listing), each record encoded once for all sessions
+        and kept while its row stays the same (``_encoded``)."""
         rows = await self._rows(call, fresh=True)
         host = await self._host_ref_quiet(call)
-        return {r["uuid"]: R.vm_record(r, host) for r in rows}
+        members = []
+        for r in rows:
+            key = (host, *(r.get(f) for f in R.VM_ROW_FIELDS))
+            enc = self._encoded.get(key)
+            if enc is None:
+                if len(self._encoded) >= ENCODED_KEEP:
+                    self._encoded.clear()
+                enc = self._encoded[key] = encode(_wire(R.vm_record(r, host))).xml
+            members.append(f"<member><name>{escape(str(r['uuid']))}</name>{enc}</member>")
+        return Encoded("<value><struct>" + "".join(members) + "</struct></value>")
 
     async def vm_get_record(self, call: Call, ref) -> dict[str, Any]:
         row = await self._info(call, ref)

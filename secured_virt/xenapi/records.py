@@ -41,6 +41,23 @@ def power_state(row: dict[str, Any]) -> str:
     return POWER.get(str(row.get("state")), "Unknown")
 
 
+#: the fields of a listing's row that ``vm_record`` reads (a record is a function of these)
+VM_ROW_FIELDS = (
+    "uuid",
+    "name",
+    "state",
+    "id",
+    "max_mem_kib",
+    "mem_kib",
+    "vcpus",
+    "acm_label",
+    "owner",
+    "realm",
+    "persistent",
+    "autostart",
+)
+
+
 def vm_record(row: dict[str, Any], host_ref: str) -> dict[str, Any]:
     """A VM record from one row of ``list --all --label --managed-save``."""
     state = power_state(row)
