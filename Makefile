@@ -116,14 +116,15 @@ demo: setup
 
 # The test venv's console scripts import this checkout (an editable install) also when the tests
 # run them as other users.  A clone in a 0700 directory (mktemp -d) hides it from them, so as
-# root the directories above the checkout that root owns get search permission (o+x: others
-# may open paths they know, never list): the checkout holds only the project's files.
+# root the directories above the checkout that root owns get search permission (go+x: others
+# may open paths they know, never list; g too, for a process whose effective uid changed but
+# whose group is still root's): the checkout holds only the project's files.
 reachable:
 	@if [ "$$(id -u)" = 0 ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups -- \
 	    test -r $(CURDIR)/secured_virt/__init__.py 2>/dev/null; then \
 	  d=$(CURDIR); while [ "$$d" != / ]; do \
-	    if [ "$$(stat -c %u "$$d")" = 0 ] && [ -z "$$(find "$$d" -maxdepth 0 -perm -o+x)" ]; then \
-	      echo "test: chmod o+x $$d (so the test users can reach this checkout)"; chmod o+x "$$d"; \
+	    if [ "$$(stat -c %u "$$d")" = 0 ] && [ -z "$$(find "$$d" -maxdepth 0 -perm -go+x)" ]; then \
+	      echo "test: chmod go+x $$d (so the test users can reach this checkout)"; chmod go+x "$$d"; \
 	    fi; d=$$(dirname "$$d"); done; fi
 
 test: setup reachable
