@@ -49,6 +49,14 @@ def _listed_meta(snap):
     return fetch
 
 
+def _meta_of(backend, name: str) -> vmmeta.VmMeta:
+    """The facade's ``_meta(name)`` (the domain pinned for this request), parse remembered."""
+    try:
+        return _parsed(backend.get_metadata(name, vmmeta.NS))
+    except BackendError:
+        return vmmeta.VmMeta()
+
+
 class QueryCommands:
     """Mixed into ``Service`` (see ``facade``), which provides _run, _gated, _resolve, gate
     and backend."""
@@ -149,7 +157,7 @@ class QueryCommands:
         def act(info):
             d = info.as_dict()
             d.update(_virsh_dominfo(self.backend, name))
-            m = self._meta(name)
+            m = _meta_of(self.backend, name)  # the facade's _meta, its parse remembered
             d["owner"] = m.owner
             shown = self._may_see_label(ident, name, info, m)
             d["security"] = self._security(m, name) if shown else None
