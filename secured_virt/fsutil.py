@@ -208,6 +208,7 @@ def atomic_write(
     uid: int | None = 0,
     gid: int | None = 0,
     dir_fd: int | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -216,6 +217,8 @@ def atomic_write(
     the final name, is fsynced, renamed over the target, and the directory is fsynced so the
     rename itself survives a crash.  ``uid``/``gid`` None leaves them as created.  With
     ``dir_fd`` the ``path`` is a plain name inside that already-checked directory.
+    ``durable=False`` skips both fsyncs (still atomic: a reader sees the old or the new file)
+    for state that is rebuilt from the truth after a crash anyway.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -242,7 +245,8 @@ def atomic_write(
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -255,7 +259,8 @@ def atomic_write(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.fsync(dfd)
+        if durable:
+            os.fsync(dfd)
     finally:
         if dir_fd is None:
             os.close(dfd)

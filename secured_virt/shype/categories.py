@@ -203,7 +203,10 @@ class HostCategories:
             {k: {f: getattr(r, f) for f in fields} for k, r in sorted(records.items())},
             separators=(",", ":"),
         )
-        atomic_write(self.path, data, mode=0o600, uid=None, gid=None)
+        # atomic but not synced: after a crash what runs is the truth again (the live metadata
+        # keeps every running VM's pair), and the starts that were in flight died with it; a
+        # sync per start made the categories lock the bottleneck of a loaded svirtd
+        atomic_write(self.path, data, mode=0o600, uid=None, gid=None, durable=False)
 
     # -- what runs -------------------------------------------------------------------------
     def _realm_map(self) -> Mapping[str, int]:
