@@ -50,8 +50,9 @@ SECTIONS = {
         "after each run the audit log is verified (chain, one decision and one outcome per "
         "allowed request, every refusal written or counted in a `suppressed` record of the "
         "per-uid flood limit).  Latencies are over every request of every run.  Starts wait "
-        "for the host-wide sVirt category lock (shype.categories: rebuild and an fsynced "
-        "record file under flock), which is where the start row's tail comes from.",
+        "for the host-wide sVirt category lock (shype.categories: the running domains are "
+        "re-read and the reservation file replaced, unsynced, under flock), which is where "
+        "the start row's tail comes from.",
     ),
     "policy": (
         "sHype/ACM mediation hooks (`bench_policy.py`)",
