@@ -104,7 +104,11 @@ class WebEnv:
         self._append_config(f"web_cert = {self.cert}\nweb_key = {self.state / 'key.pem'}\n")
         self.pam = pamwrap.make_pam_wrapper(base / "pam", PASSWORDS)
         if before_start is not None:  # e.g. the host's sHype policy, loaded for boot
-            before_start(self)
+            try:
+                before_start(self)
+            except BaseException:
+                self.env.cleanup()  # nothing runs yet: the private host goes with the error
+                raise
         code = (
             "import sys\n"
             f"sys.path.insert(0, {str(REPO)!r})\n"
