@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import threading
 from collections.abc import Callable
@@ -760,13 +761,31 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         """Our element in <metadata>, qualified in ns_uri (default namespace); None if absent."""
         flags = _AFFECT_CONFIG if config else _AFFECT_CURRENT
 
-        def get(dom):
+        def read(dom):
             try:
                 return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, flags)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                     return None
                 raise
+
+        def get(dom):
+            try:
+                return read(dom)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() is not None:
+                    raise
+            # No error recorded at all: libvirt's thread-local error was reset between the
+            # failed call and libvirt-python reading it (a libvirt object freed by the garbage
+            # collector in that instant calls into libvirt).  Ask once more, collector off, so
+            # "no metadata" is told apart from a real failure.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return read(dom)
+            finally:
+                if collecting:
+                    gc.enable()
 
         raw = self._do("read the metadata of", name, get)
         return _from_libvirt(raw, ns_uri) if raw else None
