@@ -132,9 +132,13 @@ def test_pythonpath_code_never_runs(evil, test_users, who, label, script):
 
 
 def _readable_by_others(path: Path) -> bool:
-    p = path
+    """Others may read the tree itself and search (not necessarily list) every directory
+    above it, which is all that opening its files by path needs."""
+    if os.stat(path).st_mode & 0o005 != 0o005:
+        return False
+    p = path.parent
     while True:
-        if os.stat(p).st_mode & 0o005 != 0o005:
+        if not os.stat(p).st_mode & 0o001:
             return False
         if p.parent == p:
             return True
