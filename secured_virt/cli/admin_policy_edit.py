@@ -22,6 +22,8 @@ import sys
 
 from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
+from .policy_diff import policy_diff, print_policy_diff
+
 EDIT_ACTIONS = (
     "set-header",
     "add-type",
@@ -72,9 +74,8 @@ def edit_request(args) -> dict | str:
     return req
 
 
-def print_edit(args, data, policy_diff) -> int:
-    """Print an edit's outcome; ``policy_diff`` is admin_policy's (passed in: that module
-    imports this one)."""
+def print_edit(args, data) -> int:
+    """Print an edit's outcome (a dry run: the change as ``policy diff`` shows it)."""
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK if not data.get("dry_run") or data["would_load"] else EXIT_FAILED
@@ -86,27 +87,7 @@ def print_edit(args, data, policy_diff) -> int:
     if data.get("new_xml"):
         old = policy.AcmPolicy.from_xml(data["old_xml"].encode(), source="loaded")
         new = policy.AcmPolicy.from_xml(data["new_xml"].encode(), source="edited")
-        d = policy_diff(old, new)
-        print(f"--- {old.name} {old.version}\n+++ {new.name} {new.version}")
-        for key, title in (
-            ("ste_types", "STE types"),
-            ("chwall_types", "Chinese Wall types"),
-            ("vm_labels", "VM labels"),
-            ("resource_labels", "resource labels"),
-        ):
-            for name in d[key]["added"]:
-                print(f"+ {title}: {name}")
-            for name in d[key]["removed"]:
-                print(f"- {title}: {name}")
-        cso, csn = d["conflict_sets"]["old"], d["conflict_sets"]["new"]
-        for name in sorted(set(cso) | set(csn)):
-            if cso.get(name) != csn.get(name):
-                print(
-                    f"~ conflict set {name}: {', '.join(cso.get(name, [])) or '(none)'} -> "
-                    f"{', '.join(csn.get(name, [])) or '(none)'}"
-                )
-        for lab, (x, y) in sorted(d["ssidrefs"].items()):
-            print(f"~ ssidref of {lab}: {x:#010x} -> {y:#010x}")
+        print_policy_diff(policy_diff(old, new), as_update=False)
     if data["would_load"]:
         print(f"{data['message']}: every running domain passes")
         return EXIT_OK
