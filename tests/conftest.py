@@ -119,3 +119,19 @@ def _restore_umask():
     os.umask(old)
     yield
     os.umask(old)
+
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    """A running system libvirtd + virtlogd with the QEMU driver (qemu:///system), started as
+    root if needed and stopped after the module if this fixture started them; skips with the
+    exact reason where it cannot run (secured_virt.testing.libvirtd)."""
+    if os.geteuid() != 0:
+        pytest.skip("libvirtd and QEMU are started as root")
+    from secured_virt.testing.libvirtd import ensure_libvirtd
+
+    status = ensure_libvirtd()
+    if not status.ok:
+        pytest.skip(status.reason)
+    yield status
+    status.stop()

@@ -11,7 +11,6 @@ Real libvirtd + QEMU (TCG), a real running guest, real image files.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -25,20 +24,9 @@ from mediation_helpers import ROOT, acm_service, host_config, ident, last_decisi
 
 from secured_virt.backends.factory import open_backend
 from secured_virt.requests import EXIT_DENIED, EXIT_OK
-from secured_virt.testing.libvirtd import ensure_libvirtd, tiny_guest_xml
+from secured_virt.testing.libvirtd import tiny_guest_xml
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd and QEMU are started as root")
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
 
 
 @pytest.fixture

@@ -142,19 +142,6 @@ def test_the_backend_and_the_fence_read_disk_sources_from_the_same_table():
 
 
 # -- real QEMU: libvirt really uses dev=, and the guest gets the host's block device ------------
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd and QEMU are started as root")
-    from secured_virt.testing.libvirtd import ensure_libvirtd
-
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
-
-
 @pytest.fixture
 def scratch():
     """A directory QEMU (libvirt-qemu) can traverse: pytest's tmp root is 0700."""

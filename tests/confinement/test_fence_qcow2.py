@@ -231,19 +231,6 @@ def test_an_image_rewritten_after_define_is_refused_when_checked_again(svc, imag
 
 
 # -- real QEMU: the data file is opened ------------------------------------------------------
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd and QEMU are started as root")
-    from secured_virt.testing.libvirtd import ensure_libvirtd
-
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
-
-
 @needs_qemu_img
 @pytest.mark.integration
 def test_real_qemu_opens_the_data_file_and_the_fence_refuses_it(libvirtd, svt_env):  # noqa: F811

@@ -19,23 +19,12 @@ import pytest
 
 from secured_virt.access import audit
 from secured_virt.backends.factory import open_backend
-from secured_virt.testing.libvirtd import ensure_libvirtd, qemu_processes, tiny_guest_xml
+from secured_virt.testing.libvirtd import qemu_processes, tiny_guest_xml
 
 from .conftest import REPO, write_root_file
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
-
-
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd and QEMU are started as root")
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
 
 
 @pytest.fixture

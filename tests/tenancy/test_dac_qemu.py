@@ -25,23 +25,12 @@ from secured_virt.backends.factory import open_backend
 from secured_virt.confinement import dac, vmmeta
 from secured_virt.shype import categories as hc
 from secured_virt.shype.categories import HostCategories
-from secured_virt.testing.libvirtd import ensure_libvirtd, qemu_processes, tiny_guest_xml
+from secured_virt.testing.libvirtd import qemu_processes, tiny_guest_xml
 
 pytestmark = pytest.mark.integration
 IMAGES = Path("/var/lib/libvirt/images")
 REALM_USERS = ("svt-realm-a", "svt-realm-b")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
-
-
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd, QEMU and system users need root")
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,6 @@ from secured_virt.backends.factory import open_backend  # noqa: E402
 from secured_virt.confinement import dac  # noqa: E402
 from secured_virt.requests import Request  # noqa: E402
 from secured_virt.testing.libvirtd import (  # noqa: E402
-    ensure_libvirtd,
     qemu_processes,
     tiny_guest_xml,
 )
@@ -68,17 +67,6 @@ PA = (
     "<Accept>" + "".join(f"<operation name='{o}'/>" for o in OPS) + "</Accept>"
     "</ControlOperation></Role></RolePolicyDefinition>"
 )
-
-
-@pytest.fixture(scope="module")
-def libvirtd():
-    if os.geteuid() != 0:
-        pytest.skip("libvirtd, QEMU and system users need root")
-    status = ensure_libvirtd()
-    if not status.ok:
-        pytest.skip(status.reason)
-    yield status
-    status.stop()
 
 
 def guest_xml(name: str, image: str) -> str:
