@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
-from test_realm_dac_qemu import guest_xml, libvirtd, root_call, two_realms  # noqa: E402, F401
+from test_realm_dac_qemu import guest_xml, root_call, two_realms  # noqa: E402, F401
 
 from secured_virt.confinement import dac  # noqa: E402
 from secured_virt.testing.libvirtd import qemu_processes  # noqa: E402
