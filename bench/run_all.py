@@ -54,6 +54,15 @@ SECTIONS = {
         "re-read and the reservation file replaced, unsynced, under flock), which is where "
         "the start row's tail comes from.",
     ),
+    "qemu": (
+        "start and destroy of a real QEMU guest (`bench_qemu.py`)",
+        "Issue 18: on real QEMU, `svirsh start` and `svirsh destroy` add at most 10 ms to "
+        "virsh's.",
+        "A tiny TCG guest (32 MiB, no disk) on qemu:///system.  Each round, in alternating "
+        "order: `virsh start` + `virsh destroy` as root (the peer), and `bin/svirsh start` + "
+        "`destroy` as the non-root `svt-bench` through svirtd (root) on the same libvirtd; "
+        "median and p90 of every round, and the difference of medians against virsh.",
+    ),
     "policy": (
         "sHype/ACM mediation hooks (`bench_policy.py`)",
         "DESIGN.md: Chinese Wall create check and STE share check O(types), at most 2 us uncached.",
