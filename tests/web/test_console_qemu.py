@@ -1,5 +1,6 @@
-"""The serial console in the browser, on a real QEMU guest: xterm.js over the WebSocket,
-relayed by svirtd's console relay (session_console), the guest's firmware output on screen."""
+"""On a real QEMU guest: alice starts it with the page's button (svirtd's gate, libvirtd,
+QEMU), then reads its serial console in the browser: xterm.js over the WebSocket, relayed by
+svirtd's console relay (session_console), the guest's firmware output on screen."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from secured_virt.testing.libvirtd import qemu_processes
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import By, login, wait
+from test_browser import By, flash, login, row, state_of, wait
 from web_helpers import WebEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,7 +34,7 @@ def qemu_web(readable_src):
         "<boot dev='hd'/>", "<boot dev='hd'/>\n    <bios useserial='yes' rebootTimeout='1000'/>"
     )
     conn = libvirt.open(status.uri)
-    dom = conn.createXML(xml, 0)
+    dom = conn.defineXML(xml)  # defined, shut off: alice starts it from the page
 
     def pa(text):  # alice's team gets the guest, and the console operation (19)
         text = text.replace('<VM name="alice-db"/>', f'<VM name="alice-db"/><VM name="{name}"/>', 1)
@@ -43,6 +46,8 @@ def qemu_web(readable_src):
     env.stop()
     with contextlib.suppress(libvirt.libvirtError):
         dom.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.undefine()
     conn.close()
 
 
@@ -58,6 +63,11 @@ def test_alice_reads_the_guests_serial_console_in_the_browser(qemu_web, browser,
     drv, web = browser, qemu_web
     login(drv, web, "svt-alice")
     wait(drv, lambda d: d.current_url.endswith("/vms"))
+    assert state_of(drv, web.vm) == "shut off"
+    row(drv, web.vm).find_element(By.CSS_SELECTOR, "button.op-start").click()
+    wait(drv, lambda d: "started" in flash(d), timeout=60)
+    wait(drv, lambda d: state_of(d, web.vm) == "running", timeout=60)
+    assert qemu_processes(web.vm), "the page said started but no QEMU runs the guest"
     link = drv.find_element(By.CSS_SELECTOR, f"tr[data-vm='{web.vm}'] a.console")
     link.click()
     wait(drv, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-status"))
@@ -66,6 +76,10 @@ def test_alice_reads_the_guests_serial_console_in_the_browser(qemu_web, browser,
     assert f"Connected to domain '{web.vm}'" in status.text
     wait(drv, lambda d: "SeaBIOS" in screen(d), timeout=60)
     drv.save_screenshot(str(artifacts / "console.png"))
+    starts = [r for r in web.audit() if r.get("type") == "decision" and r.get("op") == "start"]
+    assert [(r["user"], r["verdict"], r["via"]) for r in starts] == [
+        ("svt-alice", "allowed", "web")
+    ]
     recs = [r for r in web.audit() if r.get("type") == "decision" and r.get("op") == "console"]
     assert [(r["user"], r["verdict"], r["via"]) for r in recs] == [("svt-alice", "allowed", "web")]
     # bob may not: the page shows the gate's reason, nothing is relayed
