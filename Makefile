@@ -49,6 +49,13 @@ APT_PKGS  := libvirt-dev pkg-config gcc python3-venv python3-dev libvirt-daemon 
              libpam0g util-linux python3-lxml python3-libvirt man-db \
              chromium chromium-driver
 STAMP     := $(VENV)/.secured-virt-installed
+#: a real LDAP directory for the group-role tests (secured_virt/testing/ldapdir.py): Debian's
+#: slapd, ldap-utils, nslcd and libnss-ldapd are *unpacked* into $(LDAP_ROOT), never installed
+#: (their maintainer scripts would rewrite /etc/nsswitch.conf and start daemons); only their
+#: libraries come from apt.  Re-unpacked when the installed libldap's version changes.
+LDAP_DEBS := slapd ldap-utils nslcd libnss-ldapd
+LDAP_LIBS := libldap-2.5-0 libsasl2-2 libargon2-1 libltdl7 libwrap0 libgssapi-krb5-2
+LDAP_ROOT ?= $(TEST_VENV_ROOT)/debian-ldap
 
 .PHONY: setup apt venv native demo test unit bench lint format clean clean-venv print-venv \
         install uninstall install-apt reachable
@@ -76,7 +83,19 @@ uninstall:
 setup: $(STAMP) native
 
 apt:
-	$(call apt_install,$(APT_PKGS))
+	$(call apt_install,$(APT_PKGS) $(LDAP_LIBS))
+	@if [ "$$(id -u)" = 0 ]; then \
+	  want=$$(dpkg-query -W -f '$${Version}' libldap-2.5-0) && \
+	  if [ "$$(cat $(LDAP_ROOT)/.unpacked 2>/dev/null)" != "$$want" ]; then \
+	    echo "apt: unpacking $(LDAP_DEBS) into $(LDAP_ROOT) (not installed: the host's NSS stays as it is)"; \
+	    { test -d $(dir $(LDAP_ROOT)) || install -d -m 0755 $(dir $(LDAP_ROOT)); } && \
+	    rm -rf $(LDAP_ROOT) $(LDAP_ROOT).dl && install -d -m 0755 $(LDAP_ROOT).dl && \
+	    { chown _apt $(LDAP_ROOT).dl 2>/dev/null || true; } && \
+	    { (cd $(LDAP_ROOT).dl && apt-get download -qq $(LDAP_DEBS)) || \
+	      { apt-get update -qq && (cd $(LDAP_ROOT).dl && apt-get download -qq $(LDAP_DEBS)); }; } && \
+	    for d in $(LDAP_ROOT).dl/*.deb; do dpkg-deb -x "$$d" $(LDAP_ROOT) || exit 1; done && \
+	    chmod 0755 $(LDAP_ROOT) && rm -rf $(LDAP_ROOT).dl && echo "$$want" > $(LDAP_ROOT)/.unpacked; \
+	  fi; fi
 
 # The test venv.  As root its directory must be root's alone (it is run as root by the tests):
 # $(TEST_VENV_ROOT) is created 0755 and refused if someone else owns it or may write to it.
@@ -130,7 +149,7 @@ reachable:
 test: setup reachable
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	SVT_LDAP_ROOT=$(LDAP_ROOT) $(PY) -m pytest -q
 
 unit: setup
 	$(PY) -m pytest -q -m 'not integration'
