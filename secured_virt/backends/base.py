@@ -244,6 +244,7 @@ class Backend(Protocol):
         mode: str | None = None,
         live: bool = True,
         config: bool = False,
+        dac_norelabel: bool = False,
     ) -> None: ...
     def detach_disk(
         self, name: str, target: str, *, live: bool = True, config: bool = False

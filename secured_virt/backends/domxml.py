@@ -69,8 +69,13 @@ def disk_element(
     subdriver: str | None = None,
     type: str = "file",
     mode: str | None = None,
+    dac_norelabel: bool = False,
 ) -> etree._Element:
-    """The <disk> element ``virsh attach-disk`` would build for these options."""
+    """The <disk> element ``virsh attach-disk`` would build for these options.
+
+    ``dac_norelabel``: the source carries ``<seclabel model='dac' relabel='no'/>``, so libvirt's
+    DAC driver leaves the file's owner alone (a guest of a set-up realm: the service gives the
+    realm's images to its QEMU user itself, and a shared read-only image stays root's)."""
     if type not in DISK_TYPES:
         raise BackendError(
             "invalid-arg", f"invalid disk type {type!r}: use one of {', '.join(DISK_TYPES)}"
@@ -92,7 +97,11 @@ def disk_element(
             drv.set("name", driver)
         if subdriver:
             drv.set("type", subdriver)
-    etree.SubElement(disk, "source", **({"file": source} if type == "file" else {"dev": source}))
+    src = etree.SubElement(
+        disk, "source", **({"file": source} if type == "file" else {"dev": source})
+    )
+    if dac_norelabel:
+        etree.SubElement(src, "seclabel", model="dac", relabel="no")
     etree.SubElement(disk, "target", dev=target)
     if mode:
         etree.SubElement(disk, mode)

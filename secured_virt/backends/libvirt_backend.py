@@ -624,9 +624,16 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         mode: str | None = None,
         live: bool = True,
         config: bool = False,
+        dac_norelabel: bool = False,
     ) -> None:
         disk = domxml.disk_element(
-            source, target, driver=driver, subdriver=subdriver, type=type, mode=mode
+            source,
+            target,
+            driver=driver,
+            subdriver=subdriver,
+            type=type,
+            mode=mode,
+            dac_norelabel=dac_norelabel,
         )
         self._change_device(name, "attach a disk to", disk, _affect(live, config), attach=True)
 

@@ -100,9 +100,11 @@ class XlDevices(XlCore):
         mode: str | None = None,
         live: bool = True,
         config: bool = False,
+        dac_norelabel: bool = False,
     ) -> None:
         """``xl block-attach -- NAME 'format=F,vdev=T,access=A,target=SOURCE'`` (live) and/or a
-        new entry in the config's disk list.  ``driver`` has no xl meaning and is ignored."""
+        new entry in the config's disk list.  ``driver`` has no xl meaning and is ignored, and
+        so is ``dac_norelabel`` (xl relabels nothing: libvirt's DAC driver is not involved)."""
         check_name(name)
         domxml.check_target(target)
         if type not in ("file", "block"):

@@ -16,7 +16,10 @@ Three things make it hold, each found on libvirt 9.0 with real guests:
   realm A's image would simply get it (A's image chowned to B) and the kernel would never see
   a cross-realm open;
 * the realm's images are owned by the realm's uid:gid with mode 0600 (:func:`own_image`, when
-  the realm's storage creates or adopts an image).
+  a define, create, start or attach uses an image of the realm's storage), except a read-only
+  disk's shared content (:func:`shared_readonly`: root's, readable by all, written by root
+  only), which keeps its owner and mode: the shared read-only image of sVirt, with no
+  category and no realm's uid.
 
 All other ``<seclabel>`` elements are removed first (root's XML may carry some; a caller's is
 refused earlier by ``devices``), so no disk can switch relabeling back on.
@@ -45,7 +48,7 @@ from lxml import etree
 
 from secured_virt.fsutil import UnsafeFileError, check_ancestors
 
-from . import vmmeta
+from . import sources, vmmeta
 
 IMAGE_MODE = 0o600
 SELINUX_FS = "/sys/fs/selinux"
@@ -202,6 +205,36 @@ def own_image(path: str, uid: int, gid: int) -> None:
         os.fchmod(fd, IMAGE_MODE)
     finally:
         os.close(fd)
+
+
+def readonly_sources(domain_xml: str) -> frozenset[str]:
+    """The host paths of ``domain_xml``'s read-only disks (``<readonly/>``), each read as libvirt
+    does (``sources.disk_source``); for :func:`shared_readonly`."""
+    root = vmmeta.parse_domain_xml(domain_xml)
+    out = set()
+    for disk in root.iterfind("devices/disk"):
+        if disk.find("readonly") is None:
+            continue
+        src = sources.disk_source(disk)
+        if src is not None and src[0] in ("file", "block"):
+            out.add(os.path.normpath(src[1]))
+    return frozenset(out)
+
+
+def shared_readonly(path: str) -> bool:
+    """Whether a read-only disk's file is shared content, left as it is (sVirt's ``s0``, no
+    category; SELinux's virt_content_t): a regular file of root's that everyone may read and
+    nobody but root may write.  Its realm's QEMU reads it through the mode's "other" bits, and
+    neither libvirt (relabel='no') nor :func:`own_image` takes it from root, so one base image
+    or ISO serves every guest that names it.  Anything else a read-only disk names in a realm's
+    storage (a file others may write, one root alone may read, another user's) is the realm's
+    like any image: its QEMU user's, 0600."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    mode = stat.S_IMODE(st.st_mode)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == 0 and bool(mode & 0o004) and not mode & 0o022
 
 
 def image_drifted(path: str, uid: int, gid: int) -> bool:

@@ -142,7 +142,10 @@ class DeviceCommands:
             if not privileged:  # after the (audited) decision, so a refusal is on record
                 self._user_device("attach-disk", disk)
                 self._check_image_sharing(ident, name, _domain_with(disk))
-            self.backend.attach_disk(name, source, target, **kw, **self._flags(args))
+            norelabel = self._dac_attach(name, disk)  # after the checks, which saw the bare disk
+            self.backend.attach_disk(
+                name, source, target, **kw, **self._flags(args), dac_norelabel=norelabel
+            )
             return {"message": "Disk attached successfully"}
 
         return self._run(
@@ -210,6 +213,28 @@ class DeviceCommands:
                 lambda: self.backend.detach_interface(name, itype, mac=mac, **self._flags(args)),
             ),
         )
+
+    def _dac_attach(self, name: str, disk) -> bool:
+        """sVirt made real for an attach, as define does it (``lifecycle._from_xml``): a VM
+        of a set-up realm (its QEMU runs as the realm's user) gets the disk with
+        ``<seclabel model='dac' relabel='no'/>``, and the image, if it lies in the realm's
+        storage, is given to the realm's QEMU user (0600) by ``_dac_images``, unless it is a
+        read-only disk's shared content, which stays root's.  Returns whether the disk must
+        carry that seclabel.
+
+        Why: a bare disk lets libvirt's DAC driver, as root, chown the file to the realm's uid
+        (a shared read-only image too, and only the owner, not the mode) and give it back to
+        its old owner at detach; the live definition then no longer carries exactly the
+        realm's labels, which a save of it brings back to restore.  A VM of no realm, or of a
+        realm not set up, keeps libvirt's default, as define leaves it."""
+        realm = self._realm_of_row(name, self._meta(name))
+        label = self._realm_dac(realm)
+        if label is None:
+            return False
+        holder = _domain_with(disk)
+        etree.SubElement(holder, "name").text = name  # what the XML readers ask for
+        self._dac_images(domxml.to_text(holder), realm, label)
+        return True
 
     # -- confinement of devices --------------------------------------------------------------
     def _user_device(self, command: str, device) -> list[str]:

@@ -249,7 +249,9 @@ class RealmCommands:
     def _dac_images(self, xml: str, realm: str, label) -> None:
         """Give the images of ``xml`` that lie in ``realm``'s storage to the realm's QEMU user,
         mode 0600 (new ones, and any whose owner or mode drifted); images elsewhere were
-        refused by the realm_resources step, or are root's and stay as they are."""
+        refused by the realm_resources step, or are root's and stay as they are.  A read-only
+        disk's shared content (``dac.shared_readonly``) stays root's too.  define, create,
+        start and attach-disk all come here, so they decide alike."""
         from secured_virt.confinement import dac, vmmeta
 
         r = self.tenancy.realms.get(realm)
@@ -257,10 +259,13 @@ class RealmCommands:
             return
         try:
             found, _n = vmmeta.domain_devices(xml)
+            readonly = dac.readonly_sources(xml)
         except vmmeta.DomainXmlError as exc:
             raise UserError(str(exc), EXIT_FAILED) from None
         for res in found:
             path = res.split(":", 1)[1]
+            if os.path.normpath(path) in readonly and dac.shared_readonly(path):
+                continue
             if r.holds_path(path) and dac.image_drifted(path, label.uid, label.gid):
                 try:
                     dac.own_image(path, label.uid, label.gid)
