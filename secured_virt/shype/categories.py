@@ -21,6 +21,19 @@ was rebuilt from scratch, the way ``enforcer.sync`` rebuilds the ACM state:
   made it is alive (pid and start time, so a recycled pid does not count) and for at most
   ``ttl`` seconds, so a crashed svirsh cannot leak pairs.
 
+**Held in memory between allocations.**  Rebuilding lists every running domain and reads
+its metadata, which made the lock the bottleneck of a loaded svirtd (one start at a time, a
+rebuild each).  So the rebuilt state (records, running pairs, allocator) is kept by the
+object that made it and reused under the lock as long as nobody else changed it: every save
+of the record file (by any process, all under this lock) writes a fresh random *generation*
+into the lock file, and the state is reused only while that generation, the record file's
+``lstat`` (inode, mode, owner, links, size, times) and the realms' categories are what this
+object saw last, and for at most ``refresh`` seconds; otherwise it is rebuilt from what runs,
+as before.  Root's direct svirsh (a new process, an empty cache) always rebuilds, and its
+saves make svirtd rebuild next time, so the two never hand out one pair twice.  A reused
+state errs only on the safe side: a VM that stopped keeps its pair until the next rebuild
+(at most ``refresh`` seconds, or at once when no pair is free).
+
 Lock order: a caller that holds the ACM lock (``AcmEnforcer.exclusive``) may take this one
 inside it, never the other way round.  The lock is re-entrant within a thread.
 
@@ -54,6 +67,10 @@ FILE = "categories.json"
 LOCK = "categories.lock"
 #: how long an unconfirmed record survives while its domain does not run (a start's budget)
 RESERVATION_TTL = 600.0
+#: how long a state kept in memory is reused before it is rebuilt from what runs anyway
+REFRESH = 2.0
+#: bytes of the generation written into the lock file at every save
+_GEN_BYTES = 16
 _MAX_FILE = 16 * 1024 * 1024
 
 
@@ -114,6 +131,7 @@ class HostCategories:
         categories: int = mcs.MCS_CATS,
         ttl: float = RESERVATION_TTL,
         exclude: tuple[str, ...] = ("Domain-0",),
+        refresh: float = REFRESH,
     ):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, FILE)
@@ -128,6 +146,15 @@ class HostCategories:
         self._held = threading.local()
         self.allocator = mcs.PairAllocator(categories)
         self.last_problems: list[str] = []
+        self.refresh = refresh
+        #: the state kept between allocations (see the module docstring): the live records,
+        #: the generation and record-file stat they were valid for, and when they were rebuilt
+        self._records: dict[str, Record] | None = None
+        self._seen: tuple | None = None
+        self._rebuilt_at = 0.0
+        self._lock_fd: int | None = None
+        self._my_start: tuple[int, str] = (0, "")
+        self.rebuilds = 0  # how many times the state was rebuilt from what runs (status, tests)
 
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -155,12 +182,72 @@ class HostCategories:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._held.depth = 1
+                self._lock_fd = fd
                 try:
                     yield
                 finally:
                     self._held.depth = 0
+                    self._lock_fd = None
             finally:
                 os.close(fd)
+
+    # -- the state kept between allocations ------------------------------------------------
+    def _file_key(self) -> tuple | None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+        return (
+            st.st_dev,
+            st.st_ino,
+            st.st_mode,
+            st.st_uid,
+            st.st_nlink,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
+
+    def _generation(self) -> tuple:
+        """Under the lock: what says whether anybody changed the state since we saw it."""
+        token = os.pread(self._lock_fd, _GEN_BYTES, 0) if self._lock_fd is not None else b""
+        return token, self._file_key()
+
+    def _bump(self) -> None:
+        """A new generation after a save: other holders of a kept state rebuild theirs."""
+        token = os.urandom(_GEN_BYTES)
+        fd = self._lock_fd
+        if fd is not None:
+            os.pwrite(fd, token, 0)
+        else:  # a save outside the lock (tests): still tell everyone
+            with contextlib.suppress(OSError):
+                fd = os.open(
+                    os.path.join(self.state_dir, LOCK),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                    0o600,
+                )
+                try:
+                    os.pwrite(fd, token, 0)
+                finally:
+                    os.close(fd)
+
+    def _state(self) -> tuple[dict[str, Record], bool]:
+        """Under the lock: (a copy of the live records, whether it was kept rather than
+        rebuilt), with the allocator set to them — the kept state when nobody changed anything
+        since, else one rebuilt from what runs."""
+        if (
+            self._records is not None
+            and time.monotonic() - self._rebuilt_at < self.refresh
+            and self._generation() == self._seen
+            and self._realm_map() == self.allocator.realm_categories
+        ):
+            return dict(self._records), True
+        return dict(self._rebuild()[0]), False
+
+    def _keep(self, records: dict[str, Record]) -> None:
+        """Remember ``records`` as the state of the generation now on disk."""
+        self._records = records
+        self._seen = self._generation() if self._lock_fd is not None else None
 
     # -- the record file -------------------------------------------------------------------
     def _load(self) -> dict[str, Record]:
@@ -207,6 +294,8 @@ class HostCategories:
         # keeps every running VM's pair), and the starts that were in flight died with it; a
         # sync per start made the categories lock the bottleneck of a loaded svirtd
         atomic_write(self.path, data, mode=0o600, uid=None, gid=None, durable=False)
+        self._bump()
+        self._keep(dict(records))
 
     # -- what runs -------------------------------------------------------------------------
     def _realm_map(self) -> Mapping[str, int]:
@@ -272,8 +361,12 @@ class HostCategories:
         self.allocator = mcs.PairAllocator(self.categories, self._realm_map())
         problems.extend(self.allocator.rebuild(holders))
         self.last_problems = problems
+        self.rebuilds += 1
+        self._rebuilt_at = time.monotonic()
         if kept != records:
             self._save(kept)
+        else:
+            self._keep(dict(kept))
         return kept, running
 
     # -- the service's calls ---------------------------------------------------------------
@@ -285,34 +378,64 @@ class HostCategories:
         cannot be read (fail closed: no pair is handed out blind)."""
         return self._reserve(key, name, realm)[0]
 
-    def _reserve(self, key: str, name: str, realm: str | None) -> tuple[mcs.CategoryPair, bool]:
-        """(pair, whether this call created the record)."""
+    def _reserve(
+        self, key: str, name: str, realm: str | None
+    ) -> tuple[mcs.CategoryPair, bool, Record | None]:
+        """(pair, whether this call created the record, the confirmed record it replaced).
+
+        A confirmed record of ``key`` (its VM ran; a kept state cannot tell whether it still
+        does) is replaced by an in-flight one, so that another process rebuilding meanwhile
+        keeps the pair taken while this start has not made the VM run yet; if the start
+        fails, ``instantiating`` puts the confirmed record back."""
         if not key:
             raise ValueError("a category pair is reserved for a VM's UUID; none was given")
         with self.locked():
-            records, _running = self._rebuild()
-            pair = self.allocator.allocate(key, realm)
+            records, kept = self._state()
+            try:
+                pair = self.allocator.allocate(key, realm)
+            except mcs.CategoriesExhausted:
+                if not kept:
+                    raise
+                # a kept state may still count VMs that stopped since: ask what runs, once
+                records = dict(self._rebuild()[0])
+                pair = self.allocator.allocate(key, realm)
             rec = records.get(key)
             new = rec is None or rec.pair != str(pair)
-            if new:
+            replaced = rec if rec is not None and not new and rec.confirmed else None
+            if new or replaced is not None:
                 records[key] = Record(
                     key=key,
                     name=name,
                     pair=str(pair),
                     realm=realm,
                     pid=os.getpid(),
-                    pid_start=_proc_start(os.getpid()),
+                    pid_start=self._own_start(),
                     created=time.time(),
                 )
                 self._save(records)
-            return pair, new
+            return pair, new, replaced
+
+    def _own_start(self) -> str:
+        pid = os.getpid()
+        if self._my_start[0] != pid:
+            self._my_start = (pid, _proc_start(pid))
+        return self._my_start[1]
+
+    def _put_back(self, rec: Record) -> None:
+        """A failed start of a VM whose record was confirmed: the record as it was."""
+        with self.locked():
+            records = self._state()[0]
+            mine = records.get(rec.key)
+            if mine is not None and mine.pair == rec.pair and not mine.confirmed:
+                records[rec.key] = rec
+                self._save(records)
 
     def confirm(self, name: str, key: str | None = None) -> mcs.CategoryPair | None:
         """The domain runs now: write its pair into its live metadata (for dominfo and for a
         rebuild without the record) and mark the record confirmed.  None if ``name`` holds no
         record (nothing was reserved for it)."""
         with self.locked():
-            records = self._load()
+            records = self._state()[0]
             rec = records.get(key) if key else None
             if rec is None:
                 rec = next((r for r in records.values() if r.name == name), None)
@@ -337,10 +460,12 @@ class HostCategories:
         """Drop the record of ``key`` (at stop, destroy, save, or when a start failed).  If
         the VM still runs, its live metadata keeps the pair taken."""
         with self.locked():
-            records = self._load()
+            records = self._state()[0]
             rec = records.pop(key, None)
             if rec is None:
                 return None
+            # the allocator keeps the pair until the next rebuild: the VM may still run with
+            # it (a create whose UUID was unknown before), and only a rebuild can tell
             self._save(records)
             return mcs.CategoryPair.parse(rec.pair)
 
@@ -351,13 +476,15 @@ class HostCategories:
         not this call's (the VM already ran with it, e.g. a second ``start`` that libvirt
         refused), which stays.  A failed ``confirm`` does not turn a start that happened into
         an error: the record keeps the pair taken while the VM runs; only dominfo misses it."""
-        pair, new = self._reserve(key, name, realm)
+        pair, new, replaced = self._reserve(key, name, realm)
         try:
             yield pair
         except BaseException:
-            if new:
-                with contextlib.suppress(CategoryStateError, OSError):
+            with contextlib.suppress(CategoryStateError, OSError):
+                if new:
                     self.release(key)
+                elif replaced is not None:
+                    self._put_back(replaced)
             raise
         try:
             self.confirm(name, key)

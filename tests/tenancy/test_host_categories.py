@@ -255,3 +255,68 @@ def test_a_refused_second_start_does_not_take_the_running_vms_pair_away(backend,
     (r,) = [r for r in host.running() if r.name == "twice"]
     assert (r.pair, r.source) == (pair, "record")
     backend.destroy("twice")
+
+
+# -- the state kept in memory between allocations (svirtd under load) ---------------------------
+
+
+def test_allocations_reuse_the_kept_state_instead_of_rebuilding_each_time(backend, state):
+    host = HostCategories(str(state), lambda: backend)
+    for i in range(5):
+        start(host, backend, f"kept-{i}")
+    assert host.rebuilds == 1, "each start listed every running domain again"
+    for i in range(5):
+        backend.destroy(f"kept-{i}")
+
+
+def test_another_process_saving_makes_the_kept_state_rebuild(backend, state):
+    """svirtd (a) and root's direct svirsh (b, a second object on the same directory) take
+    turns: neither ever hands out a pair the other holds, down to the last free pair."""
+    a = HostCategories(str(state), lambda: backend, categories=8)
+    b = HostCategories(str(state), lambda: backend, categories=8)
+    got = [str((a if i % 2 else b).reserve(f"k{i}", f"k{i}")) for i in range(28)]
+    assert len(set(got)) == 28
+    for host in (a, b):
+        with pytest.raises(mcs.CategoriesExhausted):
+            host.reserve("one-more", "one-more")
+
+
+def test_a_record_file_changed_behind_the_kept_state_stops_allocation(backend, state):
+    host = HostCategories(str(state), lambda: backend)
+    host.reserve("k1", "n1")
+    (state / hc.FILE).chmod(0o666)  # the generation in the lock file did not change
+    with pytest.raises(CategoryStateError):
+        host.reserve("k2", "n2")
+
+
+def test_pairs_of_vms_that_stopped_come_back_when_the_kept_state_is_full(backend, state):
+    host = HostCategories(str(state), lambda: backend, categories=8, refresh=3600)
+    for i in range(28):
+        start(host, backend, f"full-{i}")
+    backend.destroy("full-3")  # behind our back: the kept state still counts its pair
+    start(host, backend, "after")
+    for i in range(28):
+        if i != 3:
+            backend.destroy(f"full-{i}")
+    backend.destroy("after")
+
+
+def test_a_restart_from_the_kept_state_is_in_flight_for_other_processes(backend, state):
+    """The VM ran (its record confirmed) and stopped; starting it again from a kept state must
+    mark the record in flight, or a rebuild elsewhere would drop it and free the pair while the
+    start is under way.  A failed start puts the confirmed record back."""
+    host = HostCategories(str(state), lambda: backend, refresh=3600)
+    uid, pair = start(host, backend, "again", persistent=True)
+    backend.destroy("again")
+    with host.instantiating(uid, "again") as same:
+        assert same == pair
+        HostCategories(str(state), lambda: backend).sync()  # root's svirsh, meanwhile
+        assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is False
+        backend.start("again")
+    assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is True
+    with pytest.raises(BackendError), host.instantiating(uid, "again"):
+        backend.start("again")  # already running: libvirt says no
+    rec = json.loads((state / hc.FILE).read_text())[uid]
+    assert (rec["pair"], rec["confirmed"]) == (str(pair), True)
+    backend.destroy("again")
+    backend.undefine("again")
