@@ -22,6 +22,7 @@ import textwrap
 
 from secured_virt.access.operations import CATALOGUE, HOST
 from secured_virt.config import ConfigError
+from secured_virt.hardening import bytecode_readable_like_source
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -675,6 +676,7 @@ EXTENSIONS = ("admin_edit", "admin_policy", "admin_labels", "admin_daemon", "adm
 
 
 def main(argv: list[str] | None = None) -> int:
+    bytecode_readable_like_source()  # in-process callers too: caches readable like sources
     os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

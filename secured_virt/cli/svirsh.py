@@ -219,6 +219,11 @@ def emit(command: str, args: dict, reply: Reply) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # caches of the modules loaded after the umask readable like their sources, also when
+    # main() runs without start_program (in-process callers): else users recompile them
+    from secured_virt.hardening import bytecode_readable_like_source
+
+    bytecode_readable_like_source()
     os.umask(0o077)
     try:
         g, cmd_name, rest = parse_globals(argv)

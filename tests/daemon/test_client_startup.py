@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from svtd_helpers import REPO, RealEnv, private_dir
 
+from secured_virt.cli.bytecode import CLIENT_PATH
+
 pytestmark = pytest.mark.integration
 
 HEAVY = ("libvirt", "libvirtmod", "lxml", "rbac", "policy")
@@ -84,6 +86,12 @@ def test_launcher_through_svirtd_imports_no_hypervisor_or_xml_code(
     assert "secured_virt.client" in mods
     heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY)
     assert heavy == [], f"the client path imported {heavy}"
+    # root's runs keep exactly these modules' caches fresh for users (cli/bytecode.py)
+    ours = {m for m in mods if m.split(".")[0] == "secured_virt"}
+    listed = {
+        p.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for p in CLIENT_PATH
+    }
+    assert ours == listed, "update secured_virt.cli.bytecode.CLIENT_PATH"
 
 
 def _private_bytecode(tree: Path) -> list[str]:
@@ -148,3 +156,76 @@ def test_quick_exit_keeps_status_and_every_byte_of_output(env, test_users, fresh
     r = as_user(alice, [launcher, "--socket", env.socket, "start", "bob-build"])
     assert r.returncode == 3
     assert "denied" in r.stderr and r.stderr.endswith("\n")
+
+
+def _strict(umask=0o077):
+    """preexec_fn: root's shell on a hardened host (umask 077)."""
+    return lambda: os.umask(umask)
+
+
+def _loaded_from_source(verbose_stderr: str, tree: Path) -> list[str]:
+    """Modules of ``tree`` that ``python -v`` compiled instead of loading their cache."""
+    return sorted(
+        line.split("code object from ", 1)[1].strip("'")
+        for line in verbose_stderr.splitlines()
+        if line.startswith("# code object from ")
+        and line.rstrip("'").endswith(".py")
+        and str(tree) in line
+    )
+
+
+def test_roots_launcher_repairs_client_caches_that_other_root_processes_left_private(
+    env, test_users, fresh_tree, as_user
+):
+    """A root process without the hardening (a root shell's umask 077, an in-process test,
+    a daemon started another way) caches the client path 0600, and those caches stay until
+    the source changes: every user's svirsh then compiled client.py and render.py on each
+    start (bin/svirsh 0.9x virsh against 0.65x installed).  Root's next bin/svirsh run,
+    itself under umask 077, must leave them readable, and a user's run then compiles
+    nothing of the tree."""
+    producer = (
+        f"import sys; sys.path.insert(0, {str(fresh_tree)!r}); import secured_virt.client, "
+        "secured_virt.cli.render, secured_virt.cli.svirsh"
+    )
+    subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", producer], check=True, preexec_fn=_strict(), cwd="/"
+    )
+    assert _private_bytecode(fresh_tree)  # the situation: caches only root can read
+    r = subprocess.run(
+        [str(fresh_tree / "bin" / "svirsh"), "--config", env.config, "domstate", "alice-web"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        timeout=120,
+        preexec_fn=_strict(),
+    )
+    assert r.returncode == 0, r.stderr
+    assert _private_bytecode(fresh_tree) == []
+    launcher = fresh_tree / "bin" / "svirsh"
+    interpreter, *flags = launcher.read_text().splitlines()[0][2:].split()
+    r = as_user(
+        test_users["svt-alice"],
+        [interpreter, *flags, "-v", str(launcher), "--socket", env.socket, "list", "--all"],
+    )
+    assert r.returncode == 0, r.stderr
+    assert "alice-web" in r.stdout
+    assert _loaded_from_source(r.stderr, fresh_tree) == []
+
+
+def test_svirsh_main_in_process_caches_what_it_loads_readable(env, fresh_tree):
+    """main() sets umask 077 itself (for callers that skip start_program: tests, embedding);
+    the client and render it then loads must still be cached readable by others."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(fresh_tree)!r})\n"
+        "from secured_virt.cli.svirsh import main\n"
+        f"sys.exit(main(['--daemon', '--socket', {env.socket!r}, 'list', '--all']))"
+    )
+    r = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", code], capture_output=True, text=True, cwd="/"
+    )
+    assert r.returncode == 0, r.stderr
+    for mod in ("secured_virt/__pycache__/client", "secured_virt/cli/__pycache__/render"):
+        (pyc,) = (fresh_tree / mod).parent.glob(Path(mod).name + ".*.pyc")
+        assert pyc.stat().st_mode & 0o044 == 0o044, pyc
+    assert _private_bytecode(fresh_tree) == []
