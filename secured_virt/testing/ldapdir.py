@@ -267,12 +267,25 @@ ou: groups
             r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
             if r.returncode != 0:
                 raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+        self._spawn_slapd()
+
+    def restart_slapd(self) -> None:
+        """Start slapd again after a test stopped it (the directory-down case)."""
+        if self.slapd is not None and self.slapd.poll() is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "ldapi").unlink()
+        self._spawn_slapd()
+
+    def _spawn_slapd(self) -> None:
+        d = self.dir
+        # -d 0: in the foreground (our child, stopped by pid), no debug output
         self.slapd = subprocess.Popen(
-            [str(self.bin["slapd"]), "-F", str(conf), "-h", self.uri, "-d", "0"],
+            [str(self.bin["slapd"]), "-F", str(d / "slapd.d"), "-h", self.uri, "-d", "0"],
             stdin=subprocess.DEVNULL,
             stdout=self._logfile("slapd"),
             stderr=subprocess.STDOUT,
-            env=env,
+            env=self._slap_env(),
             cwd="/",
         )
         self._wait(lambda: (d / "ldapi").exists(), "slapd's ldapi socket", self.slapd, "slapd")
