@@ -25,7 +25,7 @@
 # recorded in the byte-code.
 set -eu
 
-PROGRAMS="svirsh svirt-admin svirtd svirt-xenapi svirt-web"
+PROGRAMS="svirsh svirt-admin svirtd svirt-xenapi svirt-web svirt-xl-receive"
 #: the network front-ends: each is a program, a unit, and an unprivileged system user of that name
 FRONTENDS="svirt-xenapi svirt-web"
 MARKER=share/secured-virt/installed-files
@@ -157,6 +157,9 @@ do_install() {
     done
     ln -sfn "$PREFIX/bin/svirtd" "$D$SBINDIR/svirtd"
     record "$SBINDIR/svirtd"
+    # run by root's ssh from a source host's xl backend (backends/xl_migrate.py)
+    ln -sfn "$PREFIX/bin/svirt-xl-receive" "$D$SBINDIR/svirt-xl-receive"
+    record "$SBINDIR/svirt-xl-receive"
 
     install -d -m 0755 "$D$MANDIR/man1" "$D$MANDIR/man8"
     install -m 0644 "$SRC/man/svirsh.1" "$D$MANDIR/man1/"

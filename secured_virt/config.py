@@ -87,6 +87,9 @@ class Config:
     allow_env_editor: bool = False
     xl_path: str = "/usr/sbin/xl"
     xl_config_dir: str = "/etc/xen"
+    #: where the xl backend keeps the config (and label) of a domain running without a config
+    #: file of its own: created, restored or migrated here (the xl migration receiver too)
+    xl_transient_dir: str = "/run/secured-virt/xl"
     #: where save images of non-root callers go (one 0700 directory per user)
     save_dir: str = "/var/lib/secured-virt/save"
     #: the only directories disk images of non-root callers' domains may come from
@@ -312,6 +315,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "allow_env_editor": _bool,
     "xl_path": _abs_path,
     "xl_config_dir": _abs_path,
+    "xl_transient_dir": _abs_path,
     "save_dir": _abs_path,
     "disk_dirs": _paths,
     "acm_peers": _peers,

@@ -10,10 +10,12 @@ by plain xl has no record; its label is then the config file of that name on the
 host, as before.  A restored domain without a config file here gets a transient one holding
 its label while it runs (removed by destroy, like ``create``'s).
 
-Migration is ``xl migrate``, which runs ``sh -c "ssh HOST xl migrate-receive"``: the host is
-checked by xl_args.migrate_host before it gets near that shell.  The stream goes from xl to
-xl; nothing of ours rides in it, so the destination learns the label from its own config
-file of that name (see the migrate docstring).
+Migration is ``xl migrate -s ""`` with a transport of ours (xl_migrate): the record travels
+as the arguments of secured-virt's receiver on the destination (cli/xl_receive.py), which
+decides under *its* policy, gives the arriving domain its label (``receive_prepare``: the
+transient config, under xl's ``NAME--incoming`` name too) and only then starts the real
+``xl migrate-receive`` on the stream.  A destination without the receiver fails the
+migration before xl suspends anything: the domain keeps running here.
 """
 
 from __future__ import annotations
@@ -28,13 +30,29 @@ from .xl_cfg import XlConfig, XlConfigError
 from .xl_labels import meta_into
 from .xl_lifecycle import XlLifecycle
 from .xl_listing import XlListing
+from .xl_migrate import (
+    RECEIVER,
+    SSH,
+    check_uuid,
+    disk_resources,
+    incoming_name,
+    no_receiver,
+    refusal_in,
+    transport,
+)
 from .xl_model import XlDomain
 from .xl_parse import read_save_header
-from .xl_record import make_record, stamp
+from .xl_record import check_record, make_record, stamp
+from .xl_run import detail, output_of
 
 
 class XlSave(XlListing, XlLifecycle):
     """Save images and migration (part of XlBackend; needs lookup and undefine)."""
+
+    #: the receiver's command on the destination and the transport to it (xl_migrate); the
+    #: tests point them at a local command instead of ssh
+    migrate_receiver: tuple[str, ...] = RECEIVER
+    migrate_ssh: tuple[str, ...] = SSH
 
     # -- save / restore -------------------------------------------------------------------
     def save(self, name: str, path: str) -> None:
@@ -131,6 +149,14 @@ class XlSave(XlListing, XlLifecycle):
         return name
 
     # -- migration ------------------------------------------------------------------------
+    def _record_of(self, name: str, uuid: str, running: bool) -> dict:
+        """Our record (owner, label as names) of a domain now, from its config file."""
+        found = self._any_config(name, running=running)
+        dom = XlDomain(name=name)
+        if found is not None:
+            meta_into(dom, found[1], self.ssidref_resolver)
+        return make_record(name, uuid, dom.owner, dom.label_policy, dom.label)
+
     def migrate(
         self,
         name: str,
@@ -141,12 +167,16 @@ class XlSave(XlListing, XlLifecycle):
         undefine_source: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        """``xl migrate -- NAME HOST`` (xl migrations are always live; ``live`` is accepted).
+        """``xl migrate -s "" -- NAME TRANSPORT`` (xl migrations are always live; ``live`` is
+        accepted), TRANSPORT being root's ssh to secured-virt's receiver on HOST with the
+        domain's record (xl_migrate): the label travels as names and the destination decides.
 
         HOST comes from ``dest_uri`` ("host", "xen+ssh://host/", "ssh://host") and must be a
-        plain DNS name or IPv4 address: xl runs ``sh -c "ssh HOST xl migrate-receive"``.
-        progress gets (0, memory) before and (memory, memory) after; xl reports nothing
-        in between that we could read reliably.
+        plain DNS name or IPv4 address (it ends up in a shell command line, quoted).  A refusal
+        by the destination is a BackendError "permission" naming its reason; the domain then
+        keeps running here (xl suspends nothing before the receiver's banner).  progress gets
+        (0, memory) before and (memory, memory) after; xl reports nothing in between that we
+        could read reliably.
         """
         check_name(name)
         host = migrate_host(dest_uri)
@@ -159,9 +189,87 @@ class XlSave(XlListing, XlLifecycle):
         info = self.lookup(name)
         if info.id is None:
             raise BackendError("operation-failed", f"domain '{name}' is not running")
+        incoming_name(name)
+        rec = self._record_of(name, info.uuid, running=True)
+        rune = transport(
+            host,
+            rec,
+            disk_resources(self.dumpxml(name, inactive=False)),
+            receiver=self.migrate_receiver,
+            ssh=self.migrate_ssh,
+        )
         total = info.mem_kib * 1024
         progress = report_progress(progress, 0, total)
-        self._xl("migrate", name, ["migrate", "--", name, host], timeout=self.long_timeout)
+        r = self._run(["migrate", "-s", "", "--", name, rune], timeout=self.long_timeout)
+        if r.returncode != 0:
+            out = output_of(r)
+            refused = refusal_in(out)
+            if refused is not None:
+                raise BackendError(
+                    "permission",
+                    f"{host} refused domain '{name}': {refused}; it keeps running here",
+                )
+            if no_receiver(out):
+                raise BackendError(
+                    "operation-failed",
+                    f"cannot migrate domain '{name}': {host} did not answer as secured-virt's "
+                    f"receiver ({detail(out)}); is {self.migrate_receiver[0]} installed "
+                    f"there, and may root ssh to it without a password? The domain keeps "
+                    "running here",
+                )
+            raise self._fail("migrate", name, r)
         report_progress(progress, total, total)
         if undefine_source and self._cfg_path(name).exists():
             self.undefine(name)
+
+    # -- the destination's side (cli/xl_receive.py) ------------------------------------------
+    def receive_prepare(self, rec: dict) -> Callable[[bool], None]:
+        """Give a domain about to arrive its owner and label before it runs: the transient
+        config of NAME and of xl's NAME--incoming (the sHype state rebuilt from what runs sees
+        its label from the first moment), or the carried lines written into the defined config
+        of the same domain.  Refuses a defined config of that name for another UUID (another
+        domain).  Returns ``done(ok)``: removes the incoming file, and after a failure undoes
+        the rest."""
+        check_record(rec, "<migration record>")
+        name, uuid = check_name(rec["name"]), check_uuid(rec["uuid"])
+        incoming = incoming_name(name)
+        label = rec.get("label") or {}
+        dom = XlDomain(name=name)
+        dom.owner, dom.label_policy, dom.label = (
+            rec.get("owner"),
+            label.get("policy"),
+            label.get("name"),
+        )
+        defined_path = self._cfg_path(name)
+        defined = self._read_cfg(defined_path)
+        old_text = defined.text if defined is not None else None
+        if defined is not None:
+            theirs = defined.get("uuid")
+            if uuid and isinstance(theirs, str) and theirs and theirs.lower() != uuid.lower():
+                raise BackendError(
+                    "operation-failed",
+                    f"another domain named '{name}' ({theirs}) is defined here "
+                    f"({defined_path}); the arriving one is {uuid}",
+                )
+        self.transient_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        written = []
+        for n in (incoming, name):
+            cfg = XlConfig(f'name = "{n}"\n' + (f'uuid = "{uuid}"\n' if uuid else ""), n)
+            dom.write_metadata(cfg)
+            self._write_file(self._transient_path(n), cfg.text)
+            written.append(n)
+        if defined is not None:
+            dom.write_metadata(defined)
+            self._save_cfg(defined_path, defined)
+
+        def done(ok: bool) -> None:
+            self._forget_transient(incoming)
+            if ok:
+                return
+            if not self._running(name):
+                self._forget_transient(name)
+            if old_text is not None:
+                with contextlib.suppress(BackendError, OSError):
+                    self._write_file(defined_path, old_text)
+
+        return done

@@ -87,21 +87,29 @@ class Service(
         store: PolicyStore | None = None,
         audit=None,
         authenticator: Callable | None = None,
+        on_demand: bool = False,
     ):
+        """``on_demand`` (svirsh's direct mode, one request per process): the role files, PAM
+        and the sVirt categories are loaded at their first use, not here — plain root is
+        decided without role files, and list/dominfo/domstate need no password or category,
+        so they load neither rbac, PAM (ctypes) nor the policy package (~100 ms of imports).
+        svirtd builds them all at its start, where a failure stops it."""
         self.config = config
         self._backend = backend
         self._backend_lock = threading.Lock()
         self._init_tenancy()  # realms first: their own files are merged into the role files
-        self.store = store or PolicyStore(config.ua, config.pa, extend=self._realm_extend)
+        self.store = store or PolicyStore(
+            config.ua, config.pa, extend=self._realm_extend, defer=on_demand
+        )
         if audit is None:
             from secured_virt.access.audit import AuditLog
 
             audit = AuditLog.from_config(config)
         self.audit = audit
         if authenticator is None:
-            from secured_virt.access.authn import Authenticator
-
-            authenticator = Authenticator.from_config(config)
+            authenticator = _FirstUse(_authenticator_for, config)
+            if not on_demand:
+                authenticator = authenticator._get()
         self.gate = Gate(
             self.store,
             audit,
@@ -117,17 +125,23 @@ class Service(
             self._initial_acm_sync()
         self.categories = None
         if getattr(config, "svirt", False):
-            from secured_virt.shype.categories import HostCategories
-
-            self.categories = HostCategories(
-                config.acm_state_dir,
-                lambda: self.backend,
-                realm_categories=self._realm_categories,  # each realm's own category
-                exclude=(getattr(config, "host_object", "Domain-0"),),
-            )
+            self.categories = _FirstUse(self._host_categories)
+            if not on_demand:
+                self.categories = self.categories._get()
         self.started = time.time()
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
         self._counter_lock = threading.Lock()
+
+    def _host_categories(self):
+        from secured_virt.shype.categories import HostCategories
+
+        config = self.config
+        return HostCategories(
+            config.acm_state_dir,
+            lambda: self.backend,
+            realm_categories=self._realm_categories,  # each realm's own category
+            exclude=(getattr(config, "host_object", "Domain-0"),),
+        )
 
     def _initial_acm_sync(self) -> None:
         """Count what really runs now (svirtd's start, each direct invocation); say what is
@@ -161,6 +175,7 @@ class Service(
                         self.config.uri,
                         xl_path=getattr(self.config, "xl_path", None),
                         xl_config_dir=getattr(self.config, "xl_config_dir", None),
+                        xl_transient_dir=getattr(self.config, "xl_transient_dir", None),
                     )
         return self._backend
 
@@ -512,3 +527,32 @@ class Service(
             interaction,
             _say(message % name, lambda: getattr(self.backend, method)(name)),
         )
+
+
+def _authenticator_for(config):
+    from secured_virt.access.authn import Authenticator
+
+    return Authenticator.from_config(config)
+
+
+class _FirstUse:
+    """An object built when it is first used (``Service(on_demand=True)``): a direct-mode
+    command that never asks for a password or starts a VM loads neither PAM (ctypes) nor the
+    sVirt categories (the policy package).  Calls and attributes go to the object; building
+    it fails like building it eagerly would have, only at that first use."""
+
+    __slots__ = ("_args", "_make", "_obj")
+
+    def __init__(self, make, *args):
+        self._make, self._args, self._obj = make, args, None
+
+    def _get(self):
+        if self._obj is None:
+            self._obj = self._make(*self._args)
+        return self._obj
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+    def __call__(self, *args, **kw):
+        return self._get()(*args, **kw)

@@ -18,7 +18,7 @@ from secured_virt.access.gate import Target
 from secured_virt.backends.base import BackendError
 from secured_virt.confinement import vmmeta
 from secured_virt.fsutil import UnsafeFileError, check_entry, open_secure_dir
-from secured_virt.requests import EXIT_BAD_POLICY, EXIT_FAILED
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
 
 from . import mediation
 from .errors import UserError
@@ -168,14 +168,19 @@ class StorageCommands:
         def act(info):
             if ident.uid != 0:  # after the gate: refused users learn nothing, and it is audited
                 self._check_user_destination(dest)
-            self.backend.migrate(
-                name,
-                dest,
-                live=bool(args.get("live")),
-                persistent=bool(args.get("persistent")),
-                undefine_source=bool(args.get("undefinesource")),
-                progress=progress,
-            )
+            try:
+                self.backend.migrate(
+                    name,
+                    dest,
+                    live=bool(args.get("live")),
+                    persistent=bool(args.get("persistent")),
+                    undefine_source=bool(args.get("undefinesource")),
+                    progress=progress,
+                )
+            except BackendError as exc:
+                if exc.code == "permission":  # the destination refused it (xl: its sHype/ACM)
+                    raise UserError(f"migrate: {exc}", EXIT_DENIED) from None
+                raise
             return {"message": f"Domain '{name}' migrated to {dest}"}
 
         acm = self.acm

@@ -268,6 +268,16 @@ class AcmEnforcer:
         for d in disks:
             key = canonical_resource(d)
             resources[key] = peer.resource_get_label(key)
+        if getattr(self.config, "backend", "") == "xl":
+            # what runs there is known only there: its receiver (svirt-xl-receive, run by the
+            # xl backend's transport) checks it under its own lock before xl reads the stream
+            v = peer.mediator.check_domain_create(name, label, resources)
+            if v.allowed:
+                return True, (
+                    f"{dest_uri} runs {peer.active.name}, which admits {label}; its receiver "
+                    "checks what runs there"
+                )
+            return False, f"at the destination {dest_uri}: {verdict_text(v)}"
         dest = open_backend("libvirt", dest_uri)
         try:
             running = []

@@ -644,8 +644,17 @@ def test_sources_running_and_stopped(xl):
 
 
 # -- migration --------------------------------------------------------------------------------
+def _rune(host: str) -> str:
+    """The transport to secured-virt's receiver (xl_migrate; tests/seeds/test_xl_migrate_labels)."""
+    return (
+        f"exec /usr/bin/ssh -o BatchMode=yes -- {host} '/usr/local/sbin/svirt-xl-receive "
+        "--name=web-01 --uuid=6f1c2f9a-8a3d-4c5e-9b7f-2d1e0a4b5c6d --owner=alice "
+        "--label-policy=example.client_v1 --label=dom_Fun --disk=phy:/dev/vg0/web-01'"
+    )
+
+
 def test_migrate_argv_and_progress(xl, fake):
-    fake.on("migrate", "--", "web-01", "xen2.example.org")
+    fake.on("migrate", "-s", "", "--", "web-01", _rune("xen2.example.org"))
     calls = []
     xl.migrate(
         "web-01",
@@ -653,13 +662,13 @@ def test_migrate_argv_and_progress(xl, fake):
         live=True,
         progress=lambda d, t: calls.append((d, t)),
     )
-    assert fake.argvs[-1] == ["migrate", "--", "web-01", "xen2.example.org"]
+    assert fake.argvs[-1] == ["migrate", "-s", "", "--", "web-01", _rune("xen2.example.org")]
     assert fake.calls[-1][1]["timeout"] == xl.long_timeout
     assert calls == [(0, 1024 * 1024 * 1024), (1024 * 1024 * 1024, 1024 * 1024 * 1024)]
 
 
 def test_migrate_undefine_source(xl, fake, etc):
-    fake.on("migrate", "--", "web-01", "10.0.0.2")
+    fake.on("migrate", "-s", "", "--", "web-01", _rune("10.0.0.2"))
     xl.migrate("web-01", "10.0.0.2", undefine_source=True)
     assert not (etc / "web-01.cfg").exists()
 
@@ -871,13 +880,13 @@ def test_broken_config_names_file_and_line(xl, etc):
 
 
 def test_failing_progress_callback_does_not_undo_a_migration(xl, fake, etc):
-    fake.on("migrate", "--", "web-01", "xen2")
+    fake.on("migrate", "-s", "", "--", "web-01", _rune("xen2"))
 
     def broken(done, total):
         raise OSError("client went away")
 
     xl.migrate("web-01", "xen2", undefine_source=True, progress=broken)
-    assert fake.argvs[-1] == ["migrate", "--", "web-01", "xen2"]
+    assert fake.argvs[-1] == ["migrate", "-s", "", "--", "web-01", _rune("xen2")]
     assert not (etc / "web-01.cfg").exists()
 
 

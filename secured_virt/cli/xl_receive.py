@@ -1,0 +1,271 @@
+"""svirt-xl-receive: the destination's side of an xl migration, with the domain's label.
+
+The source's xl backend never lets xl reach ``xl migrate-receive`` here directly: it runs this
+program over root's ssh with the domain's record as arguments (backends/xl_migrate says
+exactly what travels and how), and the stream on stdin/stdout.  Before xl reads a byte of the
+stream, this program decides, under this host's instantiation lock:
+
+* the domain is not running here already (under its name or xl's ``NAME--incoming``), and no
+  other domain of that name is defined here;
+* with sHype/ACM on: the label names this host's active policy (a label travels by name only
+  to a host running a policy of that name) and a VM label of it, which gets this host's
+  ssidref; and the Chinese Wall against what runs here and STE against the disks' resource
+  labels here admit it (the same check as a start here).
+
+Every decision is audited here (``op`` ``migrate-receive``, ``via`` ``ssh``); a refusal is one
+line on stderr starting with ``svirt-xl-receive: refused:``, which xl on the source passes on
+and the source's backend reports (the domain keeps running there: xl suspends nothing before
+the receiver's banner, which only the real xl writes).  Admitted, the domain gets its owner
+and label in a transient config (and xl's incoming name too), and the real ``xl
+migrate-receive`` runs on this program's stdin/stdout; the lock is held until the arriving
+domain is listed by xl, so that from then on every check here counts it.  Its end is audited
+as the decision's outcome.
+
+Exit codes: 0 received, 1 xl failed, 2 usage, 3 refused, 4 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import subprocess
+import sys
+import time
+
+from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+PROG = "svirt-xl-receive"
+POLL_SECONDS = 0.05
+
+
+class Refused(Exception):
+    """The domain may not come here: ``check`` says which check, the message why."""
+
+    def __init__(self, check: str, why: str) -> None:
+        super().__init__(why)
+        self.check = check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Receive an xl migration with its sHype/ACM label (run by root's ssh from "
+        "the source host's secured-virt; not a command for people).",
+    )
+    p.add_argument("--config", help="configuration file (default /etc/secured-virt/…)")
+    p.add_argument("--name", required=True, help="the arriving domain's name")
+    p.add_argument("--uuid", default="", help="its UUID")
+    p.add_argument("--owner", default=None, help="its secured-virt owner")
+    p.add_argument("--label-policy", default=None, help="the policy its label belongs to")
+    p.add_argument("--label", default=None, help="its VM label (a name, never an ssidref)")
+    p.add_argument("--disk", action="append", default=[], help="a disk resource it uses")
+    return p
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None, *, peer: str | None = None) -> int:
+    from secured_virt.backends.base import BackendError
+    from secured_virt.backends.xl_record import make_record
+    from secured_virt.config import ConfigError, load_config
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    if os.geteuid() != 0:
+        _say("refused: must run as root (root's ssh from the source host runs it)")
+        return EXIT_DENIED
+    if (args.label is None) != (args.label_policy is None):
+        _say("--label and --label-policy go together")
+        return EXIT_USAGE
+    try:
+        rec = make_record(args.name, args.uuid, args.owner, args.label_policy, args.label)
+        cfg = load_config(args.config, caller_uid=0)
+    except BackendError as exc:
+        _say(f"refused: {exc}")
+        return EXIT_USAGE
+    except ConfigError as exc:
+        _say(f"refused: bad configuration on this host: {exc}")
+        return EXIT_BAD_POLICY
+    if cfg.backend != "xl":
+        _say(f"refused: this host's secured-virt uses backend = {cfg.backend}, not xl")
+        return EXIT_BAD_POLICY
+    return Receiver(cfg, rec, args.disk, peer).run()
+
+
+class Receiver:
+    """One incoming domain: decide, audit, hand the stream to xl, audit its end."""
+
+    def __init__(self, cfg, rec: dict, disks: list[str], peer: str | None) -> None:
+        from secured_virt.access.audit import AuditLog
+        from secured_virt.backends.factory import open_backend
+
+        self.cfg, self.rec, self.disks, self.peer = cfg, rec, disks, peer
+        self.name = rec["name"]
+        self.backend = open_backend(
+            "xl",
+            cfg.uri,
+            xl_path=cfg.xl_path,
+            xl_config_dir=cfg.xl_config_dir,
+            xl_transient_dir=cfg.xl_transient_dir,
+        )
+        self.audit = AuditLog.from_config(cfg)
+        self.acm = None
+        if cfg.acm:
+            from secured_virt.shype.enforcer import AcmEnforcer
+
+            self.acm = AcmEnforcer(cfg, lambda: self.backend)
+
+    # -- the decision ---------------------------------------------------------------------
+    def label_text(self) -> str | None:
+        lab = self.rec.get("label")
+        return f"ACM:{lab['policy']}:{lab['name']}" if lab else None
+
+    def check(self) -> str:
+        """Why the domain may come (the audit's rule), or Refused.  Under the lock."""
+        from secured_virt.backends.xl_migrate import incoming_name
+
+        name = self.name
+        for n in (name, incoming_name(name)):
+            if self.backend._running(n):
+                raise Refused("state", f"a domain named '{n}' already runs on this host")
+        if self.acm is None:
+            return f"sHype/ACM is off on this host; {self.label_text() or 'no label'} kept"
+        import policy
+        from policy.xsm import canonical_resource
+        from secured_virt.shype.enforcer import verdict_text
+
+        active = self.acm.active
+        lab = self.rec.get("label")
+        if lab and lab["policy"] != active.name:
+            raise Refused(
+                "acm",
+                f"this host runs sHype/ACM policy '{active.name}'; the label of '{name}' "
+                f"({self.label_text()}) belongs to policy '{lab['policy']}': a label travels "
+                "by name only to a host running a policy of that name",
+            )
+        resources = {}
+        for d in self.disks:
+            try:
+                key = canonical_resource(d)
+            except policy.XsmError as exc:
+                raise Refused("acm", f"disk {d!r}: {exc}") from None
+            resources[key] = self.acm.host.resource_get_label(key)
+        v = self.acm.check_instantiate(name, self.label_text(), resources)
+        if not v.allowed:
+            raise Refused("acm", verdict_text(v))
+        ssidref = active.ssidref(lab["name"]) if lab else None
+        got = f" (ssidref {ssidref:#x} here)" if ssidref is not None else ""
+        return f"{self.label_text() or 'unlabelled'} admitted under {active.name}{got}"
+
+    def _decide(self, allowed: bool, check: str, rule: str):
+        from secured_virt.access.audit import AuditError
+
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
+        try:
+            return self.audit.record_decision(
+                uid=os.getuid(),
+                user=user,
+                op="migrate-receive",
+                vm=self.name,
+                vm_uuid=self.rec["uuid"] or None,
+                allowed=allowed,
+                check=check,
+                rule=rule,
+                via="ssh",
+                pid=os.getpid(),
+                peer=self.peer,
+            )
+        except AuditError as exc:
+            raise Refused("audit", f"the audit log cannot be written: {exc}") from None
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> int:
+        from secured_virt.backends.base import BackendError
+
+        lock = self.acm.exclusive() if self.acm is not None else contextlib.nullcontext()
+        try:
+            with lock:
+                try:
+                    rule = self.check()
+                except Refused as exc:
+                    self._decide(False, exc.check, str(exc))
+                    raise
+                except BackendError as exc:
+                    self._decide(False, "state", str(exc))
+                    raise Refused("state", str(exc)) from None
+                ref = self._decide(True, "acm" if self.acm is not None else "state", rule)
+                try:
+                    done = self.backend.receive_prepare(self.rec)
+                except (BackendError, OSError) as exc:
+                    self._outcome(ref, f"error:{exc}")
+                    raise Refused("state", str(exc)) from None
+                proc = self._spawn_xl(ref, done)
+                self._wait_listed(proc)
+        except Refused as exc:
+            _say(f"refused: {exc}")
+            return EXIT_DENIED if exc.check in ("acm", "audit") else EXIT_FAILED
+        rc = proc.wait()
+        ok = rc == 0 and self._listed()
+        done(ok)
+        if ok:
+            self._outcome(ref, "ok")
+            return EXIT_OK
+        why = f"xl migrate-receive exited with status {rc}"
+        if rc == 0:
+            why = f"xl received no domain named '{self.name}' (the stream held another one)"
+        self._outcome(ref, f"error:{why}")
+        _say(why)
+        return EXIT_FAILED
+
+    def _spawn_xl(self, ref, done):
+        """The real ``xl migrate-receive`` on our stdin/stdout (argv, scrubbed env)."""
+        from secured_virt.backends.xl_run import XL_ENV
+
+        try:
+            return subprocess.Popen(
+                [self.cfg.xl_path, "migrate-receive"], env=dict(XL_ENV), close_fds=True
+            )
+        except OSError as exc:
+            done(False)
+            self._outcome(ref, f"error:cannot run {self.cfg.xl_path}: {exc.strerror}")
+            raise Refused("state", f"cannot run {self.cfg.xl_path}: {exc.strerror}") from None
+
+    def _listed(self) -> bool:
+        from secured_virt.backends.xl_migrate import incoming_name
+
+        return any(self.backend._running(n) for n in (self.name, incoming_name(self.name)))
+
+    def _wait_listed(self, proc) -> None:
+        """Keep the lock until xl lists the arriving domain (or gives up): from then on the
+        rebuilt sHype state counts it, with the label of its transient config."""
+        while proc.poll() is None and not self._listed():
+            time.sleep(POLL_SECONDS)
+
+    def _outcome(self, ref, outcome: str) -> None:
+        with contextlib.suppress(Exception):  # the decision is written; syslog has the rest
+            self.audit.record_outcome(ref, outcome)
+
+
+def entry(*, require_isolated: bool = True) -> None:
+    """The program (console script, ``python -m``), hardened first; never returns.  The
+    peer's address is sshd's SSH_CONNECTION, read before the environment is scrubbed, for the
+    audit only (it decides nothing)."""
+    from secured_virt.hardening import start_program
+
+    conn = (os.environ.get("SSH_CONNECTION") or "").split()
+    peer = f"{conn[0]}:{conn[1]}" if len(conn) >= 2 else None
+    start_program(lambda: main(peer=peer), require_isolated=require_isolated)
+
+
+if __name__ == "__main__":  # python -m: the caller chose the interpreter's flags
+    entry(require_isolated=False)
