@@ -1,4 +1,4 @@
-/* rbac._native: the commonest RBAC decision, answered without leaving C.
+/* rbac._native: RbacPolicy.decide() answered without leaving C.
  *
  * Why this exists.  RbacPolicy.decide() in pure Python is a handful of dict lookups, but with
  * 10k users and 100k objects drawn at random every one of those lookups misses the CPU caches:
@@ -7,35 +7,57 @@
  * ~100 ns a miss the pure-Python floor is ~1.8 us.  This index keeps the same facts in flat C
  * arrays laid out so that one decision touches about half as many cache lines:
  *
- *   users    open-addressing table  name -> profile number   (hash, key and value in one slot)
+ *   users    open-addressing table  name -> profile number (+ the validity window of a user
+ *            with expiring assignments)            (hash, key and value in one slot)
  *   objects  open-addressing table  name -> run of entries   (hash, key, first entry, count)
  *   entries  per object, sorted by role number: role, its "needs authentication" flag, the
- *            operations it grants as a 64-bit mask, and the {operation: grant} dict (touched only
- *            to fetch the grant of an allowed decision)
- *   members  per profile, in preference order: role number, role name, inheritance path
+ *            operations it grants as a 128-bit mask, and the {operation: grant} dict (touched
+ *            only to fetch the grant of an allowed decision)
+ *   profiles one block per distinct set of roles: the roles with by-name grants in preference
+ *            order (role number, name, inheritance path, group reason), the same sorted by role
+ *            number (for users with very many roles: then the object's few roles are walked
+ *            and looked up in the profile), and the scoped grants (all / pattern / label /
+ *            owned) per operation, in the order the Python engine tests them
+ *   groups   user -> (profile through their Unix groups, valid until): filled by the Python
+ *            engine each time it asks NSS (rbac.groups), valid exactly as long as the
+ *            resolver's cached answer it came from, so a membership change is seen when that
+ *            cache expires, never later
  *
- * It answers exactly the case RbacPolicy.decide() answers inline in Python: a user of the
- * policy's `_fast` table (few roles, no expiring assignment, no scoped grant), an operation
- * id between 0 and 63, an object named by the user's by-name grants.  A role that needs fresh
- * authentication, an operation outside 0..63, arguments of other types, unknown users -- all
- * go to the Python fallback (RbacPolicy._decide), which answers every case.  So the native
- * path can only ever return what the Python path returns; tests/rbac run the hypothesis
- * equivalence properties against both.
+ * It answers what RbacPolicy._decide() answers, case by case: the caller's record (their own,
+ * or the one with their groups' roles when a group role could grant the request at all); the
+ * by-name grants, then the scoped grants, preferring a grant that needs no authentication,
+ * then the nearest role; a plain denial for an operation of the catalogue.  Whatever it does
+ * not know how to answer exactly -- an operation outside 0..127, arguments of other types,
+ * attrs that are not a dict, a user it has no record for, an expired validity window, an
+ * unknown selector kind, a group answer it does not hold -- goes, unchanged, to the Python
+ * fallback (RbacPolicy._decide), which answers every case.  tests/rbac/test_native*.py hold
+ * the two to identical Decisions on random policies with every scope kind and groups.
  *
  * Memory ownership: the C arrays hold borrowed pointers; every object they point to is kept
- * alive by the `owned` list.  The index references the policy (for denial texts) and the policy
- * references the index (its `decide` attribute), so the type takes part in garbage collection.
+ * alive by the `owned` list (the group table holds its own references).  The index references
+ * the policy (for denial texts) and the policy references the index (its `decide` attribute),
+ * so the type takes part in garbage collection.  A profile block never moves once made, so a
+ * decision holding a pointer to it survives another thread adding profiles meanwhile.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+
+/* the interface version rbac.engine checks, so a stale build is not called the wrong way */
+#define API_VERSION 2
+#define NOPS 128
+#define NWORDS (NOPS / 64)
+/* beyond this many remembered users the group table starts afresh (bounded memory) */
+#define GROUP_CACHE_MAX 65536
 
 typedef struct {
     Py_hash_t hash;
     PyObject *key; /* NULL: empty slot */
     uint32_t a;    /* users: profile number; objects: first entry */
-    uint32_t b;    /* objects: number of entries */
+    uint32_t b;    /* users: 0, or 1 + window number; objects: number of entries */
 } Slot;
 
 typedef struct {
@@ -46,7 +68,7 @@ typedef struct {
 typedef struct {
     uint32_t role;
     uint32_t auth;
-    uint64_t ops;
+    uint64_t ops[NWORDS];
     PyObject *opmap;
 } Entry;
 
@@ -54,22 +76,54 @@ typedef struct {
     uint32_t role;
     PyObject *name;
     PyObject *via;
+    PyObject *reason; /* NULL: the grant words the reason itself */
 } Member;
 
 typedef struct {
-    uint32_t start;
-    uint32_t len;
-} Range;
+    uint32_t role;
+    uint32_t rank;
+} ByRole;
+
+enum { K_ALL, K_GLOB, K_MATCH, K_ATTR, K_OWNED, K_PYTHON, K_COUNT };
+
+typedef struct {
+    int kind;
+    int auth;
+    PyObject *name, *via, *reason, *grant;
+    PyObject *a; /* K_GLOB: the pattern; K_MATCH: a compiled regex's match; K_ATTR/K_OWNED: key */
+    PyObject *b; /* K_ATTR: the value */
+} Scoped;
+
+typedef struct {
+    uint32_t n_members, n_scoped;
+    Member *members;    /* preference order */
+    ByRole *byrole;     /* sorted by role number */
+    uint32_t *op_start; /* NOPS + 1 offsets into scoped; NULL when there is none */
+    Scoped *scoped;
+} Prof;
+
+typedef struct {
+    PyObject *key; /* NULL: empty */
+    Py_hash_t hash;
+    double until;
+    int32_t profile; /* >= 0: that profile; -1: the user's own record; -2: ask Python */
+} GEntry;
 
 typedef struct {
     PyObject_HEAD
     Table users;
     Table objects;
     Entry *entries;
-    Member *members;
-    Range *profiles;
-    Py_ssize_t n_users, n_objects, n_entries, n_profiles;
-    uint64_t known_ops;
+    Prof **profiles;
+    double *windows; /* lo, hi per expiring user */
+    Py_ssize_t n_users, n_objects, n_entries, n_profiles, cap_profiles, n_windows, n_roles;
+    Py_ssize_t profile_bytes;
+    uint64_t known[NWORDS];
+    int32_t group_any; /* profile of every role some group holds; -1: no group roles */
+    GEntry *groups;
+    size_t gmask;
+    Py_ssize_t gcount;
+    PyObject *clock; /* NULL: CLOCK_MONOTONIC (time.monotonic) */
     PyObject *fallback;
     PyObject *policy;
     PyTypeObject *decision;
@@ -94,6 +148,8 @@ same_str(PyObject *a, PyObject *b)
 static inline Slot *
 table_find(const Table *t, PyObject *key, Py_hash_t h)
 {
+    if (t->slots == NULL)
+        return NULL;
     size_t i = (size_t)h & t->mask;
     for (;;) {
         Slot *s = &t->slots[i];
@@ -155,8 +211,219 @@ owned_key(Index *self, PyObject *key, const char *what)
     return PyObject_Hash(key);
 }
 
+static int
+keep(Index *self, PyObject *o)
+{
+    return o == NULL ? 0 : PyList_Append(self->owned, o);
+}
+
+/* -- clocks -------------------------------------------------------------------------------- */
+
+static double
+clock_read(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return NAN;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The group resolver's clock (NAN, with no exception set, if it cannot be read). */
+static double
+group_clock(Index *self)
+{
+    if (self->clock == NULL)
+        return clock_read(CLOCK_MONOTONIC);
+    PyObject *r = PyObject_CallNoArgs(self->clock);
+    double t = r == NULL ? -1.0 : PyFloat_AsDouble(r);
+    Py_XDECREF(r);
+    if (t == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NAN;
+    }
+    return t;
+}
+
+/* -- profiles ------------------------------------------------------------------------------ */
+
+static int
+byrole_cmp(const void *x, const void *y)
+{
+    uint32_t a = ((const ByRole *)x)->role, b = ((const ByRole *)y)->role;
+    return a < b ? -1 : a > b;
+}
+
+/* A profile from (members, scoped):
+ *   members  tuple of (role number, role name, via tuple, reason or None), preference order
+ *   scoped   tuple of (op, kind, needs_auth, role name, via, reason or None, grant, a, b) in
+ *            the order the Python engine tests them; ops outside 0..NOPS-1 are left out (such
+ *            an operation always goes to Python) */
+static Prof *
+profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
+{
+    PyObject *members, *scoped;
+    if (!PyArg_ParseTuple(desc, "O!O!;a profile is (members tuple, scoped tuple)", &PyTuple_Type,
+                          &members, &PyTuple_Type, &scoped))
+        return NULL;
+    Py_ssize_t nm = PyTuple_GET_SIZE(members), ns = 0;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scoped); j++) {
+        PyObject *it = PyTuple_GET_ITEM(scoped, j);
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 9 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(it, 0))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "a scoped grant is (op, kind, needs_auth, role, via, reason, grant, a, "
+                            "b)");
+            return NULL;
+        }
+        long op = PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
+        if (op == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else if (op >= 0 && op < NOPS)
+            ns++;
+    }
+    if (nm > UINT32_MAX / 2 || ns > UINT32_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "profile too large");
+        return NULL;
+    }
+    size_t size = sizeof(Prof) + (size_t)nm * sizeof(Member) + (size_t)ns * sizeof(Scoped) +
+                  (size_t)nm * sizeof(ByRole) + (ns ? (NOPS + 1) * sizeof(uint32_t) : 0);
+    Prof *p = PyMem_Calloc(1, size);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    char *at = (char *)(p + 1);
+    p->members = (Member *)at;
+    at += (size_t)nm * sizeof(Member);
+    p->scoped = (Scoped *)at;
+    at += (size_t)ns * sizeof(Scoped);
+    p->byrole = (ByRole *)at;
+    at += (size_t)nm * sizeof(ByRole);
+    p->op_start = ns ? (uint32_t *)at : NULL;
+    p->n_members = (uint32_t)nm;
+    p->n_scoped = (uint32_t)ns;
+    self->profile_bytes += (Py_ssize_t)size;
+    for (Py_ssize_t j = 0; j < nm; j++) {
+        long role;
+        PyObject *name, *via, *reason, *m = PyTuple_GET_ITEM(members, j);
+        if (!PyTuple_Check(m)) {
+            PyErr_SetString(PyExc_TypeError, "a profile member is a tuple");
+            goto fail;
+        }
+        if (!PyArg_ParseTuple(m, "lUO!O;a profile member is "
+                              "(role number, role name, via tuple, reason or None)",
+                              &role, &name, &PyTuple_Type, &via, &reason))
+            goto fail;
+        if (role < 0 || role >= n_roles) {
+            PyErr_Format(PyExc_ValueError, "profile member %R: no role %ld", name, role);
+            goto fail;
+        }
+        if (keep(self, name) < 0 || keep(self, via) < 0 || keep(self, reason) < 0)
+            goto fail;
+        p->members[j] = (Member){(uint32_t)role, name, via, reason == Py_None ? NULL : reason};
+        p->byrole[j] = (ByRole){(uint32_t)role, (uint32_t)j};
+    }
+    qsort(p->byrole, (size_t)nm, sizeof(ByRole), byrole_cmp);
+    if (ns) {
+        /* counting sort by operation, stable: each operation keeps the engine's order */
+        uint32_t count[NOPS + 1] = {0};
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scoped); j++) {
+            long op = PyLong_AsLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(scoped, j), 0));
+            if (op >= 0 && op < NOPS)
+                count[op + 1]++;
+        }
+        for (int k = 0; k < NOPS; k++)
+            count[k + 1] += count[k];
+        memcpy(p->op_start, count, sizeof(count));
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scoped); j++) {
+            PyObject *it = PyTuple_GET_ITEM(scoped, j), *name, *via, *reason, *grant, *a, *b,
+                     *auth;
+            long op, kind;
+            if (!PyArg_ParseTuple(it, "llO!UO!OOOO;a scoped grant is (op, kind, needs_auth, "
+                                  "role, via, reason, grant, a, b)",
+                                  &op, &kind, &PyBool_Type, &auth, &name, &PyTuple_Type, &via,
+                                  &reason, &grant, &a, &b))
+                goto fail;
+            if (op < 0 || op >= NOPS)
+                continue;
+            if (kind < 0 || kind >= K_COUNT) {
+                PyErr_Format(PyExc_ValueError, "scoped grant of %R: no selector kind %ld", name,
+                             kind);
+                goto fail;
+            }
+            int ok = 1;
+            if (kind == K_GLOB || kind == K_ATTR || kind == K_OWNED)
+                ok = PyUnicode_CheckExact(a) && PyUnicode_READY(a) == 0;
+            if (ok && kind == K_ATTR)
+                ok = PyUnicode_CheckExact(b) && PyUnicode_READY(b) == 0;
+            if (ok && kind == K_MATCH)
+                ok = PyCallable_Check(a);
+            if (!ok) {
+                PyErr_Format(PyExc_TypeError, "scoped grant of %R: bad selector data", name);
+                goto fail;
+            }
+            if (keep(self, name) < 0 || keep(self, via) < 0 || keep(self, reason) < 0 ||
+                keep(self, grant) < 0 || keep(self, a) < 0 || keep(self, b) < 0)
+                goto fail;
+            p->scoped[count[op]++] = (Scoped){(int)kind, auth == Py_True, name,      via,
+                                              reason == Py_None ? NULL : reason,    grant,
+                                              a,         b};
+        }
+    }
+    return p;
+fail:
+    PyMem_Free(p);
+    return NULL;
+}
+
+static int
+profile_add(Index *self, Prof *p)
+{
+    if (self->n_profiles == self->cap_profiles) {
+        Py_ssize_t cap = self->cap_profiles ? self->cap_profiles * 2 : 16;
+        Prof **grown = PyMem_Realloc(self->profiles, (size_t)cap * sizeof(Prof *));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->profiles = grown;
+        self->cap_profiles = cap;
+    }
+    self->profiles[self->n_profiles++] = p;
+    return 0;
+}
+
 /* -- construction -------------------------------------------------------------------------- */
 
+static int
+load_profiles(Index *self, PyObject *profiles, Py_ssize_t n_roles)
+{
+    if (!PyList_Check(profiles)) {
+        PyErr_SetString(PyExc_TypeError, "profiles must be a list of (members, scoped)");
+        return -1;
+    }
+    if (PyList_GET_SIZE(profiles) >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many profiles");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(profiles); i++) {
+        PyObject *d = PyList_GET_ITEM(profiles, i);
+        if (!PyTuple_Check(d)) {
+            PyErr_SetString(PyExc_TypeError, "a profile must be a tuple (members, scoped)");
+            return -1;
+        }
+        Prof *p = profile_make(self, d, n_roles);
+        if (p == NULL)
+            return -1;
+        if (profile_add(self, p) < 0) {
+            PyMem_Free(p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* users: {name: profile number} or {name: (profile number, valid from, valid until)} */
 static int
 load_users(Index *self, PyObject *users)
 {
@@ -167,12 +434,35 @@ load_users(Index *self, PyObject *users)
     self->n_users = PyDict_GET_SIZE(users);
     if (table_init(&self->users, self->n_users) < 0)
         return -1;
-    Py_ssize_t pos = 0;
-    PyObject *name, *num;
-    while (PyDict_Next(users, &pos, &name, &num)) {
+    Py_ssize_t pos = 0, windows = 0;
+    PyObject *name, *val;
+    while (PyDict_Next(users, &pos, &name, &val))
+        windows += PyTuple_Check(val);
+    self->windows = PyMem_Calloc((size_t)windows * 2 + 2, sizeof(double));
+    if (self->windows == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pos = 0;
+    while (PyDict_Next(users, &pos, &name, &val)) {
         Py_hash_t h = owned_key(self, name, "user");
         if (h == -1)
             return -1;
+        PyObject *num = val;
+        double lo = 0, hi = 0;
+        int windowed = PyTuple_Check(val);
+        if (windowed) {
+            if (PyTuple_GET_SIZE(val) != 3 || !PyFloat_CheckExact(PyTuple_GET_ITEM(val, 1)) ||
+                !PyFloat_CheckExact(PyTuple_GET_ITEM(val, 2)) || self->n_windows >= windows) {
+                PyErr_Format(PyExc_TypeError,
+                             "user %R: a window is (profile number, from: float, until: float)",
+                             name);
+                return -1;
+            }
+            num = PyTuple_GET_ITEM(val, 0);
+            lo = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(val, 1));
+            hi = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(val, 2));
+        }
         if (!PyLong_CheckExact(num)) { /* no __index__: no Python code runs mid-iteration */
             PyErr_Format(PyExc_TypeError, "user %R: profile number must be an int", name);
             return -1;
@@ -185,82 +475,33 @@ load_users(Index *self, PyObject *users)
             return -1;
         }
         int fresh;
-        table_slot(&self->users, name, h, &fresh)->a = (uint32_t)p;
-    }
-    return 0;
-}
-
-static int
-load_profiles(Index *self, PyObject *profiles, Py_ssize_t n_roles)
-{
-    if (!PyList_Check(profiles)) {
-        PyErr_SetString(PyExc_TypeError, "profiles must be a list of tuples");
-        return -1;
-    }
-    self->n_profiles = PyList_GET_SIZE(profiles);
-    Py_ssize_t total = 0;
-    for (Py_ssize_t i = 0; i < self->n_profiles; i++) {
-        PyObject *p = PyList_GET_ITEM(profiles, i);
-        if (!PyTuple_Check(p)) {
-            PyErr_SetString(PyExc_TypeError, "a profile must be a tuple of (role, name, via)");
-            return -1;
-        }
-        total += PyTuple_GET_SIZE(p);
-    }
-    if (total > UINT32_MAX || self->n_profiles > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "too many profile members");
-        return -1;
-    }
-    self->profiles = PyMem_Calloc((size_t)self->n_profiles + 1, sizeof(Range));
-    self->members = PyMem_Calloc((size_t)total + 1, sizeof(Member));
-    if (self->profiles == NULL || self->members == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < self->n_profiles; i++) {
-        PyObject *p = PyList_GET_ITEM(profiles, i);
-        self->profiles[i].start = (uint32_t)k;
-        self->profiles[i].len = (uint32_t)PyTuple_GET_SIZE(p);
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(p); j++, k++) {
-            long role;
-            PyObject *name, *via, *member = PyTuple_GET_ITEM(p, j);
-            if (!PyTuple_Check(member)) {
-                PyErr_SetString(PyExc_TypeError, "a profile member is a tuple");
-                return -1;
-            }
-            if (!PyArg_ParseTuple(member, "lUO!;a profile member is "
-                                  "(role number, role name, via tuple)",
-                                  &role, &name, &PyTuple_Type, &via))
-                return -1;
-            if (role < 0 || role >= n_roles) {
-                PyErr_Format(PyExc_ValueError, "profile member %R: no role %ld", name, role);
-                return -1;
-            }
-            if (PyList_Append(self->owned, name) < 0 || PyList_Append(self->owned, via) < 0)
-                return -1;
-            self->members[k] = (Member){(uint32_t)role, name, via};
+        Slot *s = table_slot(&self->users, name, h, &fresh);
+        s->a = (uint32_t)p;
+        s->b = 0;
+        if (windowed) {
+            self->windows[2 * self->n_windows] = lo;
+            self->windows[2 * self->n_windows + 1] = hi;
+            s->b = (uint32_t)++self->n_windows;
         }
     }
     return 0;
 }
 
-/* Operations 0..63 of an {operation: grant} dict, as a bit mask (others are left to Python). */
-static uint64_t
-op_mask(PyObject *opmap)
+/* Operations 0..NOPS-1 of an {operation: grant} dict, as a bit mask (others go to Python). */
+static void
+op_mask(PyObject *opmap, uint64_t *mask)
 {
-    uint64_t mask = 0;
     Py_ssize_t pos = 0;
     PyObject *op, *grant;
+    memset(mask, 0, NWORDS * sizeof(uint64_t));
     while (PyDict_Next(opmap, &pos, &op, &grant)) {
         if (!PyLong_CheckExact(op))
             continue;
         int overflow;
         long v = PyLong_AsLongAndOverflow(op, &overflow);
-        if (!overflow && v >= 0 && v < 64)
-            mask |= (uint64_t)1 << v;
+        if (!overflow && v >= 0 && v < NOPS)
+            mask[v >> 6] |= (uint64_t)1 << (v & 63);
     }
-    return mask;
 }
 
 /* roles: list indexed by role number of (needs_auth, {object: {operation: grant}}). */
@@ -341,8 +582,11 @@ load_objects(Index *self, PyObject *roles)
             }
             if (PyList_Append(self->owned, opmap) < 0)
                 return -1;
-            self->entries[s->a + s->b++] =
-                (Entry){(uint32_t)r, (uint32_t)auth, op_mask(opmap), opmap};
+            Entry *e = &self->entries[s->a + s->b++];
+            e->role = (uint32_t)r;
+            e->auth = (uint32_t)auth;
+            e->opmap = opmap;
+            op_mask(opmap, e->ops);
         }
     }
     self->n_entries = total;
@@ -352,28 +596,47 @@ load_objects(Index *self, PyObject *roles)
 static int
 Index_init(Index *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fallback", "policy", "decision", "users", "profiles", "roles",
-                             "known_ops", NULL};
+    static char *kwlist[] = {"fallback", "policy",    "decision", "users", "profiles",
+                             "roles",    "known_ops", "group_any", "clock", NULL};
     PyObject *fallback, *policy, *decision, *users, *profiles, *roles, *known;
+    PyObject *clock = Py_None;
+    int group_any = -1;
     if (self->owned != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "an Index is built once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O!:Index", kwlist, &fallback, &policy,
-                                     &PyType_Type, &decision, &users, &profiles, &PyList_Type,
-                                     &roles, &PyLong_Type, &known))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O!|$iO:Index", kwlist, &fallback,
+                                     &policy, &PyType_Type, &decision, &users, &profiles,
+                                     &PyList_Type, &roles, &PyLong_Type, &known, &group_any,
+                                     &clock))
         return -1;
     if (!PyCallable_Check(fallback)) {
         PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return -1;
+    }
+    if (clock != Py_None && !PyCallable_Check(clock)) {
+        PyErr_SetString(PyExc_TypeError, "clock must be callable or None");
         return -1;
     }
     if (!PyType_IsSubtype((PyTypeObject *)decision, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "decision must be a tuple subclass");
         return -1;
     }
-    self->known_ops = PyLong_AsUnsignedLongLongMask(known);
-    if (PyErr_Occurred())
+    /* known_ops: the operations a miss denies outright (bit k: operation k), NOPS bits */
+    PyObject *rest = known, *sixty_four = PyLong_FromLong(64);
+    if (sixty_four == NULL)
         return -1;
+    Py_INCREF(rest);
+    for (int w = 0; w < NWORDS && rest != NULL; w++) {
+        self->known[w] = PyLong_AsUnsignedLongLongMask(rest);
+        PyObject *next = PyErr_Occurred() ? NULL : PyNumber_Rshift(rest, sixty_four);
+        Py_DECREF(rest);
+        rest = next;
+    }
+    Py_DECREF(sixty_four);
+    if (rest == NULL)
+        return -1;
+    Py_DECREF(rest);
     self->owned = PyList_New(0);
     if (self->owned == NULL)
         return -1;
@@ -383,15 +646,104 @@ Index_init(Index *self, PyObject *args, PyObject *kwds)
     self->policy = policy;
     Py_INCREF(decision);
     self->decision = (PyTypeObject *)decision;
-    if (load_profiles(self, profiles, PyList_GET_SIZE(roles)) < 0 ||
+    if (clock != Py_None) {
+        Py_INCREF(clock);
+        self->clock = clock;
+    }
+    self->n_roles = PyList_GET_SIZE(roles);
+    if (load_profiles(self, profiles, self->n_roles) < 0 ||
         load_users(self, users) < 0 || load_objects(self, roles) < 0)
         return -1;
+    if (group_any < -1 || group_any >= self->n_profiles) {
+        PyErr_Format(PyExc_ValueError, "group_any: no profile %d", group_any);
+        return -1;
+    }
+    self->group_any = group_any;
     self->ready = 1;
     return 0;
 }
 
 /* "" and (): the rule and path of a plain denial, made once at import */
-static PyObject *empty_str, *empty_tuple;
+static PyObject *empty_str, *empty_tuple, *str_attrs, *str_now;
+
+/* -- the group table ----------------------------------------------------------------------- */
+
+static void
+groups_clear(Index *self)
+{
+    if (self->groups != NULL) {
+        for (size_t i = 0; i <= self->gmask; i++)
+            Py_XDECREF(self->groups[i].key);
+        PyMem_Free(self->groups);
+    }
+    self->groups = NULL;
+    self->gmask = 0;
+    self->gcount = 0;
+}
+
+static const GEntry *
+groups_find(const Index *self, PyObject *key, Py_hash_t h)
+{
+    if (self->groups == NULL)
+        return NULL;
+    size_t i = (size_t)h & self->gmask;
+    for (;;) {
+        const GEntry *e = &self->groups[i];
+        if (e->key == NULL)
+            return NULL;
+        if (e->hash == h && same_str(e->key, key))
+            return e;
+        i = (i + 1) & self->gmask;
+    }
+}
+
+/* Insert or replace (the key's reference is taken when it is new). */
+static int
+groups_put(Index *self, PyObject *key, Py_hash_t h, double until, int32_t profile)
+{
+    if (self->groups == NULL || (size_t)(self->gcount + 1) * 2 > self->gmask + 1) {
+        size_t size = self->groups == NULL ? 64 : (self->gmask + 1) * 2;
+        if (self->gcount >= GROUP_CACHE_MAX) { /* start afresh: bounded memory */
+            groups_clear(self);
+            size = 64;
+        }
+        GEntry *fresh = PyMem_Calloc(size, sizeof(GEntry));
+        if (fresh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (self->groups != NULL) {
+            for (size_t i = 0; i <= self->gmask; i++) {
+                GEntry *e = &self->groups[i];
+                if (e->key == NULL)
+                    continue;
+                size_t j = (size_t)e->hash & (size - 1);
+                while (fresh[j].key != NULL)
+                    j = (j + 1) & (size - 1);
+                fresh[j] = *e;
+            }
+            PyMem_Free(self->groups);
+        }
+        self->groups = fresh;
+        self->gmask = size - 1;
+    }
+    size_t i = (size_t)h & self->gmask;
+    for (;;) {
+        GEntry *e = &self->groups[i];
+        if (e->key == NULL) {
+            Py_INCREF(key);
+            *e = (GEntry){key, h, until, profile};
+            self->gcount++;
+            return 0;
+        }
+        if (e->hash == h && same_str(e->key, key)) {
+            e->until = until;
+            e->profile = profile;
+            return 0;
+        }
+        i = (i + 1) & self->gmask;
+    }
+}
 
 /* -- the decision -------------------------------------------------------------------------- */
 
@@ -399,34 +751,17 @@ static PyObject *empty_str, *empty_tuple;
  * layout, built the way tuple.__new__(Decision, ...) builds it. */
 static PyObject *
 make_decision(Index *self, PyObject *allowed, PyObject *role, PyObject *rule, PyObject *reason,
-              PyObject *via, PyObject *user, PyObject *op, PyObject *obj)
+              PyObject *auth, PyObject *via, PyObject *user, PyObject *op, PyObject *obj)
 {
     PyObject *d = self->decision->tp_alloc(self->decision, 9);
     if (d == NULL)
         return NULL;
-    PyObject *items[9] = {allowed, role, rule, reason, Py_False, via, user, op, obj};
+    PyObject *items[9] = {allowed, role, rule, reason, auth, via, user, op, obj};
     for (int i = 0; i < 9; i++) {
         Py_INCREF(items[i]);
         PyTuple_SET_ITEM(d, i, items[i]);
     }
     return d;
-}
-
-/* Keywords the fast path may ignore: attrs and now matter only to users it does not answer. */
-static int
-keywords_ignorable(PyObject *kwnames, Py_ssize_t nargs)
-{
-    Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
-    if (nargs + n > 5)
-        return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(k, "attrs") == 0 ? nargs > 3
-            : PyUnicode_CompareWithASCIIString(k, "now") == 0 ? nargs > 4
-                                                             : 1)
-            return 0;
-    }
-    return 1;
 }
 
 static inline const Entry *
@@ -443,57 +778,356 @@ find_role(const Entry *run, uint32_t n, uint32_t role)
     return lo < n && run[lo].role == role ? &run[lo] : NULL;
 }
 
+static inline uint32_t
+find_rank(const ByRole *by, uint32_t n, uint32_t role)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (by[mid].role < role)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && by[lo].role == role ? by[lo].rank : UINT32_MAX;
+}
+
+/* fnmatch's semantics for a pattern without '[': '*' any run (newlines too), '?' one code
+ * point, everything else itself; case-sensitive, the whole name. */
+static int
+glob_match(PyObject *pat, PyObject *s)
+{
+    const int pk = PyUnicode_KIND(pat), sk = PyUnicode_KIND(s);
+    const void *pd = PyUnicode_DATA(pat), *sd = PyUnicode_DATA(s);
+    const Py_ssize_t pn = PyUnicode_GET_LENGTH(pat), sn = PyUnicode_GET_LENGTH(s);
+    Py_ssize_t p = 0, i = 0, star = -1, mark = 0;
+    while (i < sn) {
+        if (p < pn) {
+            Py_UCS4 c = PyUnicode_READ(pk, pd, p);
+            if (c == '*') {
+                star = p++;
+                mark = i;
+                continue;
+            }
+            if (c == '?' || c == PyUnicode_READ(sk, sd, i)) {
+                p++;
+                i++;
+                continue;
+            }
+        }
+        if (star < 0)
+            return 0;
+        p = star + 1;
+        i = ++mark;
+    }
+    while (p < pn && PyUnicode_READ(pk, pd, p) == '*')
+        p++;
+    return p == pn;
+}
+
+/* Does scoped grant `s` cover the object?  1 yes, 0 no, -1: only Python can say. */
+static int
+scope_matches(const Scoped *s, PyObject *obj, PyObject *attrs, PyObject *user)
+{
+    switch (s->kind) {
+    case K_ALL:
+        return 1;
+    case K_GLOB:
+        return glob_match(s->a, obj);
+    case K_MATCH: {
+        PyObject *r = PyObject_CallOneArg(s->a, obj);
+        if (r == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        int m = r != Py_None;
+        Py_DECREF(r);
+        return m;
+    }
+    case K_ATTR:
+    case K_OWNED: {
+        if (attrs == NULL) /* attrs is None */
+            return 0;
+        if (!PyDict_CheckExact(attrs))
+            return -1;
+        PyObject *v = PyDict_GetItemWithError(attrs, s->a);
+        if (v == NULL) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                return -1;
+            }
+            return 0;
+        }
+        if (v == Py_None)
+            return 0;
+        if (!PyUnicode_CheckExact(v) || PyUnicode_READY(v) < 0) {
+            PyErr_Clear();
+            return -1; /* `==` of another type is Python's to run */
+        }
+        return same_str(v, s->kind == K_ATTR ? s->b : user);
+    }
+    default:
+        return -1;
+    }
+}
+
+typedef struct {
+    PyObject *role, *via, *reason, *grant;
+    int auth;
+} Hit;
+
+static int
+hit_entry(const Entry *e, const Member *m, PyObject *op, Hit *h)
+{
+    PyObject *grant = PyDict_GetItemWithError(e->opmap, op);
+    if (grant == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    *h = (Hit){m->name, m->via, m->reason ? m->reason : grant, grant, (int)e->auth};
+    return 0;
+}
+
+/* RbacPolicy._check() on profile `p`: 1 with *out filled, 0 nothing grants, -1 ask Python. */
+static int
+check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, PyObject *user,
+      PyObject *obj, PyObject *attrs, Hit *out)
+{
+    const uint64_t bit = (uint64_t)1 << (v & 63);
+    const int w = (int)(v >> 6);
+    int have_fb = 0;
+    Hit fb = {0};
+    if (so != NULL && p->n_members) {
+        const Entry *run = self->entries + so->a;
+        const uint32_t n = so->b;
+        if (p->n_members <= 8 || p->n_members <= 2 * n) {
+            /* from the user's few roles to the object, in preference order */
+            for (uint32_t i = 0; i < p->n_members; i++) {
+                const Member *m = &p->members[i];
+                const Entry *e = find_role(run, n, m->role);
+                if (e == NULL || !(e->ops[w] & bit))
+                    continue;
+                if (!e->auth)
+                    return hit_entry(e, m, op, out) < 0 ? -1 : 1;
+                if (!have_fb) {
+                    if (hit_entry(e, m, op, &fb) < 0)
+                        return -1;
+                    have_fb = 1;
+                }
+            }
+        }
+        else {
+            /* very many roles: from the object's few roles, the best rank wins */
+            uint32_t best = UINT32_MAX, best_fb = UINT32_MAX;
+            const Entry *be = NULL, *bfe = NULL;
+            for (uint32_t j = 0; j < n; j++) {
+                const Entry *e = &run[j];
+                if (!(e->ops[w] & bit))
+                    continue;
+                uint32_t rank = find_rank(p->byrole, p->n_members, e->role);
+                if (rank == UINT32_MAX)
+                    continue;
+                if (!e->auth) {
+                    if (rank < best)
+                        best = rank, be = e;
+                }
+                else if (rank < best_fb)
+                    best_fb = rank, bfe = e;
+            }
+            if (be != NULL)
+                return hit_entry(be, &p->members[best], op, out) < 0 ? -1 : 1;
+            if (bfe != NULL) {
+                if (hit_entry(bfe, &p->members[best_fb], op, &fb) < 0)
+                    return -1;
+                have_fb = 1;
+            }
+        }
+    }
+    if (p->op_start != NULL) {
+        for (uint32_t k = p->op_start[v]; k < p->op_start[v + 1]; k++) {
+            const Scoped *s = &p->scoped[k];
+            int m = scope_matches(s, obj, attrs, user);
+            if (m < 0)
+                return -1;
+            if (!m)
+                continue;
+            Hit h = {s->name, s->via, s->reason ? s->reason : s->grant, s->grant, s->auth};
+            if (!s->auth) {
+                *out = h;
+                return 1;
+            }
+            if (!have_fb) {
+                fb = h;
+                have_fb = 1;
+            }
+        }
+    }
+    if (have_fb) {
+        *out = fb;
+        return 1;
+    }
+    return 0;
+}
+
 static PyObject *
 Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 3 || nargs > 5 || (kwnames != NULL && !keywords_ignorable(kwnames, nargs)))
+    if (nargs < 3 || nargs > 5)
         goto python;
+    PyObject *attrs = nargs > 3 ? args[3] : NULL, *now = nargs > 4 ? args[4] : NULL;
+    if (kwnames != NULL) {
+        /* attrs= and now= only, each once, not also given by position */
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if ((k == str_attrs || PyUnicode_Compare(k, str_attrs) == 0) && attrs == NULL)
+                attrs = args[nargs + i];
+            else if ((k == str_now || PyUnicode_Compare(k, str_now) == 0) && now == NULL &&
+                     nargs <= 4)
+                now = args[nargs + i];
+            else {
+                PyErr_Clear();
+                goto python;
+            }
+        }
+    }
+    if (attrs == Py_None)
+        attrs = NULL;
     PyObject *user = args[0], *op = args[1], *obj = args[2];
     if (!PyUnicode_CheckExact(user) || !PyUnicode_CheckExact(obj) || !PyLong_CheckExact(op))
         goto python;
     int overflow;
     long v = PyLong_AsLongAndOverflow(op, &overflow);
-    if (overflow || v < 0 || v > 63)
+    if (overflow || v < 0 || v >= NOPS)
         goto python;
     if (PyUnicode_READY(user) < 0 || PyUnicode_READY(obj) < 0)
         return NULL;
     Py_hash_t hu = PyObject_Hash(user);
     if (hu == -1)
         return NULL;
-    const Slot *su = table_find(&self->users, user, hu);
-    if (su == NULL)
-        goto python;
     Py_hash_t ho = PyObject_Hash(obj);
     if (ho == -1)
         return NULL;
-    uint64_t bit = (uint64_t)1 << v;
     const Slot *so = table_find(&self->objects, obj, ho);
-    if (so != NULL) {
-        const Range pr = self->profiles[su->a];
-        const Entry *run = self->entries + so->a;
-        for (uint32_t i = 0; i < pr.len; i++) {
-            const Member *m = &self->members[pr.start + i];
-            const Entry *e = find_role(run, so->b, m->role);
-            if (e == NULL || !(e->ops & bit))
-                continue;
-            if (e->auth)
-                goto python; /* Python prefers a role that needs no authentication */
-            PyObject *grant = PyDict_GetItemWithError(e->opmap, op);
-            if (grant == NULL) {
-                if (PyErr_Occurred())
-                    return NULL;
+    const Prof *p = NULL;
+    Hit h;
+    int r;
+    if (self->group_any >= 0) {
+        /* could a group role grant this at all?  If not, the user's groups do not matter */
+        r = check(self, self->profiles[self->group_any], so, v, op, user, obj, attrs, &h);
+        if (r < 0)
+            goto python;
+        if (r) {
+            const GEntry *g = groups_find(self, user, hu);
+            if (g == NULL)
                 goto python;
-            }
-            return make_decision(self, Py_True, m->name, grant, grant, m->via, user, op, obj);
+            const int32_t gp = g->profile;
+            const double until = g->until; /* read before the clock (it may run Python) */
+            if (gp == -2 || !(group_clock(self) < until))
+                goto python;
+            if (gp >= 0)
+                p = self->profiles[gp];
         }
     }
-    if (self->known_ops & bit) {
-        return make_decision(self, Py_False, Py_None, empty_str, self->policy, empty_tuple, user,
-                             op, obj);
+    if (p == NULL) {
+        const Slot *su = table_find(&self->users, user, hu);
+        if (su == NULL)
+            goto python;
+        if (su->b) { /* expiring assignments: the profile holds between two instants */
+            double t;
+            if (now == NULL || now == Py_None)
+                t = clock_read(CLOCK_REALTIME);
+            else if (PyFloat_CheckExact(now))
+                t = PyFloat_AS_DOUBLE(now);
+            else if (PyLong_CheckExact(now)) {
+                t = PyLong_AsDouble(now);
+                if (t == -1.0 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    goto python;
+                }
+            }
+            else
+                goto python;
+            const double *win = &self->windows[2 * (su->b - 1)];
+            if (!(win[0] <= t && t < win[1]))
+                goto python;
+        }
+        p = self->profiles[su->a];
     }
+    r = check(self, p, so, v, op, user, obj, attrs, &h);
+    if (r < 0)
+        goto python;
+    if (r)
+        return make_decision(self, Py_True, h.role, h.grant, h.reason,
+                             h.auth ? Py_True : Py_False, h.via, user, op, obj);
+    if (self->known[v >> 6] & ((uint64_t)1 << (v & 63)))
+        return make_decision(self, Py_False, Py_None, empty_str, self->policy, Py_False,
+                             empty_tuple, user, op, obj);
 python:
     return PyObject_Vectorcall(self->fallback, args, nargs, kwnames);
+}
+
+/* -- what the Python engine tells the index after asking NSS ------------------------------- */
+
+static PyObject *
+Index_add_profile(Index *self, PyObject *desc)
+{
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Index used before it was built");
+        return NULL;
+    }
+    if (!PyTuple_Check(desc)) {
+        PyErr_SetString(PyExc_TypeError, "a profile must be a tuple (members, scoped)");
+        return NULL;
+    }
+    if (self->n_profiles >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many profiles");
+        return NULL;
+    }
+    Prof *p = profile_make(self, desc, self->n_roles);
+    if (p == NULL)
+        return NULL;
+    if (profile_add(self, p) < 0) {
+        PyMem_Free(p);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(self->n_profiles - 1);
+}
+
+static PyObject *
+Index_remember(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Index used before it was built");
+        return NULL;
+    }
+    if (nargs != 3 || !PyUnicode_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "remember(user: str, profile: int, until: float)");
+        return NULL;
+    }
+    long prof = PyLong_AsLong(args[1]);
+    if (prof == -1 && PyErr_Occurred())
+        return NULL;
+    if (prof < -2 || prof >= self->n_profiles) {
+        PyErr_Format(PyExc_ValueError, "no profile %ld", prof);
+        return NULL;
+    }
+    double until = PyFloat_AsDouble(args[2]);
+    if (until == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (PyUnicode_READY(args[0]) < 0)
+        return NULL;
+    Py_hash_t h = PyObject_Hash(args[0]);
+    if (h == -1 || groups_put(self, args[0], h, until, (int32_t)prof) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Index_forget_groups(Index *self, PyObject *Py_UNUSED(ignored))
+{
+    groups_clear(self);
+    Py_RETURN_NONE;
 }
 
 /* -- object protocol ----------------------------------------------------------------------- */
@@ -504,6 +1138,7 @@ Index_traverse(Index *self, visitproc visit, void *arg)
     Py_VISIT(self->fallback);
     Py_VISIT(self->policy);
     Py_VISIT(self->decision);
+    Py_VISIT(self->clock);
     Py_VISIT(self->owned);
     return 0;
 }
@@ -514,18 +1149,23 @@ Index_clear(Index *self)
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->policy);
     Py_CLEAR(self->decision);
+    Py_CLEAR(self->clock);
+    groups_clear(self);
     /* the arrays point into `owned`: forget them before releasing it */
     PyMem_Free(self->users.slots);
     PyMem_Free(self->objects.slots);
     PyMem_Free(self->entries);
-    PyMem_Free(self->members);
+    PyMem_Free(self->windows);
+    for (Py_ssize_t i = 0; i < self->n_profiles; i++)
+        PyMem_Free(self->profiles[i]);
     PyMem_Free(self->profiles);
     memset(&self->users, 0, sizeof(Table));
     memset(&self->objects, 0, sizeof(Table));
     self->entries = NULL;
-    self->members = NULL;
+    self->windows = NULL;
     self->profiles = NULL;
     self->n_users = self->n_objects = self->n_entries = self->n_profiles = 0;
+    self->cap_profiles = self->n_windows = self->profile_bytes = 0;
     self->ready = 0;
     Py_CLEAR(self->owned);
     return 0;
@@ -542,11 +1182,13 @@ Index_dealloc(Index *self)
 static PyObject *
 Index_stats(Index *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sn,sn,sn,sn,sn}", "users", self->n_users, "objects", self->n_objects,
-                         "entries", self->n_entries, "profiles", self->n_profiles, "bytes",
-                         (Py_ssize_t)((self->users.mask + 1 + self->objects.mask + 1) *
-                                          sizeof(Slot) +
-                                      self->n_entries * sizeof(Entry)));
+    Py_ssize_t bytes = (Py_ssize_t)((self->users.mask + 1 + self->objects.mask + 1) *
+                                    sizeof(Slot)) +
+                       self->n_entries * (Py_ssize_t)sizeof(Entry) + self->profile_bytes +
+                       (Py_ssize_t)(self->groups ? (self->gmask + 1) * sizeof(GEntry) : 0);
+    return Py_BuildValue("{sn,sn,sn,sn,sn,sn}", "users", self->n_users, "objects",
+                         self->n_objects, "entries", self->n_entries, "profiles",
+                         self->n_profiles, "remembered", self->gcount, "bytes", bytes);
 }
 
 static PyObject *
@@ -563,17 +1205,25 @@ Index_call_guard(Index *self, PyObject *const *args, size_t nargsf, PyObject *kw
 static PyMethodDef Index_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Index_call_guard, METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("decide(user, op_id, obj, attrs=None, now=None) -> Decision\n\n"
-               "RbacPolicy.decide() for the commonest case, in C; anything else is passed\n"
+               "RbacPolicy.decide() in C; whatever it cannot answer exactly is passed\n"
                "unchanged to the Python fallback, which answers every case.")},
+    {"add_profile", (PyCFunction)Index_add_profile, METH_O,
+     PyDoc_STR("add_profile((members, scoped)) -> profile number (for a user's group roles)")},
+    {"remember", (PyCFunction)(void (*)(void))Index_remember, METH_FASTCALL,
+     PyDoc_STR("remember(user, profile, until): the profile of the user's current record\n"
+               "(-1: their own, -2: ask Python) until the group resolver's clock reads until.")},
+    {"forget_groups", (PyCFunction)Index_forget_groups, METH_NOARGS,
+     PyDoc_STR("Forget every remembered group answer (the resolver forgot its own).")},
     {"stats", (PyCFunction)Index_stats, METH_NOARGS,
-     PyDoc_STR("Sizes of the index: users, objects, entries, profiles, bytes.")},
+     PyDoc_STR("Sizes of the index: users, objects, entries, profiles, remembered, bytes.")},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject IndexType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rbac._native.Index",
-    .tp_doc = PyDoc_STR("Index(fallback, policy, decision, users, profiles, roles, known_ops)\n\n"
-                        "A C index of the by-name grants of a compiled RbacPolicy."),
+    .tp_doc = PyDoc_STR("Index(fallback, policy, decision, users, profiles, roles, known_ops, *, "
+                        "group_any=-1, clock=None)\n\n"
+                        "A C index of a compiled RbacPolicy's grants (rbac/_native.c says how)."),
     .tp_basicsize = sizeof(Index),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -587,7 +1237,7 @@ static PyTypeObject IndexType = {
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "rbac._native",
-    .m_doc = PyDoc_STR("C index for rbac's hot decision path (optional; rbac works without it)."),
+    .m_doc = PyDoc_STR("C index for rbac's decisions (optional; rbac works without it)."),
     .m_size = -1,
 };
 
@@ -600,9 +1250,18 @@ PyInit__native(void)
         return NULL;
     if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
+    if (str_attrs == NULL && (str_attrs = PyUnicode_InternFromString("attrs")) == NULL)
+        return NULL;
+    if (str_now == NULL && (str_now = PyUnicode_InternFromString("now")) == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "API", API_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "NOPS", NOPS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&IndexType);
     if (PyModule_AddObject(m, "Index", (PyObject *)&IndexType) < 0) {
         Py_DECREF(&IndexType);

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 
 from . import hierarchy
@@ -49,18 +51,85 @@ from .explain import explain as explain_decision
 from .groups import RESOLVER, GroupResolver
 from .model import Assignment, GrantBlock, PolicyModel, SeparationSet, id_ranges, where
 from .review import ReviewMixin
+from .selectors import AnyObject, Attribute, Glob, Owned
 from .session import Session
 from .timeutil import to_timestamp
+
+#: the interface of rbac/_native.c this engine calls (the module's API constant)
+NATIVE_API = 2
 
 try:  # the C index (rbac/_native.c); optional: without it every decision is answered in Python
     from . import _native
 except ImportError:  # pragma: no cover - built without a compiler
     _native = None
+if _native is not None and getattr(_native, "API", 1) != NATIVE_API:  # pragma: no cover
+    # a build older than this engine: calling it the new way would fail at every load
+    warnings.warn(
+        f"rbac._native ({_native.__file__}) is a stale build (interface "
+        f"{getattr(_native, 'API', 1)}, not {NATIVE_API}); deciding in pure Python. "
+        "Rebuild it: make native (or python setup.py build_ext --inplace)",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+    _native = None
 
 _INF = float("inf")
 #: beyond this many effective roles with by-name grants, checks go from the object side
 MANY_ROLES = 16
+#: profiles of group members the C index is given at most (one per combination of own and
+#: group roles, not per user); beyond, such users are answered in Python
+_MAX_NATIVE_PROFILES = 100000
 _new = tuple.__new__
+
+# selector kinds of rbac/_native.c (enum K_*)
+_K_ALL, _K_GLOB, _K_MATCH, _K_ATTR, _K_OWNED, _K_PYTHON = range(6)
+
+
+def _selector_data(sel, auth) -> tuple[int, bool]:
+    """(kind, needs_auth) of a scoped grant's selector for the C index: the selector classes
+    it can test itself; anything else (a subclass, another Selector) it leaves to Python."""
+    t = type(sel)
+    if t is AnyObject:
+        kind = _K_ALL
+    elif t is Glob and type(sel.pattern) is str:
+        # '*' and '?' C matches itself; bracket sets have fnmatch's own rules: its regex
+        kind = _K_MATCH if "[" in sel.pattern else _K_GLOB
+    elif t is Attribute and type(sel.key) is str and type(sel.value) is str:
+        kind = _K_ATTR
+    elif t is Owned and type(sel.key) is str:
+        kind = _K_OWNED
+    else:
+        kind = _K_PYTHON
+    return kind, bool(auth)
+
+
+def _sel_ab(gr) -> tuple:
+    """The data C tests a scoped grant's selector with (see _selector_data)."""
+    sel = gr.selector
+    t = type(sel)
+    if t is Glob:
+        return (sel._match, None) if "[" in sel.pattern else (sel.pattern, None)
+    if t is Attribute:
+        return sel.key, sel.value
+    if t is Owned:
+        return sel.key, None
+    return None, None
+
+
+class _ThroughGroup:
+    """The reason of a decision allowed through a role of a Unix group, worded when read:
+    the grant's own reason and the group it came through (one per group, shared)."""
+
+    __slots__ = ("group",)
+
+    def __init__(self, group: str):
+        self.group = group
+
+    def reason_text(self, d: Decision) -> str:
+        return (
+            f"{d[2].reason_text(d)} (assigned to group '{self.group}', of which "
+            f"'{d[6]}' is a member)"
+        )
 
 
 class Grant:
@@ -200,32 +269,120 @@ class RbacPolicy(ReviewMixin):
         }
         self._authorized_index: dict[str, frozenset[str]] | None = None
         self._exact: dict[str, dict[str, dict[int, Grant]]] | None = None
+        #: users decide() answers inline in Python (pure-Python mode): with group roles, none,
+        #: since the caller's groups may hold a nearer role (_decide asks)
+        self._inline = self._fast if not self.group_assignments else {}
+        #: group -> the lazily worded reason of a grant through it (see _ThroughGroup)
+        self._through: dict[str, _ThroughGroup] = {}
         #: whether decide() is the C index's (see _native_index); False: pure Python
-        self.native = bool(native and _native is not None and self._fast)
+        self.native = bool(native and _native is not None)
+        self._index = None
         if self.native:
+            self._index, self._index_profiles = self._build_index()
             # an instance attribute shadows the method: callers reach C in one call
-            self.decide = self._native_index().decide
+            self.decide = self._index.decide
+            if self.group_assignments:
+                subscribe = getattr(self.groups, "subscribe", None)
+                if subscribe is not None:
+                    subscribe(weakref.WeakMethod(self._forget_native_groups))
 
     def _native_index(self):
-        """The C index answering what decide()'s inline fast path answers, from the same
-        compiled maps; everything else it hands to ``_decide`` (rbac/_native.c says how)."""
+        """A C index answering what decide() answers, from the same compiled maps; anything
+        it cannot answer exactly it hands to ``_decide`` (rbac/_native.c says how)."""
+        return self._build_index()[0]
+
+    def _build_index(self):
+        """(the C index, {profile key: its number}): every user with roles, their profile
+        (with its validity window when assignments expire), and the profile of every role
+        a group holds; the profiles of users' group roles are added as NSS answers come."""
         role_objs = self._role_objs
-        numbers = {role: i for i, role in enumerate(role_objs)}
+        self._role_numbers = numbers = {role: i for i, role in enumerate(role_objs)}
         roles = [(bool(self._role_auth[role]), objmap) for role, objmap in role_objs.items()]
         profiles: list[tuple] = []
-        profile_of: dict[int, int] = {}  # id(profile.exact) -> profile number
-        users: dict[str, int] = {}
-        for name, exact in self._fast.items():
-            k = profile_of.get(id(exact))
+        numbered: dict[tuple, int] = {}  # (roots, group naming) -> profile number
+        desc = self._native_profile
+
+        def number(prof: Profile) -> int:
+            key = (prof.roots, ())
+            k = numbered.get(key)
             if k is None:
-                k = profile_of[id(exact)] = len(profiles)
-                profiles.append(tuple((numbers[role], role, via) for _m, role, via in exact))
-            users[name] = k
-        known = 0
-        for op in self._miss_denies:
-            if 0 <= op < 64:
-                known |= 1 << op
-        return _native.Index(self._decide, self, Decision, users, profiles, roles, known)
+                k = numbered[key] = len(profiles)
+                profiles.append(desc(prof, numbers))
+            return k
+
+        users: dict[str, int | tuple] = {}
+        for name, u in self._users.items():
+            if not u.assignments:
+                continue  # "has no roles": Python words it
+            if u.expiring:
+                lo, hi, prof = u.window
+                users[name] = (number(prof), float(lo), float(hi))
+            else:
+                users[name] = number(u.profile)
+        ga = number(self._group_any) if self._group_any is not None else -1
+        if self.operations:
+            known = sum(1 << op for op in self.operations if 0 <= op < _native.NOPS)
+        else:  # no catalogue: every operation id is one (a miss is a plain denial)
+            known = (1 << _native.NOPS) - 1
+        clock = getattr(self.groups, "_clock", None)
+        index = _native.Index(
+            self._decide,
+            self,
+            Decision,
+            users,
+            profiles,
+            roles,
+            known,
+            group_any=ga,
+            clock=None if clock is time.monotonic else clock,
+        )
+        return index, numbered
+
+    def _native_profile(self, prof: Profile, numbers, naming=None) -> tuple:
+        """A profile as the C index takes it: the roles with by-name grants in preference
+        order, and the scoped grants by operation with what C needs to test their selector;
+        ``naming``: {assigned role: the group it comes through} (reasons that say so)."""
+        role_objs = self._role_objs
+
+        def why(via):
+            g = naming.get(via[0]) if naming else None
+            return self._through_group(g) if g else None
+
+        members = tuple((numbers[r], r, via, why(via)) for r, via in prof.pairs if r in role_objs)
+        scoped = tuple(
+            (op, *_selector_data(gr.selector, gr.auth), gr.role, via, why(via), gr, *_sel_ab(gr))
+            for op, grants in prof.scoped.items()
+            for gr, via in grants
+        )
+        return members, scoped
+
+    def _forget_native_groups(self) -> None:
+        """The resolver forgot its answers: so does the C index (the next call asks)."""
+        if self._index is not None:
+            self._index.forget_groups()
+
+    def _remember(self, user, until, rec: UserRecord | None, own: bool) -> None:
+        """Tell the C index which record answers for ``user`` until the resolver's clock
+        reads ``until`` (its cached NSS answer expires): their own (``own``), or ``rec``
+        with their groups' roles."""
+        if type(user) is not str or until is None:
+            return
+        if own:
+            k = -1
+        elif rec is None or rec.expiring or not rec.assignments:
+            k = -2  # Python words these (windows, "has no roles")
+        else:
+            naming = {a.role: self.group_of(rec, a.role) for a in rec.assignments}
+            naming = {r: g for r, g in naming.items() if g is not None}
+            key = (rec.profile.roots, tuple(sorted(naming.items())))
+            k = self._index_profiles.get(key)
+            if k is None:
+                if len(self._index_profiles) > _MAX_NATIVE_PROFILES:
+                    k = -2  # bounded: beyond this many role combinations, Python answers
+                else:
+                    desc = self._native_profile(rec.profile, self._role_numbers, naming)
+                    k = self._index_profiles[key] = self._index.add_profile(desc)
+        self._index.remember(user, k, until)
 
     # -- compilation -------------------------------------------------------------------------
     def _compile_grants(self, blocks: list[GrantBlock]) -> None:
@@ -325,7 +482,7 @@ class RbacPolicy(ReviewMixin):
         ``now`` (datetime or POSIX time; default the clock) only matters for assignments with
         an expiry.  Never raises for unknown users, roles or operations: it denies and says why.
         """
-        ex = self._fast.get(user)
+        ex = self._inline.get(user)
         if ex is not None and type(op_id) is int:
             # the common case, inlined from _check(): a user holding few roles, without
             # expiring assignments or scoped grants
@@ -347,12 +504,19 @@ class RbacPolicy(ReviewMixin):
     # -- group roles ---------------------------------------------------------------------------
     def _record(self, user: str) -> UserRecord | None:
         """The user's record with the roles of the groups they are in *now* (NSS, cached by
-        ``self.groups``); their own record when no group of theirs has roles."""
+        ``self.groups``); their own record when no group of theirs has roles.  With the C
+        index, it is told the answer for as long as the resolver's cached one stands."""
         u = self._users.get(user)
         if not self.group_assignments:
             return u
-        groups = self.groups.member_of(user, self.group_assignments)
+        membership = getattr(self.groups, "membership", None) if self._index else None
+        if membership is not None:
+            groups, until = membership(user, self.group_assignments)
+        else:
+            groups, until = self.groups.member_of(user, self.group_assignments), None
         if not groups:
+            if until is not None:
+                self._remember(user, until, u, own=True)
             return u
         key = (user, groups)
         rec = self._composite.get(key)
@@ -361,6 +525,8 @@ class RbacPolicy(ReviewMixin):
             if len(self._composite) > 10000:
                 self._composite = {}
             self._composite[key] = rec
+        if until is not None:
+            self._remember(user, until, rec, own=False)
         return rec
 
     def _composite_record(self, user: str, u: UserRecord | None, groups) -> UserRecord:
@@ -408,8 +574,14 @@ class RbacPolicy(ReviewMixin):
         g = self.group_of(u, d.via[0])
         if g is None:
             return d
-        text = f"{d.reason} (assigned to group '{g}', of which '{u.name}' is a member)"
-        return _new(Decision, (True, d[1], d[2], text, d[4], d[5], d[6], d[7], d[8]))
+        why = self._through_group(g)
+        return _new(Decision, (True, d[1], d[2], why, d[4], d[5], d[6], d[7], d[8]))
+
+    def _through_group(self, group: str) -> _ThroughGroup:
+        why = self._through.get(group)
+        if why is None:
+            why = self._through[group] = _ThroughGroup(group)
+        return why
 
     def _decide(self, user: str, op_id, obj: str, attrs=None, now=None) -> Decision:
         """decide() for everything but the commonest case (same parameters, so the C index can

@@ -25,6 +25,7 @@ import grp
 import os
 import pwd
 import time
+import weakref
 from collections.abc import Callable, Iterable
 
 #: seconds a membership answer is reused
@@ -45,19 +46,39 @@ class GroupResolver:
         self._clock = clock
         self._users: dict[str, tuple[float, frozenset[int] | None]] = {}
         self._groups: dict[str, tuple[float, int | None, str]] = {}
+        #: who keeps answers derived from ours (the C index of a policy): told on forget()
+        self._subscribers: list[weakref.WeakMethod] = []
 
     def forget(self) -> None:
-        """Drop every cached answer (the next question asks NSS again)."""
+        """Drop every cached answer (the next question asks NSS again), and make those who
+        keep answers derived from them (see :meth:`subscribe`) drop theirs."""
         self._users = {}
         self._groups = {}
+        live = []
+        for ref in self._subscribers:
+            callback = ref()
+            if callback is not None:
+                callback()
+                live.append(ref)
+        self._subscribers = live
+
+    def subscribe(self, callback: weakref.WeakMethod) -> None:
+        """Call ``callback()`` (a weak method: a dropped policy is not kept alive) whenever
+        :meth:`forget` runs.  Answers :meth:`membership` gave stay valid until the instant it
+        returned, unless forgotten."""
+        self._subscribers = [r for r in self._subscribers if r() is not None] + [callback]
 
     # -- NSS, cached ---------------------------------------------------------------------------
     def gids_of(self, user: str) -> frozenset[int] | None:
         """The gids of ``user`` (primary and supplementary), or None if NSS does not know them."""
+        return self._user(user)[1]
+
+    def _user(self, user: str) -> tuple[float, frozenset[int] | None]:
+        """(until when the answer stands, the gids of ``user`` or None)."""
         now = self._clock()
         hit = self._users.get(user)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return hit
         gids: frozenset[int] | None
         try:
             pw = pwd.getpwnam(user)
@@ -66,8 +87,8 @@ class GroupResolver:
             gids = None
         if len(self._users) > _MAX_ENTRIES:
             self._users = {}
-        self._users[user] = (now + self.ttl, gids)
-        return gids
+        entry = self._users[user] = (now + self.ttl, gids)
+        return entry
 
     def gid_of(self, group: str) -> int | None:
         """The gid of ``group``, or None if it cannot be resolved (see :meth:`why_unresolved`)."""
@@ -95,15 +116,23 @@ class GroupResolver:
     # -- the question the policy asks ----------------------------------------------------------
     def member_of(self, user: str, groups: Iterable[str]) -> frozenset[str]:
         """Those of ``groups`` that ``user`` belongs to now (unresolvable ones: never)."""
-        gids = self.gids_of(user)
+        return self.membership(user, groups)[0]
+
+    def membership(self, user: str, groups: Iterable[str]) -> tuple[frozenset[str], float]:
+        """:meth:`member_of`, and the clock reading until which that answer stands: the
+        earliest expiry of the cached entries it was made of.  Whoever keeps the answer
+        (the policy's C index) must ask again from then on, so a membership change is seen
+        exactly when this cache would see it."""
+        until, gids = self._user(user)
         if not gids:
-            return frozenset()
+            return frozenset(), until
         out = []
         for g in groups:
-            gid = self._group(g)[1]
+            expires, gid, _why = self._group(g)
+            until = min(until, expires)
             if gid is not None and gid in gids:
                 out.append(g)
-        return frozenset(out)
+        return frozenset(out), until
 
 
 #: the process-wide resolver policies share unless given their own (a reload keeps the cache)

@@ -1,10 +1,11 @@
 """The C index (rbac/_native.c) answers exactly what the pure-Python engine answers.
 
-decide() is the C index's method when the extension is built; it answers the commonest case
-itself and hands everything else to the Python engine.  These tests hold it to the Python
-engine on random policies (every field of every Decision, including the worded rule and
-reason), at the edges of what it answers itself (operation ids 0, 63 and 64, odd argument
-types and keyword calls), and check that it neither leaks nor keeps policies alive.
+decide() is the C index's method when the extension is built; it answers what it can answer
+exactly itself and hands everything else to the Python engine.  These tests hold it to the
+Python engine on random policies (every field of every Decision, including the worded rule and
+reason), at the edges of what it answers itself (operation ids 0, 127 and 128, odd argument
+types and keyword calls), and check that it neither leaks nor keeps policies alive.  Group
+roles, many roles and every scope kind: test_native_differential.py.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.skipif(
     engine._native is None, reason="rbac._native not built (no C compiler)"
 )
 
-#: the property tests' operations 1, 2, 3 mapped onto the edges of the C index's 0..63 masks
-EDGE_OPS = {1: 0, 2: 63, 3: 64}
-CATALOGUE = {0: "zero", 63: "sixty-three", 64: "sixty-four"}
+#: the property tests' operations 1, 2, 3 mapped onto the edges of the C index's 0..127 masks
+EDGE_OPS = {1: 0, 2: 127, 3: 128}
+CATALOGUE = {0: "zero", 127: "one-twenty-seven", 128: "one-twenty-eight"}
 
 
 def build_pair(p):
@@ -49,14 +50,14 @@ class Sub(str):
     """A str subclass: not what the C index answers, so Python must."""
 
 
-QUERY_OPS = [0, 63, 64, 1, 200, -1, 2**70, "zero", "sixty-three", "nope", True, False]
+QUERY_OPS = [0, 127, 128, 1, 200, -1, 2**70, "zero", "one-twenty-seven", "nope", True, False]
 
 
 @settings(max_examples=150, deadline=None)
 @given(p=policies(), data=st.data())
 def test_c_index_and_python_decide_identically(p, data):
     fast, slow = build_pair(p)
-    assert fast.native == bool(fast._fast) and not slow.native
+    assert fast.native and not slow.native
     users = [*p["users"], "nobody", Sub(p["users"][0])]
     objects = [*OBJECTS, "unknown", Sub(OBJECTS[0])]
     for user in users:
@@ -73,11 +74,11 @@ def test_c_index_and_python_decide_identically(p, data):
 
 
 def small_policy(native=True):
-    b = rbac.PolicyBuilder({1: "start", 2: "stop", 70: "far"})
+    b = rbac.PolicyBuilder({1: "start", 2: "stop", 170: "far"})
     b.add_role("tenant")
     b.add_role("lead", inherits=["tenant"])
     b.add_role("secure", authenticate=True)
-    b.grant("tenant", [1, 2, 70], rbac.Exact(["vm1", "vm2"]))
+    b.grant("tenant", [1, 2, 170], rbac.Exact(["vm1", "vm2"]))
     b.grant("secure", [1], rbac.Exact(["vm3"]))
     b.add_user("alice")
     b.assign("alice", "lead")
@@ -105,10 +106,10 @@ def test_answers_carry_role_path_rule_and_reason():
     d = pol.decide("alice", 2, "vm3")
     assert not d.allowed and d.role is None and d.via == ()
     assert d.reason == "no role of user 'alice' grants operation 2 (stop) on 'vm3'"
-    # the cases handed to Python: a role needing authentication, an id beyond 63, by name
+    # a role needing authentication; the cases handed to Python: an id beyond 127, by name
     d = pol.decide("bob", 1, "vm3")
     assert d.allowed and d.requires_auth
-    assert pol.decide("alice", 70, "vm2").allowed
+    assert pol.decide("alice", 170, "vm2").allowed
     assert pol.decide("alice", "stop", "vm2").allowed
     assert "not in the catalogue" in pol.decide("alice", 5, "vm1").reason
     assert pol.decide("nobody", 1, "vm1").reason == "user 'nobody' unknown"
@@ -169,29 +170,50 @@ def test_index_rejects_malformed_input():
     Index = engine._native.Index
     pol = small_policy(native=False)
     ok = dict(fallback=pol._decide, policy=pol, decision=rbac.Decision, known_ops=0)
+    member = (0, "r", (), None)
     with pytest.raises(TypeError, match="user names must be str"):
-        Index(users={1: 0}, profiles=[()], roles=[], **ok)
+        Index(users={1: 0}, profiles=[((), ())], roles=[], **ok)
     with pytest.raises(ValueError, match="no profile"):
-        Index(users={"a": 3}, profiles=[()], roles=[], **ok)
+        Index(users={"a": 3}, profiles=[((), ())], roles=[], **ok)
     with pytest.raises(ValueError, match="no role"):
-        Index(users={}, profiles=[((5, "r", ()),)], roles=[], **ok)
+        Index(users={}, profiles=[(((5, "r", (), None),), ())], roles=[], **ok)
+    with pytest.raises(TypeError, match="a profile is"):
+        Index(users={}, profiles=[((member,),)], roles=[(False, {})], **ok)
+    with pytest.raises(TypeError, match="a window is"):
+        Index(users={"a": (0, 1, 2)}, profiles=[((), ())], roles=[], **ok)
+    with pytest.raises(TypeError, match="a scoped grant is"):
+        Index(users={}, profiles=[((), ((1, 0),))], roles=[], **ok)
+    bad_glob = (1, engine._K_GLOB, False, "r", ("r",), None, None, 5, None)
+    with pytest.raises(TypeError, match="bad selector data"):
+        Index(users={}, profiles=[((), (bad_glob,))], roles=[], **ok)
+    with pytest.raises(ValueError, match="no selector kind"):
+        Index(users={}, profiles=[((), ((1, 99, False, "r", (), None, None, None, None),))],
+              roles=[], **ok)
+    with pytest.raises(ValueError, match="group_any: no profile"):
+        Index(users={}, profiles=[], roles=[], group_any=0, **ok)
     with pytest.raises(TypeError, match="object names must be str"):
         Index(users={}, profiles=[], roles=[(False, {b"vm": {}})], **ok)
     with pytest.raises(TypeError, match="needs_auth: bool"):
         Index(users={}, profiles=[], roles=[(1, {})], **ok)
     with pytest.raises(TypeError, match="profile number must be an int"):
-        Index(users={"a": 0.0}, profiles=[()], roles=[], **ok)
+        Index(users={"a": 0.0}, profiles=[((), ())], roles=[], **ok)
     with pytest.raises(TypeError, match="grants must be a dict"):
         Index(users={}, profiles=[], roles=[(False, {"vm": [1]})], **ok)
     with pytest.raises(TypeError, match="tuple subclass"):
         Index(pol._decide, pol, dict, {}, [], [], 0)
     with pytest.raises(RuntimeError, match="before it was built"):
         Index.__new__(Index).decide("alice", 1, "vm1")
+    with pytest.raises(RuntimeError, match="before it was built"):
+        Index.__new__(Index).remember("alice", 0, 1.0)
     half = Index.__new__(Index)
     with pytest.raises(ValueError, match="no profile"):
-        half.__init__(users={"a": 3}, profiles=[()], roles=[], **ok)
+        half.__init__(users={"a": 3}, profiles=[((), ())], roles=[], **ok)
     with pytest.raises(RuntimeError, match="failed build"):
         half.decide("a", 1, "vm1")  # its object table was never made: no crash, an error
     built = Index(users={}, profiles=[], roles=[], **ok)
     with pytest.raises(RuntimeError, match="built once"):
         built.__init__(users={}, profiles=[], roles=[], **ok)
+    with pytest.raises(ValueError, match="no profile 0"):
+        built.remember("a", 0, 1.0)
+    with pytest.raises(TypeError, match="remember"):
+        built.remember(b"a", -1, 1.0)
