@@ -19,6 +19,11 @@ Why here and why like this:
 * Failed logins are counted per user and per client address in a sliding window
   (:class:`LoginThrottle`); beyond the limit a login is refused *before* PAM is asked, so a
   flood costs neither PAM's time nor the account's lockout budget elsewhere.
+* The session's account (uid, gid, name, groups as NSS gives them) is kept in its record for
+  ``ACCOUNT_SECONDS``, the same short time group roles are cached for (``rbac.groups``): a
+  request then costs no ``getpwnam``/``getgrouplist`` (they read /etc/group or ask a directory,
+  and were a fifth of svirtd's time per Xen-API call), and a membership change or a removed
+  account is still seen within seconds, as it is for svirsh users.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from rbac.groups import DEFAULT_TTL
+
 from .identity import Identity
 
 __all__ = [
+    "ACCOUNT_SECONDS",
+    "Account",
     "LoginThrottle",
     "RemoteIdentity",
     "SessionRecord",
@@ -42,6 +51,9 @@ __all__ = [
 ]
 
 TOKEN_BYTES = 32  # 256 bits
+#: seconds a session's account (uid, gid, name, groups) is reused before NSS is asked again:
+#: the group-role cache's time, so a session sees a membership change when svirsh would
+ACCOUNT_SECONDS = DEFAULT_TTL
 #: what a token looks like (secrets.token_urlsafe): anything else is refused unlooked-at
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -69,6 +81,16 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who a session's user is per NSS, as last looked up: uid, primary gid, name, groups."""
+
+    uid: int
+    gid: int
+    user: str
+    groups: tuple[int, ...]
+
+
 @dataclass(slots=True)
 class SessionRecord:
     user: str
@@ -78,6 +100,9 @@ class SessionRecord:
     last_used: float
     peer: str | None
     sid: str  # public id
+    #: (until when it may be reused, the account as last looked up): one attribute, so a
+    #: thread never pairs one lookup's account with another's deadline (TokenStore.account)
+    account: tuple[float, Account] | None = None
 
 
 class TokenStore:
@@ -90,9 +115,11 @@ class TokenStore:
         max_seconds: float,
         max_per_user: int,
         max_total: int,
+        account_seconds: float = ACCOUNT_SECONDS,
         clock=time.monotonic,
     ):
         self.idle_seconds = float(idle_seconds)
+        self.account_seconds = float(account_seconds)
         self.max_seconds = float(max_seconds)
         self.max_per_user = int(max_per_user)
         self.max_total = int(max_total)
@@ -174,6 +201,18 @@ class TokenStore:
                 return None
             self._drop(digest)
             return rec
+
+    def account(self, rec: SessionRecord) -> Account | None:
+        """The session's account if it was looked up less than ``account_seconds`` ago,
+        else None (the caller asks NSS and hands the answer to ``keep_account``)."""
+        kept = rec.account
+        if kept is not None and self.clock() < kept[0]:
+            return kept[1]
+        return None
+
+    def keep_account(self, rec: SessionRecord, account: Account) -> None:
+        """Remember ``account`` for the session for ``account_seconds``."""
+        rec.account = (self.clock() + self.account_seconds, account)
 
     def expires_in(self, rec: SessionRecord) -> dict[str, float]:
         now = self.clock()

@@ -33,7 +33,7 @@ import threading
 from typing import Any
 
 from secured_virt.access import pamauth
-from secured_virt.access.tokens import LoginThrottle, RemoteIdentity, TokenStore
+from secured_virt.access.tokens import Account, LoginThrottle, RemoteIdentity, TokenStore
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply, Request
 
 from . import protocol as P
@@ -91,6 +91,22 @@ def check_fields(msg: dict[str, Any]) -> None:
             want("password", (str,), "a string or null", MAX_PASSWORD_CHARS)
     elif kind == P.SESSION_CONSOLE:
         want("name", (str,), "a domain name", 1024)
+
+
+def _account(user: str) -> Account | None:
+    """``user``'s account as NSS says now, or None if NSS does not know the name."""
+    try:
+        return _account_of(pwd.getpwnam(user))
+    except KeyError:
+        return None
+
+
+def _account_of(pw: pwd.struct_passwd) -> Account:
+    try:
+        groups = tuple(sorted(set(os.getgrouplist(pw.pw_name, pw.pw_gid))))
+    except OSError:
+        groups = (pw.pw_gid,)
+    return Account(uid=pw.pw_uid, gid=pw.pw_gid, user=pw.pw_name, groups=groups)
 
 
 def _peer(value) -> str | None:
@@ -158,7 +174,6 @@ class WebSessions:
             request = Request.from_dict(body)
         except ValueError as exc:
             return interaction, Reply(EXIT_USAGE, message=f"malformed request: {exc}")
-        log.debug("%s for %s via %s: %s", session.who, ident.user, via, request.command)
         reply = self.server.run_service(lambda: self.service.handle(ident, request, interaction))
         return interaction, reply
 
@@ -233,6 +248,7 @@ class WebSessions:
         except OverflowError as exc:
             self._audit(session, user, pw.pw_uid, via, op, False, "session", str(exc), peer)
             return Reply(EXIT_FAILED, message=f"login refused: {exc}")
+        self.store.keep_account(rec, _account_of(pw))  # its first requests ask NSS nothing
         idle, most = self.store.idle_seconds, self.store.max_seconds
         rule = (
             f"password accepted by PAM ({self.pam_service}); session {rec.sid} issued "
@@ -272,28 +288,28 @@ class WebSessions:
         return Reply(EXIT_OK, data={"message": f"session {rec.sid} ended"})
 
     def _identity(self, session, via: str, token: str, peer: str | None):
-        """(RemoteIdentity, SessionRecord) for a live token, else the Reply refusing it."""
+        """(RemoteIdentity, SessionRecord) for a live token, else the Reply refusing it.
+
+        The account is the one kept in the session (looked up at login, again whenever it is
+        older than the group-role cache's few seconds: ``TokenStore.account``), so a request
+        asks NSS nothing while a membership change or a replaced account is still seen soon."""
         rec, why = self.store.use(token, via)
         if rec is None:
             return self._invalid(session, via, "session", why, peer)
-        try:
-            pw = pwd.getpwnam(rec.user)
-        except KeyError:
-            pw = None
-        if pw is None or pw.pw_uid != rec.uid:
-            self.store.drop(token, via)
-            return self._invalid(
-                session, via, "session", f"account '{rec.user}' changed since login", peer
-            )
-        try:
-            groups = tuple(sorted(set(os.getgrouplist(pw.pw_name, pw.pw_gid))))
-        except OSError:
-            groups = (pw.pw_gid,)
+        acct = self.store.account(rec)
+        if acct is None:
+            acct = _account(rec.user)
+            if acct is None or acct.uid != rec.uid:
+                self.store.drop(token, via)
+                return self._invalid(
+                    session, via, "session", f"account '{rec.user}' changed since login", peer
+                )
+            self.store.keep_account(rec, acct)
         ident = RemoteIdentity(
-            uid=pw.pw_uid,
-            gid=pw.pw_gid,
-            user=pw.pw_name,
-            groups=groups,
+            uid=acct.uid,
+            gid=acct.gid,
+            user=acct.user,
+            groups=acct.groups,
             via=via,
             pid=session.pid,
             peer=peer or rec.peer,

@@ -90,3 +90,20 @@ def test_throttle_per_user_and_per_address():
     th.failed("bob", None)
     th.succeeded("bob")
     assert th.refusal("bob", None) is None
+
+
+def test_a_sessions_account_is_kept_for_the_group_roles_time():
+    from rbac.groups import DEFAULT_TTL
+    from secured_virt.access.tokens import ACCOUNT_SECONDS, Account
+
+    assert ACCOUNT_SECONDS == DEFAULT_TTL  # a membership change shows as soon as for svirsh
+    c = Clock()
+    s = store(c)
+    _, rec = s.issue("alice", 1001, "xenapi", None)
+    assert s.account(rec) is None  # nothing looked up yet
+    acct = Account(uid=1001, gid=1001, user="alice", groups=(1001, 2000))
+    s.keep_account(rec, acct)
+    c.t += ACCOUNT_SECONDS - 0.1
+    assert s.account(rec) is acct
+    c.t += 0.1  # that old: NSS is asked again
+    assert s.account(rec) is None
