@@ -43,9 +43,6 @@ tests/rbac/test_no_import_cycles.py):
 ``loader`` (the UA/PA files into a builder).
 """
 
-from .builder import PolicyBuilder
-from .decision import Decision
-from .engine import RbacPolicy
 from .errors import (
     DsdViolation,
     PolicyError,
@@ -54,13 +51,47 @@ from .errors import (
     UnknownName,
     UntrustedFileError,
 )
-from .explain import Explanation
-from .loader import load, loads, policy_digest
-from .model import Assignment, Permission, SeparationSet
-from .selectors import AnyObject, Attribute, Exact, Glob, Owned, Selector
-from .session import Session
-from .trusted_file import read_trusted
-from .xmlsafe import MAX_POLICY_BYTES
+
+#: the rest of the API, imported at its first use (PEP 562): a program that needs only
+#: ``rbac.errors`` or ``rbac.trusted_file`` (the config reader, svirsh's direct mode as
+#: root, which decides nothing through UA/PA) does not pay ~20 ms for lxml, XSD and the engine
+_LAZY = {
+    "PolicyBuilder": "builder",
+    "Decision": "decision",
+    "RbacPolicy": "engine",
+    "Explanation": "explain",
+    "load": "loader",
+    "loads": "loader",
+    "policy_digest": "loader",
+    "Assignment": "model",
+    "Permission": "model",
+    "SeparationSet": "model",
+    "AnyObject": "selectors",
+    "Attribute": "selectors",
+    "Exact": "selectors",
+    "Glob": "selectors",
+    "Owned": "selectors",
+    "Selector": "selectors",
+    "Session": "session",
+    "read_trusted": "trusted_file",
+    "MAX_POLICY_BYTES": "xmlsafe",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rbac' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MAX_POLICY_BYTES",

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import rbac
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
 from secured_virt.rolefiles.store import PolicyStore, PolicyUnavailable
 
@@ -333,6 +332,8 @@ class Gate:
 
 def _dsd_problem(pol):
     """roles -> None if they may be active together, else why not (for ActiveRoles.activate)."""
+
+    import rbac  # here: root's direct mode decides without loading rbac (rolefiles.store)
 
     def problem(roles) -> str | None:
         try:

@@ -87,7 +87,7 @@ def run_direct(g, cmd, args: dict, emit) -> int:
         return emit(cmd.name, args, err)
     from secured_virt.service import Service
 
-    service = Service.from_config(config)
+    service = Service.from_config(config, on_demand=True)  # one request: build what it uses
     interaction = TtyInteraction(getattr(ident, "tty", None))
     if cmd.name == "console":
         reply, stream = service.open_console(ident, args["domain"], interaction)

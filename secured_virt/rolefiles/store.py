@@ -16,10 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import rbac
 from secured_virt.access.operations import CATALOGUE
 from secured_virt.fsutil import UnsafeFileError, check_ancestors
+
+if TYPE_CHECKING:
+    import rbac
 
 
 def check_policy_dirs(paths, *, owner_uid: int = 0) -> None:
@@ -37,7 +40,7 @@ class LoadResult:
 
 
 class PolicyStore:
-    def __init__(self, ua_path: str, pa_path: str, *, owner_uid: int = 0, extend=None):
+    def __init__(self, ua_path: str, pa_path: str, *, owner_uid: int = 0, extend=None, defer=False):
         self.ua_path = ua_path
         self.pa_path = pa_path
         self.owner_uid = owner_uid
@@ -45,12 +48,26 @@ class PolicyStore:
         #: secured_virt.tenancy.realmfiles); None: UA/PA alone
         self.extend = extend
         self._lock = threading.Lock()
-        self.policy: rbac.RbacPolicy | None = None
+        self._policy: rbac.RbacPolicy | None = None
         self.error: str | None = None
         self.loaded_at: float | None = None
-        self.reload()
+        #: ``defer``: load at the first use instead (svirsh's direct mode as plain root, whom
+        #: no decision asks the role files: list/dominfo/domstate then never load rbac)
+        self._deferred = defer
+        if not defer:
+            self.reload()
+
+    @property
+    def policy(self) -> rbac.RbacPolicy | None:
+        if self._deferred:
+            self._deferred = False
+            self.reload()
+        return self._policy
 
     def reload(self) -> LoadResult:
+        self._deferred = False
+        import rbac  # here, not at the top: a deferred store may never need it (see __init__)
+
         try:
             check_policy_dirs((self.ua_path, self.pa_path), owner_uid=self.owner_uid)
             new = rbac.load(
@@ -69,9 +86,9 @@ class PolicyStore:
                 msg = f"{self.ua_path}, {self.pa_path}: cannot load: {type(exc).__name__}: {exc}"
             with self._lock:
                 self.error = msg
-            return LoadResult(False, (msg,), self.policy.digest if self.policy else None)
+            return LoadResult(False, (msg,), self._policy.digest if self._policy else None)
         with self._lock:
-            self.policy, self.error, self.loaded_at = new, None, time.time()
+            self._policy, self.error, self.loaded_at = new, None, time.time()
         return LoadResult(True, (), new.digest)
 
     def current(self) -> rbac.RbacPolicy:
