@@ -67,6 +67,16 @@ def _missing_dependency() -> str | None:
     missing rather than fail with a traceback.  (The bin/ launchers no longer check this for
     everyone: talking to svirtd needs neither, and importing them cost each client ~40 ms.)"""
     try:
+        import libvirt
+        import lxml.etree
+    except ImportError:
+        pass
+    else:
+        return None
+    from .svirsh import full_site
+
+    full_site()  # svirsh added only the site directories: the .pth files may hold them
+    try:
         import libvirt  # noqa: F401
         import lxml.etree  # noqa: F401
     except ImportError as exc:
