@@ -74,14 +74,18 @@ class DeviceCommands:
             raise UserError(f"invalid vCPU count {raw!r}: between 1 and {MAX_VCPUS}")
         return count
 
+    # setvcpus, setmem, setmaxmem describe their change (``quotas.Resize``) so the realm_quota
+    # step checks a raise as define and start check a VM's size
     def _cmd_setmem(self, ident, args, interaction):
         name, kib = args.get("domain"), self._kib(args)
+        flags = self._flags(args)
         return self._run(
             ident,
             "setmem",
             name,
             interaction,
-            _say("", lambda: self.backend.setmem(name, kib, **self._flags(args))),
+            _say("", lambda: self.backend.setmem(name, kib, **flags)),
+            effect=_resize("memory", kib * 1024, flags),
         )
 
     def _cmd_setmaxmem(self, ident, args, interaction):
@@ -92,16 +96,19 @@ class DeviceCommands:
             name,
             interaction,
             _say("", lambda: self.backend.setmaxmem(name, kib, config=True)),
+            effect=_resize("maxmem", kib * 1024, {"live": False, "config": True}),
         )
 
     def _cmd_setvcpus(self, ident, args, interaction):
         name, count = args.get("domain"), self._vcpu_count(args)
+        flags = self._flags(args)
         return self._run(
             ident,
             "setvcpus",
             name,
             interaction,
-            _say("", lambda: self.backend.setvcpus(name, count, **self._flags(args))),
+            _say("", lambda: self.backend.setvcpus(name, count, **flags)),
+            effect=_resize("vcpus", count, flags),
         )
 
     @staticmethod
@@ -304,6 +311,14 @@ class DeviceCommands:
                     EXIT_FAILED,
                 ) from None
             yield info, meta, files
+
+
+def _resize(what: str, amount: int, flags: dict):
+    """The effect of a change of amount, for the realm_quota step (mediation.Effect.resize)."""
+    from secured_virt.tenancy.quotas import Resize
+
+    change = Resize(what, amount, live=flags["live"], config=flags["config"])
+    return lambda info: mediation.Effect(resize=change)
 
 
 def _domain_with(device) -> etree._Element:

@@ -191,7 +191,10 @@ STEPS: MappingProxyType[str, Step] = MappingProxyType(
                 "and memory its running VMs may hold at once (each at its maximum); checked "
                 "right before the action under one lock, so two requests cannot both take the "
                 "last share; a refusal names the limit and the current use (exit 3, audited; "
-                "secured_virt.tenancy.quotas), root's requests included",
+                "secured_virt.tenancy.quotas), root's requests included. A change of amount "
+                "(setvcpus, setmem, setmaxmem) that raises what the VM may hold passes the same "
+                "checks: the definition it leaves within the limits alone, a raise of the "
+                "running instance beside the realm's other running VMs",
             ),
             Step(
                 VOLUME_QUOTA,
@@ -240,6 +243,7 @@ _VM_READ = (RBAC, PIN)
 _VM_PLAIN = (RBAC, PIN)
 _HOST = (RBAC,)
 _N, _W, _O = NONE, WIDENS, OUTSIDE
+_AMOUNT = "an amount of what the VM has; a raise stays within its realm's quota"
 
 # op name -> (reach, steps, why)
 _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -302,9 +306,9 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "brings a domain back from a file whose contents may be old or the caller's own",
     ),
     "console": (_N, _VM_PLAIN, "the caller reaches the guest's serial line, the VM nothing new"),
-    "setmem": (_N, _VM_PLAIN, "an amount of what the VM has"),
-    "setmaxmem": (_N, _VM_PLAIN, "an amount of what the VM has"),
-    "setvcpus": (_N, _VM_PLAIN, "an amount of what the VM has"),
+    "setmem": (_N, (*_VM_PLAIN, REALM_QUOTA), _AMOUNT),
+    "setmaxmem": (_N, (*_VM_PLAIN, REALM_QUOTA), _AMOUNT),
+    "setvcpus": (_N, (*_VM_PLAIN, REALM_QUOTA), _AMOUNT),
     "attach-disk": (
         _W,
         (RBAC, ACM_LOCK, PIN, ACM_RESOURCES, DISK_FENCE, DEVICE_ALLOWLIST),
@@ -476,7 +480,8 @@ class Effect:
     checked as if it were not running.  ``running``: the VM runs now (an added resource is
     then checked against its label even if it has none: it runs as __UNLABELED__); an
     inactive, unlabelled VM's resources are checked when it starts, under the label it has
-    then.
+    then.  ``resize``: a change of amount (``tenancy.quotas.Resize``: setvcpus, setmem,
+    setmaxmem), for the realm's quota; the VM's definitions are read under the quota lock.
     """
 
     domain_xml: str | None = None
@@ -485,6 +490,7 @@ class Effect:
     instantiates: bool = True
     replaces_running: bool = False
     running: bool = False
+    resize: object | None = None
 
 
 def applicable(

@@ -11,7 +11,8 @@ one directory entry, never a path (the test driver would put ``../x`` outside th
 
 Quotas (``secured_virt.tenancy.quotas``) are checked right before the action under one lock,
 so two concurrent requests cannot both take the realm's last share: ``realm_quota`` for VMs
-(define, create, start, restore, revert) and ``volume_quota`` for vol-create-as.
+(define, create, start, restore, revert, and a raise by setvcpus, setmem or setmaxmem) and
+``volume_quota`` for vol-create-as.
 """
 
 from __future__ import annotations
@@ -282,6 +283,8 @@ class VolumeCommands:
         q = r.quota if r is not None else None
         if q is None or (q.vms, q.vcpus, q.memory) == (None, None, None):
             return action
+        if eff.resize is not None:  # setvcpus, setmem, setmaxmem
+            return self._resize_guarded(op_name, target, realm, q, eff.resize, action)
         defines = op_name == "define"
         runs = op_name != "define" and eff.instantiates
 
@@ -310,6 +313,46 @@ class VolumeCommands:
                 )
                 if why:
                     raise UserError(f"{op_name}: {why}", EXIT_DENIED)
+                return action()
+
+        return guarded
+
+    def _resize_guarded(self, op_name: str, target: Target, realm: str, q, resize, action):
+        """``action`` (a change of amount) run under the quota lock once the definitions it
+        reaches still fit ``realm``'s quota: the persistent one alone, as define checks it; the
+        running one beside the realm's other running VMs, as start checks it (the same
+        ``_realm_usage``).  The sizes are read under the lock, pinned to the VM checked."""
+        from secured_virt.tenancy import quotas
+
+        name = target.name
+
+        def guarded():
+            with _QUOTA_LOCK, self.backend.pinned(name, target.uuid):
+                running = self.backend.lookup(name).id is not None
+                for side in resize.sides(running):
+                    try:
+                        xml = self.backend.dumpxml(name, inactive=side == "config")
+                        before, after = quotas.resized(xml, resize)
+                    except BackendError:
+                        raise
+                    except Exception as exc:
+                        raise UserError(
+                            f"{op_name}: cannot read the VM's size: {exc}", EXIT_FAILED
+                        ) from None
+                    if after[0] <= before[0] and after[1] <= before[1]:
+                        continue  # raises nothing: never refused (a VM may always shrink)
+                    live = side == "live"
+                    why = quotas.resize_refusal(
+                        realm,
+                        q,
+                        self._realm_usage(realm) if live else quotas.Usage(),
+                        name,
+                        before=before,
+                        after=after,
+                        running=live,
+                    )
+                    if why:
+                        raise UserError(f"{op_name}: {why}", EXIT_DENIED)
                 return action()
 
         return guarded

@@ -12,6 +12,14 @@ Why these measures (root's ``<Quota vms vcpus memory bytes>``):
 * ``bytes`` — the capacity of the volumes in the realm's pool (capacity, not allocation: a
   sparse image may fill up), counted at vol-create-as.
 
+A change of amount (``setvcpus``, ``setmem``, ``setmaxmem``, live or ``--config``) is checked
+too (:func:`resize_refusal`): a raise of what a VM may hold is a new definition of it, so the
+definition it leaves must fit the limits alone, as at define, and a raise of a running VM's
+live ceiling must fit beside the realm's other running VMs, as at start.  Without it a tenant
+could define within the quota and then grow the VM past it.  A change that raises nothing
+(a VM shrunk, or grown within the maximum already counted) is never refused, so a VM over a
+lowered quota can always be brought back under it.
+
 Pure functions over numbers the service gathers; every refusal names the limit, the current
 use and what the request would add, so the person knows what to free.
 """
@@ -84,17 +92,105 @@ def scaled(text, default_unit: str = "b") -> int:
 def domain_size(domain_xml: str) -> tuple[int, int]:
     """(vCPUs, memory in bytes) a domain may hold at most: ``<vcpu>`` and ``<memory>`` (the
     larger of it and ``<maxMemory>`` when memory may be hot-plugged)."""
+    vcpus, memory, max_memory = _size_parts(domain_xml)
+    return vcpus, max(memory, max_memory)
+
+
+def _size_parts(domain_xml: str) -> tuple[int, int, int]:
+    """(``<vcpu>``, ``<memory>`` in bytes, ``<maxMemory>`` in bytes or 0)."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     root = etree.fromstring(domain_xml.encode(), parser)
     vcpu_text = (root.findtext("vcpu") or "1").strip()
     vcpus = int(vcpu_text) if vcpu_text.isdigit() else 1
-    mem = 0
-    for tag in ("memory", "maxMemory"):
+    mem = {"memory": 0, "maxMemory": 0}
+    for tag in mem:
         el = root.find(tag)
         if el is not None and (el.text or "").strip().isdigit():
             unit = (el.get("unit") or "KiB").lower()
-            mem = max(mem, int(el.text.strip()) * _UNITS.get(unit, 1024))
-    return vcpus, mem
+            mem[tag] = int(el.text.strip()) * _UNITS.get(unit, 1024)
+    return vcpus, mem["memory"], mem["maxMemory"]
+
+
+#: what each resizing operation changes (``Resize.what``)
+RESIZES = ("vcpus", "memory", "maxmem")
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """A change of amount a request asks for, for the ``realm_quota`` step: ``what`` is
+    ``vcpus`` (setvcpus: a count), ``memory`` (setmem: bytes) or ``maxmem`` (setmaxmem:
+    bytes); ``live`` and ``config`` are virsh's flags as the backend gets them (neither:
+    --current, the running VM if it runs, else its definition)."""
+
+    what: str
+    amount: int
+    live: bool = False
+    config: bool = False
+
+    def __post_init__(self) -> None:
+        if self.what not in RESIZES:
+            raise ValueError(f"unknown resize {self.what!r}: one of {', '.join(RESIZES)}")
+
+    def sides(self, running: bool) -> tuple[str, ...]:
+        """Which definitions the change reaches: ``live`` (the running instance) and/or
+        ``config`` (the persistent one the next start uses)."""
+        current = not self.live and not self.config
+        out = []
+        if running and (self.live or current):
+            out.append("live")
+        if self.config or (current and not running):
+            out.append("config")
+        return tuple(out)
+
+
+def resized(domain_xml: str, resize: Resize) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((vCPUs, memory) the definition may hold now, what it may hold after ``resize``),
+    counted as :func:`domain_size` counts.  setvcpus and setmem change current amounts, which
+    the hypervisor keeps within the maximum: a count above it would raise the maximum (xl's
+    configuration does), so it is counted as one; setmaxmem replaces ``<memory>`` (a
+    hot-plug ``<maxMemory>`` stays)."""
+    vcpus, memory, max_memory = _size_parts(domain_xml)
+    before = (vcpus, max(memory, max_memory))
+    if resize.what == "vcpus":
+        after = (max(vcpus, resize.amount), before[1])
+    elif resize.what == "memory":
+        after = (vcpus, max(before[1], resize.amount))
+    else:
+        after = (vcpus, max(resize.amount, max_memory))
+    return before, after
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    vms: int | None = None
+    vcpus: int | None = None
+    memory: int | None = None
+
+
+def resize_refusal(
+    realm: str,
+    quota,
+    usage: Usage,
+    name: str,
+    *,
+    before: tuple[int, int],
+    after: tuple[int, int],
+    running: bool,
+) -> str | None:
+    """Why VM ``name`` of ``realm`` may not grow from ``before`` to ``after`` (vCPUs, memory
+    bytes) under ``quota`` (None: it may).  Only what grows is checked, with define's words:
+    the definition must fit the limits alone; and with ``running`` (the change reaches the
+    running instance) start's words: beside the realm's other running VMs, ``usage`` counted
+    as define and start count it."""
+    grows_cpu, grows_mem = after[0] > before[0], after[1] > before[1]
+    if not (grows_cpu or grows_mem):
+        return None
+    limits = _Limits(
+        vcpus=quota.vcpus if grows_cpu else None, memory=quota.memory if grows_mem else None
+    )
+    return vm_refusal(
+        realm, limits, usage, name, size=after, adds_vm=False, runs=running, defines=True
+    )
 
 
 @dataclass(slots=True)
