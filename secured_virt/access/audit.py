@@ -19,9 +19,11 @@ Why this shape:
   which would share a lock on the same open file description).
 * **Group commit.**  Threads of one process that append at the same moment share one write
   and one ``fdatasync``: the first becomes the writer and takes everything queued, the others
-  wait until their record is on disk.  Each caller still returns only once *its* record is
-  durable, so a decision is on disk before its action starts and an acknowledged record
-  survives a crash; what changes is that 50 concurrent requests pay a few fsyncs, not 100.
+  wait until their record is on disk; when the writer is done it wakes each of its batch's
+  threads and hands the writer's role to the first record queued meanwhile.  Each caller
+  still returns only once *its* record is durable, so a decision is on disk before its
+  action starts and an acknowledged record survives a crash; what changes is that 50
+  concurrent requests pay a few fsyncs, not 100.
   The log's fd is kept open between batches; before each batch the file and its directory are
   re-checked with ``lstat`` (same inode, owner, mode, one link) and reopened (with the full
   checks) when anything changed, e.g. after log rotation.
@@ -293,14 +295,23 @@ class _DenialLimiter:
 
 
 class _Pending:
-    """One record waiting for the group commit: filled with ``rec`` or ``error``."""
+    """One record waiting for the group commit: filled with ``rec`` or ``error``.
 
-    __slots__ = ("error", "fields", "rec")
+    ``wake`` is a lock held from the start and released exactly once, by whoever has news
+    for this record's thread: the writer of its batch (the record is written, or failed), or
+    the writer before that handing it the writer's role (``lead``).  One lock per waiter
+    wakes exactly the thread concerned; a shared condition woke all fifty waiting threads at
+    every batch, and their scramble for the GIL cost more than the writes."""
+
+    __slots__ = ("error", "fields", "lead", "rec", "wake")
 
     def __init__(self, fields: dict):
         self.fields = fields
         self.rec: dict | None = None
         self.error: str | None = None
+        self.lead = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class _KeptFd:
@@ -494,32 +505,43 @@ class AuditLog:
         for reserved in ("v", "seq", "time", "prev", "hash"):
             fields.pop(reserved, None)
         mine = _Pending(fields)
-        batch = None
-        with self._cv:
+        with self._lock:
             self._queue.append(mine)
-            while mine.rec is None and mine.error is None:
-                if not self._writing:  # become the writer of everything queued so far
-                    self._writing = True
-                    batch, self._queue = self._queue, []
-                    break
-                self._cv.wait()
-        if batch is not None:
-            try:
-                self._write_batch(batch)
-            except BaseException as exc:  # never leave a waiter without an answer
-                for p in batch:
-                    if p.rec is None and p.error is None:
-                        p.error = f"cannot write the audit log {self.path}: {exc}"
-                raise
-            finally:
-                with self._cv:
-                    self._writing = False
-                    self._cv.notify_all()
+            lead = not self._writing
+            self._writing = True
+        if not lead:  # the writer of a batch wakes us: written, failed, or our turn to write
+            mine.wake.acquire()
+            lead = mine.lead
+        if lead:  # write everything queued so far, ours included
+            with self._lock:
+                batch, self._queue = self._queue, []
+            self._write_queued(batch)
         if mine.error is not None:
             self._syslog(fields, None, failure=mine.error)
             raise AuditError(mine.error)
         self._syslog(mine.rec, mine.rec["hash"])
         return mine.rec
+
+    def _write_queued(self, batch: list[_Pending]) -> None:
+        """As the writer: write ``batch``, then wake its other threads and hand the writer's
+        role to the first record queued meanwhile (or give it up when none is)."""
+        try:
+            self._write_batch(batch)
+        except BaseException as exc:  # never leave a waiter without an answer
+            for p in batch:
+                if p.rec is None and p.error is None:
+                    p.error = f"cannot write the audit log {self.path}: {exc}"
+            raise
+        finally:
+            with self._lock:
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._writing = False
+            for p in batch:  # the writer's own lock too: held, and never waited on again
+                p.wake.release()
+            if nxt is not None:
+                nxt.lead = True
+                nxt.wake.release()
 
     # -- internals ----------------------------------------------------------------------------
     def _open(self) -> int:

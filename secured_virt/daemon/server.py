@@ -3,8 +3,11 @@
 Concurrency model: one thread per connection, every socket operation under a deadline (idle
 timeout for reading a frame, write timeout for sending one), so a slow or hostile client only
 ever occupies its own thread, and connection caps (total and per uid) bound how many threads a
-single user can hold.  The hypervisor connection is shared through the Service; libvirt-python
-releases the GIL during calls, so threads overlap where it matters.
+single user can hold.  The threads are kept for the next connection (``Workers``) instead of
+being created and torn down for each: svirsh opens one connection per command, and under load
+starting a thread per accept (clone, a new stack, the handshake with the accept loop) cost more
+than many requests themselves.  The hypervisor connection is shared through the Service;
+libvirt-python releases the GIL during calls, so threads overlap where it matters.
 
 The main thread only accepts connections and reacts to signals (through a wake-up pipe):
 SIGHUP reloads the policy, SIGTERM/SIGINT stop the daemon - stop accepting, end idle
@@ -102,6 +105,83 @@ class Counters:
             return out
 
 
+class Workers:
+    """Threads that serve one connection at a time and then wait for the next one.
+
+    ``run(fn, name)`` hands ``fn`` to an idle thread (woken through its own lock, so exactly
+    one thread wakes up) or starts a new one when none is idle; there is no queue, so a
+    connection never waits behind another one, and how many threads exist is bounded by the
+    connection caps the server checks before calling.  A thread idle for ``keep`` seconds
+    ends, so a burst of connections does not leave its threads behind forever."""
+
+    def __init__(self, prefix: str = "svirtd", keep: float = 60.0):
+        self.prefix = prefix
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._count = 0
+
+    def run(self, fn: Callable[[], Any], name: str) -> None:
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                self._count += 1
+                serial = self._count
+        if worker is not None:
+            worker.give(fn, name)
+            return
+        worker = _Worker(self)
+        worker.job = (fn, name)
+        t = threading.Thread(target=worker.loop, name=f"{self.prefix}-worker-{serial}", daemon=True)
+        t.start()
+
+    def _rest(self, worker: _Worker) -> bool:
+        """Called by a worker after its job: wait for the next one; False ends the thread."""
+        with self._lock:
+            self._idle.append(worker)
+        if worker.wake.acquire(timeout=self.keep):
+            return True
+        with self._lock:
+            if worker in self._idle:  # nobody handed it a job meanwhile: end
+                self._idle.remove(worker)
+                return False
+        worker.wake.acquire()  # a job was handed over just as the wait timed out
+        return True
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+class _Worker:
+    __slots__ = ("job", "owner", "wake")
+
+    def __init__(self, owner: Workers):
+        self.owner = owner
+        self.job: tuple[Callable[[], Any], str] | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released by give(): a binary semaphore only this thread waits on
+
+    def give(self, fn: Callable[[], Any], name: str) -> None:
+        self.job = (fn, name)
+        self.wake.release()
+
+    def loop(self) -> None:
+        me = threading.current_thread()
+        base = me.name
+        while True:
+            job, self.job = self.job, None
+            if job is not None:
+                fn, me.name = job
+                try:
+                    fn()
+                except Exception:  # Session.run catches its own; never lose the thread silently
+                    log.exception("a connection's thread raised")
+                me.name = base
+            if not self.owner._rest(self):
+                return
+
+
 class Server:
     def __init__(
         self,
@@ -149,6 +229,7 @@ class Server:
         self.watcher = PolicyWatcher(self.reload, self._policy_paths, reload_interval)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
+        self.workers = Workers()
 
     # -- session bookkeeping (called from session threads) ------------------------------------
     def mark_idle(self, s: Session) -> bool:
@@ -450,9 +531,7 @@ class Server:
                 P.send(conn, P.error_frame(P.E_BUSY, refused), 1.0)
             conn.close()
             return
-        t = threading.Thread(target=session.run, name=f"svirtd-uid{uid}-pid{creds[0]}", daemon=True)
-        session.thread = t
-        t.start()
+        self.workers.run(session.run, f"svirtd-uid{uid}-pid{creds[0]}")
 
     def shutdown(self) -> int:
         """Stop accepting, end idle sessions, let busy ones finish (bounded), close the service."""
