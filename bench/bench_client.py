@@ -15,7 +15,9 @@ itself, svirtd holds one connection to that same URI.  Commands: `list --all`,
         site-packages, byte-code compiled at install time, pip's console script with `-I`
         (built by this bench in its temporary directory, see installed_copy),
       - the dev venv's `svirsh` (an editable install: shown apart, no host has it);
-  * as root: `virsh` again (the peer) and `bin/svirsh` in direct mode (no daemon).
+  * as root: `virsh` again (the peer) and `bin/svirsh` in direct mode (no daemon), and the
+    floor of any Python direct mode: `python3 -I` importing the libvirt binding, opening the
+    same URI and asking the same thing (no output; not a svirsh variant, only a yardstick).
   * with ``--before TREE`` also `bin/svirsh` from TREE (another checkout, e.g.
     `git archive <commit> | tar -x -C TREE`), in both roles: before/after in one run.
 
@@ -50,6 +52,13 @@ COMMANDS = {
     "dominfo": ["dominfo", VM],
     "domstate": ["domstate", VM],
 }
+#: what the floor variant asks libvirt, per command (see the module docstring)
+FLOOR = {
+    "list --all": "[d.name() for d in c.listAllDomains(0)]",
+    "dominfo": f"c.lookupByName({VM!r}).info()",
+    "domstate": f"c.lookupByName({VM!r}).state()",
+}
+FLOOR_NAME = "root: floor (python3 -I, libvirt binding only)"
 
 
 def installed_copy(base: Path) -> Path:
@@ -125,12 +134,15 @@ def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]
                 str(host.config),
                 *cargs,
             ]
+        code = f"import libvirt; c = libvirt.open({host.uri!r}); {FLOOR[cname]}"
+        v[FLOOR_NAME] = ["/usr/bin/python3", "-I", "-c", code]
         out[cname] = v
     return out
 
 
 def check_same(cname: str, outs: dict[str, bytes]) -> None:
     """Every variant must have shown the same thing, or the comparison means nothing."""
+    outs = {name: out for name, out in outs.items() if name != FLOOR_NAME}  # prints nothing
     if cname != "list --all":
         for name, out in outs.items():
             if b"running" not in out and b"shut off" not in out:
