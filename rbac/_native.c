@@ -26,9 +26,10 @@
  * It answers what RbacPolicy._decide() answers, case by case: the caller's record (their own,
  * or the one with their groups' roles when a group role could grant the request at all); the
  * by-name grants, then the scoped grants, preferring a grant that needs no authentication,
- * then the nearest role; a plain denial for an operation of the catalogue.  Whatever it does
+ * then the nearest role; a plain denial for an operation of the catalogue (worded when read,
+ * also for a user without a record or without roles).  Whatever it does
  * not know how to answer exactly -- an operation outside 0..127, arguments of other types,
- * attrs that are not a dict, a user it has no record for, an expired validity window, an
+ * attrs that are not a dict, an expired validity window, an
  * unknown selector kind, a group answer it does not hold -- goes, unchanged, to the Python
  * fallback (RbacPolicy._decide), which answers every case.  tests/rbac/test_native*.py hold
  * the two to identical Decisions on random policies with every scope kind and groups.
@@ -52,12 +53,14 @@
 #define NWORDS (NOPS / 64)
 /* beyond this many remembered users the group table starts afresh (bounded memory) */
 #define GROUP_CACHE_MAX 65536
+/* a user's slot.b for a <User> entry holding no role */
+#define NO_ROLES UINT32_MAX
 
 typedef struct {
     Py_hash_t hash;
     PyObject *key; /* NULL: empty slot */
     uint32_t a;    /* users: profile number; objects: first entry */
-    uint32_t b;    /* users: 0, or 1 + window number; objects: number of entries */
+    uint32_t b;    /* users: 0, 1 + window number, or NO_ROLES; objects: number of entries */
 } Slot;
 
 typedef struct {
@@ -124,6 +127,8 @@ typedef struct {
     size_t gmask;
     Py_ssize_t gcount;
     PyObject *clock; /* NULL: CLOCK_MONOTONIC (time.monotonic) */
+    PyObject *unknown;  /* reason of a denial to a user without a record (NULL: Python's) */
+    PyObject *no_roles; /* reason of a denial to a user whose record holds no role */
     PyObject *fallback;
     PyObject *policy;
     PyTypeObject *decision;
@@ -423,7 +428,8 @@ load_profiles(Index *self, PyObject *profiles, Py_ssize_t n_roles)
     return 0;
 }
 
-/* users: {name: profile number} or {name: (profile number, valid from, valid until)} */
+/* users: {name: profile number}, {name: (profile number, valid from, valid until)} for
+ * expiring assignments, or {name: (profile number, None, None)} for an entry without roles */
 static int
 load_users(Index *self, PyObject *users)
 {
@@ -450,8 +456,14 @@ load_users(Index *self, PyObject *users)
             return -1;
         PyObject *num = val;
         double lo = 0, hi = 0;
-        int windowed = PyTuple_Check(val);
-        if (windowed) {
+        int windowed = PyTuple_Check(val), empty = 0;
+        if (windowed && PyTuple_GET_SIZE(val) == 3 && PyTuple_GET_ITEM(val, 1) == Py_None &&
+            PyTuple_GET_ITEM(val, 2) == Py_None) {
+            num = PyTuple_GET_ITEM(val, 0);
+            windowed = 0;
+            empty = 1;
+        }
+        else if (windowed) {
             if (PyTuple_GET_SIZE(val) != 3 || !PyFloat_CheckExact(PyTuple_GET_ITEM(val, 1)) ||
                 !PyFloat_CheckExact(PyTuple_GET_ITEM(val, 2)) || self->n_windows >= windows) {
                 PyErr_Format(PyExc_TypeError,
@@ -477,7 +489,7 @@ load_users(Index *self, PyObject *users)
         int fresh;
         Slot *s = table_slot(&self->users, name, h, &fresh);
         s->a = (uint32_t)p;
-        s->b = 0;
+        s->b = empty ? NO_ROLES : 0;
         if (windowed) {
             self->windows[2 * self->n_windows] = lo;
             self->windows[2 * self->n_windows + 1] = hi;
@@ -596,19 +608,19 @@ load_objects(Index *self, PyObject *roles)
 static int
 Index_init(Index *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fallback", "policy",    "decision", "users", "profiles",
-                             "roles",    "known_ops", "group_any", "clock", NULL};
+    static char *kwlist[] = {"fallback",  "policy", "decision", "users",    "profiles", "roles",
+                             "known_ops", "group_any", "clock", "unknown", "no_roles", NULL};
     PyObject *fallback, *policy, *decision, *users, *profiles, *roles, *known;
-    PyObject *clock = Py_None;
+    PyObject *clock = Py_None, *unknown = Py_None, *no_roles = Py_None;
     int group_any = -1;
     if (self->owned != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "an Index is built once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O!|$iO:Index", kwlist, &fallback,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O!|$iOOO:Index", kwlist, &fallback,
                                      &policy, &PyType_Type, &decision, &users, &profiles,
                                      &PyList_Type, &roles, &PyLong_Type, &known, &group_any,
-                                     &clock))
+                                     &clock, &unknown, &no_roles))
         return -1;
     if (!PyCallable_Check(fallback)) {
         PyErr_SetString(PyExc_TypeError, "fallback must be callable");
@@ -649,6 +661,14 @@ Index_init(Index *self, PyObject *args, PyObject *kwds)
     if (clock != Py_None) {
         Py_INCREF(clock);
         self->clock = clock;
+    }
+    if (unknown != Py_None) {
+        Py_INCREF(unknown);
+        self->unknown = unknown;
+    }
+    if (no_roles != Py_None) {
+        Py_INCREF(no_roles);
+        self->no_roles = no_roles;
     }
     self->n_roles = PyList_GET_SIZE(roles);
     if (load_profiles(self, profiles, self->n_roles) < 0 ||
@@ -1029,10 +1049,16 @@ Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwname
                 p = self->profiles[gp];
         }
     }
+    const uint64_t known = self->known[v >> 6] & ((uint64_t)1 << (v & 63));
     if (p == NULL) {
         const Slot *su = table_find(&self->users, user, hu);
-        if (su == NULL)
-            goto python;
+        if (su == NULL || su->b == NO_ROLES) {
+            PyObject *why = su == NULL ? self->unknown : self->no_roles;
+            if (!known || why == NULL)
+                goto python;
+            return make_decision(self, Py_False, Py_None, empty_str, why, Py_False, empty_tuple,
+                                 user, op, obj);
+        }
         if (su->b) { /* expiring assignments: the profile holds between two instants */
             double t;
             if (now == NULL || now == Py_None)
@@ -1060,7 +1086,7 @@ Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     if (r)
         return make_decision(self, Py_True, h.role, h.grant, h.reason,
                              h.auth ? Py_True : Py_False, h.via, user, op, obj);
-    if (self->known[v >> 6] & ((uint64_t)1 << (v & 63)))
+    if (known)
         return make_decision(self, Py_False, Py_None, empty_str, self->policy, Py_False,
                              empty_tuple, user, op, obj);
 python:
@@ -1139,6 +1165,8 @@ Index_traverse(Index *self, visitproc visit, void *arg)
     Py_VISIT(self->policy);
     Py_VISIT(self->decision);
     Py_VISIT(self->clock);
+    Py_VISIT(self->unknown);
+    Py_VISIT(self->no_roles);
     Py_VISIT(self->owned);
     return 0;
 }
@@ -1150,6 +1178,8 @@ Index_clear(Index *self)
     Py_CLEAR(self->policy);
     Py_CLEAR(self->decision);
     Py_CLEAR(self->clock);
+    Py_CLEAR(self->unknown);
+    Py_CLEAR(self->no_roles);
     groups_clear(self);
     /* the arrays point into `owned`: forget them before releasing it */
     PyMem_Free(self->users.slots);
@@ -1222,7 +1252,7 @@ static PyMethodDef Index_methods[] = {
 static PyTypeObject IndexType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rbac._native.Index",
     .tp_doc = PyDoc_STR("Index(fallback, policy, decision, users, profiles, roles, known_ops, *, "
-                        "group_any=-1, clock=None)\n\n"
+                        "group_any=-1, clock=None, unknown=None, no_roles=None)\n\n"
                         "A C index of a compiled RbacPolicy's grants (rbac/_native.c says how)."),
     .tp_basicsize = sizeof(Index),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,

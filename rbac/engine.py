@@ -116,6 +116,39 @@ def _sel_ab(gr) -> tuple:
     return None, None
 
 
+class _UnknownUser:
+    """The reason of a denial to a user without a <User> entry (nor a group role that
+    grants), worded when read."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def reason_text(self, d: Decision) -> str:
+        user, op, obj = d.subject
+        pol = self.policy
+        if pol.group_assignments:
+            groups = ", ".join(sorted(pol.group_assignments))
+            return (
+                f"user '{user}' has no <User> entry, and no role the UA policy gives to "
+                f"its groups ({groups}) grants {pol.op_label(op)} on '{obj}' to them"
+            )
+        return f"user '{user}' unknown"
+
+
+class _NoRoles:
+    """The reason of a denial to a user whose <User> entry holds no role."""
+
+    __slots__ = ()
+
+    def reason_text(self, d: Decision) -> str:
+        return f"user '{d.subject[0]}' has no roles"
+
+
+_NO_ROLES = _NoRoles()
+
+
 class _ThroughGroup:
     """The reason of a decision allowed through a role of a Unix group, worded when read:
     the grant's own reason and the group it came through (one per group, shared)."""
@@ -274,6 +307,7 @@ class RbacPolicy(ReviewMixin):
         self._inline = self._fast if not self.group_assignments else {}
         #: group -> the lazily worded reason of a grant through it (see _ThroughGroup)
         self._through: dict[str, _ThroughGroup] = {}
+        self._unknown = _UnknownUser(self)
         #: whether decide() is the C index's (see _native_index); False: pure Python
         self.native = bool(native and _native is not None)
         self._index = None
@@ -312,9 +346,9 @@ class RbacPolicy(ReviewMixin):
 
         users: dict[str, int | tuple] = {}
         for name, u in self._users.items():
-            if not u.assignments:
-                continue  # "has no roles": Python words it
-            if u.expiring:
+            if not u.assignments:  # "has no roles"
+                users[name] = (number(u.profile), None, None)
+            elif u.expiring:
                 lo, hi, prof = u.window
                 users[name] = (number(prof), float(lo), float(hi))
             else:
@@ -335,6 +369,8 @@ class RbacPolicy(ReviewMixin):
             known,
             group_any=ga,
             clock=None if clock is time.monotonic else clock,
+            unknown=self._unknown,
+            no_roles=_NO_ROLES,
         )
         return index, numbered
 
@@ -760,16 +796,10 @@ class RbacPolicy(ReviewMixin):
             if u is not None:
                 return self.decide(user, resolved, obj, attrs, now)
             op = resolved
-        if u is None:
-            if self.group_assignments:
-                groups = ", ".join(sorted(self.group_assignments))
-                return denied(
-                    f"user '{user}' has no <User> entry, and no role the UA policy gives to "
-                    f"its groups ({groups}) grants {self.op_label(op)} on '{obj}' to them"
-                )
-            return denied(f"user '{user}' unknown")
+        if u is None:  # worded when read (the C index returns the same)
+            return _new(Decision, (False, None, "", self._unknown, False, (), user, op, obj))
         if not u.assignments:
-            return denied(f"user '{user}' has no roles")
+            return _new(Decision, (False, None, "", _NO_ROLES, False, (), user, op, obj))
         if not u.expiring:
             return _new(Decision, (False, None, "", self, False, (), user, op, obj))
         t = to_timestamp(now)

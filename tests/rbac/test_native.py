@@ -187,8 +187,12 @@ def test_index_rejects_malformed_input():
     with pytest.raises(TypeError, match="bad selector data"):
         Index(users={}, profiles=[((), (bad_glob,))], roles=[], **ok)
     with pytest.raises(ValueError, match="no selector kind"):
-        Index(users={}, profiles=[((), ((1, 99, False, "r", (), None, None, None, None),))],
-              roles=[], **ok)
+        Index(
+            users={},
+            profiles=[((), ((1, 99, False, "r", (), None, None, None, None),))],
+            roles=[],
+            **ok,
+        )
     with pytest.raises(ValueError, match="group_any: no profile"):
         Index(users={}, profiles=[], roles=[], group_any=0, **ok)
     with pytest.raises(TypeError, match="object names must be str"):
