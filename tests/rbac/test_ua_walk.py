@@ -1,0 +1,71 @@
+"""read_ua walks UA once, in document order (issue 18: a walk per <User> cost twice as much).
+
+Each <UserRole> belongs to the <User> or <Group> seen last; these tests mix users, groups,
+separation sets and comments to prove the single walk attaches every role to its owner,
+and that duplicates are still reported (and their roles dropped) as before.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rbac_helpers import OPS, errors_of, pa_doc, role, ua_doc
+
+import rbac
+from rbac.builder import PolicyBuilder
+
+PA = pa_doc(role("web", ["web1"], [6]) + role("db", ["db1"], [6]) + role("ops", ["x"], [6]))
+
+
+def test_roles_attach_to_the_user_or_group_seen_last():
+    ua = ua_doc(
+        '<User name="alice"><UserRole role="web"/><!-- a note --><UserRole role="db"/></User>\n'
+        '<Group name="staff"><UserRole role="ops"/></Group>\n'
+        '<StaticSeparation name="s"><Role name="web"/><Role name="ops"/></StaticSeparation>\n'
+        "<!-- between -->\n"
+        '<User name="bob"><UserRole role="db" expires="2999-01-01"/></User>\n'
+        '<User name="carol"/>\n'
+        '<Group name="empty"/>\n'
+        '<User name="dave"><UserRole role="web"/></User>'
+    )
+    pol = rbac.loads(ua, PA, OPS)
+    assert pol.assigned_roles("alice") == ("db", "web")
+    assert pol.assigned_roles("bob") == ("db",)
+    assert pol.assigned_roles("carol") == ()
+    assert pol.assigned_roles("dave") == ("web",)
+    assert [a.role for a in pol.group_assignments["staff"]] == ["ops"]
+    assert "empty" not in pol.group_assignments
+    assert [s.name for s in pol.ssd_sets] == ["s"]
+    [a] = pol._users["bob"].assignments
+    assert a.source == ("ua.xml", 7) and a.expires_text == "2999-01-01"
+
+
+def test_a_duplicate_users_roles_go_nowhere_and_the_next_element_is_read_again():
+    ua = ua_doc(
+        '<User name="a"><UserRole role="web"/></User>\n'
+        '<User name="a"><UserRole role="nosuch"/></User>\n'
+        '<Group name="g"><UserRole role="nosuch2"/></Group>'
+    )
+    with pytest.raises(rbac.PolicyError) as ei:
+        rbac.loads(ua, PA, OPS)
+    # the duplicate's own role is not checked (noise); the group's role after it is
+    assert errors_of(ei.value) == [
+        "ua.xml:4: user 'a' is defined twice (first at ua.xml:3); "
+        "list all of a user's roles in one <User> element",
+        "ua.xml:5: group 'g' is assigned role 'nosuch2', which pa.xml does not define",
+    ]
+
+
+def test_add_users_reports_a_user_the_builder_already_has():
+    b = PolicyBuilder(OPS).add_role("web").add_user("a", source=("x.xml", 1))
+    b.add_users({"a": ("y.xml", 2), "b": ("y.xml", 3)}, [("a", "web", None, ("y.xml", 2))])
+    b.add_users({}, [("c", "web", None, ("y.xml", 9))])  # as assign(): c comes with its role
+    with pytest.raises(rbac.PolicyError) as ei:
+        b.build()
+    assert errors_of(ei.value) == [
+        "y.xml:2: user 'a' is defined twice (first at x.xml:1); "
+        "list all of a user's roles in one <User> element"
+    ]
+    b._errors.clear()
+    pol = b.build()
+    assert pol.assigned_roles("a") == () and pol.users == ("a", "b", "c")
+    assert pol.assigned_roles("c") == ("web",)
