@@ -85,7 +85,8 @@ class Link:
                     conn = await self._connect()
                 try:
                     await conn.send(frame)
-                    reply = await asyncio.wait_for(self._answer(conn), self.timeout)
+                    async with asyncio.timeout(self.timeout):  # no task per call (wait_for's)
+                        reply = await self._answer(conn)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     conn.close()
                     conn = None

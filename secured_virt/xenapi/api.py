@@ -37,6 +37,7 @@ sHype layer names an XSERR code; ``HANDLE_INVALID``, ``VM_BAD_POWER_STATE``,
 
 from __future__ import annotations
 
+import operator
 import re
 import socket
 import time
@@ -49,7 +50,7 @@ from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import records as R
-from .xmlrpc import Encoded, _wire, encode, failure, success
+from .xmlrpc import Encoded, encode, failure, success
 
 #: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it
 #: only to find a name and then ask svirtd about that VM (checked by UUID)
@@ -57,6 +58,20 @@ VM_CACHE_SECONDS = 2.0
 #: encoded VM records kept (a few per VM: its states); beyond it the table starts again
 ENCODED_KEEP = 50_000
 MAX_TOKEN_CHARS = 256  # svirtd's limit (daemon.websessions)
+
+
+_ROW_ITEMS = operator.itemgetter(*R.VM_ROW_FIELDS)
+
+
+def _row_key(row: dict[str, Any]) -> tuple:
+    """The row's ``VM_ROW_FIELDS``, what its record depends on (None for one it lacks:
+    ``list --all --label`` has them all, so that is the fast path)."""
+    try:
+        return _ROW_ITEMS(row)
+    except KeyError:
+        return tuple(row.get(f) for f in R.VM_ROW_FIELDS)
+
+
 _XSERR_IN_TEXT = re.compile(r"\[(?:XSERR_)?([A-Z_]+)\]")
 
 
@@ -82,8 +97,9 @@ class XenApi:
         self.link = link
         #: per session: (when, its last listing's rows, those rows by UUID)
         self._vms: dict[str, tuple[float, list[dict[str, Any]], dict[str, dict]]] = {}
-        #: encoded VM records by (host ref, the row's fields): what a row looks like changes
-        #: rarely, and the same row gives the same record to every session that may see it
+        #: each VM's ``<member>`` of get_all_records (its UUID and encoded record) by (host
+        #: ref, the row's fields): what a row looks like changes rarely, and the same row
+        #: gives the same record to every session that may see it
         self._encoded: dict[tuple, str] = {}
         self._host: str | None = None
         m = self.methods = {}
@@ -282,16 +298,21 @@ class XenApi:
         and kept while its row stays the same (``_encoded``)."""
         rows = await self._rows(call, fresh=True)
         host = await self._host_ref_quiet(call)
-        members = []
+        kept = self._encoded
+        members = ["<value><struct>"]
         for r in rows:
-            key = (host, *(r.get(f) for f in R.VM_ROW_FIELDS))
-            enc = self._encoded.get(key)
-            if enc is None:
-                if len(self._encoded) >= ENCODED_KEEP:
-                    self._encoded.clear()
-                enc = self._encoded[key] = encode(_wire(R.vm_record(r, host))).xml
-            members.append(f"<member><name>{escape(str(r['uuid']))}</name>{enc}</member>")
-        return Encoded("<value><struct>" + "".join(members) + "</struct></value>")
+            key = (host, _row_key(r))
+            member = kept.get(key)
+            if member is None:
+                if len(kept) >= ENCODED_KEEP:
+                    kept.clear()
+                member = kept[key] = (
+                    f"<member><name>{escape(str(r['uuid']))}</name>"
+                    f"{encode(R.vm_record(r, host)).xml}</member>"
+                )
+            members.append(member)
+        members.append("</struct></value>")
+        return Encoded("".join(members))
 
     async def vm_get_record(self, call: Call, ref) -> dict[str, Any]:
         row = await self._info(call, ref)

@@ -36,17 +36,24 @@ def _refuse(what: str):
     return handler
 
 
+_REFUSE_DOCTYPE = _refuse("a DOCTYPE (XML-RPC needs no DTD)")
+_REFUSE_ENTITY = _refuse("an entity declaration")
+_REFUSE_UNPARSED = _refuse("an unparsed entity declaration")
+_REFUSE_EXTERNAL = _refuse("an external entity reference")
+_REFUSE_NOTATION = _refuse("a notation declaration")
+
+
 class _HardenedParser(xmlrpc.client.ExpatParser):
     """The stdlib's expat driver with every DTD feature refused."""
 
     def __init__(self, target):
         super().__init__(target)
         p = self._parser
-        p.StartDoctypeDeclHandler = _refuse("a DOCTYPE (XML-RPC needs no DTD)")
-        p.EntityDeclHandler = _refuse("an entity declaration")
-        p.UnparsedEntityDeclHandler = _refuse("an unparsed entity declaration")
-        p.ExternalEntityRefHandler = _refuse("an external entity reference")
-        p.NotationDeclHandler = _refuse("a notation declaration")
+        p.StartDoctypeDeclHandler = _REFUSE_DOCTYPE
+        p.EntityDeclHandler = _REFUSE_ENTITY
+        p.UnparsedEntityDeclHandler = _REFUSE_UNPARSED
+        p.ExternalEntityRefHandler = _REFUSE_EXTERNAL
+        p.NotationDeclHandler = _REFUSE_NOTATION
         # never fetch anything: no parameter entities, no external DTD subset
         p.SetParamEntityParsing(0)  # XML_PARAM_ENTITY_PARSING_NEVER
 
@@ -101,100 +108,101 @@ class Encoded:
         self.xml = xml
 
 
-class _Marshaller(xmlrpc.client.Marshaller):
-    """The standard library's marshaller, writing less: no newline after each element, and
-    strings as bare ``<value>text</value>`` (XML-RPC's default type is string).  The answer
-    means the same to every XML-RPC parser; a client parses a 1,000-VM answer about a fifth
-    faster, since each newline and ``<string>`` is a parser event.  The escaping, and every
-    type not overridden here, are the library's."""
+_MAX_INT = 2**31 - 1
+_MIN_INT = -(2**31)
 
-    dispatch = dict(xmlrpc.client.Marshaller.dispatch)
 
-    def dump_bool(self, value, write):
-        write(
-            "<value><boolean>1</boolean></value>"
-            if value
-            else "<value><boolean>0</boolean></value>"
-        )
+def _escape(text: str) -> str:
+    """XML's escaping of character data (``&``, ``<``, ``>``), skipped for plain text."""
+    if "&" in text or "<" in text or ">" in text:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
 
-    dispatch[bool] = dump_bool
 
-    def dump_long(self, value, write):
-        if value > xmlrpc.client.MAXINT or value < xmlrpc.client.MININT:
-            raise OverflowError("int exceeds XML-RPC limits")
-        write(f"<value><int>{int(value)}</int></value>")
+def _write(value: Any, out: list[str], depth: int = 0) -> None:
+    """Append ``value`` as compact XML-RPC to ``out``, with Xen-API's wire conventions.
 
-    dispatch[int] = dump_long
-
-    def dump_unicode(self, value, write, escape=xmlrpc.client.escape):
-        write(f"<value>{escape(value)}</value>")
-
-    dispatch[str] = dump_unicode
-
-    def dump_array(self, value, write):
-        i = id(value)
-        if i in self.memo:
-            raise TypeError("cannot marshal recursive sequences")
-        self.memo[i] = None
-        write("<value><array><data>")
-        for v in value:
-            self.dispatch[type(v)](self, v, write)
-        write("</data></array></value>")
-        del self.memo[i]
-
-    dispatch[tuple] = dump_array
-    dispatch[list] = dump_array
-
-    def dump_struct(self, value, write, escape=xmlrpc.client.escape):
-        i = id(value)
-        if i in self.memo:
-            raise TypeError("cannot marshal recursive dictionaries")
-        self.memo[i] = None
-        write("<value><struct>")
+    One pass, no Marshaller object, no per-element newline: strings as bare
+    ``<value>text</value>`` (XML-RPC's default type; every parser reads it as ``<string>``,
+    and a client parses a 1,000-VM answer about a fifth faster than with a newline and a
+    ``<string>`` per element), integers beyond XML-RPC's 32 bits as decimal strings (as
+    xapi sends them), None as "" (xapi sends no nil), dict keys as strings."""
+    t = type(value)
+    if t is str:
+        out.append(f"<value>{_escape(value)}</value>" if value else "<value></value>")
+    elif t is Encoded:
+        out.append(value.xml)
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if value else
+                   "<value><boolean>0</boolean></value>")  # fmt: skip
+    elif t is int:
+        if _MIN_INT <= value <= _MAX_INT:
+            out.append(f"<value><int>{value}</int></value>")
+        else:
+            out.append(f"<value>{value}</value>")
+    elif value is None:
+        out.append("<value></value>")
+    elif depth > MAX_DEPTH:
+        raise TypeError(f"cannot marshal values nested deeper than {MAX_DEPTH} levels")
+    elif isinstance(value, dict):
+        out.append("<value><struct>")
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError("dictionary key must be string")
-            write(f"<member><name>{escape(k)}</name>")
-            self.dispatch[type(v)](self, v, write)
-            write("</member>")
-        write("</struct></value>")
-        del self.memo[i]
+            out.append(f"<member><name>{_escape(str(k))}</name>")
+            _write(v, out, depth + 1)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif isinstance(value, list | tuple):
+        out.append("<value><array><data>")
+        for v in value:
+            _write(v, out, depth + 1)
+        out.append("</data></array></value>")
+    elif isinstance(value, str):  # a str subclass
+        _write(str(value), out, depth)
+    elif isinstance(value, bool | int):  # an int subclass (IntEnum: Xen's XSERR codes)
+        _write(bool(value) if isinstance(value, bool) else int(value), out, depth)
+    elif isinstance(value, float):
+        out.append(f"<value><double>{value!r}</double></value>")
+    elif isinstance(value, bytes | bytearray):
+        import base64
 
-    dispatch[dict] = dump_struct
-
-    def dump_encoded(self, value, write):
-        write(value.xml)
-
-    dispatch[Encoded] = dump_encoded
+        out.append(f"<value><base64>{base64.b64encode(value).decode()}</base64></value>")
+    else:
+        raise TypeError(f"cannot marshal {type(value).__name__} objects")
 
 
 def encode(value: Any) -> Encoded:
-    """``value`` (already in wire form: ``success``/``_wire``) encoded once, for reuse."""
+    """``value`` encoded once, for reuse inside answers (``Encoded``)."""
     out: list[str] = []
-    m = _Marshaller("utf-8", allow_none=True)
-    m.dispatch[type(value)](m, value, out.append)
+    _write(value, out)
     return Encoded("".join(out))
 
 
+_HEAD = "<?xml version='1.0' encoding='utf-8'?>\n<methodResponse>\n<params>\n<param>\n"
+_TAIL = "</param>\n</params>\n</methodResponse>\n"
+
+
 def dumps_result(result: dict[str, Any]) -> bytes:
-    """A methodResponse carrying one Xen-API result struct."""
-    body = _Marshaller("utf-8", allow_none=True).dumps((result,))
-    return (
-        "<?xml version='1.0' encoding='utf-8'?>\n<methodResponse>\n" + body + "</methodResponse>\n"
-    ).encode("utf-8")
+    """A methodResponse carrying one Xen-API result struct, built in one pass."""
+    out = [_HEAD]
+    _write(result, out)
+    out.append(_TAIL)
+    return "".join(out).encode("utf-8")
 
 
 def success(value: Any) -> dict[str, Any]:
-    return {"Status": "Success", "Value": _wire(value)}
+    """A success result; the wire conventions are applied as it is written (``_write``)."""
+    return {"Status": "Success", "Value": value}
 
 
 def failure(code: str, *params: Any) -> dict[str, Any]:
-    return {"Status": "Failure", "ErrorDescription": [str(code), *(_wire(p) for p in params)]}
+    return {"Status": "Failure", "ErrorDescription": [str(code), *params]}
 
 
 def _wire(value: Any) -> Any:
-    """Xen-API's wire conventions: 64-bit integers travel as strings (XML-RPC's <int> is 32
-    bits), None as "" (xapi sends no nil), dict keys as strings."""
+    """Xen-API's wire conventions as plain values, what ``_write`` writes: 64-bit integers
+    travel as strings (XML-RPC's <int> is 32 bits), None as "" (xapi sends no nil), dict keys
+    as strings.  For handing a result to another marshaller (the tests compare ours with the
+    standard library's)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):

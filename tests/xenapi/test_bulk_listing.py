@@ -152,12 +152,12 @@ def test_the_compact_encoding_reads_back_the_same(text):
     )
     ours = xmlrpc.client.loads(dumps_result(value))
     theirs = xmlrpc.client.loads(
-        xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True)
+        xmlrpc.client.dumps((_wire(value),), methodresponse=True, allow_none=True)
     )
     assert ours == theirs
     assert b"<string>" not in dumps_result(value) and b"</member>\n" not in dumps_result(value)
     # an encoded part is written as it is, inside any struct
-    wrapped = success({"x": encode(_wire({"s": text}))})
+    wrapped = success({"x": encode({"s": text})})
     assert xmlrpc.client.loads(dumps_result(wrapped))[0][0]["Value"] == {"x": {"s": text}}
 
 
@@ -185,3 +185,23 @@ def test_a_vm_record_depends_on_the_row_fields_alone():
         if f in ("persistent", "autostart"):
             other[f] = not row[f]
         assert R.vm_record(other, "h") != base, f
+
+
+def test_a_vm_record_has_xapis_wire_shape():
+    """Integer fields as decimal strings (xapi sends every int field so, xend stringified
+    every number), other_config without empty values; the names every tool reads."""
+    row = {"uuid": "u", "name": "n", "state": "shut off", "id": None, "max_mem_kib": 2**22,
+           "mem_kib": 2**21, "vcpus": 2, "acm_label": None, "owner": "o", "realm": None,
+           "persistent": True, "autostart": False}  # fmt: skip
+    rec = R.vm_record(row, "h")
+    assert rec["domid"] == "-1" and rec["memory_static_max"] == str(2**32)
+    assert rec["memory_target"] == str(2**31) and rec["VCPUs_max"] == rec["VCPUs_at_startup"] == "2"
+    assert rec["power_state"] == "Halted" and rec["resident_on"] == "OpaqueRef:NULL"
+    assert rec["is_a_template"] is False and rec["is_control_domain"] is False
+    assert rec["other_config"] == {"owner": "o", "persistent": "true", "autostart": "false"}
+    body = dumps_result(success({"u": encode(rec)}))
+    assert b"<int>" not in body and b"realm" not in body
+    assert xmlrpc.client.loads(body)[0][0]["Value"] == {"u": rec}
+    running = R.vm_record({**row, "state": "running", "id": 7, "realm": "r"}, "h")
+    assert running["domid"] == "7" and running["resident_on"] == "h"
+    assert running["other_config"]["realm"] == "r"
