@@ -34,6 +34,12 @@ saves make svirtd rebuild next time, so the two never hand out one pair twice.  
 state errs only on the safe side: a VM that stopped keeps its pair until the next rebuild
 (at most ``refresh`` seconds, or at once when no pair is free).
 
+**Several changes per lock.**  Threads that reserve, confirm or release while another one
+holds the lock queue their changes; the next holder applies them all under one lock, one
+state check and one save, like the audit log's group commit.  Each call still returns only
+once its change is in the record file.  The hypervisor calls of a confirm (the pair into the
+live metadata) happen outside the lock, which only guards the records.
+
 Lock order: a caller that holds the ACM lock (``AcmEnforcer.exclusive``) may take this one
 inside it, never the other way round.  The lock is re-entrant within a thread.
 
@@ -49,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -70,7 +77,7 @@ RESERVATION_TTL = 600.0
 #: how long a state kept in memory is reused before it is rebuilt from what runs anyway
 REFRESH = 2.0
 #: bytes of the generation written into the lock file at every save
-_GEN_BYTES = 16
+_GEN_BYTES = 48
 _MAX_FILE = 16 * 1024 * 1024
 
 
@@ -102,6 +109,44 @@ class Running:
     pair: mcs.CategoryPair | None
     realm: str | None
     source: str  # "record", "metadata" or "none"
+
+
+class _Change:
+    """One change to the records waiting for the lock: ``fn(txn)`` and its result or error.
+    ``wake`` is held from the start and released once, by the thread that applied the change
+    or that hands this one the lock (``lead``)."""
+
+    __slots__ = ("error", "fn", "lead", "result", "wake")
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.result = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class _Txn:
+    """The records one batch of changes works on, under the lock; ``kept``: they come from
+    the state kept in memory, not from a rebuild."""
+
+    __slots__ = ("dirty", "host", "kept", "records")
+
+    def __init__(self, host: HostCategories, records: dict[str, Record], kept: bool):
+        self.host = host
+        self.records = records
+        self.kept = kept
+        self.dirty = False
+
+    def rebuild(self) -> None:
+        """What runs now, with this batch's changes so far saved first (they are kept as
+        in-flight records of this process)."""
+        if self.dirty:
+            self.host._save(self.records)
+            self.dirty = False
+        self.records = dict(self.host._rebuild()[0])
+        self.kept = False
 
 
 def _proc_start(pid: int) -> str:
@@ -155,6 +200,10 @@ class HostCategories:
         self._lock_fd: int | None = None
         self._my_start: tuple[int, str] = (0, "")
         self.rebuilds = 0  # how many times the state was rebuilt from what runs (status, tests)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Change] = []
+        self._applying = False
+        self._token = (os.urandom(8), itertools.count(1))
 
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -213,9 +262,13 @@ class HostCategories:
         token = os.pread(self._lock_fd, _GEN_BYTES, 0) if self._lock_fd is not None else b""
         return token, self._file_key()
 
-    def _bump(self) -> None:
-        """A new generation after a save: other holders of a kept state rebuild theirs."""
-        token = os.urandom(_GEN_BYTES)
+    def _bump(self) -> bytes:
+        """A new generation after a save: other holders of a kept state rebuild theirs.  Unique
+        without asking the kernel for randomness each time: this object's random prefix (and
+        pid), and a counter."""
+        prefix, counter = self._token
+        token = f"{prefix.hex()}:{os.getpid()}:{next(counter)}".encode()[:_GEN_BYTES]
+        token = token.ljust(_GEN_BYTES, b"-")
         fd = self._lock_fd
         if fd is not None:
             os.pwrite(fd, token, 0)
@@ -230,6 +283,7 @@ class HostCategories:
                     os.pwrite(fd, token, 0)
                 finally:
                     os.close(fd)
+        return token
 
     def _state(self) -> tuple[dict[str, Record], bool]:
         """Under the lock: (a copy of the live records, whether it was kept rather than
@@ -244,10 +298,16 @@ class HostCategories:
             return dict(self._records), True
         return dict(self._rebuild()[0]), False
 
-    def _keep(self, records: dict[str, Record]) -> None:
-        """Remember ``records`` as the state of the generation now on disk."""
+    def _keep(self, records: dict[str, Record], token: bytes | None = None) -> None:
+        """Remember ``records`` as the state of the generation now on disk (``token``: the
+        generation this object just wrote)."""
         self._records = records
-        self._seen = self._generation() if self._lock_fd is not None else None
+        if self._lock_fd is None:
+            self._seen = None
+        elif token is None:
+            self._seen = self._generation()
+        else:
+            self._seen = (token, self._file_key())
 
     # -- the record file -------------------------------------------------------------------
     def _load(self) -> dict[str, Record]:
@@ -294,8 +354,7 @@ class HostCategories:
         # keeps every running VM's pair), and the starts that were in flight died with it; a
         # sync per start made the categories lock the bottleneck of a loaded svirtd
         atomic_write(self.path, data, mode=0o600, uid=None, gid=None, durable=False)
-        self._bump()
-        self._keep(dict(records))
+        self._keep(dict(records), self._bump())
 
     # -- what runs -------------------------------------------------------------------------
     def _realm_map(self) -> Mapping[str, int]:
@@ -389,21 +448,21 @@ class HostCategories:
         fails, ``instantiating`` puts the confirmed record back."""
         if not key:
             raise ValueError("a category pair is reserved for a VM's UUID; none was given")
-        with self.locked():
-            records, kept = self._state()
+
+        def change(txn: _Txn):
             try:
                 pair = self.allocator.allocate(key, realm)
             except mcs.CategoriesExhausted:
-                if not kept:
+                if not txn.kept:
                     raise
                 # a kept state may still count VMs that stopped since: ask what runs, once
-                records = dict(self._rebuild()[0])
+                txn.rebuild()
                 pair = self.allocator.allocate(key, realm)
-            rec = records.get(key)
+            rec = txn.records.get(key)
             new = rec is None or rec.pair != str(pair)
             replaced = rec if rec is not None and not new and rec.confirmed else None
             if new or replaced is not None:
-                records[key] = Record(
+                txn.records[key] = Record(
                     key=key,
                     name=name,
                     pair=str(pair),
@@ -412,8 +471,10 @@ class HostCategories:
                     pid_start=self._own_start(),
                     created=time.time(),
                 )
-                self._save(records)
+                txn.dirty = True
             return pair, new, replaced
+
+        return self._apply(change)
 
     def _own_start(self) -> str:
         pid = os.getpid()
@@ -423,51 +484,69 @@ class HostCategories:
 
     def _put_back(self, rec: Record) -> None:
         """A failed start of a VM whose record was confirmed: the record as it was."""
-        with self.locked():
-            records = self._state()[0]
-            mine = records.get(rec.key)
+
+        def change(txn: _Txn) -> None:
+            mine = txn.records.get(rec.key)
             if mine is not None and mine.pair == rec.pair and not mine.confirmed:
-                records[rec.key] = rec
-                self._save(records)
+                txn.records[rec.key] = rec
+                txn.dirty = True
+
+        self._apply(change)
 
     def confirm(self, name: str, key: str | None = None) -> mcs.CategoryPair | None:
         """The domain runs now: write its pair into its live metadata (for dominfo and for a
         rebuild without the record) and mark the record confirmed.  None if ``name`` holds no
         record (nothing was reserved for it)."""
-        with self.locked():
-            records = self._state()[0]
-            rec = records.get(key) if key else None
+
+        def find(txn: _Txn) -> Record | None:
+            rec = txn.records.get(key) if key else None
             if rec is None:
-                rec = next((r for r in records.values() if r.name == name), None)
-            if rec is None:
-                return None
-            pair = mcs.CategoryPair.parse(rec.pair)
-            backend = self._backend()
-            meta = vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
-            backend.set_metadata(
-                name,
-                replace(meta, categories=str(pair)).to_xml(),
-                vmmeta.KEY,
-                vmmeta.NS,
-                live=True,
-                config=False,
-            )
-            records[rec.key] = replace(rec, confirmed=True)
-            self._save(records)
-            return pair
+                rec = next((r for r in txn.records.values() if r.name == name), None)
+            return rec
+
+        rec = self._apply(find)
+        if rec is None:
+            return None
+        pair = mcs.CategoryPair.parse(rec.pair)
+        self._confirm(name, rec.key, pair)
+        return pair
+
+    def _confirm(self, name: str, key: str, pair: mcs.CategoryPair) -> None:
+        """The pair into the live metadata (a hypervisor call: outside the lock, which only
+        guards the records), then the record marked confirmed."""
+        backend = self._backend()
+        meta = vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
+        backend.set_metadata(
+            name,
+            replace(meta, categories=str(pair)).to_xml(),
+            vmmeta.KEY,
+            vmmeta.NS,
+            live=True,
+            config=False,
+        )
+
+        def change(txn: _Txn) -> None:
+            rec = txn.records.get(key)
+            if rec is not None and rec.pair == str(pair) and not rec.confirmed:
+                txn.records[key] = replace(rec, confirmed=True)
+                txn.dirty = True
+
+        self._apply(change)
 
     def release(self, key: str) -> mcs.CategoryPair | None:
         """Drop the record of ``key`` (at stop, destroy, save, or when a start failed).  If
         the VM still runs, its live metadata keeps the pair taken."""
-        with self.locked():
-            records = self._state()[0]
-            rec = records.pop(key, None)
+
+        def change(txn: _Txn) -> mcs.CategoryPair | None:
+            rec = txn.records.pop(key, None)
             if rec is None:
                 return None
             # the allocator keeps the pair until the next rebuild: the VM may still run with
             # it (a create whose UUID was unknown before), and only a rebuild can tell
-            self._save(records)
+            txn.dirty = True
             return mcs.CategoryPair.parse(rec.pair)
+
+        return self._apply(change)
 
     @contextlib.contextmanager
     def instantiating(self, key: str, name: str, realm: str | None = None):
@@ -487,7 +566,7 @@ class HostCategories:
                     self._put_back(replaced)
             raise
         try:
-            self.confirm(name, key)
+            self._confirm(name, key, pair)
         except (BackendError, CategoryStateError, OSError) as exc:
             logging.getLogger(__name__).warning(
                 "%s runs with category pair %s, but it could not be written to its live "
@@ -496,6 +575,58 @@ class HostCategories:
                 pair,
                 exc,
             )
+
+    # -- changes to the records, several per lock (see _Change) ------------------------------
+    def _apply(self, fn):
+        """Run ``fn(txn)`` on the records under the lock and save them if it changed them;
+        its result, or its exception.  Threads that arrive while another one holds the lock
+        queue their changes, and the next holder applies all of them under one lock, one
+        state check and one save (like the audit log's group commit): each call still returns
+        only once its change is in the record file, and the lock is taken once per batch
+        rather than once per start."""
+        mine = _Change(fn)
+        with self._queue_lock:
+            self._queue.append(mine)
+            lead = not self._applying
+            self._applying = True
+        if not lead:  # the holder wakes us: done (or failed), or our turn to hold the lock
+            mine.wake.acquire()
+            lead = mine.lead
+        if lead:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            self._apply_batch(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _apply_batch(self, batch: list[_Change]) -> None:
+        try:
+            with self.locked():
+                records, kept = self._state()
+                txn = _Txn(self, records, kept)
+                for ch in batch:
+                    try:
+                        ch.result = ch.fn(txn)
+                    except Exception as exc:  # this change's own refusal (exhausted, ...)
+                        ch.error = exc
+                if txn.dirty:
+                    self._save(txn.records)
+        except BaseException as exc:  # no lock, no state, or no save: every change failed
+            for ch in batch:
+                ch.error = exc if isinstance(exc, Exception) else CategoryStateError(str(exc))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with self._queue_lock:
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._applying = False
+            for ch in batch:  # the holder's own lock too: held, and never waited on again
+                ch.wake.release()
+            if nxt is not None:
+                nxt.lead = True
+                nxt.wake.release()
 
     # -- questions -------------------------------------------------------------------------
     def sync(self) -> list[str]:

@@ -320,3 +320,35 @@ def test_a_restart_from_the_kept_state_is_in_flight_for_other_processes(backend,
     assert (rec["pair"], rec["confirmed"]) == (str(pair), True)
     backend.destroy("again")
     backend.undefine("again")
+
+
+def test_concurrent_reservations_share_lock_and_saves_never_pairs(backend, state, monkeypatch):
+    """32 threads reserving at once: every pair differs and is in the record file when its
+    reserve returns, while the changes queued behind the lock holder share its saves."""
+    host = HostCategories(str(state), lambda: backend, categories=CATS)
+    saves = []
+    real = hc.atomic_write
+    monkeypatch.setattr(hc, "atomic_write", lambda *a, **kw: (saves.append(1), real(*a, **kw)))
+    threads, per_thread = 32, 10
+    barrier = threading.Barrier(threads)
+    got, missing, lock = [], [], threading.Lock()
+
+    def work(t):
+        barrier.wait()
+        for i in range(per_thread):
+            key = f"c-{t}-{i}"
+            pair = str(host.reserve(key, key))
+            on_disk = json.loads((state / hc.FILE).read_text()).get(key, {}).get("pair")
+            with lock:
+                got.append(pair)
+                if on_disk != pair:
+                    missing.append(key)
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    n = threads * per_thread
+    assert missing == [] and len(set(got)) == n
+    assert len(saves) < n * 0.8, f"{len(saves)} saves for {n} reservations"
