@@ -9,7 +9,8 @@ a second role, some with an expiry; static and dynamic separation sets that the 
 Measured:
   * rbac decide(): median and p99 per call (each call timed alone, timer overhead subtracted),
     and the mean of a tight loop, over a query mix of about half allowed, half denied; with
-    the C index (rbac/_native.c) and, as the peer in the same process, in pure Python;
+    the C index (rbac/_native.c) and, as the peer in the same process, in pure Python; and
+    the share of those queries the C index hands to the Python engine (counted, not timed);
   * filter_visible() over 10k objects;
   * load + validate + compile of the large policy written as real UA/PA files (rbac.load);
   * PyCasbin enforce() on the same users/roles/grants: g = _, _ (user->role, senior->junior)
@@ -162,7 +163,8 @@ class Data:
         return "".join(parts)
 
     # -- as a PolicyBuilder ------------------------------------------------------------------
-    def build(self, native: bool = True) -> rbac.RbacPolicy:
+    def build(self, native: bool = True, cls=None) -> rbac.RbacPolicy:
+        """The policy; ``cls``: an RbacPolicy subclass to compile it with (counting)."""
         b = rbac.PolicyBuilder(CATALOGUE)
         for r in self.roles:
             b.add_role(r, authenticate=r in self.auth_roles, inherits=self.inherits.get(r, ()))
@@ -183,6 +185,8 @@ class Data:
             b.add_ssd(name, roles, 2)
         for name, roles in self.dsd:
             b.add_dsd(name, roles, 2)
+        if cls is not None:
+            return cls(b.model(), native=native)
         return b.build(native=native)
 
 
@@ -239,6 +243,23 @@ def time_calls(fn, queries, rounds: int = 5) -> dict:
         "rounds": rounds,
         "timer_overhead_ns": overhead,
     }
+
+
+def handed_to_python(data: Data, queries) -> float:
+    """The share of ``queries`` the C index does not answer itself (it hands them, unchanged,
+    to RbacPolicy._decide): counted on a policy whose _decide counts."""
+
+    class Counting(rbac.RbacPolicy):
+        handed = 0
+
+        def _decide(self, *args, **kwargs):
+            self.handed += 1
+            return super()._decide(*args, **kwargs)
+
+    pol = data.build(cls=Counting)
+    for q in _fresh(queries):
+        pol.decide(*q)
+    return pol.handed / len(queries)
 
 
 def _time_index(pol) -> float:
@@ -401,6 +422,7 @@ def bench_size(label: str, data: Data, n_queries: int, casbin_seconds: float, fi
     res["build_in_code_python_s"] = time.perf_counter() - t0
     res["decide_python"] = time_calls(py_pol.decide, queries)
     res["native_index_s"] = _time_index(pol) if pol.native else None
+    res["handed_to_python"] = handed_to_python(data, queries) if pol.native else 1.0
     del py_pol
     vms = data.vms
     objs = [(vms[i % len(vms)], {"label": data.labels[vms[i % len(vms)]]}) for i in range(10000)]
@@ -449,7 +471,8 @@ def table(results: list[dict]) -> str:
             f"{', '.join(fmt_ns(x) for x in d['round_medians_ns'])}; "
             f"loop mean {fmt_ns(d['mean_loop_ns'])}; "
             f"filter 10k objs {r['filter_10k_ms']:.2f} ms; "
-            f"{r['allowed_fraction']:.0%} allowed; C index: {r.get('native')} |"
+            f"{r['allowed_fraction']:.0%} allowed; C index: {r.get('native')}, "
+            f"{r['handed_to_python']:.2%} of the queries handed to Python |"
         )
         p = r.get("decide_python")
         if p:

@@ -11,14 +11,21 @@ Compilation turns the model into:
   preference order, each with its inheritance path, the by-name maps of those roles, and their
   scoped grants by operation.  Users with the same assignments share one profile.
 * ``_fast``: user -> the by-name maps of their profile, for the commonest kind of user (a few
-  roles, no expiring assignment, no scoped grant), so decide() answers them in one dict lookup
-  for the user and one per role for the object.
-* when the C extension ``rbac._native`` is built, the same ``_fast`` users and by-name maps
-  copied into flat C hash tables; ``decide`` is then the C index's method, which answers the
-  ``_fast`` case and hands every other call, unchanged, to ``_decide``.  At 10k users and 100k
-  objects a Python dict lookup misses the CPU caches three or four times; the C tables keep
-  hash, key and value in one slot, which halves the cache lines a decision touches (numbers in
-  bench/RESULTS.md).  ``RbacPolicy(model, native=False)`` keeps everything in Python.
+  roles, no expiring assignment, no scoped grant), so that without the C index decide()
+  answers them in one dict lookup for the user and one per role for the object (only when no
+  role is given to a Unix group: then every call asks _decide, which knows the caller's groups).
+* when the C extension ``rbac._native`` is built, every user's profile, the by-name maps and
+  the scoped grants copied into flat C tables; ``decide`` is then the C index's method.  It
+  answers every call it can answer exactly -- by-name and scoped grants (all, pattern, label,
+  owned), any number of roles, roles needing authentication, expiring assignments within
+  their current window, callers without a record, and group roles: when a group role could
+  grant a request, it uses the profile of the caller's groups that _record() told it when it
+  last asked NSS, for exactly as long as the resolver's cached answer stands -- and hands
+  every other call, unchanged, to ``_decide``.  At 10k users and 100k objects a Python dict
+  lookup misses the CPU caches three or four times; the C tables keep hash, key and value in
+  one slot, which halves the cache lines a decision touches (numbers in bench/RESULTS.md).
+  ``RbacPolicy(model, native=False)`` keeps everything in Python (the reference:
+  tests/rbac/test_native_differential.py holds the two to identical Decisions).
 * on first need, an object -> {role: ...} index, used for users with very many roles (walking
   from the object is then shorter) and by review functions.
 
@@ -31,8 +38,9 @@ by-name grant before a scoped one; then the nearest role (fewest inheritance ste
 role name.
 
 The policy is immutable once built.  A few caches fill on first use (profiles for new role
-sets, the object index, a user's profile between two expiry instants); each is a single
-reference assignment, so sharing a policy between threads is safe under the GIL.
+sets, the object index, a user's profile between two expiry instants, the C index's group
+answers); each is a single reference assignment or one C call under the GIL, so sharing a
+policy between threads is safe.
 """
 
 from __future__ import annotations
@@ -311,10 +319,15 @@ class RbacPolicy(ReviewMixin):
         #: whether decide() is the C index's (see _native_index); False: pure Python
         self.native = bool(native and _native is not None)
         self._index = None
+        #: the resolver's membership() when the C index keeps its answers: only for a resolver
+        #: whose clock the index can read too (answers expire on that clock)
+        self._membership = None
         if self.native:
             self._index, self._index_profiles = self._build_index()
             # an instance attribute shadows the method: callers reach C in one call
             self.decide = self._index.decide
+            if hasattr(self.groups, "_clock"):
+                self._membership = getattr(self.groups, "membership", None)
             if self.group_assignments:
                 subscribe = getattr(self.groups, "subscribe", None)
                 if subscribe is not None:
@@ -545,7 +558,7 @@ class RbacPolicy(ReviewMixin):
         u = self._users.get(user)
         if not self.group_assignments:
             return u
-        membership = getattr(self.groups, "membership", None) if self._index else None
+        membership = self._membership
         if membership is not None:
             groups, until = membership(user, self.group_assignments)
         else:
