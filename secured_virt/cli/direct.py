@@ -73,9 +73,10 @@ def _missing_dependency() -> str | None:
         pass
     else:
         return None
-    from .svirsh import full_site
+    if sys.flags.no_site:  # svirsh added only the site directories: .pth files may hold them
+        import site
 
-    full_site()  # svirsh added only the site directories: the .pth files may hold them
+        site.main()
     try:
         import libvirt  # noqa: F401
         import lxml.etree  # noqa: F401
