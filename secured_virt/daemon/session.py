@@ -74,7 +74,6 @@ class Session:
         self.reader = P.FrameReader(conn, server.limits.request_max_bytes)
         self.busy = False
         self.identity: Any = None
-        self.thread: threading.Thread | None = None
         self.who = f"pid {self.pid} uid {self.uid}"
 
     # -- plumbing -----------------------------------------------------------------------------
