@@ -11,8 +11,9 @@
  *            with expiring assignments)            (hash, key and value in one slot)
  *   objects  open-addressing table  name -> run of entries   (hash, key, first entry, count)
  *   entries  per object, sorted by role number: role, its "needs authentication" flag, the
- *            operations it grants as a 128-bit mask, and the {operation: grant} dict (touched
- *            only to fetch the grant of an allowed decision)
+ *            operations 0..63 it grants as a bit mask, and the {operation: grant} dict
+ *            (touched only to fetch the grant of an allowed decision, or to test an operation
+ *            id above 63)
  *   profiles one block per distinct set of roles: the roles with by-name grants in preference
  *            order (role number, name, inheritance path, group reason), the same sorted by role
  *            number (for users with very many roles: then the object's few roles are walked
@@ -28,7 +29,7 @@
  * by-name grants, then the scoped grants, preferring a grant that needs no authentication,
  * then the nearest role; a plain denial for an operation of the catalogue (worded when read,
  * also for a user without a record or without roles).  Whatever it does
- * not know how to answer exactly -- an operation outside 0..127, arguments of other types,
+ * not know how to answer exactly -- a negative operation id, arguments of other types,
  * attrs that are not a dict, an expired validity window, an
  * unknown selector kind, a group answer it does not hold -- goes, unchanged, to the Python
  * fallback (RbacPolicy._decide), which answers every case.  tests/rbac/test_native*.py hold
@@ -49,8 +50,8 @@
 
 /* the interface version rbac.engine checks, so a stale build is not called the wrong way */
 #define API_VERSION 2
-#define NOPS 128
-#define NWORDS (NOPS / 64)
+/* operations 0..MASKED-1 are tested in 64-bit masks; higher ids in the grant dicts */
+#define MASKED 64
 /* beyond this many remembered users the group table starts afresh (bounded memory) */
 #define GROUP_CACHE_MAX 65536
 /* a user's slot.b for a <User> entry holding no role */
@@ -71,7 +72,7 @@ typedef struct {
 typedef struct {
     uint32_t role;
     uint32_t auth;
-    uint64_t ops[NWORDS];
+    uint64_t ops; /* operations 0..63 it grants (higher ids: look in opmap) */
     PyObject *opmap;
 } Entry;
 
@@ -90,6 +91,7 @@ typedef struct {
 enum { K_ALL, K_GLOB, K_MATCH, K_ATTR, K_OWNED, K_PYTHON, K_COUNT };
 
 typedef struct {
+    long op; /* read for operations >= MASKED only */
     int kind;
     int auth;
     PyObject *name, *via, *reason, *grant;
@@ -101,7 +103,9 @@ typedef struct {
     uint32_t n_members, n_scoped;
     Member *members;    /* preference order */
     ByRole *byrole;     /* sorted by role number */
-    uint32_t *op_start; /* NOPS + 1 offsets into scoped; NULL when there is none */
+    /* MASKED + 1 offsets into scoped, per operation 0..63, then the grants of higher ids
+     * (tested by their op) up to n_scoped; NULL when there is none */
+    uint32_t *op_start;
     Scoped *scoped;
 } Prof;
 
@@ -121,7 +125,8 @@ typedef struct {
     double *windows; /* lo, hi per expiring user */
     Py_ssize_t n_users, n_objects, n_entries, n_profiles, cap_profiles, n_windows, n_roles;
     Py_ssize_t profile_bytes;
-    uint64_t known[NWORDS];
+    uint64_t *known; /* bit k: a miss of operation k is a plain denial */
+    Py_ssize_t known_words; /* -1: every operation id is known (no catalogue) */
     int32_t group_any; /* profile of every role some group holds; -1: no group roles */
     GEntry *groups;
     size_t gmask;
@@ -261,8 +266,8 @@ byrole_cmp(const void *x, const void *y)
 /* A profile from (members, scoped):
  *   members  tuple of (role number, role name, via tuple, reason or None), preference order
  *   scoped   tuple of (op, kind, needs_auth, role name, via, reason or None, grant, a, b) in
- *            the order the Python engine tests them; ops outside 0..NOPS-1 are left out (such
- *            an operation always goes to Python) */
+ *            the order the Python engine tests them; a negative op is left out (such an
+ *            operation always goes to Python) */
 static Prof *
 profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
 {
@@ -283,7 +288,7 @@ profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
         long op = PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
         if (op == -1 && PyErr_Occurred())
             PyErr_Clear();
-        else if (op >= 0 && op < NOPS)
+        else if (op >= 0)
             ns++;
     }
     if (nm > UINT32_MAX / 2 || ns > UINT32_MAX / 2) {
@@ -291,7 +296,7 @@ profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
         return NULL;
     }
     size_t size = sizeof(Prof) + (size_t)nm * sizeof(Member) + (size_t)ns * sizeof(Scoped) +
-                  (size_t)nm * sizeof(ByRole) + (ns ? (NOPS + 1) * sizeof(uint32_t) : 0);
+                  (size_t)nm * sizeof(ByRole) + (ns ? (MASKED + 1) * sizeof(uint32_t) : 0);
     Prof *p = PyMem_Calloc(1, size);
     if (p == NULL) {
         PyErr_NoMemory();
@@ -330,14 +335,17 @@ profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
     }
     qsort(p->byrole, (size_t)nm, sizeof(ByRole), byrole_cmp);
     if (ns) {
-        /* counting sort by operation, stable: each operation keeps the engine's order */
-        uint32_t count[NOPS + 1] = {0};
+        /* counting sort by operation, stable: each operation keeps the engine's order; the
+         * higher ids after them in their own order (count[MASKED] is where they start) */
+        uint32_t count[MASKED + 1] = {0};
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scoped); j++) {
             long op = PyLong_AsLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(scoped, j), 0));
-            if (op >= 0 && op < NOPS)
+            if (op == -1 && PyErr_Occurred())
+                PyErr_Clear();
+            else if (op >= 0 && op < MASKED)
                 count[op + 1]++;
         }
-        for (int k = 0; k < NOPS; k++)
+        for (int k = 0; k < MASKED; k++)
             count[k + 1] += count[k];
         memcpy(p->op_start, count, sizeof(count));
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scoped); j++) {
@@ -349,7 +357,7 @@ profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
                                   &op, &kind, &PyBool_Type, &auth, &name, &PyTuple_Type, &via,
                                   &reason, &grant, &a, &b))
                 goto fail;
-            if (op < 0 || op >= NOPS)
+            if (op < 0)
                 continue;
             if (kind < 0 || kind >= K_COUNT) {
                 PyErr_Format(PyExc_ValueError, "scoped grant of %R: no selector kind %ld", name,
@@ -370,9 +378,9 @@ profile_make(Index *self, PyObject *desc, Py_ssize_t n_roles)
             if (keep(self, name) < 0 || keep(self, via) < 0 || keep(self, reason) < 0 ||
                 keep(self, grant) < 0 || keep(self, a) < 0 || keep(self, b) < 0)
                 goto fail;
-            p->scoped[count[op]++] = (Scoped){(int)kind, auth == Py_True, name,      via,
-                                              reason == Py_None ? NULL : reason,    grant,
-                                              a,         b};
+            uint32_t at = op < MASKED ? count[op]++ : count[MASKED]++;
+            p->scoped[at] = (Scoped){op,    (int)kind, auth == Py_True, name, via,
+                                     reason == Py_None ? NULL : reason, grant, a,    b};
         }
     }
     return p;
@@ -499,21 +507,22 @@ load_users(Index *self, PyObject *users)
     return 0;
 }
 
-/* Operations 0..NOPS-1 of an {operation: grant} dict, as a bit mask (others go to Python). */
-static void
-op_mask(PyObject *opmap, uint64_t *mask)
+/* Operations 0..63 of an {operation: grant} dict, as a bit mask (higher ids: the dict). */
+static uint64_t
+op_mask(PyObject *opmap)
 {
+    uint64_t mask = 0;
     Py_ssize_t pos = 0;
     PyObject *op, *grant;
-    memset(mask, 0, NWORDS * sizeof(uint64_t));
     while (PyDict_Next(opmap, &pos, &op, &grant)) {
         if (!PyLong_CheckExact(op))
             continue;
         int overflow;
         long v = PyLong_AsLongAndOverflow(op, &overflow);
-        if (!overflow && v >= 0 && v < NOPS)
-            mask[v >> 6] |= (uint64_t)1 << (v & 63);
+        if (!overflow && v >= 0 && v < MASKED)
+            mask |= (uint64_t)1 << v;
     }
+    return mask;
 }
 
 /* roles: list indexed by role number of (needs_auth, {object: {operation: grant}}). */
@@ -598,7 +607,7 @@ load_objects(Index *self, PyObject *roles)
             e->role = (uint32_t)r;
             e->auth = (uint32_t)auth;
             e->opmap = opmap;
-            op_mask(opmap, e->ops);
+            e->ops = op_mask(opmap);
         }
     }
     self->n_entries = total;
@@ -617,9 +626,9 @@ Index_init(Index *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "an Index is built once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O!|$iOOO:Index", kwlist, &fallback,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOO!O|$iOOO:Index", kwlist, &fallback,
                                      &policy, &PyType_Type, &decision, &users, &profiles,
-                                     &PyList_Type, &roles, &PyLong_Type, &known, &group_any,
+                                     &PyList_Type, &roles, &known, &group_any,
                                      &clock, &unknown, &no_roles))
         return -1;
     if (!PyCallable_Check(fallback)) {
@@ -634,21 +643,47 @@ Index_init(Index *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "decision must be a tuple subclass");
         return -1;
     }
-    /* known_ops: the operations a miss denies outright (bit k: operation k), NOPS bits */
-    PyObject *rest = known, *sixty_four = PyLong_FromLong(64);
-    if (sixty_four == NULL)
-        return -1;
-    Py_INCREF(rest);
-    for (int w = 0; w < NWORDS && rest != NULL; w++) {
-        self->known[w] = PyLong_AsUnsignedLongLongMask(rest);
-        PyObject *next = PyErr_Occurred() ? NULL : PyNumber_Rshift(rest, sixty_four);
+    /* known_ops: the operations a miss denies outright, as a bit mask (bit k: operation k)
+     * of any length; None: every operation id (a policy without a catalogue) */
+    if (known == Py_None)
+        self->known_words = -1;
+    else {
+        PyObject *zero = PyLong_FromLong(0);
+        int negative = zero == NULL ? -1 : PyObject_RichCompareBool(known, zero, Py_LT);
+        Py_XDECREF(zero);
+        if (negative < 0)
+            return -1;
+        if (!PyLong_CheckExact(known) || negative) {
+            PyErr_SetString(PyExc_TypeError, "known_ops must be a non-negative int or None");
+            return -1;
+        }
+        PyObject *nbits = PyObject_CallMethod(known, "bit_length", NULL);
+        Py_ssize_t bits = nbits == NULL ? -1 : PyLong_AsSsize_t(nbits);
+        Py_XDECREF(nbits);
+        if (bits < 0)
+            return -1;
+        Py_ssize_t words = bits / 64 + 1;
+        self->known = PyMem_Calloc((size_t)words, sizeof(uint64_t));
+        if (self->known == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyObject *rest = known, *sixty_four = PyLong_FromLong(64);
+        if (sixty_four == NULL)
+            return -1;
+        Py_INCREF(rest);
+        for (Py_ssize_t w = 0; w < words && rest != NULL; w++) {
+            self->known[w] = PyLong_AsUnsignedLongLongMask(rest);
+            PyObject *next = PyErr_Occurred() ? NULL : PyNumber_Rshift(rest, sixty_four);
+            Py_DECREF(rest);
+            rest = next;
+        }
+        Py_DECREF(sixty_four);
+        if (rest == NULL)
+            return -1;
         Py_DECREF(rest);
-        rest = next;
+        self->known_words = words;
     }
-    Py_DECREF(sixty_four);
-    if (rest == NULL)
-        return -1;
-    Py_DECREF(rest);
     self->owned = PyList_New(0);
     if (self->owned == NULL)
         return -1;
@@ -908,14 +943,26 @@ hit_entry(const Entry *e, const Member *m, PyObject *op, Hit *h)
     return 0;
 }
 
+/* Does entry `e` grant operation `v` (the int `op`)?  1 yes, 0 no, -1 ask Python. */
+static inline int
+entry_grants(const Entry *e, long v, PyObject *op)
+{
+    if (v < MASKED)
+        return (int)((e->ops >> v) & 1);
+    PyObject *g = PyDict_GetItemWithError(e->opmap, op);
+    if (g == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return g != NULL;
+}
+
 /* RbacPolicy._check() on profile `p`: 1 with *out filled, 0 nothing grants, -1 ask Python. */
 static int
 check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, PyObject *user,
       PyObject *obj, PyObject *attrs, Hit *out)
 {
-    const uint64_t bit = (uint64_t)1 << (v & 63);
-    const int w = (int)(v >> 6);
-    int have_fb = 0;
+    int have_fb = 0, g;
     Hit fb = {0};
     if (so != NULL && p->n_members) {
         const Entry *run = self->entries + so->a;
@@ -925,8 +972,10 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
             for (uint32_t i = 0; i < p->n_members; i++) {
                 const Member *m = &p->members[i];
                 const Entry *e = find_role(run, n, m->role);
-                if (e == NULL || !(e->ops[w] & bit))
+                if (e == NULL || !(g = entry_grants(e, v, op)))
                     continue;
+                if (g < 0)
+                    return -1;
                 if (!e->auth)
                     return hit_entry(e, m, op, out) < 0 ? -1 : 1;
                 if (!have_fb) {
@@ -942,8 +991,10 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
             const Entry *be = NULL, *bfe = NULL;
             for (uint32_t j = 0; j < n; j++) {
                 const Entry *e = &run[j];
-                if (!(e->ops[w] & bit))
+                if (!(g = entry_grants(e, v, op)))
                     continue;
+                if (g < 0)
+                    return -1;
                 uint32_t rank = find_rank(p->byrole, p->n_members, e->role);
                 if (rank == UINT32_MAX)
                     continue;
@@ -964,8 +1015,12 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
         }
     }
     if (p->op_start != NULL) {
-        for (uint32_t k = p->op_start[v]; k < p->op_start[v + 1]; k++) {
+        const uint32_t from = p->op_start[v < MASKED ? v : MASKED];
+        const uint32_t to = v < MASKED ? p->op_start[v + 1] : p->n_scoped;
+        for (uint32_t k = from; k < to; k++) {
             const Scoped *s = &p->scoped[k];
+            if (v >= MASKED && s->op != v)
+                continue;
             int m = scope_matches(s, obj, attrs, user);
             if (m < 0)
                 return -1;
@@ -1018,7 +1073,7 @@ Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwname
         goto python;
     int overflow;
     long v = PyLong_AsLongAndOverflow(op, &overflow);
-    if (overflow || v < 0 || v >= NOPS)
+    if (overflow || v < 0)
         goto python;
     if (PyUnicode_READY(user) < 0 || PyUnicode_READY(obj) < 0)
         return NULL;
@@ -1049,7 +1104,8 @@ Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwname
                 p = self->profiles[gp];
         }
     }
-    const uint64_t known = self->known[v >> 6] & ((uint64_t)1 << (v & 63));
+    const int known = self->known_words < 0 ||
+                      ((v >> 6) < self->known_words && (self->known[v >> 6] >> (v & 63)) & 1);
     if (p == NULL) {
         const Slot *su = table_find(&self->users, user, hu);
         if (su == NULL || su->b == NO_ROLES) {
@@ -1186,6 +1242,8 @@ Index_clear(Index *self)
     PyMem_Free(self->objects.slots);
     PyMem_Free(self->entries);
     PyMem_Free(self->windows);
+    PyMem_Free(self->known);
+    self->known = NULL;
     for (Py_ssize_t i = 0; i < self->n_profiles; i++)
         PyMem_Free(self->profiles[i]);
     PyMem_Free(self->profiles);
@@ -1287,8 +1345,7 @@ PyInit__native(void)
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "API", API_VERSION) < 0 ||
-        PyModule_AddIntConstant(m, "NOPS", NOPS) < 0) {
+    if (PyModule_AddIntConstant(m, "API", API_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;
     }

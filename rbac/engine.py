@@ -367,10 +367,8 @@ class RbacPolicy(ReviewMixin):
             else:
                 users[name] = number(u.profile)
         ga = number(self._group_any) if self._group_any is not None else -1
-        if self.operations:
-            known = sum(1 << op for op in self.operations if 0 <= op < _native.NOPS)
-        else:  # no catalogue: every operation id is one (a miss is a plain denial)
-            known = (1 << _native.NOPS) - 1
+        # a miss of a catalogue operation is a plain denial; without a catalogue, of any
+        known = sum(1 << op for op in self.operations if op >= 0) if self.operations else None
         clock = getattr(self.groups, "_clock", None)
         index = _native.Index(
             self._decide,

@@ -3,7 +3,7 @@
 decide() is the C index's method when the extension is built; it answers what it can answer
 exactly itself and hands everything else to the Python engine.  These tests hold it to the
 Python engine on random policies (every field of every Decision, including the worded rule and
-reason), at the edges of what it answers itself (operation ids 0, 127 and 128, odd argument
+reason), at the edges of its operation masks (operation ids 0, 63 and 64), odd argument
 types and keyword calls), and check that it neither leaks nor keeps policies alive.  Group
 roles, many roles and every scope kind: test_native_differential.py.
 """
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.skipif(
     engine._native is None, reason="rbac._native not built (no C compiler)"
 )
 
-#: the property tests' operations 1, 2, 3 mapped onto the edges of the C index's 0..127 masks
-EDGE_OPS = {1: 0, 2: 127, 3: 128}
-CATALOGUE = {0: "zero", 127: "one-twenty-seven", 128: "one-twenty-eight"}
+#: the property tests' operations 1, 2, 3 mapped onto the edges of the C index's 0..63 masks
+EDGE_OPS = {1: 0, 2: 63, 3: 64}
+CATALOGUE = {0: "zero", 63: "sixty-three", 64: "sixty-four"}
 
 
 def build_pair(p):
@@ -50,7 +50,7 @@ class Sub(str):
     """A str subclass: not what the C index answers, so Python must."""
 
 
-QUERY_OPS = [0, 127, 128, 1, 200, -1, 2**70, "zero", "one-twenty-seven", "nope", True, False]
+QUERY_OPS = [0, 63, 64, 1, 200, -1, 2**70, "zero", "sixty-three", "nope", True, False]
 
 
 @settings(max_examples=150, deadline=None)
@@ -106,7 +106,7 @@ def test_answers_carry_role_path_rule_and_reason():
     d = pol.decide("alice", 2, "vm3")
     assert not d.allowed and d.role is None and d.via == ()
     assert d.reason == "no role of user 'alice' grants operation 2 (stop) on 'vm3'"
-    # a role needing authentication; the cases handed to Python: an id beyond 127, by name
+    # a role needing authentication, an id beyond the masks; handed to Python: by name
     d = pol.decide("bob", 1, "vm3")
     assert d.allowed and d.requires_auth
     assert pol.decide("alice", 170, "vm2").allowed
@@ -203,6 +203,8 @@ def test_index_rejects_malformed_input():
         Index(users={"a": 0.0}, profiles=[((), ())], roles=[], **ok)
     with pytest.raises(TypeError, match="grants must be a dict"):
         Index(users={}, profiles=[], roles=[(False, {"vm": [1]})], **ok)
+    with pytest.raises(TypeError, match="known_ops must be a non-negative int"):
+        Index(users={}, profiles=[], roles=[], **{**ok, "known_ops": -1})
     with pytest.raises(TypeError, match="tuple subclass"):
         Index(pol._decide, pol, dict, {}, [], [], 0)
     with pytest.raises(RuntimeError, match="before it was built"):
