@@ -38,7 +38,10 @@ SECTIONS = {
         "(a venv with the packages in site-packages, byte-code compiled at install, pip's "
         "console script with `-I`); the dev venv's editable install is shown apart (its "
         "import finder is a development cost no host pays).  Before timing, root ran every "
-        "variant once, then the user did: the byte-code caches are what a host has.",
+        "variant once, then the user did: the byte-code caches are what a host has.  The "
+        "`root: floor` row is not svirsh: `python3 -I` importing the libvirt binding, opening "
+        "the same URI and asking the same question, printing nothing; no Python direct mode "
+        "can start faster than that.",
     ),
     "daemon": (
         "svirtd under load (`bench_daemon.py`)",
