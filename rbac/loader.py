@@ -287,7 +287,13 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
         tag = el.tag
         if tag == "UserRole":
             if owner is not None:
-                append((owner, el.get("role"), el.get("expires"), (name, el.sourceline)))
+                # role= is required and expires= the only other attribute (the schema allows
+                # no more): one value is the role, read in one call instead of two
+                values = el.values()
+                if len(values) == 1:
+                    append((owner, values[0], None, (name, el.sourceline)))
+                else:
+                    append((owner, el.get("role"), el.get("expires"), (name, el.sourceline)))
             elif group is not None:
                 b.assign_group(
                     group, el.get("role"), expires=el.get("expires"), source=(name, el.sourceline)

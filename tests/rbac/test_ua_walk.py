@@ -69,3 +69,40 @@ def test_add_users_reports_a_user_the_builder_already_has():
     pol = b.build()
     assert pol.assigned_roles("a") == () and pol.users == ("a", "b", "c")
     assert pol.assigned_roles("c") == ("web",)
+
+
+def test_a_role_assigned_twice_is_found_for_users_with_few_and_with_many_roles():
+    """Repeats are looked for among the user's own assignments (a dict only past 16): the
+    same messages as one (user, role) table over every assignment gave."""
+    names = [f"r{i}" for i in range(40)]
+    pa = pa_doc("".join(role(r) for r in names))
+    ua = ua_doc(
+        '<User name="many">'
+        + "".join(f'<UserRole role="{r}"/>' for r in names)
+        + '\n<UserRole role="r3"/>\n<UserRole role="r39"/>\n<UserRole role="r3"/></User>\n'
+        + '<User name="few"><UserRole role="r1"/><UserRole role="r2"/>\n'
+        + '<UserRole role="r1"/></User>\n'
+        # refused for its expiry, the first is still the first: the repeat is reported too
+        + '<User name="late"><UserRole role="r5" expires="someday"/>\n'
+        + '<UserRole role="r5"/></User>'
+    )
+    with pytest.raises(rbac.PolicyError) as ei:
+        rbac.loads(ua, pa, OPS)
+    assert errors_of(ei.value) == [
+        "ua.xml:4: role 'r3' is assigned to user 'many' twice (first at ua.xml:3)",
+        "ua.xml:5: role 'r39' is assigned to user 'many' twice (first at ua.xml:3)",
+        "ua.xml:6: role 'r3' is assigned to user 'many' twice (first at ua.xml:3)",
+        "ua.xml:8: role 'r1' is assigned to user 'few' twice (first at ua.xml:7)",
+        ei.value.errors[4].__str__(),
+        "ua.xml:10: role 'r5' is assigned to user 'late' twice (first at ua.xml:9)",
+    ]
+    assert str(ei.value.errors[4]).startswith("ua.xml:9: assignment of role 'r5' to user 'late'")
+
+
+def test_a_user_given_roles_in_code_out_of_order_keeps_them_in_order():
+    b = PolicyBuilder(OPS).add_role("a").add_role("b")
+    b.assign("u", "b").assign("v", "a").assign("u", "a")
+    pol = b.build()
+    assert [a.role for a in pol._users["u"].assignments] == ["b", "a"]
+    with pytest.raises(rbac.PolicyError, match="role 'a' is assigned to user 'u' twice"):
+        b.assign("u", "a").build()
