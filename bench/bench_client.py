@@ -15,7 +15,8 @@ itself, svirtd holds one connection to that same URI.  Commands: `list --all`,
         site-packages, byte-code compiled at install time, pip's console script with `-I`
         (built by this bench in its temporary directory, see installed_copy),
       - the dev venv's `svirsh` (an editable install: shown apart, no host has it);
-  * as root: `virsh` again (the peer) and `bin/svirsh` in direct mode (no daemon), and the
+  * as root: `virsh` again (the peer), `bin/svirsh` in direct mode (no daemon), `bin/svirsh
+    --daemon` (root through svirtd, the same gate and audit out of process), and the
     floor of any Python direct mode: `python3 -I` importing the libvirt binding, opening the
     same URI and asking the same thing (no output; not a svirsh variant, only a yardstick).
   * with ``--before TREE`` also `bin/svirsh` from TREE (another checkout, e.g.
@@ -134,6 +135,14 @@ def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]
                 str(host.config),
                 *cargs,
             ]
+        # root through svirtd (svirsh --daemon): the same gate and audit, out of process
+        v["root: bin/svirsh --daemon (via svirtd)"] = [
+            str(REPO / "bin/svirsh"),
+            "--daemon",
+            "--socket",
+            host.socket,
+            *cargs,
+        ]
         code = f"import libvirt; c = libvirt.open({host.uri!r}); {FLOOR[cname]}"
         v[FLOOR_NAME] = ["/usr/bin/python3", "-I", "-c", code]
         out[cname] = v

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchhost import ENV, PY, REPO, as_user, bench_user, machine, stamp, write_root
 
 sys.path.insert(0, str(REPO))
-from secured_virt.testing.libvirtd import ensure_libvirtd, tiny_guest_xml  # noqa: E402
+from secured_virt.testing.libvirtd import ensure_libvirtd, tiny_guest_xml
 
 URI = "qemu:///system"
 VM = "svt-bench-qemu"
@@ -151,8 +151,8 @@ def measure(host: QemuHost, rounds: int) -> dict:
     svirsh = [*user, str(REPO / "bin/svirsh"), "--socket", host.socket]
     plain = ["/usr/bin/virsh", "-q", "-c", URI]
     pairs = {
-        "virsh (root)": (plain + ["start", VM], plain + ["destroy", VM]),
-        "bin/svirsh (svt-bench via svirtd)": (svirsh + ["start", VM], svirsh + ["destroy", VM]),
+        "virsh (root)": ([*plain, "start", VM], [*plain, "destroy", VM]),
+        "bin/svirsh (svt-bench via svirtd)": ([*svirsh, "start", VM], [*svirsh, "destroy", VM]),
     }
     for start, stop in pairs.values():  # warm: byte-code caches, libvirtd's first QEMU probe
         timed(start)
@@ -169,7 +169,7 @@ def measure(host: QemuHost, rounds: int) -> dict:
     for name, per in times.items():
         out[name] = {cmd: summary(xs) for cmd, xs in per.items()}
     peer = out["virsh (root)"]
-    for name, per in out.items():
+    for per in out.values():
         for cmd, row in per.items():
             row["added_ms"] = round(row["median_ms"] - peer[cmd]["median_ms"], 2)
     return out

@@ -59,8 +59,7 @@ SECTIONS = {
     ),
     "qemu": (
         "start and destroy of a real QEMU guest (`bench_qemu.py`)",
-        "Issue 18: on real QEMU, `svirsh start` and `svirsh destroy` add at most 10 ms to "
-        "virsh's.",
+        "Issue 18: on real QEMU, `svirsh start` and `svirsh destroy` add at most 10 ms to virsh's.",
         "A tiny TCG guest (32 MiB, no disk) on qemu:///system.  Each round, in alternating "
         "order: `virsh start` + `virsh destroy` as root (the peer), and `bin/svirsh start` + "
         "`destroy` as the non-root `svt-bench` through svirtd (root) on the same libvirtd; "
