@@ -445,13 +445,14 @@ ou: groups
         out += [f"memberUid: {_ldif_quote(m)}" for m in members]
         return "\n".join(out) + "\n"
 
-    def ldap(self, tool: str, ldif: str) -> None:
-        """Feed ``ldif`` to ldapadd or ldapmodify as the root DN; raise with its words on error."""
+    def ldap(self, tool: str, ldif: str, ok=()) -> None:
+        """Feed ``ldif`` to ldapadd or ldapmodify as the root DN; raise with its words on error
+        (exit codes in ``ok`` aside: 16 is LDAP's noSuchAttribute)."""
         argv = [str(self.bin[tool]), "-x", "-H", self.uri, "-D", ROOT_DN, "-w", ROOT_PW]
         r = subprocess.run(
             argv, input=ldif, capture_output=True, text=True, env=self._slap_env(), timeout=60
         )
-        if r.returncode != 0:
+        if r.returncode != 0 and r.returncode not in ok:
             raise RuntimeError(f"{tool} failed ({r.returncode}): {r.stderr.strip()}\n{ldif}")
 
     def add_user(self, name: str, uid: int, gid: int) -> None:
@@ -471,14 +472,16 @@ ou: groups
     def add_member(self, group: str, user: str) -> None:
         self._modify_member(group, user, "add")
 
-    def remove_member(self, group: str, user: str) -> None:
-        self._modify_member(group, user, "delete")
+    def remove_member(self, group: str, user: str, *, missing_ok: bool = False) -> None:
+        """``missing_ok``: a user who is not a member is no error (clean-up after a failure)."""
+        self._modify_member(group, user, "delete", ok=(16,) if missing_ok else ())
 
-    def _modify_member(self, group: str, user: str, how: str) -> None:
+    def _modify_member(self, group: str, user: str, how: str, ok=()) -> None:
         self.ldap(
             "ldapmodify",
             f"dn: cn={_ldif_quote(group)},ou=groups,{self.base_dn}\nchangetype: modify\n"
             f"{how}: memberUid\nmemberUid: {_ldif_quote(user)}\n",
+            ok=ok,
         )
 
 
