@@ -33,11 +33,47 @@ import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import rbac
 CAT = {i: f"op{i}" for i in range(1, 64)}
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 pol = rbac.load(sys.argv[2], sys.argv[3], CAT, owner_uid=os.geteuid())
-dt = time.perf_counter() - t
-print(json.dumps({"s": dt, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"s": dt, "cpu_s": dc,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "native": pol.native, "users": len(pol.users)}))
+"""
+
+#: the same load, step by step as rbac.loader.loads takes it, each step's CPU time: where the
+#: time goes (CPU, not wall: on a shared machine the wall time of a 50 ms step is mostly
+#: the neighbours')
+PHASES = r"""
+import gc, json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import rbac
+from rbac import loader, xmlsafe
+from rbac.builder import PolicyBuilder
+from rbac.engine import RbacPolicy
+CAT = {i: f"op{i}" for i in range(1, 64)}
+out = {}
+def step(name, f, *a, **kw):
+    c = time.process_time()
+    r = f(*a, **kw)
+    out[name] = out.get(name, 0.0) + time.process_time() - c
+    return r
+gc.disable()  # as loads() does
+owner = os.geteuid()
+ua = step("read files", rbac.read_trusted, sys.argv[2], max_size=1 << 25, owner_uid=owner)
+pa = step("read files", rbac.read_trusted, sys.argv[3], max_size=1 << 25, owner_uid=owner)
+b = PolicyBuilder(CAT, ua_name="ua.xml", pa_name="pa.xml")
+for kind, data in (("pa", pa), ("ua", ua)):
+    tree = step("parse", xmlsafe.parse, data, kind)
+    step("schema validation", xmlsafe.validate, tree, kind, kind)
+    step(f"read {kind.upper()} into the builder", getattr(loader, "read_" + kind), tree, kind, b)
+    del tree
+b.set_digest(step("digest", loader.policy_digest, ua, pa))
+model = step("model (checks)", b.model)
+pol = step("engine (Python)", RbacPolicy, model, native=False)
+if hasattr(pol, "_native_index"):
+    step("C index build", pol._native_index)
+print(json.dumps(out))
 """
 
 SIZES = {
@@ -66,7 +102,19 @@ def main() -> int:
             (d / "pa.xml").write_text(data.pa_xml())
             files[label] = d
         runs = {(t, s): [] for t in trees for s in SIZES}
+        phases: list[dict] = []
         for _ in range(args.runs):
+            d = files["100k users / 1k roles / 100k VMs"]
+            phases.append(
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, "-I", "-c", PHASES, str(REPO), d / "ua.xml", d / "pa.xml"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                )
+            )
             for label, d in files.items():
                 for name, tree in trees.items():
                     out = subprocess.run(
@@ -87,26 +135,41 @@ def main() -> int:
     for (name, label), rs in runs.items():
         results.setdefault(name, {})[label] = {
             "load_s_median": round(statistics.median(r["s"] for r in rs), 3),
+            "cpu_s_median": round(statistics.median(r.get("cpu_s", r["s"]) for r in rs), 3),
             "peak_mb_median": round(statistics.median(r["peak_mb"] for r in rs), 1),
             "runs": rs,
         }
     info["loadavg_after"] = machine()["loadavg"]
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "load.json").write_text(json.dumps({**info, "results": results}, indent=2) + "\n")
+    steps = {k: round(statistics.median(p.get(k, 0.0) for p in phases), 3) for k in phases[0]}
+    doc = {**info, "results": results, "phases_cpu_s": steps, "phase_runs": phases}
+    (out / "load.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(
         f"{info['date']}, commit {info['commit']}, load {info['machine']['loadavg']} -> "
         f"{info['loadavg_after']}; {args.runs} fresh-process loads per row\n"
     )
-    print("| rbac | size | load + validate + compile (median) | peak RSS of the process (median) |")
-    print("|---|---|---:|---:|")
+    print(
+        "| rbac | size | load + validate + compile, wall (median; every run) | CPU time "
+        "(median) | peak RSS of the process (median) |"
+    )
+    print("|---|---|---:|---:|---:|")
     for name, per in results.items():
         for label, r in per.items():
             every = ", ".join(f"{x['s']:.2f}" for x in r["runs"])
             print(
                 f"| {name} | {label} | {r['load_s_median']:.2f} s ({every}) | "
-                f"{r['peak_mb_median']:.0f} MB |"
+                f"{r['cpu_s_median']:.2f} s | {r['peak_mb_median']:.0f} MB |"
             )
+    total = sum(steps.values())
+    print(
+        f"\nWhere the CPU time of a 100k-user load goes (rbac.loads step by step, {args.runs} "
+        f"fresh processes, medians, {total:.2f} s in all):\n"
+    )
+    print("| step | CPU time | share |")
+    print("|---|---:|---:|")
+    for k, v in steps.items():
+        print(f"| {k} | {v * 1000:.0f} ms | {v / total:.0%} |")
     print(f"\nwrote {out / 'load.json'}")
     return 0
 
