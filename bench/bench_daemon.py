@@ -20,8 +20,10 @@ are one uid, so most of their 1,000 refusals are summarised, as they would be in
 
 Latency is per request as the client sees it (connect to reply); figures are the median and
 p99 over all requests of all runs and the requests/s of each run (all requests / wall time
-from the common start to the last reply).  With ``--before TREE`` the daemon of another
-checkout is measured in the same sitting, runs interleaved.  Needs root.  Writes
+from the common start to the last reply).  svirtd's CPU per request (user + system, all its
+threads, from /proc, over the load only) says how much of the machine one request costs,
+which the wall-clock figures of a shared machine cannot.  With ``--before TREE`` the daemon
+of another checkout is measured in the same sitting, runs interleaved.  Needs root.  Writes
 bench/out/daemon.json.
 
     /opt/secured-virt/venv/bin/python bench/bench_daemon.py [--runs N] [--before TREE]
@@ -81,8 +83,16 @@ print(json.dumps({"lat": lat, "end": time.time(), "bad": bad[:5], "nbad": len(ba
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
     user = as_user(bench_user())
+    cpu_before = cpu_seconds(host.proc.pid)
     go = time.time() + 2.0 + clients * 0.04  # every interpreter is up before the start
     running = {n: i % 2 == 1 for i, n in enumerate(host.names)}  # as benchhost writes them
     procs = [
@@ -113,6 +123,7 @@ def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
         if p.returncode:
             raise SystemExit("a load client failed")
         results.append(json.loads(out))
+    daemon_cpu = cpu_seconds(host.proc.pid) - cpu_before
     lat = sorted(x for r in results for x in r["lat"])
     wall = max(r["end"] for r in results) - go
     counts = collections.Counter()
@@ -127,6 +138,7 @@ def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
         "p50_ms": round(statistics.median(lat) * 1000, 2),
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
         "max_ms": round(lat[-1] * 1000, 2),
+        "daemon_cpu_ms_per_request": round(daemon_cpu * 1000 / len(lat), 3),
         "errors": sum(r["nbad"] for r in results),
         "error_samples": [b for r in results for b in r["bad"]][:5],
         "lat": lat,
@@ -220,6 +232,9 @@ def main() -> int:
             "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
             "requests_per_s_median": statistics.median(r["requests_per_s"] for r in rs),
             "requests_per_s_runs": [r["requests_per_s"] for r in rs],
+            "daemon_cpu_ms_per_request": statistics.median(
+                r["daemon_cpu_ms_per_request"] for r in rs
+            ),
             "errors": sum(r["errors"] for r in rs),
             "audit_ok": all(r["audit"]["ok"] for r in rs),
             "per_run": rs,
@@ -232,14 +247,18 @@ def main() -> int:
         f"{info['loadavg_after']}; {args.clients} clients x {args.per_client} requests, "
         f"{args.runs} run(s) each\n"
     )
-    print("| daemon | requests | p50 ms | p99 ms | requests/s (median; runs) | errors | audit |")
-    print("|---|---:|---:|---:|---|---:|---|")
+    print(
+        "| daemon | requests | p50 ms | p99 ms | requests/s (median; runs) "
+        "| svirtd CPU ms/request | errors | audit |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|---|")
     for name, s in summary.items():
         rps = ", ".join(str(x) for x in s["requests_per_s_runs"])
         audit_txt = "intact, complete" if s["audit_ok"] else "PROBLEM: see daemon.json"
         print(
             f"| {name} | {s['requests']} | {s['p50_ms']} | {s['p99_ms']} | "
-            f"{s['requests_per_s_median']} ({rps}) | {s['errors']} | {audit_txt} |"
+            f"{s['requests_per_s_median']} ({rps}) | {s['daemon_cpu_ms_per_request']} | "
+            f"{s['errors']} | {audit_txt} |"
         )
     print("\n| daemon | command | n | p50 ms | p99 ms |")
     print("|---|---|---:|---:|---:|")
