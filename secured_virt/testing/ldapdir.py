@@ -27,6 +27,11 @@ down by :meth:`LdapDirectory.stop`, on failure too):
   directory of symlinks to the host's ``/etc`` plus its ``nslcd.conf`` (nslcd reads only the
   compiled-in /etc/nslcd.conf, and no such file may be created on the host).
 
+Teardown: :meth:`LdapDirectory.stop` (also when start-up fails half way) closes the holder's
+stdin, on which the holder stops nslcd and exits, taking the namespace with it; then slapd
+stops and the directory is removed.  If the test process is killed instead, the kernel sends
+slapd and the holder SIGTERM (``PR_SET_PDEATHSIG``) and the holder still stops nslcd.
+
 Code under test runs in the namespace with :meth:`LdapDirectory.run` / :meth:`popen`
 (``nsenter --mount``), optionally as a directory uid through ``setpriv``.  The host's /etc
 is the live one there (new local users are seen), only the two files above are replaced.
@@ -126,7 +131,7 @@ class LdapDirectory:
         self.dir: Path | None = None
         self.slapd: subprocess.Popen | None = None
         self.holder: subprocess.Popen | None = None
-        self.nslcd: subprocess.Popen | None = None
+        self.nslcd_pid: int | None = None
         self._logs: list = []
 
     # -- life cycle ------------------------------------------------------------------------
@@ -150,20 +155,21 @@ class LdapDirectory:
         self.uri = "ldapi://" + quote(str(self.dir / "ldapi"), safe="")
         self._start_slapd()
         self._start_namespace()
-        self._start_nslcd()
         self._wait_for_probe()
         return self
 
     def stop(self) -> None:
         """Stop nslcd, the namespace holder and slapd (each only if started), remove the files."""
-        if self.nslcd is not None:
-            _terminate(self.nslcd)
-            self.nslcd = None
         if self.holder is not None:
             with contextlib.suppress(OSError):
-                self.holder.stdin.close()  # the holder exits at EOF; its namespace goes with it
+                self.holder.stdin.close()  # the holder stops nslcd, exits; the namespace goes
             _terminate(self.holder, first=None)
             self.holder = None
+        if self.nslcd_pid is not None:  # only if the holder could not stop it (it was killed)
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{self.nslcd_pid}/exe") == str(self.bin["nslcd"]):
+                    os.kill(self.nslcd_pid, signal.SIGKILL)
+            self.nslcd_pid = None
         if self.slapd is not None:
             _terminate(self.slapd)
             self.slapd = None
@@ -287,6 +293,7 @@ ou: groups
             stderr=subprocess.STDOUT,
             env=self._slap_env(),
             cwd="/",
+            preexec_fn=_die_with_parent,
         )
         self._wait(lambda: (d / "ldapi").exists(), "slapd's ldapi socket", self.slapd, "slapd")
 
@@ -326,9 +333,15 @@ ou: groups
         # nslcd creates its socket after dropping to its uid (the package's dir is nslcd's)
         nobody = pwd.getpwnam("nobody")
         os.chown(run / "nslcd", nobody.pw_uid, nobody.pw_gid)
-        (d / "hostrun").mkdir(mode=0o755)
-        spec = {"dir": str(d)}
+        for sub in ("hostrun", "nslcd-etc", "hostetc"):
+            (d / sub).mkdir(mode=0o755)
+        (d / "nslcd.conf").write_text(
+            f"uid nobody\ngid nogroup\nuri {self.uri}\nbase {self.base_dn}\n"
+        )
+        spec = {"dir": str(d), "nslcd": str(self.bin["nslcd"]), "python": sys.executable}
         (d / "spec.json").write_text(json.dumps(spec))
+        # the holder starts nslcd in the namespace and stops it when its stdin closes: at
+        # stop(), or when this process dies (then the kernel's SIGTERM too: PDEATHSIG)
         self.holder = subprocess.Popen(
             [
                 UNSHARE,
@@ -347,55 +360,24 @@ ou: groups
             stderr=self._logfile("holder"),
             env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"},
             cwd="/",
+            preexec_fn=_die_with_parent,
         )
-        line = self.holder.stdout.readline()
-        if line.strip() != b"ready":
+        line = self.holder.stdout.readline().decode(errors="replace").split()
+        if line[:1] != ["ready"]:
             self.holder.wait(10)
             raise RuntimeError(
-                f"the namespace holder failed ({self.holder.returncode}): {self.log('holder')}"
+                f"the namespace holder failed ({self.holder.returncode}): {' '.join(line)}\n"
+                f"{self.log('holder')}\nnslcd:\n{self.log('nslcd')}"
             )
+        self.nslcd_pid = int(line[1])
         self.ns = f"/proc/{self.holder.pid}/ns/mnt"
-
-    def _start_nslcd(self) -> None:
-        d = self.dir
-        (d / "nslcd.conf").write_text(
-            f"uid nobody\ngid nogroup\nuri {self.uri}\nbase {self.base_dn}\n"
-        )
-        for sub in ("nslcd-etc", "hostetc"):
-            (d / sub).mkdir(mode=0o755)
-        self.nslcd = subprocess.Popen(
-            [
-                NSENTER,
-                f"--mount={self.ns}",
-                "--",
-                UNSHARE,
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                sys.executable,
-                "-I",
-                __file__,
-                "nslcd",
-                str(d / "spec.json"),
-                str(self.bin["nslcd"]),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._logfile("nslcd"),
-            stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"},
-            cwd="/",
-        )
-        self._wait(
-            lambda: (d / "run" / "nslcd" / "socket").exists(), "nslcd's socket", self.nslcd, "nslcd"
-        )
 
     def _wait_for_probe(self) -> None:
         def seen() -> bool:
             r = self.run(["/usr/bin/getent", "group", PROBE_GROUP])
             return r.returncode == 0 and r.stdout.startswith(f"{PROBE_GROUP}:")
 
-        self._wait(seen, f"group {PROBE_GROUP} through NSS in the namespace", self.nslcd, "nslcd")
+        self._wait(seen, f"group {PROBE_GROUP} through NSS in the namespace", self.holder, "nslcd")
 
     def _wait(self, cond, what: str, proc: subprocess.Popen, log: str, timeout=30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -485,6 +467,14 @@ ou: groups
         )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (prctl PR_SET_PDEATHSIG),
+    so a killed test run leaves no slapd and no namespace holder behind."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
 def _terminate(proc: subprocess.Popen, first: int | None = signal.SIGTERM) -> None:
     if proc.poll() is None and first is not None:
         with contextlib.suppress(OSError):
@@ -531,8 +521,10 @@ def _symlink_dir(target_dir: Path, link_dir: Path, skip: tuple[str, ...]) -> Non
 
 
 def _hold(spec_path: str) -> int:
-    """In a fresh mount namespace (unshare, propagation private): mount, say ready, wait."""
-    d = Path(json.loads(Path(spec_path).read_text())["dir"])
+    """In a fresh mount namespace (unshare, propagation private): mount, start nslcd, say
+    ``ready PID``, and wait; at EOF on stdin (or SIGTERM) stop nslcd and exit."""
+    spec = json.loads(Path(spec_path).read_text())
+    d = Path(spec["dir"])
     # ld.so.cache listing libnss_ldap's directory; ldconfig's aux cache kept off the host's
     aux = Path("/var/cache/ldconfig")
     if aux.is_dir():
@@ -550,15 +542,50 @@ def _hold(spec_path: str) -> int:
     _mount("--rbind", "/run", str(d / "hostrun"))
     _symlink_dir(d / "hostrun", d / "run", skip=("nslcd", "nscd"))
     _mount("--bind", str(d / "run"), "/run")
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    sys.stdin.read()  # until the test closes our stdin (or dies)
-    return 0
+    with open(d / "nslcd.log", "ab") as log:
+        nslcd = subprocess.Popen(
+            [
+                UNSHARE,
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                spec["python"],
+                "-I",
+                __file__,
+                "nslcd",
+                spec_path,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+        )
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # SystemExit: the finally stops nslcd
+    try:
+        deadline = time.monotonic() + 30
+        while not (d / "run" / "nslcd" / "socket").exists():
+            if nslcd.poll() is not None or time.monotonic() > deadline:
+                sys.stdout.write(f"failed: nslcd (exit status {nslcd.poll()}) made no socket\n")
+                return 1
+            time.sleep(0.05)
+        sys.stdout.write(f"ready {nslcd.pid}\n")
+        sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdin.read()  # until the test closes our stdin (or dies)
+        return 0
+    finally:
+        _terminate(nslcd)
 
 
-def _nslcd(spec_path: str, nslcd: str) -> None:
-    """In a namespace nested in the holder's: /etc with our nslcd.conf, then exec nslcd -n."""
-    d = Path(json.loads(Path(spec_path).read_text())["dir"])
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _nslcd(spec_path: str) -> None:
+    """In a namespace nested in the holder's: /etc with our nslcd.conf, then exec nslcd."""
+    spec = json.loads(Path(spec_path).read_text())
+    d, nslcd = Path(spec["dir"]), spec["nslcd"]
     etc = d / "nslcd-etc"
     _mount("--rbind", "/etc", str(d / "hostetc"))
     shutil.copy(d / "nslcd.conf", etc / "nslcd.conf")
@@ -573,5 +600,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["hold"]:
         sys.exit(_hold(sys.argv[2]))
     if sys.argv[1:2] == ["nslcd"]:
-        _nslcd(sys.argv[2], sys.argv[3])
-    sys.exit(f"usage: {sys.argv[0]} hold SPEC | nslcd SPEC NSLCD")
+        _nslcd(sys.argv[2])
+    sys.exit(f"usage: {sys.argv[0]} hold SPEC | nslcd SPEC")
