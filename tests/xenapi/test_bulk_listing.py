@@ -205,3 +205,19 @@ def test_a_vm_record_has_xapis_wire_shape():
     running = R.vm_record({**row, "state": "running", "id": 7, "realm": "r"}, "h")
     assert running["domid"] == "7" and running["resident_on"] == "h"
     assert running["other_config"]["realm"] == "r"
+
+
+def test_the_writer_refuses_what_xml_rpc_cannot_carry():
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(TypeError, match="nested deeper"):
+        dumps_result(success(loop))
+    with pytest.raises(TypeError, match="cannot marshal object"):
+        dumps_result(success(object()))
+    # what it can: floats, bytes (base64), int subclasses such as Xen's XSERR codes
+    from policy.errors import Xserr
+
+    value = {"f": 1.5, "b": b"\x00\xff", "e": Xserr.BAD_LABEL, "t": (1, "x")}
+    got = xmlrpc.client.loads(dumps_result(success(value)))[0][0]["Value"]
+    assert got == {"f": 1.5, "b": xmlrpc.client.Binary(b"\x00\xff"), "e": int(Xserr.BAD_LABEL),
+                   "t": [1, "x"]}  # fmt: skip
