@@ -8,8 +8,9 @@
  * arrays laid out so that one decision touches about half as many cache lines:
  *
  *   users    open-addressing table  name -> profile number (+ the validity window of a user
- *            with expiring assignments)            (hash, key and value in one slot)
- *   objects  open-addressing table  name -> run of entries   (hash, key, first entry, count)
+ *            with expiring assignments)            (hash, name and value in one 24-byte slot:
+ *            a name of up to 11 one-byte characters is compared in the slot itself)
+ *   objects  open-addressing table  name -> run of entries   (hash, name, first entry, count)
  *   entries  per object, sorted by role number: role, its "needs authentication" flag, the
  *            operations 0..63 it grants as a bit mask, and the {operation: grant} dict
  *            (touched only to fetch the grant of an allowed decision, or to test an operation
@@ -57,11 +58,19 @@
 /* a user's slot.b for a <User> entry holding no role */
 #define NO_ROLES UINT32_MAX
 
+/* A name of at most INLINE_MAX one-byte characters is kept in its slot (compared there,
+ * without touching the str object: one cache miss less per lookup); a longer one by
+ * reference (kept alive by `owned`). */
+#define INLINE_MAX 11
+#define TAG_EMPTY 0
+#define TAG_REF 0xFF /* tag 1 + n: n inline characters */
+
 typedef struct {
-    Py_hash_t hash;
-    PyObject *key; /* NULL: empty slot */
+    uint32_t hash; /* low bits of the str's hash */
     uint32_t a;    /* users: profile number; objects: first entry */
     uint32_t b;    /* users: 0, 1 + window number, or NO_ROLES; objects: number of entries */
+    uint8_t tag;
+    char text[INLINE_MAX]; /* the name, or (TAG_REF) a PyObject * to it */
 } Slot;
 
 typedef struct {
@@ -155,6 +164,34 @@ same_str(PyObject *a, PyObject *b)
     return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * (size_t)kind) == 0;
 }
 
+static inline PyObject *
+slot_ref(const Slot *s)
+{
+    PyObject *k;
+    memcpy(&k, s->text, sizeof k);
+    return k;
+}
+
+/* Is `key` (an exact, ready str with hash h) the name in slot `s`? */
+static inline int
+slot_is(const Slot *s, PyObject *key, Py_hash_t h)
+{
+    if (s->hash != (uint32_t)h)
+        return 0;
+    if (s->tag == TAG_REF)
+        return same_str(slot_ref(s), key);
+    Py_ssize_t n = s->tag - 1;
+    return PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND && PyUnicode_GET_LENGTH(key) == n &&
+           memcmp(s->text, PyUnicode_DATA(key), (size_t)n) == 0;
+}
+
+/* Does `key` fit in a slot?  (Then no reference to it needs keeping.) */
+static inline int
+key_inline(PyObject *key)
+{
+    return PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND && PyUnicode_GET_LENGTH(key) <= INLINE_MAX;
+}
+
 static inline Slot *
 table_find(const Table *t, PyObject *key, Py_hash_t h)
 {
@@ -163,9 +200,9 @@ table_find(const Table *t, PyObject *key, Py_hash_t h)
     size_t i = (size_t)h & t->mask;
     for (;;) {
         Slot *s = &t->slots[i];
-        if (s->key == NULL)
+        if (s->tag == TAG_EMPTY)
             return NULL;
-        if (s->hash == h && same_str(s->key, key))
+        if (slot_is(s, key, h))
             return s;
         i = (i + 1) & t->mask;
     }
@@ -178,13 +215,20 @@ table_slot(Table *t, PyObject *key, Py_hash_t h, int *fresh)
     size_t i = (size_t)h & t->mask;
     for (;;) {
         Slot *s = &t->slots[i];
-        if (s->key == NULL) {
-            s->key = key;
-            s->hash = h;
+        if (s->tag == TAG_EMPTY) {
+            s->hash = (uint32_t)h;
+            if (key_inline(key)) {
+                s->tag = (uint8_t)(1 + PyUnicode_GET_LENGTH(key));
+                memcpy(s->text, PyUnicode_DATA(key), (size_t)PyUnicode_GET_LENGTH(key));
+            }
+            else {
+                s->tag = TAG_REF;
+                memcpy(s->text, &key, sizeof key);
+            }
             *fresh = 1;
             return s;
         }
-        if (s->hash == h && same_str(s->key, key)) {
+        if (slot_is(s, key, h)) {
             *fresh = 0;
             return s;
         }
@@ -207,7 +251,11 @@ table_init(Table *t, Py_ssize_t n)
     return 0;
 }
 
-/* A key usable in a table: an exact, ready str, kept alive by `owned`. */
+_Static_assert(sizeof(Slot) == 24, "a slot is 24 bytes");
+_Static_assert(sizeof(PyObject *) <= INLINE_MAX, "a reference fits in a slot");
+
+/* A key usable in a table: an exact, ready str, kept alive by `owned` unless it fits in
+ * its slot. */
 static Py_hash_t
 owned_key(Index *self, PyObject *key, const char *what)
 {
@@ -216,7 +264,7 @@ owned_key(Index *self, PyObject *key, const char *what)
                      Py_TYPE(key)->tp_name);
         return -1;
     }
-    if (PyUnicode_READY(key) < 0 || PyList_Append(self->owned, key) < 0)
+    if (PyUnicode_READY(key) < 0 || (!key_inline(key) && PyList_Append(self->owned, key) < 0))
         return -1;
     return PyObject_Hash(key);
 }
@@ -568,7 +616,7 @@ load_objects(Index *self, PyObject *roles)
             int fresh;
             Slot *s = table_slot(&self->objects, name, h, &fresh);
             if (fresh) {
-                if (PyList_Append(self->owned, name) < 0)
+                if (!key_inline(name) && PyList_Append(self->owned, name) < 0)
                     return -1;
                 self->n_objects++;
             }
@@ -584,7 +632,7 @@ load_objects(Index *self, PyObject *roles)
     uint32_t next = 0;
     for (size_t i = 0; i <= self->objects.mask; i++) {
         Slot *s = &self->objects.slots[i];
-        if (s->key != NULL) {
+        if (s->tag != TAG_EMPTY) {
             s->a = next;
             next += s->b;
             s->b = 0;
