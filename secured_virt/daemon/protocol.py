@@ -14,7 +14,9 @@ are checked against each other by the tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import socket
 import time
 from typing import Any
@@ -185,6 +187,8 @@ class FrameReader:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
+        if self.sock.gettimeout() == 0.0:  # svirtd's sessions: see _nonblocking
+            return self._nonblocking(buf, n, deadline, started)
         while got < n:
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -195,6 +199,27 @@ class FrameReader:
                 k = self.sock.recv_into(view[got:])
             except TimeoutError:
                 raise self._timeout(started or got > 0) from None
+            if k == 0:
+                raise PeerClosed(partial=started or got > 0)
+            got += k
+        return bytes(buf)
+
+    def _nonblocking(self, buf: bytearray, n: int, deadline: float | None, started: bool) -> bytes:
+        """``_exactly`` on a non-blocking socket: recv first, poll only when nothing is there.
+
+        A socket with a timeout makes Python poll before every recv and switch the file's
+        blocking mode at every settimeout; svirtd's sessions keep their socket non-blocking
+        and wait here, so the usual frame, already arrived, costs one recv, and the deadline
+        per frame is the same."""
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                k = self.sock.recv_into(view[got:])
+            except BlockingIOError:
+                if not wait_for(self.sock, select.POLLIN, deadline):
+                    raise self._timeout(started or got > 0) from None
+                continue
             if k == 0:
                 raise PeerClosed(partial=started or got > 0)
             got += k
@@ -211,5 +236,29 @@ class FrameReader:
 
 def send(sock: socket.socket, msg: dict[str, Any], timeout: float | None) -> None:
     """Send one frame; a client that stops reading cannot block us past ``timeout``."""
-    sock.settimeout(timeout)
-    sock.sendall(encode(msg))
+    data = encode(msg)
+    if sock.gettimeout() != 0.0:
+        sock.settimeout(timeout)
+        sock.sendall(data)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    view = memoryview(data)
+    while view:
+        with contextlib.suppress(BlockingIOError):
+            view = view[sock.send(view) :]
+        if view and not wait_for(sock, select.POLLOUT, deadline):
+            raise TimeoutError(f"the peer did not read its reply for {timeout}s")
+
+
+def wait_for(sock: socket.socket, events: int, deadline: float | None) -> bool:
+    """Poll one socket until it is ready for ``events`` (or hung up), or the deadline passed."""
+    if deadline is None:
+        ms = None
+    else:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ms = max(1, int(left * 1000 + 0.999))
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(ms))

@@ -507,7 +507,9 @@ class Server:
                     conn.close()
 
     def _start_session(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
+        # non-blocking for good: the session waits in protocol.wait_for with its deadlines, so
+        # no frame pays a poll before its recv or a blocking-mode switch (settimeout)
+        conn.setblocking(False)
         creds = listener.peer_creds(conn)
         uid = creds[1]
         self.counters.add("connections")

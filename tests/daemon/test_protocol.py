@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -175,3 +176,78 @@ def test_client_imports_only_stdlib_and_requests():
     assert ours == {"secured_virt", "secured_virt.client", "secured_virt.requests"}
     for heavy in ("libvirt", "lxml", "json", "socket", "selectors", "argparse"):
         assert heavy not in out, f"the client imported {heavy}"
+
+
+# -- svirtd's sessions keep their socket non-blocking (protocol.wait_for) -----------------------
+
+
+def _nonblocking_pair():
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    return a, b
+
+
+def test_nonblocking_reader_reads_frames_sent_in_pieces_and_back_to_back():
+    a, b = _nonblocking_pair()
+    reader = P.FrameReader(b, max_bytes=4096)
+    one, two = P.encode({"type": "hello", "version": 1}), P.encode({"type": "status"})
+
+    def send_slowly():
+        for chunk in (one[:2], one[2:7], one[7:] + two):
+            time.sleep(0.05)
+            a.sendall(chunk)
+
+    threading.Thread(target=send_slowly, daemon=True).start()
+    assert reader.read(timeout=5)["type"] == "hello"
+    assert reader.read(timeout=5)["type"] == "status"
+    assert b.gettimeout() == 0.0  # never switched back and forth
+
+
+def test_nonblocking_reader_keeps_the_deadline_per_frame():
+    a, b = _nonblocking_pair()
+    stop = threading.Event()
+
+    def trickle():
+        a.sendall((100).to_bytes(4, "big"))
+        while not stop.wait(0.1):
+            try:
+                a.sendall(b" ")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    with pytest.raises(P.ProtocolError) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=0.6)
+    stop.set()
+    assert info.value.code == P.E_TIMEOUT
+    assert "started but not completed within 0.6s" in str(info.value)
+    _silent, b2 = _nonblocking_pair()
+    with pytest.raises(P.ProtocolError) as idle:
+        P.FrameReader(b2, max_bytes=4096).read(timeout=0.3)
+    assert "no request within 0.3s" in str(idle.value)
+
+
+def test_nonblocking_reader_tells_truncation_from_a_clean_close():
+    a, b = _nonblocking_pair()
+    a.sendall((50).to_bytes(4, "big") + b'{"type"')
+    a.close()
+    with pytest.raises(P.PeerClosed) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=2)
+    assert info.value.partial
+    a, b = _nonblocking_pair()
+    a.close()
+    with pytest.raises(P.PeerClosed) as info:
+        P.FrameReader(b, max_bytes=4096).read(timeout=2)
+    assert not info.value.partial
+
+
+def test_nonblocking_send_to_a_peer_that_never_reads_gives_up_at_the_timeout():
+    _deaf, b = _nonblocking_pair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = {"type": "reply", "reply": {"data": "x" * 4_000_000}}
+    with pytest.raises(TimeoutError):
+        P.send(b, big, 0.5)
+    small = P.encode({"type": "status"})
+    a2, b2 = _nonblocking_pair()
+    P.send(b2, {"type": "status"}, 1.0)
+    assert a2.recv(100) == small
