@@ -146,7 +146,18 @@ def main(argv=None) -> int:
         f"two rows against each other ({allowed:.0%} of the member's queries allowed).  C "
         f"index: {grouped.native}."
     )
-    return 0
+    missed = [
+        f"{what}: {r['median_ns'] / peers[peer]:.2f}x its peer (target {TARGET_RATIO}x)"
+        for what, peer, r in rows[1:]
+        if r["median_ns"] / peers[peer] > TARGET_RATIO
+    ]
+    for line in missed:
+        print(f"target missed: {line}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+#: issue 15: a decision with realm and group checks within 1.2x of today's (medians)
+TARGET_RATIO = 1.2
 
 
 if __name__ == "__main__":
