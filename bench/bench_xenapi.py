@@ -153,16 +153,17 @@ def main() -> int:
         import xmlrpc.client
 
         token = s.handle
-        trip, parse, listing = [], [], []
+        trip, parse, parse_cpu, listing = [], [], [], []
         conn = http.client.HTTPSConnection("127.0.0.1", env.port, context=env.context())
         raw_call(conn, token, "VM.get_all")  # the TLS handshake, before the clock
         for _ in range(10 if args.quick else 30):
             t = time.perf_counter()
             body = raw_call(conn, token, "VM.get_all_records")
             trip.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             answer = xmlrpc.client.loads(body)[0][0]
             parse.append(time.perf_counter() - t)
+            parse_cpu.append(time.process_time() - c)
             # the same gated listing with a small answer (1,000 refs): svirtd's list + the hop
             t = time.perf_counter()
             raw_call(conn, token, "VM.get_all")
@@ -173,6 +174,7 @@ def main() -> int:
             "answer_bytes": len(body),
             "round_trip_median": statistics.median(trip),
             "client_parse_median": statistics.median(parse),
+            "client_parse_cpu_median": statistics.median(parse_cpu),
             "listing_round_trip_median": statistics.median(listing),
         }
         refs = sorted(recs)
@@ -274,17 +276,19 @@ def report(out: dict) -> int:
         f"the hop, 1,000 refs) | {parts['listing_round_trip_median'] * ms:.1f} ms |"
     )
     print(
-        f"| the client's own parsing of the answer (`xmlrpc.client.loads`) "
+        f"| the client's own parsing of the answer (`xmlrpc.client.loads`; the CPU it took: "
+        f"{parts['client_parse_cpu_median'] * ms:.1f} ms) "
         f"| {parts['client_parse_median'] * ms:.1f} ms |"
     )
     floor = parts["listing_round_trip_median"] + parts["client_parse_median"]
     target = TARGETS["get_all_records"] * ms
     if parts["client_parse_median"] * ms > target:
-        print(f"\nThe client's parse alone ({parts['client_parse_median'] * ms:.1f} ms) exceeds "
-              f"the {target:.0f} ms target: no server can meet it for this client.")  # fmt: skip
+        print(f"\nIn this run the client's parse alone ({parts['client_parse_median'] * ms:.1f} "
+              f"ms) exceeds the {target:.0f} ms target.")  # fmt: skip
     elif floor * ms > target:
-        print(f"\nThe gated listing and the client's parse alone add up to {floor * ms:.1f} ms, "
-              f"above the {target:.0f} ms target whatever the front-end does.")  # fmt: skip
+        print(f"\nIn this run the gated listing and the client's parse alone add up to "
+              f"{floor * ms:.1f} ms, above the {target:.0f} ms target whatever the front-end "
+              "does.")  # fmt: skip
     cpu = cc["cpu_ms_per_call"]
     print("\n| CPU per call in the concurrent run | ms |\n|---|---:|")
     for k in ("svirtd", "svirt-xenapi", "client"):
