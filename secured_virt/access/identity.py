@@ -26,6 +26,7 @@ import pwd
 import socket
 import stat
 import struct
+import time
 from dataclasses import dataclass
 
 __all__ = [
@@ -229,6 +230,29 @@ def _passwd(uid: int) -> pwd.struct_passwd:
         raise IdentityError(f"uid {uid} has no passwd entry; refusing") from None
 
 
+#: how long svirtd reuses a uid's passwd entry (see _peer_passwd)
+PEER_PASSWD_TTL = 2.0
+_peer_pw: dict[int, tuple[float, pwd.struct_passwd]] = {}
+
+
+def _peer_passwd(uid: int) -> pwd.struct_passwd:
+    """svirtd's lookup of a peer's passwd entry, reused for ``PEER_PASSWD_TTL`` seconds.
+
+    svirsh opens a connection per command, and each lookup re-read /etc/passwd through NSS
+    (five system calls, each a GIL hand-off among svirtd's busy threads).  The uid still comes
+    from the kernel on every connection; only its name may be up to two seconds old after an
+    admin renamed or removed the account.  A uid without an entry is never remembered."""
+    now = time.monotonic()
+    hit = _peer_pw.get(uid)
+    if hit is not None and now - hit[0] < PEER_PASSWD_TTL:
+        return hit[1]
+    pw = _passwd(uid)
+    if len(_peer_pw) >= 4096:  # a bound, not a policy: many uids just look up again
+        _peer_pw.clear()
+    _peer_pw[uid] = (now, pw)
+    return pw
+
+
 def _groups_of(pw: pwd.struct_passwd) -> tuple[int, ...]:
     try:
         return tuple(sorted(set(os.getgrouplist(pw.pw_name, pw.pw_gid))))
@@ -340,7 +364,7 @@ def identify_peer(sock: socket.socket, as_user: str | None = None) -> Identity:
     pid, uid, gid = peer_credentials(sock)
     if uid == 0xFFFFFFFF:  # overflow uid: the peer's uid is not mapped into our namespace
         raise IdentityError("the peer's uid is not visible from here (user namespace); refusing")
-    pw = _passwd(uid)
+    pw = _peer_passwd(uid)
     groups = _peer_groups(sock, gid)
     if groups is None:
         groups = _groups_of(pw)
