@@ -159,6 +159,10 @@ class PolicyBuilder:
             self.inherit(name, junior, source=source)
         return self
 
+    def role_names(self):
+        """The names of the roles added so far (the loader shares their string objects)."""
+        return self._roles.keys()
+
     def inherit(self, senior: str, junior: str, *, source: Source = NOWHERE) -> PolicyBuilder:
         """``senior`` gets every permission of ``junior`` (and of junior's juniors)."""
         self._inherit.append((senior, junior, source))

@@ -282,6 +282,9 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
     assigns: list[tuple[str, str, str | None, tuple[str, int]]] = []
     append = assigns.append
     owner = None  # the user whose <UserRole>s follow; None: skipped (a duplicate) or a group
+    # each role name as PA's string object: 133k <UserRole>s share 1k strings instead of
+    # bringing 133k copies, and every later lookup by them finds their hash cached
+    same = {r: r for r in b.role_names()}.get
     group = None  # the group whose <UserRole>s follow
     for el in tree.getroot().iter(*_UA_TAGS):
         tag = el.tag
@@ -291,9 +294,12 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
                 # no more): one value is the role, read in one call instead of two
                 values = el.values()
                 if len(values) == 1:
-                    append((owner, values[0], None, (name, el.sourceline)))
+                    role = values[0]
+                    append((owner, same(role, role), None, (name, el.sourceline)))
                 else:
-                    append((owner, el.get("role"), el.get("expires"), (name, el.sourceline)))
+                    role = el.get("role")
+                    expires = el.get("expires")
+                    append((owner, same(role, role), expires, (name, el.sourceline)))
             elif group is not None:
                 b.assign_group(
                     group, el.get("role"), expires=el.get("expires"), source=(name, el.sourceline)
