@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import types
 from datetime import UTC, datetime
 from pathlib import Path
@@ -338,3 +339,25 @@ def test_unresolvable_group_grants_nothing_on_the_c_path(accounts):
             d = pol.decide(accounts.users[0], 1, "vm1")
             assert not d.allowed
             assert "no <User> entry" in d.reason
+
+
+def test_default_clock_answers_are_never_used_after_the_resolvers_expire(accounts):
+    """With the resolver's default clock (time.monotonic), C reads the kernel's coarse clock
+    plus a margin: a remembered answer is used while it is valid, never once the resolver's
+    own cached answer has expired, and one that expires within the margin is not kept."""
+    b = accounts.users[0]
+    long_lived = realistic(accounts, GroupResolver(ttl=60))
+    assert long_lived.decide(b, 33, "vm1", {"label": "dom_Fun"}).allowed  # asks NSS
+    long_lived.handed = 0
+    assert long_lived.decide(b, 33, "vm1", {"label": "dom_Fun"}).allowed
+    assert long_lived.handed == 0
+    short = realistic(accounts, GroupResolver(ttl=0.3))
+    assert short.decide(b, 33, "vm1", {"label": "dom_Fun"}).allowed
+    time.sleep(0.35)  # the resolver's answer has expired: Python asks again
+    short.handed = 0
+    assert short.decide(b, 33, "vm1", {"label": "dom_Fun"}).allowed
+    assert short.handed == 1
+    tiny = realistic(accounts, GroupResolver(ttl=engine._native.COARSE_MARGIN / 2))
+    for _ in range(3):
+        assert tiny.decide(b, 33, "vm1", {"label": "dom_Fun"}).allowed
+    assert tiny.handed == 3  # never kept: it would expire within the coarse clock's margin
