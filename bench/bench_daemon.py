@@ -21,8 +21,10 @@ are one uid, so most of their 1,000 refusals are summarised, as they would be in
 Latency is per request as the client sees it (connect to reply); figures are the median and
 p99 over all requests of all runs and the requests/s of each run (all requests / wall time
 from the common start to the last reply).  svirtd's CPU per request (user + system, all its
-threads, from /proc, over the load only) says how much of the machine one request costs,
-which the wall-clock figures of a shared machine cannot.  With ``--before TREE`` the daemon
+threads, from /proc, over the load only) and the clients' (their own os.times() from the
+start signal on) say how much of the machine one request costs, which the wall-clock
+figures of a shared machine cannot: 2 cores / (both) is the rate an idle machine could
+sustain at most.  With ``--before TREE`` the daemon
 of another checkout is measured in the same sitting, runs interleaved.  Needs root.  Writes
 bench/out/daemon.json.
 
@@ -48,7 +50,7 @@ CLIENTS = 50
 PER_CLIENT = 100
 
 LOAD_CLIENT = r"""
-import sys, time, json
+import os, sys, time, json
 sys.path.insert(0, sys.argv[1])
 from secured_virt.client import call
 from secured_virt.requests import Request
@@ -64,6 +66,7 @@ cycle = [
 ]
 while time.time() < go:
     time.sleep(0.0005)
+t0 = os.times()
 lat, bad, counts, bycmd = [], [], {}, {}
 for k in range(n):
     cmd, args, want = cycle[k % len(cycle)]
@@ -78,8 +81,10 @@ for k in range(n):
     counts[cmd] = counts.get(cmd, 0) + 1
     if status != want:
         bad.append([cmd, status, msg])
+t1 = os.times()
 print(json.dumps({"lat": lat, "end": time.time(), "bad": bad[:5], "nbad": len(bad),
-                  "counts": counts, "bycmd": bycmd}))
+                  "counts": counts, "bycmd": bycmd,
+                  "cpu": t1.user - t0.user + t1.system - t0.system}))
 """
 
 
@@ -139,6 +144,7 @@ def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
         "max_ms": round(lat[-1] * 1000, 2),
         "daemon_cpu_ms_per_request": round(daemon_cpu * 1000 / len(lat), 3),
+        "client_cpu_ms_per_request": round(sum(r["cpu"] for r in results) * 1000 / len(lat), 3),
         "errors": sum(r["nbad"] for r in results),
         "error_samples": [b for r in results for b in r["bad"]][:5],
         "lat": lat,
@@ -235,6 +241,9 @@ def main() -> int:
             "daemon_cpu_ms_per_request": statistics.median(
                 r["daemon_cpu_ms_per_request"] for r in rs
             ),
+            "client_cpu_ms_per_request": statistics.median(
+                r["client_cpu_ms_per_request"] for r in rs
+            ),
             "errors": sum(r["errors"] for r in rs),
             "audit_ok": all(r["audit"]["ok"] for r in rs),
             "per_run": rs,
@@ -249,15 +258,16 @@ def main() -> int:
     )
     print(
         "| daemon | requests | p50 ms | p99 ms | requests/s (median; runs) "
-        "| svirtd CPU ms/request | errors | audit |"
+        "| CPU ms/request: svirtd, clients | errors | audit |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---|")
+    print("|---|---:|---:|---:|---|---|---:|---|")
     for name, s in summary.items():
         rps = ", ".join(str(x) for x in s["requests_per_s_runs"])
         audit_txt = "intact, complete" if s["audit_ok"] else "PROBLEM: see daemon.json"
         print(
             f"| {name} | {s['requests']} | {s['p50_ms']} | {s['p99_ms']} | "
-            f"{s['requests_per_s_median']} ({rps}) | {s['daemon_cpu_ms_per_request']} | "
+            f"{s['requests_per_s_median']} ({rps}) | {s['daemon_cpu_ms_per_request']}, "
+            f"{s['client_cpu_ms_per_request']} | "
             f"{s['errors']} | {audit_txt} |"
         )
     print("\n| daemon | command | n | p50 ms | p99 ms |")
