@@ -1,7 +1,7 @@
 """Decision cost with group roles and the realm check (issue 15), beside today's decide().
 
 The large policy of bench_rbac.py (10k users, 1k roles, 100k VMs) is built three ways and the
-same query mix (half allowed, half denied) timed per call:
+same query mix (half allowed, half denied) timed per call, the rows' rounds interleaved:
 
   * today: no ``<Group>`` in UA;
   * with one group role in UA (role0000 given to a Unix group NSS resolves here): the C index
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import bench_rbac  # noqa: E402
-from bench_rbac import Data, time_calls  # noqa: E402
+from bench_rbac import Data, time_interleaved  # noqa: E402
 
 import rbac  # noqa: E402
 
@@ -117,21 +117,26 @@ def main(argv=None) -> int:
     direct_data.via = "user"
     direct = direct_data.build()
     assert grouped.decide(*member_queries[0]).allowed == direct.decide(*member_queries[0]).allowed
-    rows = [
-        ("today: decide(), no group roles", "", time_calls(today.decide, queries)),
-        ("decide(), one <Group> role in UA", "", time_calls(grouped.decide, queries)),
-        ("realm step + decide(), group roles", "", time_calls(with_realm, queries)),
+    specs = [
+        ("today: decide(), no group roles", "", today.decide, queries),
+        ("decide(), one <Group> role in UA", "", grouped.decide, queries),
+        ("realm step + decide(), group roles", "", with_realm, queries),
         (
             f"decide() by a member ({me}), role0000 by <User> (today's way)",
             "member",
-            time_calls(direct.decide, member_queries),
+            direct.decide,
+            member_queries,
         ),
         (
             f"decide() by the member, role0000 through <Group> ({g})",
             "member",
-            time_calls(grouped.decide, member_queries),
+            grouped.decide,
+            member_queries,
         ),
     ]
+    # every row's rounds interleaved with the others' (the load of a shared machine drifts)
+    timed = time_interleaved({what: (fn, qs) for what, _peer, fn, qs in specs})
+    rows = [(what, peer, timed[what]) for what, peer, _fn, _qs in specs]
     peers = {"": rows[0][2]["median_ns"], "member": rows[3][2]["median_ns"]}
     allowed = sum(grouped.decide(*q).allowed for q in member_queries) / len(member_queries)
     print("| what | median | p99 | x its peer |")
