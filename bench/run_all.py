@@ -52,10 +52,12 @@ SECTIONS = {
         "of the client's own VM, and a refused suspend.  Every reply's status is checked; "
         "after each run the audit log is verified (chain, one decision and one outcome per "
         "allowed request, every refusal written or counted in a `suppressed` record of the "
-        "per-uid flood limit).  Latencies are over every request of every run.  Starts wait "
-        "for the host-wide sVirt category lock (shype.categories: the running domains are "
-        "re-read and the reservation file replaced, unsynced, under flock), which is where "
-        "the start row's tail comes from.",
+        "per-uid flood limit).  Latencies are over every request of every run.  CPU per "
+        "request is svirtd's (all threads) and the clients' over the load only: two cores "
+        "divided by their sum bounds what an idle machine could serve.  Every allowed request "
+        "waits for two audit fsyncs (its decision before the action, its outcome before the "
+        "reply; shared by the requests of the moment), so a busy disk shows in every row but "
+        "the refused suspend.",
     ),
     "qemu": (
         "start and destroy of a real QEMU guest (`bench_qemu.py`)",
