@@ -1026,7 +1026,8 @@ entry_grants(const Entry *e, long v, PyObject *op)
     return g != NULL;
 }
 
-/* RbacPolicy._check() on profile `p`: 1 with *out filled, 0 nothing grants, -1 ask Python. */
+/* RbacPolicy._check() on profile `p`: 1 with *out filled, 0 nothing grants, -1 ask Python.
+ * `out` NULL: only whether some role grants (no grant is fetched). */
 static int
 check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, PyObject *user,
       PyObject *obj, PyObject *attrs, Hit *out)
@@ -1045,6 +1046,8 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
                     continue;
                 if (g < 0)
                     return -1;
+                if (out == NULL)
+                    return 1;
                 if (!e->auth)
                     return hit_entry(e, m, op, out) < 0 ? -1 : 1;
                 if (!have_fb) {
@@ -1067,6 +1070,8 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
                 uint32_t rank = find_rank(p->byrole, p->n_members, e->role);
                 if (rank == UINT32_MAX)
                     continue;
+                if (out == NULL)
+                    return 1;
                 if (!e->auth) {
                     if (rank < best)
                         best = rank, be = e;
@@ -1095,6 +1100,8 @@ check(const Index *self, const Prof *p, const Slot *so, long v, PyObject *op, Py
                 return -1;
             if (!m)
                 continue;
+            if (out == NULL)
+                return 1;
             Hit h = {s->name, s->via, s->reason ? s->reason : s->grant, s->grant, s->auth};
             if (!s->auth) {
                 *out = h;
@@ -1158,7 +1165,7 @@ Index_decide(Index *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     int r;
     if (self->group_any >= 0) {
         /* could a group role grant this at all?  If not, the user's groups do not matter */
-        r = check(self, self->profiles[self->group_any], so, v, op, user, obj, attrs, &h);
+        r = check(self, self->profiles[self->group_any], so, v, op, user, obj, attrs, NULL);
         if (r < 0)
             goto python;
         if (r) {
