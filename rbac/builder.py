@@ -241,6 +241,18 @@ class PolicyBuilder:
         ``assignments`` ((user, role, expires, source)), in two calls instead of one per item:
         the loader's path for a 100k-user UA file.  A user the builder already has is
         reported as add_user() would, and its ``assignments`` here are dropped."""
+        assignments = list(assignments)
+        if not {a[0] for a in assignments}.issubset(users):
+            extra: dict[str, Source] = {}  # as assign(): a new user comes with its first role
+            for user, _role, _expires, source in assignments:
+                if user not in users and user not in self._users:
+                    extra.setdefault(user, source)
+            users = {**users, **extra}
+        return self._add_users(users, assignments)
+
+    def _add_users(self, users: Mapping[str, Source], assignments: list) -> PolicyBuilder:
+        """add_users() when every assignment's user is one of ``users`` (the loader's case,
+        by construction: it saves a pass over 133k assignments)."""
         known = self._users
         if not known:
             self._users = dict(users)
@@ -254,11 +266,6 @@ class PolicyBuilder:
                     known[name] = source
             if dropped:
                 assignments = [a for a in assignments if a[0] not in dropped]
-        assignments = list(assignments)
-        known = self._users
-        if not {a[0] for a in assignments}.issubset(known):
-            for user, _role, _expires, source in assignments:
-                known.setdefault(user, source)  # as assign(): the user comes with it
         self._assign.extend(assignments)
         return self
 

@@ -332,4 +332,4 @@ def read_ua(tree, name: str, b: PolicyBuilder) -> None:
                 source=(name, el.sourceline),
                 role_sources=[(name, r.sourceline) for r in members],
             )
-    b.add_users(users, assigns)
+    b._add_users(users, assigns)  # every assignment's user is in users

@@ -106,3 +106,12 @@ def test_a_user_given_roles_in_code_out_of_order_keeps_them_in_order():
     assert [a.role for a in pol._users["u"].assignments] == ["b", "a"]
     with pytest.raises(rbac.PolicyError, match="role 'a' is assigned to user 'u' twice"):
         b.assign("u", "a").build()
+
+
+def test_add_users_with_a_role_for_a_user_added_before_is_no_duplicate():
+    b = PolicyBuilder(OPS).add_role("web").add_role("db").add_user("a", source=("x.xml", 1))
+    b.add_users({"b": ("y.xml", 2)}, [("a", "web", None, ("y.xml", 3))])
+    b.add_users({}, [("b", "db", None, ("y.xml", 4)), ("c", "db", None, ("y.xml", 5))])
+    pol = b.build()
+    assert pol.assigned_roles("a") == ("web",) and pol.assigned_roles("b") == ("db",)
+    assert pol.users == ("a", "b", "c") and pol._users["c"].source == ("y.xml", 5)
