@@ -59,6 +59,11 @@ class Decision(tuple):
         r = self[3]
         return r if r.__class__ is str else r.reason_text(self)
 
+    @property
+    def group(self) -> str | None:
+        """The Unix group whose UA role granted this (None: the user's own role)."""
+        return getattr(self[3], "group", None)
+
     # the request this decision answers (None when built by hand)
     @property
     def subject(self) -> tuple:

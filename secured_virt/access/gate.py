@@ -247,6 +247,8 @@ class Gate:
                 if refusal is not None:
                     return refusal
             rbac_ok, rule, needs_auth = True, d.rule, bool(d.requires_auth)
+            if d.group:  # the audit says which directory group the role came through
+                rule += f" (role held through group '{d.group}')"
         needs_auth = needs_auth or (op.name in self.auth_operations and not _is_plain_root(ident))
         if needs_auth and authenticated:
             rule += " (authenticated)"

@@ -61,6 +61,8 @@ def test_supplementary_member_gets_the_group_role_and_explain_names_the_group(ac
     d = pol.decide(bob, 6, "web1")
     assert d.allowed, d.reason
     assert f"group '{g}'" in d.reason
+    assert d.group == g  # what the gate's audit record names
+    assert pol.decide("someone", 2, "web1").group is None
     assert not pol.decide(bob, 9, "web1").allowed
     text = str(pol.explain(bob, 6, "web1"))
     assert f"WebTeam through group '{g}'" in text

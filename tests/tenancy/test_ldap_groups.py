@@ -179,7 +179,10 @@ def test_svirtd_serves_a_directory_uid_through_its_group(ldap, env, readable_src
     ]
     assert recs and {r.get("user") for r in recs} == {BOB}, json.dumps(recs[-1:])
     # svirtd named the directory uid through NSS and audited it as the directory user
-    assert any(r["verdict"] == "allowed" and r.get("vm") == "alice-web" for r in recs)
+    allowed = [r for r in recs if r["verdict"] == "allowed" and r.get("vm") == "alice-web"]
+    assert allowed
+    # and the record says which directory group the role came through
+    assert all(f"(role held through group '{GROUP}')" in r["rule"] for r in allowed), allowed
 
 
 def test_a_directory_membership_change_reaches_the_running_svirtd(ldap, env, readable_src):
