@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,13 +107,57 @@ async def serve_app(
     log.info("%s stopped", fe.program)
 
 
+#: (code, meaning) of a front-end's exit, shown by --help and read by man/generate.py
+EXIT_CODES = (
+    (0, "stopped cleanly by SIGTERM/SIGINT, or --setup done"),
+    (1, "cannot serve: the address or port cannot be bound"),
+    (2, "usage error, or started as root"),
+    (4, "bad configuration, the front-end is off, or its TLS certificate or key is unusable"),
+)
+
+
+def _epilog(fe: Frontend, config_path: str) -> str:
+    """What --help teaches beyond the options: who runs it, where it is turned on, an example."""
+    who = (
+        f"It runs as its own unprivileged system user (the one 'frontends = {fe.prefix}:USER' "
+        f"names, {fe.program} by default), never as root, and reaches svirtd only through its "
+        f"socket.  It is off until '{fe.prefix} = yes' in {config_path}; its other keys are "
+        f"{fe.prefix}_*."
+    )
+    codes = "\n".join(
+        textwrap.fill(t, 78, initial_indent=f"  {c}  ", subsequent_indent="     ")
+        for c, t in EXIT_CODES
+    )
+    example = f"systemctl enable --now {fe.program}"
+    who = textwrap.fill(who, 78, break_on_hyphens=False)
+    return f"{who}\n\nexample:\n  {example}\n\nexit status:\n{codes}"
+
+
 def build_parser(fe: Frontend) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=fe.program, description=fe.description)
-    ap.add_argument("-c", "--config", help="configuration file (root-owned)")
+    from secured_virt.config import CONFIG_PATH
+
+    ap = argparse.ArgumentParser(
+        prog=fe.program,
+        description=textwrap.fill(fe.description, 78, break_on_hyphens=False),
+        epilog=_epilog(fe, CONFIG_PATH),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.exit_codes = EXIT_CODES  # read by man/generate.py
+    ap.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="root-owned configuration file (default: the one named below)",
+    )
     ap.add_argument(
         "--setup", action="store_true", help="make the self-signed certificate if none, and exit"
     )
-    ap.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    ap.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="least severe message logged to stderr (the journal under systemd)",
+    )
     return ap
 
 

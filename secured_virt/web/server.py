@@ -29,7 +29,9 @@ FRONTEND = Frontend(
     title="the web console",
     subject="secured-virt web console",
     description="secured-virt's web console (HTML over HTTPS): an unprivileged front-end of "
-    "svirtd; logins are checked by PAM in svirtd, every click runs through svirtd's gate.",
+    "svirtd for browsers.  It decides nothing itself: logins are checked by PAM in svirtd, "
+    "and every page and click runs through svirtd's gate (roles, sHype/ACM, audit) as the "
+    "user the session cookie names.",
 )
 
 

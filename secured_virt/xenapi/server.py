@@ -38,8 +38,10 @@ FRONTEND = Frontend(
     prefix="xenapi",
     title="the Xen-API",
     subject="secured-virt Xen-API",
-    description="secured-virt's Xen-API (XML-RPC over HTTPS): an unprivileged front-end "
-    "of svirtd; logins are checked by PAM in svirtd, every call runs through svirtd's gate.",
+    description="secured-virt's Xen-API (XML-RPC over HTTPS): an unprivileged front-end of "
+    "svirtd for Xen-API clients.  It decides nothing itself: logins are checked by PAM in "
+    "svirtd, and every call runs through svirtd's gate (roles, sHype/ACM, audit) as the user "
+    "the session token names.",
 )
 
 
