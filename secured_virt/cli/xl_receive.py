@@ -32,6 +32,7 @@ import os
 import pwd
 import subprocess
 import sys
+import textwrap
 import time
 
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -48,19 +49,82 @@ class Refused(Exception):
         self.check = check
 
 
+#: (code, meaning) of its exit, shown by --help and read by man/generate.py
+EXIT_CODES = (
+    (EXIT_OK, "received: xl migrate-receive ended and the domain runs here"),
+    (
+        EXIT_FAILED,
+        "not received: a domain of that name runs here already (refused before the stream: the "
+        "domain keeps running on the source), or xl failed",
+    ),
+    (EXIT_USAGE, "usage error, or a name, UUID or label that is not valid"),
+    (
+        EXIT_DENIED,
+        "refused: not run as root, the sHype/ACM policy does not admit the domain here, or the "
+        "audit log cannot be written",
+    ),
+    (EXIT_BAD_POLICY, "bad configuration on this host, or its backend is not xl"),
+)
+
+EPILOG = """\
+It runs as root, started by root's ssh from the source host's xl backend with
+the migration stream on stdin/stdout; people do not run it.  It reads the
+configuration %(config)s (backend = xl, acm,
+xl_path, xl_transient_dir, audit_log) and audits its decision in audit_log.
+
+example (what the source's svirsh migrate runs, through xl migrate):
+  ssh -o BatchMode=yes -- HOST '/usr/local/sbin/svirt-xl-receive --name=web1
+    --uuid=UUID --owner=alice --label-policy=example --label=blue
+    --disk=phy:/dev/vg/web1'
+
+exit status:
+%(codes)s"""
+
+
+DESCRIPTION = (
+    "The destination's side of an xl migration: decides, under this host's instantiation lock "
+    "and before xl reads the stream, whether the arriving domain may run here with its "
+    "sHype/ACM label (the same checks as a start here), audits the decision, then runs the "
+    "real 'xl migrate-receive'."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from secured_virt.config import CONFIG_PATH
+
+    codes = "\n".join(
+        textwrap.fill(t, 78, initial_indent=f"  {c}  ", subsequent_indent="     ")
+        for c, t in EXIT_CODES
+    )
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Receive an xl migration with its sHype/ACM label (run by root's ssh from "
-        "the source host's secured-virt; not a command for people).",
+        description=textwrap.fill(DESCRIPTION, 78),
+        epilog=EPILOG % {"config": CONFIG_PATH, "codes": codes},
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="configuration file (default /etc/secured-virt/…)")
+    p.exit_codes = EXIT_CODES  # read by man/generate.py
+    p.add_argument(
+        "--config", metavar="FILE", help="configuration file (default: the one named below)"
+    )
     p.add_argument("--name", required=True, help="the arriving domain's name")
     p.add_argument("--uuid", default="", help="its UUID")
-    p.add_argument("--owner", default=None, help="its secured-virt owner")
-    p.add_argument("--label-policy", default=None, help="the policy its label belongs to")
-    p.add_argument("--label", default=None, help="its VM label (a name, never an ssidref)")
-    p.add_argument("--disk", action="append", default=[], help="a disk resource it uses")
+    p.add_argument("--owner", metavar="USER", default=None, help="its secured-virt owner")
+    p.add_argument(
+        "--label-policy",
+        metavar="POLICY",
+        default=None,
+        help="the policy its label belongs to (with --label)",
+    )
+    p.add_argument(
+        "--label", default=None, help="its VM label: a name, never an ssidref (with --label-policy)"
+    )
+    p.add_argument(
+        "--disk",
+        metavar="RESOURCE",
+        action="append",
+        default=[],
+        help="a disk resource it uses (xl's form, e.g. phy:/dev/vg/web1); repeated for each",
+    )
     return p
 
 
