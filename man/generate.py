@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Write the manual pages man/svirsh.1, man/svirt-admin.8 and man/svirtd.8 from the programs.
+"""Write secured-virt's manual pages (man/*.1, man/*.8) from the programs' parsers and tables.
 
 svirsh.1 comes from svirsh's usage text (global options, examples) and its command table
 (``COMMANDS``: arguments, options, the catalogue operation each command is checked as);
 svirt-admin.8 from ``build_parser()`` (every subcommand with its usage, arguments, options and
 example) plus the sections on editing that no parser can say; svirtd.8 from svirtd's parser
-plus how to run it with and without systemd.  Run it after changing any of them:
+plus how to run it with and without systemd; svirt-xenapi.8 and svirt-web.8 from the network
+front-ends' parser (secured_virt.netfront.program), their configuration keys (names and defaults
+from ``Config``) and their systemd units' set-up comments; svirt-xl-receive.8 from the xl
+migration receiver's parser.  Run it after changing any of them:
 
     $(make -s print-venv)/bin/python man/generate.py           # rewrite the pages
     $(make -s print-venv)/bin/python man/generate.py --check   # exit 1 if stale
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +159,14 @@ def svirsh_page() -> str:
     out += ".SH FILES\n"
     out += tp(esc(svirsh_mod.CONFIG_PATH), "the host configuration")
     out += tp(esc(svirsh_mod.DEFAULT_SOCKET), "svirtd's socket")
-    out += ".SH SEE ALSO\n" + esc("svirt-admin(8), svirtd(8), virsh(1), sudo(8)") + "\n"
+    out += (
+        ".SH SEE ALSO\n"
+        + esc(
+            "svirt-admin(8), svirtd(8), svirt-web(8), svirt-xenapi(8), svirt-xl-receive(8) "
+            "(migrate on xl), virsh(1), sudo(8)"
+        )
+        + "\n"
+    )
     return out
 
 
@@ -243,6 +254,80 @@ def _action_term(a: argparse.Action) -> str:
     return ", ".join(bold(o) for o in a.option_strings) + meta
 
 
+def options(parser: argparse.ArgumentParser, *, with_help: bool = True) -> str:
+    """One .TP per option or argument of ``parser`` (its -h too unless ``with_help`` is false)."""
+    out = ""
+    for a in parser._actions:
+        if a.help == argparse.SUPPRESS:
+            continue
+        if isinstance(a, argparse._HelpAction) and not with_help:
+            continue
+        text = a.help or ""
+        if a.choices:
+            text = (text + "; one of: " if text else "One of: ") + ", ".join(map(str, a.choices))
+        out += tp(_action_term(a), text)
+    return out
+
+
+def synopsis(parser: argparse.ArgumentParser) -> str:
+    """The parser's own usage line, bold program name, for .SH SYNOPSIS."""
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    prog, _, rest = usage.partition(" ")
+    return f".SH SYNOPSIS\n{bold(prog)} {esc(rest)}\n"
+
+
+def epilog_blocks(epilog: str) -> tuple[str, dict[str, list[str]]]:
+    """A parser's epilog: its leading prose, and its 'heading:' blocks (example, exit status)
+    as their lines without the indentation."""
+    prose, blocks, cur = [], {}, None
+    for chunk in (epilog or "").split("\n\n"):
+        first, _, rest = chunk.partition("\n")
+        if first.endswith(":") and not first.startswith(" "):
+            cur = first[:-1].split(" (")[0]
+            blocks[cur] = textwrap.dedent(rest).splitlines()
+        elif cur is None:
+            prose.append(chunk)
+    return " ".join(" ".join(prose).split()), blocks
+
+
+def running(rows) -> str:
+    """.SH RUNNING: (term, body) rows; a body's lines after the first are shown as typed."""
+    out = ".SH RUNNING\n"
+    for term, body in rows:
+        first, *rest = body.split("\n")
+        out += tp(bold(term), first)
+        if rest:
+            out += ".RS\n.nf\n" + "".join(esc(line) + "\n" for line in rest) + ".fi\n.RE\n"
+    return out
+
+
+def config_value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple | frozenset):
+        return ", ".join(map(str, value)) or "(empty)"
+    return str(value)
+
+
+def config_keys(rows: dict[str, str], when: str) -> str:
+    """.SH CONFIGURATION: each key with its default from ``Config`` (the embedded defaults)."""
+    from dataclasses import fields
+
+    from secured_virt.config import Config
+
+    defaults = {f.name: f.default for f in fields(Config)}
+    out = ".SH CONFIGURATION\n"
+    out += para(
+        "The keys are read from the configuration file (see FILES), 'key = value' a line, "
+        f"beside svirtd's own keys; the default is given in brackets.  {when}"
+    )
+    for key, what in rows.items():
+        out += tp(f"{bold(key)} [{esc(config_value(defaults[key]))}]", what)
+    return out
+
+
 def admin_page() -> str:
     from secured_virt.cli.admin import build_parser
 
@@ -267,13 +352,7 @@ def admin_page() -> str:
         usage = usage.removeprefix("usage: ")
         out += f".SS {esc(name)}\n{esc(usage)}\n"
         out += para((summary[0].upper() + summary[1:] + ".") if summary else "")
-        for a in sp._actions:
-            if isinstance(a, argparse._HelpAction) or a.help == argparse.SUPPRESS:
-                continue
-            text = a.help or ""
-            if a.choices:
-                text = (text + " " if text else "") + "One of: " + ", ".join(map(str, a.choices))
-            out += tp(_action_term(a), text)
+        out += options(sp, with_help=False)
         if sp.epilog and "example" in sp.epilog:
             # the epilog is "example:\n  CMD..." then, after a blank line, maybe "exit status:"
             ex = sp.epilog.split("\n", 1)[1].split("\n\n", 1)[0]
@@ -376,20 +455,8 @@ def svirtd_page() -> str:
         "the audit log, and only then the hypervisor.  The wire protocol is described in "
         "/usr/local/share/doc/secured-virt/protocol.md."
     )
-    out += ".SH OPTIONS\n"
-    for a in parser._actions:
-        if a.help == argparse.SUPPRESS:
-            continue
-        text = a.help or ""
-        if a.choices:
-            text = (text + "; " if text else "") + "one of: " + ", ".join(map(str, a.choices))
-        out += tp(_action_term(a), text)
-    out += ".SH RUNNING\n"
-    for term, body in RUNNING:
-        first, *rest = body.split("\n")
-        out += tp(bold(term), first)
-        if rest:
-            out += ".RS\n.nf\n" + "".join(esc(line) + "\n" for line in rest) + ".fi\n.RE\n"
+    out += ".SH OPTIONS\n" + options(parser)
+    out += running(RUNNING)
     out += exit_status(
         [
             ("0", "stopped cleanly"),
@@ -406,11 +473,288 @@ def svirtd_page() -> str:
         ("/var/lib/secured-virt/", "state"),
     ):
         out += tp(esc(path), what)
-    out += ".SH SEE ALSO\n" + esc("svirsh(1), svirt-admin(8), systemd.socket(5)") + "\n"
+    out += (
+        ".SH SEE ALSO\n"
+        + esc(
+            "svirsh(1), svirt-admin(8), svirt-xenapi(8) and svirt-web(8) (its network "
+            "front-ends), svirt-xl-receive(8), systemd.socket(5)"
+        )
+        + "\n"
+    )
     return out
 
 
-PAGES = {"svirsh.1": svirsh_page, "svirt-admin.8": admin_page, "svirtd.8": svirtd_page}
+# -- svirt-xenapi.8, svirt-web.8 ----------------------------------------------------------------
+#: what each of a front-end's keys means, by the part after '<prefix>_' ('' is the key itself);
+#: the keys and their defaults come from Config: one without a row here stops the generator
+FRONTEND_KEYS = {
+    "": "serve at all: the program refuses to start (exit status 4) until this is yes",
+    "listen": "IP address to bind; loopback by default: use 0.0.0.0 or :: deliberately",
+    "port": "HTTPS port",
+    "cert": "TLS certificate (PEM).  If neither it nor the key exists, --setup (run by the "
+    "unit before each start) or the first start makes a self-signed ECDSA pair",
+    "key": "TLS private key (PEM): mode 0600, owned by the front-end's user; a key that others "
+    "may read is refused",
+    "max_body_bytes": "largest request body; beyond it the answer is HTTP 413",
+    "max_connections": "connections at once; beyond it a new connection is closed at once",
+    "request_timeout": "seconds a client has for the TLS handshake, a request's head and its "
+    "body; a slower client is disconnected",
+    "max_websockets": "live sockets (VM states, consoles) in all; beyond it the answer is 503",
+    "max_websockets_per_session": "live sockets of one session; beyond it the answer is 429",
+    "refresh_seconds": "how often an open VM page asks svirtd for the states (each time an "
+    "audited 'list' as its user)",
+}
+
+#: svirtd's keys a front-end depends on (svirtd reads them; the front-end only obeys them)
+SVIRTD_KEYS = {
+    "socket": "svirtd's socket, the only way the front-end reaches anything",
+    "frontends": "read by svirtd when it starts: 'PREFIX:USER' pairs; svirtd takes session "
+    "frames only from these users' uids, so the front-end must run as the user named here",
+}
+
+
+def frontend_keys(prefix: str) -> dict[str, str]:
+    from dataclasses import fields
+
+    from secured_virt.config import Config
+
+    rows = {}
+    for f in fields(Config):
+        if f.name == prefix or f.name.startswith(prefix + "_"):
+            suffix = f.name[len(prefix) + 1 :]
+            if suffix not in FRONTEND_KEYS:
+                raise SystemExit(f"man/generate.py: add '{suffix}' to FRONTEND_KEYS ({f.name})")
+            rows[f.name] = FRONTEND_KEYS[suffix]
+    return rows | SVIRTD_KEYS
+
+
+def unit_setup(program: str) -> list[str]:
+    """The set-up steps at the top of etc/systemd/PROGRAM.service (its '#   ' lines)."""
+    unit = HERE.parent / "etc" / "systemd" / f"{program}.service"
+    return [line[4:] for line in unit.read_text().splitlines() if line.startswith("#   ")]
+
+
+def frontend_page(server, summary: str, serves: list[str], see_also: str) -> str:
+    """svirt-xenapi.8 or svirt-web.8: ``server`` is its module (FRONTEND, the parser's source)."""
+    from secured_virt.config import CONFIG_PATH, Config
+    from secured_virt.netfront.program import build_parser
+
+    fe = server.FRONTEND
+    parser = build_parser(fe)
+    prose, _ = epilog_blocks(parser.epilog)
+    defaults = Config()
+    out = head(fe.program, 8, "secured-virt", summary)
+    out += synopsis(parser)
+    out += ".SH DESCRIPTION\n" + para(parser.description) + para(prose)
+    out += "".join(para(text) for text in serves)
+    out += para(
+        "Start-up, in this order: it refuses to run as root; reads the root-owned "
+        f"configuration and stops unless '{fe.prefix} = yes'; sets umask 077; makes a "
+        "self-signed certificate when none is configured (--setup stops there); then serves "
+        f"HTTPS on {fe.prefix}_listen:{fe.prefix}_port until SIGTERM or SIGINT, with the "
+        "connection cap and deadlines below.  Its log goes to standard error."
+    )
+    out += ".SH OPTIONS\n" + options(parser)
+    out += config_keys(
+        frontend_keys(fe.prefix),
+        f"They are read when {fe.program} starts: restart it after changing one (svirtd "
+        "reads socket and frontends when it starts).",
+    )
+    user = fe.program
+    state = str(Path(fe.conf(defaults, "cert")).parent)
+    out += running(
+        [
+            (
+                "with systemd",
+                f"make install creates the system user {user} (no home, no login shell) and "
+                f"puts {fe.program}.service in /usr/local/lib/systemd/system; the unit runs "
+                f"{fe.program} --setup then {fe.program} as {user}, with no capability and "
+                f"nothing writable but its state directory {state}.  The steps, from the "
+                "unit:\n" + "\n".join(unit_setup(fe.program)),
+            ),
+            (
+                "in the foreground",
+                f"As root, with the state directory made for the user (systemd's StateDirectory "
+                "does it otherwise); Ctrl-C stops it:\n"
+                f"install -d -o {user} -g {user} -m 0700 {state}\n"
+                f"setpriv --reuid {user} --regid {user} --clear-groups -- \\\n"
+                f"    /usr/local/bin/{fe.program} --log-level debug",
+            ),
+        ]
+    )
+    out += exit_status([(str(c), t) for c, t in parser.exit_codes])
+    out += ".SH FILES\n"
+    for path, what in (
+        (CONFIG_PATH, "configuration (root-owned; readable by the front-end's user)"),
+        (fe.conf(defaults, "cert"), f"the TLS certificate ({fe.prefix}_cert)"),
+        (fe.conf(defaults, "key"), f"its key ({fe.prefix}_key), 0600, owned by {user}"),
+        (defaults.socket, "svirtd's socket"),
+        (f"/usr/local/lib/systemd/system/{fe.program}.service", "the unit"),
+        (f"/usr/local/share/doc/secured-virt/{fe.prefix}.md", "the full description"),
+    ):
+        out += tp(esc(path), what)
+    out += ".SH SEE ALSO\n" + esc(see_also) + "\n"
+    return out
+
+
+def xenapi_page() -> str:
+    from secured_virt.xenapi import server
+
+    return frontend_page(
+        server,
+        "secured-virt's Xen-API front-end (XML-RPC over HTTPS)",
+        [
+            "Clients log in with session.login_with_password: the password goes to svirtd, "
+            "which checks it with PAM (pam_service) and issues the session token; every other "
+            "call runs as the user the token names, through the same service and gate as "
+            "svirsh, and is audited with via=xenapi.  A compromised svirt-xenapi can act only "
+            "for users whose valid tokens it holds: svirtd never takes a user name from it.",
+        ],
+        "svirtd(8), svirt-web(8), svirsh(1), svirt-admin(8), systemd.exec(5), setpriv(1)",
+    )
+
+
+def web_page() -> str:
+    from secured_virt.web import server
+
+    return frontend_page(
+        server,
+        "secured-virt's web console (HTML over HTTPS)",
+        [
+            "The login form's password goes to svirtd, which checks it with PAM (pam_service) "
+            "and issues the session token; the browser's cookie is that token, so logout and "
+            "expiry (svirtd's session_* keys) take effect at once.  Every page and click runs "
+            "as the token's user through the same service and gate as svirsh, and is audited "
+            "with via=web and the browser's address.  A compromised svirt-web can act only for "
+            "users whose tokens it is handed.",
+        ],
+        "svirtd(8), svirt-xenapi(8), svirsh(1), svirt-admin(8), systemd.exec(5), setpriv(1)",
+    )
+
+
+# -- svirt-xl-receive.8 -------------------------------------------------------------------------
+XL_RECEIVE_CHECKS = [
+    (
+        "not here already",
+        "No domain of that name runs on this host, under its name or xl's NAME--incoming; "
+        "and a domain of that name defined here (xl_config_dir) must be this one (same UUID): "
+        "it then carries the arriving domain's owner and label.",
+    ),
+    (
+        "the label's policy",
+        "With acm = yes: the label names this host's active sHype/ACM policy (a label travels "
+        "by name only, to a host running a policy of that name) and a VM label of it, which "
+        "gets this host's ssidref.",
+    ),
+    (
+        "Chinese Wall and STE",
+        "With acm = yes: the Chinese Wall against the domains running here, and STE against "
+        "this host's resource labels of the domain's disks, admit it: the same check as a "
+        "start here.  Resource labels are host-local: label the disks here too.",
+    ),
+    (
+        "audit",
+        "The decision is written to this host's audit log (operation migrate-receive, via ssh, "
+        "peer from sshd's SSH_CONNECTION) before anything else happens; if it cannot be "
+        "written the domain is refused.  The end of the transfer is audited as the decision's "
+        "outcome.",
+    ),
+]
+
+XL_RECEIVE_KEYS = {
+    "backend": "must be xl on this host, or every domain is refused (exit status 4)",
+    "xl_path": "the real xl, run as 'xl migrate-receive' on this program's stdin and stdout",
+    "xl_config_dir": "xl's domain configuration files: one of the same name must have the "
+    "arriving domain's UUID",
+    "xl_transient_dir": "where the arriving domain's owner and label are kept in a transient "
+    "config, under its name and under xl's NAME--incoming while it arrives",
+    "acm": "whether the sHype/ACM checks are made (no: the label is kept, not checked)",
+    "acm_state_dir": "this host's sHype/ACM state: the active policy, and the lock held from "
+    "the decision until xl lists the arriving domain",
+    "label_store": "this host's resource labels, for the STE check of the disks",
+    "audit_log": "where the decision and its outcome are written",
+}
+
+
+def xl_receive_page() -> str:
+    from secured_virt.cli.xl_receive import build_parser
+    from secured_virt.config import CONFIG_PATH
+
+    parser = build_parser()
+    prose, blocks = epilog_blocks(parser.epilog)
+    out = head(
+        "svirt-xl-receive", 8, "secured-virt", "receive an xl migration with its sHype/ACM label"
+    )
+    out += synopsis(parser)
+    out += ".SH DESCRIPTION\n" + para(parser.description) + para(prose)
+    out += para(
+        "A plain xl migrate runs 'ssh HOST xl migrate-receive', which creates the domain "
+        "without asking anyone, and xl's stream has no room for the label.  So the source's "
+        "xl backend (svirsh migrate) runs this program instead, with the domain's record as "
+        "arguments: names only (the domain's name and UUID, its owner, its label and the "
+        "label's policy, its disks as resource names), never an ssidref.  Every word is "
+        "checked on the source and again here."
+    )
+    out += ".SH CHECKS\n"
+    out += para("Under this host's instantiation lock, before xl here reads a byte of the stream:")
+    for term, body in XL_RECEIVE_CHECKS:
+        out += tp(bold(term), body)
+    out += para(
+        "Admitted, the domain's owner and label go into a transient config and the real "
+        "'xl migrate-receive' runs on the same stdin and stdout (no process of secured-virt "
+        "copies the stream); the lock is held until xl lists the arriving domain, so every "
+        "later check here counts it.  Refused, one line on standard error starting "
+        "'svirt-xl-receive: refused:' goes back through xl to the source, where svirsh "
+        "migrate names the reason; xl suspends nothing before the receiver's banner, so the "
+        "domain keeps running on the source."
+    )
+    out += ".SH OPTIONS\n" + options(parser)
+    out += config_keys(XL_RECEIVE_KEYS, "Each run reads them afresh.")
+    out += running(
+        [
+            (
+                "on the destination",
+                "make install links it into /usr/local/sbin.  The source's root must be able to "
+                "ssh to the destination's root without a prompt (a key; ssh runs with "
+                "BatchMode=yes, so an unknown host key fails the migration); the destination "
+                "needs backend = xl and, for labelled domains, the same sHype/ACM policy "
+                "active.  A destination without this program fails the migration: fail closed.",
+            ),
+            (
+                "on the source",
+                "Nothing to run by hand: svirsh migrate on the xl backend runs xl migrate with "
+                "this program as its transport.  With acm = yes the destination must still be "
+                "listed in acm_peers; for xl its directory is used for the policy and resource "
+                "labels only.",
+            ),
+        ]
+    )
+    out += ".SH EXAMPLE\n" + para(
+        "What the source's svirsh migrate runs (through xl migrate), for a domain web1 of "
+        "alice labelled blue under the policy example:"
+    )
+    out += f".RS\n.nf\n{esc(chr(10).join(blocks['example']))}\n.fi\n.RE\n"
+    out += exit_status([(str(c), t) for c, t in parser.exit_codes])
+    out += ".SH FILES\n"
+    for path, what in (
+        (CONFIG_PATH, "configuration"),
+        ("/usr/local/sbin/svirt-xl-receive", "this program (run by root's ssh)"),
+        ("/usr/local/share/doc/secured-virt/acm-on-real-domains.md", "xl: what travels, and how"),
+    ):
+        out += tp(esc(path), what)
+    out += ".SH SEE ALSO\n" + esc("svirsh(1), svirt-admin(8), svirtd(8), xl(1), ssh(1), sshd(8)")
+    out += "\n"
+    return out
+
+
+PAGES = {
+    "svirsh.1": svirsh_page,
+    "svirt-admin.8": admin_page,
+    "svirtd.8": svirtd_page,
+    "svirt-xenapi.8": xenapi_page,
+    "svirt-web.8": web_page,
+    "svirt-xl-receive.8": xl_receive_page,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

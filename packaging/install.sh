@@ -28,6 +28,8 @@ set -eu
 PROGRAMS="svirsh svirt-admin svirtd svirt-xenapi svirt-web svirt-xl-receive"
 #: the network front-ends: each is a program, a unit, and an unprivileged system user of that name
 FRONTENDS="svirt-xenapi svirt-web"
+#: the manual pages (man/generate.py writes them), each installed in the section its suffix names
+MANPAGES="svirsh.1 svirt-admin.8 svirtd.8 svirt-xenapi.8 svirt-web.8 svirt-xl-receive.8"
 MARKER=share/secured-virt/installed-files
 
 say() { printf '%s\n' "$*"; }
@@ -161,12 +163,12 @@ do_install() {
     ln -sfn "$PREFIX/bin/svirt-xl-receive" "$D$SBINDIR/svirt-xl-receive"
     record "$SBINDIR/svirt-xl-receive"
 
-    install -d -m 0755 "$D$MANDIR/man1" "$D$MANDIR/man8"
-    install -m 0644 "$SRC/man/svirsh.1" "$D$MANDIR/man1/"
-    install -m 0644 "$SRC/man/svirt-admin.8" "$SRC/man/svirtd.8" "$D$MANDIR/man8/"
-    record "$MANDIR/man1/svirsh.1"
-    record "$MANDIR/man8/svirt-admin.8"
-    record "$MANDIR/man8/svirtd.8"
+    for page in $MANPAGES; do
+        sect="man${page##*.}"
+        install -d -m 0755 "$D$MANDIR/$sect"
+        install -m 0644 "$SRC/man/$page" "$D$MANDIR/$sect/"
+        record "$MANDIR/$sect/$page"
+    done
 
     install -d -m 0755 "$D$BASHCOMPDIR"
     for s in svirsh svirt-admin; do

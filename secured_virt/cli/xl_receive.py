@@ -54,8 +54,9 @@ EXIT_CODES = (
     (EXIT_OK, "received: xl migrate-receive ended and the domain runs here"),
     (
         EXIT_FAILED,
-        "not received: a domain of that name runs here already (refused before the stream: the "
-        "domain keeps running on the source), or xl failed",
+        "not received: a domain of that name runs here already, or one of that name with "
+        "another UUID is defined here (refused before the stream: the domain keeps running on "
+        "the source), or xl failed",
     ),
     (EXIT_USAGE, "usage error, or a name, UUID or label that is not valid"),
     (
