@@ -167,7 +167,7 @@ def test_byte_code_compiled_and_everything_world_readable_root_writable(installe
 
 def test_man_pages_completion_docs_and_units(installed):
     mandir = installed.dirs["MANDIR"]
-    for page in ("svirsh", "svirt-admin", "svirtd"):
+    for page in ("svirsh", "svirt-admin", "svirtd", *FRONTENDS, "svirt-xl-receive"):
         r = subprocess.run(
             ["man", "-w", page],
             capture_output=True,
@@ -180,12 +180,14 @@ def test_man_pages_completion_docs_and_units(installed):
         assert "complete -F" in comp.read_text()
     docs = installed.dirs["DOCDIR"]
     units = installed.dirs["UNITDIR"]
-    for unit in ("svirtd.service", "svirtd.socket"):
+    units_of = {"svirtd.service": "svirtd", "svirtd.socket": "svirtd"}
+    units_of |= {f"{fe}.service": fe for fe in FRONTENDS}
+    for unit, prog in units_of.items():
         text = (units / unit).read_text()
         for line in text.splitlines():
             if line.startswith("ExecStart="):
                 exe = line.split("=", 1)[1].split()[0]
-                assert exe == installed.program("svirtd") and os.access(exe, os.X_OK), line
+                assert exe == installed.program(prog) and os.access(exe, os.X_OK), line
             if line.startswith("Documentation="):
                 for ref in line.split("=", 1)[1].split():
                     if ref.startswith("file://"):
@@ -510,6 +512,7 @@ def test_uninstall_removes_what_it_installed_and_keeps_etc(installed):
         assert not (installed.dirs["UNITDIR"] / f"{name}.service").exists()
     assert not installed.prefix.exists()
     assert not (installed.dirs["MANDIR"] / "man1/svirsh.1").exists()
+    assert not list((installed.dirs["MANDIR"] / "man8").glob("*.8")), "a page stayed"
     assert not (installed.dirs["UNITDIR"] / "svirtd.service").exists()
     assert (installed.etc / "ua.xml").exists() and (installed.etc / "secured-virt.conf").exists()
     assert "Kept (yours)" in r.stdout
