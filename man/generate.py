@@ -269,11 +269,18 @@ def options(parser: argparse.ArgumentParser, *, with_help: bool = True) -> str:
     return out
 
 
+def usage_text(usage: str) -> str:
+    """A usage line for roff, left-adjusted and not hyphenated, where a {a,b,c} list of choices
+    may break after each comma (\\:): otherwise a long one cannot be fitted on a line (troff:
+    'cannot adjust line').  ``usage`` may start with roff already made (the bold name)."""
+    return ".ad l\n.nh\n" + usage.replace(",", ",\\:") + "\n.hy\n.ad"
+
+
 def synopsis(parser: argparse.ArgumentParser) -> str:
     """The parser's own usage line, bold program name, for .SH SYNOPSIS."""
     usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
     prog, _, rest = usage.partition(" ")
-    return f".SH SYNOPSIS\n{bold(prog)} {esc(rest)}\n"
+    return f".SH SYNOPSIS\n{usage_text(bold(prog) + ' ' + esc(rest))}\n"
 
 
 def epilog_blocks(epilog: str) -> tuple[str, dict[str, list[str]]]:
@@ -350,7 +357,7 @@ def admin_page() -> str:
     for name, (sp, summary) in _subcommands(parser).items():
         usage = " ".join(sp.format_usage().split())
         usage = usage.removeprefix("usage: ")
-        out += f".SS {esc(name)}\n{esc(usage)}\n"
+        out += f".SS {esc(name)}\n{usage_text(esc(usage))}\n"
         out += para((summary[0].upper() + summary[1:] + ".") if summary else "")
         out += options(sp, with_help=False)
         if sp.epilog and "example" in sp.epilog:

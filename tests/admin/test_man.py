@@ -29,14 +29,14 @@ def test_pages_are_generated_from_the_current_definitions():
     assert r.returncode == 0, r.stderr + "\n(regenerate: python man/generate.py)"
 
 
-def render(page: str) -> str:
+def render(page: str, width: int = 200) -> str:
     if shutil.which("man") is None:
         pytest.skip("man is not installed")
     r = subprocess.run(
         ["man", "--warnings", "-l", str(MAN / page)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "MANWIDTH": "200", "LANG": "C.UTF-8", "MANPAGER": "cat"},
+        env={"PATH": "/usr/bin:/bin", "MANWIDTH": str(width), "LANG": "C.UTF-8", "MANPAGER": "cat"},
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
     return " ".join(r.stdout.split())  # words, not line breaks
@@ -165,3 +165,10 @@ def test_help_says_what_it_is_who_runs_it_its_config_and_an_example(module, word
     text = " ".join(r.stdout.split())
     for w in [*words, CONFIG_PATH, "example", "exit status:"]:
         assert w in text, w
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in MAN.glob("*.[18]")))
+def test_pages_render_without_warnings_in_an_80_column_terminal(page):
+    """A usage line with a long {a,b,...} list of choices could not be fitted (troff: 'cannot
+    adjust line'): usage lines are left-adjusted and may break after each comma."""
+    render(page, width=80)
