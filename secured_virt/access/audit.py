@@ -27,6 +27,17 @@ Why this shape:
   The log's fd is kept open between batches; before each batch the file and its directory are
   re-checked with ``lstat`` (same inode, owner, mode, one link) and reopened (with the full
   checks) when anything changed, e.g. after log rotation.
+* **Reads: decision and outcome with one sync.**  An allowed operation that only reads (its
+  catalogue kind is ``read`` and its mediation row's reach is ``none``; the service decides
+  which, ``Service._defers_audit``) does not wait for its decision record alone: the record
+  is kept (``decision(..., defer=True)``, an ``AuditRef`` with ``unwritten``) and written with
+  its outcome record as one pair, in one group-committed write and sync, when the read is
+  done and *before its reply is sent*; if that write fails the reply is refused (no data
+  leaves).  Why this keeps the rule: a read changes nothing and has no effect outside svirtd
+  until its reply leaves, so "no action starts before its decision is durable" is about
+  effects, and none can be seen before both records are on disk; kill -9 before the sync
+  loses a request nobody got an answer to, never an acknowledged record.  Every operation
+  that changes anything still waits for its decision record before it starts.
 * **Nothing half-written.**  If the write or fsync fails (disk full, I/O error) the file is
   truncated back to its previous length before ``AuditError`` is raised.
 * **Files.**  The log is root-owned 0600, single-link, opened O_APPEND|O_NOFOLLOW in a
@@ -119,6 +130,9 @@ class AuditRef:
     seq: int
     hash: str
     summary: dict = field(default_factory=dict, compare=False)
+    #: an allowed read's decision record, not written yet: ``record_outcome`` writes it and
+    #: its outcome together, with one sync, before the reply leaves (see "Reads" above)
+    unwritten: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +309,9 @@ class _DenialLimiter:
 
 
 class _Pending:
-    """One record waiting for the group commit: filled with ``rec`` or ``error``.
+    """One record waiting for the group commit: filled with ``rec`` or ``error``.  With
+    ``then``, an outcome record written right after it (its ``ref`` = this record's seq),
+    filled in ``then_rec``: a read's decision and outcome, one wait for both.
 
     ``wake`` is a lock held from the start and released exactly once, by whoever has news
     for this record's thread: the writer of its batch (the record is written, or failed), or
@@ -303,10 +319,12 @@ class _Pending:
     wakes exactly the thread concerned; a shared condition woke all fifty waiting threads at
     every batch, and their scramble for the GIL cost more than the writes."""
 
-    __slots__ = ("error", "fields", "lead", "rec", "wake")
+    __slots__ = ("error", "fields", "lead", "rec", "then", "then_rec", "wake")
 
-    def __init__(self, fields: dict):
+    def __init__(self, fields: dict, then: dict | None = None):
         self.fields = fields
+        self.then = then
+        self.then_rec: dict | None = None
         self.rec: dict | None = None
         self.error: str | None = None
         self.lead = False
@@ -370,9 +388,12 @@ class AuditLog:
         return cls(config.audit_log, use_syslog=config.audit_syslog)
 
     # -- the gate's interface -----------------------------------------------------------------
-    def decision(self, ident, op, target, verdict) -> AuditRef:
-        """Record a gate verdict (duck-typed Identity, Operation, Target, Verdict)."""
+    def decision(self, ident, op, target, verdict, *, defer: bool = False) -> AuditRef:
+        """Record a gate verdict (duck-typed Identity, Operation, Target, Verdict).
+        ``defer``: an allowed read's record is written with its outcome (``record_outcome``),
+        not now; the caller must not let anything leave before that (module docstring)."""
         return self.record_decision(
+            defer=defer,
             uid=ident.uid,
             user=ident.user,
             acting_as=_acting_as(ident),
@@ -416,6 +437,7 @@ class AuditLog:
         realm: str | None = None,
         peer: str | None = None,
         session: str | None = None,
+        defer: bool = False,
     ) -> AuditRef:
         """Write one decision durably (raises AuditError if it cannot be written).  ``realm``:
         the management realm of the target (secured_virt.tenancy); the field is written only
@@ -450,6 +472,8 @@ class AuditLog:
         if not allowed and not self._limiter.admit(uid, user, op, check, vm):
             self._schedule_summary()
             return AuditRef(0, "", summary)  # counted; written in the next summary record
+        if defer and allowed:  # written with the outcome, before the reply (module docstring)
+            return AuditRef(0, "", summary, unwritten=fields)
         rec = self.append(fields)
         return AuditRef(rec["seq"], rec["hash"], summary)
 
@@ -496,15 +520,33 @@ class AuditLog:
         """Link the backend's result (``ok`` / ``error:<msg>``) to decision ``ref``."""
         fields = {"type": "outcome", "ref": ref.seq, **ref.summary}
         fields["outcome"] = _normalise_outcome(outcome)
-        rec = self.append(fields)
+        if ref.unwritten is not None:  # a read's decision: both records, one sync
+            _decision, rec = self.append_pair(ref.unwritten, fields)
+        else:
+            rec = self.append(fields)
         return AuditRef(rec["seq"], rec["hash"], ref.summary)
 
     def append(self, fields: dict) -> dict:
         """Chain and write one record; returns it as written (with seq, time, prev, hash)."""
+        return self._append(fields)[0]
+
+    def append_pair(self, decision: dict, outcome: dict) -> tuple[dict, dict]:
+        """Chain and write a decision and its outcome as two consecutive records, in one
+        write and one sync (the outcome's ``ref`` is the decision's seq); both as written."""
+        return self._append(decision, outcome)
+
+    @staticmethod
+    def _fields(fields: dict) -> dict:
         fields = {k: _clip(v) for k, v in fields.items()}
         for reserved in ("v", "seq", "time", "prev", "hash"):
             fields.pop(reserved, None)
-        mine = _Pending(fields)
+        return fields
+
+    def _append(self, fields: dict, then: dict | None = None) -> tuple[dict, dict | None]:
+        fields = self._fields(fields)
+        if then is not None:
+            then = self._fields(then)
+        mine = _Pending(fields, then)
         with self._lock:
             self._queue.append(mine)
             lead = not self._writing
@@ -520,7 +562,9 @@ class AuditLog:
             self._syslog(fields, None, failure=mine.error)
             raise AuditError(mine.error)
         self._syslog(mine.rec, mine.rec["hash"])
-        return mine.rec
+        if mine.then_rec is not None:
+            self._syslog(mine.then_rec, mine.then_rec["hash"])
+        return mine.rec, mine.then_rec
 
     def _write_queued(self, batch: list[_Pending]) -> None:
         """As the writer: write ``batch``, then wake its other threads and hand the writer's
@@ -680,8 +724,15 @@ class AuditLog:
             seq += 1
             rec = {"v": RECORD_VERSION, **p.fields, "seq": seq, "time": _utc_now(), "prev": prev}
             rec["hash"] = prev = record_hash(rec)
-            recs.append(rec)
             lines.append(canonical_json(rec) + b"\n")
+            then = None
+            if p.then is not None:  # the outcome right after its decision
+                seq += 1
+                then = {"v": RECORD_VERSION, **p.then, "ref": rec["seq"]}
+                then.update(seq=seq, time=_utc_now(), prev=prev)
+                then["hash"] = prev = record_hash(then)
+                lines.append(canonical_json(then) + b"\n")
+            recs.append((rec, then))
         data = b"".join(lines)
         try:
             view = memoryview(data)
@@ -697,8 +748,8 @@ class AuditLog:
                 f"cannot write the audit log {self.path}: {exc.strerror or exc}"
             ) from None
         self._tail = (st.st_dev, st.st_ino, st.st_size + len(data), seq, prev)
-        for p, rec in zip(batch, recs, strict=True):
-            p.rec = rec
+        for p, (rec, then) in zip(batch, recs, strict=True):
+            p.rec, p.then_rec = rec, then
 
     def _syslog(self, rec: dict, digest: str | None, failure: str | None = None) -> None:
         if not self.use_syslog:

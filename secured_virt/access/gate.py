@@ -97,6 +97,7 @@ class Gate:
         checks=(),
         authenticated: bool = False,
         realm=None,
+        defer_read: bool = False,
     ) -> Verdict:
         """Decide and audit.  ``acm_check`` (a callable returning (allowed, text), or
         (False, text, "state") when what stops the request is the domain's state rather than
@@ -105,12 +106,15 @@ class Gate:
         and PAM allowed.  ``authenticated``: ``preauthenticate`` already asked for the
         password in this request, so it is not asked again (see there).  ``realm``: a
         callable returning None or why the request crosses realms (secured_virt.tenancy); it
-        runs *before* RBAC, so no grant, however wrong, reaches another realm."""
+        runs *before* RBAC, so no grant, however wrong, reaches another realm.
+        ``defer_read``: the operation only reads, so an allowed decision is written with its
+        outcome by ``finish`` (one sync), which the caller must call before anything leaves
+        (access/audit.py, "Reads")."""
         all_checks = (*((("acm", acm_check),) if acm_check is not None else ()), *checks)
         verdict = self._decide(
             ident, op, target, interaction, all_checks, authenticated, realm=realm
         )
-        return self._audited(ident, op, target, verdict)
+        return self._audited(ident, op, target, verdict, defer=defer_read)
 
     def record(self, ident, op: Operation, target: Target, verdict: Verdict) -> Verdict:
         """Audit a verdict reached outside UA/PA (a realm admin's rights come from the realms
@@ -136,7 +140,9 @@ class Gate:
             return self._audited(ident, op, target, verdict)
         return verdict
 
-    def authorize_listing(self, ident, op: Operation, shown: int, total: int) -> Verdict:
+    def authorize_listing(
+        self, ident, op: Operation, shown: int, total: int, *, defer_read: bool = False
+    ) -> Verdict:
         """Audit a list request: always allowed, filtered per VM by the caller's roles."""
         target = Target("*")
         if getattr(ident, "as_refused", False):
@@ -146,13 +152,19 @@ class Gate:
             if _is_plain_root(ident):
                 rule = f"{ROOT_RULE}: all {total} domains visible"
             verdict = Verdict(True, "rbac", rule)
-        return self._audited(ident, op, target, verdict)
+        return self._audited(ident, op, target, verdict, defer=defer_read)
 
-    def _audited(self, ident, op: Operation, target: Target, verdict: Verdict) -> Verdict:
-        """Write the decision before anything happens; if that fails, refuse."""
+    def _audited(
+        self, ident, op: Operation, target: Target, verdict: Verdict, *, defer: bool = False
+    ) -> Verdict:
+        """Write the decision before anything happens; if that fails, refuse.  ``defer``
+        (reads only): an allowed decision is written by ``finish``, with its outcome."""
         verdict.user, verdict.op, verdict.target = _policy_user(ident), op, target
         try:
-            verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
+            if defer and verdict.allowed:
+                verdict.audit_ref = self.audit.decision(ident, op, target, verdict, defer=True)
+            else:
+                verdict.audit_ref = self.audit.decision(ident, op, target, verdict)
         except Exception as exc:  # any failure to audit refuses the request
             return Verdict(
                 False,
@@ -167,7 +179,17 @@ class Gate:
         return verdict
 
     def finish(self, verdict: Verdict, outcome: str) -> None:
-        """Link the backend's outcome ("ok" or "error: ...") to the decision record."""
+        """Link the backend's outcome ("ok" or "error: ...") to the decision record.
+
+        A read's decision not written yet (``defer_read``) is written now with the outcome;
+        if that fails, AuditFailure: the caller refuses the reply (nothing unaudited leaves)."""
+        if getattr(verdict.audit_ref, "unwritten", None) is not None:
+            try:
+                self.audit.outcome(verdict.audit_ref, outcome)
+            except Exception as exc:
+                why = f"the audit log could not be written ({exc}); the answer is withheld"
+                raise AuditFailure(why) from None
+            return
         if verdict.audit_ref is not None:
             try:
                 self.audit.outcome(verdict.audit_ref, outcome)
@@ -214,7 +236,18 @@ class Gate:
                 EXIT_DENIED,
             )
         user = _policy_user(ident)
-        if realm is not None:
+        # the realm step and RBAC in one call of the C index (realm.fast: secured_virt.tenancy
+        # partitions), for the common request it can answer; None: the two steps below
+        fast = None
+        if realm is not None and not target.arguments and not _is_plain_root(ident):
+            fast = getattr(realm, "fast", None)
+            if fast is not None:
+                try:
+                    fast_pol = self.store.current()
+                    fast = fast(fast_pol, user)
+                except Exception:  # the separate steps below decide, and word, it
+                    fast = None
+        if realm is not None and fast is None:
             try:
                 crossing = realm()
             except Exception as exc:  # fail closed: a realm that cannot be told is not yours
@@ -224,6 +257,8 @@ class Gate:
         activate = None  # the role to activate in the login session once all is allowed
         if _is_plain_root(ident):
             rbac_ok, rule, needs_auth = True, ROOT_RULE, False
+        elif fast is not None:
+            pol, d = fast_pol, fast
         else:
             try:
                 pol = self.store.current()
@@ -238,6 +273,7 @@ class Gate:
                 d = pol.decide_values(user, op.id, target.name, target.arguments, target.attrs)
             else:
                 d = pol.decide(user, op.id, target.name, target.attrs)
+        if not _is_plain_root(ident):
             if not d.allowed:
                 from .wording import rbac_reason
 

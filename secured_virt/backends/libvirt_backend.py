@@ -52,7 +52,7 @@ _AFFECT_CURRENT = libvirt.VIR_DOMAIN_AFFECT_CURRENT
 _AFFECT_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _AFFECT_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 _LIST_ACTIVE = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-_LIST_PERSISTENT = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+_LIST_TRANSIENT = libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
 _LIST_AUTOSTART = libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART
 
 
@@ -177,6 +177,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         self._peers: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
         self._pins = threading.local()  # name -> UUID, per thread (see pinned)
+        self._security_model: tuple[str, str] | None = None  # see host_security_model
 
     # -- connection -----------------------------------------------------------------------
     @staticmethod
@@ -241,17 +242,31 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         pins = self._pins.__dict__.setdefault("by_name", {})
         previous = pins.get(name)
         pins[name] = uuid
+        handles = self._pins.__dict__.setdefault("handles", {})
+        kept = handles.pop(name, None)
         try:
             yield
         finally:
+            handles.pop(name, None)
+            if kept is not None:
+                handles[name] = kept
             if previous is None:
                 pins.pop(name, None)
             else:
                 pins[name] = previous
 
     def _dom(self, name: str) -> libvirt.virDomain:
+        """The domain called ``name``: inside ``pinned``, the checked UUID's handle, looked up
+        and its name checked once per pinned block, then kept for the block's later calls (a
+        handle addresses its UUID in every call, so the kept one acts on the checked VM just
+        the same; dominfo's five calls cost one lookup, not five lookups and five name reads,
+        each a GIL hand-off under load)."""
         _check_name(name)
         uuid = getattr(self._pins, "by_name", {}).get(name)
+        if uuid is not None:
+            kept = self._pins.__dict__.get("handles", {}).get(name)
+            if kept is not None and kept[0] == uuid:
+                return kept[1]
         try:
             if uuid is None:
                 return self.connection.lookupByName(name)
@@ -262,6 +277,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             raise self._translate(exc, action="look up", name=name) from None
         if dom.name() != name:  # renamed since the check; the name now means nothing checked
             raise DomainChanged(name, uuid)
+        self._pins.__dict__.setdefault("handles", {})[name] = (uuid, dom)
         return dom
 
     def _translate(self, exc: libvirt.libvirtError, **kw) -> BackendError:
@@ -331,12 +347,16 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         persistent: bool | None = None,
         autostart: bool | None = None,
         uuid: str | None = None,
+        name: str | None = None,
     ) -> DomainInfo:
+        """One domain's row.  ``name``: the name the handle was looked up by (not asked
+        again).  A shut-off domain has no id (libvirt's is -1 for every inactive domain), so
+        ID() is asked of the others only: each call we leave out is a GIL hand-off less."""
         state, max_mem, mem, vcpus, cpu_time = dom.info()
         uuid = uuid or dom.UUIDString()
-        dom_id = dom.ID()
+        dom_id = -1 if state == libvirt.VIR_DOMAIN_SHUTOFF else dom.ID()
         return DomainInfo(
-            name=dom.name(),
+            name=name or dom.name(),
             uuid=uuid,
             id=dom_id if dom_id >= 0 else None,
             state=state_word(state),
@@ -369,7 +389,9 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         conn = self.connection
         try:
             doms = conn.listAllDomains(base)
-            persistent = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_PERSISTENT)}
+            # the transient ones (usually none), not the persistent ones (usually all): each
+            # listed domain costs a UUIDString() call to be matched
+            transient = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_TRANSIENT)}
             autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="list domains") from None
@@ -378,7 +400,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             uuid = dom.UUIDString()
             try:
                 info = self._info(
-                    dom, persistent=uuid in persistent, autostart=uuid in autostart, uuid=uuid
+                    dom, persistent=uuid not in transient, autostart=uuid in autostart, uuid=uuid
                 )
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -390,7 +412,17 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return DomainListing(self, out, handles)
 
     def lookup(self, name: str) -> DomainInfo:
-        return self._do("get information about", name, self._info)
+        return self._do("get information about", name, lambda d: self._info(d, name=name))
+
+    def resolve(self, name: str, ns_uri: str) -> tuple[DomainInfo, str | None]:
+        """``lookup(name)`` and ``get_metadata(name, ns_uri)`` of the same handle: one lookup
+        for what every request on a VM needs before its decision (the facade's _resolve)."""
+
+        def both(dom):
+            return self._info(dom, name=name), self._read_metadata(dom, ns_uri, _AFFECT_CURRENT)
+
+        info, raw = self._do("get information about", name, both)
+        return info, (_from_libvirt(raw, ns_uri) if raw else None)
 
     # -- what virsh shows beyond DomainInfo (dominfo, domstate --reason, list's filters) ----
     def state_reason(self, name: str) -> str:
@@ -424,14 +456,23 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return self._do("read the title of", name, get)
 
     def host_security_model(self) -> tuple[str, str]:
-        """(model, DOI) of the host's security driver; ("", "") when there is none."""
+        """(model, DOI) of the host's security driver; ("", "") when there is none.
+
+        Asked once per connection: the driver's security manager is chosen when the
+        hypervisor daemon starts, and a restarted daemon means a new connection (reconnect
+        builds a new backend)."""
+        known = self._security_model
+        if known is not None:
+            return known
         try:
             model, doi = self.connection.getSecurityModel()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                self._security_model = ("", "")
                 return "", ""
             raise self._translate(exc, action="read the security model") from None
-        return model or "", doi or ""
+        self._security_model = (model or "", doi or "")
+        return self._security_model
 
     def security_label(self, name: str) -> tuple[str, bool]:
         """(label, enforcing) the security driver gave the domain ("" when it has none)."""
@@ -767,8 +808,16 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
     def get_metadata(self, name: str, ns_uri: str, *, config: bool = False) -> str | None:
         """Our element in <metadata>, qualified in ns_uri (default namespace); None if absent."""
         flags = _AFFECT_CONFIG if config else _AFFECT_CURRENT
+        raw = self._do(
+            "read the metadata of", name, lambda d: self._read_metadata(d, ns_uri, flags)
+        )
+        return _from_libvirt(raw, ns_uri) if raw else None
 
-        def read(dom):
+    @staticmethod
+    def _read_metadata(dom: libvirt.virDomain, ns_uri: str, flags: int) -> str | None:
+        """libvirt's string for our element (None if absent)."""
+
+        def read():
             try:
                 return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, flags)
             except libvirt.libvirtError as exc:
@@ -776,26 +825,22 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                     return None
                 raise
 
-        def get(dom):
-            try:
-                return read(dom)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() is not None:
-                    raise
-            # No error recorded at all: libvirt's thread-local error was reset between the
-            # failed call and libvirt-python reading it (a libvirt object freed by the garbage
-            # collector in that instant calls into libvirt).  Ask once more, collector off, so
-            # "no metadata" is told apart from a real failure.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                return read(dom)
-            finally:
-                if collecting:
-                    gc.enable()
-
-        raw = self._do("read the metadata of", name, get)
-        return _from_libvirt(raw, ns_uri) if raw else None
+        try:
+            return read()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() is not None:
+                raise
+        # No error recorded at all: libvirt's thread-local error was reset between the
+        # failed call and libvirt-python reading it (a libvirt object freed by the garbage
+        # collector in that instant calls into libvirt).  Ask once more, collector off, so
+        # "no metadata" is told apart from a real failure.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return read()
+        finally:
+            if collecting:
+                gc.enable()
 
     def set_metadata(
         self,

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from secured_virt.access.gate import Gate, Target, Verdict
+from secured_virt.access.gate import AuditFailure, Gate, Target, Verdict
 from secured_virt.access.operations import CATALOGUE, Operation
 from secured_virt.access.rolesession import ActiveRoles
 from secured_virt.backends.base import BackendError, NoSuchDomain
@@ -283,11 +283,22 @@ class Service(
     def _resolve(self, name: str) -> tuple[Target, Any]:
         if not isinstance(name, str) or not name:
             raise UserError("a domain name is required")
+        both = getattr(self.backend, "resolve", None)  # the row and its metadata, one lookup
         try:
-            info = self.backend.lookup(name)
+            if both is not None:
+                try:
+                    info, raw = both(name, vmmeta.NS)
+                except NoSuchDomain:
+                    raise
+                except BackendError:  # like _meta: unreadable metadata is no metadata
+                    info, raw = self.backend.lookup(name), None
+                meta = vmmeta.parse(raw)
+            else:
+                info = self.backend.lookup(name)
         except NoSuchDomain:
             return Target(name, None, {}, exists=False), None
-        meta = self._meta(name)
+        if both is None:
+            meta = self._meta(name)
         return Target(name, info.uuid, meta.attrs()), info
 
     def _meta(self, name: str) -> vmmeta.VmMeta:
@@ -386,8 +397,11 @@ class Service(
         elif acm_check is not None and self.acm is not None:
             checks = (("acm", acm_check),)
         realm = self._realm_check(ident, op, target) if mediation.REALM in steps else None
+        defer = self._defers_audit(op)  # a read: decision and outcome with one audit sync
         if mediation.ACM_LOCK not in steps:
-            v = self.gate.authorize(ident, op, target, interaction, checks=checks, realm=realm)
+            v = self.gate.authorize(
+                ident, op, target, interaction, checks=checks, realm=realm, defer_read=defer
+            )
             return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
         pre = self.gate.preauthenticate(ident, op, target, interaction, realm=realm)
         if not pre.allowed:
@@ -401,6 +415,7 @@ class Service(
                 checks=checks,
                 authenticated=pre.authenticated,
                 realm=realm,
+                defer_read=defer,
             )
             return self._after_decision(v, op, target, steps, lazy, fn, subject, ident)
 
@@ -487,9 +502,26 @@ class Service(
             return False, v.reason, "state"
         return False, verdict_text(v)
 
+    def _defers_audit(self, op: Operation) -> bool:
+        """Whether an allowed ``op`` may have its decision record written with its outcome,
+        one audit sync before the reply (access/audit.py, "Reads"): only an operation that
+        reads, by both tables — its catalogue kind is ``read`` and its mediation row's reach
+        is ``none``.  Everything else waits for its decision record before it starts."""
+        try:
+            return op.reads_only and mediation.row(op.name).reach == mediation.NONE
+        except mediation.Unmediated:
+            return False
+
     def _perform(self, v: Verdict, fn: Callable[[], Any]) -> Reply:
         """Run an allowed action; its outcome is audited whatever happens, so no allowed
-        decision is ever left "pending" (an unexpected exception is a failure, exit 1)."""
+        decision is ever left "pending" (an unexpected exception is a failure, exit 1).  A
+        read whose records cannot be written gets no answer: the audit's refusal instead."""
+        try:
+            return self._perform_audited(v, fn)
+        except AuditFailure as exc:
+            return Reply(EXIT_FAILED, message=str(exc), check="audit")
+
+    def _perform_audited(self, v: Verdict, fn: Callable[[], Any]) -> Reply:
         try:
             data = fn()
         except BackendError as exc:

@@ -21,10 +21,10 @@ import time
 
 from lxml import etree
 
-from secured_virt.access.gate import Target, acting_as
+from secured_virt.access.gate import AuditFailure, Target, acting_as
 from secured_virt.backends.base import BackendError
 from secured_virt.confinement import vmmeta
-from secured_virt.requests import EXIT_OK, EXIT_USAGE, Reply
+from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import listing
 from .support import _acm_display, _LazyAttrs
@@ -106,10 +106,15 @@ class QueryCommands:
             labelled = set(
                 pol.filter_visible(user, getlabel, ((d.name, metas[d.name]) for d in visible))
             )
-        v = self.gate.authorize_listing(ident, op, len(visible), len(domains))
+        v = self.gate.authorize_listing(
+            ident, op, len(visible), len(domains), defer_read=self._defers_audit(op)
+        )
         if not v.allowed:
             return self._denied(v)
-        self.gate.finish(v, "ok")
+        try:  # a read: its decision is written here with the outcome, before any reply
+            self.gate.finish(v, "ok")
+        except AuditFailure as exc:
+            return Reply(EXIT_FAILED, message=str(exc), check="audit")
         out = []
         for d in sorted(visible, key=listing.virsh_order):
             row = d.as_dict()
