@@ -45,12 +45,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
 /* the interface version rbac.engine checks, so a stale build is not called the wrong way */
-#define API_VERSION 2
+#define API_VERSION 3
 /* operations 0..MASKED-1 are tested in 64-bit masks; higher ids in the grant dicts */
 #define MASKED 64
 /* beyond this many remembered users the group table starts afresh (bounded memory) */
@@ -1288,6 +1289,518 @@ Index_forget_groups(Index *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* -- partitions: a check every decision of a caller passes first --------------------------- */
+
+/* Partitions(key, restrict): objects are split into partitions, an object's named by its
+ * attribute `key` (absent or "": in no partition); each user belongs to a set of partitions,
+ * told by the caller with the instant (CLOCK_MONOTONIC, time.monotonic) until which that
+ * answer holds; a partition in `restrict` allows only the operation ids of its frozenset.
+ * Index.decide_in(parts, ...) answers a request only when the partition check passes: the
+ * object's partition is one of the user's (or the object is in none and the user in none),
+ * and the operation is allowed there.  Anything else -- a user not told or whose answer has
+ * expired, an attribute that is not a str, attrs that are not a dict, a partition the user
+ * is not in, an operation not allowed -- is None: the caller asks its own (worded) check.
+ *
+ * Laid out like the index's own tables, for the same reason (cache misses): partitions are
+ * numbered 0..62 as they first appear (a small dict name -> number); a user's partitions are
+ * a 64-bit mask in their slot, bit 63 set when they are in none; a restricted partition's
+ * operations 0..127 a 128-bit mask.  A partition beyond the 63rd gets no number: requests on
+ * its objects are handed back (a user's mask then lacks it, which is still exact for the
+ * others); so is an operation id above 127 in a restricted partition. */
+#define PARTS_MAX 63
+#define PARTS_NONE ((uint64_t)1 << 63)
+
+typedef struct {
+    Slot s; /* the user's name (inline, or a reference the table holds) */
+    double until;
+    uint64_t mask;
+} PEntry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *key;    /* str */
+    PyObject *pnames; /* dict: partition name -> its number */
+    uint64_t restricted; /* bit p: partition p allows only the operations in ops[p] */
+    uint64_t ops[PARTS_MAX][2];
+    PEntry *users;
+    size_t umask;
+    Py_ssize_t ucount;
+} Parts;
+
+static PyTypeObject PartsType;
+
+static void
+parts_users_clear(Parts *self)
+{
+    if (self->users != NULL) {
+        for (size_t i = 0; i <= self->umask; i++)
+            if (self->users[i].s.tag == TAG_REF)
+                Py_DECREF(slot_ref(&self->users[i].s));
+        PyMem_Free(self->users);
+    }
+    self->users = NULL;
+    self->umask = 0;
+    self->ucount = 0;
+}
+
+/* The number of partition `name` (an exact str), given one if `add` and there is room;
+ * -1: none; -2: error. */
+static long
+parts_number(Parts *self, PyObject *name, int add)
+{
+    PyObject *n = PyDict_GetItemWithError(self->pnames, name);
+    if (n != NULL)
+        return PyLong_AsLong(n);
+    if (PyErr_Occurred())
+        return -2;
+    Py_ssize_t next = PyDict_GET_SIZE(self->pnames);
+    if (!add || next >= PARTS_MAX)
+        return -1;
+    PyObject *v = PyLong_FromSsize_t(next);
+    if (v == NULL)
+        return -2;
+    int r = PyDict_SetItem(self->pnames, name, v);
+    Py_DECREF(v);
+    return r < 0 ? -2 : (long)next;
+}
+
+static int
+Parts_init(Parts *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "restrict", NULL};
+    PyObject *key, *restrict_;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UO!:Partitions", kwlist, &key, &PyDict_Type,
+                                     &restrict_))
+        return -1;
+    if (!PyUnicode_CheckExact(key)) {
+        PyErr_SetString(PyExc_TypeError, "key must be a str");
+        return -1;
+    }
+    PyObject *pnames = PyDict_New();
+    if (pnames == NULL)
+        return -1;
+    Py_INCREF(key);
+    Py_XSETREF(self->key, key);
+    Py_XSETREF(self->pnames, pnames);
+    parts_users_clear(self);
+    self->restricted = 0;
+    memset(self->ops, 0, sizeof self->ops);
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(restrict_, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || !PyFrozenSet_CheckExact(v)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "restrict must map partition names (str) to frozensets of ids");
+            return -1;
+        }
+        long p = parts_number(self, k, 1);
+        if (p == -2)
+            return -1;
+        if (p < 0)
+            continue; /* no number: its objects are handed back anyway */
+        self->restricted |= (uint64_t)1 << p;
+        PyObject *it = PyObject_GetIter(v), *o;
+        if (it == NULL)
+            return -1;
+        while ((o = PyIter_Next(it)) != NULL) {
+            int overflow = 0;
+            long id = PyLong_CheckExact(o) ? PyLong_AsLongAndOverflow(o, &overflow) : -1;
+            Py_DECREF(o);
+            if (id == -1 && PyErr_Occurred()) {
+                Py_DECREF(it);
+                return -1;
+            }
+            if (!overflow && id >= 0 && id < 128) /* others: handed back (not in a mask) */
+                self->ops[p][id >> 6] |= (uint64_t)1 << (id & 63);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static PEntry *
+parts_find(const Parts *self, PyObject *key, Py_hash_t h)
+{
+    if (self->users == NULL)
+        return NULL;
+    size_t i = (size_t)h & self->umask;
+    for (;;) {
+        PEntry *e = &self->users[i];
+        if (e->s.tag == TAG_EMPTY)
+            return NULL;
+        if (slot_is(&e->s, key, h))
+            return e;
+        i = (i + 1) & self->umask;
+    }
+}
+
+static int
+parts_put(Parts *self, PyObject *key, Py_hash_t h, double until, uint64_t mask)
+{
+    PEntry *e = parts_find(self, key, h);
+    if (e != NULL) {
+        e->until = until;
+        e->mask = mask;
+        return 0;
+    }
+    if (self->users == NULL || (size_t)(self->ucount + 1) * 2 > self->umask + 1) {
+        size_t size = self->users == NULL ? 64 : (self->umask + 1) * 2;
+        if (self->ucount >= GROUP_CACHE_MAX) { /* start afresh: bounded memory */
+            parts_users_clear(self);
+            size = 64;
+        }
+        PEntry *fresh = PyMem_Calloc(size, sizeof(PEntry));
+        if (fresh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (self->users != NULL) {
+            for (size_t i = 0; i <= self->umask; i++) {
+                PEntry *o = &self->users[i];
+                if (o->s.tag == TAG_EMPTY)
+                    continue;
+                size_t j = (size_t)o->s.hash & (size - 1);
+                while (fresh[j].s.tag != TAG_EMPTY)
+                    j = (j + 1) & (size - 1);
+                fresh[j] = *o;
+            }
+            PyMem_Free(self->users);
+        }
+        self->users = fresh;
+        self->umask = size - 1;
+    }
+    size_t i = (size_t)h & self->umask;
+    while (self->users[i].s.tag != TAG_EMPTY)
+        i = (i + 1) & self->umask;
+    e = &self->users[i];
+    e->s.hash = (uint32_t)h;
+    if (key_inline(key)) {
+        e->s.tag = (uint8_t)(1 + PyUnicode_GET_LENGTH(key));
+        memcpy(e->s.text, PyUnicode_DATA(key), (size_t)PyUnicode_GET_LENGTH(key));
+    }
+    else {
+        Py_INCREF(key);
+        e->s.tag = TAG_REF;
+        memcpy(e->s.text, &key, sizeof key);
+    }
+    e->until = until;
+    e->mask = mask;
+    self->ucount++;
+    return 0;
+}
+
+static PyObject *
+Parts_tell(Parts *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (self->pnames == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Partitions used before __init__");
+        return NULL;
+    }
+    if (nargs != 3 || !PyUnicode_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "tell(user: str, partitions: frozenset, until: float)");
+        return NULL;
+    }
+    double until = PyFloat_AsDouble(args[2]);
+    if (until == -1.0 && PyErr_Occurred())
+        return NULL;
+    uint64_t mask = PySet_GET_SIZE(args[1]) == 0 ? PARTS_NONE : 0;
+    PyObject *it = PyObject_GetIter(args[1]), *o;
+    if (it == NULL)
+        return NULL;
+    while ((o = PyIter_Next(it)) != NULL) {
+        long p = PyUnicode_CheckExact(o) ? parts_number(self, o, 1) : -1;
+        Py_DECREF(o);
+        if (p == -2) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        if (p >= 0)
+            mask |= (uint64_t)1 << p;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred() || PyUnicode_READY(args[0]) < 0)
+        return NULL;
+    Py_hash_t h = PyObject_Hash(args[0]);
+    if (h == -1 || parts_put(self, args[0], h, until, mask) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Parts_forget(Parts *self, PyObject *Py_UNUSED(ignored))
+{
+    parts_users_clear(self);
+    Py_RETURN_NONE;
+}
+
+/* 1: the check passes; 0: it does not, or the index does not know (ask Python); -1: error.
+ * `user` an exact str, `op` an exact int. */
+static int
+parts_pass(Parts *pt, PyObject *user, PyObject *op, PyObject *attrs)
+{
+    if (pt->pnames == NULL || PyUnicode_READY(user) < 0)
+        return pt->pnames == NULL ? 0 : -1;
+    Py_hash_t h = PyObject_Hash(user);
+    if (h == -1)
+        return -1;
+    const PEntry *e = parts_find(pt, user, h);
+    if (e == NULL)
+        return 0;
+    const double until = e->until;
+    const uint64_t mine = e->mask;
+    double now = coarse_margin >= 0 ? clock_read(CLOCK_MONOTONIC_COARSE) + coarse_margin
+                                    : clock_read(CLOCK_MONOTONIC);
+    if (!(now < until))
+        return 0;
+    PyObject *part = NULL;
+    if (attrs != NULL) {
+        if (!PyDict_CheckExact(attrs))
+            return 0;
+        part = PyDict_GetItemWithError(attrs, pt->key);
+        if (part == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+        }
+        else if (!PyUnicode_CheckExact(part))
+            return 0;
+        else if (PyUnicode_GET_LENGTH(part) == 0)
+            part = NULL;
+    }
+    if (part == NULL) /* in no partition: only for a user in none */
+        return (mine & PARTS_NONE) != 0;
+    Py_INCREF(part);
+    long p = parts_number(pt, part, 0);
+    Py_DECREF(part);
+    if (p == -2)
+        return -1;
+    if (p < 0 || !((mine >> p) & 1))
+        return 0;
+    if (!((pt->restricted >> p) & 1))
+        return 1;
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(op, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || v < 0 || v >= 128)
+        return 0;
+    return (int)((pt->ops[p][v >> 6] >> (v & 63)) & 1);
+}
+
+static PyObject *
+Parts_allows(Parts *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyUnicode_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "allows(user: str, op: int, attrs)");
+        return NULL;
+    }
+    if (!PyLong_CheckExact(args[1]))
+        Py_RETURN_FALSE;
+    int r = parts_pass(self, args[0], args[1], args[2] == Py_None ? NULL : args[2]);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+Parts_known(Parts *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(self->ucount);
+}
+
+static int
+Parts_traverse(Parts *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->key);
+    Py_VISIT(self->pnames);
+    return 0;
+}
+
+static int
+Parts_clear(Parts *self)
+{
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->pnames);
+    parts_users_clear(self);
+    return 0;
+}
+
+static void
+Parts_dealloc(Parts *self)
+{
+    PyObject_GC_UnTrack(self);
+    Parts_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Parts_methods[] = {
+    {"tell", (PyCFunction)(void (*)(void))Parts_tell, METH_FASTCALL,
+     PyDoc_STR("tell(user, partitions: frozenset, until): the user's partitions, held until\n"
+               "time.monotonic() reads until (then None again, until told afresh).")},
+    {"forget", (PyCFunction)Parts_forget, METH_NOARGS,
+     PyDoc_STR("Forget every user's partitions (the caller's own answers were dropped).")},
+    {"allows", (PyCFunction)(void (*)(void))Parts_allows, METH_FASTCALL,
+     PyDoc_STR("allows(user, op, attrs) -> bool: whether the partition check passes now\n"
+               "(False also when the index does not know).")},
+    {"known", (PyCFunction)Parts_known, METH_NOARGS,
+     PyDoc_STR("How many users' partitions are held (expired ones included).")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PartsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rbac._native.Partitions",
+    .tp_doc = PyDoc_STR("Partitions(key, restrict)\n\n"
+                        "Objects split into partitions by their attribute key; users' partitions "
+                        "told with a deadline; restrict: partition -> frozenset of operation ids "
+                        "allowed in it (rbac/_native.c says how decide_in uses it)."),
+    .tp_basicsize = sizeof(Parts),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Parts_init,
+    .tp_dealloc = (destructor)Parts_dealloc,
+    .tp_traverse = (traverseproc)Parts_traverse,
+    .tp_clear = (inquiry)Parts_clear,
+    .tp_methods = Parts_methods,
+};
+
+/* decide() for a request whose partition check passes (parts_pass); otherwise `otherwise`
+ * (user, op, obj[, attrs]) when given, else None.  args: user, op, obj[, attrs]. */
+static PyObject *
+decide_in(Index *self, Parts *pt, PyObject *otherwise, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Index used before it was built (or after a failed build)");
+        return NULL;
+    }
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "expected (user, op_id, obj, attrs=None)");
+        return NULL;
+    }
+    PyObject *attrs = nargs > 3 && args[3] != Py_None ? args[3] : NULL;
+    int r = 0;
+    if (PyUnicode_CheckExact(args[0]) && PyLong_CheckExact(args[1])) {
+        if (PyUnicode_CheckExact(args[2]) && PyUnicode_READY(args[0]) == 0 &&
+            PyUnicode_READY(args[2]) == 0) {
+            /* the user's slot in both tables and the object's, asked of memory at once:
+             * with 10k users and 100k objects each is a cache miss, and these overlap */
+            Py_hash_t hu = PyObject_Hash(args[0]), ho = PyObject_Hash(args[2]);
+            if (hu == -1 || ho == -1)
+                return NULL;
+            if (pt->users != NULL)
+                __builtin_prefetch(&pt->users[(size_t)hu & pt->umask]);
+            if (self->users.slots != NULL)
+                __builtin_prefetch(&self->users.slots[(size_t)hu & self->users.mask]);
+            if (self->objects.slots != NULL)
+                __builtin_prefetch(&self->objects.slots[(size_t)ho & self->objects.mask]);
+            if (attrs != NULL && PyDict_CheckExact(attrs)) /* its key table, read next */
+                __builtin_prefetch(((PyDictObject *)attrs)->ma_keys);
+        }
+        r = parts_pass(pt, args[0], args[1], attrs);
+        if (r < 0)
+            return NULL;
+    }
+    if (r)
+        return Index_decide(self, args, (size_t)nargs, NULL);
+    if (otherwise != NULL && otherwise != Py_None)
+        return PyObject_Vectorcall(otherwise, args, (size_t)nargs, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Index_decide_in(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 4 || nargs > 5 || !PyObject_TypeCheck(args[0], &PartsType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decide_in(parts: Partitions, user, op_id, obj, attrs=None)");
+        return NULL;
+    }
+    return decide_in(self, (Parts *)args[0], NULL, args + 1, nargs - 1);
+}
+
+/* Index.partitioned(parts, otherwise): decide_in bound to its partitions and fallback, as
+ * one callable (user, op_id, obj, attrs=None) -- a caller's whole decision in one C call. */
+typedef struct {
+    PyObject_HEAD
+    Index *index;
+    Parts *parts;
+    PyObject *otherwise;
+    vectorcallfunc vectorcall;
+} Bound;
+
+static PyObject *
+Bound_vectorcall(Bound *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "positional arguments only: (user, op, obj, attrs)");
+        return NULL;
+    }
+    return decide_in(self->index, self->parts, self->otherwise, args,
+                     PyVectorcall_NARGS(nargsf));
+}
+
+static int
+Bound_traverse(Bound *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->index);
+    Py_VISIT(self->parts);
+    Py_VISIT(self->otherwise);
+    return 0;
+}
+
+static int
+Bound_clear(Bound *self)
+{
+    Py_CLEAR(self->index);
+    Py_CLEAR(self->parts);
+    Py_CLEAR(self->otherwise);
+    return 0;
+}
+
+static void
+Bound_dealloc(Bound *self)
+{
+    PyObject_GC_UnTrack(self);
+    Bound_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject BoundType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rbac._native.Partitioned",
+    .tp_doc = PyDoc_STR("Index.partitioned(parts, otherwise): (user, op_id, obj, attrs=None) -> "
+                        "Decision, or otherwise(...) / None when the partition check does not "
+                        "pass"),
+    .tp_basicsize = sizeof(Bound),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Bound, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)Bound_dealloc,
+    .tp_traverse = (traverseproc)Bound_traverse,
+    .tp_clear = (inquiry)Bound_clear,
+};
+
+static PyObject *
+Index_partitioned(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PartsType) ||
+        (args[1] != Py_None && !PyCallable_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "partitioned(parts: Partitions, otherwise: callable)");
+        return NULL;
+    }
+    Bound *b = PyObject_GC_New(Bound, &BoundType);
+    if (b == NULL)
+        return NULL;
+    Py_INCREF(self);
+    Py_INCREF(args[0]);
+    b->index = self;
+    b->parts = (Parts *)args[0];
+    b->otherwise = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+    b->vectorcall = (vectorcallfunc)Bound_vectorcall;
+    PyObject_GC_Track(b);
+    return (PyObject *)b;
+}
+
 /* -- object protocol ----------------------------------------------------------------------- */
 
 static int
@@ -1371,6 +1884,14 @@ static PyMethodDef Index_methods[] = {
      PyDoc_STR("decide(user, op_id, obj, attrs=None, now=None) -> Decision\n\n"
                "RbacPolicy.decide() in C; whatever it cannot answer exactly is passed\n"
                "unchanged to the Python fallback, which answers every case.")},
+    {"decide_in", (PyCFunction)(void (*)(void))Index_decide_in, METH_FASTCALL,
+     PyDoc_STR("decide_in(parts, user, op_id, obj, attrs=None) -> Decision or None\n\n"
+               "decide() for a request that passes the Partitions check; None when it does\n"
+               "not, or when the Partitions do not know (the caller checks in Python).")},
+    {"partitioned", (PyCFunction)(void (*)(void))Index_partitioned, METH_FASTCALL,
+     PyDoc_STR("partitioned(parts, otherwise) -> callable (user, op_id, obj, attrs=None):\n"
+               "decide_in with these partitions, calling otherwise(user, op_id, obj, attrs)\n"
+               "(or returning None when it is None) where decide_in returns None.")},
     {"add_profile", (PyCFunction)Index_add_profile, METH_O,
      PyDoc_STR("add_profile((members, scoped)) -> profile number (for a user's group roles)")},
     {"remember", (PyCFunction)(void (*)(void))Index_remember, METH_FASTCALL,
@@ -1408,7 +1929,8 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&IndexType) < 0)
+    if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&PartsType) < 0 ||
+        PyType_Ready(&BoundType) < 0)
         return NULL;
     if (empty_str == NULL && (empty_str = PyUnicode_FromString("")) == NULL)
         return NULL;
@@ -1430,6 +1952,12 @@ PyInit__native(void)
     Py_INCREF(&IndexType);
     if (PyModule_AddObject(m, "Index", (PyObject *)&IndexType) < 0) {
         Py_DECREF(&IndexType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&PartsType);
+    if (PyModule_AddObject(m, "Partitions", (PyObject *)&PartsType) < 0) {
+        Py_DECREF(&PartsType);
         Py_DECREF(m);
         return NULL;
     }

@@ -64,7 +64,7 @@ from .session import Session
 from .timeutil import to_timestamp
 
 #: the interface of rbac/_native.c this engine calls (the module's API constant)
-NATIVE_API = 2
+NATIVE_API = 3
 
 try:  # the C index (rbac/_native.c); optional: without it every decision is answered in Python
     from . import _native
@@ -80,6 +80,37 @@ if _native is not None and getattr(_native, "API", 1) != NATIVE_API:  # pragma: 
         stacklevel=1,
     )
     _native = None
+
+
+class _PythonPartitions:
+    """Partitions without the C index: holds nothing, so decide_in() always says "ask your
+    own check" (None) and the caller's Python checks answer every request."""
+
+    def __init__(self, key: str, restrict: Mapping[str, frozenset]):
+        self.key = key
+
+    def tell(self, user: str, partitions: frozenset, until: float) -> None:
+        pass
+
+    def forget(self) -> None:
+        pass
+
+    def allows(self, user: str, op, attrs) -> bool:
+        return False
+
+    def known(self) -> int:
+        return 0
+
+
+#: Partitions(key, restrict): a check the C index runs before a decision (decide_in).
+#: Objects are split into partitions, an object's named by its attribute ``key`` (absent or
+#: "": in no partition); each user belongs to a set of partitions, which the caller tells it
+#: (``tell(user, frozenset, until)``, valid while time.monotonic() < until, like the group
+#: answers of the index); ``restrict`` maps a partition to the frozenset of operation ids
+#: allowed in it (a partition not in it allows every operation).  The check passes when the
+#: object's partition is among the user's (or the object is in none and the user in none)
+#: and the operation is allowed there.  rbac knows nothing of what the partitions stand for.
+Partitions = _native.Partitions if _native is not None else _PythonPartitions
 
 _INF = float("inf")
 #: beyond this many effective roles with by-name grants, checks go from the object side
@@ -326,6 +357,8 @@ class RbacPolicy(ReviewMixin):
             self._index, self._index_profiles = self._build_index()
             # an instance attribute shadows the method: callers reach C in one call
             self.decide = self._index.decide
+            self.decide_in = self._index.decide_in
+            self.partitioned = self._index.partitioned
             if hasattr(self.groups, "_clock"):
                 self._membership = getattr(self.groups, "membership", None)
             if self.group_assignments:
@@ -705,6 +738,25 @@ class RbacPolicy(ReviewMixin):
         return None
 
     # -- argument constraints (not hot: only requests that carry values) --------------------
+    def decide_in(self, parts, user: str, op_id: int, obj: str, attrs=None) -> Decision | None:
+        """decide(), for a request that passes the Partitions check ``parts`` (see
+        Partitions) -- or None: the check does not pass, or the index does not know (the
+        user was not told, their answer expired, no C index).  The caller then runs its own
+        check, which words its refusal, and decide() as before; a Decision here is exactly
+        what that pair would give when its own check passes."""
+        return None
+
+    def partitioned(self, parts, otherwise=None):
+        """decide_in() bound to ``parts``, as one callable ``(user, op_id, obj, attrs=None)``
+        that calls ``otherwise`` with the same arguments where decide_in() says None (or
+        returns None when ``otherwise`` is None): with the C index, a caller's whole decision
+        -- both checks, or its own fallback -- is one C call."""
+
+        def decide(user, op_id, obj, attrs=None):
+            return None if otherwise is None else otherwise(user, op_id, obj, attrs)
+
+        return decide
+
     def decide_values(
         self,
         user: str,

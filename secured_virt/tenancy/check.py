@@ -12,6 +12,14 @@ Unix groups (NSS, through rbac.groups with its short cache, so ``gpasswd`` takes
 without a restart), as member or admin, or when the realm admin added them (per-realm file).
 A user in no realm belongs to the implicit root realm, and may act only on VMs of no realm.
 
+The commonest request -- a member acting on a VM of their realm, an operation their realm
+allows -- is also answered together with RBAC in one call of rbac's C index
+(:meth:`Tenancy.partitions`: the realms compiled into rbac's generic partitions, each user's
+realms told to it from :meth:`Tenancy.realms_of`, with the same deadline as its cache here).
+Every other request (another realm's VM, an operation the realm does not allow, a user whose
+realms are not cached, root, labels, resources, host operations) runs :meth:`refusal` as
+before, for its wording; tests/tenancy/test_realm_index.py holds the two to the same answers.
+
 The VM's realm is what its metadata says (recorded at define); a VM without one belongs to the
 realm whose claim (``<VM name|pattern>``) covers its name, else to the root realm.  A name two
 realms' patterns both cover is refused to everyone until root settles it.
@@ -19,7 +27,8 @@ realms' patterns both cover is refused to everyone until root settles it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 
 from rbac.groups import RESOLVER, GroupResolver
 
@@ -46,6 +55,9 @@ class Tenancy:
         self._extra: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         #: user -> (deadline, their realms): as fresh as the group answers they come from
         self._mine: dict[str, tuple[float, tuple[str, ...], RealmSet]] = {}
+        #: (realms, operation names, rbac Partitions) compiled by partitions(); it holds
+        #: what _mine holds for those realms, each entry until the same deadline
+        self._parts = None
 
     @property
     def extra(self) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
@@ -54,7 +66,12 @@ class Tenancy:
     @extra.setter
     def extra(self, value) -> None:
         self._extra = value
+        self._forget_mine()
+
+    def _forget_mine(self) -> None:
         self._mine = {}
+        if self._parts is not None:
+            self._parts[2].forget()
 
     def __bool__(self) -> bool:
         return bool(self.realms)
@@ -68,28 +85,58 @@ class Tenancy:
 
     def is_member(self, user: str, realm: Realm) -> bool:
         eu, eg = self.extra.get(realm.name, ((), ()))
-        return self._in(
-            user,
-            (*realm.users, *realm.admin_users, *eu),
-            (*realm.groups, *realm.admin_groups, *eg),
-        )
+        # each set looked up as it is (a realm of 5k users: no 5k-name tuple per question)
+        if user in realm.users or user in realm.admin_users or user in eu:
+            return True
+        return self._in(user, (), (*realm.groups, *realm.admin_groups, *eg))
 
     def is_admin(self, user: str, realm: Realm) -> bool:
         return self._in(user, realm.admin_users, realm.admin_groups)
 
     def realms_of(self, user: str) -> tuple[str, ...]:
-        """The realms ``user`` is a member of, cached as long as the group answers are."""
-        import time
-
+        """The realms ``user`` is a member of, cached as long as the group answers are
+        (and told to the compiled partitions, valid until the same instant)."""
         now = time.monotonic()
         hit = self._mine.get(user)
         if hit is not None and hit[0] > now and hit[2] is self.realms:
             return hit[1]
         mine = tuple(sorted(r.name for r in self.realms.realms.values() if self.is_member(user, r)))
         if len(self._mine) > 20000:
-            self._mine = {}
-        self._mine[user] = (now + min(self.groups.ttl, 5.0), mine, self.realms)
+            self._forget_mine()
+        until = now + min(self.groups.ttl, 5.0)
+        self._mine[user] = (until, mine, self.realms)
+        parts = self._parts
+        if parts is not None and parts[0] is self.realms and type(user) is str:
+            parts[2].tell(user, frozenset(mine), until)
         return mine
+
+    def partitions(self, names: Mapping[int, str]):
+        """The realms as rbac partitions (rbac.engine.Partitions) for
+        ``RbacPolicy.decide_in``: a VM's partition is its ``realm`` attribute, a user's the
+        realms :meth:`realms_of` found (told as it finds them, until the same deadline), a
+        realm's allowed operations the ids whose name (``names``: id -> operation name, the
+        catalogue's) it lists.  decide_in() then answers exactly what ``refusal`` + decide()
+        answer when refusal passes, *provided* the caller checks the conditions refusal has
+        beyond those: not root, a VM (not a host operation), no label given, and the VM's
+        realm in its attrs -- or, when they name none, no realm's claim covering it (a VM
+        of the root realm).  Recompiled when the realms change."""
+        cached = self._parts
+        if cached is not None and cached[0] is self.realms and cached[1] is names:
+            return cached[2]
+        from rbac.engine import Partitions
+
+        restrict = {
+            r.name: frozenset(i for i, n in names.items() if n in r.operations)
+            for r in self.realms.realms.values()
+            if r.operations
+        }
+        parts = Partitions("realm", restrict)
+        now = time.monotonic()
+        for user, (until, mine, realms) in self._mine.items():
+            if realms is self.realms and until > now and type(user) is str:
+                parts.tell(user, frozenset(mine), until)
+        self._parts = (self.realms, names, parts)
+        return parts
 
     def admin_of(self, user: str) -> tuple[str, ...]:
         return tuple(sorted(r.name for r in self.realms.realms.values() if self.is_admin(user, r)))
