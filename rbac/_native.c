@@ -25,6 +25,11 @@
  *            resolver's cached answer it came from, so a membership change is seen when that
  *            cache expires, never later
  *
+ * Partitions (a separate type the caller owns, and Index.decide_in/partitioned): a check
+ * run before the decision -- the object's partition (an attribute) among the user's, told
+ * with a deadline, the operation allowed there -- so that a caller's own check of that kind
+ * and the decision are one C call; whatever it cannot tell is handed back (see there).
+ *
  * It answers what RbacPolicy._decide() answers, case by case: the caller's record (their own,
  * or the one with their groups' roles when a group role could grant the request at all); the
  * by-name grants, then the scoped grants, preferring a grant that needs no authentication,
@@ -1783,9 +1788,11 @@ static PyTypeObject BoundType = {
 static PyObject *
 Index_partitioned(Index *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PartsType) ||
-        (args[1] != Py_None && !PyCallable_Check(args[1]))) {
-        PyErr_SetString(PyExc_TypeError, "partitioned(parts: Partitions, otherwise: callable)");
+    PyObject *otherwise = nargs > 1 ? args[1] : Py_None;
+    if (nargs < 1 || nargs > 2 || !PyObject_TypeCheck(args[0], &PartsType) ||
+        (otherwise != Py_None && !PyCallable_Check(otherwise))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "partitioned(parts: Partitions, otherwise: callable = None)");
         return NULL;
     }
     Bound *b = PyObject_GC_New(Bound, &BoundType);
@@ -1795,7 +1802,7 @@ Index_partitioned(Index *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(args[0]);
     b->index = self;
     b->parts = (Parts *)args[0];
-    b->otherwise = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+    b->otherwise = otherwise == Py_None ? NULL : Py_NewRef(otherwise);
     b->vectorcall = (vectorcallfunc)Bound_vectorcall;
     PyObject_GC_Track(b);
     return (PyObject *)b;

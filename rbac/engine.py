@@ -26,6 +26,13 @@ Compilation turns the model into:
   one slot, which halves the cache lines a decision touches (numbers in bench/RESULTS.md).
   ``RbacPolicy(model, native=False)`` keeps everything in Python (the reference:
   tests/rbac/test_native_differential.py holds the two to identical Decisions).
+* with the C index, ``decide_in(parts, ...)`` / ``partitioned(parts, otherwise)``: decide()
+  behind a check of generic *partitions* (``Partitions``: an object attribute names the
+  object's partition, each user's partitions are told by the caller until a deadline, a
+  partition may restrict the operations allowed in it), both in one C call when the check
+  passes; otherwise None (or the caller's ``otherwise``), so that the caller's own check runs
+  and words its refusal.  rbac knows nothing of what the partitions stand for (the
+  front-end's realms: secured_virt.tenancy.check.Tenancy.partitions).
 * on first need, an object -> {role: ...} index, used for users with very many roles (walking
   from the object is then shorter) and by review functions.
 

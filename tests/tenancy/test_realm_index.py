@@ -195,6 +195,13 @@ def test_one_c_call_agrees_with_the_realm_step_and_decide(accounts, data):
             if d is not None:
                 assert why is None, (user, op, vm, attrs, why)
                 same(d, expected)
+        if known:  # the same bound in one callable, with the caller's fallback
+            bound = pol.partitioned(parts, lambda *a: ("asked", a))(user, op, vm, attrs)
+            if second is None:
+                assert bound == ("asked", (user, op, vm, attrs))
+            else:
+                same(bound, second)
+            assert ref.partitioned(parts, lambda *a: "py")(user, op, vm, attrs) == "py"
         if known and why is None and plain(attrs) and t.realms:
             assert second is not None, (user, op, vm, attrs)  # C answered it itself
 
