@@ -178,6 +178,9 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         self._lock = threading.Lock()
         self._pins = threading.local()  # name -> UUID, per thread (see pinned)
         self._security_model: tuple[str, str] | None = None  # see host_security_model
+        # listings in progress and waiting to start, per kind (see listing)
+        self._flights: dict[bool, tuple[_Flight | None, _Flight | None]] = {}
+        self._flight_lock = threading.Lock()
 
     # -- connection -----------------------------------------------------------------------
     @staticmethod
@@ -384,7 +387,47 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         """``list_domains()``, and the listed domains' handles for what a listing shows next:
         each one's metadata and managed-save image, asked of the very domain that was listed
         (by its handle, i.e. its UUID) instead of looking every name up again.  Meant for
-        one listing's rows, then dropped: a later request looks names up afresh."""
+        one listing's rows, then dropped: a later request looks names up afresh.
+
+        Shared by the requests that ask at the same moment, like the audit's group commit: a
+        request that arrives while a listing of the same kind runs waits for it to end and
+        then takes part in the next one, which all requests that arrived meanwhile share (one
+        pass over libvirt for all of them, ~250 calls at 50 domains, each a GIL hand-off
+        under load).  Never an older one: a request only shares a listing that started after
+        it arrived, so its rows are as fresh as its own listing would have been (and the
+        rows' metadata is read after that start too, once per listing, see DomainListing).
+        Callers filter the shared rows per caller; the listing itself is nobody's view."""
+        key = bool(include_inactive)
+        with self._flight_lock:
+            running, waiting = self._flights.get(key, (None, None))
+            lead = waiting is None
+            if lead:
+                waiting = _Flight()
+                self._flights[key] = (waiting, None) if running is None else (running, waiting)
+        mine = waiting
+        if not lead:
+            mine.done.wait()
+            if mine.result is not None:
+                return mine.result
+            return self._listing_now(include_inactive)  # the shared one failed: say why alone
+        if running is not None:  # ours starts when the running one is done
+            running.done.wait()
+            with self._flight_lock:
+                self._flights[key] = (mine, None)  # started: later arrivals wait for the next
+        try:
+            mine.result = self._listing_now(include_inactive)
+            return mine.result
+        finally:
+            with self._flight_lock:
+                if self._flights.get(key, (None,))[0] is mine:
+                    nxt = self._flights[key][1]
+                    if nxt is None:
+                        del self._flights[key]
+                    else:
+                        self._flights[key] = (None, nxt)  # nxt's leader moves it to running
+            mine.done.set()
+
+    def _listing_now(self, include_inactive: bool) -> DomainListing:
         base = 0 if include_inactive else _LIST_ACTIVE
         conn = self.connection
         try:
@@ -1052,6 +1095,16 @@ def _from_libvirt(raw: str, ns_uri: str) -> str:
     return metadata.from_libvirt(raw, ns_uri)
 
 
+class _Flight:
+    """One listing, shared by the requests that asked before it started (see listing)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: DomainListing | None = None
+
+
 class DomainListing:
     """One listing: its rows (``domains``), and per listed name the handle it was listed by.
 
@@ -1060,10 +1113,11 @@ class DomainListing:
     a row's owner, label and "saved" state are always those of the row's own domain, and
     cost one libvirt call each instead of a lookup and a call."""
 
-    __slots__ = ("_backend", "_handles", "domains")
+    __slots__ = ("_backend", "_handles", "_meta", "domains")
 
     def __init__(self, backend: LibvirtBackend, domains: list[DomainInfo], handles: dict):
         self._backend, self.domains, self._handles = backend, domains, handles
+        self._meta: dict[tuple[str, str], str | None] = {}  # read once per listing
 
     def _call(self, action: str, name: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
         dom = self._handles.get(name)
@@ -1077,7 +1131,11 @@ class DomainListing:
             raise self._backend._translate(exc, action=action, name=name) from None
 
     def metadata(self, name: str, ns_uri: str) -> str | None:
-        """Like ``get_metadata(name, ns_uri)`` (the live element), for a listed domain."""
+        """Like ``get_metadata(name, ns_uri)`` (the live element), for a listed domain; read
+        once per listing (the requests sharing it read it after it started, see listing)."""
+        key = (name, ns_uri)
+        if key in self._meta and name in self._handles:
+            return self._meta[key]
 
         def get(dom):
             try:
@@ -1088,7 +1146,10 @@ class DomainListing:
                 raise
 
         raw = self._call("read the metadata of", name, get)
-        return _from_libvirt(raw, ns_uri) if raw else None
+        value = _from_libvirt(raw, ns_uri) if raw else None
+        if name in self._handles:
+            self._meta[key] = value
+        return value
 
     def has_managed_save(self, name: str) -> bool | None:
         """Like the backend's ``has_managed_save``, for a listed domain."""

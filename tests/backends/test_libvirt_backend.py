@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 from lxml import etree
 
-from secured_virt.backends import BackendError, DomainInfo, NoSuchDomain, open_backend
+from secured_virt.backends import (
+    BackendError,
+    DomainInfo,
+    NoSuchDomain,
+    libvirt_backend,
+    open_backend,
+)
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 
 from .conftest import DEMO_URI, SVIRT_NS
@@ -721,3 +728,58 @@ def test_pins_are_per_thread_and_nest(lv):
     assert lv.lookup("pin-a").uuid == real
     with lv.pinned("pin-a", None):  # no UUID known: by name, as before
         assert lv.lookup("pin-a").uuid == real
+
+
+def test_concurrent_listings_are_shared_but_never_older_than_the_request(lv, monkeypatch):
+    """svirtd's list requests share one pass over libvirt (issue 18), but a request never
+    gets rows of a listing that started before it arrived: B and C arrive while A's listing
+    runs, after 'late' was defined, so both see 'late' and share one listing of their own."""
+    import threading
+
+    real = lv._listing_now
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow(include_inactive):
+        calls.append(include_inactive)
+        out = real(include_inactive)
+        if len(calls) == 1:  # A's listing has read libvirt; hold it until B and C arrived
+            started.set()
+            assert release.wait(10)
+        return out
+
+    monkeypatch.setattr(lv, "_listing_now", slow)
+    waiting = []  # threads waiting for a listing to end (B for A's, C for B's)
+
+    class Counted(threading.Event):
+        def wait(self, timeout=None):
+            waiting.append(1)
+            return super().wait(timeout)
+
+    def flight_init(self):
+        self.done, self.result = Counted(), None
+
+    monkeypatch.setattr(libvirt_backend._Flight, "__init__", flight_init)
+    got: dict[str, list[str]] = {}
+
+    def ask(who):
+        got[who] = [d.name for d in lv.listing(include_inactive=True).domains]
+
+    a = threading.Thread(target=ask, args=("A",))
+    a.start()
+    assert started.wait(10)
+    lv.define(new_xml("late"))
+    others = [threading.Thread(target=ask, args=(w,)) for w in ("B", "C")]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 10  # both wait, for the next listing, none started yet
+    while len(waiting) < 2:
+        assert time.monotonic() < deadline, "B and C did not both wait"
+        time.sleep(0.01)
+    release.set()
+    for t in (a, *others):
+        t.join(10)
+    assert "late" not in got["A"]
+    assert "late" in got["B"] and "late" in got["C"]
+    assert len(calls) == 2  # A's, and one shared by B and C
+    assert lv._flights == {}
+    assert "late" in [d.name for d in lv.list_domains(include_inactive=True)]
