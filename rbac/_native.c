@@ -1315,11 +1315,20 @@ Index_forget_groups(Index *self, PyObject *Py_UNUSED(ignored))
 #define PARTS_MAX 63
 #define PARTS_NONE ((uint64_t)1 << 63)
 
+/* 32 bytes, two to a cache line: the user's name (inline, or a reference the table holds)
+ * and hash in the slot, whose a and b hold the mask's low and high halves */
 typedef struct {
-    Slot s; /* the user's name (inline, or a reference the table holds) */
+    Slot s;
     double until;
-    uint64_t mask;
 } PEntry;
+
+_Static_assert(sizeof(PEntry) == 32, "a partitions entry is 32 bytes");
+
+static inline uint64_t
+pentry_mask(const PEntry *e)
+{
+    return (uint64_t)e->s.a | ((uint64_t)e->s.b << 32);
+}
 
 typedef struct {
     PyObject_HEAD
@@ -1327,7 +1336,8 @@ typedef struct {
     PyObject *pnames; /* dict: partition name -> its number */
     uint64_t restricted; /* bit p: partition p allows only the operations in ops[p] */
     uint64_t ops[PARTS_MAX][2];
-    PEntry *users;
+    PEntry *users; /* aligned to 64 bytes within users_mem */
+    void *users_mem;
     size_t umask;
     Py_ssize_t ucount;
 } Parts;
@@ -1341,9 +1351,10 @@ parts_users_clear(Parts *self)
         for (size_t i = 0; i <= self->umask; i++)
             if (self->users[i].s.tag == TAG_REF)
                 Py_DECREF(slot_ref(&self->users[i].s));
-        PyMem_Free(self->users);
+        PyMem_Free(self->users_mem);
     }
     self->users = NULL;
+    self->users_mem = NULL;
     self->umask = 0;
     self->ucount = 0;
 }
@@ -1447,7 +1458,8 @@ parts_put(Parts *self, PyObject *key, Py_hash_t h, double until, uint64_t mask)
     PEntry *e = parts_find(self, key, h);
     if (e != NULL) {
         e->until = until;
-        e->mask = mask;
+        e->s.a = (uint32_t)mask;
+        e->s.b = (uint32_t)(mask >> 32);
         return 0;
     }
     if (self->users == NULL || (size_t)(self->ucount + 1) * 2 > self->umask + 1) {
@@ -1456,11 +1468,12 @@ parts_put(Parts *self, PyObject *key, Py_hash_t h, double until, uint64_t mask)
             parts_users_clear(self);
             size = 64;
         }
-        PEntry *fresh = PyMem_Calloc(size, sizeof(PEntry));
-        if (fresh == NULL) {
+        void *mem = PyMem_Calloc(size * sizeof(PEntry) + 64, 1);
+        if (mem == NULL) {
             PyErr_NoMemory();
             return -1;
         }
+        PEntry *fresh = (PEntry *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
         if (self->users != NULL) {
             for (size_t i = 0; i <= self->umask; i++) {
                 PEntry *o = &self->users[i];
@@ -1471,9 +1484,10 @@ parts_put(Parts *self, PyObject *key, Py_hash_t h, double until, uint64_t mask)
                     j = (j + 1) & (size - 1);
                 fresh[j] = *o;
             }
-            PyMem_Free(self->users);
+            PyMem_Free(self->users_mem);
         }
         self->users = fresh;
+        self->users_mem = mem;
         self->umask = size - 1;
     }
     size_t i = (size_t)h & self->umask;
@@ -1491,7 +1505,8 @@ parts_put(Parts *self, PyObject *key, Py_hash_t h, double until, uint64_t mask)
         memcpy(e->s.text, &key, sizeof key);
     }
     e->until = until;
-    e->mask = mask;
+    e->s.a = (uint32_t)mask;
+    e->s.b = (uint32_t)(mask >> 32);
     self->ucount++;
     return 0;
 }
@@ -1554,7 +1569,7 @@ parts_pass(Parts *pt, PyObject *user, PyObject *op, PyObject *attrs)
     if (e == NULL)
         return 0;
     const double until = e->until;
-    const uint64_t mine = e->mask;
+    const uint64_t mine = pentry_mask(e);
     double now = coarse_margin >= 0 ? clock_read(CLOCK_MONOTONIC_COARSE) + coarse_margin
                                     : clock_read(CLOCK_MONOTONIC);
     if (!(now < until))
@@ -1684,6 +1699,8 @@ decide_in(Index *self, Parts *pt, PyObject *otherwise, PyObject *const *args, Py
         return NULL;
     }
     PyObject *attrs = nargs > 3 && args[3] != Py_None ? args[3] : NULL;
+    if (attrs != NULL) /* read below, after the hashes: its header on the way meanwhile */
+        __builtin_prefetch(attrs);
     int r = 0;
     if (PyUnicode_CheckExact(args[0]) && PyLong_CheckExact(args[1])) {
         if (PyUnicode_CheckExact(args[2]) && PyUnicode_READY(args[0]) == 0 &&
