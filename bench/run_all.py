@@ -54,10 +54,11 @@ SECTIONS = {
         "allowed request, every refusal written or counted in a `suppressed` record of the "
         "per-uid flood limit).  Latencies are over every request of every run.  CPU per "
         "request is svirtd's (all threads) and the clients' over the load only: two cores "
-        "divided by their sum bounds what an idle machine could serve.  Every allowed request "
-        "waits for two audit fsyncs (its decision before the action, its outcome before the "
-        "reply; shared by the requests of the moment), so a busy disk shows in every row but "
-        "the refused suspend.",
+        "divided by their sum bounds what an idle machine could serve.  An allowed start or "
+        "destroy waits for two audit fsyncs (its decision before the action, its outcome "
+        "before the reply), an allowed read for one (its decision and outcome together, "
+        "before the reply: docs/audit-format.md); each shared by the requests of the "
+        "moment, so a busy disk shows in every row but the refused suspend.",
     ),
     "qemu": (
         "start and destroy of a real QEMU guest (`bench_qemu.py`)",
