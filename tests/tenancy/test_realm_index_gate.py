@@ -18,7 +18,9 @@ import pytest
 
 from rbac import engine
 from rbac.groups import GroupResolver
+from secured_virt.access.operations import CATALOGUE
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, Request
+from secured_virt.tenancy.model import Realm, RealmSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_realms as realms_world
@@ -107,3 +109,28 @@ def test_membership_dropped_reaches_the_gate_when_the_realm_cache_is_dropped(wor
     r = svc.handle(abe, Request("dominfo", {"domain": "a-web"}))
     assert r.status == EXIT_DENIED and r.check == "realm" and "root realm" in r.message
     assert calls == ["a-web", "a-web"]
+
+
+def test_a_vm_two_realms_claim_is_never_answered_in_c(world):
+    """The VM's attrs name no realm and two realms' patterns cover its name: only the realm
+    step may answer (it refuses, naming both), even for a caller in no realm whose realms
+    the index holds -- to the index, such a VM looks like one in no realm."""
+    svc, ids, users, *_ = world
+    svc.tenancy.groups = GroupResolver(ttl=600)
+    zed = ids["zed"]
+    assert svc.handle(zed, Request("dominfo", {"domain": "plain"})).status == EXIT_OK
+    old = svc.tenancy.realms.realms
+    svc.tenancy.realms = RealmSet(
+        {**old, "c": Realm("c", vm_patterns=("pl*",)), "d": Realm("d", vm_patterns=("*ain",))}
+    )
+    svc.tenancy.partitions(CATALOGUE.names)
+    assert svc.tenancy.realms_of(users["zed"]) == ()  # told to the index: in no realm
+    r = svc.handle(zed, Request("dominfo", {"domain": "plain"}))
+    assert r.status == EXIT_DENIED and r.check == "realm", r.message
+    assert "claimed by realms 'c', 'd'" in r.message
+    # one realm claims it: the service puts that realm in the attrs, and C may answer
+    svc.tenancy.realms = RealmSet({**old, "c": Realm("c", vm_patterns=("pl*",))})
+    svc.tenancy.partitions(CATALOGUE.names)
+    svc.tenancy.realms_of(users["zed"])
+    r = svc.handle(zed, Request("dominfo", {"domain": "plain"}))
+    assert r.status == EXIT_DENIED and "belongs to realm 'c'" in r.message
