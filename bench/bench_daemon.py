@@ -25,8 +25,11 @@ threads, from /proc, over the load only) and the clients' (their own os.times() 
 start signal on) say how much of the machine one request costs, which the wall-clock
 figures of a shared machine cannot: 2 cores / (both) is the rate an idle machine could
 sustain at most.  With ``--before TREE`` the daemon
-of another checkout is measured in the same sitting, runs interleaved.  Needs root.  Writes
-bench/out/daemon.json.
+of another checkout is measured in the same sitting, runs interleaved.  Each daemon is also
+loaded with the connection alone (``, connection only`` rows: every request an unknown
+command, answered before the service and the audit; ``--no-floor`` skips it), the floor
+under every request, so the report can say how much of svirtd's time is the connection and
+how much the service, libvirt and the audit.  Needs root.  Writes bench/out/daemon.json.
 
     /opt/secured-virt/venv/bin/python bench/bench_daemon.py [--runs N] [--before TREE]
 
@@ -69,6 +72,8 @@ cycle = [
     (second, {"domain": mine}, 0), ("dominfo", {"domain": mine}, 0),
     ("suspend", {"domain": mine}, 3),
 ]
+if sys.argv[7] == "floor":  # the connection alone: a command svirtd answers without the service
+    cycle = [("no-such-command", {}, 2)]
 while time.time() < go:
     time.sleep(0.0005)
 t0 = os.times()
@@ -100,7 +105,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
+def load_run(host: Host, tree: Path, clients: int, per_client: int, floor: bool = False) -> dict:
     user = as_user(bench_user())
     cpu_before = cpu_seconds(host.proc.pid)
     go = time.time() + 2.0 + clients * 0.04  # every interpreter is up before the start
@@ -120,6 +125,7 @@ def load_run(host: Host, tree: Path, clients: int, per_client: int) -> dict:
                 str(per_client),
                 str(go),
                 "1" if running[f"vm-{i:03d}"] else "0",
+                "floor" if floor else "mix",
             ],
             stdout=subprocess.PIPE,
             env=ENV,
@@ -199,28 +205,48 @@ def check_audit(host: Host, counts: dict) -> dict:
     }
 
 
+def check_floor_audit(host: Host) -> dict:
+    """The connection-only load decides nothing: no record at all (the log may not exist)."""
+    if not host.audit_log.exists():
+        return {"chain": "no audit log: nothing decided", "records": 0, "ok": True}
+    sys.path.insert(0, str(REPO))
+    from secured_virt.access import audit
+
+    res = audit.verify(str(host.audit_log))
+    n = sum(1 for _ in audit.read(str(host.audit_log)))
+    return {"chain": res.message, "records": n, "ok": res.ok and n == 0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="load runs per daemon (interleaved)")
     ap.add_argument("--clients", type=int, default=CLIENTS)
     ap.add_argument("--per-client", type=int, default=PER_CLIENT)
     ap.add_argument("--before", type=Path, help="another checkout whose svirtd to compare")
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the connection-only load (an unknown command, answered before the service)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_daemon needs root (svirtd's policy files must be root-owned)")
         return 2
     info = stamp()
-    trees = {"svirtd": REPO}
+    trees = {"svirtd": (REPO, False)}
     if args.before is not None:
-        trees["svirtd BEFORE"] = args.before
+        trees["svirtd BEFORE"] = (args.before, False)
+    if not args.no_floor:  # what the connection alone costs: the floor under every request
+        for name, (tree, _) in list(trees.items()):
+            trees[f"{name}, connection only"] = (tree, True)
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     for _ in range(args.runs):
-        for name, tree in trees.items():
+        for name, (tree, floor) in trees.items():
             host = Host(domains=50).start_daemon(tree)
             try:
-                r = load_run(host, tree, args.clients, args.per_client)
+                r = load_run(host, tree, args.clients, args.per_client, floor)
                 host.stop_daemon()  # close() writes the pending summaries
-                r["audit"] = check_audit(host, r["counts"])
+                r["audit"] = check_floor_audit(host) if floor else check_audit(host, r["counts"])
             finally:
                 host.stop()
             runs[name].append(r)
@@ -269,6 +295,8 @@ def main() -> int:
     for name, s in summary.items():
         rps = ", ".join(str(x) for x in s["requests_per_s_runs"])
         audit_txt = "intact, complete" if s["audit_ok"] else "PROBLEM: see daemon.json"
+        if name.endswith("connection only") and s["audit_ok"]:
+            audit_txt = "nothing decided, nothing written"
         print(
             f"| {name} | {s['requests']} | {s['p50_ms']} | {s['p99_ms']} | "
             f"{s['requests_per_s_median']} ({rps}) | {s['daemon_cpu_ms_per_request']}, "
@@ -285,8 +313,22 @@ def main() -> int:
         print(f"\n{name}, last run's audit: {json.dumps(a)}")
         if s["errors"]:
             print(f"{name}: errors, e.g. {s['per_run'][0]['error_samples']}")
-    print(f"\nwrote {out / 'daemon.json'}")
+    floor = summary.get("svirtd, connection only")
     ours = summary["svirtd"]
+    if floor is not None:
+        f_cpu, m_cpu = floor["daemon_cpu_ms_per_request"], ours["daemon_cpu_ms_per_request"]
+        print(
+            f"\nWhere svirtd's time goes (this run): the connection alone (accept, the "
+            f"worker's wake-up, the peer's credentials, hello, one request frame and its "
+            f"reply, close; an unknown command answered before the service) costs svirtd "
+            f"{f_cpu} ms CPU per request of the mix's {m_cpu} ({f_cpu / m_cpu:.0%}); the "
+            f"service, libvirt and the audit the rest.  That load alone served "
+            f"{floor['requests_per_s_median']} requests/s at p99 {floor['p99_ms']} ms on "
+            f"this machine; an idle 2-core machine could serve at most "
+            f"{2000 / (m_cpu + ours['client_cpu_ms_per_request']):.0f} requests/s of the mix "
+            f"(2 cores / (svirtd + client CPU per request))."
+        )
+    print(f"\nwrote {out / 'daemon.json'}")
     missed = []
     if ours["p99_ms"] > TARGET_P99_MS:
         missed.append(f"p99 {ours['p99_ms']} ms > {TARGET_P99_MS:g} ms")
