@@ -109,7 +109,7 @@ def test_a_read_replies_only_once_both_records_are_synced_by_one_sync(env, comma
 
 @pytest.mark.parametrize("command", ["destroy", "suspend"])
 def test_a_change_starts_only_after_its_decision_is_synced(env, command):
-    svc, log, synced = env
+    svc, _log, synced = env
     seen: list[list[dict]] = []
     real = getattr(svc.backend, command)
 
@@ -129,7 +129,7 @@ def test_a_change_starts_only_after_its_decision_is_synced(env, command):
 
 
 def test_a_read_whose_records_cannot_be_written_gets_no_answer(env, monkeypatch):
-    svc, log, synced = env
+    svc, log, _synced = env
     assert svc.handle(ROOT, Request("domstate", {"domain": "vm-a"})).status == EXIT_OK
     size = log.stat().st_size
 
