@@ -381,7 +381,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         persistent ones, the autostarted ones), then one info() per domain; the OS type is
         cached per UUID.  A domain that vanishes while we look is skipped.
         """
-        return self.listing(include_inactive=include_inactive).domains
+        # a copy: the listing may be shared with other requests (see listing)
+        return list(self.listing(include_inactive=include_inactive).domains)
 
     def listing(self, *, include_inactive: bool = False) -> DomainListing:
         """``list_domains()``, and the listed domains' handles for what a listing shows next:
