@@ -11,7 +11,9 @@ owner.  Each round runs, in alternating order, `virsh start` + `virsh destroy` a
 (the peer: only root can manage qemu:///system without secured-virt) and `bin/svirsh start`
 + `bin/svirsh destroy` as the non-root `svt-bench` through a svirtd running as root on the
 same libvirtd.  Figures: median and p90 of every round, the difference of medians against
-virsh.  Needs root, libvirtd + QEMU (started if needed).  Writes bench/out/qemu.json.
+virsh, and the median of each round's difference (svirsh minus virsh of the same round: QEMU's
+own start varies by tens of ms between rounds, and pairing cancels that drift).  Needs root,
+libvirtd + QEMU (started if needed).  Writes bench/out/qemu.json.
 
     /opt/secured-virt/venv/bin/python bench/bench_qemu.py [--rounds N]
 """
@@ -168,16 +170,21 @@ def measure(host: QemuHost, rounds: int) -> dict:
     out = {}
     for name, per in times.items():
         out[name] = {cmd: summary(xs) for cmd, xs in per.items()}
-    peer = out["virsh (root)"]
-    for per in out.values():
+    peer_name = order[0]
+    peer = out[peer_name]
+    for name, per in out.items():
         for cmd, row in per.items():
             row["added_ms"] = round(row["median_ms"] - peer[cmd]["median_ms"], 2)
+            # the same round's two runs, back to back: QEMU's own spread (tens of ms between
+            # rounds) cancels out of each difference, which the difference of medians keeps
+            diffs = [a - b for a, b in zip(times[name][cmd], times[peer_name][cmd], strict=True)]
+            row["paired_added_ms"] = round(statistics.median(diffs) * 1000, 2)
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_qemu needs root (libvirtd, svirtd's root-owned policy files)")
@@ -211,15 +218,24 @@ def main() -> int:
         f"{info['date']}, commit {info['commit']}, load {info['machine']['loadavg']} -> "
         f"{info['loadavg_after']}, {args.rounds} rounds\n"
     )
-    print("| variant | command | median ms | p90 ms | added to virsh's median |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        "| variant | command | median ms | p90 ms | median minus virsh's | "
+        "median of the rounds' differences |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
     worst = 0.0
     for name, per in res.items():
         for cmd, r in per.items():
-            print(f"| {name} | {cmd} | {r['median_ms']} | {r['p90_ms']} | {r['added_ms']} ms |")
-            worst = max(worst, r["added_ms"])
+            print(
+                f"| {name} | {cmd} | {r['median_ms']} | {r['p90_ms']} | {r['added_ms']} ms | "
+                f"{r['paired_added_ms']} ms |"
+            )
+            worst = max(worst, r["paired_added_ms"])
     verdict = "met" if worst <= 10 else "missed"
-    print(f"\nTarget (at most 10 ms added): {verdict}, worst {worst} ms.")
+    print(
+        f"\nTarget (at most 10 ms added, judged on the median of the rounds' differences): "
+        f"{verdict}, worst {worst} ms."
+    )
     print(f"\nwrote {out / 'qemu.json'}")
     return 0 if worst <= 10 else 1
 

@@ -64,7 +64,19 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            # RESULTS.md and bench/out are the runs' own output, not a change to what is measured
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!bench/RESULTS.md",
+                ":!bench/out",
+            ],
             capture_output=True,
             text=True,
         ).stdout.strip()
