@@ -412,8 +412,10 @@ def test_frontends_programs_units_docs_and_users(installed):
         for key in ("ExecStart", "ExecStartPre"):
             exe = lines[key].split()[0]
             assert exe == str(path) and os.access(exe, os.X_OK), (key, exe)
-        ref = lines["Documentation"]
-        assert ref.startswith("file://") and Path(ref[len("file://") :]).parent == docs, ref
+        refs = lines["Documentation"].split()  # man:PAGE(8) and the installed doc file
+        assert f"man:{name}(8)" in refs, refs
+        ref = next(r for r in refs if r.startswith("file://"))
+        assert Path(ref[len("file://") :]).parent == docs, ref
         assert Path(ref[len("file://") :]).is_file(), ref
         assert (installed.prefix / "share/secured-virt/etc/systemd" / f"{name}.service").is_file()
         pw = pwd.getpwnam(name)
