@@ -184,7 +184,7 @@ def measure(host: QemuHost, rounds: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=60)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_qemu needs root (libvirtd, svirtd's root-owned policy files)")
