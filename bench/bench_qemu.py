@@ -23,9 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchhost import ENV, PY, REPO, as_user, bench_user, machine, stamp, write_root
+from benchhost import ENV, REPO, Host, as_user, bench_user, machine, stamp
 
 sys.path.insert(0, str(REPO))
 from secured_virt.testing.libvirtd import ensure_libvirtd, tiny_guest_xml
@@ -51,83 +48,6 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["/usr/bin/virsh", "-q", "-c", URI, *args], capture_output=True, text=True, check=check
     )
-
-
-class QemuHost:
-    """Role files naming the guest, a config on qemu:///system, and svirtd running."""
-
-    def __init__(self, user: str):
-        self.base = Path(tempfile.mkdtemp(prefix="svt-bench-qemu-", dir="/tmp"))
-        self.base.chmod(0o755)
-        etc = self.base / "etc"
-        etc.mkdir()
-        (self.base / "log").mkdir(mode=0o700)
-        (self.base / "run").mkdir()
-        ua = write_root(
-            etc / "ua.xml",
-            "<UserConfiguration>\n"
-            f'  <User name="{user}"><UserRole role="Bench"/></User>\n'
-            "</UserConfiguration>\n",
-        )
-        pa = write_root(
-            etc / "pa.xml",
-            "<RolePolicyDefinition>\n"
-            '  <Role name="Bench">\n'
-            f'    <ManageVM type="individual">\n      <VM name="{VM}"/>\n    </ManageVM>\n'
-            "    <ControlOperation><Accept>\n"
-            '        <operation id="4"/>\n        <operation id="6"/>\n'
-            '        <operation id="13"/>\n'
-            "    </Accept></ControlOperation>\n"
-            "  </Role>\n"
-            "</RolePolicyDefinition>\n",
-        )
-        self.socket = str(self.base / "run" / "svirtd.sock")
-        conf = {
-            "uri": URI,
-            "ua": ua,
-            "pa": pa,
-            "audit_log": self.base / "log" / "audit.log",
-            "audit_syslog": "no",
-            "auth_dir": self.base / "ts",
-            "label_store": self.base / "labels.xml",
-            "acm_state_dir": self.base / "acm",
-            "socket": self.socket,
-            "idle_timeout": 600,
-        }
-        text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
-        self.config = write_root(etc / "secured-virt.conf", text)
-        self.proc = None
-
-    def start_daemon(self) -> QemuHost:
-        self.log = open(self.base / "svirtd.log", "wb")  # noqa: SIM115 - closed in stop()
-        entry = (
-            f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-            "from secured_virt.daemon.server import main; sys.exit(main(sys.argv[1:]))"
-        )
-        self.proc = subprocess.Popen(
-            [PY, "-I", "-c", entry, "--config", str(self.config), "--log-level", "warning"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-            cwd="/",
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(self.socket)
-                return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"svirtd did not start: {self.base / 'svirtd.log'}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-            self.log.close()
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def timed(argv: list[str]) -> float:
@@ -148,7 +68,7 @@ def summary(xs: list[float]) -> dict:
     }
 
 
-def measure(host: QemuHost, rounds: int) -> dict:
+def measure(host: Host, rounds: int) -> dict:
     user = as_user(bench_user())
     svirsh = [*user, str(REPO / "bin/svirsh"), "--socket", host.socket]
     plain = ["/usr/bin/virsh", "-q", "-c", URI]
@@ -202,7 +122,9 @@ def main() -> int:
         f.write(xml)
         f.flush()
         virsh("define", f.name)
-    host = QemuHost(user.pw_name).start_daemon()
+    # the role: domstate (4), start (6) and destroy (13) on the one guest
+    host = Host(user=user.pw_name, uri=URI, vms=[VM], ops=(4, 6, 13), idle_timeout=600)
+    host.start_daemon()
     try:
         res = measure(host, args.rounds)
     finally:

@@ -54,8 +54,12 @@ def machine() -> dict:
     }
 
 
-def git_commit() -> str:
-    """The commit measured (with '+dirty' when the tree differs from it)."""
+_GIT_STATUS = ("git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no")
+
+
+def git_state() -> tuple[str, bool] | None:
+    """The commit measured and whether the tree differs from it (None: not a git checkout).
+    RESULTS.md and bench/out are the runs' own output, not a change to what is measured."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -64,25 +68,21 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            # RESULTS.md and bench/out are the runs' own output, not a change to what is measured
-            [
-                "git",
-                "-C",
-                str(REPO),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                ":!bench/RESULTS.md",
-                ":!bench/out",
-            ],
+            [*_GIT_STATUS, "--", ".", ":!bench/RESULTS.md", ":!bench/out"],
             capture_output=True,
             text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
+        return None
+    return head, bool(dirty)
+
+
+def git_commit() -> str:
+    """The commit measured (with '+dirty' when the tree differs from it)."""
+    state = git_state()
+    if state is None:
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    return state[0] + ("+dirty" if state[1] else "")
 
 
 def stamp() -> dict:
@@ -127,39 +127,59 @@ def vm_names(n: int) -> list[str]:
 
 
 class Host:
-    """A private config, UA/PA, N-domain node file, audit log and socket; svirtd running."""
+    """A private config, UA/PA, audit log and socket; svirtd running.
 
-    def __init__(self, domains: int = 50, user: str = BENCH_USER):
+    By default the hypervisor is a test-driver node file of ``domains`` domains owned by
+    ``user``; with ``uri`` (e.g. qemu:///system) no node is written and the role names ``vms``
+    on that hypervisor instead.  The role grants ``ops`` (default: list, dominfo, domstate,
+    start, destroy; the load bench's denied request is suspend)."""
+
+    def __init__(
+        self,
+        domains: int = 50,
+        user: str = BENCH_USER,
+        *,
+        uri: str | None = None,
+        vms: list[str] | None = None,
+        ops: tuple[int, ...] = (2, 3, 4, 6, 13),
+        idle_timeout: int = 60,
+    ):
         self.base = Path(tempfile.mkdtemp(prefix="svt-bench-", dir="/tmp"))
         self.base.chmod(0o755)
         etc = self.base / "etc"
         etc.mkdir()
         (self.base / "log").mkdir(mode=0o700)
         (self.base / "run").mkdir()
-        self.names = vm_names(domains)
-        body = "".join(
-            _DOMAIN.format(
-                name=n, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, n), owner=user, state=1 if i % 2 else 5
+        if uri is None:
+            self.names = vm_names(domains)
+            body = "".join(
+                _DOMAIN.format(
+                    name=n,
+                    uuid=uuid.uuid5(uuid.NAMESPACE_DNS, n),
+                    owner=user,
+                    state=1 if i % 2 else 5,
+                )
+                for i, n in enumerate(self.names)
             )
-            for i, n in enumerate(self.names)
-        )
-        self.node = write_root(etc / "node.xml", f"<node>\n{body}</node>\n")
-        self.uri = f"test://{self.node}"
+            self.node = write_root(etc / "node.xml", f"<node>\n{body}</node>\n")
+            uri = f"test://{self.node}"
+        else:
+            self.names = list(vms or ())
+        self.uri = uri
         ua = write_root(
             etc / "ua.xml",
             "<UserConfiguration>\n"
             f'  <User name="{user}"><UserRole role="Bench"/></User>\n'
             "</UserConfiguration>\n",
         )
-        vms = "".join(f'      <VM name="{n}"/>\n' for n in self.names)
-        # list, dominfo, domstate, start, destroy; the load bench's denied request is suspend
-        ops = "".join(f'        <operation id="{i}"/>\n' for i in (2, 3, 4, 6, 13))
+        vm_rows = "".join(f'      <VM name="{n}"/>\n' for n in self.names)
+        op_rows = "".join(f'        <operation id="{i}"/>\n' for i in ops)
         pa = write_root(
             etc / "pa.xml",
             "<RolePolicyDefinition>\n"
             '  <Role name="Bench">\n'
-            f'    <ManageVM type="individual">\n{vms}    </ManageVM>\n'
-            f"    <ControlOperation><Accept>\n{ops}    </Accept></ControlOperation>\n"
+            f'    <ManageVM type="individual">\n{vm_rows}    </ManageVM>\n'
+            f"    <ControlOperation><Accept>\n{op_rows}    </Accept></ControlOperation>\n"
             "  </Role>\n"
             "</RolePolicyDefinition>\n",
         )
@@ -175,7 +195,7 @@ class Host:
             "label_store": self.base / "labels.xml",
             "acm_state_dir": self.base / "acm",
             "socket": self.socket,
-            "idle_timeout": 60,
+            "idle_timeout": idle_timeout,
         }
         text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
         self.config = write_root(etc / "secured-virt.conf", text)

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchhost import git_state  # run_all.py runs from bench/, beside it
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 
@@ -156,33 +158,10 @@ SECTIONS = {
 
 
 def _commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # RESULTS.md and bench/out are what this run writes: not a change to what it measures
-            [
-                "git",
-                "-C",
-                str(HERE.parent),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                ":!bench/RESULTS.md",
-                ":!bench/out",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    state = git_state()
+    if state is None:
         return "unknown"
-    return head + (" (with uncommitted changes in the tree)" if dirty else "")
+    return state[0] + (" (with uncommitted changes in the tree)" if state[1] else "")
 
 
 def _load() -> str:
