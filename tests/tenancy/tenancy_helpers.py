@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import types
 from contextlib import contextmanager
 
 
@@ -74,3 +75,17 @@ def local_accounts(tag: str | None = None):
         yield acc
     finally:
         acc.cleanup()
+
+
+@contextmanager
+def three_members(tag: str):
+    """The differential tests' accounts: b in g1, c in g1 and g2 (primary g3), d in none;
+    ``groups`` ends with a group name no NSS source knows."""
+    with local_accounts(tag) as acc:
+        g1, g2, g3 = acc.group("g1"), acc.group("g2"), acc.group("g3")
+        users = [
+            acc.user("b", groups=[g1]),
+            acc.user("c", primary=g3, groups=[g1, g2]),
+            acc.user("d"),
+        ]
+        yield types.SimpleNamespace(acc=acc, groups=[g1, g2, g3, acc.name("missing")], users=users)

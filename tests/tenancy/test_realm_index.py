@@ -32,7 +32,7 @@ from secured_virt.tenancy.check import RealmConflict, Tenancy
 from secured_virt.tenancy.model import Realm, RealmSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tenancy_helpers import LocalAccounts
+from tenancy_helpers import three_members
 
 pytestmark = pytest.mark.skipif(
     engine._native is None, reason="rbac._native not built (no C compiler)"
@@ -49,17 +49,8 @@ def accounts():
     """Real local users and groups (as root): b in g1, c in g1 and g2 (primary g3), d in none."""
     if os.geteuid() != 0:
         pytest.skip("creates local users: run as root")
-    acc = LocalAccounts(f"ri{os.getpid() % 100000}")
-    try:
-        g1, g2, g3 = acc.group("g1"), acc.group("g2"), acc.group("g3")
-        users = [
-            acc.user("b", groups=[g1]),
-            acc.user("c", primary=g3, groups=[g1, g2]),
-            acc.user("d"),
-        ]
-        yield types.SimpleNamespace(acc=acc, groups=[g1, g2, g3, acc.name("missing")], users=users)
-    finally:
-        acc.cleanup()
+    with three_members(f"ri{os.getpid() % 100000}") as accounts:
+        yield accounts
 
 
 def names_of(accounts):
