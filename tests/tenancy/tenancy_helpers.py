@@ -8,7 +8,9 @@ so parallel or crashed runs never collide, and everything is deleted even when a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import types
 from contextlib import contextmanager
@@ -89,3 +91,39 @@ def three_members(tag: str):
             acc.user("d"),
         ]
         yield types.SimpleNamespace(acc=acc, groups=[g1, g2, g3, acc.name("missing")], users=users)
+
+
+def root_call(env, command: str, args: dict) -> dict:
+    """A request from this (root) process: svirtd sees uid 0 through SO_PEERCRED."""
+    from secured_virt import client
+    from secured_virt.requests import Request
+
+    return client.call(env.socket, Request(command, args), password_cb=None, timeout=60).to_dict()
+
+
+def tear_down_realm_host(be, env, tag: str, realms, scratch, images, made_images: bool) -> None:
+    """Undo a real-QEMU realm test host: the guests named ``tag*`` (destroyed, undefined),
+    svirtd and its files, the realms' system users, the scratch images, and ``images`` itself
+    when the test made it."""
+    from secured_virt.backends.base import BackendError
+    from secured_virt.confinement import dac
+
+    for d in be.list_domains(include_inactive=True):
+        if d.name.startswith(tag):
+            with contextlib.suppress(BackendError):
+                be.destroy(d.name)
+            with contextlib.suppress(BackendError):
+                be.undefine(d.name)
+    be.close()
+    if env is not None:
+        if getattr(env, "d", None) is not None:
+            env.d.stop()
+        env.cleanup()
+        with contextlib.suppress(OSError):
+            os.unlink(f"{env.node}.realms.xml")
+    for realm in realms:
+        dac.remove_realm_user(dac.realm_user_name(realm))
+    shutil.rmtree(scratch, ignore_errors=True)
+    if made_images:
+        with contextlib.suppress(OSError):
+            images.rmdir()

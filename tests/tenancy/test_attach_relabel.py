@@ -19,10 +19,8 @@ running guest:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import uuid
@@ -35,12 +33,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
 from svtd_helpers import RealEnv, call_as, write_root_file  # noqa: E402
-from tenancy_helpers import local_accounts  # noqa: E402
+from tenancy_helpers import local_accounts, root_call, tear_down_realm_host  # noqa: E402
 
-from secured_virt.backends.base import BackendError  # noqa: E402
 from secured_virt.backends.factory import open_backend  # noqa: E402
 from secured_virt.confinement import dac  # noqa: E402
-from secured_virt.requests import Request  # noqa: E402
 from secured_virt.testing.libvirtd import tiny_guest_xml  # noqa: E402
 
 pytestmark = [
@@ -55,12 +51,6 @@ PA = (
     "<Accept>" + "".join(f"<operation name='{o}'/>" for o in OPS) + "</Accept>"
     "</ControlOperation></Role></RolePolicyDefinition>"
 )
-
-
-def root_call(env, command: str, args: dict) -> dict:
-    from secured_virt import client
-
-    return client.call(env.socket, Request(command, args), password_cb=None, timeout=60).to_dict()
 
 
 @pytest.fixture
@@ -104,24 +94,7 @@ def realm(libvirtd):
             assert r["status"] == 0, r
             yield tag, scratch / "a", env, pwd.getpwnam(tenant), be
         finally:
-            for d in be.list_domains(include_inactive=True):
-                if d.name.startswith(tag):
-                    with contextlib.suppress(BackendError):
-                        be.destroy(d.name)
-                    with contextlib.suppress(BackendError):
-                        be.undefine(d.name)
-            be.close()
-            if env is not None:
-                if getattr(env, "d", None) is not None:
-                    env.d.stop()
-                env.cleanup()
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{env.node}.realms.xml")
-            dac.remove_realm_user(dac.realm_user_name(tag))
-            shutil.rmtree(scratch, ignore_errors=True)
-            if made_images:
-                with contextlib.suppress(OSError):
-                    IMAGES.rmdir()
+            tear_down_realm_host(be, env, tag, (tag,), scratch, IMAGES, made_images)
 
 
 def disk_seclabels(xml: str, target: str) -> list[dict]:

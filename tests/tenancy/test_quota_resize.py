@@ -25,9 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
 from svtd_helpers import RealEnv, call_as, write_root_file  # noqa: E402
-from tenancy_helpers import local_accounts  # noqa: E402
+from tenancy_helpers import local_accounts, root_call  # noqa: E402
 
-from secured_virt.requests import Request  # noqa: E402
 from secured_virt.tenancy import quotas  # noqa: E402
 from secured_virt.tenancy.model import Quota  # noqa: E402
 
@@ -75,13 +74,6 @@ def quota_env():
             if getattr(env, "d", None) is not None:
                 env.d.stop()
             env.cleanup()
-
-
-def root_call(env, command: str, args: dict) -> dict:
-    """A request from this (root) process: svirtd sees uid 0 through SO_PEERCRED."""
-    from secured_virt import client
-
-    return client.call(env.socket, Request(command, args), password_cb=None, timeout=60).to_dict()
 
 
 @root_only

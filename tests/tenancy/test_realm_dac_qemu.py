@@ -18,7 +18,6 @@ Everything the test makes (accounts, realm users, images, guests) is removed aft
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -33,9 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
 from svtd_helpers import RealEnv, call_as, write_root_file  # noqa: E402
-from tenancy_helpers import local_accounts  # noqa: E402
+from tenancy_helpers import local_accounts, root_call, tear_down_realm_host  # noqa: E402
 
-from secured_virt.backends.base import BackendError  # noqa: E402
 from secured_virt.backends.factory import open_backend  # noqa: E402
 from secured_virt.confinement import dac  # noqa: E402
 from secured_virt.requests import Request  # noqa: E402
@@ -75,13 +73,6 @@ def guest_xml(name: str, image: str) -> str:
         f"<source file='{image}'/><target dev='vda' bus='virtio'/></disk>"
     )
     return tiny_guest_xml(name).replace("<devices>", f"<devices>{disk}")
-
-
-def root_call(env, command: str, args: dict) -> dict:
-    """A request from this (root) process: svirtd sees uid 0 through SO_PEERCRED."""
-    from secured_virt import client
-
-    return client.call(env.socket, Request(command, args), password_cb=None, timeout=60).to_dict()
 
 
 class Realms:
@@ -151,25 +142,7 @@ def two_realms(libvirtd):
                 backend=be,
             )
         finally:
-            for d in be.list_domains(include_inactive=True):
-                if d.name.startswith(tag):
-                    with contextlib.suppress(BackendError):
-                        be.destroy(d.name)
-                    with contextlib.suppress(BackendError):
-                        be.undefine(d.name)
-            be.close()
-            if env is not None:
-                if getattr(env, "d", None) is not None:
-                    env.d.stop()
-                env.cleanup()
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{env.node}.realms.xml")
-            for realm in (ra, rb):
-                dac.remove_realm_user(dac.realm_user_name(realm))
-            shutil.rmtree(scratch, ignore_errors=True)
-            if made_images:
-                with contextlib.suppress(OSError):
-                    IMAGES.rmdir()
+            tear_down_realm_host(be, env, tag, (ra, rb), scratch, IMAGES, made_images)
 
 
 def realm_category(env, realm: str) -> int:
