@@ -16,16 +16,14 @@ import struct
 
 import pytest
 
-import policy
 from secured_virt.backends.base import BackendError
 from secured_virt.backends.xl_parse import read_save_header
 from secured_virt.backends.xl_record import RECORD_MAGIC, make_record, stamp
 from secured_virt.requests import EXIT_DENIED
 
 from .conftest import ROOT, run
-from .xlhosts import XL_DATA, make_hosts, xl_host
+from .xlhosts import CLIENT, XL_DATA, make_hosts, renumbered_client, xl_host
 
-CLIENT = policy.examples()["example.client_v1"]
 WEB_UUID = "6f1c2f9a-8a3d-4c5e-9b7f-2d1e0a4b5c6d"
 WEB_DISK = "phy:/dev/vg0/web-01"
 
@@ -33,18 +31,6 @@ WEB_DISK = "phy:/dev/vg0/web-01"
 @pytest.fixture
 def hosts(mocker, tmp_path):
     return make_hosts(mocker, tmp_path)
-
-
-def renumbered_client() -> bytes:
-    """example.client_v1 with one more VM label sorting first: every label's number moves."""
-    return CLIENT.read_bytes().replace(
-        b"<VirtualMachineLabel>",
-        b"<VirtualMachineLabel><Name>dom_Aardvark</Name><SimpleTypeEnforcementTypes>"
-        b"<Type>ste_DonatedCycles</Type></SimpleTypeEnforcementTypes>"
-        b"<ChineseWallTypes><Type>cw_Isolated</Type></ChineseWallTypes></VirtualMachineLabel>"
-        b"<VirtualMachineLabel>",
-        1,
-    )
 
 
 @pytest.fixture

@@ -22,15 +22,13 @@ from pathlib import Path
 
 import pytest
 
-import policy
 from secured_virt.backends.xl_backend import XlBackend
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
 from .conftest import ROOT, acm_service, run
-from .xlhosts import XL_DATA, HostXl
+from .xlhosts import CLIENT, XL_DATA, HostXl, renumbered_client
 
 HERE = Path(__file__).resolve().parent
-CLIENT = policy.examples()["example.client_v1"]
 WEB_DISK = "phy:/dev/vg0/web-01"
 DISK_LABEL = "res_LogicalDiskPartition2(hda2)"
 BANNER = b"xl migration receiver ready, send binary domain data.\n"
@@ -189,18 +187,6 @@ def receive_at(source: XlBackend, conf: Path) -> None:
 
 def audit(svc) -> list[dict]:
     return [json.loads(ln) for ln in Path(svc.config.audit_log).read_text().splitlines()]
-
-
-def renumbered_client() -> bytes:
-    """example.client_v1 with one more VM label sorting first: every label's number moves."""
-    return CLIENT.read_bytes().replace(
-        b"<VirtualMachineLabel>",
-        b"<VirtualMachineLabel><Name>dom_Aardvark</Name><SimpleTypeEnforcementTypes>"
-        b"<Type>ste_DonatedCycles</Type></SimpleTypeEnforcementTypes>"
-        b"<ChineseWallTypes><Type>cw_Isolated</Type></ChineseWallTypes></VirtualMachineLabel>"
-        b"<VirtualMachineLabel>",
-        1,
-    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import policy
 from secured_virt.backends.xl_backend import XlBackend
 from secured_virt.backends.xl_parse import read_save_header
 
@@ -19,6 +20,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 from xlfake import XL_DATA, FakeXl, data
 
 from .conftest import acm_service
+
+#: the seeds' example policy every xl host here starts from
+CLIENT = policy.examples()["example.client_v1"]
+
+
+def renumbered_client() -> bytes:
+    """example.client_v1 with one more VM label sorting first: every label's number moves."""
+    return CLIENT.read_bytes().replace(
+        b"<VirtualMachineLabel>",
+        b"<VirtualMachineLabel><Name>dom_Aardvark</Name><SimpleTypeEnforcementTypes>"
+        b"<Type>ste_DonatedCycles</Type></SimpleTypeEnforcementTypes>"
+        b"<ChineseWallTypes><Type>cw_Isolated</Type></ChineseWallTypes></VirtualMachineLabel>"
+        b"<VirtualMachineLabel>",
+        1,
+    )
 
 
 class HostXl(FakeXl):
