@@ -18,8 +18,8 @@ Why it looks the way it does:
   asks (``sudo svirsh --daemon``, ``sudo svirt-admin reload``, an edit's reload...).  Cheap
   for everyone else: one getuid() and, for root only, a look at SUDO_UID.
 
-API for the front-ends: :func:`daemon_available`, :func:`call`, :func:`console`,
-:func:`admin_status`, :func:`admin_reload`; failures to talk to the daemon raise
+API for the front-ends: :func:`daemon_available`, :func:`connect`, :func:`call`,
+:func:`console`, :func:`admin_status`, :func:`admin_reload`; failures to talk to the daemon raise
 :class:`ClientError` (the daemon's *answers*, including denials, come back as a ``Reply``).
 """
 
@@ -370,6 +370,22 @@ def daemon_available(path: str = DEFAULT_SOCKET) -> bool:
     return (st.st_mode & 0o170000) == 0o140000 and os.access(path, os.W_OK)
 
 
+def connect(socket_path: str = DEFAULT_SOCKET, *, client: str = "svirsh") -> _Session | None:
+    """One connect attempt: a session for :func:`call` or :func:`console` (``session=``), or
+    None when nobody answers at socket_path (no socket, a stale one, not a socket, ...).
+
+    This is how root's svirsh picks its way (svirtd when it is up, else direct mode) without
+    paying for a second connection: the probe *is* the request's connection.  Unlike
+    :func:`daemon_available` it cannot be fooled by a stale socket left by a dead svirtd.
+    Raises ClientError only when a sudo process cannot take its invoker's credentials."""
+    try:
+        return _Session(socket_path, None, client)
+    except ClientError as exc:
+        if exc.code == "unavailable":
+            return None
+        raise
+
+
 def call(
     socket_path: str,
     request: Request,
@@ -378,15 +394,17 @@ def call(
     progress_cb=None,
     timeout: float | None = None,
     client: str = "svirsh",
+    session: _Session | None = None,
 ) -> Reply:
     """Send one request to svirtd and return its Reply.
 
     password_cb(prompt) -> str | None answers PAM prompts (default: the tty, no echo; pass None
     to refuse).  progress_cb(done, total) receives migrate progress.  timeout bounds each wait
-    for the daemon (None: wait, e.g. for a long migration).  Raises ClientError when the daemon
-    cannot be reached or breaks the protocol.
+    for the daemon (None: wait, e.g. for a long migration).  session: a connection from
+    :func:`connect` to use (and close) instead of opening one.  Raises ClientError when the
+    daemon cannot be reached or breaks the protocol.
     """
-    with _Session(socket_path, timeout, client) as s:
+    with session or _Session(socket_path, timeout, client) as s:
         s.send({"type": "request", "request": request.to_dict()})
         return _reply_of(_converse(s, password_cb, progress_cb))
 
@@ -441,6 +459,7 @@ def console(
     escape: str = DEFAULT_ESCAPE,
     as_user: str | None = None,
     password_cb=tty_password,
+    session: _Session | None = None,
 ) -> int:
     """Attach the terminal to a VM's serial console through svirtd, like ``virsh console``.
 
@@ -448,15 +467,18 @@ def console(
     character (default Ctrl-], virsh's ``^]`` notation) detaches.  This is a whole front-end
     action: messages go to stderr_fd ("error: ..." on a refusal) and the exit status is
     returned - the daemon's status on refusal (3 denied, ...), 0 after a session, 1 when the
-    daemon cannot be reached or the console breaks.
+    daemon cannot be reached or the console breaks.  session: a connection from
+    :func:`connect` to use instead of opening one.
     """
     try:
         esc = parse_escape(escape)
     except ValueError as exc:
         os.write(stderr_fd, f"error: {exc}\n".encode())
+        if session is not None:
+            session.close()
         return 2
     try:
-        with _Session(socket_path, None, "svirsh") as s:
+        with session or _Session(socket_path, None, "svirsh") as s:
             msg = {"type": "console", "name": name}
             if as_user is not None:
                 msg["as_user"] = as_user

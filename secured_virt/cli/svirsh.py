@@ -1,12 +1,25 @@
 """svirsh — virsh-like commands, checked against your roles before they reach the hypervisor.
 
-Two ways in, one decision path:
+Two ways in, one decision path (both call the same ``Service.handle``):
 
-* non-root callers talk to ``svirtd`` over its Unix socket (the daemon learns who you are from
-  the kernel, SO_PEERCRED) — this is the default whenever you are not root;
-* root (or a user running ``sudo svirsh``) runs the request in-process ("direct mode").
+* through ``svirtd``'s Unix socket, the daemon learning who you are from the kernel
+  (SO_PEERCRED) — always for non-root callers, and root's default too: like virsh going to
+  libvirtd, root's svirsh asks svirtd whenever it answers.  That is the fast way (this
+  process loads neither libvirt nor the role files: 0.7x virsh against the 2.2x floor of any
+  Python process that only imports the libvirt binding), and root's requests are decided as
+  uid 0 and audited ``via: svirtd``, with the same gate as in-process;
+* in-process ("direct mode"): root when svirtd is not running (the one connect attempt finds
+  no socket or a stale one), when ``--direct`` is given, or when an option only direct mode
+  has is given (``-c/--connect``: svirtd keeps the host's hypervisor; ``--config`` naming
+  another configuration than the host's: svirtd runs with the host's), and a user running
+  ``sudo svirsh`` (see below).  ``--socket`` or ``--daemon`` ask for svirtd: if it does not
+  answer that is an error, never a silent switch to another way in.
 
-Both call the same ``Service.handle``.
+Nothing root does in direct mode is lost through svirtd: root's FILE of ``define``/``create``
+is read here with root's rights either way, and the FILE of ``save``/``restore``/``dump`` is
+made absolute here (svirtd's working directory is not the caller's).  The differences are
+where the policy comes from (svirtd enforces the UA/PA it has loaded; ``svirt-admin``'s edits
+reload it, a hand-edited file is picked up when svirtd notices it) and the audit's ``via``.
 
 Under sudo the process is root but the caller is the user who ran sudo, so nothing may be
 done with root's rights on the caller's say-so: FILE of ``define``/``create`` is read with the
@@ -14,7 +27,8 @@ caller's rights (a root-only file stays unreadable), and ``--daemon`` (with or w
 ``--socket``) first drops root for good and connects as the caller — svirtd's SO_PEERCRED then
 names the real caller, whose roles decide and whose name is audited, and ``--as`` is refused
 and audited there as it is for any non-root caller.  Dropping rather than refusing keeps
-``sudo svirsh --daemon`` exactly what ``svirsh`` without sudo would do.
+``sudo svirsh --daemon`` exactly what ``svirsh`` without sudo would do.  Without ``--daemon`` a
+sudo caller runs in direct mode, as before: root's default does not apply to them.
 
 This module is the client's start-up path, so it imports only the standard library and the
 small request/render modules; the heavy parts (libvirt, lxml, rbac, policy) load only in
@@ -45,10 +59,11 @@ global options:
   -c, --connect URI   hypervisor URI (direct mode only; default from the config)
   --as USER           act as USER, like sudo -u (root only; refused and audited otherwise)
   --json              print results of read commands as JSON
-  --direct            run in-process (root or sudo only)
-  --daemon            go through svirtd even as root
+  --direct            run in-process (root or sudo only); root's default is svirtd
+                      when it answers, else in-process
+  --daemon            go through svirtd (root included; under sudo: as the caller)
   --socket PATH       svirtd socket (default from the config: %(socket)s)
-  --config PATH       configuration file (root only; default %(config)s)
+  --config PATH       configuration file (root only, direct mode; default %(config)s)
   -k                  forget your cached authentication (like sudo -k) and end the
                       roles active in your login sessions (dynamic separation)
   -h, --help          this help;  svirsh COMMAND --help for one command
@@ -259,19 +274,68 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
-    use_daemon = g.daemon or (os.getuid() != 0 and not g.direct)
-    if not use_daemon and not g.forget:
+    try:
+        route = _route(g)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
+    session = None
+    if route == TRY:  # root's default: svirtd if it answers (one connect, kept for the request)
+        from secured_virt import client
+
+        session = client.connect(_socket_path(g))
+        route = DIRECT if session is None else DAEMON
+    if route == DIRECT and not g.forget:
         site_dirs()  # direct mode: libvirt and lxml from the system's site-packages
-    elif g.forget or os.getuid() == 0:
+    elif g.forget or _sudo_env():
         full_site()  # sudo's paths and -k may need the system's packages
     if g.forget:
-        _forget(g)
-    if use_daemon:
-        return _via_daemon(g, cmd, args)
+        _forget(g, route)
+    if route == DAEMON:
+        return _via_daemon(g, cmd, args, session)
     return _direct(g, cmd, args)
 
 
-def _via_daemon(g: Globals, cmd, args: dict) -> int:
+DAEMON, DIRECT, TRY = "daemon", "direct", "try"
+
+
+def _sudo_env() -> bool:
+    """Root with sudo's variables: a caller whose sudo_invoker() decides (cheap test first)."""
+    return os.getuid() == 0 and bool(os.environ.get("SUDO_UID"))
+
+
+def _route(g: Globals) -> str:
+    """Which way in: DAEMON, DIRECT, or TRY (root's default: svirtd if it answers, else direct).
+
+    Decided from the options and the caller alone, without touching the socket or importing
+    anything, except for a process with sudo's variables (whose invoker passwd must confirm:
+    identity.sudo_invoker, as everywhere else).  Options only one way has pick that way; a
+    sudo caller keeps direct mode unless they ask for --daemon."""
+    if g.direct and g.daemon:
+        raise UsageError("svirsh: --direct and --daemon contradict each other; give one")
+    if g.daemon:
+        return DAEMON
+    if os.getuid() != 0:
+        return DIRECT if g.direct else DAEMON
+    if g.direct or g.connect or _other_config(g.config):
+        return DIRECT
+    if _sudo_env():
+        from secured_virt.access.identity import sudo_invoker
+
+        if sudo_invoker() is not None:
+            return DIRECT  # today's behaviour for sudo callers, kept exactly
+    return DAEMON if g.socket else TRY
+
+
+def _other_config(path: str | None) -> bool:
+    """--config names a configuration other than the host's (the one svirtd runs with)."""
+    if path is None:
+        return False
+    return os.path.realpath(path) != os.path.realpath(CONFIG_PATH)
+
+
+def _via_daemon(g: Globals, cmd, args: dict, session=None) -> int:
+    """The request through svirtd; session: root's probe connection (TRY), already open."""
     from secured_virt import client
 
     if g.connect:
@@ -284,16 +348,28 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
     refused = _drop_sudo_root()
     if refused is not None:
         return refused
-    if not client.daemon_available(path):
-        sys.stderr.write(
-            f"error: svirtd is not running (no socket at {path}).  Non-root users manage VMs "
-            "through svirtd; ask the administrator to start it (systemctl start svirtd.socket),"
-            " or run svirsh with sudo if you are allowed to.\n"
-        )
+    root = os.getuid() == 0 and not _sudo_env()  # still root here: not a sudo caller
+    if session is None and not client.daemon_available(path):
+        if root:
+            sys.stderr.write(
+                f"error: svirtd is not running (no socket at {path}); --daemon and --socket "
+                "ask for svirtd.  Start it (systemctl start svirtd.socket), or run svirsh "
+                "without them (or with --direct) to run the request in-process.\n"
+            )
+        else:
+            sys.stderr.write(
+                f"error: svirtd is not running (no socket at {path}).  Non-root users manage "
+                "VMs through svirtd; ask the administrator to start it (systemctl start "
+                "svirtd.socket), or run svirsh with sudo if you are allowed to.\n"
+            )
         return EXIT_FAILED
+    if root and not g.as_user and cmd.name in _ROOT_PATHS and args.get("file"):
+        # root's save/restore/dump FILE is a host path, taken as given (service.save_path);
+        # svirtd would resolve a relative one against its own working directory, not ours
+        args["file"] = os.path.abspath(args["file"])
     if cmd.name == "console":
         kw = {"escape": args["escape"]} if args.get("escape") else {}
-        return client.console(path, args["domain"], as_user=g.as_user, **kw)
+        return client.console(path, args["domain"], as_user=g.as_user, session=session, **kw)
     req = Request(
         cmd.name,
         {k: v for k, v in args.items() if v is not None and k != "json"},
@@ -301,12 +377,21 @@ def _via_daemon(g: Globals, cmd, args: dict) -> int:
     )
     try:
         reply = client.call(
-            path, req, password_cb=client.tty_password, progress_cb=client.print_progress
+            path,
+            req,
+            password_cb=client.tty_password,
+            progress_cb=client.print_progress,
+            session=session,
         )
     except client.ClientError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        hint = "  (As root, svirsh --direct runs it in-process.)" if root else ""
+        sys.stderr.write(f"error: {exc}{hint}\n")
         return exc.status
     return emit(cmd.name, args, reply)
+
+
+#: commands whose FILE root names as a host path (anyone else: a name in their save directory)
+_ROOT_PATHS = frozenset({"save", "restore", "dump"})
 
 
 def _drop_sudo_root() -> int | None:
@@ -350,9 +435,22 @@ def _direct(g: Globals, cmd, args: dict) -> int:
     return run_direct(g, cmd, args, emit)
 
 
-def _forget(g: Globals) -> int:
+def _forget(g: Globals, route: str | None = None) -> int:
+    """svirsh -k, wherever the command goes: through svirtd when that is the way in (root's
+    default when svirtd answers), else here."""
     from .direct import forget_credentials
 
+    if route is None:  # -k alone
+        route = _route(g)
+        if route == TRY:
+            from secured_virt import client
+
+            probe = client.connect(_socket_path(g))
+            route = DIRECT if probe is None else DAEMON
+            if probe is not None:
+                probe.close()
+    if route == DAEMON:
+        g.daemon = True  # forget_credentials asks svirtd for root only when told to
     return forget_credentials(g, _socket_path(g))
 
 
