@@ -110,10 +110,14 @@ def svirsh_page() -> str:
     out += ".SH DESCRIPTION\n" + para(intro)
     out += para(
         "Who you are is learned from the kernel (your real uid, or the peer credentials of "
-        "svirtd's socket), never from the environment.  Non-root callers talk to svirtd; root, "
-        "or a user running svirsh through sudo, runs the request in-process.  Both take the "
-        "same decision path: the role policy (UA/PA), the VM's sHype/ACM label when a mandatory "
-        "policy is active, the audit log, and only then the hypervisor."
+        "svirtd's socket), never from the environment.  Non-root callers talk to svirtd.  Root "
+        "talks to svirtd too whenever it answers (decided as uid 0, audited via svirtd), and "
+        "runs the request in-process (direct mode) when svirtd is not running, with --direct, "
+        "with -c/--connect, or with --config naming another configuration than the host's; "
+        "--daemon or --socket ask for svirtd and fail if it does not answer.  A user running "
+        "svirsh through sudo runs in-process as themselves unless they give --daemon.  Both "
+        "ways take the same decision path: the role policy (UA/PA), the VM's sHype/ACM label "
+        "when a mandatory policy is active, the audit log, and only then the hypervisor."
     )
     out += ".SH GLOBAL OPTIONS\n"
     for term, body in two_columns(secs.get("global options", [])):

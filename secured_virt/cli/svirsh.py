@@ -62,8 +62,10 @@ global options:
   --direct            run in-process (root or sudo only); root's default is svirtd
                       when it answers, else in-process
   --daemon            go through svirtd (root included; under sudo: as the caller)
-  --socket PATH       svirtd socket (default from the config: %(socket)s)
-  --config PATH       configuration file (root only, direct mode; default %(config)s)
+  --socket PATH       go through the svirtd at PATH (default from the config:
+                      %(socket)s)
+  --config PATH       configuration file (root only; another than the host's runs
+                      in-process; default %(config)s)
   -k                  forget your cached authentication (like sudo -k) and end the
                       roles active in your login sessions (dynamic separation)
   -h, --help          this help;  svirsh COMMAND --help for one command
