@@ -43,7 +43,9 @@ SECTIONS = {
         "variant once, then the user did: the byte-code caches are what a host has.  The "
         "`root: floor` row is not svirsh: `python3 -I` importing the libvirt binding, opening "
         "the same URI and asking the same question, printing nothing; no Python direct mode "
-        "can start faster than that.",
+        "can start faster than that, so root's svirsh goes through svirtd by default whenever "
+        "it answers (the `default: via svirtd` row; `--socket` only names the bench's svirtd) "
+        "and runs in-process when svirtd is down or with `--direct` (the `--direct` row).",
     ),
     "daemon": (
         "svirtd under load (`bench_daemon.py`)",
