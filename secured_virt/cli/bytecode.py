@@ -26,6 +26,7 @@ import stat
 CLIENT_PATH = (
     "secured_virt/__init__.py",
     "secured_virt/requests.py",
+    "secured_virt/sizes.py",
     "secured_virt/hardening.py",
     "secured_virt/client.py",
     "secured_virt/cli/__init__.py",

@@ -7,6 +7,8 @@ fast client path.
 
 from __future__ import annotations
 
+from secured_virt.sizes import pretty
+
 
 def _width(text: str) -> int:
     """Columns ``text`` takes on a terminal, as vshTable counts them (wcswidth)."""
@@ -336,21 +338,11 @@ def render(command: str, args: dict, data: object) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def _pretty(n: int) -> str:
-    """virsh's vshPrettyCapacity: ``%.2f`` in the largest binary unit below 1024."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    value, i = float(n), 0
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.2f} {units[i]}"
-
-
 def _render_volumes(command: str, data: dict, args: dict) -> str:
     """virsh vol-list (Name, Path; --details adds Type, Capacity, Allocation) and vol-info
     (--bytes: sizes as ``N bytes``)."""
     if command == "vol-info":
-        size = (lambda n: f"{n} bytes") if args.get("bytes") else _pretty
+        size = (lambda n: f"{n} bytes") if args.get("bytes") else pretty
         pairs = [
             ("Name", data["name"]),
             ("Type", data["type"]),
@@ -361,7 +353,7 @@ def _render_volumes(command: str, data: dict, args: dict) -> str:
     vols = data["volumes"]
     if args.get("details"):
         rows = [
-            [v["name"], v["path"], v["type"], _pretty(v["capacity"]), _pretty(v["allocation"])]
+            [v["name"], v["path"], v["type"], pretty(v["capacity"]), pretty(v["allocation"])]
             for v in vols
         ]
         return table(["Name", "Path", "Type", "Capacity", "Allocation"], rows) + "\n"

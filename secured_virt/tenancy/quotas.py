@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from secured_virt.sizes import pretty
+
 _UNITS = {
     "b": 1,
     "bytes": 1,
@@ -52,16 +54,6 @@ _UNITS = {
     "eib": 1024**6,
     "eb": 1000**6,
 }
-
-
-def pretty(n: int) -> str:
-    """virsh's vshPrettyCapacity: ``%.2f`` in the largest binary unit below 1024."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    value, i = float(n), 0
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.2f} {units[i]}"
 
 
 def scaled(text, default_unit: str = "b") -> int:

@@ -24,7 +24,7 @@ _spec.loader.exec_module(graph)
 
 #: the shared top-level modules every room may use (they import no room but access's leaf
 #: catalogue: config validates operation names)
-SHARED = {"fsutil", "requests", "hardening", "config"}
+SHARED = {"fsutil", "requests", "hardening", "config", "sizes"}
 
 #: room -> the rooms (and outside packages of ours) it may import.  Front-ends sit on top,
 #: the service below them, then sHype and confinement, access and role files, backends.

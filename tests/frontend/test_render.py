@@ -175,3 +175,32 @@ def test_snapshot_list_sorted_by_name_ignoring_case():
     }
     names = [line.split()[0] for line in render("snapshot-list", {}, data).splitlines()[2:-1]]
     assert names == ["A", "b"]
+
+
+def test_sizes_read_like_virsh_in_listings_and_in_quota_refusals():
+    """vol-info/vol-list and a realm quota's refusal print sizes with one formatter
+    (secured_virt.sizes, virsh's vshPrettyCapacity): a volume's size reads the same in both."""
+    from secured_virt import sizes
+    from secured_virt.cli import render as render_mod
+    from secured_virt.tenancy import quotas
+
+    assert render_mod.pretty is sizes.pretty and quotas.pretty is sizes.pretty
+    expect = {
+        0: "0.00 B",
+        1023: "1023.00 B",
+        1024: "1.00 KiB",
+        1536: "1.50 KiB",
+        10 * 1024**2: "10.00 MiB",
+        5 * 1024**3 + 1: "5.00 GiB",
+        1024**6: "1.00 EiB",
+        2**70: "1024.00 EiB",
+    }
+    assert {n: sizes.pretty(n) for n in expect} == expect
+    vol = {"name": "d1", "type": "file", "capacity": 1536, "allocation": 0}
+    assert render("vol-info", {}, vol) == (
+        "Name:           d1\nType:           file\nCapacity:       1.50 KiB\n"
+        "Allocation:     0.00 B\n\n"
+    )
+    assert "1536 bytes" in render("vol-info", {"bytes": True}, vol)
+    listing = {"volumes": [{**vol, "path": "/p/d1"}]}
+    assert "1.50 KiB   0.00 B" in render("vol-list", {"details": True}, listing)
