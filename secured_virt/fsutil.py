@@ -13,17 +13,23 @@ Three jobs, each done the way sudo does it for sudoers and its timestamp directo
   writable by others unless sticky, so nobody but root could have swapped a path component.
   ``check_entry`` then refuses an entry in it that is a symlink, not a regular file, owned by
   someone else or hard-linked — what a file that root writes or reads by path must not be.
+* ``HostLock`` — one holder at a time on the whole host: among this process's threads and
+  every other process (svirtd's workers, root's direct svirsh), for a check-then-act that must
+  not interleave with another one anywhere (a realm's quota).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
+import threading
 
 __all__ = [
+    "HostLock",
     "UnsafeFileError",
     "atomic_write",
     "check_ancestors",
@@ -264,3 +270,50 @@ def atomic_write(
     finally:
         if dir_fd is None:
             os.close(dfd)
+
+
+class HostLock:
+    """A lock held across threads *and* processes: a thread lock, then ``flock`` on ``path``.
+
+    A thread lock alone is per process, and svirtd may run several worker processes beside
+    root's direct svirsh; an flock alone does not exclude two threads of one process that
+    share the descriptor.  The lock file is opened afresh on every acquisition (0600,
+    O_NOFOLLOW, its directory created 0700 if missing), so no descriptor is ever inherited
+    across a fork: an flock taken through an open file description shared with another
+    process would not exclude that process.  Not re-entrant."""
+
+    __slots__ = ("_fd", "_thread", "path")
+
+    def __init__(self, path: str):
+        self.path = path
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> HostLock:
+        self._thread.acquire()
+        try:
+            _makedirs(os.path.dirname(self.path), 0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            self._thread.release()
+            raise OSError(
+                exc.errno,
+                f"cannot open the lock file {self.path}: {exc.strerror} (it must be a regular "
+                "file in a directory root can write)",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            self._thread.release()
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                os.close(fd)  # releases the flock
+        finally:
+            self._thread.release()

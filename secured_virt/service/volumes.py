@@ -12,7 +12,10 @@ one directory entry, never a path (the test driver would put ``../x`` outside th
 Quotas (``secured_virt.tenancy.quotas``) are checked right before the action under one lock,
 so two concurrent requests cannot both take the realm's last share: ``realm_quota`` for VMs
 (define, create, start, restore, revert, and a raise by setvcpus, setmem or setmaxmem) and
-``volume_quota`` for vol-create-as.
+``volume_quota`` for vol-create-as.  That lock is host-wide (``fsutil.HostLock`` on
+``<realm_state_dir>/quota.lock``): svirtd's worker processes and root's direct svirsh each
+check and act under it, so a tenant cannot win the last share twice by sending its requests
+to two processes at once.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 
 from secured_virt.access.gate import Target
 from secured_virt.backends.base import BackendError
+from secured_virt.fsutil import HostLock
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_USAGE, Reply
 
 from . import mediation
@@ -31,7 +35,10 @@ from .errors import UserError
 
 log = logging.getLogger("secured_virt.service.volumes")
 
-_QUOTA_LOCK = threading.Lock()  # one per process: svirtd serves requests on many threads
+#: the quota lock of each realm state directory (see ``quota_lock``)
+_QUOTA_LOCKS: dict[str, HostLock] = {}
+_QUOTA_LOCKS_GUARD = threading.Lock()
+QUOTA_LOCK_FILE = "quota.lock"
 
 
 def _merged(args, fields: tuple[str, ...]) -> dict:
@@ -54,6 +61,19 @@ def _merged(args, fields: tuple[str, ...]) -> dict:
     if words:
         raise UserError(f"unexpected argument '{words[0]}'", EXIT_USAGE)
     return out
+
+
+def quota_lock(config) -> HostLock:
+    """The host-wide quota lock of ``config``'s realm state directory (one object per path,
+    so the threads of this process queue on its thread lock before the flock)."""
+    path = os.path.join(
+        getattr(config, "realm_state_dir", "/var/lib/secured-virt/realms"), QUOTA_LOCK_FILE
+    )
+    with _QUOTA_LOCKS_GUARD:
+        lock = _QUOTA_LOCKS.get(path)
+        if lock is None:
+            lock = _QUOTA_LOCKS[path] = HostLock(path)
+        return lock
 
 
 class VolumeCommands:
@@ -193,7 +213,7 @@ class VolumeCommands:
             owner = None
             if r is not None and getattr(r, "qemu_uid", None) is not None:
                 owner = (r.qemu_uid, r.qemu_gid)  # the realm's QEMU user (sVirt, DAC)
-            with _QUOTA_LOCK:
+            with quota_lock(self.config):
                 if r is not None and r.quota.bytes is not None:
                     vols = self.backend.vol_list(pool, refresh=True)  # hand-made files count
                     have = {v.name: v.capacity for v in vols}
@@ -289,7 +309,7 @@ class VolumeCommands:
         runs = op_name != "define" and eff.instantiates
 
         def guarded():
-            with _QUOTA_LOCK:
+            with quota_lock(self.config):
                 usage = self._realm_usage(realm)
                 xml = eff.domain_xml
                 if xml is None:
@@ -327,7 +347,7 @@ class VolumeCommands:
         name = target.name
 
         def guarded():
-            with _QUOTA_LOCK, self.backend.pinned(name, target.uuid):
+            with quota_lock(self.config), self.backend.pinned(name, target.uuid):
                 running = self.backend.lookup(name).id is not None
                 for side in resize.sides(running):
                     try:

@@ -128,3 +128,33 @@ def test_secure_dir_under_a_user_owned_ancestor_refused(tmp_path, test_users):
     os.chown(home, test_users["svt-bob"].pw_uid, -1)
     with pytest.raises(UnsafeFileError, match="every directory above it must be owned by root"):
         ensure_secure_dir(str(home / "ts"), 0o700)
+
+
+def test_host_lock_excludes_another_open_file_description_and_refuses_a_symlink(tmp_path):
+    """HostLock opens its file afresh each time (nothing shared across a fork) and never
+    follows a planted symlink to lock, create or truncate something else."""
+    import fcntl
+
+    from secured_virt.fsutil import HostLock
+
+    lock = HostLock(str(tmp_path / "state" / "x.lock"))
+    with lock:
+        fd = os.open(lock.path, os.O_RDWR)  # what another process would open
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(lock.path).st_mode & 0o777) == "0o600"
+    with lock:  # released, and usable again
+        pass
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    os.unlink(lock.path)
+    os.symlink(target, lock.path)
+    with pytest.raises(OSError, match="cannot open the lock file"), lock:
+        pass
+    assert target.read_text() == "keep"
+    with lock._thread:  # the thread lock was given back after the refusal
+        pass

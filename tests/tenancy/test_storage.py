@@ -278,3 +278,47 @@ def test_missing_pool_is_told_only_after_the_gate(env):
     assert r.status == EXIT_FAILED and "storage pool 'nope' not found" in r.message
     r = call(svc, ids["anna"], "vol-list", pool="nope")
     assert r.status == EXIT_DENIED and r.check == "realm"
+
+
+def test_the_quota_check_waits_while_another_process_holds_the_quota_lock(env):
+    """The quota's check-then-act is host-wide, not per process: root's direct svirsh (or
+    any other process) checking a quota holds ``<realm_state_dir>/quota.lock``, and a
+    request here waits for it instead of taking the realm's last share beside it."""
+    import subprocess
+    import threading
+
+    svc, ids, users, cfg, (pa, pb), etc = env
+    write_root(etc / "realms.xml", realms_xml(users, pa, pb, '<Quota vms="1"/>'))
+    assert svc.reload()["ok"]
+    lock = Path(cfg.realm_state_dir) / "quota.lock"
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = {}
+        t = threading.Thread(
+            target=lambda: result.update(r=call(svc, ids["anna"], "define", xml=domain_xml("a-1")))
+        )
+        t.start()
+        t.join(1.0)
+        assert t.is_alive(), "the quota check ran while another process held the quota lock"
+        assert "r" not in result
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    t.join(30)
+    assert result["r"].ok, result["r"].message
+    assert oct(lock.stat().st_mode & 0o777) == "0o600"
+    r = call(svc, ids["anna"], "define", xml=domain_xml("a-2"))
+    assert r.status == EXIT_DENIED and "at most 1 VM" in r.message, r.message
