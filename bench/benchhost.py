@@ -8,6 +8,7 @@ root, like production) on a private socket.  Nothing here is timed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import pwd
@@ -132,7 +133,9 @@ class Host:
     By default the hypervisor is a test-driver node file of ``domains`` domains owned by
     ``user``; with ``uri`` (e.g. qemu:///system) no node is written and the role names ``vms``
     on that hypervisor instead.  The role grants ``ops`` (default: list, dominfo, domstate,
-    start, destroy; the load bench's denied request is suspend)."""
+    start, destroy; the load bench's denied request is suspend).  ``in_libvirtd``: the same
+    domains in the test driver *inside libvirtd* (``test+unix:///default``), so every libvirt
+    call is a round trip to a daemon, as svirtd makes them to qemu:///system in production."""
 
     def __init__(
         self,
@@ -143,6 +146,7 @@ class Host:
         vms: list[str] | None = None,
         ops: tuple[int, ...] = (2, 3, 4, 6, 13),
         idle_timeout: int = 60,
+        in_libvirtd: bool = False,
     ):
         self.base = Path(tempfile.mkdtemp(prefix="svt-bench-", dir="/tmp"))
         self.base.chmod(0o755)
@@ -150,7 +154,11 @@ class Host:
         etc.mkdir()
         (self.base / "log").mkdir(mode=0o700)
         (self.base / "run").mkdir()
-        if uri is None:
+        self._libvirtd = None
+        if in_libvirtd:
+            self.names = vm_names(domains)
+            uri, self._libvirtd = _libvirtd_node(self.names, user)
+        elif uri is None:
             self.names = vm_names(domains)
             body = "".join(
                 _DOMAIN.format(
@@ -237,4 +245,53 @@ class Host:
 
     def stop(self) -> None:
         self.stop_daemon()
+        if self._libvirtd is not None:
+            conn, self._libvirtd = self._libvirtd, None
+            for n in self.names:
+                with contextlib.suppress(Exception):
+                    dom = conn.lookupByName(n)
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+            conn.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+#: libvirt's test driver inside libvirtd: one state for every connection to it while one
+#: stays open, like a real hypervisor's
+LIBVIRTD_TEST_URI = "test+unix:///default"
+
+
+def libvirtd_pid() -> int | None:
+    """The running libvirtd's pid (its CPU is part of what a request costs through it)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as fh:
+                if fh.read().strip() == "libvirtd":
+                    return int(entry)
+    return None
+
+
+def _libvirtd_node(names: list[str], owner: str):
+    """Define ``names`` in libvirtd's test:///default (odd ones running, like the node file);
+    returns the URI and the connection that keeps that state alive until ``stop``."""
+    import libvirt
+
+    sys.path.insert(0, str(REPO))
+    from secured_virt.testing.libvirtd import ensure_libvirtd
+
+    status = ensure_libvirtd()
+    if not status.ok:
+        raise SystemExit(f"libvirtd is needed for a shared test node: {status.reason}")
+    conn = libvirt.open(LIBVIRTD_TEST_URI)
+    for i, n in enumerate(names):
+        with contextlib.suppress(libvirt.libvirtError):  # left over from a killed run
+            old = conn.lookupByName(n)
+            if old.isActive():
+                old.destroy()
+            old.undefine()
+        xml = _DOMAIN.format(name=n, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, n), owner=owner, state=5)
+        dom = conn.defineXML(xml.replace("<test:runstate>5</test:runstate>", ""))
+        if i % 2:
+            dom.create()
+    return LIBVIRTD_TEST_URI, conn
