@@ -207,3 +207,38 @@ def test_roots_relative_save_file_is_the_callers_not_svirtds(host):
         shutil.rmtree(d, ignore_errors=True)
         if os.path.exists("/" + name):
             os.unlink("/" + name)
+
+
+def test_roots_default_through_svirtd_loads_only_the_client_path(host):
+    """Deciding the way in costs one connect and no import: root's default run through svirtd
+    loads the modules a user's svirsh loads (cli/bytecode.CLIENT_PATH) and nothing heavy."""
+    from secured_virt.cli.bytecode import CLIENT_PATH
+
+    code = (  # only svirsh's CONFIG_PATH: importing secured_virt.config would load more
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "import secured_virt.cli.svirsh as svirsh_mod\n"
+        "svirsh_mod.CONFIG_PATH = sys.argv.pop(1)\n"
+        "svirsh_mod.entry()\n"
+    )
+    r = subprocess.run(
+        [PY, "-I", "-X", "importtime", "-c", code, str(host.config), "domstate", "alice-web"],
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert r.returncode == 0 and "running" in r.stdout, r.stderr
+    mods = {
+        line.rsplit("|", 1)[1].strip()
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert not {m for m in mods if m.split(".")[0] in ("libvirt", "lxml", "rbac", "policy")}
+    ours = {m for m in mods if m.split(".")[0] == "secured_virt"}
+    listed = {
+        p.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for p in CLIENT_PATH
+    }
+    assert ours == listed, sorted(ours ^ listed)
+    (rec,) = _decisions(host, "domstate")
+    assert rec["via"] == "svirtd" and rec["uid"] == 0
