@@ -4,10 +4,11 @@ Two ways in, one decision path (both call the same ``Service.handle``):
 
 * through ``svirtd``'s Unix socket, the daemon learning who you are from the kernel
   (SO_PEERCRED) — always for non-root callers, and root's default too: like virsh going to
-  libvirtd, root's svirsh asks svirtd whenever it answers.  That is the fast way (this
-  process loads neither libvirt nor the role files: 0.7x virsh against the 2.2x floor of any
-  Python process that only imports the libvirt binding), and root's requests are decided as
-  uid 0 and audited ``via: svirtd``, with the same gate as in-process;
+  libvirtd, root's svirsh asks svirtd whenever it answers.  That is the fast way: this
+  process loads neither libvirt nor the role files and takes less time than virsh, while a
+  Python process that only imports the libvirt binding already takes about twice virsh's
+  (bench/RESULTS.md, the client section's floor row), so no direct mode can be fast.  Root's
+  requests are decided as uid 0 and audited ``via: svirtd``, with the same gate as in-process;
 * in-process ("direct mode"): root when svirtd is not running (the one connect attempt finds
   no socket or a stale one), when ``--direct`` is given, or when an option only direct mode
   has is given (``-c/--connect``: svirtd keeps the host's hypervisor; ``--config`` naming
