@@ -23,8 +23,10 @@ graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(graph)
 
 #: the shared top-level modules every room may use (they import no room but access's leaf
-#: catalogue: config validates operation names)
-SHARED = {"fsutil", "requests", "hardening", "config", "sizes"}
+#: catalogue: config validates operation names).  groupcommit: the leader/waiters batching
+#: that access.audit (one fdatasync per batch) and shype.categories (one flock and save per
+#: batch) share; it imports nothing
+SHARED = {"fsutil", "requests", "hardening", "config", "sizes", "groupcommit"}
 
 #: room -> the rooms (and outside packages of ours) it may import.  Front-ends sit on top,
 #: the service below them, then sHype and confinement, access and role files, backends.

@@ -1,0 +1,148 @@
+"""Group commit: threads that queue work at the same moment share one application of it.
+
+Why: some work costs the same for one item as for fifty.  The audit log pays a write and an
+``fdatasync`` per append; the sVirt categories pay an flock, a state check and a save of the
+record file per change.  Under svirtd's load fifty threads each paying that in turn made the
+disk or the lock the bottleneck.  With :class:`GroupCommit` the first thread to queue becomes
+the *leader*: it takes everything queued so far (its own item first) and calls ``apply(batch)``
+once; the others wait.  When ``apply`` returns, the leader wakes each thread of its batch and
+hands the lead to the first item queued meanwhile, whose thread takes the next batch.
+
+What each caller of :meth:`GroupCommit.submit` can rely on:
+
+* it returns only once ``apply`` has run on a batch holding its item, so whatever ``apply``
+  promises for an item (on disk, saved) holds when ``submit`` returns: durability is not
+  traded for throughput, only the cost is shared;
+* every item is applied exactly once, batches one at a time, and within a batch in the order
+  the items were queued (the leader's own item first);
+* ``apply`` reports per item on the items themselves (a record's result or error); if it
+  *raises*, every submitter of that batch, the leader included, gets that exception from
+  ``submit`` (the same object), and the next batch runs as usual.  A ``BaseException`` that
+  is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) goes on in the leader's own
+  thread; the waiters of its batch get :class:`GroupCommitAborted` instead, so no request
+  thread is handed an interrupt that was not its own;
+* no thread waits on a lock nobody will release: every waiter has a lock of its own, held
+  from the start and released exactly once, by the leader of its batch (done) or by the leader
+  before that (its turn to lead), always in a ``finally``.  One lock per waiter wakes exactly
+  the thread concerned; a shared condition woke all fifty waiting threads at every batch, and
+  their scramble for the GIL cost more than the writes.  A signal whose handler raises in a
+  waiting thread (only the main thread runs handlers) does not end the wait, because the
+  waiter may be the one handed the next lead, which nobody else would take: the exception is
+  raised once the waiter's own item is done.
+
+The leader's thread does the work of the others while its own caller waits; the hand-over
+bounds that to one batch, never to "until the queue is empty".  Nothing here knows what an
+item is: ``apply`` does, and sets its results on the items.  Imports nothing of ours, so every
+room may use it (SHARED in tests/architecture/test_rooms.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["GroupCommit", "GroupCommitAborted"]
+
+T = TypeVar("T")
+
+
+class GroupCommitAborted(RuntimeError):
+    """The leader of this item's batch was stopped by an interrupt (its ``__cause__``) while
+    applying it: the item may or may not have been applied."""
+
+
+class _Slot:
+    """One queued item and its waiter's state.  ``wake`` is None for a thread that leads at
+    once (it never waits); else held from the start and released once, after ``error`` and
+    ``lead`` are set and ``woken`` is True."""
+
+    __slots__ = ("error", "item", "lead", "wake", "woken")
+
+    def __init__(self, item) -> None:
+        self.item = item
+        self.error: BaseException | None = None
+        self.lead = False
+        self.woken = False
+        self.wake: threading.Lock | None = None
+
+
+class GroupCommit(Generic[T]):
+    """``submit(item)`` from any thread; ``apply(batch)`` runs in one thread at a time, on the
+    items queued together (see the module docstring)."""
+
+    __slots__ = ("_apply", "_leading", "_lock", "_queue")
+
+    def __init__(self, apply: Callable[[list[T]], object]) -> None:
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._queue: list[_Slot] = []
+        self._leading = False  # a thread leads a batch or has been handed the lead
+
+    def submit(self, item: T) -> T:
+        """Queue ``item``; return it once ``apply`` ran on a batch holding it (``apply`` sets
+        its results on it).  Raises what ``apply`` raised for that batch."""
+        slot = _Slot(item)
+        with self._lock:
+            lead = not self._leading
+            if not lead:
+                slot.wake = threading.Lock()
+                slot.wake.acquire()
+            self._queue.append(slot)
+            self._leading = True
+        interrupted = None
+        if not lead:  # the leader of our batch wakes us: done, or our turn to lead
+            interrupted = _wait(slot)
+            lead = slot.lead
+        try:
+            if lead:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                self._lead(batch, slot)
+        finally:
+            if interrupted is not None:
+                raise interrupted
+        if slot.error is not None:
+            raise slot.error
+        return item
+
+    def _lead(self, batch: list[_Slot], me: _Slot) -> None:
+        """As the leader: apply ``batch``, then wake its other threads and hand the lead to
+        the first item queued meanwhile (or give it up when none is), whatever happened."""
+        error: BaseException | None = None
+        try:
+            self._apply([s.item for s in batch])
+        except Exception as exc:  # every submitter of the batch gets it
+            error = exc
+        except BaseException as exc:  # an interrupt: the leader's own; the waiters learn of it
+            error = GroupCommitAborted(f"the batch was interrupted by {exc!r}")
+            error.__cause__ = exc
+            raise
+        finally:
+            with self._lock:
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._leading = False
+            for s in batch:
+                s.error = error
+                if s is not me:
+                    s.woken = True
+                    s.wake.release()
+            if nxt is not None:
+                nxt.lead = True
+                nxt.woken = True
+                nxt.wake.release()
+
+
+def _wait(slot: _Slot) -> BaseException | None:
+    """Until ``slot`` is woken; an exception raised meanwhile by a signal handler is returned,
+    not raised (module docstring: the waiter may have been handed the lead)."""
+    interrupted = None
+    while True:
+        try:
+            slot.wake.acquire()
+            return interrupted
+        except BaseException as exc:
+            interrupted = exc
+            if slot.woken:  # released already (perhaps acquired too): never released again
+                return interrupted
