@@ -50,7 +50,7 @@ from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import records as R
-from .xmlrpc import Encoded, encode, failure, success
+from .xmlrpc import EncodedParts, encode, failure, success
 
 #: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it
 #: only to find a name and then ask svirtd about that VM (checked by UUID)
@@ -100,7 +100,7 @@ class XenApi:
         #: each VM's ``<member>`` of get_all_records (its UUID and encoded record) by (host
         #: ref, the row's fields): what a row looks like changes rarely, and the same row
         #: gives the same record to every session that may see it
-        self._encoded: dict[tuple, str] = {}
+        self._encoded: dict[tuple, bytes] = {}
         self._host: str | None = None
         m = self.methods = {}
 
@@ -293,13 +293,14 @@ class XenApi:
     async def vm_get_all(self, call: Call) -> list[str]:
         return [r["uuid"] for r in await self._rows(call, fresh=True)]
 
-    async def vm_get_all_records(self, call: Call) -> Encoded:
+    async def vm_get_all_records(self, call: Call) -> EncodedParts:
         """The caller's VMs (a fresh listing), each record encoded once for all sessions
-        and kept while its row stays the same (``_encoded``)."""
+        and kept while its row stays the same (``_encoded``), as UTF-8 bytes that go into
+        the answer's one final join (``EncodedParts``)."""
         rows = await self._rows(call, fresh=True)
         host = await self._host_ref_quiet(call)
         kept = self._encoded
-        members = ["<value><struct>"]
+        members = [b"<value><struct>"]
         for r in rows:
             key = (host, _row_key(r))
             member = kept.get(key)
@@ -309,10 +310,10 @@ class XenApi:
                 member = kept[key] = (
                     f"<member><name>{escape(str(r['uuid']))}</name>"
                     f"{encode(R.vm_record(r, host)).xml}</member>"
-                )
+                ).encode()
             members.append(member)
-        members.append("</struct></value>")
-        return Encoded("".join(members))
+        members.append(b"</struct></value>")
+        return EncodedParts(members)
 
     async def vm_get_record(self, call: Call, ref) -> dict[str, Any]:
         row = await self._info(call, ref)

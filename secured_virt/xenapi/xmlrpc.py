@@ -108,6 +108,20 @@ class Encoded:
         self.xml = xml
 
 
+class EncodedParts:
+    """A value already encoded as XML-RPC in UTF-8 bytes, in ``parts`` to be written in order.
+
+    Why: ``VM.get_all_records`` over 1,000 VMs is 1.2 MB made of kept per-VM members; as
+    bytes they go into the answer's one final join, instead of a join into a str, a second
+    join with the answer around it and an encoding of the whole (three copies of 1.2 MB,
+    about a millisecond).  Only ``dumps_result`` writes these (``encode`` refuses them)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[bytes]):
+        self.parts = parts
+
+
 _MAX_INT = 2**31 - 1
 _MIN_INT = -(2**31)
 
@@ -132,6 +146,8 @@ def _write(value: Any, out: list[str], depth: int = 0) -> None:
         out.append(f"<value>{_escape(value)}</value>" if value else "<value></value>")
     elif t is Encoded:
         out.append(value.xml)
+    elif t is EncodedParts:
+        out.append(value)  # dumps_result writes its bytes as they are
     elif t is bool:
         out.append("<value><boolean>1</boolean></value>" if value else
                    "<value><boolean>0</boolean></value>")  # fmt: skip
@@ -172,8 +188,10 @@ def _write(value: Any, out: list[str], depth: int = 0) -> None:
 
 def encode(value: Any) -> Encoded:
     """``value`` encoded once, for reuse inside answers (``Encoded``)."""
-    out: list[str] = []
+    out: list = []
     _write(value, out)
+    if any(type(x) is EncodedParts for x in out):
+        raise TypeError("EncodedParts are written by dumps_result only")
     return Encoded("".join(out))
 
 
@@ -183,10 +201,22 @@ _TAIL = "</param>\n</params>\n</methodResponse>\n"
 
 def dumps_result(result: dict[str, Any]) -> bytes:
     """A methodResponse carrying one Xen-API result struct, built in one pass."""
-    out = [_HEAD]
+    out: list = [_HEAD]
     _write(result, out)
     out.append(_TAIL)
-    return "".join(out).encode("utf-8")
+    chunks: list[bytes] = []
+    text: list[str] = []
+    for x in out:
+        if type(x) is EncodedParts:
+            chunks.append("".join(text).encode("utf-8"))
+            chunks.extend(x.parts)
+            text = []
+        else:
+            text.append(x)
+    if not chunks:
+        return "".join(text).encode("utf-8")
+    chunks.append("".join(text).encode("utf-8"))
+    return b"".join(chunks)
 
 
 def success(value: Any) -> dict[str, Any]:
@@ -209,7 +239,7 @@ def _wire(value: Any) -> Any:
         return value if -(2**31) <= value < 2**31 else str(value)
     if value is None:
         return ""
-    if isinstance(value, Encoded):
+    if isinstance(value, Encoded | EncodedParts):
         return value
     if isinstance(value, dict):
         return {str(k): _wire(v) for k, v in value.items()}

@@ -23,7 +23,7 @@ from secured_virt.backends.base import NoSuchDomain
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.confinement import vmmeta
 from secured_virt.xenapi import records as R
-from secured_virt.xenapi.xmlrpc import _wire, dumps_result, encode, success
+from secured_virt.xenapi.xmlrpc import Encoded, EncodedParts, _wire, dumps_result, encode, success
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = REPO / "etc" / "demo" / "node.xml"
@@ -163,6 +163,26 @@ def test_the_compact_encoding_reads_back_the_same(text):
     # an encoded part is written as it is, inside any struct
     wrapped = success({"x": encode({"s": text})})
     assert xmlrpc.client.loads(dumps_result(wrapped))[0][0]["Value"] == {"x": {"s": text}}
+
+
+def test_an_answer_in_byte_parts_is_the_answer_in_one_string():
+    """get_all_records hands its kept members over as UTF-8 byte parts (EncodedParts), joined
+    once into the answer: the same bytes as the one-string encoding, non-ASCII included,
+    wherever the parts sit in the result; ``encode`` (which keeps a str) refuses them."""
+    recs = {f"ref-{i}": {"name_label": name, "n": i} for i, name in enumerate(NASTY)}
+    members = [f"<member><name>{ref}</name>{encode(r).xml}</member>" for ref, r in recs.items()]
+    whole = Encoded("<value><struct>" + "".join(members) + "</struct></value>")
+    parts = EncodedParts([b"<value><struct>", *(m.encode() for m in members), b"</struct></value>"])
+    assert dumps_result(success(parts)) == dumps_result(success(whole))
+    assert xmlrpc.client.loads(dumps_result(success(parts)))[0][0]["Value"] == recs
+    nested = success({"a": "\u2603", "x": parts, "z": [parts, 1]})
+    assert xmlrpc.client.loads(dumps_result(nested))[0][0]["Value"] == {
+        "a": "\u2603",
+        "x": recs,
+        "z": [recs, 1],
+    }
+    with pytest.raises(TypeError, match="dumps_result only"):
+        encode({"x": parts})
 
 
 def test_a_vm_record_depends_on_the_row_fields_alone():

@@ -36,6 +36,7 @@ def test_login_list_start_stop_through_pam_and_the_gate(xen):
     assert s.xenapi.VM.get_power_state(db) == "Running"
     rec = s.xenapi.VM.get_record(db)
     assert rec["uuid"] == db and rec["power_state"] == "Running"
+    assert s.xenapi.VM.get_all_records()[db] == rec  # the bulk answer (kept, byte parts)
     assert rec["other_config"]["owner"] == "alice"
     # starting it again: Xen's VM_BAD_POWER_STATE
     with pytest.raises(XenAPI.Failure) as err:
