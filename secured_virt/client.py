@@ -49,7 +49,8 @@ class ClientError(Exception):
 
     ``code`` is the protocol error code sent by the daemon ("busy", "timeout", ...) or a local
     one: "unavailable" (no daemon at the path), "closed" (connection dropped), "protocol"
-    (an answer this client does not understand).
+    (an answer this client does not understand), "untrusted" (the socket is served by a
+    user other than root and the caller: not svirtd).
     """
 
     def __init__(self, code: str, message: str):
@@ -201,9 +202,26 @@ class _Session:
             raise ClientError(
                 "unavailable", f"cannot connect to svirtd at {socket_path}: {exc}"
             ) from None
+        self._check_server(socket_path)
         self.path = socket_path
         hello = {"type": "hello", "version": PROTOCOL_VERSION, "client": client}
         self._pending = _frame(hello)  # sent together with the first request: one write
+
+    def _check_server(self, path: str) -> None:
+        """svirtd runs as root: a socket served by anyone else (other than the caller, who
+        may run a daemon of their own) is not svirtd, and must get neither the request nor,
+        above all, a password typed at its prompt.  The kernel says who serves the socket
+        (SO_PEERCRED of the listening side, as of its listen()), as it tells svirtd who we
+        are."""
+        raw = self.sock.getsockopt(_sock.SOL_SOCKET, _sock.SO_PEERCRED, 12)
+        uid = int.from_bytes(raw[4:8], sys.byteorder)
+        if uid not in (0, os.getuid(), os.geteuid()):
+            self.sock.close()
+            raise ClientError(
+                "untrusted",
+                f"{path} is served by uid {uid}, not by root, so it is not svirtd; refusing to "
+                "talk to it (check --socket and the socket's directory)",
+            )
 
     def _connect(self, path: str, timeout: float | None) -> None:
         """connect(); with a timeout the fd is non-blocking, and a Unix socket whose listen

@@ -286,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     if route == TRY:  # root's default: svirtd if it answers (one connect, kept for the request)
         from secured_virt import client
 
-        session = client.connect(_socket_path(g))
+        try:
+            session = client.connect(_socket_path(g))
+        except client.ClientError as exc:  # e.g. a socket svirtd does not serve: never direct
+            sys.stderr.write(f"error: {exc}\n")
+            return exc.status
         route = DIRECT if session is None else DAEMON
     if route == DIRECT and not g.forget:
         site_dirs()  # direct mode: libvirt and lxml from the system's site-packages
@@ -448,7 +452,11 @@ def _forget(g: Globals, route: str | None = None) -> int:
         if route == TRY:
             from secured_virt import client
 
-            probe = client.connect(_socket_path(g))
+            try:
+                probe = client.connect(_socket_path(g))
+            except client.ClientError as exc:
+                sys.stderr.write(f"error: {exc}\n")
+                return exc.status
             route = DIRECT if probe is None else DAEMON
             if probe is not None:
                 probe.close()
