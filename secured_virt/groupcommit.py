@@ -68,18 +68,23 @@ class _Slot:
 
 
 class GroupCommit(Generic[T]):
-    """``submit(item)`` from any thread; ``apply(batch)`` runs in one thread at a time, on the
-    items queued together (see the module docstring)."""
+    """``submit(item, apply)`` from any thread; ``apply(batch)`` runs in one thread at a time,
+    on the items queued together (see the module docstring).
 
-    __slots__ = ("_apply", "_leading", "_lock", "_queue")
+    Why ``apply`` comes with each ``submit`` rather than to the constructor: the owner (an
+    ``AuditLog``) keeps its GroupCommit, and a GroupCommit keeping the owner's bound method
+    would be a reference cycle, so a forgotten owner would wait for the cyclic collector
+    instead of going at once (the audit log's kept fd, and with it a busy file system).  Every
+    ``submit`` to one GroupCommit passes the same ``apply``; the leader's runs."""
 
-    def __init__(self, apply: Callable[[list[T]], object]) -> None:
-        self._apply = apply
+    __slots__ = ("_leading", "_lock", "_queue")
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Slot] = []
         self._leading = False  # a thread leads a batch or has been handed the lead
 
-    def submit(self, item: T) -> T:
+    def submit(self, item: T, apply: Callable[[list[T]], object]) -> T:
         """Queue ``item``; return it once ``apply`` ran on a batch holding it (``apply`` sets
         its results on it).  Raises what ``apply`` raised for that batch."""
         slot = _Slot(item)
@@ -98,7 +103,7 @@ class GroupCommit(Generic[T]):
             if lead:
                 with self._lock:
                     batch, self._queue = self._queue, []
-                self._lead(batch, slot)
+                self._lead(batch, slot, apply)
         finally:
             if interrupted is not None:
                 raise interrupted
@@ -106,12 +111,12 @@ class GroupCommit(Generic[T]):
             raise slot.error
         return item
 
-    def _lead(self, batch: list[_Slot], me: _Slot) -> None:
+    def _lead(self, batch: list[_Slot], me: _Slot, apply: Callable) -> None:
         """As the leader: apply ``batch``, then wake its other threads and hand the lead to
         the first item queued meanwhile (or give it up when none is), whatever happened."""
         error: BaseException | None = None
         try:
-            self._apply([s.item for s in batch])
+            apply([s.item for s in batch])
         except Exception as exc:  # every submitter of the batch gets it
             error = exc
         except BaseException as exc:  # an interrupt: the leader's own; the waiters learn of it

@@ -20,7 +20,8 @@ Why this shape:
 * **Group commit.**  Threads of one process that append at the same moment share one write
   and one ``fdatasync``: the first becomes the writer and takes everything queued, the others
   wait until their record is on disk; when the writer is done it wakes each of its batch's
-  threads and hands the writer's role to the first record queued meanwhile.  Each caller
+  threads and hands the writer's role to the first record queued meanwhile
+  (``secured_virt.groupcommit``, shared with the sVirt categories).  Each caller
   still returns only once *its* record is durable, so a decision is on disk before its
   action starts and an acknowledged record survives a crash; what changes is that 50
   concurrent requests pay a few fsyncs, not 100.
@@ -92,6 +93,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from secured_virt.fsutil import UnsafeFileError, open_secure_dir
+from secured_virt.groupcommit import GroupCommit
 
 __all__ = [
     "GENESIS",
@@ -309,17 +311,12 @@ class _DenialLimiter:
 
 
 class _Pending:
-    """One record waiting for the group commit: filled with ``rec`` or ``error``.  With
-    ``then``, an outcome record written right after it (its ``ref`` = this record's seq),
-    filled in ``then_rec``: a read's decision and outcome, one wait for both.
+    """One record waiting for the group commit: filled with ``rec`` or ``error`` by the
+    writer of its batch (``_write_batch``).  With ``then``, an outcome record written right
+    after it (its ``ref`` = this record's seq), filled in ``then_rec``: a read's decision and
+    outcome, one wait for both."""
 
-    ``wake`` is a lock held from the start and released exactly once, by whoever has news
-    for this record's thread: the writer of its batch (the record is written, or failed), or
-    the writer before that handing it the writer's role (``lead``).  One lock per waiter
-    wakes exactly the thread concerned; a shared condition woke all fifty waiting threads at
-    every batch, and their scramble for the GIL cost more than the writes."""
-
-    __slots__ = ("error", "fields", "lead", "rec", "then", "then_rec", "wake")
+    __slots__ = ("error", "fields", "rec", "then", "then_rec")
 
     def __init__(self, fields: dict, then: dict | None = None):
         self.fields = fields
@@ -327,9 +324,6 @@ class _Pending:
         self.then_rec: dict | None = None
         self.rec: dict | None = None
         self.error: str | None = None
-        self.lead = False
-        self.wake = threading.Lock()
-        self.wake.acquire()
 
 
 class _KeptFd:
@@ -372,10 +366,8 @@ class AuditLog:
         self.syslog_ident = syslog_ident
         self._lock = threading.Lock()
         self._tail: tuple[int, int, int, int, str] | None = None  # dev, ino, size, seq, hash
-        # group commit: records waiting for the writer, and whether a thread is writing
-        self._queue: list[_Pending] = []
-        self._writing = False
-        self._cv = threading.Condition(self._lock)
+        # group commit: one thread at a time writes every record queued meanwhile
+        self._commit: GroupCommit[_Pending] = GroupCommit()
         self._kept: _KeptFd | None = None  # the open log, valid while _fd_key matches the paths
         self._fd_key: tuple | None = None
         self._limiter = _DenialLimiter(denied_burst, denied_per_second)
@@ -511,7 +503,7 @@ class AuditLog:
         if timer is not None:
             timer.cancel()
         self.flush_summaries()
-        with self._cv:
+        with self._lock:
             kept, self._kept, self._fd_key = self._kept, None, None
         if kept is not None:
             kept.close()
@@ -547,17 +539,11 @@ class AuditLog:
         if then is not None:
             then = self._fields(then)
         mine = _Pending(fields, then)
-        with self._lock:
-            self._queue.append(mine)
-            lead = not self._writing
-            self._writing = True
-        if not lead:  # the writer of a batch wakes us: written, failed, or our turn to write
-            mine.wake.acquire()
-            lead = mine.lead
-        if lead:  # write everything queued so far, ours included
-            with self._lock:
-                batch, self._queue = self._queue, []
-            self._write_queued(batch)
+        try:  # written by us with everything queued so far, or by the writer of our batch
+            self._commit.submit(mine, self._write_batch)
+        except Exception as exc:  # never leave a record's caller without an answer
+            if mine.rec is None and mine.error is None:
+                mine.error = f"cannot write the audit log {self.path}: {exc}"
         if mine.error is not None:
             self._syslog(fields, None, failure=mine.error)
             raise AuditError(mine.error)
@@ -565,27 +551,6 @@ class AuditLog:
         if mine.then_rec is not None:
             self._syslog(mine.then_rec, mine.then_rec["hash"])
         return mine.rec, mine.then_rec
-
-    def _write_queued(self, batch: list[_Pending]) -> None:
-        """As the writer: write ``batch``, then wake its other threads and hand the writer's
-        role to the first record queued meanwhile (or give it up when none is)."""
-        try:
-            self._write_batch(batch)
-        except BaseException as exc:  # never leave a waiter without an answer
-            for p in batch:
-                if p.rec is None and p.error is None:
-                    p.error = f"cannot write the audit log {self.path}: {exc}"
-            raise
-        finally:
-            with self._lock:
-                nxt = self._queue[0] if self._queue else None
-                if nxt is None:
-                    self._writing = False
-            for p in batch:  # the writer's own lock too: held, and never waited on again
-                p.wake.release()
-            if nxt is not None:
-                nxt.lead = True
-                nxt.wake.release()
 
     # -- internals ----------------------------------------------------------------------------
     def _open(self) -> int:
@@ -693,7 +658,9 @@ class AuditLog:
         return fd
 
     def _write_batch(self, batch: list[_Pending]) -> None:
-        """Chain, write and fdatasync every queued record at once; set each one's rec/error."""
+        """As the writer of a group commit: chain, write and fdatasync every queued record at
+        once; set each one's rec/error (an exception it lets through reaches every caller of
+        the batch, ``_append`` makes it their AuditError)."""
         fd = None
         try:
             fd = self._checked_fd()

@@ -62,6 +62,16 @@ class Recorder:
             self.running = False
 
 
+class Batcher(GroupCommit):
+    """A GroupCommit with its ``apply`` at hand, as its owners keep it (``AuditLog``)."""
+
+    __slots__ = ("apply",)
+
+    def __init__(self, apply):
+        super().__init__()
+        self.apply = apply
+
+
 def queued(gc: GroupCommit, n: int) -> None:
     """Until ``n`` items wait in ``gc``'s queue (the batch being applied is no longer in it)."""
     deadline = time.monotonic() + HANG
@@ -70,10 +80,10 @@ def queued(gc: GroupCommit, n: int) -> None:
         time.sleep(0.001)
 
 
-def submit_in_thread(gc: GroupCommit, item: Item, name: str, out: dict) -> threading.Thread:
+def submit_in_thread(gc: Batcher, item: Item, name: str, out: dict) -> threading.Thread:
     def run():
         try:
-            out[name] = gc.submit(item)
+            out[name] = gc.submit(item, gc.apply)
         except BaseException as exc:  # handed to the test
             out[name] = exc
 
@@ -84,7 +94,7 @@ def submit_in_thread(gc: GroupCommit, item: Item, name: str, out: dict) -> threa
 
 def test_many_threads_each_item_applied_once_and_each_submitter_gets_its_own():
     rec = Recorder()
-    gc = GroupCommit(rec)
+    gc = Batcher(rec)
     threads, per_thread = 32, 40
     start = threading.Barrier(threads)
     got: dict[int, list] = {}
@@ -94,7 +104,7 @@ def test_many_threads_each_item_applied_once_and_each_submitter_gets_its_own():
         mine = []
         for i in range(per_thread):
             item = Item(k * 1000 + i)
-            back = gc.submit(item)
+            back = gc.submit(item, gc.apply)
             assert back is item and item.applied == 1  # done when submit returns
             mine.append((item.value, item.result))
         got[k] = mine
@@ -114,12 +124,12 @@ def test_many_threads_each_item_applied_once_and_each_submitter_gets_its_own():
         positions = [applied.index(k * 1000 + i) for i in range(per_thread)]
         assert positions == sorted(positions)
     assert gc._queue == [] and not gc._leading  # idle again: the next submit leads at once
-    assert gc.submit(Item(7)).result == 14
+    assert gc.submit(Item(7), gc.apply).result == 14
 
 
 def test_slow_leader_items_queued_meanwhile_form_the_next_batch_led_by_the_first():
     rec = Recorder()
-    gc = GroupCommit(rec)
+    gc = Batcher(rec)
     out: dict = {}
     release_a, release_b = threading.Event(), threading.Event()
     a = submit_in_thread(gc, Item("a", block=release_a), "A", out)
@@ -144,7 +154,7 @@ def test_slow_leader_items_queued_meanwhile_form_the_next_batch_led_by_the_first
 
 def test_apply_raising_reaches_every_submitter_of_that_batch_and_the_next_batch_runs():
     rec = Recorder()
-    gc = GroupCommit(rec)
+    gc = Batcher(rec)
     out: dict = {}
     release_a, release_b = threading.Event(), threading.Event()
     a = submit_in_thread(gc, Item(1, block=release_a), "A", out)
@@ -170,7 +180,7 @@ def test_apply_raising_reaches_every_submitter_of_that_batch_and_the_next_batch_
     assert all(isinstance(x, ValueError) for x in errors), errors
     assert errors[0] is errors[1] is errors[2]  # the leader's error, in each of them
     assert "[2, 3, 4] refused" in str(errors[0])
-    assert gc.submit(Item(6)).result == 12  # nothing left hanging or leading
+    assert gc.submit(Item(6), gc.apply).result == 12  # nothing left hanging or leading
 
 
 class Stop(BaseException):
@@ -184,7 +194,7 @@ def test_an_interrupted_leader_keeps_its_interrupt_and_its_waiters_are_told():
             raise Stop()
 
     rec = Recorder()
-    gc = GroupCommit(apply)
+    gc = Batcher(apply)
     out: dict = {}
     release = threading.Event()
     a = submit_in_thread(gc, Item("go", block=release), "A", out)
@@ -199,7 +209,7 @@ def test_an_interrupted_leader_keeps_its_interrupt_and_its_waiters_are_told():
     assert out["A"].result == "gogo"
     assert isinstance(out["B"], Stop)  # the leader's own interrupt goes on in its thread
     assert isinstance(out["C"], GroupCommitAborted) and isinstance(out["C"].__cause__, Stop)
-    assert gc.submit(Item(1)).result == 2
+    assert gc.submit(Item(1), gc.apply).result == 2
 
 
 def test_a_signal_while_waiting_does_not_strand_the_queue():
@@ -208,7 +218,7 @@ def test_a_signal_while_waiting_does_not_strand_the_queue():
     waiter finishes its part (here: leads the next batch), then raises the interrupt."""
     assert threading.current_thread() is threading.main_thread()
     rec = Recorder()
-    gc = GroupCommit(rec)
+    gc = Batcher(rec)
     out: dict = {}
     release = threading.Event()
     a = submit_in_thread(gc, Item("a", block=release), "A", out)
@@ -234,7 +244,7 @@ def test_a_signal_while_waiting_does_not_strand_the_queue():
         poker = threading.Thread(target=poke)
         poker.start()
         with pytest.raises(Interrupt):
-            gc.submit(mine)
+            gc.submit(mine, gc.apply)
     finally:
         signal.signal(signal.SIGUSR1, old)
     poker.join(HANG)
