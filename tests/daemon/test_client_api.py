@@ -111,21 +111,15 @@ with open(sys.argv[2], "w") as fh:
 """
 
 
-def test_a_socket_served_by_another_user_is_not_svirtd(test_users, readable_src, as_user):
-    """svirtd runs as root: whoever else serves the socket (a user who got a path in front
-    of root's svirsh or another user's --socket) gets no request and no hello, and so can
-    never show a password prompt; the kernel names the server (SO_PEERCRED)."""
+def _fake_server(user, path: str, count: str, connections: int):
+    """FAKE_SERVER listening at path as ``user``; prints "ready" once it listens."""
     import subprocess
 
-    bob, alice = test_users["svt-bob"], test_users["svt-alice"]
-    d = private_dir("svtd-fake-")
-    d.chmod(0o777)
-    path, count = str(d / "svirtd.sock"), str(d / "bytes")
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [
             "/usr/bin/setpriv",
-            f"--reuid={bob.pw_uid}",
-            f"--regid={bob.pw_gid}",
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
             "--clear-groups",
             "--",
             sys.executable,
@@ -134,11 +128,23 @@ def test_a_socket_served_by_another_user_is_not_svirtd(test_users, readable_src,
             FAKE_SERVER,
             path,
             count,
-            "2",
+            str(connections),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_socket_served_by_another_user_is_not_svirtd(test_users, readable_src, as_user):
+    """svirtd runs as root: whoever else serves the socket (a user who got a path in front
+    of root's svirsh or another user's --socket) gets no request and no hello, and so can
+    never show a password prompt; the kernel names the server (SO_PEERCRED)."""
+
+    bob, alice = test_users["svt-bob"], test_users["svt-alice"]
+    d = private_dir("svtd-fake-")
+    d.chmod(0o777)
+    path, count = str(d / "svirtd.sock"), str(d / "bytes")
+    server = _fake_server(bob, path, count, 2)
     try:
         assert server.stdout.readline().strip() == "ready"
         with pytest.raises(client.ClientError) as info:  # root
@@ -170,24 +176,7 @@ def test_root_svirsh_refuses_a_socket_svirtd_does_not_serve(test_users, tmp_path
     d = private_dir("svtd-fake-")
     d.chmod(0o777)
     path = str(d / "svirtd.sock")
-    server = subprocess.Popen(
-        [
-            "/usr/bin/setpriv",
-            f"--reuid={bob.pw_uid}",
-            f"--regid={bob.pw_gid}",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-I",
-            "-c",
-            FAKE_SERVER,
-            path,
-            str(d / "bytes"),
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server = _fake_server(bob, path, str(d / "bytes"), 1)
     try:
         assert server.stdout.readline().strip() == "ready"
         svirsh = str(Path(__file__).resolve().parents[2] / "bin" / "svirsh")
