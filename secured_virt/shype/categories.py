@@ -36,7 +36,8 @@ state errs only on the safe side: a VM that stopped keeps its pair until the nex
 
 **Several changes per lock.**  Threads that reserve, confirm or release while another one
 holds the lock queue their changes; the next holder applies them all under one lock, one
-state check and one save, like the audit log's group commit.  Each call still returns only
+state check and one save, the audit log's group commit (``secured_virt.groupcommit``, which
+both use).  Each call still returns only
 once its change is in the record file.  The hypervisor calls of a confirm (the pair into the
 live metadata) happen outside the lock, which only guards the records.
 
@@ -69,6 +70,7 @@ from dataclasses import dataclass, replace
 from policy import mcs
 from secured_virt.backends.base import BackendError, NoSuchDomain
 from secured_virt.confinement import vmmeta
+from secured_virt.groupcommit import GroupCommit, GroupCommitAborted
 
 FILE = "categories.json"
 LOCK = "categories.lock"
@@ -112,19 +114,15 @@ class Running:
 
 
 class _Change:
-    """One change to the records waiting for the lock: ``fn(txn)`` and its result or error.
-    ``wake`` is held from the start and released once, by the thread that applied the change
-    or that hands this one the lock (``lead``)."""
+    """One change to the records waiting for the lock: ``fn(txn)`` and its result or its own
+    error, set by the thread that applied its batch (``HostCategories._apply_batch``)."""
 
-    __slots__ = ("error", "fn", "lead", "result", "wake")
+    __slots__ = ("error", "fn", "result")
 
     def __init__(self, fn):
         self.fn = fn
         self.result = None
         self.error: BaseException | None = None
-        self.lead = False
-        self.wake = threading.Lock()
-        self.wake.acquire()
 
 
 class _Txn:
@@ -273,9 +271,7 @@ class HostCategories:
         self._lock_fd: int | None = None
         self._my_start: tuple[int, str] = (0, "")
         self.rebuilds = 0  # how many times the state was rebuilt from what runs (status, tests)
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Change] = []
-        self._applying = False
+        self._changes: GroupCommit[_Change] = GroupCommit()  # see _apply
         self._token = (os.urandom(8), itertools.count(1))
 
     # -- lock ------------------------------------------------------------------------------
@@ -656,52 +652,31 @@ class HostCategories:
         """Run ``fn(txn)`` on the records under the lock and save them if it changed them;
         its result, or its exception.  Threads that arrive while another one holds the lock
         queue their changes, and the next holder applies all of them under one lock, one
-        state check and one save (like the audit log's group commit): each call still returns
-        only once its change is in the record file, and the lock is taken once per batch
-        rather than once per start."""
-        mine = _Change(fn)
-        with self._queue_lock:
-            self._queue.append(mine)
-            lead = not self._applying
-            self._applying = True
-        if not lead:  # the holder wakes us: done (or failed), or our turn to hold the lock
-            mine.wake.acquire()
-            lead = mine.lead
-        if lead:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            self._apply_batch(batch)
+        state check and one save (``secured_virt.groupcommit``, as the audit log's group
+        commit): each call still returns only once its change is in the record file, and the
+        lock is taken once per batch rather than once per start."""
+        try:
+            mine = self._changes.submit(_Change(fn), self._apply_batch)
+        except GroupCommitAborted as exc:  # the thread applying our batch was interrupted
+            raise CategoryStateError(f"the category records were not changed: {exc}") from None
         if mine.error is not None:
             raise mine.error
         return mine.result
 
     def _apply_batch(self, batch: list[_Change]) -> None:
-        try:
-            with self.locked():
-                records, kept = self._state()
-                txn = _Txn(self, records, kept)
-                for ch in batch:
-                    try:
-                        ch.result = ch.fn(txn)
-                    except Exception as exc:  # this change's own refusal (exhausted, ...)
-                        ch.error = exc
-                if txn.dirty:
-                    self._save(txn.records)
-        except BaseException as exc:  # no lock, no state, or no save: every change failed
+        """The leader's turn: one lock, one state check, every change of ``batch`` in order,
+        one save.  A change's own refusal (exhausted, ...) is that change's error; anything
+        raised here (no lock, no state, no save) fails every change of the batch."""
+        with self.locked():
+            records, kept = self._state()
+            txn = _Txn(self, records, kept)
             for ch in batch:
-                ch.error = exc if isinstance(exc, Exception) else CategoryStateError(str(exc))
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            with self._queue_lock:
-                nxt = self._queue[0] if self._queue else None
-                if nxt is None:
-                    self._applying = False
-            for ch in batch:  # the holder's own lock too: held, and never waited on again
-                ch.wake.release()
-            if nxt is not None:
-                nxt.lead = True
-                nxt.wake.release()
+                try:
+                    ch.result = ch.fn(txn)
+                except Exception as exc:  # this change's own refusal
+                    ch.error = exc
+            if txn.dirty:
+                self._save(txn.records)
 
     # -- questions -------------------------------------------------------------------------
     def sync(self) -> list[str]:

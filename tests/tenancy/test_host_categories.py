@@ -354,6 +354,106 @@ def test_concurrent_reservations_share_lock_and_saves_never_pairs(backend, state
     assert len(saves) < n * 0.8, f"{len(saves)} saves for {n} reservations"
 
 
+def _queued(host: HostCategories, n: int) -> None:
+    """Until ``n`` changes wait behind the batch being applied (the hang guard only)."""
+    deadline = time.monotonic() + 60
+    while len(host._changes._queue) < n:
+        assert time.monotonic() < deadline, "the changes were never queued"
+        time.sleep(0.001)
+
+
+def _reserve_in_thread(host: HostCategories, key: str, out: dict) -> threading.Thread:
+    def run():
+        try:
+            out[key] = host.reserve(key, key)
+        except Exception as exc:
+            out[key] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_changes_queued_behind_the_lock_are_one_batch_one_state_check_one_save(
+    backend, state, monkeypatch
+):
+    """While one reserve holds the lock (its save held here), three more queue; the first of
+    them then applies all three under one lock with one state check and one save, and each
+    returns its own pair, already in the record file."""
+    host = HostCategories(str(state), lambda: backend, categories=CATS, refresh=3600)
+    host.reserve("warm", "warm")  # the state is built: the batches below reuse it
+    saves, checks = [], []
+    held, release = threading.Event(), threading.Event()
+    real_replace, real_state = hc._replace_file, HostCategories._state
+
+    def replace_file(path, data):
+        saves.append(sorted(json.loads(data)))
+        if len(saves) == 1:
+            held.set()
+            assert release.wait(60)
+        real_replace(path, data)
+
+    def state_check(self):
+        checks.append(1)
+        return real_state(self)
+
+    monkeypatch.setattr(hc, "_replace_file", replace_file)
+    monkeypatch.setattr(HostCategories, "_state", state_check)
+    out: dict = {}
+    first = _reserve_in_thread(host, "a", out)
+    assert held.wait(60)
+    later = []
+    for n, key in enumerate(("b", "c", "d"), 1):
+        later.append(_reserve_in_thread(host, key, out))
+        _queued(host, n)
+    release.set()
+    for t in (first, *later):
+        t.join(60)
+    assert len(checks) == 2 and len(saves) == 2  # a's batch, then b, c and d's
+    assert saves[1] == ["a", "b", "c", "d", "warm"]
+    on_disk = json.loads((state / hc.FILE).read_text())
+    assert {k: on_disk[k]["pair"] for k in "abcd"} == {k: str(out[k]) for k in "abcd"}
+    assert len({str(out[k]) for k in "abcd"}) == 4
+
+
+def test_a_batch_that_cannot_reach_the_state_fails_each_of_its_changes_and_the_next_runs(
+    backend, state, monkeypatch
+):
+    """Fail closed, per batch: the state check of b, c and d's batch fails, so each of them
+    gets the CategoryStateError (no pair handed out blind, nobody left waiting); the change
+    queued after them is applied as usual."""
+    host = HostCategories(str(state), lambda: backend, categories=CATS)
+    held, release = threading.Event(), threading.Event()
+    calls = []
+    real_state = HostCategories._state
+
+    def state_check(self):
+        calls.append(1)
+        if len(calls) == 1:
+            held.set()
+            assert release.wait(60)
+        elif len(calls) == 2:
+            raise CategoryStateError("the record file is damaged (test)")
+        return real_state(self)
+
+    monkeypatch.setattr(HostCategories, "_state", state_check)
+    out: dict = {}
+    first = _reserve_in_thread(host, "a", out)
+    assert held.wait(60)
+    failing = []
+    for n, key in enumerate(("b", "c", "d"), 1):
+        failing.append(_reserve_in_thread(host, key, out))
+        _queued(host, n)
+    release.set()
+    for t in (first, *failing):
+        t.join(60)
+    assert isinstance(out["a"], mcs.CategoryPair)
+    assert all(isinstance(out[k], CategoryStateError) for k in "bcd"), out
+    assert "damaged (test)" in str(out["b"])
+    assert isinstance(host.reserve("e", "e"), mcs.CategoryPair)
+    assert set(json.loads((state / hc.FILE).read_text())) == {"a", "e"}
+
+
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchanged", "renamed"])
 def test_the_record_file_is_replaced_whole_and_leaves_nothing_behind(
     backend, state, monkeypatch, exchange
