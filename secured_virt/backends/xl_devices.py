@@ -38,6 +38,18 @@ class XlDevices(XlCore):
         edit(cfg)
         self._save_cfg(path, cfg)
 
+    def _edit_devices(self, name: str, change: Callable[[XlDomain], None]) -> None:
+        """Change the disk and interface lists of the domain's config file: ``change`` gets
+        them as an XlDomain (and raises to refuse); they are written back in place, every
+        other setting of the file kept as it was."""
+
+        def edit(cfg: XlConfig) -> None:
+            dom = XlDomain.from_config(cfg)
+            change(dom)
+            dom.write_devices(cfg)
+
+        self._edit_config(name, edit)
+
     def setmem(self, name: str, kib: int, *, live: bool = True, config: bool = False) -> None:
         check_name(name)
         positive(kib, "memory size (KiB)")
@@ -128,17 +140,15 @@ class XlDevices(XlCore):
         do_live, do_config = self._targets(name, live, config)
         if do_config:
 
-            def edit(cfg: XlConfig) -> None:
-                dom = XlDomain.from_config(cfg)
+            def change(dom: XlDomain) -> None:
                 if any(d.vdev == target for d in dom.disks):
                     raise BackendError(
                         "operation-failed",
                         f"cannot attach a disk to domain '{name}': target {target} already exists",
                     )
                 dom.disks.append(disk)
-                dom.write_devices(cfg)
 
-            self._edit_config(name, edit)
+            self._edit_devices(name, change)
         if do_live:
             self._xl("attach a disk to", name, ["block-attach", "--", name, disk.spec()])
 
@@ -150,17 +160,15 @@ class XlDevices(XlCore):
         do_live, do_config = self._targets(name, live, config)
         if do_config:
 
-            def edit(cfg: XlConfig) -> None:
-                dom = XlDomain.from_config(cfg)
+            def change(dom: XlDomain) -> None:
                 kept = [d for d in dom.disks if d.vdev != target]
                 if len(kept) == len(dom.disks):
                     raise BackendError(
                         "operation-failed", f"domain '{name}' has no disk with target '{target}'"
                     )
                 dom.disks = kept
-                dom.write_devices(cfg)
 
-            self._edit_config(name, edit)
+            self._edit_devices(name, change)
         if do_live:
             self._xl("detach a disk from", name, ["block-detach", "--", name, target])
 
@@ -194,17 +202,15 @@ class XlDevices(XlCore):
         do_live, do_config = self._targets(name, live, config)
         if do_config:
 
-            def edit(cfg: XlConfig) -> None:
-                dom = XlDomain.from_config(cfg)
+            def change(dom: XlDomain) -> None:
                 if nic.mac and any(n.mac == nic.mac for n in dom.nics):
                     raise BackendError(
                         "operation-failed",
                         f"domain '{name}' already has an interface with MAC {nic.mac}",
                     )
                 dom.nics.append(nic)
-                dom.write_devices(cfg)
 
-            self._edit_config(name, edit)
+            self._edit_devices(name, change)
         if do_live:
             self._xl(
                 "attach an interface to", name, ["network-attach", "--", name, *nic.spec_parts()]
@@ -225,13 +231,11 @@ class XlDevices(XlCore):
         do_live, do_config = self._targets(name, live, config)
         if do_config:
 
-            def edit(cfg: XlConfig) -> None:
-                dom = XlDomain.from_config(cfg)
+            def change(dom: XlDomain) -> None:
                 victim = _pick_nic(name, dom.nics, mac)
                 dom.nics = [n for n in dom.nics if n is not victim]
-                dom.write_devices(cfg)
 
-            self._edit_config(name, edit)
+            self._edit_devices(name, change)
         if do_live:
             live_mac = mac
             if live_mac is None:
