@@ -21,6 +21,7 @@ from svtd_helpers import (  # noqa: E402
     RealEnv,
     call_as,
     client_snippet,
+    running_svirtd,
     write_root_file,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "call_as",
     "client_snippet",
     "file_size",
+    "running_svirtd",
     "write_root_file",
 ]
 

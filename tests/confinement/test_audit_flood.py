@@ -11,7 +11,6 @@ verifies."""
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
-from reach_helpers import RealEnv, client_snippet, file_size
+from reach_helpers import client_snippet, file_size, running_svirtd
 
 from secured_virt.access import audit
 
@@ -64,13 +63,8 @@ for line in sys.stdin:
 
 @pytest.fixture
 def env():
-    if os.geteuid() != 0:
-        pytest.skip("svirtd's policy files must be root-owned: run as root")
-    e = RealEnv()
-    e.d = e.daemon().start().wait_ready()
-    yield e
-    e.d.stop()
-    e.cleanup()
+    with running_svirtd() as e:
+        yield e
 
 
 def test_one_connection_without_roles_cannot_flood_the_audit_log(env, readable_src):

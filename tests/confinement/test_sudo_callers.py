@@ -37,7 +37,7 @@ for _p in (str(HERE.parent / "daemon"), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from svtd_helpers import PY, RealEnv, write_root_file  # noqa: E402
+from svtd_helpers import PY, RealEnv, run_as_host, running_svirtd, write_root_file  # noqa: E402
 
 from secured_virt import client  # noqa: E402
 from secured_virt.requests import Request  # noqa: E402
@@ -47,48 +47,12 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="simulating sudo needs a real root process"),
 ]
 
-#: run a program's real entry() with the host configuration path pointing at the test host
-_ENTRY = (
-    "import sys; sys.path.insert(0, {repo!r})\n"
-    "import secured_virt.config as config\n"
-    "import secured_virt.cli.svirsh as svirsh_mod\n"
-    "config.CONFIG_PATH = svirsh_mod.CONFIG_PATH = sys.argv.pop(1)\n"
-    "sys.argv[0] = {prog!r}\n"
-    "from {module} import entry\n"
-    "entry()\n"
-)
-
-
-def _run(prog: str, conf: Path, args, *, sudo=None, input: str = "") -> subprocess.CompletedProcess:
-    module = {"svirsh": "secured_virt.cli.svirsh", "svirt-admin": "secured_virt.cli.admin"}[prog]
-    code = _ENTRY.format(repo=str(REPO), prog=prog, module=module)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    if sudo is not None:
-        env.update(
-            SUDO_UID=str(sudo.pw_uid),
-            SUDO_GID=str(sudo.pw_gid),
-            SUDO_USER=sudo.pw_name,
-            SUDO_COMMAND=f"/usr/bin/{prog}",
-        )
-    return subprocess.run(
-        [PY, "-I", "-c", code, str(conf), *args],
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
-
 
 @pytest.fixture
 def host():
     """A private host with a running svirtd (root), whose socket every uid may connect to."""
-    e = RealEnv()
-    e.d = e.daemon().start().wait_ready()
-    yield e
-    e.d.stop()
-    e.cleanup()
+    with running_svirtd() as e:
+        yield e
 
 
 @pytest.fixture
@@ -122,7 +86,7 @@ def test_sudo_svirsh_reaches_svirtd_as_the_caller(host, alice, route):
     audit said root."""
     assert "running" in _state(host, "shared-dns")
     args = route.replace("S", host.socket).split()
-    r = _run("svirsh", host.config, [*args, "destroy", "shared-dns"], sudo=alice)
+    r = run_as_host("svirsh", host.config, [*args, "destroy", "shared-dns"], sudo=alice)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "svt-alice" in r.stderr and "destroy" in r.stderr
     assert "running" in _state(host, "shared-dns")
@@ -140,7 +104,7 @@ def test_sudo_svirsh_as_is_refused_by_svirtd_and_audited(host, alice):
     """--as is root's alone; through sudo the caller is alice, so svirtd refuses it (before
     the fix root acted as svt-bob and destroyed bob-build)."""
     argv = ["--daemon", "--socket", host.socket, "--as", "svt-bob", "destroy", "bob-build"]
-    r = _run("svirsh", host.config, argv, sudo=alice)
+    r = run_as_host("svirsh", host.config, argv, sudo=alice)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "--as" in r.stderr
     assert "running" in _state(host, "bob-build")
@@ -151,7 +115,7 @@ def test_sudo_svirsh_as_is_refused_by_svirtd_and_audited(host, alice):
 
 def test_sudo_svirsh_still_does_what_the_caller_may(host, alice):
     """The same route for something alice's role allows: served, and audited as alice."""
-    r = _run("svirsh", host.config, ["--daemon", "start", "alice-db"], sudo=alice)
+    r = run_as_host("svirsh", host.config, ["--daemon", "start", "alice-db"], sudo=alice)
     assert r.returncode == 0, (r.stdout, r.stderr)
     (rec,) = _decisions(host, op="start")
     assert rec["user"] == "svt-alice" and rec["verdict"] == "allowed"
@@ -161,19 +125,19 @@ def test_sudo_svirsh_still_does_what_the_caller_may(host, alice):
 def test_sudo_svirt_admin_reload_is_checked_for_the_caller(host, alice, test_users):
     """alice holds no daemon-admin: refused by svirtd and audited as her (before the fix the
     reload ran as root, past the check).  carol holds it: her reload is served."""
-    r = _run("svirt-admin", host.config, ["reload"], sudo=alice)
+    r = run_as_host("svirt-admin", host.config, ["reload"], sudo=alice)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "svt-alice" in r.stderr and "daemon-admin" in r.stderr
     (rec,) = _decisions(host, op="daemon-admin")
     assert rec["user"] == "svt-alice" and rec["verdict"] == "denied"
     carol = test_users["svt-carol"]
-    r = _run("svirt-admin", host.config, ["reload"], sudo=carol)
+    r = run_as_host("svirt-admin", host.config, ["reload"], sudo=carol)
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert _decisions(host, op="daemon-admin", user="svt-carol", verdict="allowed")
 
 
 def test_sudo_svirt_admin_status_is_checked_for_the_caller(host, alice):
-    r = _run("svirt-admin", host.config, ["status"], sudo=alice)
+    r = run_as_host("svirt-admin", host.config, ["status"], sudo=alice)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "uptime" not in r.stdout
 
@@ -222,7 +186,9 @@ def test_sudo_svirt_admin_cannot_choose_the_configuration(host, other_host, alic
     """Before the fix, edit/assign/grant (admin_edit) and status/reload (admin_daemon) took
     --config from a sudo caller: alice became a policy admin of other_host's files."""
     ua, pa = other_host.ua.read_bytes(), other_host.pa.read_bytes()
-    r = _run("svirt-admin", host.config, ["--config", str(other_host.config), *args], sudo=alice)
+    r = run_as_host(
+        "svirt-admin", host.config, ["--config", str(other_host.config), *args], sudo=alice
+    )
     assert r.returncode == 4, (r.stdout, r.stderr)
     assert "only root may choose another configuration file" in r.stderr
     assert (other_host.ua.read_bytes(), other_host.pa.read_bytes()) == (ua, pa)
@@ -230,7 +196,7 @@ def test_sudo_svirt_admin_cannot_choose_the_configuration(host, other_host, alic
 
 
 def test_root_still_chooses_the_configuration(host):
-    r = _run("svirt-admin", host.config, ["--config", str(host.config), "status", "--json"])
+    r = run_as_host("svirt-admin", host.config, ["--config", str(host.config), "status", "--json"])
     assert r.returncode == 0, r.stderr
     assert "daemon" in json.loads(r.stdout)
 
@@ -245,7 +211,7 @@ def test_delegated_edit_reloads_svirtd_as_the_caller(alice, daemon_admin):
     try:
         before = _digest(e)
         argv = ["assign", "svt-carol", "BuildTeam", "--yes"]
-        r = _run("svirt-admin", e.config, argv, sudo=alice)
+        r = run_as_host("svirt-admin", e.config, argv, sudo=alice)
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert "svt-carol is assigned role BuildTeam" in r.stdout
         if daemon_admin:
@@ -287,7 +253,7 @@ def files(alice):
 @pytest.mark.parametrize("command", ["define", "create"])
 def test_sudo_define_cannot_read_a_root_only_file(host, alice, files, command):
     secret, _mine = files
-    r = _run("svirsh", host.config, [command, str(secret)], sudo=alice)
+    r = run_as_host("svirsh", host.config, [command, str(secret)], sudo=alice)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert f"cannot read {secret}: Permission denied" in r.stderr
     assert "root-only-secret-tag" not in r.stdout + r.stderr
@@ -297,7 +263,7 @@ def test_sudo_define_cannot_read_a_root_only_file(host, alice, files, command):
 def test_sudo_define_reads_the_callers_own_file(host, alice, files, route):
     """alice's own 0600 file is read (as her): its content reaches the XML check."""
     _secret, mine = files
-    r = _run("svirsh", host.config, [*route, "define", str(mine)], sudo=alice)
+    r = run_as_host("svirsh", host.config, [*route, "define", str(mine)], sudo=alice)
     assert "cannot read" not in r.stderr, r.stderr
     assert r.returncode == 2 and "domain XML is not well-formed" in r.stderr, r.stderr
 

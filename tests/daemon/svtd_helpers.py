@@ -305,3 +305,63 @@ class RealEnv:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_svirtd(**conf):
+    """A RealEnv (``conf`` as for RealEnv) whose svirtd is started and ready as ``env.d``;
+    stopped and its host removed afterwards.  Most real-daemon fixtures are just this, so it is
+    written once.  Skips unless root: the policy files it writes must be root-owned."""
+    if os.geteuid() != 0:
+        import pytest  # here, not at the top: bench/ imports this module too
+
+        pytest.skip("svirtd's policy files must be root-owned: run as root")
+    e = RealEnv(**conf)
+    try:
+        e.d = e.daemon().start().wait_ready()
+        try:
+            yield e
+        finally:
+            e.d.stop()
+    finally:
+        e.cleanup()
+
+
+#: run a program's real entry() with the host configuration path pointing at the test host
+_ENTRY = (
+    "import sys; sys.path.insert(0, {repo!r})\n"
+    "import secured_virt.config as config\n"
+    "import secured_virt.cli.svirsh as svirsh_mod\n"
+    "config.CONFIG_PATH = svirsh_mod.CONFIG_PATH = sys.argv.pop(1)\n"
+    "sys.argv[0] = {prog!r}\n"
+    "from {module} import entry\n"
+    "entry()\n"
+)
+_ENTRY_MODULES = {"svirsh": "secured_virt.cli.svirsh", "svirt-admin": "secured_virt.cli.admin"}
+
+
+def run_as_host(
+    prog: str, conf: Path, args, *, sudo=None, input: str = "", cwd: str = "/"
+) -> subprocess.CompletedProcess:
+    """``prog`` (svirsh or svirt-admin) as root, or as a simulated sudo caller (``sudo``: the
+    caller's passwd entry), through its real entry() with ``conf`` as the host's configuration
+    path (``CONFIG_PATH``), as an installation names it: so no ``--config`` is needed, which
+    would itself change what the programs do."""
+    code = _ENTRY.format(repo=str(REPO), prog=prog, module=_ENTRY_MODULES[prog])
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if sudo is not None:
+        env.update(
+            SUDO_UID=str(sudo.pw_uid),
+            SUDO_GID=str(sudo.pw_gid),
+            SUDO_USER=sudo.pw_name,
+            SUDO_COMMAND=f"/usr/bin/{prog}",
+        )
+    return subprocess.run(
+        [PY, "-I", "-c", code, str(conf), *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )

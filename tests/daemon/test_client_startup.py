@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from svtd_helpers import REPO, RealEnv, private_dir
+from svtd_helpers import REPO, private_dir, running_svirtd
 
 from secured_virt.cli.bytecode import CLIENT_PATH
 
@@ -28,13 +28,8 @@ HEAVY = ("libvirt", "libvirtmod", "lxml", "rbac", "policy")
 
 @pytest.fixture
 def env():
-    if os.geteuid() != 0:
-        pytest.skip("svirtd's policy files must be root-owned: run as root")
-    e = RealEnv()
-    e.d = e.daemon().start().wait_ready()
-    yield e
-    e.d.stop()
-    e.cleanup()
+    with running_svirtd() as e:
+        yield e
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from svtd_helpers import (
     RealEnv,
     call_as,
     client_snippet,
+    running_svirtd,
     write_root_file,
 )
 
@@ -27,13 +28,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def env():
-    if os.geteuid() != 0:
-        pytest.skip("svirtd's policy files must be root-owned: run as root")
-    e = RealEnv()
-    e.d = e.daemon().start().wait_ready()
-    yield e
-    e.d.stop()
-    e.cleanup()
+    with running_svirtd() as e:
+        yield e
 
 
 def names(reply):
@@ -181,17 +177,12 @@ def test_svirsh_goes_through_the_daemon(env, test_users, readable_src, as_user):
 
 
 def test_socket_mode_decides_who_may_connect(test_users, readable_src, as_user):
-    e = RealEnv(socket_mode="0660")
-    d = e.daemon().start().wait_ready()
-    try:
+    with running_svirtd(socket_mode="0660") as e:
         st = os.stat(e.socket)
         assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 0
         r = call_as(as_user, test_users["svt-alice"], readable_src, e.socket, "list")
         assert r["error"] == "unavailable" and "permission denied" in r["message"]
         assert client.call(e.socket, Request("list")).status == 0  # root still may
-    finally:
-        d.stop()
-        e.cleanup()
 
 
 def test_sigterm_stops_cleanly_and_the_chain_verifies(env):

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from svtd_helpers import PY, RealEnv, write_root_file
+from svtd_helpers import PY, RealEnv, run_as_host, running_svirtd, write_root_file
 
 from secured_virt import client
 from secured_virt.requests import Request
@@ -35,39 +35,17 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="root's svirsh needs a real root process"),
 ]
 
-_ENTRY = (
-    "import sys; sys.path.insert(0, {repo!r})\n"
-    "import secured_virt.config as config\n"
-    "import secured_virt.cli.svirsh as svirsh_mod\n"
-    "config.CONFIG_PATH = svirsh_mod.CONFIG_PATH = sys.argv.pop(1)\n"
-    "sys.argv[0] = 'svirsh'\n"
-    "svirsh_mod.entry()\n"
-)
-
 
 def svirsh(env: RealEnv, *args: str, sudo=None, cwd: str = "/") -> subprocess.CompletedProcess:
     """svirsh as root (or a simulated sudo caller), with ``env``'s configuration as the host's."""
-    penv = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    if sudo is not None:
-        penv.update(SUDO_UID=str(sudo.pw_uid), SUDO_GID=str(sudo.pw_gid), SUDO_USER=sudo.pw_name)
-    return subprocess.run(
-        [PY, "-I", "-c", _ENTRY.format(repo=str(REPO)), str(env.config), *args],
-        env=penv,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_as_host("svirsh", env.config, args, sudo=sudo, cwd=cwd)
 
 
 @pytest.fixture
 def host():
     """A private host whose svirtd is running."""
-    e = RealEnv()
-    e.d = e.daemon().start().wait_ready()
-    yield e
-    e.d.stop()
-    e.cleanup()
+    with running_svirtd() as e:
+        yield e
 
 
 @pytest.fixture
