@@ -177,6 +177,18 @@ def read_until(proc, needle: bytes, timeout: float = 10) -> bytes:
     return buf
 
 
+def wait_for(cond, timeout=10.0, what="condition"):
+    """``cond()``'s first true value, polled until ``timeout``: what the daemon does after a
+    signal or a file change is seen only by looking again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_log(d, text, timeout=10):
     deadline = time.monotonic() + timeout
     while text not in d.log():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 from svtd_helpers import (
@@ -16,6 +15,7 @@ from svtd_helpers import (
     call_as,
     client_snippet,
     running_svirtd,
+    wait_for,
     write_root_file,
 )
 
@@ -42,16 +42,6 @@ def decisions(env, **match):
         for r in env.audit_records()
         if r["type"] == "decision" and all(r.get(k) == v for k, v in match.items())
     ]
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_list_is_filtered_by_the_kernel_identity(env, test_users, readable_src, as_user):

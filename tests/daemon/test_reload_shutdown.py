@@ -16,6 +16,7 @@ from svtd_helpers import (
     frame,
     raw_connect,
     read_frame,
+    wait_for,
     write_policy,
 )
 
@@ -23,16 +24,6 @@ from secured_virt import client
 from secured_virt.requests import Request
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def decision(d, user, op, run_as, src):
