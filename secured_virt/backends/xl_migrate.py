@@ -43,7 +43,8 @@ RECEIVER = ("/usr/local/sbin/svirt-xl-receive",)
 SSH = ("/usr/bin/ssh", "-o", "BatchMode=yes")
 #: what the receiver prints (to stderr, which xl passes on) when it refuses the domain
 REFUSAL_TAG = "svirt-xl-receive: refused:"
-#: xl's name for a domain while it is being received (tools/xl create_domain, migrate_fd)
+#: xl's name for a domain while it is being received (tools/xl/xl_vmcontrol.c create_domain);
+#: xl_migrate.c migrate_receive renames it to NAME once the source gives its permission to go
 INCOMING_SUFFIX = "--incoming"
 
 _UUID = re.compile(

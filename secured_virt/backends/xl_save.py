@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from .base import BackendError, report_progress
 from .xl_args import check_name, check_path, migrate_host
@@ -223,13 +223,18 @@ class XlSave(XlListing, XlLifecycle):
             self.undefine(name)
 
     # -- the destination's side (cli/xl_receive.py) ------------------------------------------
-    def receive_prepare(self, rec: dict) -> Callable[[bool], None]:
+    def receive_prepare(self, rec: dict) -> Callable[[Collection[str]], None]:
         """Give a domain about to arrive its owner and label before it runs: the transient
         config of NAME and of xl's NAME--incoming (the sHype state rebuilt from what runs sees
         its label from the first moment), or the carried lines written into the defined config
         of the same domain.  Refuses a defined config of that name for another UUID (another
-        domain).  Returns ``done(ok)``: removes the incoming file, and after a failure undoes
-        the rest."""
+        domain).  Returns ``done(running_as)``, called once xl is done with the names the
+        arrived domain runs under now (the receiver tells it by domid: NAME once received,
+        NAME--incoming if xl left it behind, none if xl destroyed it): a name it does not run
+        under loses the label written for it (no label for a domain that is not there, nor for
+        another domain that took the name meanwhile), one it runs under keeps it (a running
+        domain is never unlabelled); the defined config gets its old text back unless the
+        domain runs as NAME."""
         check_record(rec, "<migration record>")
         name, uuid = check_name(rec["name"]), check_uuid(rec["uuid"])
         incoming = incoming_name(name)
@@ -262,13 +267,11 @@ class XlSave(XlListing, XlLifecycle):
             dom.write_metadata(defined)
             self._save_cfg(defined_path, defined)
 
-        def done(ok: bool) -> None:
-            self._forget_transient(incoming)
-            if ok:
-                return
-            if not self._running(name):
-                self._forget_transient(name)
-            if old_text is not None:
+        def done(running_as: Collection[str]) -> None:
+            for n in (incoming, name):
+                if n not in running_as:
+                    self._forget_transient(n)
+            if name not in running_as and old_text is not None:
                 with contextlib.suppress(BackendError, OSError):
                     self._write_file(defined_path, old_text)
 

@@ -18,8 +18,12 @@ and the source's backend reports (the domain keeps running there: xl suspends no
 the receiver's banner, which only the real xl writes).  Admitted, the domain gets its owner
 and label in a transient config (and xl's incoming name too), and the real ``xl
 migrate-receive`` runs on this program's stdin/stdout; the lock is held until the arriving
-domain is listed by xl, so that from then on every check here counts it.  Its end is audited
-as the decision's outcome.
+domain is listed by xl, so that from then on every check here counts it.  xl creates it as
+``NAME--incoming`` and renames it to NAME only once the source says go; when xl ends, the
+domid xl gave it tells which of the two names it runs under, and only those keep the label
+(received: NAME; left behind by xl when the source vanished: ``NAME--incoming``; destroyed by
+xl: neither, even if another domain took the name meanwhile).  Its end is audited as the
+decision's outcome.
 
 Exit codes: 0 received, 1 xl failed, 2 usage, 3 refused, 4 bad configuration.
 """
@@ -182,6 +186,8 @@ class Receiver:
         )
         self.audit = AuditLog.from_config(cfg)
         self.acm = None
+        #: the domid xl gave the arriving domain (None until xl lists it)
+        self.domid: int | None = None
         if cfg.acm:
             from secured_virt.shype.enforcer import AcmEnforcer
 
@@ -280,17 +286,51 @@ class Receiver:
             _say(f"refused: {exc}")
             return EXIT_DENIED if exc.check in ("acm", "audit") else EXIT_FAILED
         rc = proc.wait()
-        ok = rc == 0 and self._listed()
-        done(ok)
-        if ok:
+        running_as = self._running_as()
+        done(running_as)
+        if rc == 0 and self.name in running_as:
             self._outcome(ref, "ok")
             return EXIT_OK
-        why = f"xl migrate-receive exited with status {rc}"
-        if rc == 0:
-            why = f"xl received no domain named '{self.name}' (the stream held another one)"
+        why = self._why_not(rc, running_as)
         self._outcome(ref, f"error:{why}")
         _say(why)
         return EXIT_FAILED
+
+    def _running_as(self) -> list[str]:
+        """The names the arrived domain runs under now, told by the domid xl gave it (a
+        rename keeps it): NAME once xl renamed it, xl's NAME--incoming while xl left it
+        behind (the source vanished before its permission to go), none once xl destroyed it
+        (the stream broke, or NAME was taken when xl renamed it: then another domain runs
+        under NAME, which must not get this one's label)."""
+        from secured_virt.backends.xl_migrate import incoming_name
+
+        if self.domid is None:
+            return []
+        return [n for n in (self.name, incoming_name(self.name)) if self._domid(n) == self.domid]
+
+    def _why_not(self, rc: int, running_as: list[str]) -> str:
+        from secured_virt.backends.xl_migrate import incoming_name
+
+        status = f"xl migrate-receive exited with status {rc}"
+        incoming = incoming_name(self.name)
+        if incoming in running_as:
+            return (
+                f"{status} and left the arriving domain behind on this host as '{incoming}' "
+                f"(domain {self.domid}, paused), with its label {self.label_text() or 'none'}: "
+                f"once '{self.name}' runs on the source again, destroy it here "
+                f"(svirsh destroy {incoming})"
+            )
+        if running_as:
+            return (
+                f"{status}, yet the domain runs on this host as '{self.name}' (domain "
+                f"{self.domid}), with its label: make sure it does not run on the source too"
+            )
+        if self.domid is None:
+            return f"{status}; xl received no domain named '{self.name}' on this host"
+        return (
+            f"{status}; xl destroyed its copy of '{self.name}' (its messages above say why), "
+            "so the domain did not stay on this host"
+        )
 
     def _spawn_xl(self, ref, done):
         """The real ``xl migrate-receive`` on our stdin/stdout (argv, scrubbed env)."""
@@ -301,19 +341,35 @@ class Receiver:
                 [self.cfg.xl_path, "migrate-receive"], env=dict(XL_ENV), close_fds=True
             )
         except OSError as exc:
-            done(False)
+            done(())
             self._outcome(ref, f"error:cannot run {self.cfg.xl_path}: {exc.strerror}")
             raise Refused("state", f"cannot run {self.cfg.xl_path}: {exc.strerror}") from None
 
-    def _listed(self) -> bool:
+    def _domid(self, name: str) -> int | None:
+        r = self.backend._run(["domid", "--", name])
+        out = r.stdout.strip() if r.returncode == 0 else ""
+        return int(out) if out.isdigit() else None
+
+    def _listed(self) -> int | None:
+        """The arriving domain's domid if xl lists it: xl creates it as NAME--incoming and
+        renames it to NAME only once the source gave its permission to go (xl_migrate.c)."""
         from secured_virt.backends.xl_migrate import incoming_name
 
-        return any(self.backend._running(n) for n in (self.name, incoming_name(self.name)))
+        for n in (incoming_name(self.name), self.name):
+            domid = self._domid(n)
+            if domid is not None:
+                return domid
+        return None
 
     def _wait_listed(self, proc) -> None:
         """Keep the lock until xl lists the arriving domain (or gives up): from then on the
-        rebuilt sHype state counts it, with the label of its transient config."""
-        while proc.poll() is None and not self._listed():
+        rebuilt sHype state counts it, with the label of its transient config.  Its domid
+        tells it from another domain that takes its name later (see _running_as)."""
+        while True:
+            ended = proc.poll() is not None  # first: a domain xl left behind is still seen
+            self.domid = self._listed()
+            if self.domid is not None or ended:
+                return
             time.sleep(POLL_SECONDS)
 
     def _outcome(self, ref, outcome: str) -> None:

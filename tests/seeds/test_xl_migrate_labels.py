@@ -7,17 +7,23 @@ backend built through a real ``sh -c``, with a local stand-in for ssh (drops the
 the remote command by a shell, as sshd does); on the "destination" that runs the real
 receiver (``python -m secured_virt.cli.xl_receive``) as a real process with the destination's
 own configuration, policy, audit log and xl: a program (xl_migrate_fake.py) sharing its
-running set with the destination's in-process mock.
+running set with the destination's in-process mock.  Both ends speak xl's migration protocol
+(tools/xl/xl_migrate.c): the destination's xl receives the domain as ``NAME--incoming`` and
+renames it to NAME after the source's permission to go, and the tests look at its label
+while it arrives, after it arrived, and after each way a migration fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,15 +31,13 @@ import pytest
 from secured_virt.backends.xl_backend import XlBackend
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
+from . import xl_migrate_fake as xlproc
 from .conftest import ROOT, acm_service, run
 from .xlhosts import CLIENT, XL_DATA, HostXl, renumbered_client
 
 HERE = Path(__file__).resolve().parent
 WEB_DISK = "phy:/dev/vg0/web-01"
 DISK_LABEL = "res_LogicalDiskPartition2(hda2)"
-BANNER = b"xl migration receiver ready, send binary domain data.\n"
-READY = b"domain received, ready to unpause\x00"
-
 FAKE_SSH = """#!/bin/sh
 # a local stand-in for ssh: options up to "--", then the host, then the remote command,
 # which (like sshd) it gives to a shell
@@ -47,11 +51,14 @@ class SharedRunning(dict):
     """A host's running set kept in its state file (shared with xl_migrate_fake.py)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(json.loads(path.read_text())["running"])
+        super().__init__(xlproc.load(path)["running"])
         self.path = path
 
     def _save(self) -> None:
-        self.path.write_text(json.dumps({"running": dict(self)}))
+        state = xlproc.load(self.path)
+        state["running"] = dict(self)
+        state["paused"] = [n for n in state["paused"] if n in self]
+        xlproc.save(self.path, state)
 
     def __setitem__(self, k, v):
         super().__setitem__(k, v)
@@ -63,14 +70,28 @@ class SharedRunning(dict):
         return out
 
 
+def failed(argv, err: str) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(argv, 1, "", err)
+
+
 class MigratingXl(HostXl):
-    """HostXl whose running set lives in a state file and whose ``migrate -s ""`` does what
-    xl does with an empty -s: run the host operand by ``sh -c`` as the transport, wait for the
-    receiver's banner (nothing is suspended before it), send the stream, read the ready
-    message; the domain leaves this host only then."""
+    """HostXl whose running set lives in a state file (listings answered as the xl program's,
+    xl_migrate_fake.answer) and whose ``migrate -s ""`` is xl's sending side (tools/xl
+    xl_migrate.c ``migrate_domain``): run the host operand by ``sh -c`` as the transport, wait
+    for the receiver's banner (nothing is suspended before it), send the stream (xl's header
+    and config, then libxl's stream), read the ready message, rename the domain here to
+    ``NAME--migratedaway``, send the permission to go, read the report: on success the domain
+    is destroyed here, on the target's failure it gets its name back and resumes.
+
+    ``during()`` runs after all of the stream but its END record is sent (the destination is
+    receiving); ``fault`` cuts the migration short as a dying source would: "cut-stream" (the
+    stream ends before its END record) or "gone-after-transfer" (both pipes closed after the
+    ready message, before the permission to go)."""
 
     def __init__(self, xl_path: str, state: Path) -> None:
         self.state = state
+        self.during = None
+        self.fault = None
         super().__init__(xl_path, {})
 
     @property
@@ -83,6 +104,10 @@ class MigratingXl(HostXl):
 
     def __call__(self, argv, **kw):
         key = tuple(argv[1:])
+        if key[:1] in (("list",), ("domid",)):
+            self.calls.append((list(argv), kw))
+            rc, out, err = xlproc.answer(xlproc.load(self.state), list(key))
+            return subprocess.CompletedProcess(argv, rc, out, err)
         if key[:4] != ("migrate", "-s", "", "--"):
             return super().__call__(argv, **kw)
         self.calls.append((list(argv), kw))
@@ -93,26 +118,54 @@ class MigratingXl(HostXl):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        banner = proc.stdout.read(len(BANNER))
-        if banner != BANNER:
-            proc.stdin.close()
+
+        def end(*, close_stdout=False) -> str:
+            # stdout first: once stdin ends, xl there must find nobody to report to
+            for f in (proc.stdout, proc.stdin) if close_stdout else (proc.stdin,):
+                with contextlib.suppress(BrokenPipeError):
+                    f.close()
             err = proc.stderr.read().decode()
             proc.wait()
-            err += (
-                "libxl: error: libxl_utils.c:107:libxl_read_exactly: file/stream truncated "
+            return err
+
+        if proc.stdout.read(len(xlproc.BANNER)) != xlproc.BANNER:
+            return failed(
+                argv,
+                end() + "libxl: error: libxl_utils.c:107:libxl_read_exactly: file/stream truncated "
                 "reading banner from migration receiver stream\n"
-                f"(command run was: {rune} )\n"
+                f"(command run was: {rune} )\n",
             )
-            return subprocess.CompletedProcess(argv, 1, "", err)
-        proc.stdin.write((XL_DATA / "web-01.save").read_bytes())
-        proc.stdin.close()
-        ready = proc.stdout.read()
-        err = proc.stderr.read().decode()
-        if proc.wait() != 0 or not ready.startswith(READY):
-            err += "Migration failed, resuming at sender.\n"
-            return subprocess.CompletedProcess(argv, 1, "", err)
-        self.running.pop(name)
-        return subprocess.CompletedProcess(argv, 0, "", "Migration successful.\n")
+        image = (XL_DATA / "web-01.save").read_bytes()
+        (optlen,) = struct.unpack("<I", image[44:48])
+        stream = xlproc.libxl_stream(image[48 + optlen :])
+        proc.stdin.write(image[: 48 + optlen] + stream[:-8])
+        proc.stdin.flush()
+        if self.during:
+            self.during()
+        if self.fault == "cut-stream":
+            return failed(argv, end() + "migration sender: libxl_domain_suspend failed\n")
+        proc.stdin.write(stream[-8:])
+        proc.stdin.flush()
+        if proc.stdout.read(len(xlproc.READY)) != xlproc.READY:
+            return failed(argv, end() + "Migration failed, resuming at sender.\n")
+        if self.fault == "gone-after-transfer":
+            return failed(argv, end(close_stdout=True) + "xl: killed\n")
+        away = f"{name}--migratedaway"
+        self.running[away] = self.running.pop(name)
+        proc.stdin.write(xlproc.GO)
+        proc.stdin.flush()
+        report = proc.stdout.read(len(xlproc.REPORT))
+        status = proc.stdout.read(1)
+        if report != xlproc.REPORT or len(status) != 1:
+            return failed(argv, end() + "** Migration failed during final handshake **\n")
+        if status != b"\x00":
+            back = proc.stdout.read(len(xlproc.GO))
+            err = end()
+            if back == xlproc.GO:
+                self.running[name] = self.running.pop(away)
+            return failed(argv, err + "Migration failed due to problems at target.\n")
+        self.running.pop(away)
+        return subprocess.CompletedProcess(argv, 0, "", end() + "Migration successful.\n")
 
 
 @pytest.fixture
@@ -139,7 +192,7 @@ def hosts(mocker, tmp_path, svt_env):
             shutil.copy(XL_DATA / "etc-xen" / f"{c}.cfg", etc / f"{c}.cfg")
             os.chmod(etc / f"{c}.cfg", 0o644)
         state = top / "xl-state.json"
-        state.write_text(json.dumps({"running": {"Domain-0": 0}}))
+        xlproc.save(state, {"running": {"Domain-0": 0}, "paused": []})
         xl = top / "xl"
         xl.write_text(
             f'#!/bin/sh\nexec {sys.executable} {HERE / "xl_migrate_fake.py"} {state} "$@"\n'
@@ -170,7 +223,7 @@ def hosts(mocker, tmp_path, svt_env):
             f"ua = {svt_env.ua}\npa = {svt_env.pa}\n"
         )
         conf.chmod(0o644)
-        state.write_text(json.dumps({"running": running}))  # what runs there from now on
+        xlproc.save(state, {"running": running, "paused": []})  # what runs there from now on
         return svc, backend, conf
 
     make.fakes = by_path
@@ -308,3 +361,156 @@ def test_an_unlisted_destination_is_still_refused_before_anything_runs(hosts, so
     r = run(src, ROOT, "migrate", domain="web-01", desturi="xen+ssh://host9/")
     assert r.status == EXIT_DENIED and "acm_peers" in r.message
     assert not [a for a in hosts.fakes[xl1.xl_path].argvs if a[0] == "migrate"]
+
+
+# -- xl's NAME--incoming: the label under both names, and only while a domain has it ------------
+INCOMING = "web-01--incoming"
+
+
+def wait_for(what: str, ready) -> None:
+    """Wait for another process's step (a guard against a hang, not a measurement)."""
+    deadline = time.monotonic() + 120
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def banking(hosts, source):
+    """A destination where db.prod (dom_HomeBanking: a Chinese Wall conflict with web-01's
+    dom_Fun) is defined but not running, so that starting it there asks the Chinese Wall
+    about whatever runs there labelled dom_Fun; the source sends web-01 to its receiver."""
+    src, xl1 = source
+    dst, xl2, conf2 = hosts("host6", CLIENT.read_bytes(), {"Domain-0": 0}, configs=("db.prod",))
+    cfg = Path(xl2.config_dir) / "db.prod.cfg"
+    cfg.write_text(cfg.read_text().replace("dom_Payroll", "dom_HomeBanking"))
+    peers(src, ("xen+ssh://host6/", str(Path(dst.config.acm_state_dir))))
+    receive_at(xl1, conf2)
+    sender = hosts.fakes[xl1.xl_path]
+    return src, dst, xl2, sender
+
+
+def state_of(backend: XlBackend) -> dict:
+    return xlproc.load(Path(backend.xl_path).parent / "xl-state.json")
+
+
+def migrate(src):
+    return run(src, ROOT, "migrate", domain="web-01", desturi="xen+ssh://host6/")
+
+
+def labelled(dst, name: str) -> str | None:
+    r = run(dst, ROOT, "dominfo", domain=name)
+    assert r.ok, r.message
+    return r.data["security"]["label"]
+
+
+def conflicts_with_fun(dst) -> None:
+    """Starting db.prod there is refused by the Chinese Wall: a dom_Fun domain runs there."""
+    r = run(dst, ROOT, "start", domain="db.prod")
+    assert r.status == EXIT_DENIED and r.check == "acm", r.message
+    assert "Protection1" in r.message
+
+
+def test_while_it_arrives_the_domain_runs_as_name_incoming_with_its_label(banking):
+    src, dst, xl2, sender = banking
+    seen = {}
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        seen["listed"] = {d["name"]: d for d in run(dst, ROOT, "list", all=True).data["domains"]}
+        seen["label"] = labelled(dst, INCOMING)
+        seen["ssidref"] = run(dst, ROOT, "dominfo", domain=INCOMING).data["security"]["ssidref"]
+        conflicts_with_fun(dst)  # the Chinese Wall counts it, with its label, from now on
+        seen["web-01"] = run(dst, ROOT, "dominfo", domain="web-01")
+
+    sender.during = during
+    r = migrate(src)
+    assert r.ok, r.message
+    # while it arrived: xl's name, paused, with the label; nothing ran as web-01 yet
+    assert seen["listed"][INCOMING]["state"] == "paused"
+    assert "web-01" not in seen["listed"]
+    assert seen["label"] == "dom_Fun"
+    assert seen["ssidref"] == dst.acm.active.ssidref("dom_Fun")
+    assert not seen["web-01"].ok
+    # after: renamed by xl; web-01 has the label, nothing is left under the incoming name
+    assert state_of(xl2)["running"]["web-01"] == 3
+    assert INCOMING not in state_of(xl2)["running"] and not state_of(xl2)["paused"]
+    assert labelled(dst, "web-01") == "dom_Fun"
+    assert not run(dst, ROOT, "dominfo", domain=INCOMING).ok
+    assert not (Path(xl2.transient_dir) / f"{INCOMING}.cfg").exists()
+    assert INCOMING not in dst.acm.labels.items("vm")
+    conflicts_with_fun(dst)  # now because of web-01
+    running1 = state_of(sender)["running"]
+    assert "web-01" not in running1 and "web-01--migratedaway" not in running1
+    calls = (Path(xl2.xl_path).parent / "xl-state.calls").read_text()
+    assert '"migrate-receive"' in calls
+
+
+def test_a_stream_cut_short_leaves_neither_domain_nor_label(banking):
+    src, dst, xl2, sender = banking
+    seen = {}
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        seen["label"] = labelled(dst, INCOMING)
+
+    sender.during, sender.fault = during, "cut-stream"
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert seen["label"] == "dom_Fun"  # it did run here, labelled, while the stream lasted
+    assert state_of(sender)["running"]["web-01"] == 3  # still running on the source
+    # libxl destroyed the half-received domain; its label went with it
+    assert set(state_of(xl2)["running"]) == {"Domain-0"}
+    assert not list(Path(xl2.transient_dir).glob("web-01*"))
+    assert not run(dst, ROOT, "dominfo", domain=INCOMING).ok
+    assert not [k for k in dst.acm.labels.items("vm") if k.startswith("web-01")]
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert [a["type"] for a in theirs] == ["decision", "outcome"]
+    assert theirs[1]["outcome"].startswith("error:") and "status 1" in theirs[1]["outcome"]
+
+
+def test_a_domain_xl_leaves_behind_as_name_incoming_keeps_its_label(banking):
+    """The source's xl dies after the transfer, before its permission to go: xl on the
+    destination cannot even report back and exits leaving NAME--incoming, paused, behind.  A
+    domain that runs keeps its label (or the Chinese Wall and STE would take it for
+    unlabelled) until it is destroyed."""
+    src, dst, xl2, sender = banking
+    sender.fault = "gone-after-transfer"
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert state_of(sender)["running"]["web-01"] == 3
+    assert state_of(xl2)["running"][INCOMING] == 3 and state_of(xl2)["paused"] == [INCOMING]
+    assert labelled(dst, INCOMING) == "dom_Fun"
+    conflicts_with_fun(dst)
+    assert not (Path(xl2.transient_dir) / "web-01.cfg").exists()  # no web-01 here
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert theirs[-1]["type"] == "outcome" and INCOMING in theirs[-1]["outcome"]
+    # destroyed, nothing of it is left
+    d = run(dst, ROOT, "destroy", domain=INCOMING)
+    assert d.ok, d.message
+    assert not list(Path(xl2.transient_dir).glob("web-01*"))
+    assert not [k for k in dst.acm.labels.items("vm") if k.startswith("web-01")]
+
+
+def test_a_rename_xl_refuses_leaves_the_label_on_no_other_domain(banking):
+    """Meanwhile someone started another web-01 on the destination (plain xl, outside
+    secured-virt): xl there cannot rename NAME--incoming, destroys its copy and exits 0, and
+    the source resumes.  That other web-01 must not get the arriving domain's label, and the
+    destination must not call the migration received."""
+    src, dst, xl2, sender = banking
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():  # once the receiver saw web-01--incoming and let go
+            SharedRunning(Path(xl2.xl_path).parent / "xl-state.json")["web-01"] = 7
+
+    sender.during = during
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert state_of(sender)["running"]["web-01"] == 3  # resumed on the source
+    assert state_of(xl2)["running"] == {"Domain-0": 0, "web-01": 7}
+    assert labelled(dst, "web-01") == "__UNLABELED__"
+    assert not list(Path(xl2.transient_dir).glob("web-01*"))
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert theirs[-1]["type"] == "outcome" and theirs[-1]["outcome"].startswith("error:")
