@@ -55,13 +55,57 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchhost import ENV, PY, REPO, Host, as_user, bench_user, libvirtd_pid, machine, stamp
+from benchhost import (
+    BENCH_USER,
+    ENV,
+    PY,
+    REPO,
+    Host,
+    as_user,
+    bench_user,
+    libvirtd_pid,
+    machine,
+    stamp,
+)
 
 CLIENTS = 50
 PER_CLIENT = 100
 #: DESIGN.md's target for this load on this 2-core machine
 TARGET_P99_MS = 50.0
 TARGET_RPS = 1500.0
+
+#: the same requests straight into Service.handle, one after the other in one process (no
+#: socket, no thread, no other request at the same moment): what the service itself costs
+SERVICE_ALONE = r"""
+import os, pwd, sys, time, json
+sys.path.insert(0, sys.argv[1])
+from secured_virt.access.identity import Identity
+from secured_virt.config import load_config
+from secured_virt.requests import Request
+from secured_virt.service import Service
+svc = Service(load_config(sys.argv[2], caller_uid=0))
+u = pwd.getpwnam(sys.argv[3])
+me = Identity(uid=u.pw_uid, gid=u.pw_gid, user=u.pw_name, groups=(u.pw_gid,), via="svirtd",
+              pid=os.getpid())
+reqs = []
+for _ in range(int(sys.argv[4])):
+    for i in range(50):
+        mine, other = "vm-%03d" % i, "vm-%03d" % ((i + 1) % 50)
+        first, second = ("destroy", "start") if i % 2 else ("start", "destroy")
+        reqs += [("list", {"all": True}), ("dominfo", {"domain": mine}), (first, {"domain": mine}),
+                 ("domstate", {"domain": mine}), ("suspend", {"domain": mine}),
+                 ("list", {"all": True}), ("dominfo", {"domain": other}),
+                 (second, {"domain": mine}), ("dominfo", {"domain": mine}),
+                 ("suspend", {"domain": mine})]
+bad = 0
+t0 = time.process_time()
+for cmd, args in reqs:
+    bad += svc.handle(me, Request(cmd, args)).status not in (0, 3)
+cpu = time.process_time() - t0
+svc.audit.close()
+print(json.dumps({"requests": len(reqs), "cpu_ms_per_request": round(cpu * 1000 / len(reqs), 3),
+                  "errors": bad}))
+"""
 
 LOAD_CLIENT = r"""
 import os, sys, time, json
@@ -178,6 +222,24 @@ def load_run(
     }
 
 
+def service_alone(tree: Path, rounds: int) -> dict:
+    """SERVICE_ALONE on a fresh host of the same 50 domains (see there)."""
+    host = Host(domains=50)
+    try:
+        out = subprocess.run(
+            [PY, "-I", "-c", SERVICE_ALONE, str(tree), str(host.config), BENCH_USER, str(rounds)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            cwd="/",
+        )
+    finally:
+        host.stop()
+    if out.returncode:
+        raise SystemExit(f"the service-alone run failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(len(xs) * q))] * 1000, 2)
@@ -265,6 +327,7 @@ def main() -> int:
     if not args.no_libvirtd:  # the same load with every libvirt call a round trip to libvirtd
         trees[IN_LIBVIRTD] = (REPO, False)
     runs: dict[str, list[dict]] = {name: [] for name in trees}
+    alone: list[dict] = []  # the service alone, once per run (with the floor)
     for _ in range(args.runs):
         for name, (tree, floor) in trees.items():
             in_libvirtd = name == IN_LIBVIRTD
@@ -277,7 +340,14 @@ def main() -> int:
             finally:
                 host.stop()
             runs[name].append(r)
+        if not args.no_floor:
+            alone.append(service_alone(REPO, max(1, args.clients * args.per_client // 500)))
     info["loadavg_after"] = machine()["loadavg"]
+    if alone:
+        info["service_alone"] = {
+            "cpu_ms_per_request_median": statistics.median(a["cpu_ms_per_request"] for a in alone),
+            "runs": alone,
+        }
     summary = {}
     for name, rs in runs.items():
         lat = sorted(x for r in rs for x in r.pop("lat"))
@@ -362,6 +432,20 @@ def main() -> int:
             f"this machine; an idle 2-core machine could serve at most "
             f"{2000 / (m_cpu + ours['client_cpu_ms_per_request']):.0f} requests/s of the mix "
             f"(2 cores / (svirtd + client CPU per request))."
+        )
+    if alone and floor is not None:
+        s_cpu = info["service_alone"]["cpu_ms_per_request_median"]
+        f_cpu = floor["daemon_cpu_ms_per_request"]
+        print(
+            f"\nThe service alone: the same mix straight into `Service.handle`, one request "
+            f"after the other in one process (no socket, no thread, nothing at the same "
+            f"moment), {alone[0]['requests']} requests a run, costs {s_cpu} ms CPU per "
+            f"request (median of {len(alone)} runs; errors: "
+            f"{sum(a['errors'] for a in alone)}).  With the connection alone that is "
+            f"{s_cpu + f_cpu:.3f} ms: one Python process, which runs on one core at a time, "
+            f"could serve at most {1000 / (s_cpu + f_cpu):.0f} requests/s of this mix before "
+            f"any cost of serving 50 at once; the load rows above show what serving them at "
+            f"once adds."
         )
     print(f"\nwrote {out / 'daemon.json'}")
     missed = []

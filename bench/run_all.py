@@ -62,7 +62,14 @@ SECTIONS = {
         "destroy waits for two audit fsyncs (its decision before the action, its outcome "
         "before the reply), an allowed read for one (its decision and outcome together, "
         "before the reply: docs/audit-format.md); each shared by the requests of the "
-        "moment, so a busy disk shows in every row but the refused suspend.",
+        "moment, so a busy disk shows in every row but the refused suspend.  The node is a "
+        "test-driver file inside svirtd's process, as the target is stated (a libvirt call "
+        "is a function call); the `domains inside libvirtd` row runs the same load with the "
+        "same domains in libvirtd's own test driver, every libvirt call a round trip as in "
+        "production, libvirtd's CPU shown beside svirtd's (not judged).  `The service "
+        "alone` is the same mix straight into `Service.handle` in one process, one request "
+        "after the other: with the connection alone, the most one Python process could "
+        "serve.",
     ),
     "qemu": (
         "start and destroy of a real QEMU guest (`bench_qemu.py`)",
