@@ -19,7 +19,9 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import BackendError
 from .xl_args import check_name, looks_like_name
@@ -111,18 +113,9 @@ class XlConfigFiles:
                 "operation-failed", f"cannot write {path}: directory {directory} does not exist"
             ) from None
         self._check_trusted(directory, st, directory=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fchmod(fh.fileno(), 0o644)
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with replacing(path, ".tmp") as fh:
+            fh.write(text.encode("utf-8"))
+            os.fchmod(fh.fileno(), 0o644)
         fsync_dir(directory)
 
     def _save_cfg(self, path: Path, cfg: XlConfig) -> None:
@@ -179,6 +172,30 @@ class XlConfigFiles:
         os.symlink(path, tmp)
         os.replace(tmp, link)
         fsync_dir(self.auto_dir)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, suffix: str) -> Iterator[BinaryIO]:
+    """Replace the file at ``path`` with what the block writes to the binary file it gets.
+
+    Why one helper: a crash or a failure half-way must leave the old file whole, so the new
+    one is written to ``.<name>.XXXXXXXX<suffix>`` in the same directory (a rename is atomic
+    only within one filesystem), flushed and fsynced, and renamed over ``path`` only when the
+    block finished; on any failure, the temporary file is removed and the error raised.  The
+    block sets the mode (and owner) on ``fh.fileno()``; the directory's fsync is the
+    caller's (``fsync_dir``), for the callers that need the rename itself durable."""
+    directory, base = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def fsync_dir(directory: Path) -> None:

@@ -27,9 +27,9 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 
 from .base import BackendError
+from .xl_files import replacing
 
 # xl's save-image header (tools/xl: struct save_file_header); xl_parse reads the rest
 SAVE_MAGIC = b"Xen saved domain, xl format\n \x00 \r"
@@ -185,21 +185,11 @@ def stamp(path: str, rec: dict) -> None:
 def _rewrite(fd: int, path: str, header: bytes, body_offset: int) -> None:
     """Copy the image into a new file with ``header`` in front of its body, then rename it
     over path (same directory, same mode; the original stays whole until the rename)."""
-    directory, base = os.path.split(path)
     st = os.fstat(fd)
-    tmp_fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".stamp", dir=directory or ".")
-    try:
-        with os.fdopen(tmp_fd, "wb") as out, os.fdopen(os.dup(fd), "rb") as src:
-            out.write(header)
-            src.seek(body_offset)
-            shutil.copyfileobj(src, out, 1024 * 1024)
-            out.flush()
-            os.fchmod(out.fileno(), st.st_mode & 0o777)
-            with contextlib.suppress(PermissionError):
-                os.fchown(out.fileno(), st.st_uid, st.st_gid)
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(path, ".stamp") as out, os.fdopen(os.dup(fd), "rb") as src:
+        out.write(header)
+        src.seek(body_offset)
+        shutil.copyfileobj(src, out, 1024 * 1024)
+        os.fchmod(out.fileno(), st.st_mode & 0o777)
+        with contextlib.suppress(PermissionError):
+            os.fchown(out.fileno(), st.st_uid, st.st_gid)
