@@ -97,9 +97,7 @@ def disk_element(
             drv.set("name", driver)
         if subdriver:
             drv.set("type", subdriver)
-    src = etree.SubElement(
-        disk, "source", **({"file": source} if type == "file" else {"dev": source})
-    )
+    src = etree.SubElement(disk, "source", {DISK_SOURCE_ATTR[type]: source})
     if dac_norelabel:
         etree.SubElement(src, "seclabel", model="dac", relabel="no")
     etree.SubElement(disk, "target", dev=target)
@@ -122,8 +120,7 @@ def interface_element(
             "invalid-arg", "an interface source (network or bridge name) is required"
         )
     iface = etree.Element("interface", type=itype)
-    attr = {"network": "network", "bridge": "bridge", "direct": "dev"}[itype]
-    etree.SubElement(iface, "source", **{attr: source})
+    etree.SubElement(iface, "source", {INTERFACE_SOURCE_ATTR[itype]: source})
     if mac:
         etree.SubElement(iface, "mac", address=check_mac(mac))
     if model:
