@@ -174,7 +174,8 @@ def disk_source(disk) -> tuple[str, str] | None:
     if src is None:
         return None
     if dtype in ("file", "block", "dir"):
-        value = src.get({"file": "file", "block": "dev", "dir": "dir"}[dtype])
+        (attr,) = SOURCE_ATTRS["disk"][dtype]
+        value = src.get(attr)
     elif dtype == "volume":
         pool, vol = src.get("pool"), src.get("volume")
         value = f"{pool}/{vol}" if pool and vol else None
