@@ -118,6 +118,21 @@ def client_snippet(src: Path, body: str) -> list[str]:
     return [PY, "-I", "-c", code]
 
 
+def setpriv_prefix(user) -> list[str]:
+    """The argv prefix that runs a program as ``user``'s real uid and gid with no supplementary
+    groups (nothing for ``None``: as this root process), so the kernel, not the test, says who
+    the caller is."""
+    if user is None:
+        return []
+    return [
+        "/usr/bin/setpriv",
+        f"--reuid={user.pw_uid}",
+        f"--regid={user.pw_gid}",
+        "--clear-groups",
+        "--",
+    ]
+
+
 def call_as(run_as, user, src: Path, sock: str, command: str, args=None, as_user=None, **kw):
     """Run client.call as a real uid; returns the reply as a dict (or {'error': code})."""
     body = (
@@ -140,17 +155,8 @@ def console_proc(user, src, sock, name, escape="^]") -> subprocess.Popen:
         "sys.stdout.flush()\n"
         "sys.exit(rc)\n"
     )
-    prefix = []
-    if user is not None:
-        prefix = [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
-        ]
     return subprocess.Popen(
-        prefix + client_snippet(src, body),
+        setpriv_prefix(user) + client_snippet(src, body),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from svtd_helpers import setpriv_prefix  # tests/daemon: on sys.path through conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 VIRSH = "/usr/bin/virsh"
@@ -47,17 +49,8 @@ def _main_argv(tree: Path) -> list[str]:
 
 
 def _run(argv: list[str], user=None, timeout: float = 120) -> Out:
-    prefix = []
-    if user is not None:
-        prefix = [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
-        ]
     r = subprocess.run(
-        prefix + argv,
+        setpriv_prefix(user) + argv,
         env=ENV,
         stdin=subprocess.DEVNULL,  # virsh's job watcher would wait on an open stdin
         capture_output=True,
