@@ -127,3 +127,32 @@ def tear_down_realm_host(be, env, tag: str, realms, scratch, images, made_images
     if made_images:
         with contextlib.suppress(OSError):
             images.rmdir()
+
+
+@contextmanager
+def realm_svirtd_host():
+    """A private svirtd host (tests/daemon/svtd_helpers.RealEnv) that reads a realms file next
+    to its node (``{node}.realms.xml``, state in ``{node}.state``); its svirtd, once a test
+    starts one as ``env.d``, is stopped and the host removed even when the test fails."""
+    from svtd_helpers import RealEnv
+
+    env = RealEnv(realms="{node}.realms.xml", realm_state_dir="{node}.state")
+    try:
+        yield env
+    finally:
+        if getattr(env, "d", None) is not None:
+            env.d.stop()
+        env.cleanup()
+
+
+def write_realm_policy(env, users, role: str, pa: str, realms: str) -> None:
+    """Root's files for a realm host: a UA giving each of ``users`` (names) the one ``role``,
+    the PA, and the realms file; the roles reach everything, so only realms keep users apart."""
+    from pathlib import Path
+
+    from svtd_helpers import write_root_file
+
+    ua = "".join(f'<User name="{name}"><UserRole role="{role}"/></User>' for name in users)
+    write_root_file(env.ua, f"<UserConfiguration>{ua}</UserConfiguration>")
+    write_root_file(env.pa, pa)
+    write_root_file(Path(f"{env.node}.realms.xml"), realms)

@@ -20,8 +20,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
-from svtd_helpers import RealEnv, call_as, write_root_file  # noqa: E402
-from tenancy_helpers import local_accounts  # noqa: E402
+from svtd_helpers import call_as  # noqa: E402
+from tenancy_helpers import local_accounts, realm_svirtd_host, write_realm_policy  # noqa: E402
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,7 +41,7 @@ PA = """<RolePolicyDefinition>
 
 @pytest.fixture
 def realm_env():
-    with local_accounts() as acc:
+    with local_accounts() as acc, realm_svirtd_host() as env:
         ga = acc.group("ga")
         u = {
             "aadm": acc.user("aadm"),
@@ -50,26 +50,14 @@ def realm_env():
             "newbie": acc.user("newbie"),
             "late": acc.user("late"),
         }
-        env = RealEnv(realms="{node}.realms.xml", realm_state_dir="{node}.state")
-        try:
-            ua = "".join(
-                f'<User name="{name}"><UserRole role="Everyone"/></User>'
-                for k, name in u.items()
-                if k != "newbie"
-            )
-            write_root_file(env.ua, f"<UserConfiguration>{ua}</UserConfiguration>")
-            write_root_file(env.pa, PA)
-            realms = f"""<Realms>
+        realms = f"""<Realms>
   <Realm name="a"><Admin user="{u["aadm"]}"/><Member group="{ga}"/><VM pattern="alice-*"/></Realm>
   <Realm name="b"><Member user="{u["bert"]}"/><VM pattern="bob-*"/></Realm>
 </Realms>"""
-            write_root_file(Path(f"{env.node}.realms.xml"), realms)
-            env.d = env.daemon().start().wait_ready()
-            yield env, acc, ga, {k: pwd.getpwnam(v) for k, v in u.items()}
-        finally:
-            if getattr(env, "d", None) is not None:
-                env.d.stop()
-            env.cleanup()
+        in_ua = [name for k, name in u.items() if k != "newbie"]
+        write_realm_policy(env, in_ua, "Everyone", PA, realms)
+        env.d = env.daemon().start().wait_ready()
+        yield env, acc, ga, {k: pwd.getpwnam(v) for k, v in u.items()}
 
 
 def names(reply) -> list[str]:

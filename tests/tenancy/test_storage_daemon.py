@@ -19,8 +19,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
-from svtd_helpers import PY, RealEnv, call_as, write_root_file  # noqa: E402
-from tenancy_helpers import local_accounts  # noqa: E402
+from svtd_helpers import PY, call_as  # noqa: E402
+from tenancy_helpers import local_accounts, realm_svirtd_host, write_realm_policy  # noqa: E402
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,35 +37,24 @@ PA = """<RolePolicyDefinition>
 
 @pytest.fixture
 def pool_env():
-    with local_accounts() as acc:
+    with local_accounts() as acc, realm_svirtd_host() as env:
         u = {k: acc.user(k) for k in ("anna", "bert")}
-        env = RealEnv(realms="{node}.realms.xml", realm_state_dir="{node}.state")
-        try:
-            pa, pb = env.base / "pool-a", env.base / "pool-b"
-            node = env.node.read_text()
-            pools = "".join(
-                f"<pool type='dir'><name>{n}</name><target><path>{p}</path></target></pool>"
-                for n, p in (("pool-a", pa), ("pool-b", pb))
-            )
-            env.node.write_text(node.replace("</node>", pools + "</node>"))
-            ua = "".join(
-                f'<User name="{n}"><UserRole role="Everything"/></User>' for n in u.values()
-            )
-            write_root_file(env.ua, f"<UserConfiguration>{ua}</UserConfiguration>")
-            write_root_file(env.pa, PA)
-            realms = f"""<Realms>
+        pa, pb = env.base / "pool-a", env.base / "pool-b"
+        node = env.node.read_text()
+        pools = "".join(
+            f"<pool type='dir'><name>{n}</name><target><path>{p}</path></target></pool>"
+            for n, p in (("pool-a", pa), ("pool-b", pb))
+        )
+        env.node.write_text(node.replace("</node>", pools + "</node>"))
+        realms = f"""<Realms>
   <Realm name="a"><Member user="{u["anna"]}"/><Storage pool="pool-a" path="{pa}"/>
     <VM pattern="a-*"/><Quota bytes="8M"/></Realm>
   <Realm name="b"><Member user="{u["bert"]}"/><Storage pool="pool-b" path="{pb}"/>
     <VM pattern="b-*"/></Realm>
 </Realms>"""
-            write_root_file(Path(f"{env.node}.realms.xml"), realms)
-            env.d = env.daemon().start().wait_ready()
-            yield env, {k: pwd.getpwnam(v) for k, v in u.items()}, (pa, pb)
-        finally:
-            if getattr(env, "d", None) is not None:
-                env.d.stop()
-            env.cleanup()
+        write_realm_policy(env, u.values(), "Everything", PA, realms)
+        env.d = env.daemon().start().wait_ready()
+        yield env, {k: pwd.getpwnam(v) for k, v in u.items()}, (pa, pb)
 
 
 def test_tenants_manage_volumes_in_their_own_pool_only(pool_env, readable_src, as_user):
