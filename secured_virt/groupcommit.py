@@ -25,7 +25,9 @@ What each caller of :meth:`GroupCommit.submit` can rely on:
   from the start and released exactly once, by the leader of its batch (done) or by the leader
   before that (its turn to lead), always in a ``finally``.  One lock per waiter wakes exactly
   the thread concerned; a shared condition woke all fifty waiting threads at every batch, and
-  their scramble for the GIL cost more than the writes.  A signal whose handler raises in a
+  their scramble for the GIL cost more than the writes.  A thread that finds nobody leading
+  leads at once and makes no lock at all (one thread alone pays two list appends and three
+  short critical sections of the queue's lock).  A signal whose handler raises in a
   waiting thread (only the main thread runs handlers) does not end the wait, because the
   waiter may be the one handed the next lead, which nobody else would take: the exception is
   raised once the waiter's own item is done.
@@ -52,19 +54,32 @@ class GroupCommitAborted(RuntimeError):
     applying it: the item may or may not have been applied."""
 
 
-class _Slot:
-    """One queued item and its waiter's state.  ``wake`` is None for a thread that leads at
-    once (it never waits); else held from the start and released once, after ``error`` and
-    ``lead`` are set and ``woken`` is True."""
+class _Waiter:
+    """A thread waiting for its item's batch.  ``wake`` is held from the start and released
+    exactly once, after ``error`` and ``lead`` are set and ``woken`` is True.  A thread that
+    leads at once has none (it never waits; the queue holds None in its place)."""
 
-    __slots__ = ("error", "item", "lead", "wake", "woken")
+    __slots__ = ("error", "lead", "wake", "woken")
 
-    def __init__(self, item) -> None:
-        self.item = item
+    def __init__(self) -> None:
         self.error: BaseException | None = None
         self.lead = False
         self.woken = False
-        self.wake: threading.Lock | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def wait(self) -> BaseException | None:
+        """Until woken; an exception raised meanwhile by a signal handler is returned, not
+        raised (module docstring: this waiter may have been handed the lead)."""
+        interrupted = None
+        while True:
+            try:
+                self.wake.acquire()
+                return interrupted
+            except BaseException as exc:
+                interrupted = exc
+                if self.woken:  # released already (perhaps acquired too): never again
+                    return interrupted
 
 
 class GroupCommit(Generic[T]):
@@ -77,46 +92,45 @@ class GroupCommit(Generic[T]):
     instead of going at once (the audit log's kept fd, and with it a busy file system).  Every
     ``submit`` to one GroupCommit passes the same ``apply``; the leader's runs."""
 
-    __slots__ = ("_leading", "_lock", "_queue")
+    __slots__ = ("_leading", "_lock", "_queue", "_waiters")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: list[_Slot] = []
+        self._queue: list[T] = []  # the items of the next batch, in order
+        self._waiters: list[_Waiter | None] = []  # their threads (None: the one leading)
         self._leading = False  # a thread leads a batch or has been handed the lead
 
     def submit(self, item: T, apply: Callable[[list[T]], object]) -> T:
         """Queue ``item``; return it once ``apply`` ran on a batch holding it (``apply`` sets
         its results on it).  Raises what ``apply`` raised for that batch."""
-        slot = _Slot(item)
         with self._lock:
-            lead = not self._leading
-            if not lead:
-                slot.wake = threading.Lock()
-                slot.wake.acquire()
-            self._queue.append(slot)
+            me = _Waiter() if self._leading else None
+            self._queue.append(item)
+            self._waiters.append(me)
             self._leading = True
-        interrupted = None
-        if not lead:  # the leader of our batch wakes us: done, or our turn to lead
-            interrupted = _wait(slot)
-            lead = slot.lead
-        try:
-            if lead:
-                with self._lock:
-                    batch, self._queue = self._queue, []
-                self._lead(batch, slot, apply)
-        finally:
-            if interrupted is not None:
-                raise interrupted
-        if slot.error is not None:
-            raise slot.error
+        if me is None:  # nobody was leading: we do, at once (no lock of our own to wait on)
+            error = self._lead(None, apply)
+        else:  # the leader of our batch wakes us: done, or our turn to lead
+            interrupted = me.wait()
+            try:
+                error = self._lead(me, apply) if me.lead else me.error
+            finally:
+                if interrupted is not None:
+                    raise interrupted
+        if error is not None:
+            raise error
         return item
 
-    def _lead(self, batch: list[_Slot], me: _Slot, apply: Callable) -> None:
-        """As the leader: apply ``batch``, then wake its other threads and hand the lead to
-        the first item queued meanwhile (or give it up when none is), whatever happened."""
+    def _lead(self, me: _Waiter | None, apply: Callable) -> BaseException | None:
+        """As the leader: apply everything queued, then wake the batch's other threads and
+        hand the lead to the first item queued meanwhile (or give it up when none is),
+        whatever happened.  Returns the batch's error (raises the leader's interrupt)."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+            waiters, self._waiters = self._waiters, []
         error: BaseException | None = None
         try:
-            apply([s.item for s in batch])
+            apply(batch)
         except Exception as exc:  # every submitter of the batch gets it
             error = exc
         except BaseException as exc:  # an interrupt: the leader's own; the waiters learn of it
@@ -125,29 +139,16 @@ class GroupCommit(Generic[T]):
             raise
         finally:
             with self._lock:
-                nxt = self._queue[0] if self._queue else None
+                nxt = self._waiters[0] if self._waiters else None
                 if nxt is None:
                     self._leading = False
-            for s in batch:
-                s.error = error
-                if s is not me:
-                    s.woken = True
-                    s.wake.release()
-            if nxt is not None:
+            for w in waiters:
+                if w is not None and w is not me:
+                    w.error = error
+                    w.woken = True
+                    w.wake.release()
+            if nxt is not None:  # queued while we led, so it has a lock of its own
                 nxt.lead = True
                 nxt.woken = True
                 nxt.wake.release()
-
-
-def _wait(slot: _Slot) -> BaseException | None:
-    """Until ``slot`` is woken; an exception raised meanwhile by a signal handler is returned,
-    not raised (module docstring: the waiter may have been handed the lead)."""
-    interrupted = None
-    while True:
-        try:
-            slot.wake.acquire()
-            return interrupted
-        except BaseException as exc:
-            interrupted = exc
-            if slot.woken:  # released already (perhaps acquired too): never released again
-                return interrupted
+        return error
