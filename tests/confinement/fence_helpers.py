@@ -5,6 +5,7 @@ or by hand, and a scratch loop device as the "host block device"."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -110,6 +111,40 @@ def qcow2_header(
         head = head.ljust(header_len, b"\0")
     Path(path).write_bytes(head + exts + backing)
     return Path(path)
+
+
+def qemu_guest(name: str, disk: str) -> str:
+    """A tiny real guest (secured_virt.testing.libvirtd) with ``disk`` as its disk."""
+    from secured_virt.testing.libvirtd import tiny_guest_xml
+
+    return tiny_guest_xml(name).replace("<memballoon", disk + "<memballoon")
+
+
+def qemu_opened(name: str) -> set[str]:
+    """The files guest ``name``'s QEMU process holds open: what it really reached."""
+    from secured_virt.testing.libvirtd import qemu_processes
+
+    opened = set()
+    for pid in qemu_processes(name):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                opened.add(os.readlink(fd))
+    return opened
+
+
+def forget_guests(conn, names) -> None:
+    """Stop and undefine whichever of ``names`` the test left on ``conn`` (a test's cleanup:
+    a guest it never defined is no error)."""
+    import libvirt
+
+    for n in names:
+        try:
+            d = conn.lookupByName(n)
+            if d.isActive():
+                d.destroy()
+            d.undefine()
+        except libvirt.libvirtError:
+            pass
 
 
 class LoopDevice:

@@ -23,7 +23,10 @@ from fence_helpers import (
     ROOT,
     LoopDevice,
     domain_xml,
+    forget_guests,
     ident,
+    qemu_guest,
+    qemu_opened,
     run,
     service,
     svt_env,  # noqa: F401 - fixture
@@ -162,33 +165,13 @@ def loop(scratch):
     dev.close()
 
 
-def _qemu_opened(name: str) -> set[str]:
-    from secured_virt.testing.libvirtd import qemu_processes
-
-    opened = set()
-    for pid in qemu_processes(name):
-        fds = Path(f"/proc/{pid}/fd")
-        for fd in fds.iterdir():
-            try:
-                opened.add(os.readlink(fd))
-            except OSError:
-                continue
-    return opened
-
-
-def _guest(name: str, disk: str) -> str:
-    from secured_virt.testing.libvirtd import tiny_guest_xml
-
-    return tiny_guest_xml(name).replace("<memballoon", disk + "<memballoon")
-
-
 @pytest.mark.integration
 def test_real_qemu_uses_dev_and_the_fence_refuses_the_decoy(libvirtd, svt_env, scratch, loop):  # noqa: F811
     import libvirt
 
     name = f"svt-blk-{uuid.uuid4().hex[:6]}"
     images = scratch / "images"
-    xml = _guest(name, block_decoy(images / "ok.img", loop))
+    xml = qemu_guest(name, block_decoy(images / "ok.img", loop))
     conn = libvirt.open("qemu:///system")
     try:
         # what happened before the fix: libvirt keeps dev= and QEMU opens the host device
@@ -197,7 +180,7 @@ def test_real_qemu_uses_dev_and_the_fence_refuses_the_decoy(libvirtd, svt_env, s
             dumped = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             assert f"<source dev='{loop}'/>" in dumped and "ok.img" not in dumped
             dom.create()
-            assert loop in _qemu_opened(name), "QEMU should hold the host block device open"
+            assert loop in qemu_opened(name), "QEMU should hold the host block device open"
             dom.destroy()
         finally:
             dom.undefine()
@@ -208,12 +191,5 @@ def test_real_qemu_uses_dev_and_the_fence_refuses_the_decoy(libvirtd, svt_env, s
         assert "also has file=" in r.message and "it reads dev=" in r.message
         assert name not in conn.listDefinedDomains()
     finally:
-        for n in (name,):
-            try:
-                d = conn.lookupByName(n)
-                if d.isActive():
-                    d.destroy()
-                d.undefine()
-            except libvirt.libvirtError:
-                pass
+        forget_guests(conn, [name])
         conn.close()

@@ -12,7 +12,6 @@ image a user can write is untrusted every time: ``disks.check_domain_images`` re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -28,10 +27,13 @@ from fence_helpers import (
     audit_records,
     domain_xml,
     file_disk,
+    forget_guests,
     ident,
     needs_qemu_img,
     qcow2,
     qcow2_header,
+    qemu_guest,
+    qemu_opened,
     run,
     service,
     svt_env,  # noqa: F401 - fixture
@@ -236,8 +238,6 @@ def test_an_image_rewritten_after_define_is_refused_when_checked_again(svc, imag
 def test_real_qemu_opens_the_data_file_and_the_fence_refuses_it(libvirtd, svt_env):  # noqa: F811
     import libvirt
 
-    from secured_virt.testing.libvirtd import qemu_processes, tiny_guest_xml
-
     base = Path(tempfile.mkdtemp(prefix="svt-qcow2."))
     os.chmod(base, 0o755)
     images = base / "images"
@@ -251,17 +251,12 @@ def test_real_qemu_opens_the_data_file_and_the_fence_refuses_it(libvirtd, svt_en
         f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
         f"<source file='{img}'/><target dev='vda' bus='virtio'/></disk>"
     )
-    xml = tiny_guest_xml(name).replace("<memballoon", disk + "<memballoon")
+    xml = qemu_guest(name, disk)
     conn = libvirt.open("qemu:///system")
     try:
         dom = conn.defineXML(xml)
         dom.create()
-        opened = set()
-        for pid in qemu_processes(name):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    opened.add(os.readlink(fd))
-        assert str(victim) in opened, "QEMU should have opened the header's data file"
+        assert str(victim) in qemu_opened(name), "QEMU should have opened the header's data file"
         dom.destroy()
         dom.undefine()
         svc = service(svt_env, UA, PA, uri="qemu:///system", disk_dirs=(str(images),))
@@ -269,13 +264,6 @@ def test_real_qemu_opens_the_data_file_and_the_fence_refuses_it(libvirtd, svt_en
         assert r.status == EXIT_USAGE and "external data file" in r.message, r.message
         assert "alice-q" not in conn.listDefinedDomains()
     finally:
-        for n in (name, "alice-q"):
-            try:
-                d = conn.lookupByName(n)
-                if d.isActive():
-                    d.destroy()
-                d.undefine()
-            except libvirt.libvirtError:
-                pass
+        forget_guests(conn, [name, "alice-q"])
         conn.close()
         shutil.rmtree(base, ignore_errors=True)
