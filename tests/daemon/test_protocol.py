@@ -110,9 +110,9 @@ def test_reader_limits_size_before_reading_the_body():
     assert "10000000 bytes exceeds the limit of 4096" in str(info.value)
 
 
-def test_reader_deadline_is_per_frame_not_per_byte():
-    """A client trickling bytes cannot keep the frame open past the timeout."""
-    a, b = _pair()
+def _read_while_trickling(a, b, timeout: float) -> P.ProtocolError:
+    """Read one frame from ``b`` while ``a`` announces 100 bytes and then sends one every
+    0.1 s (a client keeping a frame open byte by byte); the reader's error."""
     stop = threading.Event()
 
     def trickle():
@@ -123,13 +123,20 @@ def test_reader_deadline_is_per_frame_not_per_byte():
             except OSError:
                 return
 
-    t = threading.Thread(target=trickle, daemon=True)
-    t.start()
-    with pytest.raises(P.ProtocolError) as info:
-        P.FrameReader(b, max_bytes=4096).read(timeout=0.6)
-    stop.set()
-    assert info.value.code == P.E_TIMEOUT
-    assert "started but not completed within 0.6s" in str(info.value)
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        with pytest.raises(P.ProtocolError) as info:
+            P.FrameReader(b, max_bytes=4096).read(timeout=timeout)
+    finally:
+        stop.set()
+    return info.value
+
+
+def test_reader_deadline_is_per_frame_not_per_byte():
+    """A client trickling bytes cannot keep the frame open past the timeout."""
+    error = _read_while_trickling(*_pair(), timeout=0.6)
+    assert error.code == P.E_TIMEOUT
+    assert "started but not completed within 0.6s" in str(error)
 
 
 def test_reader_reports_truncation_as_partial_close():
@@ -204,23 +211,9 @@ def test_nonblocking_reader_reads_frames_sent_in_pieces_and_back_to_back():
 
 
 def test_nonblocking_reader_keeps_the_deadline_per_frame():
-    a, b = _nonblocking_pair()
-    stop = threading.Event()
-
-    def trickle():
-        a.sendall((100).to_bytes(4, "big"))
-        while not stop.wait(0.1):
-            try:
-                a.sendall(b" ")
-            except OSError:
-                return
-
-    threading.Thread(target=trickle, daemon=True).start()
-    with pytest.raises(P.ProtocolError) as info:
-        P.FrameReader(b, max_bytes=4096).read(timeout=0.6)
-    stop.set()
-    assert info.value.code == P.E_TIMEOUT
-    assert "started but not completed within 0.6s" in str(info.value)
+    error = _read_while_trickling(*_nonblocking_pair(), timeout=0.6)
+    assert error.code == P.E_TIMEOUT
+    assert "started but not completed within 0.6s" in str(error)
     _silent, b2 = _nonblocking_pair()
     with pytest.raises(P.ProtocolError) as idle:
         P.FrameReader(b2, max_bytes=4096).read(timeout=0.3)
