@@ -34,6 +34,12 @@ def svirsh(*args, env=None, user=None):
     )
 
 
+def launcher_as(as_user, user, src: Path, program: str, *args: str):
+    """``program``'s bin/ launcher as the real uid ``user``, from ``src`` (the snapshot of the
+    tree other uids can read)."""
+    return as_user(user, [PY, "-I", str(src / "bin" / program), *args])
+
+
 @pytest.fixture
 def conf(svt_env, tmp_path):
     return conf_file(svt_env, tmp_path)
@@ -71,16 +77,8 @@ def test_user_env_does_not_change_identity(conf, svt_env):
 
 def test_non_root_without_daemon_gets_clear_message(test_users, readable_src, as_user):
     alice = test_users["svt-alice"]
-    r = as_user(
-        alice,
-        [
-            PY,
-            "-I",
-            str(readable_src / "bin" / "svirsh"),
-            "--socket",
-            "/nonexistent/svirtd.sock",
-            "list",
-        ],
+    r = launcher_as(
+        as_user, alice, readable_src, "svirsh", "--socket", "/nonexistent/svirtd.sock", "list"
     )
     assert r.returncode == 1
     assert "svirtd is not running" in r.stderr and "sudo" in r.stderr
@@ -88,17 +86,8 @@ def test_non_root_without_daemon_gets_clear_message(test_users, readable_src, as
 
 def test_non_root_direct_mode_refused(test_users, readable_src, as_user):
     alice = test_users["svt-alice"]
-    r = as_user(
-        alice,
-        [
-            PY,
-            "-I",
-            str(readable_src / "bin" / "svirsh"),
-            "--direct",
-            "-c",
-            "qemu:///system",
-            "list",
-        ],
+    r = launcher_as(
+        as_user, alice, readable_src, "svirsh", "--direct", "-c", "qemu:///system", "list"
     )
     assert r.returncode == 3
     assert "direct mode is for root" in r.stderr and "svirtd" in r.stderr
@@ -107,10 +96,7 @@ def test_non_root_direct_mode_refused(test_users, readable_src, as_user):
 def test_non_root_cannot_choose_config(test_users, readable_src, as_user, conf):
     alice = test_users["svt-alice"]
     os.chmod(conf.parent, 0o755)
-    r = as_user(
-        alice,
-        [PY, "-I", str(readable_src / "bin" / "svirt-admin"), "--config", str(conf), "validate"],
-    )
+    r = launcher_as(as_user, alice, readable_src, "svirt-admin", "--config", str(conf), "validate")
     assert r.returncode != 0 and "root" in (r.stderr + r.stdout)
 
 
