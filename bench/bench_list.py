@@ -13,44 +13,23 @@ Two numbers, each a median over repeated runs in this one process:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inprocess import median_ms, test_driver_config, write
 
 N = 10_000
 REPEAT = 15
-
-
-def median_ms(fn, repeat=REPEAT, fresh=None) -> float:
-    """Median of ``repeat`` timed calls; with ``fresh``, each call gets ``fresh()``'s value,
-    made before the timer starts (new string objects: no hash cached by the last call)."""
-    times = []
-    for _ in range(repeat):
-        arg = fresh() if fresh is not None else None
-        t = time.perf_counter()
-        fn() if fresh is None else fn(arg)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    os.chmod(path, 0o644)
-    return path
 
 
 def main() -> int:
     import rbac
     from secured_virt.access.identity import Identity
     from secured_virt.access.operations import CATALOGUE
-    from secured_virt.config import default_config
     from secured_virt.requests import Request
     from secured_virt.service import Service
 
@@ -78,30 +57,13 @@ def main() -> int:
     def fresh_names():
         return [n[:1] + n[1:] for n in names]
 
-    f_ms = median_ms(lambda o: pol.filter_visible("alice", op, o), fresh=fresh_objs)
+    f_ms = median_ms(lambda o: pol.filter_visible("alice", op, o), REPEAT, fresh=fresh_objs)
     d_ms = median_ms(
-        lambda ns: [n for n in ns if pol.decide("alice", op, n).allowed], fresh=fresh_names
+        lambda ns: [n for n in ns if pol.decide("alice", op, n).allowed], REPEAT, fresh=fresh_names
     )
     assert len(pol.filter_visible("alice", op, objs)) == len(mine)
 
-    node = tmp / "node.xml"
-    doms = "".join(
-        f"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-        f"<name>{n}</name><memory>65536</memory><os><type>hvm</type></os>"
-        f"<test:runstate>{1 if i % 2 else 5}</test:runstate></domain>"
-        for i, n in enumerate(names)
-    )
-    write(node, f"<node>{doms}</node>")
-    logdir = tmp / "log"
-    logdir.mkdir(mode=0o700)
-    cfg = dataclasses.replace(
-        default_config(),
-        uri=f"test://{node}",
-        ua=str(ua),
-        pa=str(pa),
-        audit_log=str(logdir / "audit.log"),
-        audit_syslog=False,
-    )
+    cfg = test_driver_config(tmp, names, ua, pa)
     t0 = time.perf_counter()
     svc = Service.from_config(cfg)
     svc.backend.list_domains()

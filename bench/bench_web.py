@@ -14,39 +14,21 @@ Run: ``$PY bench/bench_web.py`` (as root: the role files must be root-owned).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inprocess import median_ms, test_driver_config, write
 
 N = 1000
+REPEAT = 11
 TARGET_MS = 100.0
-
-
-def median_ms(fn, repeat=11) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    os.chmod(path, 0o644)
-    return path
 
 
 def main() -> int:
     from secured_virt.access.identity import Identity
-    from secured_virt.config import default_config
     from secured_virt.requests import Request
     from secured_virt.service import Service
     from secured_virt.web import app, pages
@@ -65,31 +47,19 @@ def main() -> int:
         + "".join(f"<operation name='{o}'/>" for o in ops)
         + "</Accept></ControlOperation></Role></RolePolicyDefinition>",
     )
-    node = tmp / "node.xml"
-    doms = "".join(
-        f"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-        f"<name>{n}</name><memory>65536</memory><os><type>hvm</type></os>"
-        f"<test:runstate>{1 if i % 2 else 5}</test:runstate></domain>"
-        for i, n in enumerate(names)
-    )
-    write(node, f"<node>{doms}</node>")
-    logdir = tmp / "log"
-    logdir.mkdir(mode=0o700)
-    cfg = dataclasses.replace(default_config(), uri=f"test://{node}", ua=str(ua), pa=str(pa),
-                              audit_log=str(logdir / "audit.log"), audit_syslog=False)  # fmt: skip
-    svc = Service.from_config(cfg)
+    svc = Service.from_config(test_driver_config(tmp, names, ua, pa))
     alice = Identity(uid=5001, gid=5001, user="alice", groups=(5001,), via="web", pid=1)
     req = Request("vm-actions", {"ops": app.VM_OPS, "host_ops": app.HOST_OPS})
     reply = svc.handle(alice, req)
     assert reply.status == 0 and len(reply.data["domains"]) == N, reply.message
     assert set(reply.data["domains"][0]["may"]) >= {"start", "destroy", "console"}
-    s_ms = median_ms(lambda: svc.handle(alice, req))
+    s_ms = median_ms(lambda: svc.handle(alice, req), REPEAT)
     wire = json.dumps(reply.to_dict()).encode()
-    h_ms = median_ms(lambda: json.loads(json.dumps(reply.to_dict()).encode()))
+    h_ms = median_ms(lambda: json.loads(json.dumps(reply.to_dict()).encode()), REPEAT)
     doms_ = reply.data["domains"]
     html = pages.vms_page("alice", "c" * 40, doms_, ())
     assert html.count("<tr data-vm=") == N
-    r_ms = median_ms(lambda: pages.vms_page("alice", "c" * 40, doms_, ()))
+    r_ms = median_ms(lambda: pages.vms_page("alice", "c" * 40, doms_, ()), REPEAT)
     total = s_ms + h_ms + r_ms
     print("| what (1,000 visible VMs, 8 buttons each) | median |\n|---|---|")
     print(f"| service: vm-actions (list + may + audit) | {s_ms:.1f} ms |")
