@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from man.genfiles import generator_main  # noqa: E402
 from secured_virt.cli import svirsh as svirsh_mod  # noqa: E402
 from secured_virt.cli.commands import COMMANDS  # noqa: E402
 
@@ -769,24 +770,7 @@ PAGES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if a page is out of date")
-    ap.add_argument("--dir", default=str(HERE), help="where to write (default: man/)")
-    args = ap.parse_args(argv)
-    stale = []
-    for name, make in PAGES.items():
-        path = Path(args.dir) / name
-        text = make()
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-            continue
-        path.write_text(text)
-        path.chmod(0o644)
-    if stale:
-        sys.stderr.write("out of date: " + ", ".join(stale) + "\nrun: python man/generate.py\n")
-        return 1
-    return 0
+    return generator_main(argv, __doc__, PAGES, what="page", here=HERE)
 
 
 if __name__ == "__main__":
