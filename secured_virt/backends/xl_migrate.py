@@ -30,11 +30,18 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
+from collections.abc import Collection
+from pathlib import Path
 
 from . import domxml
 from .base import BackendError
 from .xl_args import check_name
+from .xl_cfg import XlConfig
+from .xl_model import XlDomain
+from .xl_parse import parse_list
 from .xl_record import check_record
+from .xl_run import detail, output_of
 
 #: the receiver on the destination (packaging/install.sh links it into SBINDIR)
 RECEIVER = ("/usr/local/sbin/svirt-xl-receive",)
@@ -46,6 +53,13 @@ REFUSAL_TAG = "svirt-xl-receive: refused:"
 #: xl's name for a domain while it is being received (tools/xl/xl_vmcontrol.c create_domain);
 #: xl_migrate.c migrate_receive renames it to NAME once the source gives its permission to go
 INCOMING_SUFFIX = "--incoming"
+#: xl's name for the leaving domain on the source from the ready message on (xl_migrate.c
+#: migrate_domain renames it before it gives the destination its permission to go): kept if
+#: the final handshake fails badly, renamed back to NAME if the destination reports failure
+AWAY_SUFFIX = "--migratedaway"
+#: how often a failed ``xl list`` is tried before the answer counts as unknown, and the pause
+LIST_TRIES = 3
+LIST_PAUSE = 0.2
 
 _UUID = re.compile(
     r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}\Z"
@@ -65,6 +79,158 @@ def incoming_name(name: str) -> str:
             f"'{name}{INCOMING_SUFFIX}' while it arrives, which is longer than a domain name "
             f"may be (64 characters); rename it to at most {64 - len(INCOMING_SUFFIX)}",
         ) from None
+
+
+def away_name(name: str) -> str:
+    """The name xl gives the leaving domain on the source during the final handshake; it must
+    be a domain name too, because the domain must keep its label under it."""
+    try:
+        return check_name(name + AWAY_SUFFIX)
+    except BackendError:
+        raise BackendError(
+            "invalid-arg",
+            f"domain '{name}' cannot migrate with its label: xl names it '{name}{AWAY_SUFFIX}' "
+            "on this host during the migration's final handshake, which is longer than a "
+            f"domain name may be (64 characters); rename it to at most {64 - len(AWAY_SUFFIX)}",
+        ) from None
+
+
+def running_ids(backend) -> dict[str, int]:
+    """Every domain xl runs now, ``{name: domid}``, from one plain ``xl list``.
+
+    Not ``xl domid NAME``: it prints "maybe this domain does not exist" and exits 1 for any
+    failure (libxl_name_to_domid returns an error when it cannot list the domains at all,
+    and xl_misc.c main_domid says the same for both), so a failing xl would read as "no such
+    domain" and a running domain would lose its label.  ``xl list`` fails loudly instead
+    ("libxl_list_domain failed"), and a name missing from a listing that worked is certainly
+    not running.  A failure is tried LIST_TRIES times, then raised as a BackendError."""
+    why = ""
+    for attempt in range(LIST_TRIES):
+        if attempt:
+            time.sleep(LIST_PAUSE)
+        try:
+            r = backend._run(["list"])
+            if r.returncode == 0:
+                return {e.name: e.domid for e in parse_list(r.stdout)}
+            why = f"exited with status {r.returncode}: {detail(output_of(r))}"
+        except BackendError as exc:
+            why = str(exc)
+    raise BackendError("operation-failed", f"`{backend.xl_path} list` failed: {why}")
+
+
+def running_as(backend, domid: int, names: Collection[str]) -> list[str]:
+    """Which of ``names`` the domain ``domid`` runs under now (a rename keeps the domid; a
+    name another domain runs under is not its name).  BackendError if xl cannot tell."""
+    ids = running_ids(backend)
+    return [n for n in names if ids.get(n) == domid]
+
+
+def transient_label(backend, name: str, rec: dict) -> None:
+    """A transient config for ``name`` holding only the record's owner and label (and UUID):
+    what the sHype state rebuilt from what runs reads for a domain running under that name."""
+    label = rec.get("label") or {}
+    dom = XlDomain(name=name)
+    dom.owner, dom.label_policy, dom.label = (
+        rec.get("owner"),
+        label.get("policy"),
+        label.get("name"),
+    )
+    uuid = rec.get("uuid")
+    cfg = XlConfig(f'name = "{name}"\n' + (f'uuid = "{uuid}"\n' if uuid else ""), name)
+    dom.write_metadata(cfg)
+    backend.transient_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    backend._write_file(backend._transient_path(name), cfg.text)
+
+
+def _text(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class AwayLabel:
+    """The source's label follows the leaving domain through xl's ``NAME--migratedaway``.
+
+    xl renames the domain on the source to NAME--migratedaway before it lets the destination
+    go (xl_migrate.c migrate_domain); if the final handshake then fails badly, the domain
+    stays here under that name, and if the destination reports failure, xl renames it back
+    (which fails if NAME was taken meanwhile).  So before xl runs, NAME--migratedaway gets a
+    transient config with the domain's label (it must not run already: it would get the
+    label), and once xl is done ``settle`` tells by the domid which names the domain runs
+    under: those keep their label, the others lose what we gave them.  NAME's transient
+    config (a domain created or received here has one) is removed once the domain no longer
+    runs as NAME, unless someone rewrote it meanwhile (then it is another domain's now); a
+    defined config is a definition and stays.  If xl cannot tell, the label is kept under
+    every name xl's status leaves possible (a running domain is never unlabelled) and
+    ``note`` says what to check."""
+
+    def __init__(self, backend, name: str, domid: int, rec: dict) -> None:
+        self.backend, self.name, self.domid = backend, name, domid
+        self.label = (rec.get("label") or {}).get("name")
+        self.away = away_name(name)
+        if self.away in running_ids(backend):
+            raise BackendError(
+                "operation-failed",
+                f"cannot migrate domain '{name}': a domain named '{self.away}' runs on this "
+                f"host, and xl renames '{name}' to that name during the final handshake (that "
+                "domain would take its label meanwhile); destroy it, or rename it, first",
+            )
+        self.kept = _text(backend._transient_path(name))
+        transient_label(backend, self.away, rec)
+        #: the names the domain runs under once settled; why xl could not tell, if it could not
+        self.running_as: list[str] = []
+        self.unknown: str | None = None
+
+    def settle(self, rc: int | None) -> list[str]:
+        """Once xl is done (``rc`` its status, None if it did not end normally): keep the
+        label under the names the domain runs as, remove it from the others."""
+        try:
+            self.running_as = running_as(self.backend, self.domid, (self.name, self.away))
+        except BackendError as exc:
+            self.unknown = str(exc)
+            # xl exits 0 only once it destroyed its copy; otherwise either name may hold it
+            self.running_as = [self.away] if rc == 0 else [self.name, self.away]
+        if self.away not in self.running_as:
+            self.backend._forget_transient(self.away)
+        path = self.backend._transient_path(self.name)
+        # NAME's file is removed only if it is ours still (nobody created another NAME here)
+        if self.name not in self.running_as and self.kept is not None and _text(path) == self.kept:
+            self.backend._forget_transient(self.name)
+        return self.running_as
+
+    def noted(self, exc: BackendError) -> BackendError:
+        """exc (its type and code kept) with ``note`` added to its message."""
+        exc.message = f"{exc.message}{self.note()}"
+        exc.args = (exc.message,)
+        return exc
+
+    def note(self) -> str:
+        """What a person must know about the domain's names here after a failed migration."""
+        name, away = self.name, self.away
+        if self.unknown is not None:
+            where = " and ".join(f"'{n}'" for n in self.running_as)
+            return (
+                f"; xl could not then tell which name domain {self.domid} runs under here "
+                f"({self.unknown}), so its label is kept under {where}: check `xl list` here "
+                f"and on the destination, and remove {self.backend.transient_dir}/NAME.cfg "
+                "of a name nothing runs under"
+            )
+        if away in self.running_as:
+            return (
+                f"; the domain is left on this host as '{away}' (domain {self.domid}) with its "
+                f"label, as xl left it: check the destination before anything else. If it "
+                f"runs there, destroy this copy (svirsh destroy {away}); if not, rename this "
+                f"one back (xl rename {away} {name}) and resume it"
+                + (
+                    f", then give it its label under '{name}' (svirsh relabel {name} {self.label})"
+                    if self.label
+                    else ""
+                )
+            )
+        if name not in self.running_as:
+            return f"; domain '{name}' (domain {self.domid}) no longer runs on this host"
+        return ""
 
 
 def check_disk(disk) -> str:

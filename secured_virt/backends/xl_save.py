@@ -33,6 +33,7 @@ from .xl_listing import XlListing
 from .xl_migrate import (
     RECEIVER,
     SSH,
+    AwayLabel,
     check_uuid,
     disk_resources,
     incoming_name,
@@ -200,7 +201,13 @@ class XlSave(XlListing, XlLifecycle):
         )
         total = info.mem_kib * 1024
         progress = report_progress(progress, 0, total)
-        r = self._run(["migrate", "-s", "", "--", name, rune], timeout=self.long_timeout)
+        away = AwayLabel(self, name, info.id, rec)  # its label under xl's NAME--migratedaway
+        try:
+            r = self._run(["migrate", "-s", "", "--", name, rune], timeout=self.long_timeout)
+        except BackendError as exc:
+            away.settle(None)
+            raise away.noted(exc) from None
+        away.settle(r.returncode)
         if r.returncode != 0:
             out = output_of(r)
             refused = refusal_in(out)
@@ -217,7 +224,12 @@ class XlSave(XlListing, XlLifecycle):
                     f"there, and may root ssh to it without a password? The domain keeps "
                     "running here",
                 )
-            raise self._fail("migrate", name, r)
+            raise away.noted(self._fail("migrate", name, r))
+        if away.unknown is not None:
+            raise BackendError(
+                "operation-failed",
+                f"domain '{name}' migrated to {host} (xl reports success){away.note()}",
+            )
         report_progress(progress, total, total)
         if undefine_source and self._cfg_path(name).exists():
             self.undefine(name)

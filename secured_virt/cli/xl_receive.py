@@ -188,6 +188,9 @@ class Receiver:
         self.acm = None
         #: the domid xl gave the arriving domain (None until xl lists it)
         self.domid: int | None = None
+        #: why xl could not list the domains when last asked while the stream ran (None if it
+        #: could)
+        self.lookup_failed: str | None = None
         if cfg.acm:
             from secured_virt.shype.enforcer import AcmEnforcer
 
@@ -203,8 +206,9 @@ class Receiver:
         from secured_virt.backends.xl_migrate import incoming_name
 
         name = self.name
+        running = self._running_ids()  # an xl that cannot list is a refusal, not "none"
         for n in (name, incoming_name(name)):
-            if self.backend._running(n):
+            if n in running:
                 raise Refused("state", f"a domain named '{n}' already runs on this host")
         if self.acm is None:
             return f"sHype/ACM is off on this host; {self.label_text() or 'no label'} kept"
@@ -265,6 +269,27 @@ class Receiver:
 
         lock = self.acm.exclusive() if self.acm is not None else contextlib.nullcontext()
         try:
+            return self._run(lock)
+        except BackendError as exc:  # the lock's rebuild of what runs here: nothing started
+            why = (
+                f"this host's sHype/ACM state cannot be rebuilt from what runs here ({exc}), "
+                f"so '{self.name}' cannot be checked against it; the domain keeps running on "
+                f"the source: migrate it again once `{self.cfg.xl_path} list` works here"
+            )
+            try:
+                self._decide(False, "state", why)
+            except Refused as refused:
+                _say(f"refused: {refused}")
+                return EXIT_DENIED
+            _say(f"refused: {why}")
+            return EXIT_FAILED
+
+    def _run(self, lock) -> int:
+        """run under the lock; a BackendError out of here comes from taking the lock (the
+        calls made after xl started handle their own)."""
+        from secured_virt.backends.base import BackendError
+
+        try:
             with lock:
                 try:
                     rule = self.check()
@@ -286,33 +311,63 @@ class Receiver:
             _say(f"refused: {exc}")
             return EXIT_DENIED if exc.check in ("acm", "audit") else EXIT_FAILED
         rc = proc.wait()
-        running_as = self._running_as()
-        done(running_as)
-        if rc == 0 and self.name in running_as:
+        running_as, unknown = self._running_as(rc)
+        why = None
+        try:
+            done(running_as)
+        except (BackendError, OSError) as exc:  # a label file we meant to remove is still there
+            why = (
+                f"xl migrate-receive exited with status {rc}, but the labels of the names "
+                f"'{self.name}' does not run under could not all be removed ({exc}): remove "
+                f"{self.cfg.xl_transient_dir}/NAME.cfg of each name nothing runs under here"
+            )
+        if why is None and unknown is None and rc == 0 and self.name in running_as:
             self._outcome(ref, "ok")
             return EXIT_OK
-        why = self._why_not(rc, running_as)
+        why = why or self._why_not(rc, running_as, unknown)
         self._outcome(ref, f"error:{why}")
         _say(why)
         return EXIT_FAILED
 
-    def _running_as(self) -> list[str]:
+    def _running_as(self, rc: int) -> tuple[list[str], str | None]:
         """The names the arrived domain runs under now, told by the domid xl gave it (a
         rename keeps it): NAME once xl renamed it, xl's NAME--incoming while xl left it
         behind (the source vanished before its permission to go), none once xl destroyed it
         (the stream broke, or NAME was taken when xl renamed it: then another domain runs
-        under NAME, which must not get this one's label)."""
-        from secured_virt.backends.xl_migrate import incoming_name
+        under NAME, which must not get this one's label).  With why xl could not tell, if it
+        could not (its domid never seen, or xl cannot list the domains now): then every name
+        xl's status leaves possible, so that a domain running here is never unlabelled (xl
+        exits 0 only once it renamed the domain to NAME or destroyed it)."""
+        from secured_virt.backends.base import BackendError
+        from secured_virt.backends.xl_migrate import incoming_name, running_as
 
+        names = [self.name, incoming_name(self.name)]
+        possible = names[:1] if rc == 0 else names
+        if self.domid is None and self.lookup_failed is None:
+            return [], None  # xl listed neither name, even once it ended: nothing is here
         if self.domid is None:
-            return []
-        return [n for n in (self.name, incoming_name(self.name)) if self._domid(n) == self.domid]
+            return possible, self.lookup_failed
+        try:
+            return running_as(self.backend, self.domid, names), None
+        except BackendError as exc:
+            return possible, str(exc)
 
-    def _why_not(self, rc: int, running_as: list[str]) -> str:
+    def _why_not(self, rc: int, running_as: list[str], unknown: str | None = None) -> str:
         from secured_virt.backends.xl_migrate import incoming_name
 
         status = f"xl migrate-receive exited with status {rc}"
         incoming = incoming_name(self.name)
+        if unknown is not None:
+            where = " and ".join(f"'{n}'" for n in running_as)
+            return (
+                f"{status}, but this host's xl could not tell which name the arrived domain "
+                f"runs under (domain {self.domid if self.domid is not None else 'unknown'}): "
+                f"{unknown}. Its label {self.label_text() or 'none'} is kept under {where} so "
+                f"that it is not unlabelled if it runs: once `{self.cfg.xl_path} list` works "
+                f"here, check which of them runs (and that '{self.name}' does not run on the "
+                f"source too), destroy a copy that must not run (svirsh destroy NAME), and "
+                f"remove {self.cfg.xl_transient_dir}/NAME.cfg of a name nothing runs under"
+            )
         if incoming in running_as:
             return (
                 f"{status} and left the arriving domain behind on this host as '{incoming}' "
@@ -345,29 +400,40 @@ class Receiver:
             self._outcome(ref, f"error:cannot run {self.cfg.xl_path}: {exc.strerror}")
             raise Refused("state", f"cannot run {self.cfg.xl_path}: {exc.strerror}") from None
 
-    def _domid(self, name: str) -> int | None:
-        r = self.backend._run(["domid", "--", name])
-        out = r.stdout.strip() if r.returncode == 0 else ""
-        return int(out) if out.isdigit() else None
+    def _running_ids(self) -> dict[str, int]:
+        """What runs here, by name (backends.xl_migrate.running_ids: ``xl list``, never ``xl
+        domid``, which says "does not exist" for any failure); BackendError if xl cannot."""
+        from secured_virt.backends.xl_migrate import running_ids
+
+        return running_ids(self.backend)
 
     def _listed(self) -> int | None:
         """The arriving domain's domid if xl lists it: xl creates it as NAME--incoming and
-        renames it to NAME only once the source gave its permission to go (xl_migrate.c)."""
+        renames it to NAME only once the source gave its permission to go (xl_migrate.c).
+        BackendError if xl cannot list the domains."""
         from secured_virt.backends.xl_migrate import incoming_name
 
+        running = self._running_ids()
         for n in (incoming_name(self.name), self.name):
-            domid = self._domid(n)
-            if domid is not None:
-                return domid
+            if n in running:
+                return running[n]
         return None
 
     def _wait_listed(self, proc) -> None:
         """Keep the lock until xl lists the arriving domain (or gives up): from then on the
         rebuilt sHype state counts it, with the label of its transient config.  Its domid
-        tells it from another domain that takes its name later (see _running_as)."""
+        tells it from another domain that takes its name later (see _running_as).  While xl
+        cannot list the domains, the lock stays held (no decision here can count the arriving
+        domain) until it can or xl migrate-receive ends; the failure is remembered, since
+        then nobody can tell which domain is the arrived one."""
+        from secured_virt.backends.base import BackendError
+
         while True:
             ended = proc.poll() is not None  # first: a domain xl left behind is still seen
-            self.domid = self._listed()
+            try:
+                self.domid, self.lookup_failed = self._listed(), None
+            except BackendError as exc:
+                self.lookup_failed = str(exc)
             if self.domid is not None or ended:
                 return
             time.sleep(POLL_SECONDS)

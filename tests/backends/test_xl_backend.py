@@ -662,8 +662,9 @@ def test_migrate_argv_and_progress(xl, fake):
         live=True,
         progress=lambda d, t: calls.append((d, t)),
     )
-    assert fake.argvs[-1] == ["migrate", "-s", "", "--", "web-01", _rune("xen2.example.org")]
-    assert fake.calls[-1][1]["timeout"] == xl.long_timeout
+    (i,) = [i for i, a in enumerate(fake.argvs) if a[0] == "migrate"]  # then `xl list`s
+    assert fake.argvs[i] == ["migrate", "-s", "", "--", "web-01", _rune("xen2.example.org")]
+    assert fake.calls[i][1]["timeout"] == xl.long_timeout
     assert calls == [(0, 1024 * 1024 * 1024), (1024 * 1024 * 1024, 1024 * 1024 * 1024)]
 
 
@@ -886,7 +887,7 @@ def test_failing_progress_callback_does_not_undo_a_migration(xl, fake, etc):
         raise OSError("client went away")
 
     xl.migrate("web-01", "xen2", undefine_source=True, progress=broken)
-    assert fake.argvs[-1] == ["migrate", "-s", "", "--", "web-01", _rune("xen2")]
+    assert ["migrate", "-s", "", "--", "web-01", _rune("xen2")] in fake.argvs
     assert not (etc / "web-01.cfg").exists()
 
 

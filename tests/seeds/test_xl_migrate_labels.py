@@ -74,24 +74,50 @@ def failed(argv, err: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, 1, "", err)
 
 
+def exists(name: str) -> str:
+    return (
+        "libxl: error: libxl_domain.c:470:libxl__domain_rename: "
+        f'Domain with name "{name}" already exists.\n'
+    )
+
+
+#: xl_migrate.c migrate_domain, failed_badly: the domain stays here as NAME--migratedaway
+FAILED_BADLY = (
+    "** Migration failed during final handshake **\n"
+    "Domain state is now undefined !\n"
+    "Please CHECK AT BOTH ENDS for running instances, before renaming and\n"
+    " resuming at most one instance.  Two simultaneous instances of the domain\n"
+    " would probably result in SEVERE DATA LOSS and it is now your\n"
+    " responsibility to avoid that.  Sorry.\n"
+)
+
+
 class MigratingXl(HostXl):
     """HostXl whose running set lives in a state file (listings answered as the xl program's,
     xl_migrate_fake.answer) and whose ``migrate -s ""`` is xl's sending side (tools/xl
     xl_migrate.c ``migrate_domain``): run the host operand by ``sh -c`` as the transport, wait
     for the receiver's banner (nothing is suspended before it), send the stream (xl's header
     and config, then libxl's stream), read the ready message, rename the domain here to
-    ``NAME--migratedaway``, send the permission to go, read the report: on success the domain
-    is destroyed here, on the target's failure it gets its name back and resumes.
+    ``NAME--migratedaway`` (a taken name: resume as NAME), send the permission to go, read the
+    report: on success the domain is destroyed here; on the target's failure, once the target
+    grants the permission to resume, xl renames it back to NAME (if NAME was taken meanwhile
+    the rename fails, and xl resumes it as NAME--migratedaway all the same); if the report or
+    that permission does not come, the final handshake failed badly and the domain stays here
+    as NAME--migratedaway, suspended.
 
     ``during()`` runs after all of the stream but its END record is sent (the destination is
-    receiving); ``fault`` cuts the migration short as a dying source would: "cut-stream" (the
-    stream ends before its END record) or "gone-after-transfer" (both pipes closed after the
-    ready message, before the permission to go)."""
+    receiving), ``handshake()`` once the domain here is renamed away, before the permission to
+    go; ``fault`` cuts the migration short as a dying source would: "cut-stream" (the stream
+    ends before its END record), "gone-after-transfer" (both pipes closed after the ready
+    message, before the permission to go) or "gone-after-go" (both pipes closed right after
+    the permission to go).  ``transport`` is the receiver's exit status and stderr."""
 
     def __init__(self, xl_path: str, state: Path) -> None:
         self.state = state
         self.during = None
+        self.handshake = None
         self.fault = None
+        self.transport: tuple[int, str] | None = None
         super().__init__(xl_path, {})
 
     @property
@@ -125,7 +151,7 @@ class MigratingXl(HostXl):
                 with contextlib.suppress(BrokenPipeError):
                     f.close()
             err = proc.stderr.read().decode()
-            proc.wait()
+            self.transport = (proc.wait(), err)
             return err
 
         if proc.stdout.read(len(xlproc.BANNER)) != xlproc.BANNER:
@@ -151,21 +177,39 @@ class MigratingXl(HostXl):
         if self.fault == "gone-after-transfer":
             return failed(argv, end(close_stdout=True) + "xl: killed\n")
         away = f"{name}--migratedaway"
-        self.running[away] = self.running.pop(name)
+        if not self._rename(name, away):
+            return failed(argv, end() + exists(away) + "Migration failed, resuming at sender.\n")
+        if self.handshake:
+            self.handshake()
+        if self.fault == "gone-after-go":  # the way back is cut first: no report can come
+            proc.stdout.close()
         proc.stdin.write(xlproc.GO)
         proc.stdin.flush()
+        if self.fault == "gone-after-go":
+            return failed(argv, end() + FAILED_BADLY)
         report = proc.stdout.read(len(xlproc.REPORT))
         status = proc.stdout.read(1)
         if report != xlproc.REPORT or len(status) != 1:
-            return failed(argv, end() + "** Migration failed during final handshake **\n")
+            return failed(argv, end() + FAILED_BADLY)
         if status != b"\x00":
             back = proc.stdout.read(len(xlproc.GO))
             err = end()
-            if back == xlproc.GO:
-                self.running[name] = self.running.pop(away)
+            if back != xlproc.GO:
+                return failed(argv, err + FAILED_BADLY)
+            if not self._rename(away, name):  # xl ignores it and resumes the domain anyway
+                err += exists(name)
             return failed(argv, err + "Migration failed due to problems at target.\n")
         self.running.pop(away)
         return subprocess.CompletedProcess(argv, 0, "", end() + "Migration successful.\n")
+
+    def _rename(self, old: str, new: str) -> bool:
+        """libxl_domain_rename: refused if ``new`` is taken (names are unique)."""
+        running = self.running
+        if new in running:
+            return False
+        running[new] = running[old]
+        running.pop(old)
+        return True
 
 
 @pytest.fixture
@@ -514,3 +558,233 @@ def test_a_rename_xl_refuses_leaves_the_label_on_no_other_domain(banking):
     assert not list(Path(xl2.transient_dir).glob("web-01*"))
     theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
     assert theirs[-1]["type"] == "outcome" and theirs[-1]["outcome"].startswith("error:")
+
+
+# -- xl's NAME--migratedaway on the source: the label follows the leaving domain -----------------
+AWAY = "web-01--migratedaway"
+
+
+@pytest.fixture(params=["defined", "transient"])
+def leaving(request, banking):
+    """banking, with db.prod (dom_HomeBanking) defined on the source too, so that a start of
+    it there asks the source's Chinese Wall about what runs there labelled dom_Fun; web-01
+    runs on the source from its defined config, or (transient) from a transient config only
+    (created or received there: its label lives in that file)."""
+    src, dst, xl2, sender = banking
+    xl1 = src.backend
+    cfg = Path(xl1.config_dir) / "db.prod.cfg"
+    text = (XL_DATA / "etc-xen" / "db.prod.cfg").read_text()
+    cfg.write_text(text.replace("dom_Payroll", "dom_HomeBanking"))
+    cfg.chmod(0o644)
+    if request.param == "transient":
+        Path(xl1.transient_dir).mkdir(mode=0o700, exist_ok=True)
+        shutil.move(Path(xl1.config_dir) / "web-01.cfg", Path(xl1.transient_dir) / "web-01.cfg")
+    assert labelled(src, "web-01") == "dom_Fun"
+    return src, dst, xl2, sender, request.param
+
+
+def source_files(src) -> list[str]:
+    return sorted(p.name for p in Path(src.backend.transient_dir).glob("web-01*"))
+
+
+def receiver_ended(sender) -> tuple[int, str]:
+    assert sender.transport is not None
+    status, err = sender.transport
+    assert "Traceback" not in err, err
+    return status, err
+
+
+def test_during_the_handshake_the_source_domain_keeps_its_label_as_name_migratedaway(leaving):
+    """xl renames the leaving domain to NAME--migratedaway before it lets the destination go:
+    from then on it runs on the source under that name, and the source's Chinese Wall must
+    still count it with its label; once migrated, nothing of it is left on the source."""
+    src, dst, _xl2, sender, kind = leaving
+    seen = {}
+
+    def handshake():
+        seen["running"] = dict(state_of(sender)["running"])
+        seen["label"] = labelled(src, AWAY)
+        conflicts_with_fun(src)  # the source's Chinese Wall counts it, with its label
+
+    sender.handshake = handshake
+    r = migrate(src)
+    assert r.ok, r.message
+    assert seen["running"] == {"Domain-0": 0, AWAY: 3}
+    assert seen["label"] == "dom_Fun"
+    # gone from the source: no domain, no label under either name (a definition stays one)
+    assert set(state_of(sender)["running"]) == {"Domain-0"}
+    assert source_files(src) == []
+    assert not run(src, ROOT, "dominfo", domain=AWAY).ok
+    web = run(src, ROOT, "dominfo", domain="web-01")
+    assert web.ok == (kind == "defined"), web.message
+    assert labelled(dst, "web-01") == "dom_Fun"
+    assert receiver_ended(sender)[0] == 0
+
+
+def test_a_handshake_that_fails_badly_leaves_the_label_on_name_migratedaway(leaving):
+    """The connection breaks right after the source's permission to go: xl on the source
+    cannot learn how it ended and leaves the domain as NAME--migratedaway (xl_migrate.c
+    failed_badly).  Its label must follow it there (else the Chinese Wall takes it for
+    unlabelled), and NAME, under which nothing of it runs here now, keeps no label of ours."""
+    src, dst, _xl2, sender, _kind = leaving
+    sender.fault = "gone-after-go"
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert state_of(sender)["running"] == {"Domain-0": 0, AWAY: 3}
+    assert labelled(src, AWAY) == "dom_Fun"
+    conflicts_with_fun(src)
+    assert source_files(src) == [f"{AWAY}.cfg"]  # a transient web-01's file went with it
+    assert f"left on this host as '{AWAY}'" in r.message
+    assert f"svirsh destroy {AWAY}" in r.message and f"xl rename {AWAY} web-01" in r.message
+    # the destination got the permission to go: it runs web-01, labelled, and says so
+    assert labelled(dst, "web-01") == "dom_Fun"
+    status, err = receiver_ended(sender)
+    assert status == EXIT_FAILED and "runs on this host as 'web-01'" in err
+    # once destroyed here, nothing of it is left on the source
+    d = run(src, ROOT, "destroy", domain=AWAY)
+    assert d.ok, d.message
+    assert source_files(src) == []
+    assert not [k for k in src.acm.labels.items("vm") if k.startswith(AWAY)]
+
+
+def test_a_failure_at_the_destination_renames_it_back_with_its_label(leaving):
+    """The destination cannot rename its copy (another web-01 runs there), destroys it and
+    grants the source its permission to resume: xl renames the domain back to NAME.  The label
+    is under NAME again, and nothing is left under NAME--migratedaway."""
+    src, dst, xl2, sender, kind = leaving
+    seen = {}
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():
+            SharedRunning(Path(xl2.xl_path).parent / "xl-state.json")["web-01"] = 7
+
+    def handshake():
+        seen["label"] = labelled(src, AWAY)
+
+    sender.during, sender.handshake = during, handshake
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert seen["label"] == "dom_Fun"
+    assert state_of(sender)["running"] == {"Domain-0": 0, "web-01": 3}
+    assert labelled(src, "web-01") == "dom_Fun"
+    conflicts_with_fun(src)
+    assert source_files(src) == ([] if kind == "defined" else ["web-01.cfg"])
+    assert not run(src, ROOT, "dominfo", domain=AWAY).ok
+    assert "left on this host" not in r.message
+
+
+def test_a_rename_back_xl_cannot_do_leaves_the_label_on_name_migratedaway_only(leaving):
+    """As above, but meanwhile another web-01 was started on the source by plain xl: xl's
+    rename back fails and it resumes the domain as NAME--migratedaway.  The label goes with
+    the domain, and the other web-01 does not inherit the label of the transient one."""
+    src, dst, xl2, sender, kind = leaving
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():
+            SharedRunning(Path(xl2.xl_path).parent / "xl-state.json")["web-01"] = 7
+
+    def handshake():
+        sender.running["web-01"] = 7  # plain xl create on the source, outside secured-virt
+
+    sender.during, sender.handshake = during, handshake
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert state_of(sender)["running"] == {"Domain-0": 0, "web-01": 7, AWAY: 3}
+    assert labelled(src, AWAY) == "dom_Fun"
+    assert f"left on this host as '{AWAY}'" in r.message
+    if kind == "transient":  # its file is not the other web-01's label
+        assert source_files(src) == [f"{AWAY}.cfg"]
+        assert labelled(src, "web-01") == "__UNLABELED__"
+
+
+def test_a_domain_running_as_name_migratedaway_already_stops_the_migration(leaving):
+    """xl would need that name for the leaving domain; the domain running under it would
+    take its label meanwhile.  Refused before xl runs, the other domain left as it was."""
+    src, _dst, _xl2, sender, kind = leaving
+    sender.running[AWAY] = 7
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert f"a domain named '{AWAY}' runs on this host" in r.message
+    assert not [a for a in sender.argvs if a[0] == "migrate"]
+    assert labelled(src, AWAY) == "__UNLABELED__"
+    assert source_files(src) == ([] if kind == "defined" else ["web-01.cfg"])
+    assert state_of(sender)["running"]["web-01"] == 3
+
+
+# -- the receiver when xl cannot tell it what runs ------------------------------------------------
+def fail_xl(backend, *calls) -> None:
+    path = Path(backend.xl_path).parent / "xl-state.json"
+    state = xlproc.load(path)
+    state["fail"] = list(calls)
+    xlproc.save(path, state)
+
+
+def test_xl_domid_failing_does_not_unlabel_the_arrived_domain(banking):
+    """``xl domid`` says "maybe this domain does not exist" when libxl cannot list the domains
+    at all (xl_info.c main_domid); the receiver must not read that as "not running" and take
+    the label of the domain that arrived."""
+    src, dst, xl2, sender = banking
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        fail_xl(xl2, "domid")
+
+    sender.during = during
+    r = migrate(src)
+    assert r.ok, r.message
+    fail_xl(xl2)
+    assert state_of(xl2)["running"]["web-01"] == 3
+    assert labelled(dst, "web-01") == "dom_Fun"
+    assert receiver_ended(sender)[0] == 0
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert theirs[-1]["outcome"] == "ok"
+
+
+def test_xl_failing_while_the_stream_runs_ends_in_a_clear_error_and_keeps_the_label(banking):
+    """Once the receiver saw web-01--incoming, this host's xl can no longer list domains: it
+    cannot tell which name the arrived domain runs under.  No traceback: an error saying what
+    failed and what to do, exit 1, the outcome audited, and the label kept where the domain
+    may run (xl exited 0: renamed to web-01, or destroyed), none under web-01--incoming."""
+    src, dst, xl2, sender = banking
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():  # the receiver saw it and let go
+            fail_xl(xl2, "list", "domid")
+
+    sender.during = during
+    r = migrate(src)
+    assert r.ok, r.message  # xl on both ends: received
+    status, err = receiver_ended(sender)
+    assert status == EXIT_FAILED
+    assert "list` failed" in err and "getting domain info list" in err
+    assert "could not tell which name the arrived domain runs under" in err
+    assert "kept under 'web-01'" in err and "svirsh destroy" in err
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert [a["type"] for a in theirs] == ["decision", "outcome"]
+    assert theirs[1]["outcome"].startswith("error:")
+    assert "getting domain info list" in theirs[1]["outcome"]
+    fail_xl(xl2)
+    assert state_of(xl2)["running"]["web-01"] == 3
+    assert labelled(dst, "web-01") == "dom_Fun"
+    conflicts_with_fun(dst)
+    assert sorted(p.name for p in Path(xl2.transient_dir).glob("web-01*")) == ["web-01.cfg"]
+
+
+def test_xl_failing_before_the_stream_refuses_the_domain(banking):
+    """The receiver's own check (does a domain of that name run here?) cannot be answered:
+    refused before xl reads the stream, so the domain keeps running at the source."""
+    src, dst, xl2, sender = banking
+    fail_xl(xl2, "list", "domid")
+    r = migrate(src)
+    assert r.status == EXIT_DENIED, r.message
+    assert "getting domain info list" in r.message and "keeps running here" in r.message
+    assert state_of(sender)["running"]["web-01"] == 3
+    assert '"migrate-receive"' not in (Path(xl2.xl_path).parent / "xl-state.calls").read_text()
+    assert not list(Path(xl2.transient_dir).glob("web-01*"))
+    status, err = receiver_ended(sender)
+    assert status == EXIT_FAILED and "refused:" in err
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert [(a["type"], a["verdict"]) for a in theirs] == [("decision", "denied")]

@@ -27,7 +27,8 @@ current name into ``list -l``), so a renamed domain lists as such.
    *as it is*: after a missing GO that leaves ``NAME--incoming`` paused here.  Otherwise, on
    failure, xl destroys its copy, sends the source its permission to resume and exits **0**.
 
-Every call is logged in STATE.calls.
+``fail`` in the state (a list of subcommands) makes those fail as when libxl cannot list the
+domains (``failing``).  Every call is logged in STATE.calls.
 
 Usage: xl_migrate_fake.py STATE ARGS...
 """
@@ -94,10 +95,38 @@ def _long(name: str, domid: int) -> dict:
     return entry
 
 
+#: libxl_domain.c libxl_list_domain, when the hypervisor does not answer
+LIST_FAILED = (
+    "libxl: error: libxl_domain.c:337:libxl_list_domain: getting domain info list: "
+    "Resource temporarily unavailable\n"
+)
+
+
+def failing(state: dict, args: list[str]) -> tuple[int, str, str] | None:
+    """xl's answer to ARGS when ``state["fail"]`` names its subcommand: libxl cannot list the
+    domains.  ``xl list`` says so (xl_info.c: "libxl_list_domain failed."); ``xl domid``
+    (xl_info.c main_domid, libxl_name_to_domid) says the same as for a name that is not
+    running, "maybe this domain does not exist"."""
+    if not args or args[0] not in state.get("fail", ()):
+        return None
+    if args[0] == "domid":
+        return (
+            1,
+            "",
+            LIST_FAILED
+            + (f"Can't get domid of domain name '{args[-1]}', maybe this domain does not exist.\n"),
+        )
+    return 1, "", LIST_FAILED + "libxl_list_domain failed.\n"
+
+
 def answer(state: dict, args: list[str]) -> tuple[int, str, str]:
-    """xl's answer to ARGS on a host in ``state`` (listings by the names domains run as now)."""
+    """xl's answer to ARGS on a host in ``state`` (listings by the names domains run as now;
+    ``state["fail"]``, a list of subcommands, makes those fail as in ``failing``)."""
     running, paused = state["running"], set(state.get("paused", ()))
     key = tuple(args)
+    failed = failing(state, args)
+    if failed is not None:
+        return failed
     listing = key[:2] == ("list", "--") or key[:3] == ("list", "-l", "--")
     if key in (("list",), ("list", "-l")) or listing:
         long = key[1:2] == ("-l",)
