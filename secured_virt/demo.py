@@ -101,14 +101,16 @@ class Tour:
                 os.chmod(os.path.join(root, f), 0o755 if root.endswith("bin") else 0o644)
 
     # -- running things -----------------------------------------------------------------------
+    def launcher(self, program: str) -> list[str]:
+        """``program``'s bin/ launcher from the demo's root-owned copy of the tree: what a
+        host's users run, so each program starts the way it would there."""
+        return [self.python, "-I", str(self.src / "bin" / program)]
 
     def load_policy(self) -> None:
         """Install the host's sHype policy for boot, before svirtd starts (quietly)."""
         subprocess.run(
             [
-                self.python,
-                "-I",
-                str(self.src / "bin" / "svirt-admin"),
+                *self.launcher("svirt-admin"),
                 "--config",
                 str(self.conf),
                 "policy",
@@ -124,9 +126,7 @@ class Tour:
     def start_daemon(self) -> None:
         self.daemon = subprocess.Popen(
             [
-                self.python,
-                "-I",
-                str(self.src / "bin" / "svirtd"),
+                *self.launcher("svirtd"),
                 "--config",
                 str(self.conf),
                 "--log-level",
@@ -153,50 +153,42 @@ class Tour:
         who = (ACCOUNTS[user] if user else "root") + (f"@{host}" if host else "")
         shown = " ".join(args)
         print(f"{DIM}{who}${RESET} svirsh {shown}", flush=True)
-        argv = [
-            self.python,
-            "-I",
-            str(self.src / "bin" / "svirsh"),
-            "--socket",
-            str(self.sock),
-            *args,
-        ]
+        argv = [*self.launcher("svirsh"), "--socket", str(self.sock), *args]
         if user is None:
             argv.insert(3, "--daemon")
         else:
-            pw = pwd.getpwnam(ACCOUNTS[user])
-            argv = [
-                "/usr/bin/setpriv",
-                f"--reuid={pw.pw_uid}",
-                f"--regid={pw.pw_gid}",
-                "--clear-groups",
-                "--",
-                *argv,
-            ]
+            argv = [*as_uid(pwd.getpwnam(ACCOUNTS[user])), *argv]
         rc = subprocess.run(
             argv,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             stdin=subprocess.DEVNULL,
             cwd="/",
         ).returncode
-        if rc:
-            print(f"{DIM}(exit code {rc}){RESET}")
-        return rc
+        return noted(rc)
 
     def admin(self, *args: str) -> int:
         print(f"{DIM}root${RESET} svirt-admin {' '.join(args)}", flush=True)
-        argv = [
-            self.python,
-            "-I",
-            str(self.src / "bin" / "svirt-admin"),
-            "--config",
-            str(self.conf),
-            *args,
-        ]
-        rc = subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
-        if rc:
-            print(f"{DIM}(exit code {rc}){RESET}")
-        return rc
+        argv = [*self.launcher("svirt-admin"), "--config", str(self.conf), *args]
+        return noted(subprocess.run(argv, stdin=subprocess.DEVNULL).returncode)
+
+
+def as_uid(pw) -> list[str]:
+    """The argv prefix that runs a program as ``pw``'s real uid and gid, no other groups:
+    svirtd learns who the caller is from the kernel, never from the command line."""
+    return [
+        "/usr/bin/setpriv",
+        f"--reuid={pw.pw_uid}",
+        f"--regid={pw.pw_gid}",
+        "--clear-groups",
+        "--",
+    ]
+
+
+def noted(rc: int) -> int:
+    """``rc``, with a non-zero one shown under the program's output as a terminal would."""
+    if rc:
+        print(f"{DIM}(exit code {rc}){RESET}")
+    return rc
 
 
 def _expecter(problems: list[str]):
@@ -364,25 +356,11 @@ def admin_as(t: Tour, user: str, *args: str) -> int:
     """svirt-admin as one of the tour's people: through svirtd, no sudo (a realm admin)."""
     pw = pwd.getpwnam(ACCOUNTS[user])
     print(f"{DIM}{ACCOUNTS[user]}${RESET} svirt-admin {' '.join(args)}", flush=True)
-    argv = [
-        "/usr/bin/setpriv",
-        f"--reuid={pw.pw_uid}",
-        f"--regid={pw.pw_gid}",
-        "--clear-groups",
-        "--",
-        t.python,
-        "-I",
-        str(t.src / "bin" / "svirt-admin"),
-        *args,
-        "--socket",
-        str(t.sock),
-    ]
+    argv = [*as_uid(pw), *t.launcher("svirt-admin"), *args, "--socket", str(t.sock)]
     rc = subprocess.run(
         argv, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL, cwd="/"
     ).returncode
-    if rc:
-        print(f"{DIM}(exit code {rc}){RESET}")
-    return rc
+    return noted(rc)
 
 
 def realm_tour(t: Tour) -> list[str]:
@@ -570,8 +548,7 @@ def _start_xenapi(host: Tour, made_fe: bool) -> subprocess.Popen:
         "from secured_virt.xenapi.server import main; sys.exit(main(sys.argv[1:]))"
     )
     proc = subprocess.Popen(
-        ["/usr/bin/setpriv", f"--reuid={fe.pw_uid}", f"--regid={fe.pw_gid}", "--clear-groups",
-         "--", host.python, "-I", "-c", code, "--config", str(host.conf),
+        [*as_uid(fe), host.python, "-I", "-c", code, "--config", str(host.conf),
          "--log-level", "warning"],
         stdin=subprocess.DEVNULL, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
     )  # fmt: skip
@@ -675,12 +652,18 @@ def _xenapi_session(host: Tour, alice: str) -> list[str]:
     return problems
 
 
-def _user_exists(name: str) -> bool:
+def _nss_knows(lookup, name: str) -> bool:
+    """Whether the passwd or group database (``lookup``: pwd.getpwnam or grp.getgrnam) has
+    ``name``: the tour creates only the accounts that are missing, and deletes only those."""
     try:
-        pwd.getpwnam(name)
+        lookup(name)
     except KeyError:
         return False
     return True
+
+
+def _user_exists(name: str) -> bool:
+    return _nss_knows(pwd.getpwnam, name)
 
 
 def with_demo_accounts(path: Path) -> bytes:
@@ -707,11 +690,8 @@ class Accounts:
     def ensure(self) -> None:
         for person in USERS:
             name = ACCOUNTS[person]
-            try:
-                pwd.getpwnam(name)
+            if _user_exists(name):
                 continue  # someone's existing account: used, never touched
-            except KeyError:
-                pass
             had_group = _group_exists(name)
             print(
                 f"{DIM}(creating the demo account '{name}': a system user, no login shell, "
@@ -738,8 +718,7 @@ class Accounts:
         """Delete what ensure() created; returns what could not be removed."""
         left = []
         for name in reversed(self.created):
-            with contextlib.suppress(KeyError):
-                pwd.getpwnam(name)
+            if _user_exists(name):
                 r = subprocess.run(["/usr/sbin/userdel", "--", name], capture_output=True)
                 if r.returncode not in (0, 6):  # 6: no such user (already gone)
                     left.append(f"account {name}: {r.stderr.decode(errors='replace').strip()}")
@@ -754,11 +733,7 @@ class Accounts:
 
 
 def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
+    return _nss_knows(grp.getgrnam, name)
 
 
 def _interrupt(signum, _frame):
