@@ -34,7 +34,7 @@ for _p in (str(HERE.parent / "daemon"), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from svtd_helpers import RealEnv  # noqa: E402
+from svtd_helpers import RealEnv, setpriv_prefix  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 PROGRAMS = ("svirsh", "svirt-admin", "svirtd")
@@ -75,18 +75,6 @@ def evil(tmp_path_factory):
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _prefix(user) -> list[str]:
-    if user is None:
-        return []
-    return [
-        "/usr/bin/setpriv",
-        f"--reuid={user.pw_uid}",
-        f"--regid={user.pw_gid}",
-        "--clear-groups",
-        "--",
-    ]
-
-
 def _hostile_env(lib: Path) -> dict[str, str]:
     return {
         "PATH": "/usr/bin:/bin",
@@ -118,7 +106,7 @@ def test_pythonpath_code_never_runs(evil, test_users, who, label, script):
     name = label.split(":", 1)[1]
     args, expect = HARMLESS[name]
     r = subprocess.run(
-        [*_prefix(user), str(script), *args],
+        [*setpriv_prefix(user), str(script), *args],
         env=_hostile_env(lib),
         capture_output=True,
         text=True,
@@ -231,7 +219,13 @@ def test_installed_svirsh_is_hardened(test_users, who):
         return pid
 
     try:
-        argv = [*_prefix(user), str(VENV_BIN / "svirsh"), "--daemon", "--socket", waiter.path]
+        argv = [
+            *setpriv_prefix(user),
+            str(VENV_BIN / "svirsh"),
+            "--daemon",
+            "--socket",
+            waiter.path,
+        ]
         core, fd_open = _observe([*argv, "list"], pid_of)
     finally:
         for c in held:
