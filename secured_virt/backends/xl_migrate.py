@@ -24,6 +24,12 @@ Every word is checked before it is quoted (the record as in xl_record, the host 
 xl_args.migrate_host, the disks by this module) and quoted twice: once for the remote shell ssh
 hands the command to, once for the local ``sh -c`` xl runs.  The receiver's refusal reaches the
 source as xl's stderr, one line starting with ``REFUSAL_TAG``.
+
+Both ends must keep the label on the domain under every name xl gives it: the destination's
+``NAME--incoming`` (xl_save.receive_prepare), the source's ``NAME--migratedaway`` during the
+final handshake and after it fails badly (``AwayLabel``).  Which name a domain runs under is
+told by its domid from one plain ``xl list`` (``running_ids``): never from ``xl domid``, which
+reads a failing xl as "no such domain".
 """
 
 from __future__ import annotations
@@ -199,8 +205,16 @@ class AwayLabel:
             self.backend._forget_transient(self.name)
         return self.running_as
 
-    def noted(self, exc: BackendError) -> BackendError:
-        """exc (its type and code kept) with ``note`` added to its message."""
+    def noted(self, exc: BackendError, output: str = "") -> BackendError:
+        """exc (its type and code kept) with ``note`` added to its message; when the domain
+        may have been left here under xl's name, xl's own verdict in ``output`` ("Migration
+        failed during final handshake") replaces the last line xl printed, which after a
+        failed handshake is the end of its warning, not what happened."""
+        verdict = next(
+            (ln.strip(" *") for ln in output.splitlines() if "Migration failed" in ln), None
+        )
+        if verdict and (self.unknown is not None or self.away in self.running_as):
+            exc.message = f"cannot migrate domain '{self.name}': xl: {verdict}"
         exc.message = f"{exc.message}{self.note()}"
         exc.args = (exc.message,)
         return exc
@@ -217,16 +231,13 @@ class AwayLabel:
                 "of a name nothing runs under"
             )
         if away in self.running_as:
+            relabel = f"; svirsh relabel {name} {self.label} if it has none" if self.label else ""
             return (
-                f"; the domain is left on this host as '{away}' (domain {self.domid}) with its "
-                f"label, as xl left it: check the destination before anything else. If it "
-                f"runs there, destroy this copy (svirsh destroy {away}); if not, rename this "
-                f"one back (xl rename {away} {name}) and resume it"
-                + (
-                    f", then give it its label under '{name}' (svirsh relabel {name} {self.label})"
-                    if self.label
-                    else ""
-                )
+                f"; the domain is left on this host as '{away}' (domain {self.domid}), with its "
+                "label: find out whether it runs on the destination before anything else. If "
+                f"it does, destroy this copy (svirsh destroy {away}); if it does not, rename "
+                f"this copy back (xl rename {away} {name}) before resuming it, and check its "
+                f"label (svirsh dominfo {name}{relabel})"
             )
         if name not in self.running_as:
             return f"; domain '{name}' (domain {self.domid}) no longer runs on this host"

@@ -224,7 +224,7 @@ class XlSave(XlListing, XlLifecycle):
                     f"there, and may root ssh to it without a password? The domain keeps "
                     "running here",
                 )
-            raise away.noted(self._fail("migrate", name, r))
+            raise away.noted(self._fail("migrate", name, r), out)
         if away.unknown is not None:
             raise BackendError(
                 "operation-failed",

@@ -23,7 +23,10 @@ domain is listed by xl, so that from then on every check here counts it.  xl cre
 domid xl gave it tells which of the two names it runs under, and only those keep the label
 (received: NAME; left behind by xl when the source vanished: ``NAME--incoming``; destroyed by
 xl: neither, even if another domain took the name meanwhile).  Its end is audited as the
-decision's outcome.
+decision's outcome.  What runs here is read from ``xl list`` (never ``xl domid``, which says
+"does not exist" when xl fails); if xl cannot list the domains before the stream the domain is
+refused, and if it cannot tell at the end which name the domain runs under, the receiver exits
+1 naming the failure and keeps the label under every name xl's status leaves possible.
 
 Exit codes: 0 received, 1 xl failed, 2 usage, 3 refused, 4 bad configuration.
 """

@@ -634,6 +634,7 @@ def test_a_handshake_that_fails_badly_leaves_the_label_on_name_migratedaway(leav
     assert labelled(src, AWAY) == "dom_Fun"
     conflicts_with_fun(src)
     assert source_files(src) == [f"{AWAY}.cfg"]  # a transient web-01's file went with it
+    assert "xl: Migration failed during final handshake" in r.message
     assert f"left on this host as '{AWAY}'" in r.message
     assert f"svirsh destroy {AWAY}" in r.message and f"xl rename {AWAY} web-01" in r.message
     # the destination got the permission to go: it runs web-01, labelled, and says so
@@ -788,3 +789,51 @@ def test_xl_failing_before_the_stream_refuses_the_domain(banking):
     assert status == EXIT_FAILED and "refused:" in err
     theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
     assert [(a["type"], a["verdict"]) for a in theirs] == [("decision", "denied")]
+
+
+def test_a_name_taken_again_meanwhile_keeps_the_label_it_was_given(leaving):
+    """While the domain runs here as NAME--migratedaway, another web-01 is created here, its
+    transient config written as ``create`` writes it (owner bob).  xl cannot rename the
+    leaving domain back; the file under web-01 is the other domain's now and must stay."""
+    src, dst, xl2, sender, _kind = leaving
+    other = (
+        'name = "web-01"\nowner = "bob"\n'
+        'access_control = ["policy=example.client_v1,label=dom_Fun"]\n'
+    )
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():
+            SharedRunning(Path(xl2.xl_path).parent / "xl-state.json")["web-01"] = 7
+
+    def handshake():
+        Path(src.backend.transient_dir).mkdir(mode=0o700, exist_ok=True)
+        (Path(src.backend.transient_dir) / "web-01.cfg").write_text(other)
+        sender.running["web-01"] = 7
+
+    sender.during, sender.handshake = during, handshake
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    assert state_of(sender)["running"] == {"Domain-0": 0, "web-01": 7, AWAY: 3}
+    assert (Path(src.backend.transient_dir) / "web-01.cfg").read_text() == other
+    assert labelled(src, AWAY) == "dom_Fun"
+
+
+def test_xl_failing_on_the_source_after_the_migration_says_so_and_keeps_the_label(leaving):
+    """xl reports success, then the source's xl can no longer list domains: whether xl's
+    copy here is gone (xl destroys it, and does not check that it could) is unknown.  The
+    migration's error says so; the label stays under NAME--migratedaway, the only name the
+    domain may still run under here, until someone looks."""
+    src, dst, _xl2, sender, _kind = leaving
+
+    def handshake():
+        fail_xl(sender, "list", "domid")
+
+    sender.handshake = handshake
+    r = migrate(src)
+    fail_xl(sender)
+    assert r.status == EXIT_FAILED, r.message
+    assert "migrated to host6 (xl reports success)" in r.message
+    assert "getting domain info list" in r.message and f"kept under '{AWAY}'" in r.message
+    assert source_files(src) == [f"{AWAY}.cfg"]
+    assert labelled(dst, "web-01") == "dom_Fun"
