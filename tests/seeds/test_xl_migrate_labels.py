@@ -837,3 +837,27 @@ def test_xl_failing_on_the_source_after_the_migration_says_so_and_keeps_the_labe
     assert "getting domain info list" in r.message and f"kept under '{AWAY}'" in r.message
     assert source_files(src) == [f"{AWAY}.cfg"]
     assert labelled(dst, "web-01") == "dom_Fun"
+
+
+def test_xl_failing_when_xl_leaves_name_incoming_keeps_the_label_under_both_names(banking):
+    """As above, but the source dies after the transfer: xl exits 1 leaving web-01--incoming
+    behind, and the receiver cannot see that.  xl's status leaves both names possible, so the
+    label stays under both: the domain that is left there is not unlabelled."""
+    src, dst, xl2, sender = banking
+
+    def during():
+        wait_for(f"{INCOMING} on host6", lambda: INCOMING in state_of(xl2)["running"])
+        with dst.acm.exclusive():
+            fail_xl(xl2, "list", "domid")
+
+    sender.during, sender.fault = during, "gone-after-transfer"
+    r = migrate(src)
+    assert r.status == EXIT_FAILED, r.message
+    status, err = receiver_ended(sender)
+    assert status == EXIT_FAILED and "kept under 'web-01' and 'web-01--incoming'" in err
+    theirs = [a for a in audit(dst) if a.get("op") == "migrate-receive"]
+    assert theirs[-1]["type"] == "outcome" and theirs[-1]["outcome"].startswith("error:")
+    fail_xl(xl2)
+    assert state_of(xl2)["running"][INCOMING] == 3
+    assert labelled(dst, INCOMING) == "dom_Fun"
+    conflicts_with_fun(dst)
