@@ -22,6 +22,7 @@ from svtd_helpers import (  # noqa: E402
     call_as,
     client_snippet,
     running_svirtd,
+    setpriv_prefix,
     write_root_file,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "client_snippet",
     "file_size",
     "running_svirtd",
+    "setpriv_prefix",
     "write_root_file",
 ]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
-from reach_helpers import client_snippet, file_size, running_svirtd
+from reach_helpers import client_snippet, file_size, running_svirtd, setpriv_prefix
 
 from secured_virt.access import audit
 
@@ -73,8 +73,7 @@ def test_one_connection_without_roles_cannot_flood_the_audit_log(env, readable_s
     before = file_size(env.audit_log)
     argv = [*client_snippet(readable_src, FLOOD), env.socket, name]
     proc = subprocess.Popen(
-        ["/usr/bin/setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
-         "--clear-groups", "--", *argv],
+        [*setpriv_prefix(nobody), *argv],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/",
     )  # fmt: skip

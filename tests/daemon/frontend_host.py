@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from svtd_helpers import PY, Daemon, RealEnv, write_root_file
+from svtd_helpers import PY, Daemon, RealEnv, setpriv_prefix, write_root_file
 
 from secured_virt.testing import pamwrap
 
@@ -102,11 +102,7 @@ class FrontendHost:
         self._fe_log = open(self.frontend_log, "ab")  # noqa: SIM115 - closed in stop()
         self.frontend = subprocess.Popen(
             [
-                "/usr/bin/setpriv",
-                f"--reuid={self.fe.pw_uid}",
-                f"--regid={self.fe.pw_gid}",
-                "--clear-groups",
-                "--",
+                *setpriv_prefix(self.fe),
                 PY, "-I", "-c", fe_code, "--config", str(self.env.config),
                 "--log-level", "debug",
             ],

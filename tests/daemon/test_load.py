@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from svtd_helpers import RealEnv, client_snippet
+from svtd_helpers import RealEnv, client_snippet, setpriv_prefix
 
 from secured_virt import client
 from secured_virt.access import audit
@@ -77,18 +77,11 @@ def start_clients(users, src, sock, clients: int, per_client: int, go: float):
         u = users[name]
         argv = [*client_snippet(src, LOAD_BODY), json.dumps(PLANS[name]), str(per_client)]
         argv += [sock, str(go)]
-        prefix = [
-            "/usr/bin/setpriv",
-            f"--reuid={u.pw_uid}",
-            f"--regid={u.pw_gid}",
-            "--clear-groups",
-            "--",
-        ]
         procs.append(
             (
                 name,
                 subprocess.Popen(
-                    prefix + argv,
+                    setpriv_prefix(u) + argv,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,

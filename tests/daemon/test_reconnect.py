@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from svtd_helpers import RealEnv
+from svtd_helpers import RealEnv, setpriv_prefix
 
 from secured_virt import client
 from secured_virt.requests import Request
@@ -44,16 +44,7 @@ class SessionLibvirtd:
         }
         self.log = open(self.rundir / "libvirtd.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                "/usr/bin/setpriv",
-                f"--reuid={self.user.pw_uid}",
-                f"--regid={self.user.pw_gid}",
-                "--clear-groups",
-                "--",
-                LIBVIRTD,
-                "--timeout",
-                "0",
-            ],
+            [*setpriv_prefix(self.user), LIBVIRTD, "--timeout", "0"],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
