@@ -15,6 +15,15 @@ import subprocess
 import types
 from contextlib import contextmanager
 
+import pytest
+
+#: the marks of a test file whose svirtd serves real local accounts: integration, and root only
+#: (the accounts are created with useradd, the policy files must be root-owned)
+REAL_UIDS = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="real uids and root-owned files: run as root"),
+]
+
 
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=60)

@@ -9,7 +9,6 @@ The clients run with ``--clear-groups``: membership comes from NSS, never from t
 
 from __future__ import annotations
 
-import os
 import pwd
 import sys
 import time
@@ -21,12 +20,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
 from svtd_helpers import call_as  # noqa: E402
-from tenancy_helpers import local_accounts, realm_svirtd_host, write_realm_policy  # noqa: E402
+from tenancy_helpers import (  # noqa: E402
+    REAL_UIDS,
+    local_accounts,
+    realm_svirtd_host,
+    write_realm_policy,
+)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="real uids and root-owned files: run as root"),
-]
+pytestmark = REAL_UIDS
 
 PA = """<RolePolicyDefinition>
   <Role name="Everyone">

@@ -8,7 +8,6 @@ realm step keeps a tenant in her own pool.  Clients run with ``--clear-groups``.
 
 from __future__ import annotations
 
-import os
 import pwd
 import subprocess
 import sys
@@ -20,12 +19,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
 from svtd_helpers import PY, call_as  # noqa: E402
-from tenancy_helpers import local_accounts, realm_svirtd_host, write_realm_policy  # noqa: E402
+from tenancy_helpers import (  # noqa: E402
+    REAL_UIDS,
+    local_accounts,
+    realm_svirtd_host,
+    write_realm_policy,
+)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="real uids and root-owned files: run as root"),
-]
+pytestmark = REAL_UIDS
 
 PA = """<RolePolicyDefinition>
   <Role name="Everything">
