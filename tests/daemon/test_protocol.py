@@ -139,21 +139,26 @@ def test_reader_deadline_is_per_frame_not_per_byte():
     assert "started but not completed within 0.6s" in str(error)
 
 
-def test_reader_reports_truncation_as_partial_close():
-    a, b = _pair()
-    a.sendall((50).to_bytes(4, "big") + b'{"type"')
+#: a frame that announces 50 bytes and stops after 7 of them
+HALF_FRAME = (50).to_bytes(4, "big") + b'{"type"'
+
+
+def _peer_closed(a, b, sent: bytes = b"") -> P.PeerClosed:
+    """What a reader on ``b`` raises once ``a`` has sent ``sent`` (if anything) and closed."""
+    if sent:
+        a.sendall(sent)
     a.close()
     with pytest.raises(P.PeerClosed) as info:
         P.FrameReader(b, max_bytes=4096).read(timeout=2)
-    assert info.value.partial
+    return info.value
+
+
+def test_reader_reports_truncation_as_partial_close():
+    assert _peer_closed(*_pair(), HALF_FRAME).partial
 
 
 def test_reader_clean_close_between_frames_is_not_partial():
-    a, b = _pair()
-    a.close()
-    with pytest.raises(P.PeerClosed) as info:
-        P.FrameReader(b, max_bytes=4096).read(timeout=2)
-    assert not info.value.partial
+    assert not _peer_closed(*_pair()).partial
 
 
 @pytest.mark.parametrize(("spec", "byte"), [("^]", 0x1D), ("^C", 0x03), ("^[", 0x1B), ("q", 0x71)])
@@ -221,17 +226,8 @@ def test_nonblocking_reader_keeps_the_deadline_per_frame():
 
 
 def test_nonblocking_reader_tells_truncation_from_a_clean_close():
-    a, b = _nonblocking_pair()
-    a.sendall((50).to_bytes(4, "big") + b'{"type"')
-    a.close()
-    with pytest.raises(P.PeerClosed) as info:
-        P.FrameReader(b, max_bytes=4096).read(timeout=2)
-    assert info.value.partial
-    a, b = _nonblocking_pair()
-    a.close()
-    with pytest.raises(P.PeerClosed) as info:
-        P.FrameReader(b, max_bytes=4096).read(timeout=2)
-    assert not info.value.partial
+    assert _peer_closed(*_nonblocking_pair(), HALF_FRAME).partial
+    assert not _peer_closed(*_nonblocking_pair()).partial
 
 
 def test_nonblocking_send_to_a_peer_that_never_reads_gives_up_at_the_timeout():
