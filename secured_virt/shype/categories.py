@@ -37,9 +37,9 @@ state errs only on the safe side: a VM that stopped keeps its pair until the nex
 **Several changes per lock.**  Threads that reserve, confirm or release while another one
 holds the lock queue their changes; the next holder applies them all under one lock, one
 state check and one save, the audit log's group commit (``secured_virt.groupcommit``, which
-both use).  Each call still returns only
-once its change is in the record file.  The hypervisor calls of a confirm (the pair into the
-live metadata) happen outside the lock, which only guards the records.
+both use).  Each call still returns only once its change is in the record file.  The
+hypervisor calls of a confirm (the pair into the live metadata) happen outside the lock,
+which only guards the records.
 
 Lock order: a caller that holds the ACM lock (``AcmEnforcer.exclusive``) may take this one
 inside it, never the other way round.  The lock is re-entrant within a thread.
