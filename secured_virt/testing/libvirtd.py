@@ -384,3 +384,14 @@ def tiny_guest_xml(name: str) -> str:
     <memballoon model='none'/>
   </devices>
 </domain>"""
+
+
+def remove_guests(backend, names) -> None:
+    """Destroy (when running) and undefine each of ``names`` through a secured-virt backend,
+    passing over any already gone: a test's clean-up, which must not fail over a guest the
+    test itself removed."""
+    for vm in names:
+        with contextlib.suppress(Exception):  # gone already, or never defined: nothing to do
+            if backend.lookup(vm).id is not None:
+                backend.destroy(vm)
+            backend.undefine(vm)

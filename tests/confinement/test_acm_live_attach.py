@@ -24,7 +24,7 @@ from mediation_helpers import ROOT, acm_service, host_config, ident, last_decisi
 
 from secured_virt.backends.factory import open_backend
 from secured_virt.requests import EXIT_DENIED, EXIT_OK
-from secured_virt.testing.libvirtd import tiny_guest_xml
+from secured_virt.testing.libvirtd import remove_guests, tiny_guest_xml
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +46,7 @@ def guest(libvirtd, tmp_path):
         r = run(svc, ROOT, "setlabel", domain=f"file:{images / img}", label=label, resource=True)
         assert r.ok, r.message
     yield svc, vm, images
-    try:
-        if be.lookup(vm).id is not None:
-            be.destroy(vm)
-        be.undefine(vm)
-    except Exception:
-        pass
+    remove_guests(be, [vm])
     be.close()
     shutil.rmtree(images, ignore_errors=True)
 

@@ -19,7 +19,7 @@ import pytest
 
 from secured_virt.access import audit
 from secured_virt.backends.factory import open_backend
-from secured_virt.testing.libvirtd import qemu_processes, tiny_guest_xml
+from secured_virt.testing.libvirtd import qemu_processes, remove_guests, tiny_guest_xml
 
 from .conftest import REPO, write_root_file
 
@@ -81,13 +81,7 @@ def host(libvirtd, tmp_path, test_users):
         "backend": be,
     }
     yield h
-    for vm in (a_vm, b_vm):
-        try:
-            if be.lookup(vm).id is not None:
-                be.destroy(vm)
-            be.undefine(vm)
-        except Exception:
-            pass
+    remove_guests(be, [a_vm, b_vm])
     be.close()
     shutil.rmtree(run, ignore_errors=True)
 
