@@ -71,6 +71,18 @@ def _bash_words(words) -> str:
     return " ".join(words)
 
 
+def _per_command(fn: str, table: dict[str, str], *, otherwise: str = "", note: str = "") -> str:
+    """The bash function ``fn``, which echoes ``table``'s answer for the command in $1 (a
+    ``case``; a key may be ``name|alias``) and ``otherwise`` for any other: how both scripts
+    carry their per-command tables.  ``note`` says what the answer means."""
+    rows = [f"        {pattern}) echo '{answer}';;" for pattern, answer in table.items()]
+    lines = [f"# {note}"] if note else []
+    lines += [f"{fn}() {{", '    case "$1" in', "\n".join(rows)]
+    if otherwise:
+        lines.append(f"        *) echo '{otherwise}';;")
+    return "\n".join([*lines, "    esac", "}"])
+
+
 # -- svirsh -----------------------------------------------------------------------------------
 #: svirsh's global options (secured_virt/cli/svirsh.py parse_globals): name -> takes a value
 SVIRSH_GLOBALS = {
@@ -99,7 +111,7 @@ def _svirsh_arg_kind(dest: str) -> str:
 def svirsh_script() -> str:
     p = "_svirsh"
     names = [*COMMANDS, *(a for c in COMMANDS.values() for a in c.aliases), "help", "operations"]
-    opts, vals, args = [], [], []
+    opts, vals, args = {}, {}, {}
     for name, c in COMMANDS.items():
         flags = [f for o in c.opts for f in o.flags]
         if c.reads:
@@ -107,13 +119,20 @@ def svirsh_script() -> str:
         flags += ["-h", "--help"]
         value = [f for o in c.opts if o.kind != "flag" for f in o.flags]
         pattern = "|".join([name, *c.aliases])
-        opts.append(f"        {pattern}) echo '{_bash_words(flags)}';;")
+        opts[pattern] = _bash_words(flags)
         if value:
-            vals.append(f"        {pattern}) echo ' {_bash_words(value)} ';;")
+            vals[pattern] = f" {_bash_words(value)} "
         kinds = [_svirsh_arg_kind(a.dest) for a in c.args]
         if kinds:
-            args.append(f"        {pattern}) echo '{_bash_words(kinds)}';;")
+            args[pattern] = _bash_words(kinds)
     takes = [o for o, v in SVIRSH_GLOBALS.items() if v]
+    tables = "\n\n".join(
+        [
+            _per_command(f"{p}_opts", opts),
+            _per_command(f"{p}_value_opts", vals, otherwise=" "),
+            _per_command(f"{p}_args", args),
+        ]
+    )
     out = HEADER.format(
         prog="svirsh", pad=" " * 40, source="secured_virt/cli/commands.py (COMMANDS)"
     )
@@ -123,24 +142,7 @@ def svirsh_script() -> str:
 {p}_global_value=' {_bash_words(takes)} '
 {p}_commands='{_bash_words(names)}'
 
-{p}_opts() {{
-    case "$1" in
-{chr(10).join(opts)}
-    esac
-}}
-
-{p}_value_opts() {{
-    case "$1" in
-{chr(10).join(vals)}
-        *) echo ' ';;
-    esac
-}}
-
-{p}_args() {{
-    case "$1" in
-{chr(10).join(args)}
-    esac
-}}
+{tables}
 
 # The VMs the caller may see: svirsh itself, with the global options given on the line.
 {p}_vms() {{
@@ -256,7 +258,7 @@ def admin_script() -> str:
     p = "_svirt_admin"
     parser = build_parser()
     subs = _subcommands(parser)
-    opts, vals, pos = [], [], []
+    opts, vals, pos = {}, {}, {}
     for name, sp in subs.items():
         flags, valued, kinds = [], [], []
         for a in sp._actions:
@@ -269,13 +271,27 @@ def admin_script() -> str:
             else:
                 kind = _admin_kind(a)
                 kinds.append(kind + ("+" if a.nargs in ("*", "+") else ""))
-        opts.append(f"        {name}) echo '{_bash_words(flags)}';;")
+        opts[name] = _bash_words(flags)
         if valued:
-            vals.append(f"        {name}) echo ' {_bash_words(valued)} ';;")
+            vals[name] = f" {_bash_words(valued)} "
         if kinds:
-            pos.append(f"        {name}) echo '{_bash_words(kinds)}';;")
+            pos[name] = _bash_words(kinds)
     top = [o for a in parser._actions for o in a.option_strings]
     ops = [o.name for o in CATALOGUE]
+    tables = "\n\n".join(
+        [
+            _per_command(f"{p}_opts", opts),
+            _per_command(
+                f"{p}_value_opts",
+                vals,
+                otherwise=" ",
+                note="' OPTION:NUMBER-OF-VALUES:KIND ... ' for the options that take values",
+            ),
+            _per_command(
+                f"{p}_args", pos, note="the kind of each positional argument; KIND+ repeats"
+            ),
+        ]
+    )
     out = HEADER.format(
         prog="svirt-admin",
         pad=" " * 35,
@@ -287,26 +303,7 @@ def admin_script() -> str:
 {p}_commands='{_bash_words(subs)}'
 {p}_operations='{_bash_words(ops)}'
 
-{p}_opts() {{
-    case "$1" in
-{chr(10).join(opts)}
-    esac
-}}
-
-# ' OPTION:NUMBER-OF-VALUES:KIND ... ' for the options that take values
-{p}_value_opts() {{
-    case "$1" in
-{chr(10).join(vals)}
-        *) echo ' ';;
-    esac
-}}
-
-# the kind of each positional argument; KIND+ repeats
-{p}_args() {{
-    case "$1" in
-{chr(10).join(pos)}
-    esac
-}}
+{tables}
 
 {p}_svirsh() {{
     local prog="$1"
