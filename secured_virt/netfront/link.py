@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import struct
 from typing import Any
 
 from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
@@ -65,6 +68,14 @@ class Console:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _server_uid(writer: asyncio.StreamWriter) -> int:
+    """The uid serving the socket we connected to, as the kernel says (SO_PEERCRED), as
+    secured_virt.client checks it: svirtd runs as root."""
+    sock = writer.get_extra_info("socket")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)[1]
 
 
 class Link:
@@ -139,6 +150,13 @@ class Link:
                 "is svirtd running?"
             ) from None
         conn = _Conn(reader, writer)
+        served_by = _server_uid(writer)
+        if served_by not in (0, os.geteuid()):
+            conn.close()  # not svirtd: it must never see a login's password
+            raise LinkError(
+                f"{self.socket_path} is served by uid {served_by}, not by root, so it is not "
+                "svirtd; refusing to talk to it (check 'socket' in secured-virt.conf)"
+            )
         try:
             await conn.send({"type": "hello", "version": PROTOCOL_VERSION, "client": self.program})
             msg = await asyncio.wait_for(conn.recv(), 30)
