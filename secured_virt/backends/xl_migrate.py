@@ -131,9 +131,9 @@ def running_as(backend, domid: int, names: Collection[str]) -> list[str]:
     return [n for n in names if ids.get(n) == domid]
 
 
-def transient_label(backend, name: str, rec: dict) -> None:
-    """A transient config for ``name`` holding only the record's owner and label (and UUID):
-    what the sHype state rebuilt from what runs reads for a domain running under that name."""
+def recorded_domain(name: str, rec: dict) -> XlDomain:
+    """``name`` with the migration record's owner and label (what its config's metadata
+    says), for the domain while xl moves it under that name."""
     label = rec.get("label") or {}
     dom = XlDomain(name=name)
     dom.owner, dom.label_policy, dom.label = (
@@ -141,6 +141,13 @@ def transient_label(backend, name: str, rec: dict) -> None:
         label.get("policy"),
         label.get("name"),
     )
+    return dom
+
+
+def transient_label(backend, name: str, rec: dict) -> None:
+    """A transient config for ``name`` holding only the record's owner and label (and UUID):
+    what the sHype state rebuilt from what runs reads for a domain running under that name."""
+    dom = recorded_domain(name, rec)
     uuid = rec.get("uuid")
     cfg = XlConfig(f'name = "{name}"\n' + (f'uuid = "{uuid}"\n' if uuid else ""), name)
     dom.write_metadata(cfg)

@@ -38,6 +38,7 @@ from .xl_migrate import (
     disk_resources,
     incoming_name,
     no_receiver,
+    recorded_domain,
     refusal_in,
     transport,
 )
@@ -250,13 +251,7 @@ class XlSave(XlListing, XlLifecycle):
         check_record(rec, "<migration record>")
         name, uuid = check_name(rec["name"]), check_uuid(rec["uuid"])
         incoming = incoming_name(name)
-        label = rec.get("label") or {}
-        dom = XlDomain(name=name)
-        dom.owner, dom.label_policy, dom.label = (
-            rec.get("owner"),
-            label.get("policy"),
-            label.get("name"),
-        )
+        dom = recorded_domain(name, rec)
         defined_path = self._cfg_path(name)
         defined = self._read_cfg(defined_path)
         old_text = defined.text if defined is not None else None
