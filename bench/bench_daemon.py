@@ -441,11 +441,11 @@ def main() -> int:
             f"after the other in one process (no socket, no thread, nothing at the same "
             f"moment), {alone[0]['requests']} requests a run, costs {s_cpu} ms CPU per "
             f"request (median of {len(alone)} runs; errors: "
-            f"{sum(a['errors'] for a in alone)}).  With the connection alone that is "
-            f"{s_cpu + f_cpu:.3f} ms: one Python process, which runs on one core at a time, "
-            f"could serve at most {1000 / (s_cpu + f_cpu):.0f} requests/s of this mix before "
-            f"any cost of serving 50 at once; the load rows above show what serving them at "
-            f"once adds."
+            f"{sum(a['errors'] for a in alone)}).  With the connection alone (its row "
+            f"above, itself under 50 clients) that is {s_cpu + f_cpu:.3f} ms: one Python "
+            f"process, which runs on one core at a time, could serve at most "
+            f"{1000 / (s_cpu + f_cpu):.0f} requests/s of this mix, before what serving 50 "
+            f"requests at once adds to the service itself (the mix's row)."
         )
     print(f"\nwrote {out / 'daemon.json'}")
     missed = []
