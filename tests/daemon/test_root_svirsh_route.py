@@ -108,6 +108,56 @@ def test_root_runs_direct_when_svirtd_is_not_running(idle_host, socket_state):
     assert (rec["user"], rec["via"], rec["verdict"]) == ("root", "direct", "allowed")
 
 
+def test_root_neither_talks_to_nor_steps_around_a_socket_svirtd_does_not_serve(
+    idle_host, test_users
+):
+    """Another user's socket where svirtd's should be: root's svirsh sends it nothing (not
+    even the hello) and does not fall back to direct mode as if nobody answered; it says who
+    serves the socket and exits 1."""
+    bob = test_users["svt-bob"]
+    d = Path(tempfile.mkdtemp(prefix="svt-fake-", dir="/tmp"))
+    d.chmod(0o777)
+    got = d / "got"
+    server = subprocess.Popen(
+        [
+            "/usr/bin/setpriv",
+            f"--reuid={bob.pw_uid}",
+            f"--regid={bob.pw_gid}",
+            "--clear-groups",
+            "--",
+            PY,
+            "-I",
+            "-c",
+            "import os, socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666)\n"
+            "s.listen(1); print('ready', flush=True); c, _ = s.accept(); c.settimeout(2)\n"
+            "n = 0\n"
+            "try:\n"
+            "    while (b := c.recv(4096)):\n"
+            "        n += len(b)\n"
+            "except OSError:\n"
+            "    pass\n"
+            "open(sys.argv[2], 'w').write(str(n))\n",
+            str(d / "s.sock"),
+            str(got),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        os.rename(d / "s.sock", idle_host.socket)  # the listening socket, now at svirtd's path
+        r = svirsh(idle_host, "destroy", "shared-dns")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert f"served by uid {bob.pw_uid}, not by root, so it is not svirtd" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert server.wait(30) == 0 and got.read_text() == "0"
+        assert _decisions(idle_host, "destroy") == []  # and no direct run either
+    finally:
+        server.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _other_config(host) -> str:
     """The host's configuration under another name: a configuration svirtd does not run."""
     other = Path(host.base) / "etc" / "other.conf"
