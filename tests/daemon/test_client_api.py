@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import socket
-import sys
+import subprocess
 import threading
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from svtd_helpers import client_snippet, private_dir
 
 from secured_virt import client
 from secured_virt.requests import Request
+from secured_virt.testing.foreign import foreign_listener
 
 pytestmark = pytest.mark.integration
 
@@ -87,66 +88,13 @@ def test_server_that_is_not_svirtd():
         shutil.rmtree(d, ignore_errors=True)
 
 
-FAKE_SERVER = r"""
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666); s.listen(8)
-print("ready", flush=True)
-got = 0
-s.settimeout(20)
-for _ in range(int(sys.argv[3])):
-    c, _ = s.accept()
-    c.settimeout(2)
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            got += len(b)
-    except OSError:
-        pass
-    c.close()
-with open(sys.argv[2], "w") as fh:
-    fh.write(str(got))
-"""
-
-
-def _fake_server(user, path: str, count: str, connections: int):
-    """FAKE_SERVER listening at path as ``user``; prints "ready" once it listens."""
-    import subprocess
-
-    return subprocess.Popen(
-        [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-I",
-            "-c",
-            FAKE_SERVER,
-            path,
-            count,
-            str(connections),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_a_socket_served_by_another_user_is_not_svirtd(test_users, readable_src, as_user):
     """svirtd runs as root: whoever else serves the socket (a user who got a path in front
     of root's svirsh or another user's --socket) gets no request and no hello, and so can
     never show a password prompt; the kernel names the server (SO_PEERCRED)."""
-
     bob, alice = test_users["svt-bob"], test_users["svt-alice"]
-    d = private_dir("svtd-fake-")
-    d.chmod(0o777)
-    path, count = str(d / "svirtd.sock"), str(d / "bytes")
-    server = _fake_server(bob, path, count, 2)
-    try:
-        assert server.stdout.readline().strip() == "ready"
+    with foreign_listener(bob, connections=2) as fake:
+        path = str(fake.path)
         with pytest.raises(client.ClientError) as info:  # root
             client.call(path, Request("list", {"all": True}))
         assert info.value.code == "untrusted"
@@ -160,33 +108,21 @@ def test_a_socket_served_by_another_user_is_not_svirtd(test_users, readable_src,
         )
         res = as_user(alice, [*client_snippet(readable_src, body), path])  # another user
         assert res.stdout.strip() == "untrusted", res.stderr
-        assert server.wait(30) == 0
-        assert (d / "bytes").read_text() == "0"  # not even the hello left the client
-    finally:
-        server.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        assert fake.received() == 0  # not even the hello left the client
 
 
-def test_root_svirsh_refuses_a_socket_svirtd_does_not_serve(test_users, tmp_path):
-    """Root's svirsh (whose default is svirtd when it answers) says so and stops: it neither
-    talks to another user's socket nor falls back to direct mode as if nobody answered."""
-    import subprocess
-
-    bob = test_users["svt-bob"]
-    d = private_dir("svtd-fake-")
-    d.chmod(0o777)
-    path = str(d / "svirtd.sock")
-    server = _fake_server(bob, path, str(d / "bytes"), 1)
-    try:
-        assert server.stdout.readline().strip() == "ready"
+def test_root_svirsh_refuses_a_socket_svirtd_does_not_serve(test_users):
+    """Root's svirsh given that socket with --socket says so and stops (exit 1, no
+    traceback): it neither talks to another user's socket nor runs in-process instead."""
+    with foreign_listener(test_users["svt-bob"]) as fake:
         svirsh = str(Path(__file__).resolve().parents[2] / "bin" / "svirsh")
         res = subprocess.run(
-            [svirsh, "--socket", path, "list"], capture_output=True, text=True, timeout=60
+            [svirsh, "--socket", str(fake.path), "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert res.returncode == 1, (res.stdout, res.stderr)
         assert "not by root, so it is not svirtd" in res.stderr
         assert "Traceback" not in res.stderr
-        assert server.wait(30) == 0 and (d / "bytes").read_text() == "0"
-    finally:
-        server.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        assert fake.received() == 0

@@ -27,6 +27,7 @@ from svtd_helpers import PY, RealEnv, run_as_host, running_svirtd, write_root_fi
 
 from secured_virt import client
 from secured_virt.requests import Request
+from secured_virt.testing.foreign import foreign_listener
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -115,47 +116,14 @@ def test_root_neither_talks_to_nor_steps_around_a_socket_svirtd_does_not_serve(
     even the hello) and does not fall back to direct mode as if nobody answered; it says who
     serves the socket and exits 1."""
     bob = test_users["svt-bob"]
-    d = Path(tempfile.mkdtemp(prefix="svt-fake-", dir="/tmp"))
-    d.chmod(0o777)
-    got = d / "got"
-    server = subprocess.Popen(
-        [
-            "/usr/bin/setpriv",
-            f"--reuid={bob.pw_uid}",
-            f"--regid={bob.pw_gid}",
-            "--clear-groups",
-            "--",
-            PY,
-            "-I",
-            "-c",
-            "import os, socket, sys\n"
-            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666)\n"
-            "s.listen(1); print('ready', flush=True); c, _ = s.accept(); c.settimeout(2)\n"
-            "n = 0\n"
-            "try:\n"
-            "    while (b := c.recv(4096)):\n"
-            "        n += len(b)\n"
-            "except OSError:\n"
-            "    pass\n"
-            "open(sys.argv[2], 'w').write(str(n))\n",
-            str(d / "s.sock"),
-            str(got),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        os.rename(d / "s.sock", idle_host.socket)  # the listening socket, now at svirtd's path
+    with foreign_listener(bob) as fake:
+        os.rename(fake.path, idle_host.socket)  # the listening socket, now at svirtd's path
         r = svirsh(idle_host, "destroy", "shared-dns")
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert f"served by uid {bob.pw_uid}, not by root, so it is not svirtd" in r.stderr
         assert "Traceback" not in r.stderr
-        assert server.wait(30) == 0 and got.read_text() == "0"
+        assert fake.received() == 0
         assert _decisions(idle_host, "destroy") == []  # and no direct run either
-    finally:
-        server.kill()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _other_config(host) -> str:

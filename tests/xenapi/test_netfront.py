@@ -142,42 +142,12 @@ def test_the_link_frames_requests_and_consoles_for_svirtd(xen):
 def test_the_link_talks_only_to_a_socket_root_serves(tmp_path, test_users):
     """A login's password goes over this link: a socket that another user serves (a path
     pointed elsewhere, or a planted socket) gets neither the hello nor any frame."""
-    import sys
-
     from secured_virt.netfront.link import LinkError
+    from secured_virt.testing.foreign import foreign_listener
 
     bob = test_users["svt-bob"]
-    d = Path(tempfile.mkdtemp(prefix="svt-link-", dir="/tmp"))
-    d.chmod(0o777)
-    path, got = d / "svirtd.sock", d / "got"
-    server = subprocess.Popen(
-        [
-            "/usr/bin/setpriv",
-            f"--reuid={bob.pw_uid}",
-            f"--regid={bob.pw_gid}",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-I",
-            "-c",
-            "import os, socket, sys\n"
-            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666)\n"
-            "s.listen(1); print('ready', flush=True); c, _ = s.accept(); c.settimeout(2)\n"
-            "n = 0\n"
-            "try:\n"
-            "    while (b := c.recv(4096)):\n"
-            "        n += len(b)\n"
-            "except OSError:\n"
-            "    pass\n"
-            "open(sys.argv[2], 'w').write(str(n))\n",
-            str(path),
-            str(got),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
-    async def go():
+    async def go(path):
         link = Link(str(path), program="pytest-netfront", size=1)
         try:
             with pytest.raises(LinkError, match=f"served by uid {bob.pw_uid}, not by root"):
@@ -185,11 +155,6 @@ def test_the_link_talks_only_to_a_socket_root_serves(tmp_path, test_users):
         finally:
             link.close()
 
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        asyncio.run(go())
-        assert server.wait(30) == 0
-        assert got.read_text() == "0"
-    finally:
-        server.kill()
-        shutil.rmtree(d, ignore_errors=True)
+    with foreign_listener(bob) as fake:
+        asyncio.run(go(fake.path))
+        assert fake.received() == 0
