@@ -395,7 +395,9 @@ def connect(socket_path: str = DEFAULT_SOCKET, *, client: str = "svirsh") -> _Se
     This is how root's svirsh picks its way (svirtd when it is up, else direct mode) without
     paying for a second connection: the probe *is* the request's connection.  Unlike
     :func:`daemon_available` it cannot be fooled by a stale socket left by a dead svirtd.
-    Raises ClientError only when a sudo process cannot take its invoker's credentials."""
+    Raises ClientError when a sudo process cannot take its invoker's credentials, and when
+    the socket is served by someone other than root ("untrusted": never a reason to run
+    in-process instead)."""
     try:
         return _Session(socket_path, None, client)
     except ClientError as exc:

@@ -1,6 +1,6 @@
 """Filesystem primitives for code that runs as root on behalf of other users.
 
-Three jobs, each done the way sudo does it for sudoers and its timestamp directory:
+Four jobs, the first three done the way sudo does it for sudoers and its timestamp directory:
 
 * ``read_trusted_file`` — read a file root depends on (the config, the label store) only if the
   *open descriptor* is a regular file owned by the expected uid and writable by nobody else
@@ -14,7 +14,7 @@ Three jobs, each done the way sudo does it for sudoers and its timestamp directo
   ``check_entry`` then refuses an entry in it that is a symlink, not a regular file, owned by
   someone else or hard-linked — what a file that root writes or reads by path must not be.
 * ``HostLock`` — one holder at a time on the whole host: among this process's threads and
-  every other process (svirtd's workers, root's direct svirsh), for a check-then-act that must
+  every other process (svirtd's threads, root's direct svirsh), for a check-then-act that must
   not interleave with another one anywhere (a realm's quota).
 """
 
@@ -275,12 +275,12 @@ def atomic_write(
 class HostLock:
     """A lock held across threads *and* processes: a thread lock, then ``flock`` on ``path``.
 
-    A thread lock alone is per process, and svirtd may run several worker processes beside
-    root's direct svirsh; an flock alone does not exclude two threads of one process that
-    share the descriptor.  The lock file is opened afresh on every acquisition (0600,
-    O_NOFOLLOW, its directory created 0700 if missing), so no descriptor is ever inherited
-    across a fork: an flock taken through an open file description shared with another
-    process would not exclude that process.  Not re-entrant."""
+    A thread lock alone is per process, and svirtd runs beside root's direct svirsh (and any
+    other process that checks the same thing); an flock alone does not exclude two threads of
+    one process that share the descriptor.  The lock file is opened afresh on every
+    acquisition (0600, O_NOFOLLOW, its directory created 0700 if missing), so no descriptor is
+    ever inherited across a fork: an flock taken through an open file description shared with
+    another process would not exclude that process.  Not re-entrant."""
 
     __slots__ = ("_fd", "_thread", "path")
 
