@@ -36,6 +36,7 @@ from .base import (
     DomainChanged,
     DomainInfo,
     NoSuchDomain,
+    ProgressCallback,
     SnapshotInfo,
     report_progress,
     state_word,
@@ -965,7 +966,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         live: bool = False,
         persistent: bool = False,
         undefine_source: bool = False,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         """Migrate to another libvirt (virsh migrate: client-managed, Migrate3).
 
@@ -1027,7 +1028,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         dest_uri: str,
         persistent: bool,
         undefine_source: bool,
-        progress: Callable[[int, int], None] | None,
+        progress: ProgressCallback | None,
     ) -> None:
         """Stand-in for migration between test-driver connections (the driver has none).
 

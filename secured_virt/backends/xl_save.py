@@ -24,7 +24,7 @@ import contextlib
 import os
 from collections.abc import Callable, Collection
 
-from .base import BackendError, report_progress
+from .base import BackendError, ProgressCallback, report_progress
 from .xl_args import check_name, check_path, migrate_host
 from .xl_cfg import XlConfig, XlConfigError
 from .xl_labels import meta_into
@@ -167,7 +167,7 @@ class XlSave(XlListing, XlLifecycle):
         live: bool = False,
         persistent: bool = False,
         undefine_source: bool = False,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         """``xl migrate -s "" -- NAME TRANSPORT`` (xl migrations are always live; ``live`` is
         accepted), TRANSPORT being root's ssh to secured-virt's receiver on HOST with the
