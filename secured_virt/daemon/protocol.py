@@ -48,6 +48,9 @@ REPLY = "reply"
 ERROR = "error"
 ASK_PASSWORD = "ask_password"  # noqa: S105 - a frame type
 PROGRESS = "progress"
+#: part of a list's rows, ahead of its reply: only to a front-end's ``session_request`` whose
+#: ``list`` asks for it (``stream``), after the decision is on disk (docs/protocol.md)
+ROWS = "rows"
 
 #: the fields each client frame may carry ("type" is implied); anything else is refused
 CLIENT_FIELDS: dict[str, frozenset[str]] = {

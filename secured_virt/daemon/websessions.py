@@ -54,10 +54,24 @@ class _NoInteraction:
     with the request answers the first PAM prompt, and that is all."""
 
     tty = None
-    broken = None
 
-    def __init__(self, password: str | None):
+    def __init__(self, password: str | None, session=None):
         self._password = password
+        self._session = session
+        self.broken: BaseException | None = None
+
+    def rows(self, rows: list) -> bool:
+        """Send part of a list's rows ahead of its reply (``list`` with ``stream``: the
+        Xen-API's get_all_records, so the client parses while svirtd still builds rows).
+        False when this conversation cannot carry them (nobody to send to, or broken)."""
+        if self._session is None or self.broken is not None:
+            return False
+        try:
+            self._session.send({"type": P.ROWS, "rows": rows})
+        except OSError as exc:
+            self.broken = exc
+            return False
+        return True
 
     def ask_password(self, prompt: str) -> str | None:
         password, self._password = self._password, None
@@ -161,7 +175,7 @@ class WebSessions:
                 "expires_in": self.store.expires_in(rec),
             }
             return _NoInteraction(None), Reply(EXIT_OK, data=data)
-        interaction = _NoInteraction(msg.get("password"))
+        interaction = _NoInteraction(msg.get("password"), session)
         body = msg["request"]
         extra = sorted(set(body) - {"command", "args", "as_user"})
         if extra or body.get("as_user") is not None:

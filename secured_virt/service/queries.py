@@ -27,6 +27,7 @@ from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import listing
+from .errors import UserError
 from .support import _acm_display, _LazyAttrs
 
 
@@ -55,6 +56,24 @@ def _meta_of(backend, name: str) -> vmmeta.VmMeta:
         return _parsed(backend.get_metadata(name, vmmeta.NS))
     except BackendError:
         return vmmeta.VmMeta()
+
+
+#: the most rows one ``rows`` frame may carry (a frame stays far below the reply limit)
+MAX_STREAM_ROWS = 1000
+
+
+def _stream_rows(args, interaction) -> int:
+    """How many rows per ``rows`` frame a streamed ``list`` sends ahead of its reply; 0: not
+    streamed.  Only a conversation that can carry such frames streams (a remote front-end's,
+    daemon.websessions); ``stream`` anywhere else is ignored, so the reply is the usual one.
+    Streaming changes when the rows leave, never which: the decision is made on the whole
+    list first and written to disk before the first row leaves (docs/audit-format.md)."""
+    n = args.get("stream")
+    if n is None or not callable(getattr(interaction, "rows", None)):
+        return 0
+    if type(n) is not int or not 1 <= n <= MAX_STREAM_ROWS:
+        raise UserError(f"list: stream must be a number of rows from 1 to {MAX_STREAM_ROWS}")
+    return n
 
 
 class QueryCommands:
@@ -106,16 +125,23 @@ class QueryCommands:
             labelled = set(
                 pol.filter_visible(user, getlabel, ((d.name, metas[d.name]) for d in visible))
             )
+        stream = _stream_rows(args, interaction)
         v = self.gate.authorize_listing(
-            ident, op, len(visible), len(domains), defer_read=self._defers_audit(op)
+            ident,
+            op,
+            len(visible),
+            len(domains),
+            # streamed rows leave before the reply: the decision goes to disk alone, first
+            defer_read=self._defers_audit(op) and not stream,
         )
         if not v.allowed:
             return self._denied(v)
-        try:  # a read: its decision is written here with the outcome, before any reply
-            self.gate.finish(v, "ok")
-        except AuditFailure as exc:
-            return Reply(EXIT_FAILED, message=str(exc), check="audit")
-        out = []
+        if not stream:
+            try:  # a read: its decision is written here with the outcome, before any reply
+                self.gate.finish(v, "ok")
+            except AuditFailure as exc:
+                return Reply(EXIT_FAILED, message=str(exc), check="audit")
+        out, sent = [], 0
         for d in sorted(visible, key=listing.virsh_order):
             row = d.as_dict()
             if args.get("title"):
@@ -142,7 +168,18 @@ class QueryCommands:
                     self._security(m, d.name) if row["acm_label"] is not None else None
                 )
             out.append(row)
-        return Reply(EXIT_OK, data={"domains": out})
+            if stream and len(out) >= stream:
+                if not interaction.rows(out):
+                    break  # the front-end is gone: nobody gets the rest
+                sent, out = sent + len(out), []
+        if not stream:
+            return Reply(EXIT_OK, data={"domains": out})
+        gone = getattr(interaction, "broken", None) is not None
+        try:
+            self.gate.finish(v, f"the front-end went away after {sent} rows" if gone else "ok")
+        except AuditFailure as exc:
+            return Reply(EXIT_FAILED, message=str(exc), check="audit")
+        return Reply(EXIT_OK, data={"domains": out, "streamed": sent})
 
     def _security(self, m: vmmeta.VmMeta, name: str | None = None) -> dict | None:
         if self.acm is not None and name is not None:

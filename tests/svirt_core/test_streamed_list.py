@@ -1,0 +1,98 @@
+"""A streamed ``list`` (a remote front-end's, the Xen-API's get_all_records): its rows leave
+in parts before the reply, so the client parses while svirtd still builds them; its decision
+is on disk before the first part leaves (issue 16; service/queries.py ``_stream_rows``,
+docs/audit-format.md "When a record is durable").
+
+Through ``Service.handle`` on a libvirt test-driver node with the real audit log (the env
+fixture of test_audit_reads: the log's content at each fdatasync is recorded).  The
+conversation is a small stand-in for daemon.websessions' (its ``rows`` is what svirtd sends
+as a ``rows`` frame): what it checks at the moment a part would leave is what was durable.
+"""
+
+from __future__ import annotations
+
+from secured_virt.requests import EXIT_OK, EXIT_USAGE, Request
+
+from .test_audit_reads import ROOT, env, records  # noqa: F401 - env: the fixture
+
+
+class Conversation:
+    """A front-end's conversation: takes ``rows`` parts; ``gone_after`` parts, it breaks."""
+
+    tty = None
+
+    def __init__(self, synced: list[bytes], gone_after: int | None = None):
+        self.synced, self.gone_after = synced, gone_after
+        self.parts: list[list] = []
+        self.durable_at_first_part: list[dict] | None = None
+        self.broken = None
+
+    def ask_password(self, prompt):
+        return None
+
+    def progress(self, done, total):
+        return None
+
+    def rows(self, rows: list) -> bool:
+        if self.durable_at_first_part is None:
+            self.durable_at_first_part = records(self.synced[-1]) if self.synced else []
+        if self.gone_after is not None and len(self.parts) >= self.gone_after:
+            self.broken = BrokenPipeError("the front-end went away")
+            return False
+        self.parts.append(list(rows))
+        return True
+
+
+def test_the_rows_leave_in_parts_after_the_decision_is_on_disk(env):  # noqa: F811
+    svc, log, synced = env
+    talk = Conversation(synced)
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}), talk)
+    assert r.status == EXIT_OK, r.message
+    assert [[row["name"] for row in p] for p in talk.parts] == [["vm-a"], ["vm-b"]]
+    assert r.data == {"domains": [], "streamed": 2}
+    # when the first part left, the list's decision was durable, and its outcome was not
+    (decision,) = [x for x in talk.durable_at_first_part if x.get("op") == "list"]
+    assert decision["type"] == "decision" and decision["verdict"] == "allowed"
+    assert not any(x.get("type") == "outcome" for x in talk.durable_at_first_part)
+    outcome = records(log.read_bytes())[-1]
+    assert (outcome["type"], outcome["ref"], outcome["outcome"]) == (
+        "outcome",
+        decision["seq"],
+        "ok",
+    )
+    # the same rows as the unstreamed list, in the same order
+    whole = svc.handle(ROOT, Request("list", {"all": True}), Conversation(synced))
+
+    def same(rows):  # the test driver's CPU time moves between two listings
+        return [{k: v for k, v in row.items() if k != "cpu_time_ns"} for row in rows]
+
+    assert same(row for p in talk.parts for row in p) == same(whole.data["domains"])
+
+
+def test_a_part_smaller_than_the_rest_and_the_rest_in_the_reply(env):  # noqa: F811
+    svc, _log, synced = env
+    talk = Conversation(synced)
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 3}), talk)
+    assert talk.parts == [] and [d["name"] for d in r.data["domains"]] == ["vm-a", "vm-b"]
+    assert r.data["streamed"] == 0
+
+
+def test_stream_is_ignored_where_no_part_can_leave_and_checked_where_it_can(env):  # noqa: F811
+    svc, _log, synced = env
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}))  # svirsh's conversation
+    assert r.status == EXIT_OK and "streamed" not in r.data and len(r.data["domains"]) == 2
+    for bad in (0, 1001, "5", True, 2.5):
+        r = svc.handle(ROOT, Request("list", {"all": True, "stream": bad}), Conversation(synced))
+        assert r.status == EXIT_USAGE, (bad, r)
+        assert "list: stream must be a number of rows from 1 to 1000" in r.message
+
+
+def test_a_front_end_that_goes_away_mid_list_is_audited_as_such(env):  # noqa: F811
+    svc, log, synced = env
+    talk = Conversation(synced, gone_after=1)
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}), talk)
+    assert len(talk.parts) == 1 and talk.broken is not None
+    assert r.status == EXIT_OK  # the reply nobody reads; the session ends on ``broken``
+    outcome = records(log.read_bytes())[-1]
+    assert outcome["type"] == "outcome"
+    assert outcome["outcome"] == "error:the front-end went away after 1 rows"
