@@ -158,8 +158,10 @@ SECTIONS = {
         "svirt-xenapi as its own uid, clients with the PyPI `XenAPI` over HTTPS with the "
         "certificate pinned, one kept TLS connection per session; the concurrent run's "
         "clients are threads of one process on the same two cores.  `get_all_records` is "
-        "timed at the client, then taken apart on the same answer: the round trip to its "
-        "last byte, and the client's own XML-RPC parsing of it.  Each single-VM call is one "
+        "timed at the client (its answer streamed: the client parses the first records "
+        "while svirtd builds the last), then taken apart on the same answer: the round trip "
+        "to its last byte, and the client's own XML-RPC parsing of it, one after the other "
+        "(their sum is more than the streamed call takes).  Each single-VM call is one "
         "gated, audited `dominfo` in svirtd.  CPU per call is each process's user+system "
         "time over the concurrent run divided by its calls.",
     ),

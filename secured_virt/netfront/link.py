@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
@@ -89,7 +90,21 @@ class Link:
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
 
-    async def call(self, frame: dict[str, Any]) -> Reply:
+    async def call(
+        self,
+        frame: dict[str, Any],
+        rows: Callable[[list], Awaitable[None]] | None = None,
+    ) -> Reply:
+        """svirtd's reply to ``frame``.  ``rows``: where the ``rows`` frames of a streamed
+        ``list`` go, in order, before the reply (without it such a frame is a protocol
+        error).  A kept connection that turns out closed is retried once on a new one,
+        never after rows were handed on (the caller would get them twice)."""
+        handed = [False]
+
+        async def hand(part: list) -> None:
+            handed[0] = True
+            await rows(part)
+
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             for attempt in (1, 2):
@@ -99,11 +114,11 @@ class Link:
                 try:
                     await conn.send(frame)
                     async with asyncio.timeout(self.timeout):  # no task per call (wait_for's)
-                        reply = await self._answer(conn)
+                        reply = await self._answer(conn, hand if rows is not None else None)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     conn.close()
                     conn = None
-                    if fresh or attempt == 2:  # a kept connection may have been closed idle
+                    if fresh or attempt == 2 or handed[0]:  # a kept one may have been closed idle
                         raise LinkError(f"svirtd connection failed: {exc}") from None
                     continue
                 except BaseException:
@@ -168,12 +183,15 @@ class Link:
             raise LinkError(f"svirtd refused us: {msg.get('message') or msg}")
         return conn
 
-    async def _answer(self, conn: _Conn) -> Reply:
+    async def _answer(self, conn: _Conn, rows=None) -> Reply:
         while True:
             msg = await conn.recv()
             kind = msg.get("type")
             if kind == "reply" and isinstance(msg.get("reply"), dict):
                 return Reply.from_dict(msg["reply"])
+            if kind == "rows" and rows is not None and isinstance(msg.get("rows"), list):
+                await rows(msg["rows"])
+                continue
             if kind == "ask_password":  # a request whose PAM prompt we cannot answer
                 await conn.send({"type": "password", "password": None})
                 continue

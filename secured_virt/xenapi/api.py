@@ -50,13 +50,16 @@ from secured_virt.netfront.link import Link, LinkError
 from secured_virt.requests import EXIT_DENIED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import records as R
-from .xmlrpc import EncodedParts, encode, failure, success
+from .xmlrpc import Streamed, encode, failure, success
 
 #: how long a session's listing answers for VM.get_all-style calls; single-VM calls use it
 #: only to find a name and then ask svirtd about that VM (checked by UUID)
 VM_CACHE_SECONDS = 2.0
 #: encoded VM records kept (a few per VM: its states); beyond it the table starts again
 ENCODED_KEEP = 50_000
+#: rows per part of a streamed get_all_records: small enough that the client starts parsing
+#: early, large enough that a part's frame and HTTP chunk cost little
+STREAM_ROWS = 100
 MAX_TOKEN_CHARS = 256  # svirtd's limit (daemon.websessions)
 
 
@@ -204,14 +207,16 @@ class XenApi:
 
     # -- talking to svirtd ------------------------------------------------------------------------
     async def run(self, call: Call, command: str, **args) -> Reply:
-        return await self.link.call(
-            {
-                "type": "session_request",
-                "token": call.token,
-                "request": {"command": command, "args": args},
-                "peer": call.peer,
-            }
-        )
+        return await self.link.call(self._request(call, command, **args))
+
+    @staticmethod
+    def _request(call: Call, command: str, **args) -> dict[str, Any]:
+        return {
+            "type": "session_request",
+            "token": call.token,
+            "request": {"command": command, "args": args},
+            "peer": call.peer,
+        }
 
     async def ok(self, call: Call, command: str, **args) -> Any:
         """The command's data, or the Failure that says why not."""
@@ -242,7 +247,11 @@ class XenApi:
         if hit is not None and not fresh and now - hit[0] < VM_CACHE_SECONDS:
             return hit[1]
         data = await self.ok(call, "list", all=True, label=True, managed_save=True)
-        rows = list(data.get("domains") or [])
+        return self._remember(call, list(data.get("domains") or []))
+
+    def _remember(self, call: Call, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The session's last listing, for the per-VM calls that follow (``_info``)."""
+        now = time.monotonic()
         if len(self._vms) > 10_000:  # sessions that went away without logging out
             self._vms = {k: v for k, v in self._vms.items() if now - v[0] < VM_CACHE_SECONDS}
         self._vms[call.token] = (now, rows, {r.get("uuid"): r for r in rows})
@@ -293,27 +302,52 @@ class XenApi:
     async def vm_get_all(self, call: Call) -> list[str]:
         return [r["uuid"] for r in await self._rows(call, fresh=True)]
 
-    async def vm_get_all_records(self, call: Call) -> EncodedParts:
-        """The caller's VMs (a fresh listing), each record encoded once for all sessions
-        and kept while its row stays the same (``_encoded``), as UTF-8 bytes that go into
-        the answer's one final join (``EncodedParts``)."""
-        rows = await self._rows(call, fresh=True)
+    async def vm_get_all_records(self, call: Call) -> Streamed:
+        """The caller's VMs (a fresh listing), sent while svirtd still lists them: svirtd
+        streams the rows (``list`` with ``stream``) once its decision is on disk, and each
+        part goes to the client at once (``Streamed``), so the client parses the first
+        records while the last are made.  Each record is encoded once for all sessions and
+        kept while its row stays the same (``_member``)."""
+        return Streamed(lambda emit: self._all_records(call, emit))
+
+    async def _all_records(self, call: Call, emit) -> list[bytes]:
+        """``emit`` each streamed part's members as they come; return what is left of the
+        value (all of it when nothing was streamed).  Raises Failure before any part was
+        emitted when svirtd refuses (the decision comes before any row)."""
         host = await self._host_ref_quiet(call)
+        seen: list[dict[str, Any]] = []
+        head = [b"<value><struct>"]
+
+        async def part(rows: list) -> None:
+            members = [*head, *(self._member(host, r) for r in rows)]
+            head.clear()
+            seen.extend(rows)
+            await emit(members)
+
+        reply = await self.link.call(
+            self._request(call, "list", all=True, label=True, managed_save=True,
+                          stream=STREAM_ROWS),
+            rows=part,
+        )  # fmt: skip
+        rest = list(self._ok(reply, call).get("domains") or [])
+        seen.extend(rest)
+        self._remember(call, seen)
+        return [*head, *(self._member(host, r) for r in rest), b"</struct></value>"]
+
+    def _member(self, host: str, row: dict[str, Any]) -> bytes:
+        """A VM's ``<member>`` of get_all_records (its UUID and encoded record), kept by (host
+        ref, the row's fields) for every session: a row rarely changes."""
         kept = self._encoded
-        members = [b"<value><struct>"]
-        for r in rows:
-            key = (host, _row_key(r))
-            member = kept.get(key)
-            if member is None:
-                if len(kept) >= ENCODED_KEEP:
-                    kept.clear()
-                member = kept[key] = (
-                    f"<member><name>{escape(str(r['uuid']))}</name>"
-                    f"{encode(R.vm_record(r, host)).xml}</member>"
-                ).encode()
-            members.append(member)
-        members.append(b"</struct></value>")
-        return EncodedParts(members)
+        key = (host, _row_key(row))
+        member = kept.get(key)
+        if member is None:
+            if len(kept) >= ENCODED_KEEP:
+                kept.clear()
+            member = kept[key] = (
+                f"<member><name>{escape(str(row['uuid']))}</name>"
+                f"{encode(R.vm_record(row, host)).xml}</member>"
+            ).encode()
+        return member
 
     async def vm_get_record(self, call: Call, ref) -> dict[str, Any]:
         row = await self._info(call, ref)

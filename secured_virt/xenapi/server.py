@@ -23,13 +23,22 @@ import xmlrpc.client
 
 from aiohttp import web
 
-from secured_virt.netfront.link import Link
+from secured_virt.netfront.link import Link, LinkError
 from secured_virt.netfront.listener import peer_of
 from secured_virt.netfront.program import Frontend, serve_app
 from secured_virt.netfront.program import main as program_main
 
-from .api import XenApi
-from .xmlrpc import XmlRpcError, dumps_result, loads
+from .api import Failure, XenApi
+from .xmlrpc import (
+    EncodedParts,
+    Streamed,
+    XmlRpcError,
+    dumps_result,
+    failure,
+    loads,
+    stream_envelope,
+    success,
+)
 
 LINK_SIZE = 32
 XML = "text/xml"
@@ -47,6 +56,7 @@ FRONTEND = Frontend(
 
 def make_app(api: XenApi, *, max_body: int, request_timeout: float) -> web.Application:
     app = web.Application(client_max_size=max_body)
+    head, tail = stream_envelope()
 
     async def rpc(request: web.Request) -> web.Response:
         try:
@@ -60,7 +70,43 @@ def make_app(api: XenApi, *, max_body: int, request_timeout: float) -> web.Appli
             fault = xmlrpc.client.dumps(xmlrpc.client.Fault(-32700, str(exc)), methodresponse=True)
             return web.Response(body=fault.encode(), content_type=XML)
         result = await api.dispatch(method, params, peer_of(request))
+        if type(result.get("Value")) is Streamed:
+            return await streamed(request, result["Value"])
         return web.Response(body=dumps_result(result), content_type=XML)
+
+    async def streamed(request: web.Request, value: Streamed) -> web.StreamResponse:
+        """A value sent as it is made: the answer's head goes with the first part (a
+        refusal comes before any part, and is answered whole); the body is chunked.  If the
+        value breaks after parts went out, the connection is dropped without the answer's
+        tail, so the client sees a broken answer, never a short one that parses."""
+        response: web.StreamResponse | None = None
+
+        async def emit(parts: list[bytes]) -> None:
+            nonlocal response
+            if response is None:
+                response = web.StreamResponse(headers={"Content-Type": XML})
+                await response.prepare(request)
+                await response.write(head)
+            await response.write(b"".join(parts))
+
+        try:
+            rest = await value.produce(emit)
+        except Failure as exc:
+            if response is not None:
+                raise
+            return web.Response(body=dumps_result(failure(*exc.description)), content_type=XML)
+        except LinkError as exc:
+            if response is not None:
+                raise
+            return web.Response(
+                body=dumps_result(failure("INTERNAL_ERROR", str(exc))), content_type=XML
+            )
+        if response is None:  # nothing was streamed (a short list)
+            body = dumps_result(success(EncodedParts(rest)))
+            return web.Response(body=body, content_type=XML)
+        await response.write(b"".join(rest) + tail)
+        await response.write_eof()
+        return response
 
     async def not_post(request: web.Request) -> web.Response:
         return web.Response(
