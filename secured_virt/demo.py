@@ -443,7 +443,7 @@ def realm_tour(t: Tour) -> list[str]:
         for u in users.values():
             if u not in existed and _user_exists(u):
                 for argv in (["/usr/sbin/userdel", "--", u], ["/usr/sbin/groupdel", "--", u]):
-                    r = subprocess.run(argv, capture_output=True)
+                    r = _account_tool(argv)
                     if r.returncode not in (0, 6):  # 6: already gone (userdel took the group)
                         problems.append(f"realm user {u}: {r.stderr.decode(errors='replace')}")
     return problems
@@ -495,7 +495,7 @@ def xenapi_tour(t: Tour) -> list[str]:
         if made_fe and _user_exists(XENAPI_FRONTEND):
             for argv in (["/usr/sbin/userdel", "--", XENAPI_FRONTEND],
                          ["/usr/sbin/groupdel", "--", XENAPI_FRONTEND]):  # fmt: skip
-                r = subprocess.run(argv, capture_output=True)
+                r = _account_tool(argv)
                 if r.returncode not in (0, 6):  # 6: already gone (userdel took the group)
                     problems.append(f"user {XENAPI_FRONTEND}: {r.stderr.decode(errors='replace')}")
     say(
@@ -521,7 +521,7 @@ def _start_xenapi(host: Tour, made_fe: bool) -> subprocess.Popen:
     import socket
 
     if made_fe:
-        subprocess.run(
+        _account_tool(
             ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell",
              "/usr/sbin/nologin", "--", XENAPI_FRONTEND],
             check=True,
@@ -579,8 +579,8 @@ def _xenapi_session(host: Tour, alice: str) -> list[str]:
         print(f"{DIM}(the PyPI XenAPI client is not installed here: pip install XenAPI){RESET}")
         return problems
     password = secrets.token_urlsafe(12)
-    subprocess.run(
-        ["/usr/sbin/chpasswd"], input=f"{alice}:{password}\n", text=True, check=True
+    _account_tool(
+        ["/usr/sbin/chpasswd"], input=f"{alice}:{password}\n", check=True
     )  # the demo's own account; its shadow line goes with it at the end
 
     def show(code: str) -> None:
@@ -699,37 +699,62 @@ class Accounts:
                 flush=True,
             )
             self.created.append(name)  # before useradd: an interrupt in it still cleans up
-            subprocess.run(
-                [
-                    "/usr/sbin/useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    "--",
-                    name,
-                ],
-                check=True,
-            )
-            if not had_group and _group_exists(name):
-                self.groups.append(name)
+            try:
+                _account_tool(
+                    ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell",
+                     "/usr/sbin/nologin", "--", name],
+                    check=True,
+                )  # fmt: skip
+            finally:  # the group useradd made is ours too, interrupted or not
+                if not had_group and _group_exists(name):
+                    self.groups.append(name)
 
     def remove(self) -> list[str]:
         """Delete what ensure() created; returns what could not be removed."""
         left = []
         for name in reversed(self.created):
             if _user_exists(name):
-                r = subprocess.run(["/usr/sbin/userdel", "--", name], capture_output=True)
+                r = _account_tool(["/usr/sbin/userdel", "--", name])
                 if r.returncode not in (0, 6):  # 6: no such user (already gone)
                     left.append(f"account {name}: {r.stderr.decode(errors='replace').strip()}")
         for name in self.groups:
             if _group_exists(name):
-                r = subprocess.run(["/usr/sbin/groupdel", "--", name], capture_output=True)
+                r = _account_tool(["/usr/sbin/groupdel", "--", name])
                 if r.returncode not in (0, 6):
                     left.append(f"group {name}: {r.stderr.decode(errors='replace').strip()}")
         self.created.clear()
         self.groups.clear()
         return left
+
+
+def _account_tool(argv: list[str], *, input: str | None = None, check: bool = False):
+    """Run useradd, userdel, groupdel or chpasswd to its end, even if the tour is interrupted
+    meanwhile.  Killed halfway, these tools leave half an account and the lock of /etc/passwd
+    behind, and the clean-up's userdel then fails on the lock: a Ctrl-C during set-up left
+    the account on the host.  So the tool runs in a session of its own (a terminal's Ctrl-C
+    does not reach it), the tour waits for it, and the interrupt is raised once it is done."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=input is not None,
+    )
+    interrupted = None
+    pending = input
+    while True:
+        try:
+            out, err = proc.communicate(pending)
+            break
+        except KeyboardInterrupt as exc:  # ours: the tool goes on; so do we, afterwards
+            interrupted, pending = exc, None
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    if interrupted is not None:
+        raise interrupted
+    if check:
+        result.check_returncode()
+    return result
 
 
 def _group_exists(name: str) -> bool:
