@@ -107,13 +107,11 @@ def bench_user() -> pwd.struct_passwd:
 
 
 def as_user(user: pwd.struct_passwd) -> list[str]:
-    return [
-        "/usr/bin/setpriv",
-        f"--reuid={user.pw_uid}",
-        f"--regid={user.pw_gid}",
-        "--clear-groups",
-        "--",
-    ]
+    """The argv prefix running a client as ``user`` (secured_virt.testing.asuid)."""
+    sys.path.insert(0, str(REPO))
+    from secured_virt.testing.asuid import setpriv_prefix
+
+    return setpriv_prefix(user)
 
 
 def write_root(path: Path, text: str, mode: int = 0o644) -> Path:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from secured_virt.testing.asuid import setpriv_prefix
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = Path(sys.executable)
 TEST_USERS = ("svt-alice", "svt-bob", "svt-carol")
@@ -83,15 +85,7 @@ def run_as(
     cwd: str = "/",
 ) -> subprocess.CompletedProcess:
     """Run argv as a real other uid (or as root when user is None), capturing text output."""
-    prefix: list[str] = []
-    if user is not None:
-        prefix = [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
-        ]
+    prefix = setpriv_prefix(user)
     base_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     base_env.update(env or {})
     return subprocess.run(

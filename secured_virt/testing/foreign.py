@@ -24,6 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .asuid import setpriv_prefix
+
 _SERVER = r"""
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -68,11 +70,7 @@ def foreign_listener(user: pwd.struct_passwd, connections: int = 1) -> Iterator[
     path, count = d / "svirtd.sock", d / "received"
     proc = subprocess.Popen(
         [
-            "/usr/bin/setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--clear-groups",
-            "--",
+            *setpriv_prefix(user),
             sys.executable,
             "-I",
             "-c",

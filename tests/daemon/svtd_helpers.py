@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from secured_virt.testing.asuid import setpriv_prefix
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PY = sys.executable
@@ -116,21 +118,6 @@ def client_snippet(src: Path, body: str) -> list[str]:
         "from secured_virt.requests import Request\n" + body
     )
     return [PY, "-I", "-c", code]
-
-
-def setpriv_prefix(user) -> list[str]:
-    """The argv prefix that runs a program as ``user``'s real uid and gid with no supplementary
-    groups (nothing for ``None``: as this root process), so the kernel, not the test, says who
-    the caller is."""
-    if user is None:
-        return []
-    return [
-        "/usr/bin/setpriv",
-        f"--reuid={user.pw_uid}",
-        f"--regid={user.pw_gid}",
-        "--clear-groups",
-        "--",
-    ]
 
 
 def call_as(run_as, user, src: Path, sock: str, command: str, args=None, as_user=None, **kw):

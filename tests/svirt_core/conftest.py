@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from secured_virt.testing.asuid import setpriv_prefix
 from secured_virt.testing.pamwrap import make_pam_wrapper, unavailable_reason
 
 PYTHON = sys.executable
@@ -105,9 +106,7 @@ def spawn_py_as(readable_src, test_users):
             f"import sys; sys.path.insert(0, {str(readable_src)!r})\n" + code,
         ]
         if user is not None:
-            pw = test_users[user]
-            argv = ["/usr/bin/setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
-                    "--clear-groups", "--", *argv]  # fmt: skip
+            argv = [*setpriv_prefix(test_users[user]), *argv]
         popen.setdefault("env", {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd="/", **popen)  # fmt: skip

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from secured_virt.hardening import SECURE_PATH, HardeningError, check_argv, scrubbed_env
+from secured_virt.testing.asuid import setpriv_prefix
 
 REPORT = (
     "import json, os, resource\n"
@@ -77,9 +78,7 @@ def test_environment_is_scrubbed_for_root(readable_src):
 
 def test_sudo_variables_dropped_for_non_root(readable_src, test_users):
     alice = test_users["svt-alice"]
-    prefix = ["/usr/bin/setpriv", f"--reuid={alice.pw_uid}", f"--regid={alice.pw_gid}",
-              "--clear-groups", "--"]  # fmt: skip
-    env = run_report(prefix, readable_src)["env"]
+    env = run_report(setpriv_prefix(alice), readable_src)["env"]
     assert "SUDO_UID" not in env and "SUDO_USER" not in env and env["PATH"] == SECURE_PATH
 
 

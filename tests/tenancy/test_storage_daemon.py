@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from secured_virt.testing.asuid import setpriv_prefix
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "daemon")]
 
@@ -101,12 +103,8 @@ def _svirsh(argv, user=None, tree=None):
         f"import sys; sys.path.insert(0, {str(tree)!r}); "
         "from secured_virt.cli.svirsh import main; sys.exit(main(sys.argv[1:]))"
     )
-    prefix = []
-    if user is not None:
-        prefix = ["/usr/bin/setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                  "--clear-groups", "--"]  # fmt: skip
     return subprocess.run(
-        [*prefix, PY, "-I", "-c", code, *argv],
+        [*setpriv_prefix(user), PY, "-I", "-c", code, *argv],
         capture_output=True,
         text=True,
         timeout=120,

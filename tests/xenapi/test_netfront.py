@@ -20,6 +20,7 @@ import pytest
 
 from secured_virt.netfront import tls
 from secured_virt.netfront.link import Link
+from secured_virt.testing.asuid import setpriv_prefix
 from secured_virt.web.server import FRONTEND as WEB
 from secured_virt.xenapi.server import FRONTEND as XENAPI
 
@@ -99,8 +100,7 @@ def test_neither_program_serves_unless_turned_on(fe, readable_src):
     conf.write_text(f"[secured-virt]\nsocket = {conf.parent / 'none.sock'}\n")
     os.chmod(conf, 0o644)
     r = subprocess.run(
-        ["/usr/bin/setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
-         "--", PY, "-I", "-c",
+        [*setpriv_prefix(pw), PY, "-I", "-c",
          f"import sys; sys.path.insert(0, {str(readable_src)!r}); "
          f"from secured_virt.{fe.prefix}.server import main; sys.exit(main(sys.argv[1:]))",
          "--config", str(conf)],
