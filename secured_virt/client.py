@@ -208,14 +208,8 @@ class _Session:
         self._pending = _frame(hello)  # sent together with the first request: one write
 
     def _check_server(self, path: str) -> None:
-        """svirtd runs as root: a socket served by anyone else (other than the caller, who
-        may run a daemon of their own) is not svirtd, and must get neither the request nor,
-        above all, a password typed at its prompt.  The kernel says who serves the socket
-        (SO_PEERCRED of the listening side, as of its listen()), as it tells svirtd who we
-        are."""
-        raw = self.sock.getsockopt(_sock.SOL_SOCKET, _sock.SO_PEERCRED, 12)
-        uid = int.from_bytes(raw[4:8], sys.byteorder)
-        if uid not in (0, os.getuid(), os.geteuid()):
+        uid = foreign_server(self.sock)
+        if uid is not None:
             self.sock.close()
             raise ClientError(
                 "untrusted",
@@ -375,6 +369,18 @@ def tty_password(prompt: str) -> str | None:
 
 
 # -- public API -------------------------------------------------------------------------------
+def foreign_server(sock) -> int | None:
+    """The uid serving the connected Unix socket ``sock`` when that is neither root nor the
+    caller, else None.  svirtd runs as root: a socket served by anyone else (other than the
+    caller, who may run a daemon of their own) is not svirtd, and must get neither a request
+    nor, above all, a password.  The kernel says who serves it (SO_PEERCRED of the listening
+    side, as of its listen()), as it tells svirtd who we are.  For svirsh's session and the
+    front-ends' link alike."""
+    raw = sock.getsockopt(_sock.SOL_SOCKET, _sock.SO_PEERCRED, 12)
+    uid = int.from_bytes(raw[4:8], sys.byteorder)  # struct ucred: pid, uid, gid
+    return None if uid in (0, os.getuid(), os.geteuid()) else uid
+
+
 def daemon_available(path: str = DEFAULT_SOCKET) -> bool:
     """True when a socket exists at path and this (real) uid may connect to it.
 

@@ -51,7 +51,8 @@ MAX_PASSWORD_CHARS = 4096
 
 class _NoInteraction:
     """The human behind a front-end cannot be asked anything mid-request; a password given
-    with the request answers the first PAM prompt, and that is all."""
+    with the request answers the first PAM prompt, and that is all.  What can go back before
+    the reply is the parts of a streamed list (``rows``)."""
 
     tty = None
 

@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION
+from secured_virt.client import MAX_REPLY_BYTES, PROTOCOL_VERSION, foreign_server
 from secured_virt.requests import EXIT_FAILED, Reply
 
 
@@ -69,14 +66,6 @@ class Console:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _server_uid(writer: asyncio.StreamWriter) -> int:
-    """The uid serving the socket we connected to, as the kernel says (SO_PEERCRED), as
-    secured_virt.client checks it: svirtd runs as root."""
-    sock = writer.get_extra_info("socket")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", raw)[1]
 
 
 class Link:
@@ -165,8 +154,8 @@ class Link:
                 "is svirtd running?"
             ) from None
         conn = _Conn(reader, writer)
-        served_by = _server_uid(writer)
-        if served_by not in (0, os.geteuid()):
+        served_by = foreign_server(writer.get_extra_info("socket"))
+        if served_by is not None:
             conn.close()  # not svirtd: it must never see a login's password
             raise LinkError(
                 f"{self.socket_path} is served by uid {served_by}, not by root, so it is not "
