@@ -698,16 +698,17 @@ class Accounts:
                 f"removed at the end){RESET}",
                 flush=True,
             )
-            self.created.append(name)  # before useradd: an interrupt in it still cleans up
-            try:
-                _account_tool(
-                    ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell",
-                     "/usr/sbin/nologin", "--", name],
-                    check=True,
-                )  # fmt: skip
-            finally:  # the group useradd made is ours too, interrupted or not
-                if not had_group and _group_exists(name):
-                    self.groups.append(name)
+            with _interrupts_deferred():  # the account and its record, or neither
+                self.created.append(name)
+                try:
+                    _account_tool(
+                        ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell",
+                         "/usr/sbin/nologin", "--", name],
+                        check=True,
+                    )  # fmt: skip
+                finally:  # the group useradd made is ours too
+                    if not had_group and _group_exists(name):
+                        self.groups.append(name)
 
     def remove(self) -> list[str]:
         """Delete what ensure() created; returns what could not be removed."""
@@ -727,34 +728,42 @@ class Accounts:
         return left
 
 
+#: the signals that end the tour (SIGINT raises KeyboardInterrupt; _interrupt the others)
+_ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """A Ctrl-C (or SIGTERM/SIGHUP) that arrives inside the block ends the tour only once the
+    block is done.  For an account change and its bookkeeping: interrupted between them, the
+    clean-up either misses an account that is being made (an interrupt while Popen starts
+    useradd left it running on its own, and the account appeared after the clean-up looked)
+    or runs userdel against useradd's lock.  Main thread only (signal handlers)."""
+    got: list[int] = []
+    before = {sig: signal.signal(sig, lambda signum, _f: got.append(signum)) for sig in _ENDING}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        if got:
+            raise KeyboardInterrupt(f"signal {got[0]}")
+
+
 def _account_tool(argv: list[str], *, input: str | None = None, check: bool = False):
-    """Run useradd, userdel, groupdel or chpasswd to its end, even if the tour is interrupted
-    meanwhile.  Killed halfway, these tools leave half an account and the lock of /etc/passwd
-    behind, and the clean-up's userdel then fails on the lock: a Ctrl-C during set-up left
-    the account on the host.  So the tool runs in a session of its own (a terminal's Ctrl-C
-    does not reach it), the tour waits for it, and the interrupt is raised once it is done."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=input is not None,
-    )
-    interrupted = None
-    pending = input
-    while True:
-        try:
-            out, err = proc.communicate(pending)
-            break
-        except KeyboardInterrupt as exc:  # ours: the tool goes on; so do we, afterwards
-            interrupted, pending = exc, None
-    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-    if interrupted is not None:
-        raise interrupted
-    if check:
-        result.check_returncode()
-    return result
+    """useradd, userdel, groupdel or chpasswd, run to its end: in a session of its own (a
+    terminal's Ctrl-C does not reach it) and with the tour's interrupts deferred until it is
+    done (``_interrupts_deferred``; callers that must record what it did hold that block
+    around both)."""
+    with _interrupts_deferred():
+        return subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=input is not None,
+            start_new_session=True,
+            check=check,
+        )
 
 
 def _group_exists(name: str) -> bool:
