@@ -456,6 +456,35 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         out.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
         return DomainListing(self, out, handles)
 
+    def listing_by_name(self, *, include_inactive: bool = False) -> NamedListing:
+        """The listed domains' names and ids only, in virsh's order; each one's row is asked
+        later, one at a time (``NamedListing.info``).
+
+        Why: a streamed ``list`` (the Xen-API's ``VM.get_all_records``) decides on names
+        alone, and its first rows should leave before the last ones are asked for.  A name
+        and an id are held by the handle listAllDomains returns (no call into the driver, no
+        round trip to libvirtd), so the decision waits for one listAllDomains call; the rows'
+        info() calls, the round trips of a listing, follow while the first rows are already
+        being sent.  Not shared between requests (``listing``'s flights): a streamed listing
+        is a rare, large request whose rows are fresh by construction."""
+        base = 0 if include_inactive else _LIST_ACTIVE
+        try:
+            doms = self.connection.listAllDomains(base)
+        except libvirt.libvirtError as exc:
+            raise self._translate(exc, action="list domains") from None
+        entries, handles = [], {}
+        for dom in doms:
+            try:
+                name, dom_id = dom.name(), dom.ID()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise self._translate(exc, action="list domains") from None
+            entries.append(ListedName(name, dom_id if dom_id >= 0 else None))
+            handles[name] = dom
+        entries.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
+        return NamedListing(self, entries, handles, base)
+
     def lookup(self, name: str) -> DomainInfo:
         return self._do("get information about", name, lambda d: self._info(d, name=name))
 
@@ -1161,3 +1190,50 @@ class DomainListing:
             if exc.code == "no-domain":
                 raise
             return None
+
+
+class ListedName:
+    """A domain of a ``NamedListing`` before its row is asked: what the order (virsh's: the
+    running ones by id, then the others by name) and the activity filter need."""
+
+    __slots__ = ("id", "name")
+
+    def __init__(self, name: str, dom_id: int | None):
+        self.name, self.id = name, dom_id
+
+
+class NamedListing(DomainListing):
+    """``listing_by_name``'s answer: ``domains`` are ``ListedName``s, and ``info(name)`` asks
+    a listed domain's row (its ``DomainInfo``) of the very handle it was listed by."""
+
+    __slots__ = ("_base", "_flags")
+
+    def __init__(self, backend: LibvirtBackend, domains: list, handles: dict, base: int):
+        super().__init__(backend, domains, handles)
+        self._base = base
+        self._flags: tuple[set[str], set[str]] | None = None
+
+    def info(self, name: str) -> DomainInfo | None:
+        """The row of a listed domain; None if it is gone since it was listed."""
+        dom = self._handles[name]
+        backend = self._backend
+        try:
+            if self._flags is None:  # asked with the first row, not before the decision
+                conn = backend.connection
+                self._flags = (
+                    {d.UUIDString() for d in conn.listAllDomains(self._base | _LIST_TRANSIENT)},
+                    {d.UUIDString() for d in conn.listAllDomains(self._base | _LIST_AUTOSTART)},
+                )
+            transient, autostart = self._flags
+            uuid = dom.UUIDString()
+            return backend._info(
+                dom,
+                persistent=uuid not in transient,
+                autostart=uuid in autostart,
+                uuid=uuid,
+                name=name,
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise backend._translate(exc, action="list domains") from None

@@ -261,11 +261,16 @@ class Server:
             self._idle_cv.notify_all()
 
     # -- the service, with one retry after a lost hypervisor connection -----------------------
-    def run_service(self, fn: Callable[[], Any]) -> Any:
+    def run_service(
+        self, fn: Callable[[], Any], retry_safe: Callable[[], bool] | None = None
+    ) -> Any:
         """Call the use-case layer; if the hypervisor connection died, reconnect and retry once.
 
         Only a *failed* reply (or an exception) together with a dead connection triggers the
-        retry, so a healthy but refusing hypervisor is never asked twice.
+        retry, so a healthy but refusing hypervisor is never asked twice.  ``retry_safe``:
+        False once the first try has sent something the caller cannot take back (a streamed
+        list's parts: a retry would send its rows twice); then there is no retry, only the
+        reconnect for the next request.
         """
         try:
             result = fn()
@@ -281,6 +286,8 @@ class Server:
         problem = self._reconnect()
         if problem:
             return _annotate(first, problem)
+        if retry_safe is not None and not retry_safe():
+            return first
         try:
             return fn()
         except Exception as exc:

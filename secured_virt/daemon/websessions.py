@@ -60,6 +60,8 @@ class _NoInteraction:
         self._password = password
         self._session = session
         self.broken: BaseException | None = None
+        #: the rows handed to the front-end ahead of the reply so far
+        self.sent = 0
 
     def rows(self, rows: list) -> bool:
         """Send part of a list's rows ahead of its reply (``list`` with ``stream``: the
@@ -67,6 +69,7 @@ class _NoInteraction:
         False when this conversation cannot carry them (nobody to send to, or broken)."""
         if self._session is None or self.broken is not None:
             return False
+        self.sent += len(rows)  # counted before: a failed send may have delivered a part
         try:
             self._session.send({"type": P.ROWS, "rows": rows})
         except OSError as exc:
@@ -189,7 +192,10 @@ class WebSessions:
             request = Request.from_dict(body)
         except ValueError as exc:
             return interaction, Reply(EXIT_USAGE, message=f"malformed request: {exc}")
-        reply = self.server.run_service(lambda: self.service.handle(ident, request, interaction))
+        reply = self.server.run_service(
+            lambda: self.service.handle(ident, request, interaction),
+            retry_safe=lambda: interaction.sent == 0,  # rows that left cannot be sent again
+        )
         return interaction, reply
 
     def console_identity(self, session, msg: dict[str, Any]):

@@ -38,6 +38,16 @@ def virsh_order(d) -> tuple:
     return (d.id is None, d.id or 0, d.name.encode().lower())
 
 
+#: the options by which ``select`` looks at a row's fields beyond its name and id
+_ROW_FILTERS = ("persistent", "transient", "autostart", "no_autostart", "state_other", *_STATE_OPTS)
+
+
+def selects_by_name(args: dict) -> bool:
+    """Whether ``select`` needs of each domain only its name and id (which are active), so a
+    listing can decide on names and ask the rows afterwards (a streamed ``list``)."""
+    return not any(args.get(opt) for opt in _ROW_FILTERS)
+
+
 def _ask(backend, method: str, name: str) -> bool:
     fn = getattr(backend, method, None)
     return bool(fn(name)) if fn is not None else False

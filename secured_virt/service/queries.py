@@ -16,6 +16,7 @@ refusal that hid its reason would help nobody.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
@@ -91,12 +92,19 @@ class QueryCommands:
                 message=f"list: unknown --format {args.get('format')!r} (text or sxp, xm's "
                 "list --long s-expressions)",
             )
-        long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         # one pass over libvirt: the rows, and (where the backend can) each row's own handle
         # for its metadata and managed-save image, so no name is looked up a second time
         listed = getattr(self.backend, "listing", None)
         inactive = listing.wants_inactive(args)
-        if listed is not None:
+        stream = _stream_rows(args, interaction)
+        # streamed: decide on the names (one listAllDomains), ask each row as it is sent
+        by_name = getattr(self.backend, "listing_by_name", None)
+        if not (stream and by_name is not None and listing.selects_by_name(args)):
+            by_name = None
+        if by_name is not None:
+            snap = by_name(include_inactive=inactive)
+            domains, fetch = snap.domains, _listed_meta(snap)
+        elif listed is not None:
             snap = listed(include_inactive=inactive)
             domains, fetch = snap.domains, _listed_meta(snap)
         else:
@@ -125,7 +133,6 @@ class QueryCommands:
             labelled = set(
                 pol.filter_visible(user, getlabel, ((d.name, metas[d.name]) for d in visible))
             )
-        stream = _stream_rows(args, interaction)
         v = self.gate.authorize_listing(
             ident,
             op,
@@ -141,8 +148,41 @@ class QueryCommands:
                 self.gate.finish(v, "ok")
             except AuditFailure as exc:
                 return Reply(EXIT_FAILED, message=str(exc), check="audit")
+        try:
+            out, sent = self._list_rows(
+                args, interaction, snap, visible, metas, labelled, by_name=by_name is not None
+            )
+        except Exception as exc:  # rows may have left: the decision gets its outcome
+            if stream:
+                with contextlib.suppress(AuditFailure):
+                    self.gate.finish(v, f"error: {exc}")
+            raise
+        if not stream:
+            return Reply(EXIT_OK, data={"domains": out})
+        gone = getattr(interaction, "broken", None) is not None
+        try:
+            self.gate.finish(v, f"the front-end went away after {sent} rows" if gone else "ok")
+        except AuditFailure as exc:
+            return Reply(EXIT_FAILED, message=str(exc), check="audit")
+        return Reply(EXIT_OK, data={"domains": out, "streamed": sent})
+
+    def _list_rows(
+        self, args, interaction, snap, visible, metas, labelled, *, by_name: bool
+    ) -> tuple[list[dict], int]:
+        """``list``'s rows of the ``visible`` domains, in virsh's order; in a streamed list,
+        handed to the front-end as they are made, ``stream`` at a time.  Returns the rows
+        not handed over and how many were.  ``by_name``: the domains are ``ListedName``s and
+        each row is asked as it is made (one gone since the decision is left out, as if it
+        had been listed a moment later).  ``labelled``: the names whose label the caller may
+        see (None: all)."""
+        stream = _stream_rows(args, interaction)
+        long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         out, sent = [], 0
         for d in sorted(visible, key=listing.virsh_order):
+            if by_name:
+                d = snap.info(d.name)
+                if d is None:
+                    continue
             row = d.as_dict()
             if args.get("title"):
                 title = getattr(self.backend, "title", None)
@@ -172,14 +212,7 @@ class QueryCommands:
                 if not interaction.rows(out):
                     break  # the front-end is gone: nobody gets the rest
                 sent, out = sent + len(out), []
-        if not stream:
-            return Reply(EXIT_OK, data={"domains": out})
-        gone = getattr(interaction, "broken", None) is not None
-        try:
-            self.gate.finish(v, f"the front-end went away after {sent} rows" if gone else "ok")
-        except AuditFailure as exc:
-            return Reply(EXIT_FAILED, message=str(exc), check="audit")
-        return Reply(EXIT_OK, data={"domains": out, "streamed": sent})
+        return out, sent
 
     def _security(self, m: vmmeta.VmMeta, name: str | None = None) -> dict | None:
         if self.acm is not None and name is not None:

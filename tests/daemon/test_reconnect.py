@@ -134,3 +134,51 @@ def test_libvirtd_down_gives_a_clear_error_then_recovers(session_libvirtd):
     finally:
         d.stop()
         env.cleanup()
+
+
+def test_a_streamed_list_cut_by_a_libvirtd_restart_is_not_sent_twice(session_libvirtd, test_users):
+    """libvirtd restarts after a streamed list (the Xen-API's get_all_records) sent its first
+    part: svirtd reconnects, but does not run the list again, whose rows would reach the
+    front-end a second time and could be read as one whole answer.  The list fails; its
+    decision gets an error outcome.  In-process (svirtd's Server, its session frames and the
+    real Service, over a real libvirtd that is really restarted mid-list)."""
+    import socket
+    from types import SimpleNamespace
+
+    from secured_virt.config import load_config
+    from secured_virt.daemon import protocol as P
+    from secured_virt.daemon.server import Server
+    from secured_virt.service import Service
+
+    env = RealEnv(
+        uri=f"test+unix://{{node}}?socket={session_libvirtd.socket}", frontends="xenapi:svt-bob"
+    )
+    svc = Service.from_config(load_config(str(env.config), caller_uid=0))
+    server = Server(svc, socket.socket(socket.AF_UNIX))
+    sent: list[dict] = []
+
+    def send(frame):  # what the front-end receives; libvirtd restarts after the first part
+        sent.append(frame)
+        if len(sent) == 1:
+            session_libvirtd.stop()
+            session_libvirtd.start()
+
+    front = SimpleNamespace(uid=test_users["svt-bob"].pw_uid, pid=os.getpid(), identity=None,
+                            who="test", send=send)  # fmt: skip
+    carol = test_users["svt-carol"]
+    token, _ = server.websessions.store.issue("svt-carol", carol.pw_uid, "xenapi", None)
+    msg = {"type": P.SESSION_REQUEST, "token": token, "peer": "127.0.0.1:4000",
+           "request": {"command": "list", "args": {"all": True, "stream": 1}}}  # fmt: skip
+    try:
+        _talk, reply = server.websessions.handle(front, msg)
+        names = [row["name"] for frame in sent for row in frame["rows"]]
+        assert len(names) == len(set(names)) == 1, names  # the first part, once
+        assert reply.status == 1, reply
+        assert server._connection_problem() is None  # reconnected for the next request
+        records = env.audit_records()
+        (decision,) = [r for r in records if r.get("op") == "list" and r["type"] == "decision"]
+        (outcome,) = [r for r in records if r.get("ref") == decision["seq"]]
+        assert outcome["outcome"].startswith("error:"), outcome
+    finally:
+        server._close_service()
+        env.cleanup()

@@ -47,7 +47,7 @@ def sessions(tmp_path, test_users, monkeypatch):
     front = test_users["svt-carol"]  # stands for the front-end's uid
     cfg = dataclasses.replace(default_config(), frontends=(("xenapi", "svt-carol"),))
     svc = Recorder(cfg, AuditLog(str(logdir / "audit.log"), use_syslog=False))
-    ws = W.WebSessions(svc, SimpleNamespace(run_service=lambda fn: fn()))
+    ws = W.WebSessions(svc, SimpleNamespace(run_service=lambda fn, retry_safe=None: fn()))
     clock = Clock()
     ws.store = TokenStore(idle_seconds=600, max_seconds=3600, max_per_user=10, max_total=10,
                           clock=clock)  # fmt: skip

@@ -96,3 +96,96 @@ def test_a_front_end_that_goes_away_mid_list_is_audited_as_such(env):  # noqa: F
     outcome = records(log.read_bytes())[-1]
     assert outcome["type"] == "outcome"
     assert outcome["outcome"] == "error:the front-end went away after 1 rows"
+
+
+def _domain(name: str) -> str:
+    return (f"<domain type='test'><name>{name}</name><memory>65536</memory><vcpu>1</vcpu>"
+            "<os><type>hvm</type></os></domain>")  # fmt: skip
+
+
+class Hooked(Conversation):
+    """A conversation that runs ``hook`` when the first part leaves."""
+
+    def __init__(self, synced, hook):
+        super().__init__(synced)
+        self.hook = hook
+
+    def rows(self, rows: list) -> bool:
+        if not self.parts:
+            self.hook()
+        return super().rows(rows)
+
+
+def _same(rows):  # the test driver's CPU time moves between two listings
+    return [{k: v for k, v in row.items() if k != "cpu_time_ns"} for row in rows]
+
+
+def test_a_streamed_list_decides_on_names_and_asks_each_row_as_it_is_sent(env, monkeypatch):  # noqa: F811
+    """The decision waits for the names only: when the first part leaves, one row has been
+    asked of libvirt, not all of them (the rows' calls follow while parts are sent)."""
+    svc, _log, synced = env
+    asked: list[str] = []
+    real = svc.backend._info
+
+    def info(dom, **kw):
+        asked.append(kw.get("name") or dom.name())
+        return real(dom, **kw)
+
+    monkeypatch.setattr(svc.backend, "_info", info)
+    at_first_part: list[list[str]] = []
+    talk = Hooked(synced, lambda: at_first_part.append(list(asked)))
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}), talk)
+    assert r.status == EXIT_OK, r.message
+    assert at_first_part == [["vm-a"]]
+    assert asked == ["vm-a", "vm-b"]
+
+
+def test_streamed_rows_are_the_whole_listings_rows(env):  # noqa: F811
+    """Transient, autostarted, running and shut-off domains: the rows asked one at a time
+    carry what the whole listing's rows carry, in virsh's order."""
+    svc, _log, synced = env
+    conn = svc.backend.connection
+    conn.createXML(_domain("t-run"), 0)  # transient, running
+    conn.defineXML(_domain("auto")).setAutostart(1)
+    conn.lookupByName("vm-b").destroy()  # the node's domains start running
+    args = {"all": True, "managed_save": True, "label": True, "title": True}
+    talk = Conversation(synced)
+    r = svc.handle(ROOT, Request("list", {**args, "stream": 2}), talk)
+    assert r.status == EXIT_OK, r.message
+    streamed = [row for p in talk.parts for row in p] + r.data["domains"]
+    whole = svc.handle(ROOT, Request("list", args)).data["domains"]
+    assert _same(streamed) == _same(whole)
+    by_name = {row["name"]: row for row in streamed}
+    assert [row["name"] for row in streamed] == ["vm-a", "t-run", "auto", "vm-b"]
+    assert by_name["t-run"]["persistent"] is False and by_name["auto"]["autostart"] is True
+
+
+def test_a_domain_gone_after_the_decision_is_left_out(env):  # noqa: F811
+    """A domain destroyed between the decision and its row: left out, as if the listing had
+    been made a moment later; the rest is listed and the outcome is ok."""
+    svc, log, synced = env
+    conn = svc.backend.connection
+    conn.createXML(_domain("t-1"), 0)
+    gone = conn.createXML(_domain("t-2"), 0)
+    talk = Hooked(synced, gone.destroy)
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}), talk)
+    assert r.status == EXIT_OK, r.message
+    assert [row["name"] for p in talk.parts for row in p] == ["vm-a", "vm-b", "t-1"]
+    outcome = records(log.read_bytes())[-1]
+    assert (outcome["type"], outcome["outcome"]) == ("outcome", "ok")
+
+
+def test_a_row_filter_streams_the_rows_of_the_whole_listing(env):  # noqa: F811
+    """Filters on a row's state, persistence or autostart need the rows before the decision:
+    those lists take the whole listing, and stream the same rows."""
+    svc, _log, synced = env
+    conn = svc.backend.connection
+    conn.lookupByName("vm-b").destroy()
+    conn.createXML(_domain("t-run"), 0)
+    for flt in ({"state_running": True}, {"transient": True}, {"persistent": True}):
+        args = {"all": True, **flt}
+        talk = Conversation(synced)
+        r = svc.handle(ROOT, Request("list", {**args, "stream": 1}), talk)
+        streamed = [row for p in talk.parts for row in p] + r.data["domains"]
+        whole = svc.handle(ROOT, Request("list", args)).data["domains"]
+        assert _same(streamed) == _same(whole) != [], flt
