@@ -48,6 +48,12 @@ ERROR_CODES = frozenset(
 )
 
 
+def virsh_order(d) -> tuple:
+    """virsh list's order of rows (anything with ``id`` and ``name``): the active domains by
+    id, then the inactive ones by name ignoring ASCII case (virsh's strcasecmp)."""
+    return (d.id is None, d.id or 0, d.name.encode().lower())
+
+
 def state_word(state: int) -> str:
     """virsh's word for a libvirt virDomainState number ("no state" for unknown numbers)."""
     if 0 <= state < len(STATE_WORDS):

@@ -40,6 +40,7 @@ from .base import (
     SnapshotInfo,
     report_progress,
     state_word,
+    virsh_order,
 )
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
@@ -453,7 +454,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 raise self._translate(exc, action="list domains") from None
             out.append(info)
             handles[info.name] = dom
-        out.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
+        out.sort(key=virsh_order)
         return DomainListing(self, out, handles)
 
     def listing_by_name(self, *, include_inactive: bool = False) -> NamedListing:
@@ -482,7 +483,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 raise self._translate(exc, action="list domains") from None
             entries.append(ListedName(name, dom_id if dom_id >= 0 else None))
             handles[name] = dom
-        entries.sort(key=lambda d: (d.id is None, d.id or 0, d.name.encode().lower()))
+        entries.sort(key=virsh_order)
         return NamedListing(self, entries, handles, base)
 
     def lookup(self, name: str) -> DomainInfo:

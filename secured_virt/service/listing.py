@@ -33,11 +33,6 @@ def wants_inactive(args: dict) -> bool:
     return bool(args.get("all") or args.get("inactive") or args.get("state_shutoff"))
 
 
-def virsh_order(d) -> tuple:
-    """virsh's order: active domains by id, then inactive ones by name ignoring ASCII case."""
-    return (d.id is None, d.id or 0, d.name.encode().lower())
-
-
 #: the options by which ``select`` looks at a row's fields beyond its name and id
 _ROW_FILTERS = ("persistent", "transient", "autostart", "no_autostart", "state_other", *_STATE_OPTS)
 

@@ -23,7 +23,7 @@ import time
 from lxml import etree
 
 from secured_virt.access.gate import AuditFailure, Target, acting_as
-from secured_virt.backends.base import BackendError
+from secured_virt.backends.base import BackendError, virsh_order
 from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
 
@@ -178,7 +178,7 @@ class QueryCommands:
         stream = _stream_rows(args, interaction)
         long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         out, sent = [], 0
-        for d in sorted(visible, key=listing.virsh_order):
+        for d in sorted(visible, key=virsh_order):
             if by_name:
                 d = snap.info(d.name)
                 if d is None:
