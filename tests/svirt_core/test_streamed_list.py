@@ -189,3 +189,25 @@ def test_a_row_filter_streams_the_rows_of_the_whole_listing(env):  # noqa: F811
         streamed = [row for p in talk.parts for row in p] + r.data["domains"]
         whole = svc.handle(ROOT, Request("list", args)).data["domains"]
         assert _same(streamed) == _same(whole) != [], flt
+
+
+def test_a_domain_replaced_under_its_name_after_the_decision_is_not_shown(env):  # noqa: F811
+    """The decision covered the domain listed under a name; if that domain is undefined and
+    another one defined under the same name before its row is asked, the newcomer (which
+    nobody decided on) is not shown in its place: rows are asked of the listed handle (its
+    UUID), not looked up by name."""
+    svc, _log, synced = env
+    conn = svc.backend.connection
+    old = conn.defineXML(_domain("zz-old"))
+    old_uuid = old.UUIDString()
+
+    def replace():
+        old.undefine()
+        conn.defineXML(_domain("zz-old"))
+
+    talk = Hooked(synced, replace)
+    r = svc.handle(ROOT, Request("list", {"all": True, "stream": 1}), talk)
+    assert r.status == EXIT_OK, r.message
+    rows = [row for p in talk.parts for row in p] + r.data["domains"]
+    assert [row["name"] for row in rows] == ["vm-a", "vm-b"]
+    assert conn.lookupByName("zz-old").UUIDString() != old_uuid
