@@ -96,15 +96,25 @@ class PeerClosed(Exception):
         self.partial = partial
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# one encoder and one decoder for every frame: json.dumps/json.loads with options build a new
+# JSONEncoder/JSONDecoder on every call (both keep no state between calls)
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_DECODE = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
 def encode(msg: dict[str, Any]) -> bytes:
-    body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    body = _ENCODE(msg).encode()
     return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def decode(body: bytes) -> dict[str, Any]:
     """Parse and type-check one client frame body; ProtocolError on anything malformed."""
     try:
-        msg = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        msg = _DECODE(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProtocolError(E_BAD_FRAME, f"frame is not valid UTF-8 (byte {exc.start})") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError
@@ -127,10 +137,6 @@ def decode(body: bytes) -> dict[str, Any]:
         )
     _check_types(kind, msg)
     return msg
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _check_types(kind: str, msg: dict[str, Any]) -> None:
@@ -160,22 +166,39 @@ def error_frame(code: str, message: str) -> dict[str, Any]:
 
 
 class FrameReader:
-    """Reads whole frames from a blocking socket, each within a deadline.
+    """Reads whole frames from a socket, each within a deadline.
 
     The deadline is per frame, not per recv(): a client that trickles one byte every few
     seconds cannot hold a thread longer than the idle timeout.
+
+    One recv takes whatever has arrived, up to ``CHUNK`` bytes past the frame being read, and
+    what follows that frame waits here for the next ``read``: svirsh writes its hello and its
+    request at once, and the two frames then cost one recv, not four (each recv hands the GIL
+    to another of svirtd's threads under load).  Whoever takes the socket over after the last
+    frame (the console relay) takes those bytes first (``take_buffered``).
     """
+
+    #: how much one recv may take beyond the frame it is reading
+    CHUNK = 65536
 
     def __init__(self, sock: socket.socket, max_bytes: int):
         self.sock = sock
         self.max_bytes = max_bytes
         self._what: tuple[str, float | None] = ("frame", None)
+        self._buf = b""  # received, not yet returned as a frame
 
-    def read(self, timeout: float | None, waiting_for: str = "request") -> dict[str, Any]:
+    def read(
+        self, timeout: float | None, waiting_for: str = "request", *, answer: bool = False
+    ) -> dict[str, Any]:
+        """The next frame.  ``answer``: the peer has to answer something we just sent, so
+        nothing is there yet unless it is buffered: a non-blocking socket is polled before
+        its first recv instead of after a recv that finds nothing."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._what = (waiting_for, timeout)
-        header = self._exactly(HEADER_BYTES, deadline, started=False)
-        n = int.from_bytes(header, "big")
+        buf = self._buf
+        if len(buf) < HEADER_BYTES:
+            buf = self._fill(HEADER_BYTES, deadline, started=False, answer=answer)
+        n = int.from_bytes(buf[:HEADER_BYTES], "big")
         if n > self.max_bytes:
             raise ProtocolError(
                 E_TOO_LARGE,
@@ -184,49 +207,63 @@ class FrameReader:
             )
         if n < MIN_FRAME:
             raise ProtocolError(E_BAD_FRAME, f"frame length {n} is too small for a JSON object")
-        return decode(self._exactly(n, deadline, started=True))
+        end = HEADER_BYTES + n
+        if len(buf) < end:
+            buf = self._fill(end, deadline, started=True, answer=False)
+        self._buf = buf[end:]
+        return decode(buf[HEADER_BYTES:end])
 
-    def _exactly(self, n: int, deadline: float | None, *, started: bool) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        if self.sock.gettimeout() == 0.0:  # svirtd's sessions: see _nonblocking
-            return self._nonblocking(buf, n, deadline, started)
-        while got < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._timeout(started or got > 0)
-                self.sock.settimeout(left)
-            try:
-                k = self.sock.recv_into(view[got:])
-            except TimeoutError:
-                raise self._timeout(started or got > 0) from None
-            if k == 0:
-                raise PeerClosed(partial=started or got > 0)
-            got += k
-        return bytes(buf)
+    def has_frame(self) -> bool:
+        """Whether a whole frame has arrived already (the next ``read`` will not wait)."""
+        buf = self._buf
+        return len(buf) >= HEADER_BYTES and len(buf) >= HEADER_BYTES + int.from_bytes(
+            buf[:HEADER_BYTES], "big"
+        )
 
-    def _nonblocking(self, buf: bytearray, n: int, deadline: float | None, started: bool) -> bytes:
-        """``_exactly`` on a non-blocking socket: recv first, poll only when nothing is there.
+    def take_buffered(self) -> bytes:
+        """The bytes received after the last frame read; the caller now owns them."""
+        buf, self._buf = self._buf, b""
+        return buf
 
-        A socket with a timeout makes Python poll before every recv and switch the file's
-        blocking mode at every settimeout; svirtd's sessions keep their socket non-blocking
-        and wait here, so the usual frame, already arrived, costs one recv, and the deadline
-        per frame is the same."""
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            try:
-                k = self.sock.recv_into(view[got:])
-            except BlockingIOError:
-                if not wait_for(self.sock, select.POLLIN, deadline):
-                    raise self._timeout(started or got > 0) from None
-                continue
-            if k == 0:
-                raise PeerClosed(partial=started or got > 0)
-            got += k
-        return bytes(buf)
+    def _fill(self, want: int, deadline: float | None, *, started: bool, answer: bool) -> bytes:
+        """Receive until ``want`` bytes are buffered; returns the buffer."""
+        chunks = [self._buf]
+        have = len(self._buf)
+        sock = self.sock
+        nonblocking = sock.gettimeout() == 0.0  # svirtd's sessions: see below
+        try:
+            if nonblocking and answer and not have and not wait_for(sock, select.POLLIN, deadline):
+                raise self._timeout(started)
+            while have < want:
+                size = max(want - have, self.CHUNK)
+                if nonblocking:
+                    # A socket with a timeout makes Python poll before every recv and switch
+                    # the file's blocking mode at every settimeout; svirtd's sessions keep
+                    # their socket non-blocking and wait here, so a frame that has arrived
+                    # costs one recv, and the deadline per frame is the same.
+                    try:
+                        data = sock.recv(size)
+                    except BlockingIOError:
+                        if not wait_for(sock, select.POLLIN, deadline):
+                            raise self._timeout(started or have > 0) from None
+                        continue
+                else:
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise self._timeout(started or have > 0)
+                        sock.settimeout(left)
+                    try:
+                        data = sock.recv(size)
+                    except TimeoutError:
+                        raise self._timeout(started or have > 0) from None
+                if not data:
+                    raise PeerClosed(partial=started or have > 0)
+                chunks.append(data)
+                have += len(data)
+        finally:
+            self._buf = b"".join(chunks)
+        return self._buf
 
     def _timeout(self, partial: bool) -> ProtocolError:
         what, seconds = self._what
@@ -237,9 +274,12 @@ class FrameReader:
         return ProtocolError(E_TIMEOUT, f"no {what} within {seconds:g}s; closing")
 
 
-def send(sock: socket.socket, msg: dict[str, Any], timeout: float | None) -> None:
-    """Send one frame; a client that stops reading cannot block us past ``timeout``."""
-    data = encode(msg)
+def send(
+    sock: socket.socket, msg: dict[str, Any], timeout: float | None, ahead: bytes = b""
+) -> None:
+    """Send one frame (after ``ahead``, frames already encoded and held back, in the same
+    write); a client that stops reading cannot block us past ``timeout``."""
+    data = ahead + encode(msg) if ahead else encode(msg)
     if sock.gettimeout() != 0.0:
         sock.settimeout(timeout)
         sock.sendall(data)

@@ -46,7 +46,9 @@ class SocketInteraction:
         s = self._s
         try:
             s.send({"type": P.ASK_PASSWORD, "prompt": str(prompt), "echo": False})
-            msg = s.reader.read(s.server.limits.password_timeout, "answer to the password prompt")
+            msg = s.reader.read(
+                s.server.limits.password_timeout, "answer to the password prompt", answer=True
+            )
         except (P.ProtocolError, P.PeerClosed, OSError) as exc:
             self.broken = exc
             return None
@@ -75,10 +77,13 @@ class Session:
         self.busy = False
         self.identity: Any = None
         self.who = f"pid {self.pid} uid {self.uid}"
+        #: frames held back to go out with the next one (see _greet)
+        self._ahead = b""
 
     # -- plumbing -----------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
-        P.send(self.conn, msg, self.server.limits.write_timeout)
+        ahead, self._ahead = self._ahead, b""
+        P.send(self.conn, msg, self.server.limits.write_timeout, ahead)
 
     def _send_error(self, code: str, message: str) -> None:
         with contextlib.suppress(OSError):
@@ -91,7 +96,8 @@ class Session:
             self._identify()
             self._greet()
             while self.server.mark_idle(self):
-                msg = self.reader.read(self.server.limits.idle_timeout, "request")
+                # every frame from here on answers what we sent last (hello, a reply)
+                msg = self.reader.read(self.server.limits.idle_timeout, "request", answer=True)
                 if not self.server.begin_work(self):
                     self._send_error(P.E_SHUTDOWN, "svirtd is shutting down; try again shortly")
                     return
@@ -141,15 +147,21 @@ class Session:
                 f"protocol version {msg['version']} is not supported; this svirtd speaks "
                 f"version {P.PROTOCOL_VERSION} (update svirsh and svirtd together)",
             )
-        self.send(
-            {
-                "type": P.HELLO,
-                "version": P.PROTOCOL_VERSION,
-                "server": "svirtd",
-                "user": self.identity.user,
-                "uid": self.uid,
-            }
-        )
+        hello = {
+            "type": P.HELLO,
+            "version": P.PROTOCOL_VERSION,
+            "server": "svirtd",
+            "user": self.identity.user,
+            "uid": self.uid,
+        }
+        if self.reader.has_frame():
+            # The client sent its next frame without waiting for our hello (svirsh writes
+            # hello and request at once), so it needs the hello no sooner than the answer to
+            # that frame: both leave in one write, one wake-up of the client instead of two.
+            # A client that waits for the hello has sent nothing more and gets it now.
+            self._ahead = P.encode(hello)
+        else:
+            self.send(hello)
 
     def _dispatch(self, msg: dict[str, Any]) -> bool:
         """Serve one client frame; False ends the session (console done, peer gone)."""
@@ -243,7 +255,7 @@ class Session:
         log.info("%s: console on '%s' opened", self.who, msg["name"])
         self.server.counters.add("consoles")
         self.server.end_work(self)  # a console may last hours: it must not hold up shutdown
-        relay_console(self.conn, stream)
+        relay_console(self.conn, stream, self.reader.take_buffered())
         log.info("%s: console on '%s' closed", self.who, msg["name"])
         return False
 
@@ -258,8 +270,13 @@ def _close_stream(stream, *, abort: bool) -> None:
 EAGAIN = -2  # what libvirt's virStream.recv/send return on a non-blocking stream with no room
 
 
-def relay_console(conn: socket.socket, stream, *, poll_interval: float = 0.02) -> None:
+def relay_console(
+    conn: socket.socket, stream, early: bytes = b"", *, poll_interval: float = 0.02
+) -> None:
     """Copy bytes between the client socket and a libvirt console stream until either ends.
+
+    ``early``: what the client sent after its console request and the frame reader already
+    received; it goes to the guest first.
 
     The socket side is read on a helper thread and written to the stream; the stream side is
     read here and written to the socket.  Both blocking and non-blocking (-2 = try again)
@@ -276,9 +293,11 @@ def relay_console(conn: socket.socket, stream, *, poll_interval: float = 0.02) -
             _close_stream(stream, abort=abort)
 
     def client_to_vm() -> None:
+        data = early
         try:
             while not done.is_set():
-                data = conn.recv(65536)
+                if not data:
+                    data = conn.recv(65536)
                 if not data:
                     break
                 view = memoryview(data)
@@ -290,6 +309,7 @@ def relay_console(conn: socket.socket, stream, *, poll_interval: float = 0.02) -
                     if n is None or n <= 0:
                         raise OSError(f"console stream refused the data ({n})")
                     view = view[n:]
+                data = b""
         except Exception as exc:
             log.debug("console: client side ended: %s", exc)
         finally:

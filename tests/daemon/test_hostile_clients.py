@@ -3,6 +3,7 @@ and the daemon keeps serving everyone else - including while the abuse is still 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -290,3 +291,33 @@ def test_hostile_clients_do_not_stall_concurrent_requests(start_fake_daemon):
     assert max(latencies) < 3.0, latencies
     for s in stuck:
         s.close()
+
+
+def test_hello_and_request_written_at_once_are_answered_in_one_write(fake_daemon):
+    """The client did not wait for the hello, so the hello goes out with the reply (one
+    wake-up of the client, not two); same frames, same order."""
+    s = raw_connect(fake_daemon.socket)
+    request = {"type": "request", "request": {"command": "sleep", "args": {"seconds": 0.3}}}
+    s.sendall(frame(HELLO) + frame(request))
+    s.settimeout(10)
+    first = s.recv(65536)  # whatever arrived first, in one piece
+    hello_len = 4 + int.from_bytes(first[:4], "big")
+    assert json.loads(first[4:hello_len])["type"] == "hello"
+    assert len(first) > hello_len, "the hello was sent alone, ahead of the reply"
+    rest = first[hello_len:]
+    assert json.loads(rest[4 : 4 + int.from_bytes(rest[:4], "big")])["type"] == "reply"
+
+
+def test_console_bytes_written_with_the_request_reach_the_guest(fake_daemon):
+    """Raw bytes right behind the console frame, in the same write, are the console's: the
+    frame reader received them, the relay sends them on."""
+    s = raw_connect(fake_daemon.socket)
+    s.sendall(frame(HELLO) + frame({"type": "console", "name": "vm2"}) + b"early bytes\n")
+    assert read_frame(s)["type"] == "hello"
+    assert read_frame(s)["reply"]["status"] == 0
+    seen = b""
+    while b"EARLY BYTES\n" not in seen:
+        chunk = s.recv(4096)
+        assert chunk, f"the console closed; it showed {seen!r}"
+        seen += chunk
+    s.close()

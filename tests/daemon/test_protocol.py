@@ -240,3 +240,59 @@ def test_nonblocking_send_to_a_peer_that_never_reads_gives_up_at_the_timeout():
     a2, b2 = _nonblocking_pair()
     P.send(b2, {"type": "status"}, 1.0)
     assert a2.recv(100) == small
+
+
+class _CountingSocket:
+    """A real socket whose receive calls are counted (each one is a system call that lets go
+    of the GIL in svirtd)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.receives = 0
+
+    def recv(self, *args):
+        self.receives += 1
+        return self._sock.recv(*args)
+
+    def recv_into(self, *args):
+        self.receives += 1
+        return self._sock.recv_into(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_frames_written_at_once_are_read_with_one_receive():
+    """svirsh writes its hello and its request at once: two frames, one recv (not one per
+    header and one per body)."""
+    a, b = _nonblocking_pair()
+    counted = _CountingSocket(b)
+    reader = P.FrameReader(counted, max_bytes=4096)
+    a.sendall(P.encode({"type": "hello", "version": 1}) + P.encode({"type": "status"}))
+    assert reader.read(timeout=5)["type"] == "hello"
+    assert reader.has_frame()
+    assert reader.read(timeout=5, answer=True)["type"] == "status"  # buffered: no wait
+    assert counted.receives == 1
+    assert not reader.has_frame()
+
+
+def test_reader_hands_over_the_bytes_after_the_last_frame():
+    """What the client sent after its last frame (a console's first keystrokes) is kept for
+    whoever takes the socket over, not lost in the reader's buffer."""
+    a, b = _nonblocking_pair()
+    reader = P.FrameReader(b, max_bytes=4096)
+    a.sendall(P.encode({"type": "console", "name": "vm1"}) + b"ls -l\n")
+    assert reader.read(timeout=5)["name"] == "vm1"
+    assert reader.take_buffered() == b"ls -l\n"
+    assert reader.take_buffered() == b""
+
+
+def test_reader_waiting_for_an_answer_reads_it_when_it_comes():
+    """``answer``: poll first, then read; same frames, same deadline."""
+    a, b = _nonblocking_pair()
+    reader = P.FrameReader(b, max_bytes=4096)
+    threading.Timer(0.1, a.sendall, (P.encode({"type": "status"}),)).start()
+    assert reader.read(timeout=5, answer=True)["type"] == "status"
+    with pytest.raises(P.ProtocolError) as idle:
+        reader.read(timeout=0.2, waiting_for="answer to the password prompt", answer=True)
+    assert "no answer to the password prompt within 0.2s" in str(idle.value)

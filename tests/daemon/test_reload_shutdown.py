@@ -156,11 +156,9 @@ def test_sigterm_finishes_in_flight_requests(fake_daemon):
 def test_sigterm_deadline_bounds_a_stuck_request(start_fake_daemon):
     d = start_fake_daemon(shutdown_timeout=1.0)
     s = raw_connect(d.socket)
-    s.sendall(
-        frame(HELLO)
-        + frame({"type": "request", "request": {"command": "sleep", "args": {"seconds": 30}}})
-    )
-    read_frame(s)
+    s.sendall(frame(HELLO))
+    read_frame(s)  # alone, the hello is answered at once (with a request behind it, with its reply)
+    s.sendall(frame({"type": "request", "request": {"command": "sleep", "args": {"seconds": 30}}}))
     time.sleep(0.3)
     t0 = time.monotonic()
     d.send_signal(signal.SIGTERM)
