@@ -73,6 +73,8 @@ class Config:
     socket_mode: int = 0o666
     request_max_bytes: int = 1048576
     idle_timeout: float = 30.0
+    #: svirtd runs all its threads on one CPU (secured_virt.daemon.cpu says why)
+    svirtd_one_cpu: bool = True
     pam_service: str = "secured-virt"
     auth_operations: frozenset[str] = frozenset()
     auth_timeout_minutes: float = 5.0
@@ -305,6 +307,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "socket_mode": _octal_mode,
     "request_max_bytes": _int_range(1024, 64 * 1024 * 1024),
     "idle_timeout": _duration(1, 1, 86400),
+    "svirtd_one_cpu": _bool,
     "pam_service": _name("PAM service name"),
     "auth_operations": _operations,
     "auth_timeout_minutes": _duration(60, 0, 24 * 60),

@@ -7,7 +7,9 @@ single user can hold.  The threads are kept for the next connection (``Workers``
 being created and torn down for each: svirsh opens one connection per command, and under load
 starting a thread per accept (clone, a new stack, the handshake with the accept loop) cost more
 than many requests themselves.  The hypervisor connection is shared through the Service;
-libvirt-python releases the GIL during calls, so threads overlap where it matters.
+libvirt-python releases the GIL during calls, so threads overlap where it matters.  All the
+threads run on one CPU (``svirtd_one_cpu``, daemon.cpu): waking each other across two CPUs at
+every GIL hand-off cost more than the second CPU gave.
 
 The main thread only accepts connections and reacts to signals (through a wake-up pipe):
 SIGHUP reloads the policy, SIGTERM/SIGINT stop the daemon - stop accepting, end idle
@@ -685,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.warning("running as uid %d, not root: the hypervisor may refuse us", os.geteuid())
     os.umask(0o077)
+    if config.svirtd_one_cpu:  # before anything starts a thread (daemon.cpu says why)
+        from .cpu import run_on_one_cpu
+
+        cpu = run_on_one_cpu()
+        if cpu is not None:
+            log.info("svirtd's threads run on CPU %d (svirtd_one_cpu = yes)", cpu)
 
     try:
         from secured_virt.service import Service
