@@ -400,6 +400,7 @@ class Server:
                 "socket": self.socket_path,
                 "socket_activated": not self.owns_path,
                 "connections": {"active": active, "busy": busy},
+                "cpus": _cpus(),
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),
@@ -599,6 +600,14 @@ def _annotate(reply_or_result, problem: str):
     text = f"{problem}; the request failed with: {reply.message}" if reply.message else problem
     fixed = Reply(EXIT_FAILED, reply.data, text, reply.check)
     return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
+
+
+def _cpus() -> list[int]:
+    """The CPUs svirtd's threads may run on (one with svirtd_one_cpu = yes: daemon.cpu)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except OSError:
+        return []
 
 
 def _audit_status(config) -> dict[str, Any]:

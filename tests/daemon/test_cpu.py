@@ -34,6 +34,7 @@ def test_svirtd_runs_every_thread_on_one_cpu():
         cpu = max(os.sched_getaffinity(0))  # the highest-numbered one it was allowed
         assert _cpus_of_threads(env.d.proc.pid) == {frozenset({cpu})}
         assert f"svirtd's threads run on CPU {cpu}" in env.d.log()
+        assert client.admin_status(env.socket).data["daemon"]["cpus"] == [cpu]
 
 
 def test_svirtd_one_cpu_no_leaves_the_threads_to_the_kernel():
@@ -41,3 +42,5 @@ def test_svirtd_one_cpu_no_leaves_the_threads_to_the_kernel():
         _serve_one(env)
         assert _cpus_of_threads(env.d.proc.pid) == {frozenset(os.sched_getaffinity(0))}
         assert "run on CPU" not in env.d.log()
+        cpus = client.admin_status(env.socket).data["daemon"]["cpus"]
+        assert cpus == sorted(os.sched_getaffinity(0))
