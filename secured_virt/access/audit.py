@@ -146,10 +146,14 @@ class VerifyResult:
     first_bad_seq: int | None = None
 
 
+#: json.dumps with options builds a new encoder on every call; this one is built once
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def canonical_json(obj: dict) -> bytes:
     """The one serialisation that is hashed and written: sorted keys, no spaces, ASCII only
     (so no raw control or line-separator characters can ever split a record)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL(obj).encode()
 
 
 def record_hash(record: dict) -> str:
@@ -529,7 +533,11 @@ class AuditLog:
 
     @staticmethod
     def _fields(fields: dict) -> dict:
-        fields = {k: _clip(v) for k, v in fields.items()}
+        # _clip's own first test, inline: nearly every field is short or not a string
+        short = MAX_FIELD_BYTES // 12
+        fields = {
+            k: _clip(v) if isinstance(v, str) and len(v) > short else v for k, v in fields.items()
+        }
         for reserved in ("v", "seq", "time", "prev", "hash"):
             fields.pop(reserved, None)
         return fields
