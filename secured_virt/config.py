@@ -73,7 +73,7 @@ class Config:
     socket_mode: int = 0o666
     request_max_bytes: int = 1048576
     idle_timeout: float = 30.0
-    #: svirtd runs all its threads on one CPU (secured_virt.daemon.cpu says why)
+    #: svirtd runs all its threads on one CPU, with the libvirt backend (daemon.cpu says why)
     svirtd_one_cpu: bool = True
     pam_service: str = "secured-virt"
     auth_operations: frozenset[str] = frozenset()

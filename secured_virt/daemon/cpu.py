@@ -14,6 +14,11 @@ woken one runs when the other really waits (for a client, the disk, libvirtd).
 The CPU is the highest-numbered one svirtd may use (its affinity as started, e.g. a unit's
 ``CPUAffinity=``): the kernel steers more interrupts and housekeeping to CPU 0.  Whatever the
 threads wait for (libvirtd, QEMU, the disk, the clients) still runs on every CPU.
+
+Only with the libvirt backend: a process svirtd starts inherits its CPU, and with ``backend =
+xl`` svirtd starts ``xl``, which starts the device models (QEMU) of Xen guests; they must not
+all end up on svirtd's one CPU.  (With libvirt, libvirtd starts QEMU, and what svirtd itself
+starts - useradd for a realm - is short-lived.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ import logging
 import os
 
 log = logging.getLogger("svirtd")
+
+
+def wanted(config) -> bool:
+    """Whether svirtd keeps its threads on one CPU with this configuration (see above)."""
+    return bool(config.svirtd_one_cpu) and config.backend == "libvirt"
 
 
 def run_on_one_cpu() -> int | None:

@@ -696,10 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.warning("running as uid %d, not root: the hypervisor may refuse us", os.geteuid())
     os.umask(0o077)
-    if config.svirtd_one_cpu:  # before anything starts a thread (daemon.cpu says why)
-        from .cpu import run_on_one_cpu
+    from . import cpu as cpus
 
-        cpu = run_on_one_cpu()
+    if cpus.wanted(config):  # before anything starts a thread (daemon.cpu says why)
+        cpu = cpus.run_on_one_cpu()
         if cpu is not None:
             log.info("svirtd's threads run on CPU %d (svirtd_one_cpu = yes)", cpu)
 

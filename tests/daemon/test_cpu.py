@@ -8,6 +8,8 @@ import pytest
 from svtd_helpers import running_svirtd
 
 from secured_virt import client
+from secured_virt.config import Config
+from secured_virt.daemon import cpu
 from secured_virt.requests import Request
 
 pytestmark = [
@@ -44,3 +46,11 @@ def test_svirtd_one_cpu_no_leaves_the_threads_to_the_kernel():
         assert "run on CPU" not in env.d.log()
         cpus = client.admin_status(env.socket).data["daemon"]["cpus"]
         assert cpus == sorted(os.sched_getaffinity(0))
+
+
+def test_only_the_libvirt_backend_keeps_svirtd_on_one_cpu():
+    """With xl, svirtd starts xl, and xl the device models of Xen guests: they would inherit
+    svirtd's one CPU."""
+    assert cpu.wanted(Config())
+    assert not cpu.wanted(Config(svirtd_one_cpu=False))
+    assert not cpu.wanted(Config(backend="xl"))
