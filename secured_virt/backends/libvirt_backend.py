@@ -435,10 +435,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         conn = self.connection
         try:
             doms = conn.listAllDomains(base)
-            # the transient ones (usually none), not the persistent ones (usually all): each
-            # listed domain costs a UUIDString() call to be matched
-            transient = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_TRANSIENT)}
-            autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
+            transient, autostart = _transient_and_autostart(conn, base)
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="list domains") from None
         out, handles = [], {}
@@ -1193,6 +1190,16 @@ class DomainListing:
             return None
 
 
+def _transient_and_autostart(conn, base: int) -> tuple[set[str], set[str]]:
+    """The UUIDs of the transient and of the autostarted domains of a listing (``base``: its
+    listAllDomains flags).  The transient ones (usually none), not the persistent ones
+    (usually all): each listed domain costs a UUIDString() call to be matched."""
+    return (
+        {d.UUIDString() for d in conn.listAllDomains(base | _LIST_TRANSIENT)},
+        {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)},
+    )
+
+
 class ListedName:
     """A domain of a ``NamedListing`` before its row is asked: what the order (virsh's: the
     running ones by id, then the others by name) and the activity filter need."""
@@ -1220,11 +1227,7 @@ class NamedListing(DomainListing):
         backend = self._backend
         try:
             if self._flags is None:  # asked with the first row, not before the decision
-                conn = backend.connection
-                self._flags = (
-                    {d.UUIDString() for d in conn.listAllDomains(self._base | _LIST_TRANSIENT)},
-                    {d.UUIDString() for d in conn.listAllDomains(self._base | _LIST_AUTOSTART)},
-                )
+                self._flags = _transient_and_autostart(backend.connection, self._base)
             transient, autostart = self._flags
             uuid = dom.UUIDString()
             return backend._info(

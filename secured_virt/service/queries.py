@@ -16,7 +16,6 @@ refusal that hid its reason would help nobody.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 
@@ -150,12 +149,18 @@ class QueryCommands:
                 return Reply(EXIT_FAILED, message=str(exc), check="audit")
         try:
             out, sent = self._list_rows(
-                args, interaction, snap, visible, metas, labelled, by_name=by_name is not None
+                args,
+                interaction,
+                snap,
+                visible,
+                metas,
+                labelled,
+                stream,
+                by_name=by_name is not None,
             )
         except Exception as exc:  # rows may have left: the decision gets its outcome
-            if stream:
-                with contextlib.suppress(AuditFailure):
-                    self.gate.finish(v, f"error: {exc}")
+            if stream:  # (its decision is on disk already: finish cannot refuse here)
+                self.gate.finish(v, f"error: {exc}")
             raise
         if not stream:
             return Reply(EXIT_OK, data={"domains": out})
@@ -167,15 +172,14 @@ class QueryCommands:
         return Reply(EXIT_OK, data={"domains": out, "streamed": sent})
 
     def _list_rows(
-        self, args, interaction, snap, visible, metas, labelled, *, by_name: bool
+        self, args, interaction, snap, visible, metas, labelled, stream: int, *, by_name: bool
     ) -> tuple[list[dict], int]:
-        """``list``'s rows of the ``visible`` domains, in virsh's order; in a streamed list,
-        handed to the front-end as they are made, ``stream`` at a time.  Returns the rows
-        not handed over and how many were.  ``by_name``: the domains are ``ListedName``s and
-        each row is asked as it is made (one gone since the decision is left out, as if it
-        had been listed a moment later).  ``labelled``: the names whose label the caller may
-        see (None: all)."""
-        stream = _stream_rows(args, interaction)
+        """``list``'s rows of the ``visible`` domains, in virsh's order; in a streamed list
+        (``stream`` > 0), handed to the front-end as they are made, ``stream`` at a time.
+        Returns the rows not handed over and how many were.  ``by_name``: the domains are
+        ``ListedName``s and each row is asked as it is made (one gone since the decision is
+        left out, as if it had been listed a moment later).  ``labelled``: the names whose
+        label the caller may see (None: all)."""
         long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         out, sent = [], 0
         for d in sorted(visible, key=virsh_order):
