@@ -35,6 +35,14 @@ def wanted(config) -> bool:
     return bool(config.svirtd_one_cpu) and config.backend == "libvirt"
 
 
+def allowed() -> list[int]:
+    """The CPUs svirtd's threads may run on (one with svirtd_one_cpu = yes), for its status."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except OSError:
+        return []
+
+
 def run_on_one_cpu() -> int | None:
     """Restrict this process's threads (those running now and, by inheritance, every later
     one) to one CPU of those allowed; the CPU, or None when it could not be done (logged: a

@@ -44,6 +44,7 @@ from secured_virt.requests import (
     Reply,
 )
 
+from . import cpu as cpus
 from . import listener
 from . import protocol as P
 from .reconfig import Reconfigurer
@@ -400,7 +401,7 @@ class Server:
                 "socket": self.socket_path,
                 "socket_activated": not self.owns_path,
                 "connections": {"active": active, "busy": busy},
-                "cpus": _cpus(),
+                "cpus": cpus.allowed(),
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),
@@ -602,14 +603,6 @@ def _annotate(reply_or_result, problem: str):
     return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
 
 
-def _cpus() -> list[int]:
-    """The CPUs svirtd's threads may run on (one with svirtd_one_cpu = yes: daemon.cpu)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except OSError:
-        return []
-
-
 def _audit_status(config) -> dict[str, Any]:
     """Where the audit goes, and whether syslog can receive it (access.syslog_check)."""
     from secured_virt.access.syslog_check import audit_syslog_problem
@@ -696,8 +689,6 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.warning("running as uid %d, not root: the hypervisor may refuse us", os.geteuid())
     os.umask(0o077)
-    from . import cpu as cpus
-
     if cpus.wanted(config):  # before anything starts a thread (daemon.cpu says why)
         cpu = cpus.run_on_one_cpu()
         if cpu is not None:
