@@ -41,6 +41,16 @@ both use).  Each call still returns only once its change is in the record file. 
 hypervisor calls of a confirm (the pair into the live metadata) happen outside the lock,
 which only guards the records.
 
+**Confirmed later.**  Marking a record confirmed once its VM runs does not wait for the lock:
+the change is queued and applied, in order, by the next batch (or before a rebuild of this
+object's: ``sync``, ``running``).  Until then the file shows the record in flight, which only
+errs on the safe side: a record in flight is kept while its VM runs (like a confirmed one)
+and, once the VM stopped, while the process that made it lives and at most ``ttl`` seconds —
+its pair stays taken a little longer, it is never handed out twice.  A process that ends with
+a confirmation still queued (root's direct svirsh) leaves a record whose owner is dead, which
+a rebuild treats exactly as a confirmed one.  What it saves: one of the three waits of every
+start (the record in flight before the hypervisor call, and the audit's two) and one save.
+
 Lock order: a caller that holds the ACM lock (``AcmEnforcer.exclusive``) may take this one
 inside it, never the other way round.  The lock is re-entrant within a thread.
 
@@ -230,6 +240,12 @@ def _replace_file(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def _record_text(key: str, rec: Record) -> str:
+    """``"key":{record}`` as it stands in the record file (compact JSON, fields in order)."""
+    fields = {f: getattr(rec, f) for f in Record.__slots__}
+    return json.dumps(key) + ":" + json.dumps(fields, separators=(",", ":"))
+
+
 def _default_realm_of(meta: vmmeta.VmMeta) -> str | None:
     return getattr(meta, "realm", None)
 
@@ -273,6 +289,11 @@ class HostCategories:
         self.rebuilds = 0  # how many times the state was rebuilt from what runs (status, tests)
         self._changes: GroupCommit[_Change] = GroupCommit()  # see _apply
         self._token = (os.urandom(8), itertools.count(1))
+        #: confirmations waiting for the next change of the records ("Confirmed later")
+        self._later: list[Callable[[_Txn], None]] = []
+        self._later_lock = threading.Lock()
+        #: key -> (record, its text in the file) as last saved (see _save)
+        self._texts: dict[str, tuple[Record, str]] = {}
 
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -416,11 +437,20 @@ class HostCategories:
             ) from None
 
     def _save(self, records: Mapping[str, Record]) -> None:
-        fields = Record.__slots__
-        data = json.dumps(
-            {k: {f: getattr(r, f) for f in fields} for k, r in sorted(records.items())},
-            separators=(",", ":"),
-        )
+        # the file is one JSON object, key -> record, keys sorted; each record's text is
+        # kept from the save before and made again only for a record object not seen then
+        # (a save follows every start, and rebuilding every record's dict and text was most
+        # of a start's CPU under the lock: records are frozen, so the same object, the same
+        # text)
+        before, texts = self._texts, {}
+        for key in sorted(records):
+            rec = records[key]
+            kept = before.get(key)
+            if kept is None or kept[0] is not rec:
+                kept = (rec, _record_text(key, rec))
+            texts[key] = kept
+        self._texts = texts
+        data = "{" + ",".join(t for _r, t in texts.values()) + "}"
         # atomic but not synced: after a crash what runs is the truth again (the live metadata
         # keeps every running VM's pair), and the starts that were in flight died with it; a
         # sync per start made the categories lock the bottleneck of a loaded svirtd
@@ -584,7 +614,8 @@ class HostCategories:
 
     def _confirm(self, name: str, key: str, pair: mcs.CategoryPair) -> None:
         """The pair into the live metadata (a hypervisor call: outside the lock, which only
-        guards the records), then the record marked confirmed."""
+        guards the records), then the record marked confirmed by the next batch (module
+        docstring, "Confirmed later")."""
         backend = self._backend()
         meta = vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
         backend.set_metadata(
@@ -602,7 +633,7 @@ class HostCategories:
                 txn.records[key] = replace(rec, confirmed=True)
                 txn.dirty = True
 
-        self._apply(change)
+        self._apply_later(change)
 
     def release(self, key: str) -> mcs.CategoryPair | None:
         """Drop the record of ``key`` (at stop, destroy, save, or when a start failed).  If
@@ -663,13 +694,39 @@ class HostCategories:
             raise mine.error
         return mine.result
 
+    def _apply_later(self, fn) -> None:
+        """Queue ``fn(txn)`` for the next time the records are changed or rebuilt, without
+        waiting for it (a confirmation: see the module docstring, "Confirmed later")."""
+        with self._later_lock:
+            self._later.append(fn)
+
+    def _apply_queued(self, txn: _Txn) -> None:
+        """Under the lock: the changes queued by ``_apply_later``, in the order they came.
+        Each is a confirmation, which refuses nothing; one that raises is dropped (its record
+        stays in flight: the safe side)."""
+        with self._later_lock:
+            later, self._later = self._later, []
+        for fn in later:
+            with contextlib.suppress(Exception):
+                fn(txn)
+
+    def _flush_queued(self) -> None:
+        """Under the lock: save the queued changes now (before a rebuild reads the file)."""
+        if self._later:
+            txn = _Txn(self, *self._state())
+            self._apply_queued(txn)
+            if txn.dirty:
+                self._save(txn.records)
+
     def _apply_batch(self, batch: list[_Change]) -> None:
-        """The leader's turn: one lock, one state check, every change of ``batch`` in order,
-        one save.  A change's own refusal (exhausted, ...) is that change's error; anything
-        raised here (no lock, no state, no save) fails every change of the batch."""
+        """The leader's turn: one lock, one state check, the queued confirmations and then
+        every change of ``batch`` in order, one save.  A change's own refusal (exhausted, ...)
+        is that change's error; anything raised here (no lock, no state, no save) fails every
+        change of the batch."""
         with self.locked():
             records, kept = self._state()
             txn = _Txn(self, records, kept)
+            self._apply_queued(txn)
             for ch in batch:
                 try:
                     ch.result = ch.fn(txn)
@@ -683,12 +740,14 @@ class HostCategories:
         """Rebuild now; the irregularities found (two VMs on one pair, a realm category held
         outside its realm), each a sentence for the log."""
         with self.locked():
+            self._flush_queued()
             self._rebuild()
             return list(self.last_problems)
 
     def running(self) -> list[Running]:
         """Every running VM with the pair it holds and where that was read."""
         with self.locked():
+            self._flush_queued()
             return self._rebuild()[1]
 
     def pair_of(self, name: str) -> mcs.CategoryPair | None:
@@ -702,6 +761,7 @@ class HostCategories:
         """A category for a new realm that no realm owns and no running VM holds (the realm
         code stores it; pass the realms' categories back in ``realm_categories``)."""
         with self.locked():
+            self._flush_queued()
             self._rebuild()
             held = [h.pair for h in self.allocator.holders()]
             return mcs.choose_realm_category(self._realm_map(), held, self.categories)

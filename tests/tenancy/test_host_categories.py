@@ -313,6 +313,9 @@ def test_a_restart_from_the_kept_state_is_in_flight_for_other_processes(backend,
         HostCategories(str(state), lambda: backend).sync()  # root's svirsh, meanwhile
         assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is False
         backend.start("again")
+    # the confirmation waits for this object's next change or rebuild ("Confirmed later")
+    assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is False
+    host.sync()
     assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is True
     with pytest.raises(BackendError), host.instantiating(uid, "again"):
         backend.start("again")  # already running: libvirt says no
@@ -482,3 +485,61 @@ def test_an_empty_record_file_reads_as_no_records(backend, state):
     host = HostCategories(str(state), lambda: backend)
     host.reserve("k", "n")
     assert set(json.loads((state / hc.FILE).read_text())) == {"k"}
+
+
+# -- "Confirmed later" and the kept record texts ---------------------------------------------
+def test_a_start_saves_the_records_once_and_the_next_change_carries_its_confirmation(
+    backend, state, monkeypatch
+):
+    """A start waits for one save (its record in flight, before the hypervisor call); the
+    confirmation rides with the next change, in order, and lands in the file with it."""
+    host = HostCategories(str(state), lambda: backend, refresh=3600)
+    saves = []
+    real = hc._replace_file
+    monkeypatch.setattr(hc, "_replace_file", lambda *a: (saves.append(1), real(*a)))
+    uid, pair = start(host, backend, "first")
+    assert len(saves) == 1, "the start waited for a second save (its confirmation)"
+    assert json.loads((state / hc.FILE).read_text())[uid]["confirmed"] is False
+    other = host.reserve("other-key", "other")
+    records = json.loads((state / hc.FILE).read_text())
+    assert records[uid]["confirmed"] is True and records["other-key"]["pair"] == str(other)
+    assert len(saves) == 2
+    assert vmmeta.parse(backend.get_metadata("first", vmmeta.NS)).categories == str(pair)
+    backend.destroy("first")
+
+
+def test_a_queued_confirmation_errs_only_on_the_safe_side(backend, state):
+    """Before its confirmation is saved, another process's rebuild keeps the pair taken while
+    the VM runs, and still once it stopped (its record's owner lives); once saved, the pair of
+    the stopped VM is free again.  The pair is never handed out twice meanwhile."""
+    host = HostCategories(str(state), lambda: backend, refresh=3600, categories=CATS)
+    uid, pair = start(host, backend, "queued")
+    other = HostCategories(str(state), lambda: backend, categories=CATS)  # root's svirsh
+    assert [r.pair for r in other.running() if r.name == "queued"] == [pair]
+    assert pair not in {other.reserve(f"x-{i}", f"x-{i}") for i in range(50)}
+    backend.destroy("queued")
+    other.sync()
+    assert json.loads((state / hc.FILE).read_text())[uid]["pair"] == str(pair)  # kept: in flight
+    host.sync()  # saves the confirmation: now a record of a VM that stopped
+    other.sync()
+    assert uid not in json.loads((state / hc.FILE).read_text())
+
+
+def test_the_record_file_is_the_same_json_with_texts_kept_between_saves(backend, state):
+    """The texts kept from one save to the next make exactly the file a fresh encoding makes,
+    also for a record replaced by a change (confirmed), one dropped, and names JSON escapes."""
+    host = HostCategories(str(state), lambda: backend, refresh=3600, categories=CATS)
+    names = ["plain", 'quote"and\\slash', "ünïcode", "tab\there"]
+    keys = [
+        host.reserve(f"k-{i}", n, "realm" if i % 2 else None) and f"k-{i}"
+        for i, n in enumerate(names)
+    ]
+    uid, _pair = start(host, backend, "confirmed-one")
+    host.release(keys[1])
+    host.sync()  # applies the queued confirmation: a replaced record object
+    raw = (state / hc.FILE).read_text()
+    data = json.loads(raw)
+    assert data[uid]["confirmed"] is True and keys[1] not in data
+    assert {data[k]["name"] for k in (keys[0], keys[2], keys[3])} == {names[0], *names[2:]}
+    assert raw == json.dumps(dict(sorted(data.items())), separators=(",", ":"))
+    backend.destroy("confirmed-one")
