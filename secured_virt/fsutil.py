@@ -24,7 +24,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import threading
 
@@ -235,6 +234,8 @@ def atomic_write(
         if "/" in path:
             raise ValueError(f"with dir_fd, {path!r} must be a plain file name")
         name, dfd = path, dir_fd
+    import secrets  # here: hmac, random and base64 are not worth loading for every reader
+
     tmp = f".{name}.tmp-{secrets.token_hex(6)}"
     try:
         fd = os.open(

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import stat
 import time
@@ -46,7 +45,14 @@ from secured_virt.fsutil import UnsafeFileError, atomic_write, open_secure_dir
 
 from .identity import read_proc_stat
 
-log = logging.getLogger("secured_virt.access.credcache")
+
+def _log():
+    """This module's logger, looked up when something is logged: logging (with traceback,
+    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
+    import logging
+
+    return logging.getLogger("secured_virt.access.credcache")
+
 
 __all__ = ["CredCache", "CredCacheError", "SessionFiles", "SessionKey", "session_key"]
 
@@ -137,7 +143,7 @@ class SessionFiles:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            log.warning("ignoring %s file %s/%s: %s", self.what, self.directory, name, exc)
+            _log().warning("ignoring %s file %s/%s: %s", self.what, self.directory, name, exc)
             return []
         try:
             st = os.fstat(fd)
@@ -148,7 +154,7 @@ class SessionFiles:
                 or st.st_nlink != 1
                 or st.st_size > MAX_FILE_BYTES
             ):
-                log.warning("ignoring unsafe %s file %s/%s", self.what, self.directory, name)
+                _log().warning("ignoring unsafe %s file %s/%s", self.what, self.directory, name)
                 return []
             data = os.read(fd, MAX_FILE_BYTES + 1)
         finally:
@@ -217,7 +223,7 @@ class CredCache(SessionFiles):
         try:
             dfd = self._open_dir()
         except CredCacheError as exc:
-            log.warning("%s", exc)
+            _log().warning("%s", exc)
             return False
         try:
             records = self._load(dfd, identity.uid)

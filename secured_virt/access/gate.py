@@ -15,7 +15,6 @@ already active there leave room for it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,14 @@ from secured_virt.rolefiles.store import PolicyStore, PolicyUnavailable
 from .operations import Operation
 from .rolesession import RoleSessionError
 
-log = logging.getLogger("secured_virt.access.gate")
+
+def _log():
+    """This module's logger, looked up when something is logged: logging (with traceback,
+    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
+    import logging
+
+    return logging.getLogger("secured_virt.access.gate")
+
 
 ROOT_RULE = "uid 0 (root) may perform every operation"
 
@@ -194,7 +200,7 @@ class Gate:
             try:
                 self.audit.outcome(verdict.audit_ref, outcome)
             except Exception as exc:  # the decision itself is on disk; the outcome is best effort
-                log.warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
+                _log().warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
 
     def may(self, ident, op: Operation, target: Target) -> bool:
         """Would RBAC allow this (no PAM, no ACM, nothing audited)?  For refusing a caller

@@ -23,11 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import socket
 import stat
 import struct
 import time
 from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (svirsh under sudo)
+if TYPE_CHECKING:  # socket loads where a peer is read (svirtd), not in direct mode
+    import socket
 
 __all__ = [
     "Identity",
@@ -45,7 +48,7 @@ VIA_DIRECT = "direct"
 VIA_SUDO = "sudo"
 VIA_SVIRTD = "svirtd"
 
-_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_SO_PEERGROUPS = 59  # socket.SO_PEERGROUPS (Linux >= 4.13), when socket does not name it
 _PEERCRED = struct.Struct("=iII")  # pid_t, uid_t, gid_t (uid/gid unsigned: no negative uids)
 
 
@@ -340,15 +343,20 @@ def identify_process(as_user: str | None = None) -> Identity:
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of a connected AF_UNIX peer, from the kernel (as of connect())."""
+    import socket  # here, not at the top: direct mode reads no peer (issue 18)
+
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     return _PEERCRED.unpack(raw)
 
 
 def _peer_groups(sock: socket.socket, gid: int) -> tuple[int, ...] | None:
+    import socket
+
+    peergroups = getattr(socket, "SO_PEERGROUPS", _SO_PEERGROUPS)
     size = 64 * 4
     for _ in range(4):
         try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, size)
+            raw = sock.getsockopt(socket.SOL_SOCKET, peergroups, size)
         except OSError as exc:
             if exc.errno == 34:  # ERANGE: buffer too small
                 size *= 8

@@ -24,7 +24,9 @@ from dataclasses import dataclass, replace
 
 from lxml import etree
 
-from . import devices, names, sources
+from . import names
+
+# devices and sources load where used: root's direct list/dominfo need neither (issue 18)
 
 
 # xml.sax.saxutils' escape and quoteattr, here because importing saxutils loads urllib, http,
@@ -193,6 +195,8 @@ def prepare_user_domain_xml(
     except names.VmNameError as exc:
         raise DomainXmlError(str(exc)) from None
     if not privileged:
+        from . import devices
+
         try:
             devices.check_user_domain(root, disk_dirs)
         except devices.DevicePolicyError as exc:
@@ -220,6 +224,8 @@ def domain_devices(xml: str) -> tuple[list[str], int]:
     vif-1, ... in document order, as Xen numbered them.  Disks without a host-side source (an
     empty CD-ROM drive) and network disks are skipped.
     """
+    from . import sources
+
     root = parse_domain_xml(xml)
     found = []
     for disk in root.iterfind("devices/disk"):

@@ -16,8 +16,7 @@ from lxml import etree
 from secured_virt.access.gate import Target, acting_as
 from secured_virt.backends import domxml
 from secured_virt.backends.base import BackendError, NoSuchDomain
-from secured_virt.confinement import devices as device_rules
-from secured_virt.confinement import sharing, vmmeta
+from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
 from . import mediation
@@ -247,6 +246,8 @@ class DeviceCommands:
     def _user_device(self, command: str, device) -> list[str]:
         """The device allow-list and disk fence for one device of a non-root caller (the
         same rules as define: secured_virt.confinement.devices); a refusal is exit 3."""
+        from secured_virt.confinement import devices as device_rules  # here: issue 18
+
         try:
             return device_rules.check_user_device(device, self._disk_dirs())
         except device_rules.DevicePolicyError as exc:
@@ -264,6 +265,8 @@ class DeviceCommands:
         refusal does not name the other VM: who has what is not the caller's to learn."""
         if self._privileged(ident):
             return
+        from secured_virt.confinement import sharing  # here: not loaded by every command
+
         root = domain if not isinstance(domain, str) else vmmeta.parse_domain_xml(domain)
         mine = sharing.files_used(root)
         if not mine:
@@ -285,6 +288,8 @@ class DeviceCommands:
 
     def _other_domains_files(self, vm_name: str):
         """(DomainInfo, VmMeta, files its disks reach) of every domain but ``vm_name``."""
+        from secured_virt.confinement import sharing
+
         try:
             domains = self.backend.list_domains(include_inactive=True)
         except BackendError as exc:

@@ -16,7 +16,6 @@ client side.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -59,7 +58,13 @@ from .storage import StorageCommands
 from .support import _missing, _say
 from .volumes import VolumeCommands
 
-log = logging.getLogger("secured_virt.service")
+
+def _log():
+    """This module's logger, looked up when something is logged: logging (with traceback,
+    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
+    import logging
+
+    return logging.getLogger("secured_virt.service")
 
 
 class Service(
@@ -257,7 +262,7 @@ class Service(
         except BackendError as exc:
             reply = Reply(EXIT_FAILED, message=str(exc))
         except Exception as exc:  # a bug must not take the front-end down or hide as "denied"
-            log.exception("internal error in %s", request.command)
+            _log().exception("internal error in %s", request.command)
             reply = Reply(
                 EXIT_FAILED,
                 message=f"{request.command}: internal error ({type(exc).__name__}: {exc}); "
@@ -534,7 +539,7 @@ class Service(
             self.gate.finish(v, f"error: {exc}")
             return Reply(exc.status, message=str(exc))
         except Exception as exc:
-            log.exception("internal error performing %s", v.op.name if v.op else "?")
+            _log().exception("internal error performing %s", v.op.name if v.op else "?")
             self.gate.finish(v, f"error: internal: {type(exc).__name__}: {exc}")
             what = v.op.name if v.op else "the request"
             return Reply(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from secured_virt.access.gate import acting_as
-from secured_virt.confinement import dac, vmmeta
+from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
 
 from . import mediation
@@ -141,6 +141,8 @@ class LifecycleCommands:
             self._check_image_sharing(ident, name, prepared)  # another owner's image: exit 3
             final = prepared
             if dac_label is not None:  # after the checks, which saw the caller's XML
+                from secured_virt.confinement import dac  # only for a realm's VM (issue 18)
+
                 final = dac.apply_dac(prepared, dac_label.uid, dac_label.gid)
                 self._dac_images(final, dac_realm, dac_label)
             call = lambda: getattr(self.backend, method)(final)  # noqa: E731

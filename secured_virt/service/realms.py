@@ -20,7 +20,6 @@ once (the role files are reloaded).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 
 from secured_virt.access.gate import Target, Verdict, acting_as
@@ -35,7 +34,14 @@ from secured_virt.requests import (
 
 from .errors import UserError
 
-log = logging.getLogger("secured_virt.service.realms")
+
+def _log():
+    """This module's logger, looked up when something is logged: logging (with traceback,
+    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
+    import logging
+
+    return logging.getLogger("secured_virt.service.realms")
+
 
 ACTIONS = (
     "list",
@@ -80,12 +86,12 @@ class RealmCommands:
             realms = load_realms(path, CATALOGUE.names)
         except RealmsError as exc:
             self.realm_error = str(exc)
-            log.error("realms file: %s", exc)
+            _log().error("realms file: %s", exc)
             return [f"realms: {exc}"]
         self.realm_error = None
         self.tenancy.realms = realms
         for w in realms.warnings:
-            log.warning("realms file: %s", w)
+            _log().warning("realms file: %s", w)
         return []
 
     def _realm_extend(self, builder):
@@ -97,7 +103,7 @@ class RealmCommands:
             return ""
         text = self.realm_files.merge(builder, self.tenancy, CATALOGUE.names)
         for realm, err in self.realm_files.errors.items():
-            log.error("realm '%s': %s", realm, err)
+            _log().error("realm '%s': %s", realm, err)
         return text
 
     # -- the mediation steps -----------------------------------------------------------------
@@ -296,7 +302,7 @@ class RealmCommands:
                     raise UserError(
                         f"cannot give {path} to realm '{realm}''s QEMU user: {exc}", EXIT_FAILED
                     ) from None
-                log.info("%s given to realm '%s' (%s, mode 0600)", path, realm, label)
+                _log().info("%s given to realm '%s' (%s, mode 0600)", path, realm, label)
 
     def _dac_explained(self, action, name: str, label):
         """``action`` with the kernel's EACCES (libvirt's wording) turned into a sentence."""
@@ -353,7 +359,7 @@ class RealmCommands:
                 conf = self.backend.dumpxml(name, inactive=True, security_info=True)
                 if dac.dac_problem(conf, label.uid, label.gid) is not None:
                     self.backend.define(dac.apply_dac(conf, label.uid, label.gid))
-                log.info("%s: realm '%s' DAC label %s applied before start", name, realm, label)
+                _log().info("%s: realm '%s' DAC label %s applied before start", name, realm, label)
                 xml = conf
         else:
             why = dac.dac_problem(xml, label.uid, label.gid)
@@ -620,7 +626,7 @@ class RealmCommands:
             src = self.tenancy.vm_realm(vm, meta.attrs())
         except RealmConflict as exc:
             src = None
-            log.info("moving %s out of a conflict: %s", vm, exc)
+            _log().info("moving %s out of a conflict: %s", vm, exc)
         if src == dest:
             return Reply(EXIT_FAILED, message=f"VM '{vm}' already belongs to realm '{dest}'")
         if info.id is not None:

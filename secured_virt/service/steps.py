@@ -9,18 +9,21 @@ check ``acm``); the fence and the allow-list run right after the decision, befor
 
 from __future__ import annotations
 
-import logging
-
 from lxml import etree
 
-from secured_virt.confinement import devices as device_rules
-from secured_virt.confinement import disks, vmmeta
+from secured_virt.confinement import vmmeta
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
 from . import mediation as M
 from .errors import UserError
 
-log = logging.getLogger("secured_virt.service.steps")
+
+def _log():
+    """This module's logger, looked up when something is logged: logging (with traceback,
+    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
+    import logging
+
+    return logging.getLogger("secured_virt.service.steps")
 
 
 class _LazyEffect:
@@ -78,7 +81,7 @@ class MediationSteps:
             except UserError as exc:
                 return False, str(exc)
             except Exception as exc:  # fail closed: what cannot be read cannot be allowed
-                log.warning("ACM step on %s failed: %s", name, exc, exc_info=True)
+                _log().warning("ACM step on %s failed: %s", name, exc, exc_info=True)
                 return False, f"cannot check '{name}' against the sHype/ACM policy: {exc}"
             if acm_check is not None:
                 return acm_check()
@@ -130,6 +133,10 @@ class MediationSteps:
         that stays inside ``disk_dirs`` can still end in another tenant's image."""
         if M.DISK_FENCE not in steps and M.DEVICE_ALLOWLIST not in steps:
             return
+        # loaded here, not at the top: a read has neither step (issue 18)
+        from secured_virt.confinement import devices as device_rules
+        from secured_virt.confinement import disks
+
         eff = effect.get()
         dirs = self._disk_dirs()
         try:

@@ -21,7 +21,6 @@ to two processes at once.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 
@@ -32,8 +31,6 @@ from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, EXIT_USAGE, Reply
 
 from . import mediation
 from .errors import UserError
-
-log = logging.getLogger("secured_virt.service.volumes")
 
 #: the quota lock of each realm state directory (see ``quota_lock``)
 _QUOTA_LOCKS: dict[str, HostLock] = {}
