@@ -405,7 +405,7 @@ class Server:
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),
-            "audit": _audit_status(self.reconfig.boot),
+            "audit": _audit_status(self.reconfig.boot, getattr(self.service, "audit", None)),
             "reload": {
                 "watching": [p for p in self._policy_paths() if p],
                 "last": self.last_reload,
@@ -603,14 +603,19 @@ def _annotate(reply_or_result, problem: str):
     return (fixed, None) if isinstance(reply_or_result, tuple) else fixed
 
 
-def _audit_status(config) -> dict[str, Any]:
-    """Where the audit goes, and whether syslog can receive it (access.syslog_check)."""
+def _audit_status(config, audit=None) -> dict[str, Any]:
+    """Where the audit goes, whether syslog can receive it (access.syslog_check), and how the
+    log's writes went (records per write, sync times: access.audit.WriteTimes)."""
     from secured_virt.access.syslog_check import audit_syslog_problem
 
     if config is None:
         return {}
     problem = audit_syslog_problem(config.audit_syslog)
-    return {"log": config.audit_log, "syslog": problem or ("yes" if config.audit_syslog else "no")}
+    out = {"log": config.audit_log, "syslog": problem or ("yes" if config.audit_syslog else "no")}
+    times = getattr(audit, "write_times", None)
+    if times is not None:
+        out["writes"] = times.snapshot()
+    return out
 
 
 def _identify_peer(conn: socket.socket, as_user: str | None):

@@ -1,0 +1,61 @@
+"""The audit log counts its group-commit writes and times their syncs, and svirtd's status
+shows it (access.audit.WriteTimes): what every allowed request waits for, visible to root."""
+
+from __future__ import annotations
+
+import pytest
+from svtd_helpers import running_svirtd
+
+from secured_virt import client
+from secured_virt.access.audit import AuditError, AuditLog, WriteTimes
+from secured_virt.requests import Request
+
+
+def test_every_write_is_counted_with_its_records_and_its_sync(tmp_path):
+    log = AuditLog(str(tmp_path / "audit.log"), use_syslog=False)
+    assert log.write_times.snapshot() == {"writes": 0, "records": 0}
+    for i in range(3):
+        log.append({"type": "note", "n": i})
+    log.append_pair({"type": "decision", "verdict": "allowed"}, {"type": "outcome"})
+    snap = log.write_times.snapshot()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert (snap["writes"], snap["records"], len(lines)) == (4, 5, 5)
+    recent = snap["recent"]
+    assert recent["writes"] == 4 and recent["records_per_write"] == 1.2
+    assert 0 < recent["sync_ms_p50"] <= recent["sync_ms_p99"] <= recent["sync_ms_max"]
+
+
+def test_a_failed_write_is_not_counted(tmp_path):
+    """Only what reached the disk: a write refused (a broken last line) adds nothing."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), use_syslog=False)
+    log.append({"type": "note"})
+    with open(path, "a") as fh:
+        fh.write('{"half a record')
+    with pytest.raises(AuditError, match="incomplete record"):
+        log.append({"type": "note"})
+    assert log.write_times.snapshot()["records"] == 1
+
+
+def test_the_window_keeps_the_last_writes_and_the_totals_all():
+    times = WriteTimes()
+    for i in range(WriteTimes.WINDOW + 10):
+        times.add(2, 0.001 if i < 10 else 0.004)
+    snap = times.snapshot()
+    assert snap["writes"] == WriteTimes.WINDOW + 10 and snap["records"] == 2 * snap["writes"]
+    assert snap["recent"]["writes"] == WriteTimes.WINDOW
+    assert snap["recent"]["sync_ms_p50"] == snap["recent"]["sync_ms_max"] == 4.0
+
+
+@pytest.mark.integration
+def test_svirtd_status_shows_the_audit_writes_of_its_requests():
+    with running_svirtd() as env:
+        for _ in range(3):
+            reply = client.call(env.socket, Request("list", {"all": True}), password_cb=None)
+            assert reply.status == 0
+        writes = client.admin_status(env.socket).data["audit"]["writes"]
+        on_disk = env.audit_records()
+        # a read's decision and outcome go out in one write; the status request itself is
+        # audited too, after its reply was made
+        assert writes["records"] >= 6 and writes["records"] <= len(on_disk)
+        assert writes["writes"] >= 3 and writes["recent"]["sync_ms_p50"] > 0
