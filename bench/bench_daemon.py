@@ -497,9 +497,11 @@ def main() -> int:
             f"the reply), and a request arriving while a write is under way waits for it to "
             f"end first: the sync's time under load is a floor under the latency that no CPU "
             f"spent in svirtd explains.  On this host's ext4 an fdatasync that extends the "
-            f"file needs the kernel's writeback and then the waiting thread to get a CPU, "
-            f"which the 50 clients and svirtd keep busy (perf sched timehist: the woken "
-            f"thread waits ~4 ms for its CPU with 20 busy processes on 2 cores)."
+            f"file goes through the kernel's block layer and its worker threads, and those "
+            f"wait for a CPU that the 50 clients and svirtd keep busy (with 20 busy "
+            f"processes on 2 cores, perf sched timehist shows the woken threads waiting "
+            f"~4 ms each; giving svirtd's writing thread real-time priority for its write "
+            f"did not shorten the sync, so it is not svirtd's own wake-up)."
         )
     if alone and floor is not None:
         s_cpu = info["service_alone"]["cpu_ms_per_request_median"]
