@@ -97,7 +97,7 @@ def _local_uri(uri: str) -> bool:
     return bool(sep) and scheme.isalnum() and rest.startswith("/") and "?" not in rest
 
 
-def _connect_early(config):
+def _connect_early(config, ident, as_user):
     """Open the hypervisor connection in a thread while this one imports the service.
 
     Why: a direct-mode request spends ~25 ms importing the service and ~8 ms in
@@ -106,11 +106,14 @@ def _connect_early(config):
     second core (issue 18).  Nothing is decided or skipped by this: the service opens the same
     backend with the same arguments as ``Service.backend`` would (``open_backend`` of the
     configured kind and URI), only sooner, and every request still resolves, decides, audits
-    and then acts on it.  Only for the libvirt backend and a local URI (``_local_uri``); any
+    and then acts on it.  Only for plain root (no ``--as``, not a sudo caller: what root asks
+    as itself is never refused, so a command that uses the hypervisor reaches it anyway, while
+    anyone else's request may be refused before it does), the libvirt backend and a local URI
+    (``_local_uri``); any
     failure here is dropped and the service opens the connection itself at its first use,
     reporting the error exactly as without this.  Returns a function that waits for the
     connection and gives it (None: the service opens one itself when it needs it)."""
-    if config.backend != "libvirt" or not _local_uri(config.uri):
+    if ident.uid != 0 or as_user or config.backend != "libvirt" or not _local_uri(config.uri):
         return lambda: None
     import contextlib
     import threading
@@ -143,7 +146,7 @@ def run_direct(g, cmd, args: dict, emit) -> int:
     config, ident, err = _context(g)
     if err is not None:
         return emit(cmd.name, args, err)
-    connection = _connect_early(config)
+    connection = _connect_early(config, ident, g.as_user)
     from secured_virt.service import Service
 
     # one request: build what it uses (on_demand), on the connection opened meanwhile

@@ -72,6 +72,14 @@ def test_the_request_runs_on_the_connection_opened_during_the_imports(conf, svt_
     assert [r for r in records if r.get("op") == argv[0] and r.get("user") == "root"], records
 
 
+def test_root_acting_as_a_user_opens_nothing_early(conf, svt_env):
+    """--as: the request may be refused before it needs the hypervisor (svt-alice holds no
+    roles in the demo policy: exit 3), so no connection is opened ahead of it."""
+    _, calls, status, err = _direct(conf, "--as", "svt-alice", "domstate", "alice-web")
+    assert status == 3, err
+    assert "svirsh-connect" not in calls
+
+
 def test_a_failed_early_open_is_reported_by_the_service_as_before(svt_env, tmp_path):
     """A node file that is not there: the early open fails quietly, the service's own open
     at its first use fails the same way and says so once (exit 1, nothing listed)."""
