@@ -59,6 +59,14 @@ def run_demo(**kw) -> subprocess.CompletedProcess:
     )
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the demo's child before exec: SIGINT back to its default.  A terminal's foreground
+    job has it so; a suite started in the background of a non-interactive shell (``make test
+    &``, nohup) ignores SIGINT, the demo would inherit that, and Python leaves an ignored
+    SIGINT ignored: the Ctrl-C these tests send would then not reach the tour."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_demo(marker: str, sig: int) -> tuple[int, str]:
     """Run the demo, and once ``marker`` appears in its output send ``sig`` to its whole
     process group (what a terminal's Ctrl-C does); return its exit code and output."""
@@ -69,6 +77,7 @@ def interrupt_demo(marker: str, sig: int) -> tuple[int, str]:
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     out = []
     try:
