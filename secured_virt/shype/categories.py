@@ -711,12 +711,10 @@ class HostCategories:
                 fn(txn)
 
     def _flush_queued(self) -> None:
-        """Under the lock: save the queued changes now (before a rebuild reads the file)."""
+        """Under the lock: save the queued changes now (before a rebuild reads the file): a
+        batch of no changes of its own (the lock is re-entrant)."""
         if self._later:
-            txn = _Txn(self, *self._state())
-            self._apply_queued(txn)
-            if txn.dirty:
-                self._save(txn.records)
+            self._apply_batch([])
 
     def _apply_batch(self, batch: list[_Change]) -> None:
         """The leader's turn: one lock, one state check, the queued confirmations and then
