@@ -42,16 +42,11 @@ import time
 from dataclasses import dataclass
 
 from secured_virt.fsutil import UnsafeFileError, atomic_write, open_secure_dir
+from secured_virt.lazylog import lazy_logger
 
 from .identity import read_proc_stat
 
-
-def _log():
-    """This module's logger, looked up when something is logged: logging (with traceback,
-    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
-    import logging
-
-    return logging.getLogger("secured_virt.access.credcache")
+log = lazy_logger("secured_virt.access.credcache")  # logging loads at the first message (issue 18)
 
 
 __all__ = ["CredCache", "CredCacheError", "SessionFiles", "SessionKey", "session_key"]
@@ -143,7 +138,7 @@ class SessionFiles:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            _log().warning("ignoring %s file %s/%s: %s", self.what, self.directory, name, exc)
+            log.warning("ignoring %s file %s/%s: %s", self.what, self.directory, name, exc)
             return []
         try:
             st = os.fstat(fd)
@@ -154,7 +149,7 @@ class SessionFiles:
                 or st.st_nlink != 1
                 or st.st_size > MAX_FILE_BYTES
             ):
-                _log().warning("ignoring unsafe %s file %s/%s", self.what, self.directory, name)
+                log.warning("ignoring unsafe %s file %s/%s", self.what, self.directory, name)
                 return []
             data = os.read(fd, MAX_FILE_BYTES + 1)
         finally:
@@ -223,7 +218,7 @@ class CredCache(SessionFiles):
         try:
             dfd = self._open_dir()
         except CredCacheError as exc:
-            _log().warning("%s", exc)
+            log.warning("%s", exc)
             return False
         try:
             records = self._load(dfd, identity.uid)

@@ -19,19 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from secured_virt.lazylog import lazy_logger
 from secured_virt.requests import EXIT_BAD_POLICY, EXIT_DENIED, EXIT_FAILED
 from secured_virt.rolefiles.store import PolicyStore, PolicyUnavailable
 
 from .operations import Operation
 from .rolesession import RoleSessionError
 
-
-def _log():
-    """This module's logger, looked up when something is logged: logging (with traceback,
-    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
-    import logging
-
-    return logging.getLogger("secured_virt.access.gate")
+log = lazy_logger("secured_virt.access.gate")  # logging loads at the first message (issue 18)
 
 
 ROOT_RULE = "uid 0 (root) may perform every operation"
@@ -200,7 +195,7 @@ class Gate:
             try:
                 self.audit.outcome(verdict.audit_ref, outcome)
             except Exception as exc:  # the decision itself is on disk; the outcome is best effort
-                _log().warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
+                log.warning("could not audit the outcome of %s: %s", verdict.audit_ref, exc)
 
     def may(self, ident, op: Operation, target: Target) -> bool:
         """Would RBAC allow this (no PAM, no ACM, nothing audited)?  For refusing a caller

@@ -28,6 +28,7 @@ from secured_virt.access.rolesession import ActiveRoles
 from secured_virt.backends.base import BackendError, NoSuchDomain
 from secured_virt.backends.factory import open_backend
 from secured_virt.confinement import vmmeta
+from secured_virt.lazylog import lazy_logger
 from secured_virt.requests import (
     EXIT_BAD_POLICY,
     EXIT_DENIED,
@@ -58,13 +59,7 @@ from .storage import StorageCommands
 from .support import _missing, _say
 from .volumes import VolumeCommands
 
-
-def _log():
-    """This module's logger, looked up when something is logged: logging (with traceback,
-    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
-    import logging
-
-    return logging.getLogger("secured_virt.service")
+log = lazy_logger("secured_virt.service")  # logging loads at the first message (issue 18)
 
 
 class Service(
@@ -262,7 +257,7 @@ class Service(
         except BackendError as exc:
             reply = Reply(EXIT_FAILED, message=str(exc))
         except Exception as exc:  # a bug must not take the front-end down or hide as "denied"
-            _log().exception("internal error in %s", request.command)
+            log.exception("internal error in %s", request.command)
             reply = Reply(
                 EXIT_FAILED,
                 message=f"{request.command}: internal error ({type(exc).__name__}: {exc}); "
@@ -539,7 +534,7 @@ class Service(
             self.gate.finish(v, f"error: {exc}")
             return Reply(exc.status, message=str(exc))
         except Exception as exc:
-            _log().exception("internal error performing %s", v.op.name if v.op else "?")
+            log.exception("internal error performing %s", v.op.name if v.op else "?")
             self.gate.finish(v, f"error: internal: {type(exc).__name__}: {exc}")
             what = v.op.name if v.op else "the request"
             return Reply(

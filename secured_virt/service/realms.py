@@ -23,6 +23,7 @@ import contextlib
 import os
 
 from secured_virt.access.gate import Target, Verdict, acting_as
+from secured_virt.lazylog import lazy_logger
 from secured_virt.requests import (
     EXIT_BAD_POLICY,
     EXIT_DENIED,
@@ -34,13 +35,7 @@ from secured_virt.requests import (
 
 from .errors import UserError
 
-
-def _log():
-    """This module's logger, looked up when something is logged: logging (with traceback,
-    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
-    import logging
-
-    return logging.getLogger("secured_virt.service.realms")
+log = lazy_logger("secured_virt.service.realms")  # logging loads at the first message (issue 18)
 
 
 ACTIONS = (
@@ -86,12 +81,12 @@ class RealmCommands:
             realms = load_realms(path, CATALOGUE.names)
         except RealmsError as exc:
             self.realm_error = str(exc)
-            _log().error("realms file: %s", exc)
+            log.error("realms file: %s", exc)
             return [f"realms: {exc}"]
         self.realm_error = None
         self.tenancy.realms = realms
         for w in realms.warnings:
-            _log().warning("realms file: %s", w)
+            log.warning("realms file: %s", w)
         return []
 
     def _realm_extend(self, builder):
@@ -103,7 +98,7 @@ class RealmCommands:
             return ""
         text = self.realm_files.merge(builder, self.tenancy, CATALOGUE.names)
         for realm, err in self.realm_files.errors.items():
-            _log().error("realm '%s': %s", realm, err)
+            log.error("realm '%s': %s", realm, err)
         return text
 
     # -- the mediation steps -----------------------------------------------------------------
@@ -302,7 +297,7 @@ class RealmCommands:
                     raise UserError(
                         f"cannot give {path} to realm '{realm}''s QEMU user: {exc}", EXIT_FAILED
                     ) from None
-                _log().info("%s given to realm '%s' (%s, mode 0600)", path, realm, label)
+                log.info("%s given to realm '%s' (%s, mode 0600)", path, realm, label)
 
     def _dac_explained(self, action, name: str, label):
         """``action`` with the kernel's EACCES (libvirt's wording) turned into a sentence."""
@@ -359,7 +354,7 @@ class RealmCommands:
                 conf = self.backend.dumpxml(name, inactive=True, security_info=True)
                 if dac.dac_problem(conf, label.uid, label.gid) is not None:
                     self.backend.define(dac.apply_dac(conf, label.uid, label.gid))
-                _log().info("%s: realm '%s' DAC label %s applied before start", name, realm, label)
+                log.info("%s: realm '%s' DAC label %s applied before start", name, realm, label)
                 xml = conf
         else:
             why = dac.dac_problem(xml, label.uid, label.gid)
@@ -626,7 +621,7 @@ class RealmCommands:
             src = self.tenancy.vm_realm(vm, meta.attrs())
         except RealmConflict as exc:
             src = None
-            _log().info("moving %s out of a conflict: %s", vm, exc)
+            log.info("moving %s out of a conflict: %s", vm, exc)
         if src == dest:
             return Reply(EXIT_FAILED, message=f"VM '{vm}' already belongs to realm '{dest}'")
         if info.id is not None:

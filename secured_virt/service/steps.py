@@ -12,18 +12,13 @@ from __future__ import annotations
 from lxml import etree
 
 from secured_virt.confinement import vmmeta
+from secured_virt.lazylog import lazy_logger
 from secured_virt.requests import EXIT_DENIED, EXIT_FAILED
 
 from . import mediation as M
 from .errors import UserError
 
-
-def _log():
-    """This module's logger, looked up when something is logged: logging (with traceback,
-    string and textwrap) loads then, not at the start of every direct-mode svirsh (issue 18)."""
-    import logging
-
-    return logging.getLogger("secured_virt.service.steps")
+log = lazy_logger("secured_virt.service.steps")  # logging loads at the first message (issue 18)
 
 
 class _LazyEffect:
@@ -81,7 +76,7 @@ class MediationSteps:
             except UserError as exc:
                 return False, str(exc)
             except Exception as exc:  # fail closed: what cannot be read cannot be allowed
-                _log().warning("ACM step on %s failed: %s", name, exc, exc_info=True)
+                log.warning("ACM step on %s failed: %s", name, exc, exc_info=True)
                 return False, f"cannot check '{name}' against the sHype/ACM policy: {exc}"
             if acm_check is not None:
                 return acm_check()

@@ -26,7 +26,7 @@ _spec.loader.exec_module(graph)
 #: catalogue: config validates operation names).  groupcommit: the leader/waiters batching
 #: that access.audit (one fdatasync per batch) and shype.categories (one flock and save per
 #: batch) share; it imports nothing
-SHARED = {"fsutil", "requests", "hardening", "config", "sizes", "groupcommit"}
+SHARED = {"fsutil", "requests", "hardening", "config", "sizes", "groupcommit", "lazylog"}
 
 #: room -> the rooms (and outside packages of ours) it may import.  Front-ends sit on top,
 #: the service below them, then sHype and confinement, access and role files, backends.
