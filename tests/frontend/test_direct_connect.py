@@ -9,7 +9,6 @@ it early changes nothing a user sees, and that only a local URI is opened that w
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from secured_virt.cli.direct import _local_uri
 
 from .conftest import write_root_file
+from .test_direct_startup import run_probe
 from .test_svirsh_cli import conf_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,18 +43,9 @@ print("OPENED", calls, status)
 
 def _direct(conf, *argv):
     code = PROBE.format(repo=str(REPO), argv=["--config", str(conf), *argv])
-    r = subprocess.run(
-        ["/usr/bin/python3", "-I", "-S", "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        cwd="/",
-        timeout=120,
-    )
-    out, _, tail = r.stdout.rpartition("OPENED ")
-    assert tail, r.stderr
-    calls, status = tail.strip().rsplit(" ", 1)
-    return out, calls, int(status), r.stderr
+    out, tail, err = run_probe(code, "OPENED ")
+    calls, status = tail.rsplit(" ", 1)
+    return out, calls, int(status), err
 
 
 @pytest.mark.parametrize(

@@ -81,8 +81,9 @@ print("LOADED", [m for m in {heavy!r} if m in sys.modules], status)
 """
 
 
-def _direct(conf, *argv, heavy=NOT_FOR_A_READ):
-    code = PROBE.format(repo=str(REPO), argv=["--config", str(conf), *argv], heavy=heavy)
+def run_probe(code: str, marker: str) -> tuple[str, str, str]:
+    """``code`` in ``python3 -I -S`` as root's svirsh runs (a bare environment, cwd /): its
+    output before the last ``marker``, what follows that marker, and its stderr."""
     r = subprocess.run(
         ["/usr/bin/python3", "-I", "-S", "-c", code],
         capture_output=True,
@@ -91,9 +92,14 @@ def _direct(conf, *argv, heavy=NOT_FOR_A_READ):
         cwd="/",
         timeout=120,
     )
-    out, _, tail = r.stdout.rpartition("LOADED ")
+    out, _, tail = r.stdout.rpartition(marker)
     assert tail, r.stderr
     return out, tail.strip(), r.stderr
+
+
+def _direct(conf, *argv, heavy=NOT_FOR_A_READ):
+    code = PROBE.format(repo=str(REPO), argv=["--config", str(conf), *argv], heavy=heavy)
+    return run_probe(code, "LOADED ")
 
 
 @pytest.mark.parametrize(
