@@ -109,10 +109,10 @@ def _connect_early(config, ident, as_user):
     and then acts on it.  Only for plain root (no ``--as``, not a sudo caller: what root asks
     as itself is never refused, so a command that uses the hypervisor reaches it anyway, while
     anyone else's request may be refused before it does), the libvirt backend and a local URI
-    (``_local_uri``); any
-    failure here is dropped and the service opens the connection itself at its first use,
-    reporting the error exactly as without this.  Returns a function that waits for the
-    connection and gives it (None: the service opens one itself when it needs it)."""
+    (``_local_uri``); any failure here is dropped and the service opens the connection itself
+    at its first use, reporting the error exactly as without this.  Returns a function that
+    waits for the connection and gives it (None: the service opens one itself when it needs
+    it)."""
     if ident.uid != 0 or as_user or config.backend != "libvirt" or not _local_uri(config.uri):
         return lambda: None
     import contextlib
