@@ -182,7 +182,11 @@ class QueryCommands:
         label the caller may see (None: all)."""
         long = bool(args.get("long") or args.get("format") == "sxp")  # sxp is list --long's
         out, sent = [], 0
-        for d in sorted(visible, key=virsh_order):
+        # a listing's rows (by_name's too) are in virsh's order already, and the filters keep
+        # it; another backend's list_domains is sorted here
+        ordered = visible if snap is not self.backend else sorted(visible, key=virsh_order)
+        realms = bool(self.tenancy)  # asked once, not per row (_realm_of_row asks it again)
+        for d in ordered:
             if by_name:
                 d = snap.info(d.name)
                 if d is None:
@@ -195,7 +199,7 @@ class QueryCommands:
                 listing.mark_saved(row, snap)
             m = metas[d.name].meta
             row["owner"] = m.owner
-            row["realm"] = self._realm_of_row(d.name, m)
+            row["realm"] = self._realm_of_row(d.name, m) if realms else m.realm
             if args.get("svirt"):  # sVirt's label: the running pair, the realm's QEMU uid
                 dac_label = self._realm_dac(row["realm"])
                 shown_cats = m.categories if d.id is not None else None
