@@ -360,37 +360,55 @@ class WriteTimes:
 
     WINDOW = 1024
 
-    __slots__ = ("_recent", "records", "writes")
+    __slots__ = ("_recent", "_waits", "records", "writes")
 
     def __init__(self) -> None:
         self.writes = 0
         self.records = 0
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.WINDOW)
+        #: how long the last submissions waited until their records were on disk; added by
+        #: every appending thread (a deque's append is atomic), so no total is kept
+        self._waits: deque[float] = deque(maxlen=self.WINDOW)
 
     def add(self, records: int, seconds: float) -> None:
         self.writes += 1
         self.records += records
         self._recent.append((records, seconds))
 
+    def waited(self, seconds: float) -> None:
+        """One caller's records (a decision, an outcome, or both) took ``seconds`` from being
+        handed to the group commit to being on disk: the write under way when they came, if
+        any, their own batch's write and sync, and the wake-up after it."""
+        self._waits.append(seconds)
+
     def snapshot(self) -> dict:
         """Totals, and over the recent writes: records per write and the sync's median, 99th
-        percentile and longest time in milliseconds."""
+        percentile and longest time in milliseconds; over the recent submissions, the median,
+        99th percentile and longest wait for the disk."""
         recent = list(self._recent)
         out: dict = {"writes": self.writes, "records": self.records}
         if recent:
             secs = sorted(s for _n, s in recent)
-
-            def at(q: float) -> float:
-                return round(secs[min(len(secs) - 1, int(len(secs) * q))] * 1000, 3)
-
             out["recent"] = {
                 "writes": len(recent),
                 "records_per_write": round(sum(n for n, _s in recent) / len(recent), 1),
-                "sync_ms_p50": at(0.5),
-                "sync_ms_p99": at(0.99),
+                "sync_ms_p50": _ms_at(secs, 0.5),
+                "sync_ms_p99": _ms_at(secs, 0.99),
                 "sync_ms_max": round(secs[-1] * 1000, 3),
             }
+            waits = sorted(self._waits)
+            if waits:
+                out["recent"].update(
+                    waits=len(waits),
+                    wait_ms_p50=_ms_at(waits, 0.5),
+                    wait_ms_p99=_ms_at(waits, 0.99),
+                    wait_ms_max=round(waits[-1] * 1000, 3),
+                )
         return out
+
+
+def _ms_at(sorted_secs: list[float], q: float) -> float:
+    return round(sorted_secs[min(len(sorted_secs) - 1, int(len(sorted_secs) * q))] * 1000, 3)
 
 
 def _stat_key(st: os.stat_result) -> tuple:
@@ -596,11 +614,14 @@ class AuditLog:
         if then is not None:
             then = self._fields(then)
         mine = _Pending(fields, then)
+        began = time.perf_counter()
         try:  # written by us with everything queued so far, or by the writer of our batch
             self._commit.submit(mine, self._write_batch)
         except Exception as exc:  # never leave a record's caller without an answer
             if mine.rec is None and mine.error is None:
                 mine.error = f"cannot write the audit log {self.path}: {exc}"
+        if mine.error is None:
+            self.write_times.waited(time.perf_counter() - began)
         if mine.error is not None:
             self._syslog(fields, None, failure=mine.error)
             raise AuditError(mine.error)

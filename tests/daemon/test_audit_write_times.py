@@ -1,7 +1,10 @@
-"""The audit log counts its group-commit writes and times their syncs, and svirtd's status
-shows it (access.audit.WriteTimes): what every allowed request waits for, visible to root."""
+"""The audit log counts its group-commit writes and times their syncs and how long each
+caller waited for its records to be on disk, and svirtd's status shows it
+(access.audit.WriteTimes): what every allowed request waits for, visible to root."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 from svtd_helpers import running_svirtd
@@ -37,6 +40,50 @@ def test_a_failed_write_is_not_counted(tmp_path):
     assert log.write_times.snapshot()["records"] == 1
 
 
+def test_each_caller_s_wait_for_the_disk_is_timed_once(tmp_path):
+    """One wait per submission, whatever it carries (a record, or a decision with its
+    outcome); a wait covers the caller's own write and sync, so it is never shorter."""
+    log = AuditLog(str(tmp_path / "audit.log"), use_syslog=False)
+    log.append({"type": "note"})
+    log.append_pair({"type": "decision", "verdict": "allowed"}, {"type": "outcome"})
+    recent = log.write_times.snapshot()["recent"]
+    assert recent["waits"] == 2 and recent["writes"] == 2
+    assert recent["sync_ms_max"] <= recent["wait_ms_max"]
+    assert 0 < recent["wait_ms_p50"] <= recent["wait_ms_p99"] <= recent["wait_ms_max"]
+
+
+def test_threads_appending_at_once_each_count_their_wait(tmp_path):
+    """Group commit: several threads share writes, and every one of them still counts the
+    wait it had (the totals of writes stay the writer's)."""
+    log = AuditLog(str(tmp_path / "audit.log"), use_syslog=False)
+    go = threading.Barrier(8)
+
+    def worker(i):
+        go.wait()
+        for k in range(5):
+            log.append({"type": "note", "thread": i, "k": k})
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = log.write_times.snapshot()
+    assert snap["records"] == 40 and snap["recent"]["waits"] == 40
+    assert snap["writes"] <= 40
+
+
+def test_a_refused_write_has_no_wait(tmp_path):
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), use_syslog=False)
+    log.append({"type": "note"})
+    with open(path, "a") as fh:
+        fh.write('{"half a record')
+    with pytest.raises(AuditError):
+        log.append({"type": "note"})
+    assert log.write_times.snapshot()["recent"]["waits"] == 1
+
+
 def test_the_window_keeps_the_last_writes_and_the_totals_all():
     times = WriteTimes()
     for i in range(WriteTimes.WINDOW + 10):
@@ -59,3 +106,5 @@ def test_svirtd_status_shows_the_audit_writes_of_its_requests():
         # audited too, after its reply was made
         assert writes["records"] >= 6 and writes["records"] <= len(on_disk)
         assert writes["writes"] >= 3 and writes["recent"]["sync_ms_p50"] > 0
+        # every read waited for its decision and outcome: one wait each at least
+        assert writes["recent"]["waits"] >= 3 and writes["recent"]["wait_ms_p50"] > 0
