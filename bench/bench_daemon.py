@@ -390,6 +390,8 @@ def main() -> int:
         }
     summary = {}
     for name, rs in runs.items():
+        for r in rs:  # each run's own p50/p99, beside its CPU per request (see the text)
+            r["p50_ms"], r["p99_ms"] = pct(r["lat"], 0.5), pct(r["lat"], 0.99)
         lat = sorted(x for r in rs for x in r.pop("lat"))
         per_cmd: dict[str, list[float]] = collections.defaultdict(list)
         for r in rs:
@@ -461,6 +463,17 @@ def main() -> int:
             print(f"{name}: errors, e.g. {s['per_run'][0]['error_samples']}")
     floor = summary.get("svirtd, connection only")
     ours = summary["svirtd"]
+    if len(ours["per_run"]) > 1:
+        each = "; ".join(
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['requests_per_s']} requests/s at "
+            f"{r['daemon_cpu_ms_per_request']} ms CPU/request"
+            for r in ours["per_run"]
+        )
+        print(
+            f"\nsvirtd's runs one by one: {each}.  The same code and load; what differs "
+            f"between runs is how fast this shared machine was at the time, and the CPU each "
+            f"request cost svirtd follows it, with the throughput and the latency after it."
+        )
     if floor is not None:
         f_cpu, m_cpu = floor["daemon_cpu_ms_per_request"], ours["daemon_cpu_ms_per_request"]
         print(
@@ -485,6 +498,11 @@ def main() -> int:
         each = "; ".join(
             f"{w['records_per_write']} records a write, sync p50 {w['sync_ms_p50']} ms, "
             f"p99 {w['sync_ms_p99']} ms"
+            + (
+                f", callers waited p50 {w['wait_ms_p50']} ms, p99 {w['wait_ms_p99']} ms"
+                if "wait_ms_p50" in w
+                else ""
+            )
             for w in writes
         )
         print(
@@ -501,7 +519,14 @@ def main() -> int:
             f"wait for a CPU that the 50 clients and svirtd keep busy (with 20 busy "
             f"processes on 2 cores, perf sched timehist shows the woken threads waiting "
             f"~4 ms each; giving svirtd's writing thread real-time priority for its write "
-            f"did not shorten the sync, so it is not svirtd's own wake-up)."
+            f"did not shorten the sync, so it is not svirtd's own wake-up).  A caller's wait "
+            f"(from handing its records over to their being on disk: the write under way, "
+            f"its own batch's, and the wake-up after it, when the callers of a batch take "
+            f"their turns at the GIL) is most of an allowed request's time in svirtd.  Writing "
+            f"and syncing from the other CPU (tried: the writing thread moved there for its "
+            f"fdatasync) makes the sync much shorter, but the batches smaller, the CPU per "
+            f"request higher and the p99 worse: a request that does not wait for the disk "
+            f"waits for the CPU instead, and the CPU is what bounds this load (above)."
         )
     if alone and floor is not None:
         s_cpu = info["service_alone"]["cpu_ms_per_request_median"]
