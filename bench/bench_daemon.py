@@ -356,6 +356,7 @@ def main() -> int:
     probe = Host(domains=1)  # the same file system as the loads' audit logs
     try:
         info["idle_sync"] = idle_sync(probe.base / "log")
+        info["syslog"] = probe.syslog
     finally:
         probe.stop()
     trees = {"svirtd": (REPO, False)}
@@ -427,7 +428,7 @@ def main() -> int:
     print(
         f"{info['date']}, commit {info['commit']}, load {info['machine']['loadavg']} -> "
         f"{info['loadavg_after']}; {args.clients} clients x {args.per_client} requests, "
-        f"{args.runs} run(s) each\n"
+        f"{args.runs} run(s) each; the audit also to syslog ({info['syslog']} receiver)\n"
     )
     print(
         "| daemon | requests | p50 ms | p99 ms | requests/s (median; runs) "

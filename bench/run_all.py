@@ -45,7 +45,9 @@ SECTIONS = {
         "the same URI and asking the same question, printing nothing; no Python direct mode "
         "can start faster than that, so root's svirsh goes through svirtd by default whenever "
         "it answers (the `default: via svirtd` row; `--socket` only names the bench's svirtd) "
-        "and runs in-process when svirtd is down or with `--direct` (the `--direct` row).",
+        "and runs in-process when svirtd is down or with `--direct` (the `--direct` row).  "
+        "svirtd runs with its defaults, the audit's records going to syslog too (see the "
+        "daemon section).",
     ),
     "daemon": (
         "svirtd under load (`bench_daemon.py`)",
@@ -71,7 +73,10 @@ SECTIONS = {
         "production, libvirtd's CPU shown beside svirtd's (not judged).  `The service "
         "alone` is the same mix straight into `Service.handle` in one process, one request "
         "after the other: with the connection alone, the most one Python process could "
-        "serve.",
+        "serve.  svirtd runs with its defaults, so every audit record also goes to syslog "
+        "(`audit_syslog = yes`): to the machine's /dev/log, or where it has none, to a "
+        "receiver the bench starts for its run (a process that reads and drops each message; "
+        "what journald would do with them is not in these figures).",
     ),
     "qemu": (
         "start and destroy of a real QEMU guest (`bench_qemu.py`)",
@@ -81,7 +86,8 @@ SECTIONS = {
         "`destroy` as the non-root `svt-bench` through svirtd (root) on the same libvirtd; "
         "median and p90 of every round; the target is judged on the median of each round's "
         "difference (svirsh minus virsh of the same round), which QEMU's own spread between "
-        "rounds does not move.",
+        "rounds does not move.  svirtd runs with its defaults, the audit to syslog too (see "
+        "the daemon section).",
     ),
     "policy": (
         "sHype/ACM mediation hooks (`bench_policy.py`)",
