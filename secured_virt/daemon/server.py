@@ -45,7 +45,7 @@ from secured_virt.requests import (
 )
 
 from . import cpu as cpus
-from . import listener
+from . import heap, listener
 from . import protocol as P
 from .reconfig import Reconfigurer
 from .session import Session
@@ -402,6 +402,7 @@ class Server:
                 "socket_activated": not self.owns_path,
                 "connections": {"active": active, "busy": busy},
                 "cpus": cpus.allowed(),
+                "heap": heap.status(),
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),
@@ -448,6 +449,9 @@ class Server:
             result["trigger"] = trigger
             result["at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self.last_reload = result
+            freed = heap.refreeze()  # the old policy's cycles (daemon/heap.py)
+            if freed:
+                log.debug("reload (%s): %d objects of the previous state freed", trigger, freed)
         if result.get("ok"):
             self.counters.add("reloads_ok")
             log.info("policy reloaded (%s): %s", trigger, result.get("versions"))
@@ -736,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: server.request_reload("SIGHUP"))
+    heap.settle()  # start-up's objects out of the collector's way (daemon/heap.py)
     return server.serve_forever()
 
 
