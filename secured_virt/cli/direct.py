@@ -157,7 +157,9 @@ def run_direct(g, cmd, args: dict, emit) -> int:
         if stream is None:
             return emit(cmd.name, args, reply)
         from secured_virt.console import relay_local
+        from secured_virt.hardening import long_lived
 
+        long_lived()
         sys.stdout.write(reply.data["message"] + "\nEscape character is ^]\n")
         sys.stdout.flush()
         return relay_local(stream)

@@ -375,6 +375,9 @@ def _via_daemon(g: Globals, cmd, args: dict, session=None) -> int:
         # svirtd would resolve a relative one against its own working directory, not ours
         args["file"] = os.path.abspath(args["file"])
     if cmd.name == "console":
+        from secured_virt.hardening import long_lived
+
+        long_lived()
         kw = {"escape": args["escape"]} if args.get("escape") else {}
         return client.console(path, args["domain"], as_user=g.as_user, session=session, **kw)
     req = Request(
