@@ -23,7 +23,7 @@ import functools
 import gc
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -438,8 +438,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             transient, autostart = _transient_and_autostart(conn, base)
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="list domains") from None
-        out, handles = [], {}
-        for dom in doms:
+
+        def row(dom):
             uuid = dom.UUIDString()
             try:
                 info = self._info(
@@ -447,12 +447,39 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 )
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue
-                raise self._translate(exc, action="list domains") from None
-            out.append(info)
-            handles[info.name] = dom
+                    return None  # gone while we looked: not listed
+                raise
+            return info, dom
+
+        out, handles = [], {}
+        try:
+            for got in self.each(row, doms):
+                if got is not None:
+                    out.append(got[0])
+                    handles[got[0].name] = got[1]
+        except libvirt.libvirtError as exc:
+            raise self._translate(exc, action="list domains") from None
         out.sort(key=virsh_order)
         return DomainListing(self, out, handles)
+
+    def each(self, fn: Callable[[Any], Any], items: list) -> Iterable:
+        """``map(fn, items)``, in order; over a connection to a daemon (anything but the
+        in-process test driver) and for ``PARALLEL_FROM`` items or more, run by the row
+        threads (``_row_pool``) so that the round trips overlap.
+
+        Why: each row of a listing is a round trip to libvirtd for its info and another for
+        its metadata (virsh's list makes one), ~0.1 ms each; 50 domains asked one after the
+        other took 9.5 ms, from 8 threads 3.5-4 ms (libvirtd's test driver; libvirt's client
+        multiplexes calls of several threads on one connection).  In-process, a call is a
+        function call and the threads' hand-offs would only add to it.  The first exception
+        is raised when its item's turn comes, as ``map`` does."""
+        if not self.overlaps(len(items)):
+            return map(fn, items)
+        return _row_pool().map(fn, items)
+
+    def overlaps(self, n: int) -> bool:
+        """Whether ``each`` runs ``n`` items by the row threads (see there)."""
+        return n >= PARALLEL_FROM and not is_test_uri(self.uri)
 
     def listing_by_name(self, *, include_inactive: bool = False) -> NamedListing:
         """The listed domains' names and ids only, in virsh's order; each one's row is asked
@@ -1180,6 +1207,21 @@ class DomainListing:
             self._meta[key] = value
         return value
 
+    def prefetch_metadata(self, names: list[str], ns_uri: str) -> None:
+        """Read the metadata of the listed ``names`` now, by the backend's row threads where
+        they help (``LibvirtBackend.each``), so the rows made next find it read.  Errors are
+        left to ``metadata`` itself, which asks again and reports them."""
+        if not self._backend.overlaps(len(names)):
+            return  # one after the other anyway: each row reads its own when it is made
+        wanted = [n for n in names if n in self._handles and (n, ns_uri) not in self._meta]
+
+        def one(name):
+            with contextlib.suppress(BackendError):
+                self.metadata(name, ns_uri)
+
+        for _ in self._backend.each(one, wanted):
+            pass
+
     def has_managed_save(self, name: str) -> bool | None:
         """Like the backend's ``has_managed_save``, for a listed domain."""
         try:
@@ -1188,6 +1230,23 @@ class DomainListing:
             if exc.code == "no-domain":
                 raise
             return None
+
+
+#: the fewest rows asked by the row threads (LibvirtBackend.each); fewer go one by one
+PARALLEL_FROM = 8
+#: how many rows are asked at once over a connection to libvirtd
+ROW_THREADS = 8
+_pool: list = []  # [the row threads' executor], made on first use
+_pool_lock = threading.Lock()
+
+
+def _row_pool():
+    with _pool_lock:
+        if not _pool:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool.append(ThreadPoolExecutor(ROW_THREADS, thread_name_prefix="svirt-rows"))
+        return _pool[0]
 
 
 def _transient_and_autostart(conn, base: int) -> tuple[set[str], set[str]]:

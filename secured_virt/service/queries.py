@@ -186,6 +186,9 @@ class QueryCommands:
         # it; another backend's list_domains is sorted here
         ordered = visible if snap is not self.backend else sorted(visible, key=virsh_order)
         realms = bool(self.tenancy)  # asked once, not per row (_realm_of_row asks it again)
+        prefetch = getattr(snap, "prefetch_metadata", None)
+        if prefetch is not None and not by_name:  # each row's metadata, asked all at once
+            prefetch([d.name for d in ordered], vmmeta.NS)
         for d in ordered:
             if by_name:
                 d = snap.info(d.name)
