@@ -47,7 +47,10 @@ SECTIONS = {
         "it answers (the `default: via svirtd` row; `--socket` only names the bench's svirtd) "
         "and runs in-process when svirtd is down or with `--direct` (the `--direct` row).  "
         "svirtd runs with its defaults, the audit's records going to syslog too (see the "
-        "daemon section).",
+        "daemon section).  The second table runs the same commands on the same domains "
+        "inside libvirtd (its test driver): every libvirt call of svirtd's is then a round "
+        "trip, as on a host with real guests, and only root's virsh can reach libvirtd, so it "
+        "is the peer there; not judged.",
     ),
     "daemon": (
         "svirtd under load (`bench_daemon.py`)",
