@@ -620,11 +620,10 @@ class AuditLog:
         except Exception as exc:  # never leave a record's caller without an answer
             if mine.rec is None and mine.error is None:
                 mine.error = f"cannot write the audit log {self.path}: {exc}"
-        if mine.error is None:
-            self.write_times.waited(time.perf_counter() - began)
         if mine.error is not None:
             self._syslog(fields, None, failure=mine.error)
             raise AuditError(mine.error)
+        self.write_times.waited(time.perf_counter() - began)
         self._syslog(mine.rec, mine.rec["hash"])
         if mine.then_rec is not None:
             self._syslog(mine.then_rec, mine.then_rec["hash"])

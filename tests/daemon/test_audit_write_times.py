@@ -28,8 +28,8 @@ def test_every_write_is_counted_with_its_records_and_its_sync(tmp_path):
     assert 0 < recent["sync_ms_p50"] <= recent["sync_ms_p99"] <= recent["sync_ms_max"]
 
 
-def test_a_failed_write_is_not_counted(tmp_path):
-    """Only what reached the disk: a write refused (a broken last line) adds nothing."""
+def _one_written_then_one_refused(tmp_path) -> AuditLog:
+    """A log with one record written, then a broken last line that refuses the next one."""
     path = tmp_path / "audit.log"
     log = AuditLog(str(path), use_syslog=False)
     log.append({"type": "note"})
@@ -37,6 +37,12 @@ def test_a_failed_write_is_not_counted(tmp_path):
         fh.write('{"half a record')
     with pytest.raises(AuditError, match="incomplete record"):
         log.append({"type": "note"})
+    return log
+
+
+def test_a_failed_write_is_not_counted(tmp_path):
+    """Only what reached the disk: a write refused (a broken last line) adds nothing."""
+    log = _one_written_then_one_refused(tmp_path)
     assert log.write_times.snapshot()["records"] == 1
 
 
@@ -74,13 +80,7 @@ def test_threads_appending_at_once_each_count_their_wait(tmp_path):
 
 
 def test_a_refused_write_has_no_wait(tmp_path):
-    path = tmp_path / "audit.log"
-    log = AuditLog(str(path), use_syslog=False)
-    log.append({"type": "note"})
-    with open(path, "a") as fh:
-        fh.write('{"half a record')
-    with pytest.raises(AuditError):
-        log.append({"type": "note"})
+    log = _one_written_then_one_refused(tmp_path)
     assert log.write_times.snapshot()["recent"]["waits"] == 1
 
 
