@@ -180,6 +180,13 @@ def measure(host: Host, rounds: int, before: Path | None) -> dict:
             run_once(argv)
     for cname, v in table.items():
         check_same(cname, {name: run_once(argv)[1] for name, argv in v.items()})
+    return timed(table, rounds, lambda name: name.split(":")[0] + ": virsh")
+
+
+def timed(table: dict[str, dict[str, list[str]]], rounds: int, peer_of) -> dict:
+    """Every variant of ``table`` ({command: {variant: argv}}) run ``rounds`` times, rounds
+    interleaved; each row's median, p90 and ratio of medians against the variant
+    ``peer_of(variant)`` of the same command."""
     times = {c: {n: [] for n in v} for c, v in table.items()}
     for _ in range(rounds):
         for cname, v in table.items():
@@ -189,7 +196,7 @@ def measure(host: Host, rounds: int, before: Path | None) -> dict:
     for cname, per in times.items():
         rows = {}
         for name, xs in per.items():
-            peer = statistics.median(per[name.split(":")[0] + ": virsh"])
+            peer = statistics.median(per[peer_of(name)])
             med = statistics.median(xs)
             xs = sorted(xs)
             rows[name] = {
@@ -233,25 +240,9 @@ def in_libvirtd(rounds: int) -> dict:
             ours = {tuple(n for n in listed(o) if n in host.names) for o in outs.values()}
             if cname == "list --all" and len(ours) != 1:
                 raise SystemExit(f"libvirtd node: the variants listed different domains: {outs}")
-        times = {c: {n: [] for n in v} for c, v in table.items()}
-        for _ in range(rounds):
-            for cname, v in table.items():
-                for name, argv in v.items():
-                    times[cname][name].append(run_once(argv)[0])
+        return timed(table, rounds, lambda _name: LIBVIRTD_PEER)
     finally:
         host.stop()
-    result = {}
-    for cname, per in times.items():
-        peer = statistics.median(per[LIBVIRTD_PEER])
-        result[cname] = {
-            name: {
-                "median_ms": round(statistics.median(xs) * 1000, 2),
-                "x_root_virsh": round(statistics.median(xs) / peer, 3),
-                "runs": len(xs),
-            }
-            for name, xs in per.items()
-        }
-    return result
 
 
 #: -X importtime's module names, by whose they are (first match of the top-level name)
@@ -356,7 +347,7 @@ def main() -> int:
     print("|---|---|---:|---:|")
     for cname, rows in remote.items():
         for name, r in rows.items():
-            print(f"| {cname} | {name} | {r['median_ms']} | {r['x_root_virsh']} |")
+            print(f"| {cname} | {name} | {r['median_ms']} | {r['x_virsh']} |")
     print(f"\nwrote {out / 'client.json'}")
     return 0
 
