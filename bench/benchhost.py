@@ -16,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,29 @@ while True:
 _sink: list = []  # [(process, inode)] of the receiver this process started, if any
 
 
+def _stop_on_signal(signum, _frame):
+    """SIGTERM/SIGHUP end a bench like Ctrl-C: as SystemExit, so every ``finally`` (each
+    Host's svirtd, its files, libvirtd's domains) and the receiver's atexit still run.
+    Killed otherwise, a bench left its svirtd and the syslog receiver behind."""
+    raise SystemExit(128 + signum)
+
+
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) is signal.SIG_DFL:
+        signal.signal(_sig, _stop_on_signal)
+
+
+def _listening(path: str) -> bool:
+    """Whether something receives datagrams on ``path`` (a socket left by a receiver that
+    died has nobody behind it: syslog(3) would drop every message)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def syslog_receiver() -> str:
     """Make sure svirtd's syslog messages have somewhere to go, as on any host (journald or
     rsyslog listen on /dev/log); returns which: "the machine's" or "the bench's".
@@ -125,7 +149,12 @@ def syslog_receiver() -> str:
     if _sink:
         return "the bench's"
     if os.path.exists(SYSLOG_SOCKET):
-        return "the machine's"
+        if _listening(SYSLOG_SOCKET):
+            return "the machine's"
+        st = os.lstat(SYSLOG_SOCKET)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SystemExit(f"{SYSLOG_SOCKET} is not a socket; svirtd's syslog cannot go there")
+        os.unlink(SYSLOG_SOCKET)  # a socket nobody listens on: ours takes its place
     proc = subprocess.Popen(
         [PY, "-I", "-c", _SINK, SYSLOG_SOCKET], stdout=subprocess.PIPE, text=True, env=ENV
     )

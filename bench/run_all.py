@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -207,9 +208,20 @@ def run_one(name: str) -> str:
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit, before, t0 = _commit(), _load(), time.monotonic()
     print(f"\n## {name}: running {script.name} (load {before})\n", flush=True)
-    res = subprocess.run(
-        [sys.executable, str(script)], cwd=HERE.parent, capture_output=True, text=True
-    )
+    with subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=HERE.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:  # stopped (Ctrl-C, SIGTERM): the bench cleans up, then we go
+            proc.terminate()
+            proc.communicate()
+            raise
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr[-4000:])
     took = time.monotonic() - t0
@@ -260,6 +272,10 @@ def write_results(sections: dict[str, str]) -> None:
 
 
 def main() -> int:
+    # stopped by SIGTERM or SIGHUP as by Ctrl-C: the running bench is stopped too and cleans
+    # up (run_one), instead of running on alone with its svirtd and its files
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     (HERE / "out").mkdir(exist_ok=True)
     names = sys.argv[1:] or [p.stem.removeprefix("bench_") for p in sorted(HERE.glob("bench_*.py"))]
     unknown = [n for n in names if not (HERE / f"bench_{n}.py").exists()]
