@@ -75,6 +75,10 @@ class Config:
     idle_timeout: float = 30.0
     #: svirtd runs all its threads on one CPU, with the libvirt backend (daemon.cpu says why)
     svirtd_one_cpu: bool = True
+    #: svirtd lets this many requests into the service at once, the others wait in arrival
+    #: order (0: no limit); one in for svirtd_slow_request_ms stops counting (daemon.admission)
+    svirtd_active_requests: int = 16
+    svirtd_slow_request_ms: float = 50.0
     pam_service: str = "secured-virt"
     auth_operations: frozenset[str] = frozenset()
     auth_timeout_minutes: float = 5.0
@@ -308,6 +312,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "request_max_bytes": _int_range(1024, 64 * 1024 * 1024),
     "idle_timeout": _duration(1, 1, 86400),
     "svirtd_one_cpu": _bool,
+    "svirtd_active_requests": _int_range(0, 4096),
+    "svirtd_slow_request_ms": _duration(0.001, 1, 600000),
     "pam_service": _name("PAM service name"),
     "auth_operations": _operations,
     "auth_timeout_minutes": _duration(60, 0, 24 * 60),

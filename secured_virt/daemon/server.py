@@ -47,6 +47,7 @@ from secured_virt.requests import (
 from . import cpu as cpus
 from . import heap, listener
 from . import protocol as P
+from .admission import Admission
 from .reconfig import Reconfigurer
 from .session import Session
 from .watcher import PolicyWatcher
@@ -75,6 +76,10 @@ class Limits:
     max_connections: int = 1024
     max_connections_per_uid: int = 128
     shutdown_timeout: float = 10.0
+    #: requests in the service at once, the rest queued in arrival order (0: no limit), and
+    #: the time after which a request stops counting against it (daemon.admission says why)
+    svirtd_active_requests: int = 16
+    svirtd_slow_request_ms: float = 50.0
 
     @classmethod
     def from_config(cls, config) -> Limits:
@@ -233,6 +238,10 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self.workers = Workers()
+        #: the queue in front of the service (daemon.admission)
+        self.admission = Admission(
+            self.limits.svirtd_active_requests, self.limits.svirtd_slow_request_ms / 1000
+        )
 
     # -- session bookkeeping (called from session threads) ------------------------------------
     def mark_idle(self, s: Session) -> bool:
@@ -275,6 +284,10 @@ class Server:
         list's parts: a retry would send its rows twice); then there is no retry, only the
         reconnect for the next request.
         """
+        with self.admission:  # at most svirtd_active_requests at once, in arrival order
+            return self._run_service(fn, retry_safe)
+
+    def _run_service(self, fn: Callable[[], Any], retry_safe: Callable[[], bool] | None) -> Any:
         try:
             result = fn()
         except Exception as exc:
@@ -403,6 +416,7 @@ class Server:
                 "connections": {"active": active, "busy": busy},
                 "cpus": cpus.allowed(),
                 "heap": heap.status(),
+                "admission": self.admission.status(),
                 "limits": dataclasses.asdict(self.limits),
             },
             "counters": self.counters.snapshot(),

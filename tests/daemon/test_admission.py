@@ -1,0 +1,147 @@
+"""daemon.admission: at most ``limit`` requests in the service, the rest in arrival order, and
+nobody held up longer than ``slow`` by a request that waits for something else."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from secured_virt.daemon.admission import Admission
+
+
+class Clock:
+    """A clock the test moves by hand (the queue's only notion of time besides its waits)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def enter_in_thread(adm: Admission, got: list, name: str) -> threading.Thread:
+    """A thread that enters, records ``(name, ticket)`` and stays in until told to leave."""
+    leave = threading.Event()
+
+    def run():
+        ticket = adm.enter()
+        got.append((name, ticket))
+        leave.wait(10)
+        adm.leave(ticket)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.leave = leave  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+def wait_until(cond, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.002)
+
+
+def test_at_most_limit_inside_the_rest_in_arrival_order():
+    adm = Admission(2, slow=60)
+    got: list = []
+    threads = []
+    for i in range(6):
+        threads.append(enter_in_thread(adm, got, f"r{i}"))
+        if i >= 2:  # queued: wait until it is, so that the arrival order is known
+            wait_until(lambda i=i: adm.status()["waiting"] == i - 1)
+        else:
+            wait_until(lambda i=i: len(got) == i + 1)
+    assert [n for n, _ in got] == ["r0", "r1"]
+    assert adm.status()["running"] == 2 and adm.status()["waiting"] == 4
+    for k in range(4):  # each one leaving lets exactly the oldest waiter in
+        threads[k].leave.set()
+        wait_until(lambda k=k: len(got) == 3 + k)
+        time.sleep(0.01)
+        assert len(got) == 3 + k, "one leaving let more than one in"
+        assert adm.status()["running"] == 2
+    assert [n for n, _ in got] == [f"r{i}" for i in range(6)]
+    for t in threads:
+        t.leave.set()
+        t.join(5)
+    st = adm.status()
+    assert (st["running"], st["waiting"], st["admitted"], st["waited"]) == (0, 0, 6, 4)
+    assert st["wait_ms_p50"] >= 0 and st["wait_ms_max"] >= st["wait_ms_p50"]
+
+
+def test_a_slow_request_stops_counting_after_slow():
+    adm = Admission(1, slow=0.15)
+    held = adm.enter()  # a request that waits for something else, e.g. a password prompt
+    began = time.monotonic()
+    second = adm.enter()  # must not wait for `held` to leave
+    waited = time.monotonic() - began
+    assert 0.1 <= waited < 2.0
+    st = adm.status()
+    assert st["outlived_slow"] == 1 and st["running"] == 1
+    # the slow one leaving later frees nothing: its slot was given away already
+    got: list = []
+    third = enter_in_thread(adm, got, "third")
+    wait_until(lambda: adm.status()["waiting"] == 1)
+    adm.leave(held)
+    time.sleep(0.05)
+    assert got == [] and adm.status()["running"] == 1, "a slot was handed out twice"
+    adm.leave(second)
+    wait_until(lambda: len(got) == 1)
+    third.leave.set()
+    third.join(5)
+    assert adm.status()["running"] == 0
+
+
+def test_expiry_is_by_time_in_the_service_oldest_first():
+    clock = Clock()
+    adm = Admission(2, slow=1.0, clock=clock)
+    a = adm.enter()
+    clock.now += 0.6
+    b = adm.enter()
+    clock.now += 0.5  # a has been in 1.1 s, b 0.5 s
+    with adm._lock:
+        adm._expire_locked(clock())
+    assert adm.status()["running"] == 1 and adm.status()["outlived_slow"] == 1
+    adm.leave(a)  # no longer counted: nothing changes
+    assert adm.status()["running"] == 1
+    adm.leave(b)
+    assert adm.status()["running"] == 0
+
+
+def test_no_limit_admits_everyone_at_once():
+    adm = Admission(0, slow=0.05)
+    tickets = [adm.enter() for _ in range(100)]
+    assert tickets == [None] * 100
+    for t in tickets:
+        adm.leave(t)
+    assert adm.status()["running"] == 0 and adm.status()["waiting"] == 0
+
+
+def test_as_a_context_manager_per_thread():
+    adm = Admission(1, slow=60)
+    order: list[str] = []
+
+    def run(name):
+        with adm:
+            order.append(f"{name} in")
+            time.sleep(0.02)
+            order.append(f"{name} out")
+
+    ts = [threading.Thread(target=run, args=(f"t{i}",)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(5)
+    # never two inside at once: every "in" is followed by its own "out"
+    assert all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, 8, 2))
+    assert adm.status()["running"] == 0
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        Admission(-1, slow=1)
+    with pytest.raises(ValueError):
+        Admission(1, slow=0)
