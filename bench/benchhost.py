@@ -216,7 +216,8 @@ class Host:
     on that hypervisor instead.  The role grants ``ops`` (default: list, dominfo, domstate,
     start, destroy; the load bench's denied request is suspend).  ``in_libvirtd``: the same
     domains in the test driver *inside libvirtd* (``test+unix:///default``), so every libvirt
-    call is a round trip to a daemon, as svirtd makes them to qemu:///system in production."""
+    call is a round trip to a daemon, as svirtd makes them to qemu:///system in production.
+    ``conf``: more configuration keys (or other values for the ones written here)."""
 
     def __init__(
         self,
@@ -228,6 +229,7 @@ class Host:
         ops: tuple[int, ...] = (2, 3, 4, 6, 13),
         idle_timeout: int = 60,
         in_libvirtd: bool = False,
+        conf: dict | None = None,
     ):
         self.base = Path(tempfile.mkdtemp(prefix="svt-bench-", dir="/tmp"))
         self.base.chmod(0o755)
@@ -285,6 +287,7 @@ class Host:
             "acm_state_dir": self.base / "acm",
             "socket": self.socket,
             "idle_timeout": idle_timeout,
+            **(conf or {}),
         }
         self.syslog = syslog_receiver()
         text = "[secured-virt]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
