@@ -3,6 +3,7 @@ nobody held up longer than ``slow`` by a request that waits for something else."
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -145,3 +146,39 @@ def test_bad_settings_are_refused():
         Admission(-1, slow=1)
     with pytest.raises(ValueError):
         Admission(1, slow=0)
+
+
+def test_the_configuration_keys_reach_svirtd():
+    from secured_virt.config import parse_config
+    from secured_virt.daemon.server import Limits, Server
+
+    cfg = parse_config(
+        "[secured-virt]\nsvirtd_active_requests = 3\nsvirtd_slow_request_ms = 2s\n", "t.conf"
+    )
+    limits = Limits.from_config(cfg)
+    assert (limits.svirtd_active_requests, limits.svirtd_slow_request_ms) == (3, 2000.0)
+    server = Server(object(), socket.socket(socket.AF_UNIX), limits=limits)
+    try:
+        st = server.status()["daemon"]["admission"]
+        assert (st["limit"], st["slow_ms"], st["running"], st["waiting"]) == (3, 2000.0, 0, 0)
+    finally:
+        server.sock.close()
+        server._wake_r.close()
+        server._wake_w.close()
+
+
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("svirtd_active_requests = -1", "expected a whole number"),
+        ("svirtd_active_requests = 5000", "outside the allowed range 0..4096"),
+        ("svirtd_slow_request_ms = 0", "outside the allowed range"),
+        ("svirtd_slow_request_ms = soon", "expected a duration"),
+    ],
+)
+def test_bad_values_name_the_file_and_line(line, says):
+    from secured_virt.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f"[secured-virt]\n{line}\n", "host.conf")
+    assert "host.conf:2" in str(exc.value) and says in str(exc.value)
