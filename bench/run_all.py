@@ -71,7 +71,7 @@ SECTIONS = {
         "before the reply: docs/audit-format.md); each shared by the requests of the "
         "moment, so a busy disk shows in every row but the refused suspend.  svirtd runs with "
         "its admission queue (at most 16 requests in the service at once, the rest in "
-        "arrival order); the `no admission queue` row is the same svirtd with it off, runs "
+        "arrival order); the `no admission queue` rows are the same svirtd with it off, runs "
         "interleaved.  The node is a "
         "test-driver file inside svirtd's process, as the target is stated (a libvirt call "
         "is a function call); the `domains inside libvirtd` row runs the same load with the "

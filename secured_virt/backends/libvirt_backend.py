@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 import libvirt
 from lxml import etree
 
+from secured_virt.waiting import for_others
+
 from . import domxml, metadata
 from .base import (
     BackendError,
@@ -409,12 +411,14 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 self._flights[key] = (waiting, None) if running is None else (running, waiting)
         mine = waiting
         if not lead:
-            mine.done.wait()
+            with for_others():  # no CPU needed meanwhile (secured_virt.waiting)
+                mine.done.wait()
             if mine.result is not None:
                 return mine.result
             return self._listing_now(include_inactive)  # the shared one failed: say why alone
         if running is not None:  # ours starts when the running one is done
-            running.done.wait()
+            with for_others():
+                running.done.wait()
             with self._flight_lock:
                 self._flights[key] = (mine, None)  # started: later arrivals wait for the next
         try:

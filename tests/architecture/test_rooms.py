@@ -25,8 +25,18 @@ _spec.loader.exec_module(graph)
 #: the shared top-level modules every room may use (they import no room but access's leaf
 #: catalogue: config validates operation names).  groupcommit: the leader/waiters batching
 #: that access.audit (one fdatasync per batch) and shype.categories (one flock and save per
-#: batch) share; it imports nothing
-SHARED = {"fsutil", "requests", "hardening", "config", "sizes", "groupcommit", "lazylog"}
+#: batch) share; it imports nothing.  waiting: how a thread waiting for a listing others share
+#: tells svirtd's admission queue (daemon/admission.py) that it needs no turn meanwhile
+SHARED = {
+    "fsutil",
+    "requests",
+    "hardening",
+    "config",
+    "sizes",
+    "groupcommit",
+    "lazylog",
+    "waiting",
+}
 
 #: room -> the rooms (and outside packages of ours) it may import.  Front-ends sit on top,
 #: the service below them, then sHype and confinement, access and role files, backends.

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from lxml import etree
 
+from secured_virt import waiting as turns
 from secured_virt.backends import (
     BackendError,
     DomainInfo,
@@ -760,9 +761,24 @@ def test_concurrent_listings_are_shared_but_never_older_than_the_request(lv, mon
 
     monkeypatch.setattr(libvirt_backend._Flight, "__init__", flight_init)
     got: dict[str, list[str]] = {}
+    steps: dict[str, list[str]] = {}  # what each told svirtd's admission queue (waiting.py)
+
+    class Keeper:
+        def __init__(self, who):
+            self.who = who
+
+        def step_out(self):
+            steps.setdefault(self.who, []).append("out")
+
+        def step_in(self):
+            steps.setdefault(self.who, []).append("in")
 
     def ask(who):
-        got[who] = [d.name for d in lv.listing(include_inactive=True).domains]
+        turns.keeper(Keeper(who))
+        try:
+            got[who] = [d.name for d in lv.listing(include_inactive=True).domains]
+        finally:
+            turns.keeper(None)
 
     a = threading.Thread(target=ask, args=("A",))
     a.start()
@@ -781,5 +797,8 @@ def test_concurrent_listings_are_shared_but_never_older_than_the_request(lv, mon
     assert "late" not in got["A"]
     assert "late" in got["B"] and "late" in got["C"]
     assert len(calls) == 2  # A's, and one shared by B and C
+    # B waited for A's listing and led its own; C waited for B's: neither needed the CPU while
+    # it waited, and both said so; A never waited
+    assert steps == {"B": ["out", "in"], "C": ["out", "in"]}
     assert lv._flights == {}
     assert "late" in [d.name for d in lv.list_domains(include_inactive=True)]

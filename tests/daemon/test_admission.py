@@ -182,3 +182,51 @@ def test_bad_values_name_the_file_and_line(line, says):
     with pytest.raises(ConfigError) as exc:
         parse_config(f"[secured-virt]\n{line}\n", "host.conf")
     assert "host.conf:2" in str(exc.value) and says in str(exc.value)
+
+
+def test_a_request_waiting_for_shared_work_lets_another_in():
+    """A request waiting for a group commit's batch or a shared listing (secured_virt.waiting)
+    uses no CPU: it stops counting, so the next request runs and can join that batch; when
+    the wait is over it counts again, even above the limit, and newcomers wait for that."""
+    from secured_virt import waiting
+
+    adm = Admission(1, slow=60)
+    in_batch, batch_done, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with adm:
+            with waiting.for_others():
+                in_batch.set()
+                batch_done.wait(10)
+            a_done.wait(10)
+
+    ta = threading.Thread(target=a)
+    ta.start()
+    assert in_batch.wait(5)
+    assert adm.status()["running"] == 0  # a waits for others' work: not counted
+    got: list = []
+    tb = enter_in_thread(adm, got, "b")  # let in at once though the limit is 1
+    wait_until(lambda: len(got) == 1)
+    batch_done.set()
+    wait_until(lambda: adm.status()["running"] == 2)  # a counts again, above the limit
+    tc = enter_in_thread(adm, got, "c")
+    wait_until(lambda: adm.status()["waiting"] == 1)
+    tb.leave.set()
+    time.sleep(0.05)
+    assert [n for n, _ in got] == ["b"], "c was let in while two were running, limit 1"
+    a_done.set()
+    wait_until(lambda: len(got) == 2)
+    tc.leave.set()
+    for t in (ta, tb, tc):
+        t.join(5)
+    assert adm.status()["running"] == 0 and adm.status()["waiting"] == 0
+
+
+def test_waiting_for_others_without_a_keeper_does_nothing():
+    from secured_virt import waiting
+
+    with waiting.for_others():  # not in a request of svirtd's: nobody to tell
+        pass
+    adm = Admission(0, slow=1)
+    with adm, waiting.for_others():  # no limit: no keeper is set
+        assert adm.status()["running"] == 0
