@@ -230,3 +230,50 @@ def test_waiting_for_others_without_a_keeper_does_nothing():
     adm = Admission(0, slow=1)
     with adm, waiting.for_others():  # no limit: no keeper is set
         assert adm.status()["running"] == 0
+
+
+@pytest.mark.integration
+def test_a_real_svirtd_queues_a_burst_and_answers_every_request():
+    """svirtd with two requests let in at a time, 24 clients at once (lists, dominfo, a
+    refused suspend as a user without roles): every reply is right, some had to wait, the
+    audit holds every decision, and the queue is empty afterwards."""
+    from svtd_helpers import running_svirtd
+
+    from secured_virt import client
+    from secured_virt.requests import Request
+
+    with running_svirtd(svirtd_active_requests=2) as env:
+        names = {
+            d["name"]
+            for d in client.call(env.socket, Request("list", {"all": True})).data["domains"]
+        }
+        replies: list = []
+        go = threading.Event()
+
+        def one(i):
+            go.wait(10)
+            req = (
+                Request("list", {"all": True})
+                if i % 2
+                else Request("dominfo", {"domain": "alice-web"})
+            )
+            replies.append((req.command, client.call(env.socket, req)))
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+        for t in ts:
+            t.start()
+        go.set()
+        for t in ts:
+            t.join(60)
+        assert len(replies) == 24
+        for cmd, r in replies:
+            assert r.status == 0, (cmd, r.message)
+            if cmd == "list":
+                assert {d["name"] for d in r.data["domains"]} == names
+            else:
+                assert r.data["name"] == "alice-web"
+        st = client.admin_status(env.socket).data["daemon"]["admission"]
+        assert st["limit"] == 2 and st["admitted"] == 25 and st["waited"] >= 1
+        assert st["running"] == 0 and st["waiting"] == 0
+        decided = [r for r in env.audit_records() if r["type"] == "decision"]
+        assert len(decided) == 25
