@@ -1,5 +1,5 @@
 """Admission: at most ``limit`` requests in the service at once; the others wait their turn,
-first come, first served.
+each caller's in arrival order and the callers in turn.
 
 Why: svirtd runs its Python on one CPU (daemon.cpu), so when more requests arrive than that
 CPU can serve, they queue somewhere.  Without a limit they all queue inside the service at
@@ -24,6 +24,13 @@ that boots, a password being typed at a prompt, a slow front-end reading streame
 nothing queued behind it should wait for that.  So a caller can hold up the queue for at most
 ``slow``, however many requests it keeps open; after that its requests run on, uncounted, and
 finish as they would have.
+
+Turns are per caller (svirtd's peer uid; a remote front-end's session user): a freed slot
+goes to the oldest request of the caller whose turn it is, and that caller then goes to the
+back of the line.  One caller, however many requests it queues (a script over hundreds of
+VMs, a tenant flooding svirtd to slow the others down), delays another caller's request by
+at most one of its own per turn; with one caller, or with callers that each have one request
+waiting, it is first come, first served.
 
 ``limit`` 0 admits everyone at once (no queue): what svirtd did before.
 """
@@ -59,8 +66,9 @@ class _Waiter:
 class Admission:
     """``with admission:`` around a request's run in the service (see the module docstring).
 
-    Used as a context manager by the request's own thread: ``__enter__`` returns once the
-    request may run, ``__exit__`` gives its slot to the oldest waiting request.  Each thread's
+    Used as a context manager by the request's own thread, ``with admission(uid):``:
+    ``__enter__`` returns once the request may run, ``__exit__`` gives its slot to the next
+    waiting request in turn.  Each thread's
     ticket is kept in a thread-local, so one object serves every thread."""
 
     def __init__(self, limit: int, slow: float, clock=time.monotonic):
@@ -72,7 +80,10 @@ class Admission:
         self._lock = threading.Lock()
         #: counted requests: ticket -> when it was let in (oldest first: dicts keep order)
         self._active: dict[int, float] = {}
-        self._queue: collections.deque[_Waiter] = collections.deque()
+        #: the waiting requests, a queue per caller (uid), and the callers in their turn order
+        self._queues: dict[object, collections.deque[_Waiter]] = {}
+        self._turns: collections.deque[object] = collections.deque()
+        self._waiting = 0
         self._tickets = itertools.count(1)
         self._mine = threading.local()
         self._admitted = 0  # requests let in, at once or after waiting
@@ -81,8 +92,15 @@ class Admission:
         self._waits: collections.deque[float] = collections.deque(maxlen=RECENT)
 
     # -- the request's side -------------------------------------------------------------------
+    def __call__(self, who: object = None) -> Admission:
+        """``with admission(uid):`` - the caller whose turn the request waits for (see
+        :meth:`enter`); ``with admission:`` is one anonymous caller."""
+        self._mine.who = who
+        return self
+
     def __enter__(self) -> Admission:
-        self._mine.ticket = self.enter()
+        who, self._mine.who = getattr(self._mine, "who", None), None
+        self._mine.ticket = self.enter(who)
         if self.limit:
             waiting.keeper(self)  # its wait for a shared listing does not count (step_out/in)
         return self
@@ -109,26 +127,38 @@ class Admission:
             self._active[ticket] = now
         self._mine.ticket = ticket
 
-    def enter(self) -> int | None:
-        """Wait for a slot; the ticket to hand to :meth:`leave` (None: no limit)."""
+    def enter(self, who: object = None) -> int | None:
+        """Wait for a slot; the ticket to hand to :meth:`leave` (None: no limit).
+
+        ``who``: the caller (svirtd passes the peer's uid).  Each caller's requests wait in
+        arrival order, and the callers take turns: a freed slot goes to the oldest request of
+        the caller whose turn it is, and that caller goes to the back of the line.  So a
+        caller with many requests waiting (a script over hundreds of VMs, or a tenant
+        flooding svirtd) delays another caller's request by at most one of its own per turn,
+        not by all of them."""
         if not self.limit:
             return None
         now = self._clock()
         with self._lock:
             self._admitted += 1
-            if not self._queue and len(self._active) < self.limit:
+            if not self._waiting and len(self._active) < self.limit:
                 ticket = next(self._tickets)
                 self._active[ticket] = now
                 return ticket
             me = _Waiter(now)
-            self._queue.append(me)
+            mine = self._queues.get(who)
+            if mine is None:
+                mine = self._queues[who] = collections.deque()
+                self._turns.append(who)
+            mine.append(me)
+            self._waiting += 1
             self._queued += 1
         try:
             return self._wait(me)
         except BaseException:  # never leave a slot or a queue place behind
             with self._lock:
                 if me.ticket is None:
-                    self._queue.remove(me)
+                    self._drop_locked(who, me)
                 else:
                     self._leave_locked(me.ticket)
             raise
@@ -171,11 +201,27 @@ class Admission:
             del self._active[ticket]
             self._outlived += 1
 
+    def _drop_locked(self, who: object, me: _Waiter) -> None:
+        """``me`` leaves the line without a slot."""
+        mine = self._queues[who]
+        mine.remove(me)
+        self._waiting -= 1
+        if not mine:
+            del self._queues[who]
+            self._turns.remove(who)
+
     def _grant_locked(self) -> None:
-        """Let in the queue's head while there are free slots."""
+        """While there are free slots: the oldest request of the caller whose turn it is."""
         now = None
-        while self._queue and len(self._active) < self.limit:
-            w = self._queue.popleft()
+        while self._turns and len(self._active) < self.limit:
+            who = self._turns.popleft()
+            mine = self._queues[who]
+            w = mine.popleft()
+            if mine:
+                self._turns.append(who)  # its next request waits for the others' turns
+            else:
+                del self._queues[who]
+            self._waiting -= 1
             now = self._clock() if now is None else now
             w.ticket = next(self._tickets)
             self._active[w.ticket] = now
@@ -191,7 +237,8 @@ class Admission:
                 "limit": self.limit,
                 "slow_ms": round(self.slow * 1000, 3),
                 "running": len(self._active),
-                "waiting": len(self._queue),
+                "waiting": self._waiting,
+                "callers_waiting": len(self._queues),
                 "admitted": self._admitted,
                 "waited": self._queued,
                 "outlived_slow": self._outlived,

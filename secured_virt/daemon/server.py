@@ -274,7 +274,11 @@ class Server:
 
     # -- the service, with one retry after a lost hypervisor connection -----------------------
     def run_service(
-        self, fn: Callable[[], Any], retry_safe: Callable[[], bool] | None = None
+        self,
+        fn: Callable[[], Any],
+        retry_safe: Callable[[], bool] | None = None,
+        *,
+        who: int | None = None,
     ) -> Any:
         """Call the use-case layer; if the hypervisor connection died, reconnect and retry once.
 
@@ -282,9 +286,10 @@ class Server:
         retry, so a healthy but refusing hypervisor is never asked twice.  ``retry_safe``:
         False once the first try has sent something the caller cannot take back (a streamed
         list's parts: a retry would send its rows twice); then there is no retry, only the
-        reconnect for the next request.
+        reconnect for the next request.  ``who``: the uid whose turn the request waits for
+        in the admission queue (each caller's requests in arrival order, callers in turn).
         """
-        with self.admission:  # at most svirtd_active_requests at once, in arrival order
+        with self.admission(who):  # at most svirtd_active_requests at once
             return self._run_service(fn, retry_safe)
 
     def _run_service(self, fn: Callable[[], Any], retry_safe: Callable[[], bool] | None) -> Any:

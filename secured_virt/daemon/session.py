@@ -217,7 +217,7 @@ class Session:
             return ident
         log.debug("%s: %s %s", self.who, request.command, request.args)
         return self.server.run_service(
-            lambda: self.server.service.handle(ident, request, interaction)
+            lambda: self.server.service.handle(ident, request, interaction), who=self.uid
         )
 
     def _identity_for(self, as_user: str | None):
@@ -238,7 +238,8 @@ class Session:
             reply = ident
         else:
             result = self.server.run_service(
-                lambda: self.server.service.open_console(ident, msg["name"], interaction)
+                lambda: self.server.service.open_console(ident, msg["name"], interaction),
+                who=self.uid,
             )
             reply, stream = result if isinstance(result, tuple) else (result, None)
         self.server.counters.reply(reply.status, time.monotonic() - started)

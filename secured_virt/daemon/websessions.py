@@ -195,6 +195,7 @@ class WebSessions:
         reply = self.server.run_service(
             lambda: self.service.handle(ident, request, interaction),
             retry_safe=lambda: interaction.sent == 0,  # rows that left cannot be sent again
+            who=ident.uid,  # the session's user takes turns with everyone else
         )
         return interaction, reply
 

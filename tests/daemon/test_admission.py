@@ -277,3 +277,72 @@ def test_a_real_svirtd_queues_a_burst_and_answers_every_request():
         assert st["running"] == 0 and st["waiting"] == 0
         decided = [r for r in env.audit_records() if r["type"] == "decision"]
         assert len(decided) == 25
+
+
+def test_callers_take_turns_so_a_flood_delays_others_by_one_request():
+    """Attack: one tenant (uid 2001) queues ten requests to slow everyone down; another
+    (uid 2002) then asks once.  Strictly first come, first served, it would wait for all ten;
+    with callers taking turns it is let in after at most one of the flooder's."""
+    adm = Admission(1, slow=60)
+    holder = adm.enter(who=2001)  # the flooder's first request runs
+    got: list = []
+    lock = threading.Lock()
+
+    def one(who, name, release):
+        ticket = adm.enter(who=who)
+        with lock:
+            got.append(name)
+        release.wait(10)
+        adm.leave(ticket)
+
+    releases = {}
+    ts = []
+    for i in range(10):
+        releases[f"flood{i}"] = threading.Event()
+        ts.append(threading.Thread(target=one, args=(2001, f"flood{i}", releases[f"flood{i}"])))
+        ts[-1].start()
+        wait_until(lambda i=i: adm.status()["waiting"] == i + 1)
+    releases["victim"] = threading.Event()
+    ts.append(threading.Thread(target=one, args=(2002, "victim", releases["victim"])))
+    ts[-1].start()
+    wait_until(lambda: adm.status()["waiting"] == 11)
+    assert adm.status()["callers_waiting"] == 2
+    adm.leave(holder)
+    for n in range(1, 12):  # let each one in run and leave, one after the other
+        wait_until(lambda n=n: len(got) == n)
+        releases[got[-1]].set()
+    for t in ts:
+        t.join(5)
+    assert got.index("victim") <= 1, got
+    assert [g for g in got if g != "victim"] == [f"flood{i}" for i in range(10)]
+    st = adm.status()
+    assert (st["running"], st["waiting"], st["callers_waiting"]) == (0, 0, 0)
+
+
+def test_turns_alternate_between_callers_with_many_waiting():
+    adm = Admission(1, slow=60)
+    holder = adm.enter(who="a")
+    order: list = []
+    ts = []
+
+    def one(who, tag, ev):
+        t = adm.enter(who=who)
+        order.append(tag)
+        ev.wait(10)
+        adm.leave(t)
+
+    tags = ["a0", "a1", "a2", "b0", "b1", "b2", "c0"]  # queued in this order
+    release = {tag: threading.Event() for tag in tags}
+    for n, tag in enumerate(tags, 1):
+        ts.append(threading.Thread(target=one, args=(tag[0], tag, release[tag])))
+        ts[-1].start()
+        wait_until(lambda n=n: adm.status()["waiting"] == n)
+    adm.leave(holder)
+    for n in range(1, len(tags) + 1):  # each one let in runs, then leaves
+        wait_until(lambda n=n: len(order) == n)
+        release[order[-1]].set()
+    for t in ts:
+        t.join(5)
+    # the callers in the order they first waited, each one request per turn; "c" is done
+    # after one, and "a" and "b" go on alternating
+    assert order == ["a0", "b0", "c0", "a1", "b1", "a2", "b2"]
