@@ -47,7 +47,13 @@ def sessions(tmp_path, test_users, monkeypatch):
     front = test_users["svt-carol"]  # stands for the front-end's uid
     cfg = dataclasses.replace(default_config(), frontends=(("xenapi", "svt-carol"),))
     svc = Recorder(cfg, AuditLog(str(logdir / "audit.log"), use_syslog=False))
-    ws = W.WebSessions(svc, SimpleNamespace(run_service=lambda fn, retry_safe=None: fn()))
+    turns = []  # whose turn each request waited for in svirtd's admission queue
+
+    def run_service(fn, retry_safe=None, who=None):
+        turns.append(who)
+        return fn()
+
+    ws = W.WebSessions(svc, SimpleNamespace(run_service=run_service))
     clock = Clock()
     ws.store = TokenStore(idle_seconds=600, max_seconds=3600, max_per_user=10, max_total=10,
                           clock=clock)  # fmt: skip
@@ -60,7 +66,7 @@ def sessions(tmp_path, test_users, monkeypatch):
 
     monkeypatch.setattr(W.os, "getgrouplist", counted)
     conn = SimpleNamespace(uid=front.pw_uid, pid=os.getpid(), identity=None, who="test")
-    return SimpleNamespace(ws=ws, svc=svc, clock=clock, lookups=lookups, conn=conn)
+    return SimpleNamespace(ws=ws, svc=svc, clock=clock, lookups=lookups, conn=conn, turns=turns)
 
 
 def request(s, token):
@@ -82,6 +88,8 @@ def test_the_account_is_looked_up_once_per_few_seconds_not_per_request(sessions,
     assert (ident.uid, ident.gid, ident.user) == (alice.pw_uid, alice.pw_gid, "svt-alice")
     assert set(ident.groups) == groups
     assert ident.via == "xenapi" and ident.peer == "127.0.0.1:4000"
+    # in svirtd's admission queue it is alice who waits her turn, not the front-end's uid
+    assert s.turns == [alice.pw_uid] * 5
     s.clock.t += ACCOUNT_SECONDS  # as old as a group-role answer may get: asked again
     assert request(s, token).status == EXIT_OK
     assert s.lookups == ["svt-alice", "svt-alice"]
