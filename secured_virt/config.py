@@ -75,8 +75,8 @@ class Config:
     idle_timeout: float = 30.0
     #: svirtd runs all its threads on one CPU, with the libvirt backend (daemon.cpu says why)
     svirtd_one_cpu: bool = True
-    #: svirtd lets this many requests into the service at once, the others wait in arrival
-    #: order (0: no limit); one in for svirtd_slow_request_ms stops counting (daemon.admission)
+    #: svirtd lets this many requests into the service at once, the others wait their turn
+    #: (0: no limit); one in for svirtd_slow_request_ms stops counting (daemon.admission)
     svirtd_active_requests: int = 16
     svirtd_slow_request_ms: float = 50.0
     pam_service: str = "secured-virt"

@@ -68,8 +68,8 @@ class Admission:
 
     Used as a context manager by the request's own thread, ``with admission(uid):``:
     ``__enter__`` returns once the request may run, ``__exit__`` gives its slot to the next
-    waiting request in turn.  Each thread's
-    ticket is kept in a thread-local, so one object serves every thread."""
+    waiting request in turn.  Each thread's ticket is kept in a thread-local, so one object
+    serves every thread."""
 
     def __init__(self, limit: int, slow: float, clock=time.monotonic):
         if limit < 0 or slow <= 0:
@@ -82,8 +82,8 @@ class Admission:
         self._active: dict[int, float] = {}
         #: the waiting requests, a queue per caller (uid), and the callers in their turn order
         self._queues: dict[object, collections.deque[_Waiter]] = {}
+        #: (a caller is in ``_turns`` exactly while it has a queue: nobody waits when it is empty)
         self._turns: collections.deque[object] = collections.deque()
-        self._waiting = 0
         self._tickets = itertools.count(1)
         self._mine = threading.local()
         self._admitted = 0  # requests let in, at once or after waiting
@@ -111,8 +111,8 @@ class Admission:
 
     def step_out(self) -> None:
         """This thread's request waits for work others do for it (a listing others share:
-        secured_virt.waiting says why that one): it stops counting, and the oldest waiting
-        request may run meanwhile."""
+        secured_virt.waiting says why that one): it stops counting, and the next waiting
+        request in turn may run meanwhile."""
         ticket, self._mine.ticket = self._mine.ticket, None
         if ticket is not None:
             with self._lock:
@@ -141,7 +141,7 @@ class Admission:
         now = self._clock()
         with self._lock:
             self._admitted += 1
-            if not self._waiting and len(self._active) < self.limit:
+            if not self._turns and len(self._active) < self.limit:
                 ticket = next(self._tickets)
                 self._active[ticket] = now
                 return ticket
@@ -151,7 +151,6 @@ class Admission:
                 mine = self._queues[who] = collections.deque()
                 self._turns.append(who)
             mine.append(me)
-            self._waiting += 1
             self._queued += 1
         try:
             return self._wait(me)
@@ -164,7 +163,7 @@ class Admission:
             raise
 
     def leave(self, ticket: int | None) -> None:
-        """The request is done: its slot goes to the oldest waiting request."""
+        """The request is done: its slot goes to the next waiting request in turn."""
         if ticket is None:
             return
         with self._lock:
@@ -205,7 +204,6 @@ class Admission:
         """``me`` leaves the line without a slot."""
         mine = self._queues[who]
         mine.remove(me)
-        self._waiting -= 1
         if not mine:
             del self._queues[who]
             self._turns.remove(who)
@@ -221,7 +219,6 @@ class Admission:
                 self._turns.append(who)  # its next request waits for the others' turns
             else:
                 del self._queues[who]
-            self._waiting -= 1
             now = self._clock() if now is None else now
             w.ticket = next(self._tickets)
             self._active[w.ticket] = now
@@ -237,7 +234,7 @@ class Admission:
                 "limit": self.limit,
                 "slow_ms": round(self.slow * 1000, 3),
                 "running": len(self._active),
-                "waiting": self._waiting,
+                "waiting": sum(len(q) for q in self._queues.values()),
                 "callers_waiting": len(self._queues),
                 "admitted": self._admitted,
                 "waited": self._queued,
