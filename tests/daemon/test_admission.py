@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from svtd_helpers import wait_for
 
 from secured_virt.daemon.admission import Admission
 
@@ -38,14 +39,6 @@ def enter_in_thread(adm: Admission, got: list, name: str) -> threading.Thread:
     return t
 
 
-def wait_until(cond, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.002)
-
-
 def test_at_most_limit_inside_the_rest_in_arrival_order():
     adm = Admission(2, slow=60)
     got: list = []
@@ -53,14 +46,14 @@ def test_at_most_limit_inside_the_rest_in_arrival_order():
     for i in range(6):
         threads.append(enter_in_thread(adm, got, f"r{i}"))
         if i >= 2:  # queued: wait until it is, so that the arrival order is known
-            wait_until(lambda i=i: adm.status()["waiting"] == i - 1)
+            wait_for(lambda i=i: adm.status()["waiting"] == i - 1)
         else:
-            wait_until(lambda i=i: len(got) == i + 1)
+            wait_for(lambda i=i: len(got) == i + 1)
     assert [n for n, _ in got] == ["r0", "r1"]
     assert adm.status()["running"] == 2 and adm.status()["waiting"] == 4
     for k in range(4):  # each one leaving lets exactly the oldest waiter in
         threads[k].leave.set()
-        wait_until(lambda k=k: len(got) == 3 + k)
+        wait_for(lambda k=k: len(got) == 3 + k)
         time.sleep(0.01)
         assert len(got) == 3 + k, "one leaving let more than one in"
         assert adm.status()["running"] == 2
@@ -85,12 +78,12 @@ def test_a_slow_request_stops_counting_after_slow():
     # the slow one leaving later frees nothing: its slot was given away already
     got: list = []
     third = enter_in_thread(adm, got, "third")
-    wait_until(lambda: adm.status()["waiting"] == 1)
+    wait_for(lambda: adm.status()["waiting"] == 1)
     adm.leave(held)
     time.sleep(0.05)
     assert got == [] and adm.status()["running"] == 1, "a slot was handed out twice"
     adm.leave(second)
-    wait_until(lambda: len(got) == 1)
+    wait_for(lambda: len(got) == 1)
     third.leave.set()
     third.join(5)
     assert adm.status()["running"] == 0
@@ -206,16 +199,16 @@ def test_a_request_waiting_for_shared_work_lets_another_in():
     assert adm.status()["running"] == 0  # a waits for others' work: not counted
     got: list = []
     tb = enter_in_thread(adm, got, "b")  # let in at once though the limit is 1
-    wait_until(lambda: len(got) == 1)
+    wait_for(lambda: len(got) == 1)
     batch_done.set()
-    wait_until(lambda: adm.status()["running"] == 2)  # a counts again, above the limit
+    wait_for(lambda: adm.status()["running"] == 2)  # a counts again, above the limit
     tc = enter_in_thread(adm, got, "c")
-    wait_until(lambda: adm.status()["waiting"] == 1)
+    wait_for(lambda: adm.status()["waiting"] == 1)
     tb.leave.set()
     time.sleep(0.05)
     assert [n for n, _ in got] == ["b"], "c was let in while two were running, limit 1"
     a_done.set()
-    wait_until(lambda: len(got) == 2)
+    wait_for(lambda: len(got) == 2)
     tc.leave.set()
     for t in (ta, tb, tc):
         t.join(5)
@@ -301,15 +294,15 @@ def test_callers_take_turns_so_a_flood_delays_others_by_one_request():
         releases[f"flood{i}"] = threading.Event()
         ts.append(threading.Thread(target=one, args=(2001, f"flood{i}", releases[f"flood{i}"])))
         ts[-1].start()
-        wait_until(lambda i=i: adm.status()["waiting"] == i + 1)
+        wait_for(lambda i=i: adm.status()["waiting"] == i + 1)
     releases["victim"] = threading.Event()
     ts.append(threading.Thread(target=one, args=(2002, "victim", releases["victim"])))
     ts[-1].start()
-    wait_until(lambda: adm.status()["waiting"] == 11)
+    wait_for(lambda: adm.status()["waiting"] == 11)
     assert adm.status()["callers_waiting"] == 2
     adm.leave(holder)
     for n in range(1, 12):  # let each one in run and leave, one after the other
-        wait_until(lambda n=n: len(got) == n)
+        wait_for(lambda n=n: len(got) == n)
         releases[got[-1]].set()
     for t in ts:
         t.join(5)
@@ -336,10 +329,10 @@ def test_turns_alternate_between_callers_with_many_waiting():
     for n, tag in enumerate(tags, 1):
         ts.append(threading.Thread(target=one, args=(tag[0], tag, release[tag])))
         ts[-1].start()
-        wait_until(lambda n=n: adm.status()["waiting"] == n)
+        wait_for(lambda n=n: adm.status()["waiting"] == n)
     adm.leave(holder)
     for n in range(1, len(tags) + 1):  # each one let in runs, then leaves
-        wait_until(lambda n=n: len(order) == n)
+        wait_for(lambda n=n: len(order) == n)
         release[order[-1]].set()
     for t in ts:
         t.join(5)

@@ -22,12 +22,13 @@ pytestmark = pytest.mark.integration
 PASSWORD = "alice-pw-7Q"
 
 
-@pytest.fixture
-def pam_env(tmp_path):
+def pam_svirtd(**conf):
+    """A RealEnv (``conf`` for its config) whose svirtd runs under pam_wrapper, svt-alice's
+    password being PASSWORD; yields it and stops it afterwards."""
     why = pamwrap.unavailable_reason()
     if why:
         pytest.skip(why)
-    env = RealEnv(auth_operations="destroy", auth_timeout_minutes=0)
+    env = RealEnv(**conf)
     pw = pamwrap.make_pam_wrapper(env.base / "pam", {"svt-alice": PASSWORD})
     code = (
         "import sys\n"
@@ -41,6 +42,11 @@ def pam_env(tmp_path):
     yield env
     env.d.stop()
     env.cleanup()
+
+
+@pytest.fixture
+def pam_env(tmp_path):
+    yield from pam_svirtd(auth_operations="destroy", auth_timeout_minutes=0)
 
 
 def destroy_as_alice(env, users, src, as_user, answers):
@@ -91,28 +97,12 @@ def test_no_terminal_means_no_password(pam_env, test_users, readable_src, as_use
 @pytest.fixture
 def pam_queue_env(tmp_path):
     """pam_env with one request in the service at a time, one in for 300 ms no longer counting."""
-    why = pamwrap.unavailable_reason()
-    if why:
-        pytest.skip(why)
-    env = RealEnv(
+    yield from pam_svirtd(
         auth_operations="destroy",
         auth_timeout_minutes=0,
         svirtd_active_requests=1,
         svirtd_slow_request_ms=300,
     )
-    pw = pamwrap.make_pam_wrapper(env.base / "pam", {"svt-alice": PASSWORD})
-    code = (
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        + pw.child_prelude()
-        + "from secured_virt.daemon.server import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    argv = [PY, "-I", "-c", code, "--config", str(env.config), "--log-level", "debug"]
-    env.d = Daemon(argv, env.base, env.socket).start().wait_ready()
-    yield env
-    env.d.stop()
-    env.cleanup()
 
 
 def test_a_password_prompt_left_unanswered_holds_up_nobody(pam_queue_env, test_users, readable_src):

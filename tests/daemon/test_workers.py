@@ -8,17 +8,10 @@ thread when none is idle), and threads left idle end after ``keep`` seconds."""
 from __future__ import annotations
 
 import threading
-import time
+
+from svtd_helpers import wait_for
 
 from secured_virt.daemon.server import Workers
-
-
-def _wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.005)
 
 
 def test_consecutive_connections_reuse_one_thread():
@@ -34,7 +27,7 @@ def test_consecutive_connections_reuse_one_thread():
 
         workers.run(job, f"conn-{i}")
         assert done.wait(10)
-        _wait(lambda: workers.idle() == 1)
+        wait_for(lambda: workers.idle() == 1)
     assert len(set(seen)) == 1
     assert names == [f"conn-{i}" for i in range(100)]  # named after the connection it serves
 
@@ -45,10 +38,10 @@ def test_simultaneous_connections_each_get_a_thread_at_once():
     started = []
     for i in range(20):
         workers.run(lambda: (started.append(threading.get_ident()), release.wait(10)), f"c{i}")
-    _wait(lambda: len(started) == 20)  # none waits for another to finish
+    wait_for(lambda: len(started) == 20)  # none waits for another to finish
     assert len(set(started)) == 20
     release.set()
-    _wait(lambda: workers.idle() == 20)
+    wait_for(lambda: workers.idle() == 20)
 
 
 def test_idle_threads_end_after_keep_seconds():
@@ -57,15 +50,15 @@ def test_idle_threads_end_after_keep_seconds():
     release = threading.Event()
     for i in range(5):
         workers.run(lambda: release.wait(10), f"c{i}")
-    _wait(lambda: threading.active_count() == before + 5)
+    wait_for(lambda: threading.active_count() == before + 5)
     release.set()
-    _wait(lambda: threading.active_count() == before and workers.idle() == 0)
+    wait_for(lambda: threading.active_count() == before and workers.idle() == 0)
 
 
 def test_a_job_that_raises_does_not_lose_the_thread():
     workers = Workers(keep=30)
     workers.run(lambda: 1 / 0, "bad")
-    _wait(lambda: workers.idle() == 1)
+    wait_for(lambda: workers.idle() == 1)
     ok = threading.Event()
     workers.run(ok.set, "good")
     assert ok.wait(10)
