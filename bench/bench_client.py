@@ -24,7 +24,11 @@ itself, svirtd holds one connection to that same URI.  Commands: `list --all`,
     which is not at the host's default path: root's default connects once either way);
     `bin/svirsh --direct` (forced direct mode, in-process); and the floor of any Python
     direct mode: `python3 -I` importing the libvirt binding, opening the same URI and asking
-    the same thing (no output; not a svirsh variant, only a yardstick).
+    the same thing (no output; not a svirsh variant, only a yardstick).  Two more
+    yardsticks say where that floor comes from: the binding's import alone (`python3 -I -c
+    'import libvirt'`, no connection), and the same question asked of libvirt's C extension
+    module directly (`libvirtmod`, `python3 -IS`, without the binding's Python layer
+    libvirt.py, which imports typing and defines its ~2,000 methods at every start).
   * with ``--before TREE`` also `bin/svirsh` from TREE (another checkout, e.g.
     `git archive <commit> | tar -x -C TREE`), in both roles: before/after in one run (root's
     rows of TREE: `--direct`, and `--daemon --socket` for svirtd, which every tree knows).
@@ -67,6 +71,16 @@ FLOOR = {
     "domstate": f"c.lookupByName({VM!r}).state()",
 }
 FLOOR_NAME = "root: floor (python3 -I, libvirt binding only)"
+#: the same question asked of libvirt's C extension module directly, without the binding's
+#: Python layer (libvirt.py, which imports typing and defines ~2,000 methods at import)
+FLOOR_C = {
+    "list --all": "[m.virDomainGetName(d) for d in m.virConnectListAllDomains(c, 0)]",
+    "dominfo": f"m.virDomainGetInfo(m.virDomainLookupByName(c, {VM!r}))",
+    "domstate": f"m.virDomainGetState(m.virDomainLookupByName(c, {VM!r}), 0)",
+}
+FLOOR_C_NAME = "root: floor of the C module (python3 -IS, libvirtmod without libvirt.py)"
+FLOOR_IMPORT_NAME = "root: the binding's import alone (python3 -I, import libvirt)"
+FLOORS = (FLOOR_NAME, FLOOR_C_NAME, FLOOR_IMPORT_NAME)
 
 
 def installed_copy(base: Path) -> Path:
@@ -113,6 +127,19 @@ def listed(out: bytes) -> list[str]:
     return sorted(r.split()[1] for r in rows if r.strip())
 
 
+def libvirtmod_dir() -> str:
+    """Where the system interpreter finds libvirt's C extension module (its site directory:
+    the C-module floor runs with -S, so without the site directories on sys.path)."""
+    out = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", "import libvirtmod; print(libvirtmod.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=ENV,
+    )
+    return os.path.dirname(out.stdout.strip())
+
+
 def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]:
     """{command: {variant name: argv}}; names start with 'user' or 'root'."""
     user = as_user(bench_user())
@@ -154,13 +181,19 @@ def variants(host: Host, before: Path | None) -> dict[str, dict[str, list[str]]]
             ]
         code = f"import libvirt; c = libvirt.open({host.uri!r}); {FLOOR[cname]}"
         v[FLOOR_NAME] = ["/usr/bin/python3", "-I", "-c", code]
+        code = (
+            f"import sys; sys.path.append({libvirtmod_dir()!r}); import libvirtmod as m; "
+            f"c = m.virConnectOpen({host.uri!r}); {FLOOR_C[cname]}"
+        )
+        v[FLOOR_C_NAME] = ["/usr/bin/python3", "-I", "-S", "-c", code]
+        v[FLOOR_IMPORT_NAME] = ["/usr/bin/python3", "-I", "-c", "import libvirt"]
         out[cname] = v
     return out
 
 
 def check_same(cname: str, outs: dict[str, bytes]) -> None:
     """Every variant must have shown the same thing, or the comparison means nothing."""
-    outs = {name: out for name, out in outs.items() if name != FLOOR_NAME}  # prints nothing
+    outs = {name: out for name, out in outs.items() if name not in FLOORS}  # print nothing
     if cname != "list --all":
         for name, out in outs.items():
             if b"running" not in out and b"shut off" not in out:
