@@ -334,8 +334,16 @@ COMMANDS: dict[str, Command] = {
         _c(
             "autostart",
             "autostart",
-            "set (or with --disable, clear) a domain's autostart",
-            opts=(Opt(("--disable",), "disable", "turn autostart off"),),
+            "start a domain when the host boots: svirtd starts it then as you, checked like "
+            "your own start (your rights, the sHype/ACM policy, your realm's quota); --disable "
+            "turns that off",
+            opts=(
+                Opt(
+                    ("--disable",),
+                    "disable",
+                    "turn autostart off (libvirt's own flag, which root may set, too)",
+                ),
+            ),
         ),
         _c(
             "snapshot-create-as",

@@ -756,11 +756,25 @@ def main(argv: list[str] | None = None) -> int:
         boot_config=config,
         pinned_keys=frozenset({"socket"} if args.socket else ()),
     )
+    _autostart_at_boot(service, server.socket_path or config.socket)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: server.request_reload("SIGHUP"))
     heap.settle()  # start-up's objects out of the collector's way (daemon/heap.py)
     return server.serve_forever()
+
+
+def _autostart_at_boot(service, socket_path: str) -> None:
+    """svirtd's first start since the host booted starts the VMs marked with ``svirsh
+    autostart``, each as the user who marked it and through the gate (service.autostart), on
+    a thread of its own: requests are served meanwhile, and a VM booting does not hold up
+    svirtd's start."""
+    from secured_virt.service.autostart import first_after_boot, marker_path, start_wished
+
+    if first_after_boot(marker_path(socket_path)):
+        threading.Thread(
+            target=start_wished, args=(service,), name="svirtd-autostart", daemon=True
+        ).start()
 
 
 def entry(*, require_isolated: bool = True) -> None:

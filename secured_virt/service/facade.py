@@ -133,6 +133,17 @@ class Service(
         self.counters = {"requests": 0, "allowed": 0, "denied": 0, "errors": 0}
         self._counter_lock = threading.Lock()
 
+    @property
+    def autostart(self):
+        """The autostart wishes (service.autostart): made at first use, in acm_state_dir with
+        the rest of the host's mediation state."""
+        wishes = self.__dict__.get("_autostart")
+        if wishes is None:
+            from .autostart import AutostartWishes
+
+            wishes = self.__dict__["_autostart"] = AutostartWishes(self.config.acm_state_dir)
+        return wishes
+
     def _host_categories(self):
         from secured_virt.shype.categories import HostCategories
 

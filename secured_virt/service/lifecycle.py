@@ -17,7 +17,6 @@ from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
 
 from . import mediation
 from .errors import NullInteraction, UserError
-from .support import _say
 
 
 class LifecycleCommands:
@@ -201,15 +200,31 @@ class LifecycleCommands:
         return self._from_xml(ident, args, interaction, "create", "create", "created")
 
     def _cmd_autostart(self, ident, args, interaction):
+        """Enabling records a wish that svirtd starts the VM at host boot, as this user and
+        through the gate; libvirt's own flag is never set (service.autostart says why).
+        Disabling forgets the wish and clears libvirt's flag too."""
+        from .autostart import AutostartError
+
         name, flag = args.get("domain"), not args.get("disable")
-        msg = "Domain '%s' marked as autostarted" if flag else "Domain '%s' unmarked as autostarted"
-        return self._run(
-            ident,
-            "autostart",
-            name,
-            interaction,
-            _say(msg % name, lambda: self.backend.set_autostart(name, flag)),
-        )
+        user = acting_as(ident) or ident.user
+
+        def act(info):
+            try:
+                if not flag:
+                    self.autostart.forget(info.uuid)
+                    if self.backend.get_autostart(name):  # root's, set with virsh
+                        self.backend.set_autostart(name, False)
+                    return {"message": f"Domain '{name}' unmarked as autostarted"}
+                if not info.persistent:  # as libvirt: nothing to start at boot
+                    raise UserError(
+                        f"cannot set autostart for transient domain '{name}'", EXIT_FAILED
+                    )
+                self.autostart.record(info.uuid, info.name, user)
+            except AutostartError as exc:
+                raise UserError(str(exc), EXIT_FAILED) from None
+            return {"message": f"Domain '{name}' marked as autostarted"}
+
+        return self._run(ident, "autostart", name, interaction, act)
 
     def open_console(self, ident, name: str, interaction=None):
         """Gate-check 'console' on name (its row in the mediation table, like every other

@@ -16,8 +16,10 @@ Reach, per row:
   file, another tenant's data, a running competitor): it needs the sHype/ACM steps under the
   host-wide lock, and the fence and allow-list for callers other than root;
 * ``none`` — it reads, narrows, or changes only the amount of what the VM already has;
-* ``outside`` — it widens, but the widening happens later outside secured-virt's gate (libvirt
-  autostarting a domain at host boot); listed so the gap is written down, not forgotten.
+* ``outside`` — it widens, but the widening happens later outside secured-virt's gate; listed
+  so the gap is written down, not forgotten.  No operation is outside today: ``autostart``
+  was (libvirt's flag starts a domain at host boot, unchecked) until it became a wish that
+  svirtd carries out at boot through the gate (service.autostart).
 """
 
 from __future__ import annotations
@@ -329,10 +331,10 @@ _ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "which must be its realm's)",
     ),
     "autostart": (
-        _O,
+        _N,
         _VM_PLAIN,
-        "libvirt starts the domain at host boot, outside the gate; with sHype/ACM on, "
-        "svirtd's start-up sync reports a conflict but does not stop the domain",
+        "records a wish: at host boot svirtd starts the VM as the user who marked it, through "
+        "this table's start row (service.autostart); libvirt's own flag is never set",
     ),
     "snapshot-create": (_N, _VM_PLAIN, "records the current state"),
     "snapshot-list": (_N, _VM_READ, "reads"),
@@ -533,7 +535,9 @@ def render_markdown() -> str:
         "**Reach**: *widens* — the operation can make a VM reach something new (a host file,",
         "another tenant's data, a running competitor); *none* — it reads, narrows, or changes",
         "only amounts; *outside* — it widens later, outside secured-virt's gate (a gap written",
-        "down so it is not forgotten).",
+        "down so it is not forgotten; no operation is outside today). `autostart` only records",
+        "a wish: when the host boots, svirtd starts the VM as the user who marked it, through",
+        "the `start` row (`secured_virt/service/autostart.py`).",
         "",
         "## Steps",
         "",

@@ -16,6 +16,7 @@ refusal that hid its reason would help nobody.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -109,6 +110,14 @@ class QueryCommands:
         else:
             snap, fetch = self.backend, self._meta
             domains = self.backend.list_domains(include_inactive=inactive)
+        wished = self.autostart.wished()  # svirtd starts these at boot (service.autostart)
+        if wished and by_name is None:
+            domains = [
+                dataclasses.replace(d, autostart=True)
+                if not d.autostart and d.uuid in wished
+                else d
+                for d in domains
+            ]
         domains = listing.select(domains, args, self.backend)
         user = acting_as(ident) or ident.user
         plain_root = ident.uid == 0 and acting_as(ident) is None
@@ -186,6 +195,7 @@ class QueryCommands:
         # it; another backend's list_domains is sorted here
         ordered = visible if snap is not self.backend else sorted(visible, key=virsh_order)
         realms = bool(self.tenancy)  # asked once, not per row (_realm_of_row asks it again)
+        wished = self.autostart.wished() if by_name else None  # else marked in _cmd_list
         prefetch = getattr(snap, "prefetch_metadata", None)
         if prefetch is not None and not by_name:  # each row's metadata, asked all at once
             prefetch([d.name for d in ordered], vmmeta.NS)
@@ -195,6 +205,8 @@ class QueryCommands:
                 if d is None:
                     continue
             row = d.as_dict()
+            if wished and not row["autostart"] and d.uuid in wished:
+                row["autostart"] = True
             if args.get("title"):
                 title = getattr(self.backend, "title", None)
                 row["title"] = title(d.name) if title is not None else ""
@@ -243,6 +255,8 @@ class QueryCommands:
         def act(info):
             d = info.as_dict()
             d.update(_virsh_dominfo(self.backend, name))
+            if not d["autostart"] and info.uuid in self.autostart.wished():
+                d["autostart"] = True  # svirtd starts it at boot (service.autostart)
             m = _meta_of(self.backend, name)  # the facade's _meta, its parse remembered
             d["owner"] = m.owner
             shown = self._may_see_label(ident, name, info, m)

@@ -99,9 +99,13 @@ def test_device_commands(svc):
 
 def test_autostart_and_snapshots(svc):
     assert run(svc, "autostart", domain="alice-web")["message"].endswith("marked as autostarted")
-    assert svc.backend.get_autostart("alice-web")
-    run(svc, "autostart", domain="alice-web", disable=True)
+    # a wish svirtd carries out at boot through the gate, never libvirt's unchecked flag
     assert not svc.backend.get_autostart("alice-web")
+    assert svc.backend.lookup("alice-web").uuid in svc.autostart.wished()
+    assert run(svc, "dominfo", domain="alice-web")["autostart"] is True
+    run(svc, "autostart", domain="alice-web", disable=True)
+    assert svc.autostart.wished() == frozenset()
+    assert run(svc, "dominfo", domain="alice-web")["autostart"] is False
     run(svc, "snapshot-create-as", domain="alice-web", snapshot="s1", description="before")
     snaps = run(svc, "snapshot-list", domain="alice-web")["snapshots"]
     assert [s["name"] for s in snaps] == ["s1"] and snaps[0]["description"] == "before"
