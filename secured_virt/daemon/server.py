@@ -228,6 +228,9 @@ class Server:
         self._reload_lock = threading.Lock()
         self._reconnect_lock = threading.Lock()
         self.last_reload: dict[str, Any] | None = None
+        #: this start's autostart pass (service.autostart), for status: None when this was not
+        #: svirtd's first start since the host booted
+        self.autostart_pass: dict[str, Any] | None = None
         #: the configuration file, re-read on every reload (see reconfig: live keys applied,
         #: keys that need a restart refused by name)
         self.reconfig = Reconfigurer(config_path, boot_config, pinned=pinned_keys)
@@ -426,6 +429,7 @@ class Server:
             },
             "counters": self.counters.snapshot(),
             "audit": _audit_status(self.reconfig.boot, getattr(self.service, "audit", None)),
+            "autostart": self._autostart_status(),
             "reload": {
                 "watching": [p for p in self._policy_paths() if p],
                 "last": self.last_reload,
@@ -433,6 +437,45 @@ class Server:
             },
             "service": service,
         }
+
+    def _autostart_status(self) -> dict[str, Any]:
+        """How many VMs are marked to start at the next boot, and what this start's pass did
+        (None: svirtd was restarted, the host was not booted since its last start)."""
+        try:
+            marked: int | str = len(self.service.autostart.wished())
+        except Exception as exc:  # a service without autostart (a test double) or no state
+            marked = f"unknown: {exc}"
+        return {"marked": marked, "this_boot": self.autostart_pass}
+
+    def autostart_at_boot(self) -> None:
+        """svirtd's first start since the host booted starts the VMs marked with ``svirsh
+        autostart``, each as the user who marked it and through the gate (service.autostart),
+        on a thread of its own: requests are served meanwhile, and a VM booting does not hold
+        up svirtd's start.  What it did is kept for ``status``."""
+        from secured_virt.service.autostart import first_after_boot, marker_path, start_wished
+
+        if not self.socket_path or not first_after_boot(marker_path(self.socket_path)):
+            return
+        began = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.autostart_pass = {"state": "running", "began": began}
+
+        def run() -> None:
+            started, not_started = [], {}
+            try:
+                for vm, _user, result in start_wished(self.service):
+                    if getattr(result, "ok", False):
+                        started.append(vm)
+                    else:
+                        not_started[vm] = getattr(result, "message", None) or str(result)
+            finally:
+                self.autostart_pass = {
+                    "state": "done",
+                    "began": began,
+                    "started": started,
+                    "not_started": not_started,
+                }
+
+        threading.Thread(target=run, name="svirtd-autostart", daemon=True).start()
 
     # -- hot reload ---------------------------------------------------------------------------
     def reload(self, trigger: str) -> dict[str, Any]:
@@ -756,25 +799,12 @@ def main(argv: list[str] | None = None) -> int:
         boot_config=config,
         pinned_keys=frozenset({"socket"} if args.socket else ()),
     )
-    _autostart_at_boot(service, server.socket_path or config.socket)
+    server.autostart_at_boot()
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: server.request_reload("SIGHUP"))
     heap.settle()  # start-up's objects out of the collector's way (daemon/heap.py)
     return server.serve_forever()
-
-
-def _autostart_at_boot(service, socket_path: str) -> None:
-    """svirtd's first start since the host booted starts the VMs marked with ``svirsh
-    autostart``, each as the user who marked it and through the gate (service.autostart), on
-    a thread of its own: requests are served meanwhile, and a VM booting does not hold up
-    svirtd's start."""
-    from secured_virt.service.autostart import first_after_boot, marker_path, start_wished
-
-    if first_after_boot(marker_path(socket_path)):
-        threading.Thread(
-            target=start_wished, args=(service,), name="svirtd-autostart", daemon=True
-        ).start()
 
 
 def entry(*, require_isolated: bool = True) -> None:

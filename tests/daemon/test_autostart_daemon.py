@@ -58,6 +58,7 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
     d = env.daemon().start().wait_ready()
     try:
         assert call(None, "domstate", {"domain": "alice-db"})["data"]["state"] == "shut off"
+        assert call(None, "status", {})["data"]["autostart"] == {"marked": 1, "this_boot": None}
     finally:
         d.stop()
 
@@ -78,5 +79,7 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
             ("svt-alice", "autostart", "allowed")
         ]
         assert "autostart: started alice-db as svt-alice" in d.log()
+        boot = call(None, "status", {})["data"]["autostart"]["this_boot"]
+        assert (boot["state"], boot["started"], boot["not_started"]) == ("done", ["alice-db"], {})
     finally:
         d.stop()
