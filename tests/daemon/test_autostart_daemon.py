@@ -19,6 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
 from svtd_helpers import RealEnv, call_as, wait_for, write_root_file
 
+from secured_virt import client
+
 pytestmark = pytest.mark.integration
 
 
@@ -58,7 +60,7 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
     d = env.daemon().start().wait_ready()
     try:
         assert call(None, "domstate", {"domain": "alice-db"})["data"]["state"] == "shut off"
-        assert call(None, "status", {})["data"]["autostart"] == {"marked": 1, "this_boot": None}
+        assert client.admin_status(env.socket).data["autostart"] == {"marked": 1, "this_boot": None}
     finally:
         d.stop()
 
@@ -79,7 +81,7 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
             ("svt-alice", "autostart", "allowed")
         ]
         assert "autostart: started alice-db as svt-alice" in d.log()
-        boot = call(None, "status", {})["data"]["autostart"]["this_boot"]
+        boot = client.admin_status(env.socket).data["autostart"]["this_boot"]
         assert (boot["state"], boot["started"], boot["not_started"]) == ("done", ["alice-db"], {})
     finally:
         d.stop()
