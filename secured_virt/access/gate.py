@@ -57,13 +57,28 @@ class Verdict:
     target: Target | None = None
     #: PAM was asked (and answered) for this request, before the host-wide ACM lock
     authenticated: bool = False
+    #: the refusal as the caller is told it, when it differs from ``rule`` (which the audit
+    #: keeps whole): see Worded
+    shown: str | None = None
 
     def denial_message(self) -> str:
         assert self.op is not None and self.target is not None
         return (
             f"denied: '{self.op.name}' (operation {self.op.id}) on '{self.target.name}' for "
-            f"user '{self.user}' — refused by the {self.check} check: {self.rule}"
+            f"user '{self.user}' — refused by the {self.check} check: {self.shown or self.rule}"
         )
+
+
+class Worded(str):
+    """A check's refusal as the audit records it, carrying ``shown``: the same refusal as the
+    caller is told it, without what they may not know.  Why: a Chinese Wall refusal names the
+    running domain that holds the conflicting type, and that domain is a competitor's — its
+    name and label are not the refused tenant's to learn (the audit keeps them for root)."""
+
+    def __new__(cls, full: str, shown: str) -> Worded:
+        self = super().__new__(cls, full)
+        self.shown = shown
+        return self
 
 
 class AuditFailure(Exception):
@@ -304,7 +319,9 @@ class Gate:
             if not ok:
                 if state:  # not a policy conflict but the domain's state (already running)
                     return Verdict(False, "state", why, EXIT_FAILED)
-                return Verdict(False, name, why, EXIT_DENIED)
+                return Verdict(
+                    False, name, str(why), EXIT_DENIED, shown=getattr(why, "shown", None)
+                )
             if why:
                 rule += f"; {why}"
         if activate is not None and not activate_roles:

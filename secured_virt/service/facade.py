@@ -407,7 +407,7 @@ class Service(
         lazy = _LazyEffect(self, target, effect)
         checks = ()
         if subject and any(s in steps for s in (mediation.ACM_VM, mediation.ACM_RESOURCES)):
-            checks = (("acm", self._acm_steps(target.name, steps, lazy, acm_check)),)
+            checks = (("acm", self._acm_steps(target.name, steps, lazy, acm_check, ident)),)
         elif acm_check is not None and self.acm is not None:
             checks = (("acm", acm_check),)
         realm = self._realm_check(ident, op, target) if mediation.REALM in steps else None
@@ -505,7 +505,7 @@ class Service(
 
         return run
 
-    def _acm_verdict(self, name: str, label: str | None, resources) -> tuple:
+    def _acm_verdict(self, name: str, label: str | None, resources, ident=None) -> tuple:
         from policy.verdict import RULE_STATE
         from secured_virt.shype.enforcer import verdict_text
 
@@ -514,7 +514,79 @@ class Service(
             return True, f"ACM {self.acm.active.name}: {name} may run ({label})"
         if getattr(v, "rule", None) == RULE_STATE:  # "already running": a failure, not a denial
             return False, v.reason, "state"
-        return False, verdict_text(v)
+        return False, self._acm_refusal(verdict_text(v), v, ident)
+
+    def _acm_refusal(self, full: str, v, ident):
+        """A Chinese Wall refusal as the caller may be told it: the running domains that hold
+        the conflicting type are named only to a caller who may see them (they would be in
+        their ``list``); for the others it says that a domain they cannot see holds it.  The
+        audit keeps ``full`` (access.gate.Worded).  The conflict set and the types stay in:
+        they are the policy's, and the refusal itself already says that such a type runs."""
+        hidden = self._hidden_holders(v, ident)
+        if not hidden:
+            return full
+        from secured_virt.access.gate import Worded
+
+        return Worded(full, f"{v.rule}: {self._cw_reason_shown(v, hidden)}")
+
+    def _acm_report_shown(self, report, ident) -> dict:
+        """``dry-run``'s report (policy.DryRunReport) as the caller may see it: each Chinese
+        Wall verdict worded and detailed without the running domains they may not see (their
+        name and label become None), as ``_acm_refusal`` tells a refused start."""
+        out = report.as_dict()
+        for item, (_name, v) in zip(out["items"], report.items, strict=True):
+            hidden = self._hidden_holders(v, ident)
+            if not hidden:
+                continue
+            item["reason"] = self._cw_reason_shown(v, hidden)
+            details = item["details"] = dict(item["details"])
+            if details.get("conflicting_domain") in hidden:
+                details.update(conflicting_domain=None, conflicting_label=None)
+            details["conflicts"] = [
+                dict(c, conflicting_domain=None, conflicting_label=None)
+                if c.get("conflicting_domain") in hidden
+                else c
+                for c in details.get("conflicts") or ()
+            ]
+        return out
+
+    def _hidden_holders(self, v, ident) -> set:
+        """The running domains a Chinese Wall verdict names that ``ident`` may not see."""
+        conflicts = v.details.get("conflicts") or () if ident is not None else ()
+        if not conflicts or self._privileged(ident):
+            return set()
+        holders = {c["conflicting_domain"] for c in conflicts}
+        return {h for h in holders if not self._may_see_vm(ident, h)}
+
+    @staticmethod
+    def _cw_reason_shown(v, hidden: set) -> str:
+        d = v.details
+        f = d["conflicts"][0]
+        seen = sorted({c["conflicting_domain"] for c in d["conflicts"]} - hidden, key=str)
+        n = len(hidden)
+        unseen = "a running domain" if n == 1 else f"{n} running domains"
+        by = ", ".join(repr(h) for h in seen) + " and " if seen else ""
+        what = f"domain {d['domain']!r}" if d.get("domain") is not None else "a domain"
+        return (
+            f"Chinese Wall: {what} with label {d.get('label')} cannot run now: its type "
+            f"{f['type']} is in conflict set {f['conflict_set']!r} with type "
+            f"{f['conflicting_type']}, held by {by}{unseen} you cannot see; it must stop first "
+            f"(ask the host's administrator), or use a label outside conflict set "
+            f"{f['conflict_set']!r}."
+        )
+
+    def _may_see_vm(self, ident, name: str) -> bool:
+        """Whether the VM ``name`` is in the caller's ``list``: RBAC lets them list it, and it
+        is in one of their realms.  Unknown or unreadable counts as not seen."""
+        try:
+            target, info = self._resolve(name)
+            if info is None:
+                return False
+            if not self.gate.may(ident, self._op("list"), target):
+                return False
+            return bool(self._realm_visible(ident, [info], {name: target.attrs}))
+        except Exception:  # fail closed: a name we cannot check is not told
+            return False
 
     def _defers_audit(self, op: Operation) -> bool:
         """Whether an allowed ``op`` may have its decision record written with its outcome,

@@ -60,13 +60,14 @@ class MediationSteps:
         return self.acm.vm_label(name)
 
     # -- ACM (inside the gate, under the lock) -----------------------------------------------
-    def _acm_steps(self, name: str, steps, effect: _LazyEffect, acm_check):
-        """One gate check for every ACM step of the row, in table order."""
+    def _acm_steps(self, name: str, steps, effect: _LazyEffect, acm_check, ident=None):
+        """One gate check for every ACM step of the row, in table order (``ident``: the
+        caller, for what a refusal may tell them; facade._acm_refusal)."""
 
         def check():
             try:
                 if M.ACM_VM in steps:
-                    r = self._step_acm_vm(name, effect.get())
+                    r = self._step_acm_vm(name, effect.get(), ident)
                     if not r[0]:
                         return r
                 if M.ACM_RESOURCES in steps:
@@ -84,7 +85,7 @@ class MediationSteps:
 
         return check
 
-    def _step_acm_vm(self, name: str, eff: M.Effect):
+    def _step_acm_vm(self, name: str, eff: M.Effect, ident=None):
         if eff.domain_xml is None:
             raise UserError("internal error: no definition to check against the ACM", EXIT_FAILED)
         if not eff.instantiates:
@@ -93,7 +94,7 @@ class MediationSteps:
         resources = self.acm.resources_of_xml(name, eff.domain_xml)
         if eff.replaces_running:
             self.acm.sync(exclude=(name,))
-        return self._acm_verdict(name, label, resources)
+        return self._acm_verdict(name, label, resources, ident)
 
     def _step_acm_resources(self, name: str, eff: M.Effect):
         from secured_virt.shype.enforcer import verdict_text
