@@ -529,6 +529,17 @@ class Service(
 
         return Worded(full, f"{v.rule}: {self._cw_reason_shown(v, hidden)}")
 
+    def _remote_refusal(self, full: str, v, dest: str, ident):
+        """A destination's Chinese Wall refusal of a migration: what runs on another host is
+        in nobody's ``list`` here, so only root acting as itself is told its name."""
+        holders = {c["conflicting_domain"] for c in v.details.get("conflicts") or ()}
+        if not holders or self._privileged(ident):
+            return full
+        from secured_virt.access.gate import Worded
+
+        shown = self._cw_reason_shown(v, holders).replace("you cannot see", f"on {dest}", 1)
+        return Worded(full, f"at the destination {dest}: {v.rule}: {shown}")
+
     def _acm_report_shown(self, report, ident) -> dict:
         """``dry-run``'s report (policy.DryRunReport) as the caller may see it: each Chinese
         Wall verdict worded and detailed without the running domains they may not see (their

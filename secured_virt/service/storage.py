@@ -187,9 +187,12 @@ class StorageCommands:
 
         def acm_check():
             try:
-                return acm.check_migration(name, dest)
+                ok, text, refusal = acm.check_migration(name, dest)
             except Exception as exc:  # fail closed
                 return False, f"cannot check the destination's sHype/ACM policy: {exc}"
+            if refusal is not None:  # what runs there is told to root alone
+                return False, self._remote_refusal(text, refusal, dest, ident)
+            return ok, text
 
         return self._run(
             ident,

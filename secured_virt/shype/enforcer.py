@@ -245,20 +245,24 @@ class AcmEnforcer:
                 os.close(fd)
 
     # -- migration ----------------------------------------------------------------------------
-    def check_migration(self, name: str, dest_uri: str) -> tuple[bool, str]:
+    def check_migration(self, name: str, dest_uri: str) -> tuple[bool, str, policy.Verdict | None]:
         """Would the destination admit this domain under *its* policy, beside what runs there?
 
         The destination's ACM state directory comes from ``acm_peers``; its policy, its
         resource labels and its running domains decide (seed 001: the label travels by name
-        and gets the destination's ssidref).  An unknown destination is refused."""
+        and gets the destination's ssidref).  An unknown destination is refused.  Returns
+        (admitted, the sentence, the destination's verdict when it refused: the service words
+        it for the caller, who may not learn what runs there)."""
         from secured_virt.backends.factory import open_backend
 
         peers = dict(getattr(self.config, "acm_peers", ()) or ())
         dest_dir = peers.get(dest_uri)
         if dest_dir is None:
-            return False, (
+            return (
+                False,
                 f"the sHype/ACM policy of {dest_uri} is unknown, so '{name}' may not go there: "
-                f"list it in acm_peers ({dest_uri}=<its ACM state directory>)"
+                f"list it in acm_peers ({dest_uri}=<its ACM state directory>)",
+                None,
             )
         label = self.vm_label(name)
         peer = XsmHost(dest_dir, dom0=self.config.host_object)
@@ -273,11 +277,13 @@ class AcmEnforcer:
             # xl backend's transport) checks it under its own lock before xl reads the stream
             v = peer.mediator.check_domain_create(name, label, resources)
             if v.allowed:
-                return True, (
+                return (
+                    True,
                     f"{dest_uri} runs {peer.active.name}, which admits {label}; its receiver "
-                    "checks what runs there"
+                    "checks what runs there",
+                    None,
                 )
-            return False, f"at the destination {dest_uri}: {verdict_text(v)}"
+            return False, f"at the destination {dest_uri}: {verdict_text(v)}", v
         dest = open_backend("libvirt", dest_uri)
         try:
             running = []
@@ -292,8 +298,8 @@ class AcmEnforcer:
         peer.mediator.rebuild(running)
         v = peer.mediator.check_domain_create(name, label, resources)
         if v.allowed:
-            return True, f"destination {dest_uri} admits {label} under {peer.active.name}"
-        return False, f"at the destination {dest_uri}: {verdict_text(v)}"
+            return True, f"destination {dest_uri} admits {label} under {peer.active.name}", None
+        return False, f"at the destination {dest_uri}: {verdict_text(v)}", v
 
     # -- checks (call inside exclusive()) -----------------------------------------------------
     def check_instantiate(self, name: str, label: str | None, resources) -> policy.Verdict:

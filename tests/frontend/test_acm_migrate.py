@@ -4,13 +4,15 @@ decide before the domain runs there (between two libvirt test-driver connections
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import policy
 from policy.xsm import XsmHost
 from secured_virt.requests import EXIT_DENIED, Request
 from secured_virt.service import Service
 
-from .conftest import REPO, ROOT, write_root_file
+from .conftest import REPO, ROOT, ident, write_root_file
 
 DEMO = REPO / "etc" / "demo"
 DISK = "/var/lib/libvirt/images/alice-web.qcow2"
@@ -67,6 +69,29 @@ def test_migration_refused_by_the_destinations_chinese_wall(svt_env, tmp_path):
     assert r.status == EXIT_DENIED and r.check == "acm"
     assert "at the destination" in r.message and "Competitors" in r.message
     assert svc.backend.lookup("alice-web").state == "running"  # still here
+
+
+def test_a_tenant_refused_at_the_destination_does_not_learn_what_runs_there(svt_env, tmp_path):
+    """alice may migrate alice-web; the destination's Chinese Wall refuses it because tenant-b
+    (BobCorp) runs there.  alice is told the conflict, not the other host's VM or its label;
+    the audit keeps them."""
+    pa = Path(svt_env.pa)
+    write_root_file(
+        pa,
+        pa.read_text().replace(
+            '<operation id="6"/>', '<operation id="6"/><operation name="migrate"/>', 1
+        ),
+    )
+    svc, dest = setup(svt_env, tmp_path, "dom_BobCorp")
+    r = svc.handle(ident("alice"), Request("migrate", {"domain": "alice-web", "desturi": dest}))
+    assert r.status == EXIT_DENIED and r.check == "acm", r.message
+    assert "Competitors" in r.message and f"held by a running domain on {dest}" in r.message
+    assert "tenant-b" not in r.message and "dom_BobCorp" not in r.message
+    with open(svc.config.audit_log) as fh:
+        last = [json.loads(x) for x in fh if '"op":"migrate"' in x][-1]
+    assert last["user"] == "alice" and "'tenant-b'" in last["rule"]
+    root = svc.handle(ROOT, Request("migrate", {"domain": "alice-web", "desturi": dest}))
+    assert "'tenant-b'" in root.message
 
 
 def test_migration_admitted_and_the_domain_runs_there(svt_env, tmp_path):
