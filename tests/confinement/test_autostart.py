@@ -12,6 +12,7 @@ users svt-alice and svt-bob (their passwd entries are what the boot pass looks u
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -184,6 +185,17 @@ def test_at_boot_only_the_vm_that_was_marked_starts(host):
     assert got == [("alice-db", "svt-alice", "not defined")]
     assert not svc.backend.lookup("alice-db").active
     assert old not in svc.autostart.load()
+
+
+def test_a_start_that_needs_the_users_password_is_refused_at_boot(host):
+    """Nobody is at a terminal when the host boots: a start that auth_operations makes ask for
+    the user's password is refused (check pam) and audited, never waved through."""
+    svc, alice, _bob = host
+    assert run(svc, who(alice), "autostart", domain="alice-web").ok
+    cfg = dataclasses.replace(svc.config, auth_operations=("start",))
+    got = start_wished(Service.from_config(cfg, backend=svc.backend), tries=1)
+    assert [(vm, r.status, r.check) for vm, _u, r in got] == [("alice-web", EXIT_DENIED, "pam")]
+    assert not svc.backend.lookup("alice-web").active
 
 
 def test_a_running_vm_is_left_alone_at_boot(host):
