@@ -275,7 +275,11 @@ def acm_tour(t: Tour) -> list[str]:
     expect(t.svirsh("bob", "start", "bob-build"), 0, "bob start")
     expect(t.svirsh("alice", "start", "alice-web"), 3, "alice start (conflict)")
     expect(t.svirsh(None, "list", "--label"), 0, "list --label")
-    say("dry-run shows every check a start would make, and which one fails (exit 3, as the start):")
+    say(
+        "alice is told the conflict, not which VM holds the wall: bob's VM is not hers to see "
+        "(the audit, and root, see it).  Root's dry-run shows every check a start would make, "
+        "and which one fails (exit 3, as the start):"
+    )
     expect(t.svirsh(None, "dry-run", "alice-web"), 3, "dry-run (FAILED)")
     say("When bob's VM stops, the wall comes down and alice's VM may run.")
     expect(t.svirsh("bob", "destroy", "bob-build"), 0, "bob destroy")
