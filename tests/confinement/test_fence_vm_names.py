@@ -73,6 +73,9 @@ SPOOFING = [
     "\uff41lice-web",  # FULLWIDTH a
     "alice-we\u0301b",  # a decomposed accent (not NFC/NFKC)
     "\U000e0061lice",  # a tag character (format)
+    "\u0441\u043e\u0441\u043e",  # Cyrillic letters that all look Latin: reads "coco"
+    "\u039f\u03a1\u0391-01",  # Greek capitals that read "OPA-01"
+    "\u13aa\u13f4\u13df",  # Cherokee letters that read "ABC"
 ]
 
 
@@ -118,6 +121,7 @@ def test_the_name_element_is_read_as_libvirt_reads_it(svc, raw):
         "サーバー1",
         "Ωμέγα",
         "日本のサーバー",
+        "\u0441\u0435\u0440\u0432\u0435\u0440",  # Russian "server": its \u0432 shows Cyrillic
     ],
 )
 def test_ordinary_names_stay_allowed(svc, name):
@@ -131,4 +135,6 @@ def test_the_rule_itself_explains_itself():
         names.check_vm_name("a\u202eb")
     with pytest.raises(names.VmNameError, match="CYRILLIC, LATIN"):
         names.check_vm_name("\u0430lice")
+    with pytest.raises(names.VmNameError, match=r"CYRILLIC letters .* reads as 'coco'"):
+        names.check_vm_name("\u0441\u043e\u0441\u043e")
     assert names.check_vm_name("Domain-1") == "Domain-1"
