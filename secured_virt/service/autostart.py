@@ -39,10 +39,15 @@ import datetime
 import json
 import os
 import pwd
-import stat
 import time
 
-from secured_virt.fsutil import HostLock, UnsafeFileError, atomic_write, ensure_secure_dir
+from secured_virt.fsutil import (
+    HostLock,
+    UnsafeFileError,
+    atomic_write,
+    ensure_secure_dir,
+    read_trusted_file,
+)
 from secured_virt.lazylog import lazy_logger
 
 log = lazy_logger("svirtd")  # logging loads at the first message (direct mode, issue 18)
@@ -72,24 +77,18 @@ class AutostartWishes:
         """Every wish; {} when none was ever recorded.  AutostartError for a file that is not
         root's regular file, writable by root alone, or that does not parse."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            # root's regular file, writable by root alone, opened without following a link
+            raw = read_trusted_file(self.path, max_size=_MAX_FILE, owner_uid=os.geteuid())
         except FileNotFoundError:
             return {}
-        except OSError as exc:
+        except UnsafeFileError as exc:
             raise AutostartError(
-                f"cannot read {self.path}: {exc.strerror}; it must be a regular file"
+                f"{exc}; refusing to trust the autostart wishes it records (it must be a "
+                f"regular file of uid {os.geteuid()}, writable by nobody else)"
             ) from None
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
-                raise AutostartError(
-                    f"{self.path} must be a regular file of uid {os.geteuid()}, writable by "
-                    "nobody else; refusing to trust the autostart wishes it records"
-                )
-            raw = fh.read(_MAX_FILE + 1)
         try:
             data = json.loads(raw)
-            if len(raw) > _MAX_FILE or not isinstance(data, dict):
+            if not isinstance(data, dict):
                 raise ValueError("expected an object of UUID -> wish")
             for uuid, wish in data.items():
                 if not (

@@ -62,6 +62,19 @@ def pa_xml(vms=("alice-web", "alice-db", "bob-build", "carol-lab", "shared-dns")
     )
 
 
+def roles_pa(roles: dict[str, tuple[str, ...]], ops=OPS) -> str:
+    """A PA of one role per entry of ``roles`` (role -> its VMs, by name), each granting
+    ``ops`` on its VMs only."""
+    accept = "".join(f'<operation name="{o}"/>' for o in ops)
+    body = "".join(
+        f'<Role name="{role}"><ManageVM type="individual">'
+        + "".join(f'<VM name="{v}"/>' for v in vms)
+        + f"</ManageVM><ControlOperation><Accept>{accept}</Accept></ControlOperation></Role>"
+        for role, vms in roles.items()
+    )
+    return f"<RolePolicyDefinition>{body}</RolePolicyDefinition>"
+
+
 def write_root_file(path: Path, text: str, mode: int = 0o644) -> Path:
     path.write_text(text)
     os.chmod(path, mode)

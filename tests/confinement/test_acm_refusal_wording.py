@@ -23,6 +23,7 @@ from mediation_helpers import (
     ident,
     label_vm,
     last_decision,
+    roles_pa,
     run,
 )
 
@@ -30,15 +31,7 @@ from secured_virt.requests import EXIT_DENIED
 
 
 def pa_xml(bob_sees=("bob-build",)) -> str:
-    ops = "".join(f'<operation name="{o}"/>' for o in (*OPS, "dry-run"))
-    vms = {"Alice": ("alice-web", "alice-db"), "Bob": bob_sees}
-    roles = "".join(
-        f'<Role name="{r}"><ManageVM type="individual">'
-        + "".join(f'<VM name="{v}"/>' for v in names)
-        + f"</ManageVM><ControlOperation><Accept>{ops}</Accept></ControlOperation></Role>"
-        for r, names in vms.items()
-    )
-    return f"<RolePolicyDefinition>{roles}</RolePolicyDefinition>"
+    return roles_pa({"Alice": ("alice-web", "alice-db"), "Bob": bob_sees}, (*OPS, "dry-run"))
 
 
 UA = (

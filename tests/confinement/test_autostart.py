@@ -30,6 +30,7 @@ from mediation_helpers import (
     audit_records,
     host_config,
     label_vm,
+    roles_pa,
     run,
     write_root_file,
 )
@@ -54,14 +55,7 @@ def ua_xml(users=ROLES) -> str:
 
 
 def pa_xml(users=ROLES) -> str:
-    ops = "".join(f'<operation name="{o}"/>' for o in (*OPS, "autostart"))
-    roles = "".join(
-        f'<Role name="R-{u}"><ManageVM type="individual">'
-        + "".join(f'<VM name="{v}"/>' for v in vms)
-        + f"</ManageVM><ControlOperation><Accept>{ops}</Accept></ControlOperation></Role>"
-        for u, vms in users.items()
-    )
-    return f"<RolePolicyDefinition>{roles}</RolePolicyDefinition>"
+    return roles_pa({f"R-{u}": vms for u, vms in users.items()}, (*OPS, "autostart"))
 
 
 def who(pw) -> Identity:
