@@ -426,7 +426,18 @@ RUNNING = [
         "make install puts svirtd.socket and svirtd.service in /usr/local/lib/systemd/system.  "
         "systemctl enable --now svirtd.socket: systemd listens on the socket and starts svirtd "
         "on the first connection; its log goes to the journal (journalctl -u svirtd).  "
+        "systemctl enable svirtd starts it at boot instead, which the VMs marked with svirsh "
+        "autostart need to start then.  "
         "systemctl reload svirtd re-reads UA/PA/ACM and the configuration.",
+    ),
+    (
+        "autostart",
+        "svirtd's first start after the host booted (no autostarted marker beside its socket "
+        "yet) starts the VMs marked with svirsh autostart, each as the user who marked it and "
+        "decided like that user's own start: their rights then, the sHype/ACM Chinese Wall "
+        "against what already runs, the realm's quota; each decision audited (via autostart).  "
+        "Restarting svirtd while the host runs starts nothing.  svirt-admin status shows what "
+        "the pass did.",
     ),
     (
         "in the foreground",
@@ -483,6 +494,8 @@ def svirtd_page() -> str:
         ("/run/secured-virt/svirtd.sock", "the socket"),
         ("/var/log/secured-virt/audit.log", "hash-chained audit log"),
         ("/var/lib/secured-virt/", "state"),
+        ("/var/lib/secured-virt/acm/autostart.json", "the VMs marked with svirsh autostart"),
+        ("/run/secured-virt/autostarted", "this boot's autostart pass ran"),
     ):
         out += tp(esc(path), what)
     out += (
