@@ -532,12 +532,12 @@ class Service(
     def _remote_refusal(self, full: str, v, dest: str, ident):
         """A destination's Chinese Wall refusal of a migration: what runs on another host is
         in nobody's ``list`` here, so only root acting as itself is told its name."""
-        holders = {c["conflicting_domain"] for c in v.details.get("conflicts") or ()}
+        holders = _wall_holders(v)
         if not holders or self._privileged(ident):
             return full
         from secured_virt.access.gate import Worded
 
-        shown = self._cw_reason_shown(v, holders).replace("you cannot see", f"on {dest}", 1)
+        shown = self._cw_reason_shown(v, holders, where=f"on {dest}")
         return Worded(full, f"at the destination {dest}: {v.rule}: {shown}")
 
     def _acm_report_shown(self, report, ident) -> dict:
@@ -563,17 +563,18 @@ class Service(
 
     def _hidden_holders(self, v, ident) -> set:
         """The running domains a Chinese Wall verdict names that ``ident`` may not see."""
-        conflicts = v.details.get("conflicts") or () if ident is not None else ()
-        if not conflicts or self._privileged(ident):
+        holders = _wall_holders(v) if ident is not None else set()
+        if not holders or self._privileged(ident):
             return set()
-        holders = {c["conflicting_domain"] for c in conflicts}
         return {h for h in holders if not self._may_see_vm(ident, h)}
 
     @staticmethod
-    def _cw_reason_shown(v, hidden: set) -> str:
+    def _cw_reason_shown(v, hidden: set, where: str = "you cannot see") -> str:
+        """The Chinese Wall sentence of ``v`` with the ``hidden`` holders said to be ``where``
+        instead of named."""
         d = v.details
         f = d["conflicts"][0]
-        seen = sorted({c["conflicting_domain"] for c in d["conflicts"]} - hidden, key=str)
+        seen = sorted(_wall_holders(v) - hidden, key=str)
         n = len(hidden)
         unseen = "a running domain" if n == 1 else f"{n} running domains"
         by = ", ".join(repr(h) for h in seen) + " and " if seen else ""
@@ -581,7 +582,7 @@ class Service(
         return (
             f"Chinese Wall: {what} with label {d.get('label')} cannot run now: its type "
             f"{f['type']} is in conflict set {f['conflict_set']!r} with type "
-            f"{f['conflicting_type']}, held by {by}{unseen} you cannot see; it must stop first "
+            f"{f['conflicting_type']}, held by {by}{unseen} {where}; it must stop first "
             f"(ask the host's administrator), or use a label outside conflict set "
             f"{f['conflict_set']!r}."
         )
@@ -656,6 +657,11 @@ class Service(
             interaction,
             _say(message % name, lambda: getattr(self.backend, method)(name)),
         )
+
+
+def _wall_holders(v) -> set:
+    """The running domains a (Chinese Wall) verdict names as holding a conflicting type."""
+    return {c["conflicting_domain"] for c in v.details.get("conflicts") or ()}
 
 
 def _authenticator_for(config):

@@ -110,8 +110,9 @@ class QueryCommands:
         else:
             snap, fetch = self.backend, self._meta
             domains = self.backend.list_domains(include_inactive=inactive)
-        wished = self.autostart.wished()  # svirtd starts these at boot (service.autostart)
-        if wished and by_name is None:
+        # svirtd starts these at boot (service.autostart); a streamed list marks its rows
+        wished = self.autostart.wished() if by_name is None else None
+        if wished:
             domains = [
                 dataclasses.replace(d, autostart=True)
                 if not d.autostart and d.uuid in wished
