@@ -98,7 +98,7 @@ from secured_virt.access.identity import Identity
 from secured_virt.config import load_config
 from secured_virt.requests import Request
 from secured_virt.service import Service
-svc = Service(load_config(sys.argv[2], caller_uid=0))
+svc = Service(load_config(sys.argv[2], caller_uid=0), watch_events=True)  # as svirtd
 u = pwd.getpwnam(sys.argv[3])
 me = Identity(uid=u.pw_uid, gid=u.pw_gid, user=u.pw_name, groups=(u.pw_gid,), via="svirtd",
               pid=os.getpid())

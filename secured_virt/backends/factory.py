@@ -25,7 +25,7 @@ def open_backend(kind: str, uri: str | None = None, **opts: Any) -> Backend:
     if kind == "libvirt":
         from .libvirt_backend import LibvirtBackend
 
-        allowed = {"migrate_poll_interval"}
+        allowed = {"migrate_poll_interval", "watch_events"}
         return LibvirtBackend(uri, **{k: v for k, v in opts.items() if k in allowed})
     if kind == "xl":
         from .xl_backend import XlBackend

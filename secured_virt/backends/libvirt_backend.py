@@ -47,6 +47,7 @@ from .base import (
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
 from .libvirt_errors import clean_message, connect_error, translate
+from .libvirt_events import MetadataCache, ensure_event_loop
 from .libvirt_hostinfo import LibvirtHostInfo
 from .libvirt_storage import LibvirtStorage
 
@@ -172,12 +173,28 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
 
     name = "libvirt"
 
-    def __init__(self, uri: str | None = None, *, migrate_poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        migrate_poll_interval: float = 0.5,
+        watch_events: bool = False,
+    ) -> None:
+        """``watch_events``: a long-lived process's backend (svirtd's): run libvirt's event
+        loop and keep each domain's metadata for listings until an event says it changed
+        (libvirt_events says why and when that is safe).  A one-request process gains
+        nothing from it and starts no thread."""
         self.uri = uri or DEFAULT_URI
         self._poll = migrate_poll_interval
+        watching = watch_events and ensure_event_loop()  # before the connection opens
         self._conn = self._open(self.uri)
         self.driver = self._driver_name()
         self._os_types: dict[str, str] = {}
+        self.metadata_cache = MetadataCache()
+        if watching:
+            self.metadata_cache.watch(
+                self._conn, self.driver, forget_more=lambda uuid: self._os_types.pop(uuid, None)
+            )
         self._peers: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
         self._pins = threading.local()  # name -> UUID, per thread (see pinned)
@@ -219,6 +236,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return self._conn
 
     def close(self) -> None:
+        self.metadata_cache.stop()
         with self._lock:
             conns, self._conn = [self._conn, *self._peers.values()], None
             self._peers = {}
@@ -337,6 +355,26 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         except libvirt.libvirtError as exc:
             raise self._err(exc, action, name, dom) from None
 
+    def _changing(self, action: str, name: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
+        """``_do`` for a call that may change what the domain's definition says (its metadata
+        among it): what is kept of the domain is forgotten when the call returns or fails,
+        without waiting for libvirt's event (libvirt_events)."""
+        dom = self._dom(name)
+        try:
+            return fn(dom)
+        except libvirt.libvirtError as exc:
+            raise self._err(exc, action, name, dom) from None
+        finally:
+            self._forget(dom)
+
+    def _forget(self, dom: libvirt.virDomain) -> None:
+        try:
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError:
+            return
+        self._os_types.pop(uuid, None)
+        self.metadata_cache.forget(uuid)
+
     def _os_type(self, dom: libvirt.virDomain, uuid: str) -> str:
         os_type = self._os_types.get(uuid)
         if os_type is None:
@@ -399,8 +437,9 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         then takes part in the next one, which all requests that arrived meanwhile share (one
         pass over libvirt for all of them, ~250 calls at 50 domains, each a GIL hand-off
         under load).  Never an older one: a request only shares a listing that started after
-        it arrived, so its rows are as fresh as its own listing would have been (and the
-        rows' metadata is read after that start too, once per listing, see DomainListing).
+        it arrived, so its rows are as fresh as its own listing would have been (the rows'
+        metadata is read after that start too, once per listing, or in svirtd kept since
+        libvirt last said the domain changed: DomainListing.metadata).
         Callers filter the shared rows per caller; the listing itself is nobody's view."""
         key = bool(include_inactive)
         with self._flight_lock:
@@ -584,10 +623,10 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, name: str) -> None:
-        self._do("start", name, lambda d: d.create())
+        self._changing("start", name, lambda d: d.create())
 
     def shutdown(self, name: str) -> None:
-        self._do("shut down", name, lambda d: d.shutdown())
+        self._changing("shut down", name, lambda d: d.shutdown())
 
     def reboot(self, name: str) -> None:
         self._do("reboot", name, lambda d: d.reboot(0))
@@ -596,7 +635,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         self._do("reset", name, lambda d: d.reset(0))
 
     def destroy(self, name: str) -> None:
-        self._do("destroy", name, lambda d: d.destroy())
+        self._changing("destroy", name, lambda d: d.destroy())
 
     def suspend(self, name: str) -> None:
         self._do("suspend", name, lambda d: d.suspend())
@@ -607,7 +646,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
     # -- save / restore -------------------------------------------------------------------
     def save(self, name: str, path: str) -> None:
         _check_path(path, "save image")
-        self._do("save", name, lambda d: d.save(path))
+        self._changing("save", name, lambda d: d.save(path))
 
     def saved_image_xml(self, path: str) -> str:
         """The domain XML stored in a save image (name, uuid, <metadata> with owner/label)."""
@@ -624,6 +663,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         except libvirt.libvirtError as exc:
             err = self._translate(exc, action="restore", what=f"domain '{name}' from '{path}'")
             raise err from None
+        with contextlib.suppress(libvirt.libvirtError):
+            self._forget(self.connection.lookupByName(name))
         return name
 
     # -- definitions ----------------------------------------------------------------------
@@ -632,7 +673,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             dom = self.connection.defineXML(xml)
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="define", what="the domain") from None
-        self._os_types.pop(dom.UUIDString(), None)
+        self._forget(dom)
         return dom.name()
 
     def create(self, xml: str) -> str:
@@ -640,7 +681,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             dom = self.connection.createXML(xml, 0)
         except libvirt.libvirtError as exc:
             raise self._translate(exc, action="create", what="the domain") from None
-        self._os_types.pop(dom.UUIDString(), None)
+        self._forget(dom)
         return dom.name()
 
     def undefine(self, name: str) -> None:
@@ -651,9 +692,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                     raise
                 dom.undefine()
-            self._os_types.pop(dom.UUIDString(), None)
 
-        self._do("undefine", name, undefine)
+        self._changing("undefine", name, undefine)
 
     def dumpxml(self, name: str, *, inactive: bool = False, security_info: bool = False) -> str:
         flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
@@ -896,7 +936,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return self._do("list the snapshots of", name, snapshots)
 
     def snapshot_revert(self, name: str, snap: str) -> None:
-        self._do("revert", name, lambda d: d.revertToSnapshot(self._snap(d, name, snap), 0))
+        self._changing("revert", name, lambda d: d.revertToSnapshot(self._snap(d, name, snap), 0))
 
     def snapshot_xml(self, name: str, snap: str) -> str:
         """The snapshot's XML description, with the domain definition a revert brings back."""
@@ -972,7 +1012,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 flags,
             )
 
-        self._do("set the metadata of", name, setmeta)
+        self._changing("set the metadata of", name, setmeta)
 
     # -- console --------------------------------------------------------------------------
     def open_console(self, name: str) -> libvirt.virStream:
@@ -1165,19 +1205,24 @@ class _Flight:
         self.result: DomainListing | None = None
 
 
+_UNREAD = object()  # DomainListing's "not read yet" (None is "no metadata")
+
+
 class DomainListing:
     """One listing: its rows (``domains``), and per listed name the handle it was listed by.
 
     ``metadata(name, ns)`` and ``has_managed_save(name)`` answer for the domain that was
     listed under that name — its UUID, even if it has been renamed or replaced since — so
     a row's owner, label and "saved" state are always those of the row's own domain, and
-    cost one libvirt call each instead of a lookup and a call."""
+    cost one libvirt call each instead of a lookup and a call (the metadata none, while a
+    watching backend keeps it: libvirt_events)."""
 
-    __slots__ = ("_backend", "_handles", "_meta", "domains")
+    __slots__ = ("_backend", "_handles", "_meta", "_uuids", "domains")
 
     def __init__(self, backend: LibvirtBackend, domains: list[DomainInfo], handles: dict):
         self._backend, self.domains, self._handles = backend, domains, handles
         self._meta: dict[tuple[str, str], str | None] = {}  # read once per listing
+        self._uuids: dict[str, str] | None = None  # name -> the listed row's UUID, when asked
 
     def _call(self, action: str, name: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
         dom = self._handles.get(name)
@@ -1191,12 +1236,25 @@ class DomainListing:
             raise self._backend._translate(exc, action=action, name=name) from None
 
     def metadata(self, name: str, ns_uri: str) -> str | None:
-        """Like ``get_metadata(name, ns_uri)`` (the live element), for a listed domain; read
-        once per listing (the requests sharing it read it after it started, see listing)."""
+        """Like ``get_metadata(name, ns_uri)`` (the live element), for a listed domain: in a
+        watching backend (svirtd's), the value kept since libvirt last announced a change of
+        that domain (libvirt_events), else read once per listing."""
+        if name not in self._handles:  # not a row of this listing: asked of the backend
+            return self._read(name, ns_uri)
         key = (name, ns_uri)
-        if key in self._meta and name in self._handles:
-            return self._meta[key]
+        value = self._meta.get(key, _UNREAD)
+        if value is _UNREAD:
+            uuid = self._uuid_of(name)
+            if uuid is None:
+                value = self._read(name, ns_uri)
+            else:  # kept across listings until libvirt says the domain changed
+                value = self._backend.metadata_cache.get(
+                    uuid, ns_uri, functools.partial(self._read, name, ns_uri)
+                )
+            self._meta[key] = value
+        return value
 
+    def _read(self, name: str, ns_uri: str) -> str | None:
         def get(dom):
             try:
                 return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, _AFFECT_CURRENT)
@@ -1206,10 +1264,15 @@ class DomainListing:
                 raise
 
         raw = self._call("read the metadata of", name, get)
-        value = _from_libvirt(raw, ns_uri) if raw else None
-        if name in self._handles:
-            self._meta[key] = value
-        return value
+        return _from_libvirt(raw, ns_uri) if raw else None
+
+    def _uuid_of(self, name: str) -> str | None:
+        """The UUID of the row listed as ``name`` (None: one whose UUID was not asked, as a
+        NamedListing's)."""
+        uuids = self._uuids
+        if uuids is None:
+            uuids = self._uuids = {d.name: d.uuid for d in self.domains if getattr(d, "uuid", None)}
+        return uuids.get(name)
 
     def prefetch_metadata(self, names: list[str], ns_uri: str) -> None:
         """Read the metadata of the listed ``names`` now, by the backend's row threads where

@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from secured_virt.service import Service
 
-        service = Service.from_config(config)
+        service = Service.from_config(config, watch_events=True)
     except Exception as exc:
         log.error("cannot start the service: %s", exc)
         return EXIT_BAD_POLICY

@@ -89,13 +89,18 @@ class Service(
         audit=None,
         authenticator: Callable | None = None,
         on_demand: bool = False,
+        watch_events: bool = False,
     ):
         """``on_demand`` (svirsh's direct mode, one request per process): the role files, PAM
         and the sVirt categories are loaded at their first use, not here — plain root is
         decided without role files, and list/dominfo/domstate need no password or category,
         so they load neither rbac, PAM (ctypes) nor the policy package (~100 ms of imports).
-        svirtd builds them all at its start, where a failure stops it."""
+        svirtd builds them all at its start, where a failure stops it.
+
+        ``watch_events`` (svirtd, a long-lived process): the libvirt backend follows the
+        domains' events and keeps their metadata for listings (backends.libvirt_events)."""
         self.config = config
+        self._watch_events = watch_events
         self._backend = backend
         self._backend_lock = threading.Lock()
         self._init_tenancy()  # realms first: their own files are merged into the role files
@@ -188,6 +193,7 @@ class Service(
                         xl_path=getattr(self.config, "xl_path", None),
                         xl_config_dir=getattr(self.config, "xl_config_dir", None),
                         xl_transient_dir=getattr(self.config, "xl_transient_dir", None),
+                        watch_events=self._watch_events or None,
                     )
         return self._backend
 

@@ -1,0 +1,212 @@
+"""What libvirt's domain events let a long-lived process remember: each domain's metadata.
+
+Why: a ``list`` shows each row's owner, realm and label and filters on them, and libvirt keeps
+them in the domain's ``<metadata>``: one virDomainGetMetadata call per row, ~40% of a
+50-domain listing's CPU in svirtd with the test driver in its process, and with libvirtd one
+round trip per row.  That element changes only when someone sets it or defines the domain
+again (define, a snapshot's revert, a restore, an incoming migration); libvirt announces each
+of these as an event (metadata-change, or a life-cycle event).  So svirtd keeps what it read,
+per UUID, until libvirt says that domain changed.
+
+How it stays honest:
+
+* Any event for a domain forgets everything kept about it (every life-cycle event, not only
+  "defined": a start or a stop may swap the live definition for the persistent one).
+* A read that raced an event is not kept: each UUID has a generation, bumped by its events,
+  and a value read under an older generation is dropped (``MetadataCache.get``).
+* svirtd's own changes (``LibvirtBackend.changed``) forget the domain at once, before the
+  call returns: a user's next request never waits for the event of their own change.
+* An entry is kept at most ``MAX_AGE`` seconds even without events, so an event lost by a
+  driver that does not send it, or by the connection, costs at most that much staleness.
+* Kept only for drivers known to announce metadata changes (``WATCHED_DRIVERS``), and only
+  while the event registration and the connection are alive; otherwise every read goes to
+  libvirt, as before.
+
+What is not cached: a request on one VM (start, dominfo, migrate...) reads its metadata
+afresh, since its decision is made on it (the facade's ``_resolve``); only a listing's rows,
+which show and filter, use the kept values.  A change made outside svirtd (root's virsh)
+reaches a listing when its event has been dispatched, a few milliseconds after the call that
+made it returned.
+
+The event loop is libvirt's default implementation, run by one thread of the process
+(``ensure_event_loop``); it must be registered before the connection is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+#: drivers (``virConnectGetType``, lower case) that send a metadata-change event for every
+#: virDomainSetMetadata and life-cycle events for every definition: their domains' metadata
+#: may be kept (the test driver, QEMU's; others are read every time)
+WATCHED_DRIVERS = frozenset({"test", "qemu"})
+#: the longest a value is kept without any event (seconds): a bound on what a lost event costs
+MAX_AGE = 10.0
+
+_loop_lock = threading.Lock()
+_loop_state: dict[str, Any] = {"running": False}
+
+
+def ensure_event_loop() -> bool:
+    """Register libvirt's default event loop in this process and run it on a thread of its
+    own (once per process).  False if libvirt refuses (then nothing is watched)."""
+    with _loop_lock:
+        if _loop_state["running"]:
+            return True
+        try:
+            libvirt.virEventRegisterDefaultImpl()
+        except libvirt.libvirtError as exc:
+            log.warning("libvirt's event loop cannot be registered: %s", exc)
+            return False
+        threading.Thread(target=_run_loop, name="svirt-libvirt-events", daemon=True).start()
+        _loop_state["running"] = True
+        return True
+
+
+def _run_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception as exc:  # one bad iteration must not end the watching
+            log.warning("libvirt's event loop: %s", exc)
+            time.sleep(0.1)
+
+
+class MetadataCache:
+    """Each domain's metadata element as last read, per (UUID, namespace), forgotten when
+    libvirt says the domain changed (the module docstring says why this is safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (UUID, namespace) -> (value, kept until); the namespaces ever asked, to forget a UUID
+        self._entries: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._namespaces: set[str] = set()
+        self._generations: dict[str, int] = {}
+        self._epoch = 0  # bumped when every domain is forgotten at once
+        self._callbacks: list[int] = []
+        self._conn: libvirt.virConnect | None = None
+        self._forget_more: Callable[[str], None] | None = None
+        self.live = False
+        self.reads = 0  # values read from libvirt while kept ones were wanted
+        self.events = 0
+
+    # -- watching -------------------------------------------------------------------------
+    def watch(
+        self,
+        conn: libvirt.virConnect,
+        driver: str,
+        forget_more: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Start keeping values for ``conn``'s domains: register for their events (the event
+        loop must run, see ``ensure_event_loop``).  ``forget_more(uuid)``: called with each
+        event too (the backend's own per-UUID memos).  False, and nothing kept, when the
+        driver is not a watched one or libvirt refuses a registration."""
+        if driver not in WATCHED_DRIVERS or not _loop_state["running"]:
+            return False
+        self._forget_more = forget_more
+        try:
+            for event in (
+                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+            ):
+                self._callbacks.append(
+                    conn.domainEventRegisterAny(None, event, self._on_event, None)
+                )
+        except libvirt.libvirtError as exc:
+            log.info("domain events unavailable on this connection (%s): metadata not kept", exc)
+            self._unregister(conn)
+            return False
+        # a connection to libvirtd that breaks takes its events with it (an in-process
+        # driver has no close callback: it cannot break apart from us)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(self._on_close, None)
+        self._conn = conn
+        self.live = True
+        return True
+
+    def stop(self) -> None:
+        """Keep nothing more, forget everything, and unregister (the connection closes)."""
+        with self._lock:
+            self.live = False
+            self._entries.clear()
+            self._epoch += 1
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            self._unregister(conn)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.unregisterCloseCallback()
+
+    def _unregister(self, conn: libvirt.virConnect) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(cb)
+
+    def _on_event(self, _conn, dom, *_details) -> None:
+        try:
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError:  # cannot tell which: forget every domain
+            with self._lock:  # a read under way for any domain is not kept either
+                self._entries.clear()
+                self._epoch += 1
+            return
+        self.events += 1
+        self.forget(uuid)
+        if self._forget_more is not None:
+            self._forget_more(uuid)
+
+    def _on_close(self, _conn, _reason, _opaque) -> None:
+        with self._lock:
+            self.live = False
+            self._entries.clear()
+            self._epoch += 1
+
+    # -- reading --------------------------------------------------------------------------
+    def forget(self, uuid: str) -> None:
+        """Forget what is kept of ``uuid``, and make a read under way for it not be kept."""
+        with self._lock:
+            self._generations[uuid] = self._generations.get(uuid, 0) + 1
+            for ns_uri in self._namespaces:
+                self._entries.pop((uuid, ns_uri), None)
+
+    def get(self, uuid: str, ns_uri: str, read: Callable[[], str | None]) -> str | None:
+        """``read()``'s value for ``uuid``'s element in ``ns_uri``: the kept one while no event
+        said the domain changed (and for at most MAX_AGE), else read afresh and kept.  A read
+        that raises is not kept (the caller reports it)."""
+        if not self.live:
+            return read()
+        hit = self._entries.get((uuid, ns_uri))  # the path of nearly every row: kept short
+        if hit is not None and hit[1] > self._clock():
+            return hit[0]
+        return self._read(uuid, ns_uri, read)
+
+    def _read(self, uuid: str, ns_uri: str, read: Callable[[], str | None]) -> str | None:
+        now = self._clock()
+        with self._lock:
+            generation = (self._epoch, self._generations.get(uuid, 0))
+        value = read()
+        with self._lock:
+            self.reads += 1
+            if self.live and (self._epoch, self._generations.get(uuid, 0)) == generation:
+                self._namespaces.add(ns_uri)
+                self._entries[(uuid, ns_uri)] = (value, now + MAX_AGE)
+        return value
+
+    def account(self) -> dict:
+        """For ``svirt-admin status``: whether values are kept, and how often they served."""
+        return {
+            "live": self.live,
+            "kept": len(self._entries),
+            "reads": self.reads,
+            "events": self.events,
+        }

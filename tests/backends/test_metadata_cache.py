@@ -1,0 +1,234 @@
+"""svirtd's backend keeps each domain's metadata for listings until libvirt's events say the
+domain changed (backends.libvirt_events).  Real libvirt: the test driver in this process, and
+a second, independent client of the host's libvirtd (its test and QEMU drivers) for changes
+made outside svirtd, as root's virsh would make them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import libvirt
+import pytest
+
+from secured_virt.backends import libvirt_events, metadata
+from secured_virt.backends.libvirt_backend import LibvirtBackend
+from secured_virt.confinement import vmmeta
+from secured_virt.testing.libvirtd import tiny_guest_xml
+
+NS = vmmeta.NS
+_DOM = """<domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+  <name>{name}</name><uuid>{uuid}</uuid>
+  <metadata><svirt:vm xmlns:svirt="{ns}"><svirt:owner>{owner}</svirt:owner></svirt:vm></metadata>
+  <memory unit="MiB">64</memory><vcpu>1</vcpu><os><type arch="x86_64">hvm</type></os>
+  <test:runstate>5</test:runstate>
+</domain>"""
+
+
+def _domain_xml(name: str, owner: str) -> str:
+    return _DOM.format(name=name, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, name), ns=NS, owner=owner)
+
+
+def _owner(backend, name: str) -> str | None:
+    """The owner a fresh listing shows for ``name``."""
+    listing = backend.listing(include_inactive=True)
+    return vmmeta.parse(listing.metadata(name, NS)).owner
+
+
+def _set_owner_outside(conn: libvirt.virConnect, name: str, owner: str) -> None:
+    """Change the owner as another client would: the raw connection, not the backend (so
+    nothing but libvirt's event can tell the backend)."""
+    frag = metadata.to_libvirt(
+        f"<svirt:vm xmlns:svirt='{NS}'><svirt:owner>{owner}</svirt:owner></svirt:vm>", NS
+    )  # as libvirt takes it: the elements without their namespace
+    dom = conn.lookupByName(name)
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (
+        libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+    )
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, frag, vmmeta.KEY, NS, flags)
+
+
+def _until(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+@pytest.fixture
+def node(tmp_path):
+    path = tmp_path / "node.xml"
+    doms = "".join(_domain_xml(f"vm{i}", "alice") for i in range(3))
+    path.write_text(f"<node>{doms}</node>")  # all shut off
+    return f"test://{path}"
+
+
+@pytest.fixture
+def watching(node):
+    backend = LibvirtBackend(node, watch_events=True)
+    yield backend
+    backend.close()
+
+
+def test_kept_values_serve_later_listings_without_asking_libvirt(watching):
+    cache = watching.metadata_cache
+    assert cache.live
+    assert [_owner(watching, f"vm{i}") for i in range(3)] == ["alice"] * 3
+    reads = cache.reads
+    for _ in range(3):
+        assert _owner(watching, "vm1") == "alice"
+    assert cache.reads == reads  # asked of the kept values, not of libvirt
+
+
+def test_a_change_made_outside_the_backend_is_shown_once_its_event_arrives(watching):
+    assert _owner(watching, "vm1") == "alice"
+    events = watching.metadata_cache.events
+    _set_owner_outside(watching.connection, "vm1", "mallory")
+    assert _until(lambda: watching.metadata_cache.events > events)
+    assert _owner(watching, "vm1") == "mallory"
+    assert _owner(watching, "vm0") == "alice"  # the others are still the kept ones
+
+
+def test_a_redefinition_outside_the_backend_is_shown_once_its_event_arrives(watching):
+    assert _owner(watching, "vm2") == "alice"
+    events = watching.metadata_cache.events
+    watching.connection.defineXML(_domain_xml("vm2", "bob"))  # same UUID, another owner
+    assert _until(lambda: watching.metadata_cache.events > events)
+    assert _owner(watching, "vm2") == "bob"
+
+
+def test_a_start_and_a_stop_forget_the_domain(watching):
+    """A start or a stop may swap the live definition for the persistent one: its metadata
+    is read again afterwards, whether svirtd or someone else started it."""
+    assert _owner(watching, "vm0") == "alice"
+    reads = watching.metadata_cache.reads
+    watching.start("vm0")
+    assert _owner(watching, "vm0") == "alice"
+    assert watching.metadata_cache.reads == reads + 1
+
+
+def test_the_backends_own_changes_are_forgotten_before_the_call_returns(watching, monkeypatch):
+    """A user's next request must not wait for the event of their own change: set_metadata,
+    define and undefine forget the domain on the calling thread."""
+    assert _owner(watching, "vm1") == "alice"
+    forgotten = []
+    real = watching.metadata_cache.forget
+    monkeypatch.setattr(
+        watching.metadata_cache,
+        "forget",
+        lambda u: (forgotten.append((u, __import__("threading").current_thread().name)), real(u)),
+    )
+    vm1 = str(uuid.uuid5(uuid.NAMESPACE_DNS, "vm1"))
+    frag = f"<svirt:vm xmlns:svirt='{NS}'><svirt:owner>carol</svirt:owner></svirt:vm>"
+    watching.set_metadata("vm1", frag, "svirt", NS)
+    assert (vm1, "MainThread") in forgotten
+    assert _owner(watching, "vm1") == "carol"
+    forgotten.clear()
+    watching.define(_domain_xml("vm1", "dave"))
+    assert (vm1, "MainThread") in forgotten
+    assert _owner(watching, "vm1") == "dave"
+
+
+def test_without_watching_every_listing_asks_libvirt(node):
+    backend = LibvirtBackend(node)
+    try:
+        assert not backend.metadata_cache.live
+        assert _owner(backend, "vm1") == "alice"
+        _set_owner_outside(backend.connection, "vm1", "mallory")
+        assert _owner(backend, "vm1") == "mallory"  # at once: nothing was kept
+    finally:
+        backend.close()
+
+
+def test_closing_forgets_everything_and_keeps_nothing_more(watching):
+    assert _owner(watching, "vm1") == "alice"
+    cache = watching.metadata_cache
+    watching.close()
+    assert not cache.live and cache.account()["kept"] == 0
+    assert cache.get("u", NS, lambda: "read") == "read"
+    assert cache.account()["kept"] == 0
+
+
+def test_a_read_that_raced_an_event_is_not_kept():
+    cache = libvirt_events.MetadataCache()
+    cache.live = True  # the generations alone, as after watch()
+
+    def read_while_the_domain_changes():
+        cache.forget("u1")  # the event of a change made while we read
+        return "old"
+
+    assert cache.get("u1", NS, read_while_the_domain_changes) == "old"
+    assert cache.get("u1", NS, lambda: "new") == "new"  # the old value was not kept
+    assert cache.get("u1", NS, lambda: "never asked") == "new"
+
+
+def test_an_event_for_an_unknown_domain_forgets_every_domain_and_every_read_under_way():
+    cache = libvirt_events.MetadataCache()
+    cache.live = True
+    assert cache.get("u1", NS, lambda: "a") == "a"
+
+    class Gone:
+        def UUIDString(self):
+            raise libvirt.libvirtError("gone")
+
+    def read_during_it():
+        cache._on_event(None, Gone())
+        return "stale"
+
+    assert cache.get("u2", NS, read_during_it) == "stale"
+    assert cache.get("u2", NS, lambda: "fresh") == "fresh"
+    assert cache.get("u1", NS, lambda: "b") == "b"
+
+
+def test_a_value_is_kept_at_most_max_age_without_events():
+    now = [1000.0]
+    cache = libvirt_events.MetadataCache(clock=lambda: now[0])
+    cache.live = True
+    assert cache.get("u1", NS, lambda: "a") == "a"
+    now[0] += libvirt_events.MAX_AGE - 0.5
+    assert cache.get("u1", NS, lambda: "b") == "a"
+    now[0] += 1.0
+    assert cache.get("u1", NS, lambda: "b") == "b"
+
+
+def test_a_driver_not_known_to_announce_changes_is_not_watched(node):
+    backend = LibvirtBackend(node)
+    try:
+        assert libvirt_events.ensure_event_loop()
+        assert not libvirt_events.MetadataCache().watch(backend.connection, "xen")
+    finally:
+        backend.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("driver", ["test", "qemu"])
+def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, driver):
+    """The case the cache exists for: svirtd's connection to libvirtd, and a change made by
+    another client of the same libvirtd (root's virsh): its event crosses the socket."""
+    uri = "test+unix:///default" if driver == "test" else libvirtd.uri
+    name = f"svt-metacache-{driver}"
+    xml = _domain_xml(name, "alice") if driver == "test" else tiny_guest_xml(name)
+    other = libvirt.open(uri)
+    try:
+        for dom in other.listAllDomains(0):
+            if dom.name() == name:
+                dom.undefine()
+        other.defineXML(xml)
+        _set_owner_outside(other, name, "alice")
+        watching = LibvirtBackend(uri, watch_events=True)
+        try:
+            assert watching.metadata_cache.live
+            assert _owner(watching, name) == "alice"
+            events = watching.metadata_cache.events
+            _set_owner_outside(other, name, "mallory")
+            assert _until(lambda: watching.metadata_cache.events > events)
+            assert _owner(watching, name) == "mallory"
+        finally:
+            watching.close()
+    finally:
+        for dom in other.listAllDomains(0):
+            if dom.name() == name:
+                dom.undefine()
+        other.close()
