@@ -252,12 +252,19 @@ class Service(
                 "decisions": (None if pol is None else "C index" if pol.native else "pure Python"),
             },
             "counters": dict(self.counters),
+            "metadata_kept": self._metadata_kept(),
             "acm": (
                 {"policy": self.acm.active.name, "version": self.acm.active.version}
                 if self.acm is not None
                 else None
             ),
         }
+
+    def _metadata_kept(self) -> dict | None:
+        """What the backend keeps of the domains' metadata for listings (svirtd's libvirt
+        backend: backends.libvirt_events); None when nothing is kept or no backend is open."""
+        cache = getattr(self._backend, "metadata_cache", None)
+        return cache.account() if cache is not None else None
 
     def handle(self, ident, request: Request, interaction=None) -> Reply:
         interaction = interaction or NullInteraction()

@@ -166,6 +166,54 @@ def test_owned_scope_uses_the_domains_own_metadata(svt_env):
     assert svc.handle(ident("bob"), Request("start", {"domain": "bob-new"})).ok
 
 
+def test_a_vm_handed_to_another_owner_leaves_the_old_owners_list_in_svirtd(svt_env):
+    """svirtd keeps the domains' metadata between listings (backends.libvirt_events): a VM
+    given to bob outside svirtd (root's virsh metadata, here the same libvirt connection
+    used directly) must leave alice's list, and enter bob's, once libvirt announces it."""
+    import time
+    from pathlib import Path
+
+    import libvirt
+
+    from secured_virt.backends import metadata
+    from secured_virt.confinement import vmmeta
+
+    Path(svt_env.pa).write_text(OWNED_PA)
+    Path(svt_env.ua).write_text(OWNED_UA)
+    svc = Service.from_config(svt_env, watch_events=True)  # as svirtd builds it
+
+    def names(who):
+        reply = svc.handle(ident(who), Request("list", {"all": True}))
+        return sorted(d["name"] for d in reply.data["domains"])
+
+    assert names("alice") == ["alice-db", "alice-web"]
+    kept = svc.status()["metadata_kept"]
+    assert kept["live"] and kept["kept"] >= 5
+    names("alice")
+    assert svc.status()["metadata_kept"]["reads"] == kept["reads"]  # the kept values served
+
+    cache = svc.backend.metadata_cache
+    events = cache.events
+    dom = svc.backend.connection.lookupByName("alice-db")
+    frag = f"<svirt:vm xmlns:svirt='{vmmeta.NS}'><svirt:owner>bob</svirt:owner></svirt:vm>"
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (
+        libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+    )
+    dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+        metadata.to_libvirt(frag, vmmeta.NS),
+        vmmeta.KEY,
+        vmmeta.NS,
+        flags,
+    )
+    deadline = time.monotonic() + 10
+    while cache.events == events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert names("alice") == ["alice-web"]
+    assert names("bob") == ["alice-db", "bob-build"]
+    svc.backend.close()
+
+
 def test_device_and_memory_commands_follow_virsh_current_semantics(svc):
     # alice-db is shut off: without --live/--config the change goes to its configuration
     r = svc.handle(ROOT, Request("setmem", {"domain": "alice-db", "size": "512M"}))
