@@ -1267,8 +1267,8 @@ class DomainListing:
         return _from_libvirt(raw, ns_uri) if raw else None
 
     def _uuid_of(self, name: str) -> str | None:
-        """The UUID of the row listed as ``name`` (None: one whose UUID was not asked, as a
-        NamedListing's)."""
+        """The UUID of the row listed as ``name`` (None: not known yet, as a NamedListing's
+        before its row is asked)."""
         uuids = self._uuids
         if uuids is None:
             uuids = self._uuids = {d.name: d.uuid for d in self.domains if getattr(d, "uuid", None)}
@@ -1346,6 +1346,7 @@ class NamedListing(DomainListing):
         super().__init__(backend, domains, handles)
         self._base = base
         self._flags: tuple[set[str], set[str]] | None = None
+        self._uuids = {}  # each row's UUID once its row is asked (info): its metadata is kept
 
     def info(self, name: str) -> DomainInfo | None:
         """The row of a listed domain; None if it is gone since it was listed."""
@@ -1355,7 +1356,7 @@ class NamedListing(DomainListing):
             if self._flags is None:  # asked with the first row, not before the decision
                 self._flags = _transient_and_autostart(backend.connection, self._base)
             transient, autostart = self._flags
-            uuid = dom.UUIDString()
+            uuid = self._uuids[name] = dom.UUIDString()
             return backend._info(
                 dom,
                 persistent=uuid not in transient,

@@ -82,6 +82,24 @@ def test_kept_values_serve_later_listings_without_asking_libvirt(watching):
     assert cache.reads == reads  # asked of the kept values, not of libvirt
 
 
+def test_a_streamed_listing_keeps_each_rows_metadata_once_its_row_is_asked(watching):
+    """The Xen-API's get_all_records streams its rows (listing_by_name): a row's metadata
+    read after its row (info) is kept like a listing's."""
+
+    def rows():
+        listing = watching.listing_by_name(include_inactive=True)
+        out = []
+        for d in listing.domains:
+            listing.info(d.name)
+            out.append(vmmeta.parse(listing.metadata(d.name, NS)).owner)
+        return out
+
+    assert rows() == ["alice"] * 3
+    reads = watching.metadata_cache.reads
+    assert rows() == ["alice"] * 3
+    assert watching.metadata_cache.reads == reads
+
+
 def test_a_change_made_outside_the_backend_is_shown_once_its_event_arrives(watching):
     assert _owner(watching, "vm1") == "alice"
     events = watching.metadata_cache.events
