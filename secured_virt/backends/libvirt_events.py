@@ -35,7 +35,6 @@ The event loop is libvirt's default implementation, run by one thread of the pro
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +42,9 @@ from typing import Any
 
 import libvirt
 
-log = logging.getLogger(__name__)
+from secured_virt.lazylog import lazy_logger
+
+log = lazy_logger(__name__)  # direct mode imports this module and logs nothing
 
 #: drivers (``virConnectGetType``, lower case) that send a metadata-change event for every
 #: virDomainSetMetadata and life-cycle events for every definition: their domains' metadata
