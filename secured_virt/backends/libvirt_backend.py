@@ -99,6 +99,12 @@ def is_test_uri(uri: str) -> bool:
     return urlsplit(uri).scheme == "test"
 
 
+def _in_process(uri: str) -> bool:
+    """Whether the driver runs inside this process (test:///...), not in a libvirt daemon."""
+    parts = urlsplit(uri)
+    return parts.scheme == "test" and not parts.netloc
+
+
 def _test_node_file(uri: str) -> str | None:
     """The node file of a test:///path URI (None for test:///default or a remote test URI)."""
     parts = urlsplit(uri)
@@ -186,15 +192,22 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         nothing from it and starts no thread."""
         self.uri = uri or DEFAULT_URI
         self._poll = migrate_poll_interval
-        watching = watch_events and ensure_event_loop()  # before the connection opens
+        # an in-process driver's events come from an event loop here, registered before the
+        # connection opens; a daemon's from a helper process (libvirt_watch says why)
+        in_process = _in_process(self.uri)
+        looping = watch_events and in_process and ensure_event_loop()
         self._conn = self._open(self.uri)
         self.driver = self._driver_name()
         self._os_types: dict[str, str] = {}
         self.metadata_cache = MetadataCache()
-        if watching:
-            self.metadata_cache.watch(
-                self._conn, self.driver, forget_more=lambda uuid: self._os_types.pop(uuid, None)
-            )
+
+        def forget_more(uuid: str) -> None:  # with each event: its OS type is asked again
+            self._os_types.pop(uuid, None)
+
+        if looping:
+            self.metadata_cache.watch(self._conn, self.driver, forget_more=forget_more)
+        elif watch_events and not in_process:
+            self.metadata_cache.watch_helper(self.uri, self.driver, forget_more=forget_more)
         self._peers: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
         self._pins = threading.local()  # name -> UUID, per thread (see pinned)

@@ -28,13 +28,21 @@ which show and filter, use the kept values.  A change made outside svirtd (root'
 reaches a listing when its event has been dispatched, a few milliseconds after the call that
 made it returned.
 
-The event loop is libvirt's default implementation, run by one thread of the process
-(``ensure_event_loop``); it must be registered before the connection is opened.
+Where the events come from: for an in-process driver (``test:///``), libvirt's default event
+loop, run by one thread of svirtd (``ensure_event_loop``, registered before the connection is
+opened).  For a connection to a libvirt daemon (``qemu:///system``, ``test+unix://``...), a
+helper process of svirtd's own (``backends.libvirt_watch``, which says why) that prints the
+UUID of each event's domain on a pipe svirtd reads; if it exits (libvirtd restarted, or it
+failed to start), nothing is kept any more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +60,8 @@ log = lazy_logger(__name__)  # direct mode imports this module and logs nothing
 WATCHED_DRIVERS = frozenset({"test", "qemu"})
 #: the longest a value is kept without any event (seconds): a bound on what a lost event costs
 MAX_AGE = 10.0
+#: how long the helper may take to say it follows the events (seconds); else nothing is kept
+HELPER_START_TIMEOUT = 10.0
 
 _loop_lock = threading.Lock()
 _loop_state: dict[str, Any] = {"running": False}
@@ -96,6 +106,7 @@ class MetadataCache:
         self._epoch = 0  # bumped when every domain is forgotten at once
         self._callbacks: list[int] = []
         self._conn: libvirt.virConnect | None = None
+        self._helper: subprocess.Popen | None = None
         self._forget_more: Callable[[str], None] | None = None
         self.live = False
         self.reads = 0  # values read from libvirt while kept ones were wanted
@@ -135,13 +146,73 @@ class MetadataCache:
         self.live = True
         return True
 
+    def watch_helper(
+        self, uri: str, driver: str, forget_more: Callable[[str], None] | None = None
+    ) -> bool:
+        """Start keeping values for the domains of a libvirt daemon at ``uri``, told of their
+        events by the helper process (``backends.libvirt_watch``).  False, and nothing kept,
+        when the driver is not a watched one or the helper does not start."""
+        if driver not in WATCHED_DRIVERS:
+            return False
+        from . import libvirt_watch
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", libvirt_watch.BOOT, root, uri],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                cwd="/",
+            )
+        except OSError as exc:
+            log.warning("cannot start the libvirt events helper: %s; metadata not kept", exc)
+            return False
+        first = _read_line(proc.stdout, HELPER_START_TIMEOUT)
+        if first != "ready":
+            log.warning(
+                "the libvirt events helper did not start (%s); metadata not kept",
+                first or "no answer",
+            )
+            _end(proc)
+            return False
+        self._forget_more = forget_more
+        self._helper = proc
+        self.live = True
+        threading.Thread(
+            target=self._read_helper, args=(proc,), name="svirt-libvirt-events", daemon=True
+        ).start()
+        return True
+
+    def _read_helper(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:
+            line = raw.decode("ascii", "replace").strip()
+            if line == "*":  # an event whose domain it could not name: forget them all
+                with self._lock:
+                    self._entries.clear()
+                    self._epoch += 1
+                continue
+            self.events += 1
+            self.forget(line)
+            if self._forget_more is not None:
+                self._forget_more(line)
+        with self._lock:  # the helper ended (libvirtd went away): keep nothing more
+            if self._helper is proc:
+                self.live = False
+                self._entries.clear()
+                self._epoch += 1
+
     def stop(self) -> None:
         """Keep nothing more, forget everything, and unregister (the connection closes)."""
         with self._lock:
             self.live = False
             self._entries.clear()
             self._epoch += 1
+            helper, self._helper = self._helper, None
             conn, self._conn = self._conn, None
+        if helper is not None:
+            _end(helper)
         if conn is not None:
             self._unregister(conn)
             with contextlib.suppress(libvirt.libvirtError):
@@ -211,3 +282,29 @@ class MetadataCache:
             "reads": self.reads,
             "events": self.events,
         }
+
+
+def _read_line(stream, timeout: float) -> str | None:
+    """One line of ``stream`` (a pipe), or None after ``timeout`` seconds or at end of file."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 1)  # byte by byte: what follows the line stays for the reader
+        if not chunk:
+            return None
+        buf += chunk
+    return buf.decode("ascii", "replace").strip()
+
+
+def _end(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -250,3 +250,69 @@ def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, d
             if dom.name() == name:
                 dom.undefine()
         other.close()
+
+
+@pytest.mark.integration
+def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvirtd):
+    """Over a connection to libvirtd the events come from a helper process (libvirt_watch):
+    svirtd's own connection is not watched by an event loop.  A helper that dies (killed,
+    libvirtd gone) leaves nothing kept: every listing asks libvirt again."""
+    import signal
+
+    name = "svt-metacache-helper"
+    other = libvirt.open("test+unix:///default")
+    try:
+        for dom in other.listAllDomains(0):
+            if dom.name() == name:
+                dom.undefine()
+        other.defineXML(_domain_xml(name, "alice"))
+        watching = LibvirtBackend("test+unix:///default", watch_events=True)
+        cache = watching.metadata_cache
+        helper = cache._helper
+        try:
+            assert cache.live and helper is not None and helper.poll() is None
+            assert _owner(watching, name) == "alice"
+            helper.send_signal(signal.SIGKILL)
+            assert _until(lambda: not cache.live)
+            assert cache.account()["kept"] == 0
+            _set_owner_outside(other, name, "mallory")  # no event can reach us now
+            assert _owner(watching, name) == "mallory"
+        finally:
+            watching.close()
+        assert helper.poll() is not None
+        watching = LibvirtBackend("test+unix:///default", watch_events=True)
+        helper = watching.metadata_cache._helper
+        watching.close()  # the helper ends with the backend
+        assert helper.poll() is not None
+    finally:
+        for dom in other.listAllDomains(0):
+            if dom.name() == name:
+                dom.undefine()
+        other.close()
+
+
+@pytest.mark.integration
+def test_the_helper_never_outlives_its_reader(libvirtd):
+    """svirtd killed with -9 closes the helper's stdin: the helper ends by itself (status 0,
+    not killed), and a helper that cannot connect says why and exits 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from secured_virt.backends import libvirt_watch
+
+    root = str(Path(libvirt_watch.__file__).resolve().parents[2])
+    argv = [sys.executable, "-I", "-c", libvirt_watch.BOOT, root]
+    proc = subprocess.Popen(
+        [*argv, "test+unix:///default"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"ready\n"
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+    bad = subprocess.run(
+        [*argv, "test+unix:///default?socket=/nonexistent/sock"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1 and bad.stdout.startswith(b"error: "), bad
