@@ -437,7 +437,10 @@ RUNNING = [
         "decided like that user's own start: their rights then, the sHype/ACM Chinese Wall "
         "against what already runs, the realm's quota; each decision audited (via autostart).  "
         "Restarting svirtd while the host runs starts nothing.  svirt-admin status shows what "
-        "the pass did.",
+        "the pass did.  A VM with libvirt's own autostart flag (set by root's virsh autostart, "
+        "never by svirsh) is started by libvirtd at boot without any of these checks: the pass "
+        "names each one in the log, and svirt-admin status under autostart.libvirt_flag; mark "
+        "it with svirsh autostart and clear the flag with virsh autostart --disable.",
     ),
     (
         "its helper process",

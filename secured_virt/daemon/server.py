@@ -439,20 +439,32 @@ class Server:
         }
 
     def _autostart_status(self) -> dict[str, Any]:
-        """How many VMs are marked to start at the next boot, and what this start's pass did
-        (None: svirtd was restarted, the host was not booted since its last start)."""
+        """How many VMs are marked to start at the next boot, what this start's pass did
+        (None: svirtd was restarted, the host was not booted since its last start), and the
+        VMs libvirtd itself starts at boot, outside the gate (``libvirt_flag``)."""
         try:
             marked: int | str = len(self.service.autostart.wished())
         except Exception as exc:  # a service without autostart (a test double) or no state
             marked = f"unknown: {exc}"
-        return {"marked": marked, "this_boot": self.autostart_pass}
+        from secured_virt.service.autostart import libvirt_flagged
+
+        try:
+            flagged: list[str] | str = libvirt_flagged(self.service)
+        except Exception as exc:  # the hypervisor cannot be asked now
+            flagged = f"unknown: {exc}"
+        return {"marked": marked, "this_boot": self.autostart_pass, "libvirt_flag": flagged}
 
     def autostart_at_boot(self) -> None:
         """svirtd's first start since the host booted starts the VMs marked with ``svirsh
         autostart``, each as the user who marked it and through the gate (service.autostart),
         on a thread of its own: requests are served meanwhile, and a VM booting does not hold
         up svirtd's start.  What it did is kept for ``status``."""
-        from secured_virt.service.autostart import first_after_boot, marker_path, start_wished
+        from secured_virt.service.autostart import (
+            first_after_boot,
+            marker_path,
+            start_wished,
+            warn_libvirt_flagged,
+        )
 
         if not self.socket_path or not first_after_boot(marker_path(self.socket_path)):
             return
@@ -460,19 +472,21 @@ class Server:
         self.autostart_pass = {"state": "running", "began": began}
 
         def run() -> None:
-            started, not_started = [], {}
+            started, not_started, outside = [], {}, []
             try:
                 for vm, _user, result in start_wished(self.service):
                     if getattr(result, "ok", False):
                         started.append(vm)
                     else:
                         not_started[vm] = getattr(result, "message", None) or str(result)
+                outside = warn_libvirt_flagged(self.service)
             finally:
                 self.autostart_pass = {
                     "state": "done",
                     "began": began,
                     "started": started,
                     "not_started": not_started,
+                    "outside_the_gate": outside,
                 }
 
         threading.Thread(target=run, name="svirtd-autostart", daemon=True).start()

@@ -253,3 +253,34 @@ def start_wished(service, *, tries: int = 60, pause: float = 5.0) -> list[tuple[
             log.warning("autostart: %s not started as %s: %s", dom.name, user, reply.message)
         out.append((dom.name, user, reply))
     return out
+
+
+def libvirt_flagged(service) -> list[str]:
+    """The VMs carrying libvirt's own autostart flag, sorted: libvirtd starts them when the
+    host boots, before svirtd and without any of its checks (no RBAC, no Chinese Wall against
+    what runs, no realm quota, no sVirt pair).  ``svirsh autostart`` never sets that flag;
+    root's virsh can."""
+    return sorted(
+        d.name for d in service.backend.list_domains(include_inactive=True) if d.autostart
+    )
+
+
+def warn_libvirt_flagged(service) -> list[str]:
+    """At the boot pass: say, for each VM libvirtd started (or would start) by its own flag,
+    that it ran outside the gate and how to bring it inside.  Returns their names."""
+    try:
+        names = libvirt_flagged(service)
+    except Exception as exc:  # the hypervisor does not answer: the pass above said so
+        log.warning("autostart: cannot list libvirt's own autostart flags: %s", exc)
+        return []
+    for name in names:
+        log.warning(
+            "autostart: %s carries libvirt's own autostart flag: libvirtd starts it at boot "
+            "outside secured-virt's checks (RBAC, the Chinese Wall, the realm's quota, sVirt); "
+            "mark it with `svirsh autostart %s` (root: with --as its user) and clear the flag "
+            "with `virsh autostart --disable %s`",
+            name,
+            name,
+            name,
+        )
+    return names

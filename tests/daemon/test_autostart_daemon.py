@@ -60,7 +60,11 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
     d = env.daemon().start().wait_ready()
     try:
         assert call(None, "domstate", {"domain": "alice-db"})["data"]["state"] == "shut off"
-        assert client.admin_status(env.socket).data["autostart"] == {"marked": 1, "this_boot": None}
+        assert client.admin_status(env.socket).data["autostart"] == {
+            "marked": 1,
+            "this_boot": None,
+            "libvirt_flag": [],
+        }
     finally:
         d.stop()
 
@@ -85,3 +89,51 @@ def test_a_marked_vm_starts_at_boot_only_and_as_its_user(env, test_users, readab
         assert (boot["state"], boot["started"], boot["not_started"]) == ("done", ["alice-db"], {})
     finally:
         d.stop()
+
+
+def test_libvirts_own_autostart_flag_is_named_as_outside_the_gate(libvirtd):
+    """root's `virsh autostart` sets libvirt's own flag, and libvirtd then starts that VM at
+    boot with none of svirtd's checks.  svirtd cannot undo that start, but its boot pass names
+    each such VM (its log says how to bring it inside the gate) and `status` lists them.
+    Real libvirtd (its test driver), another client setting the flag as virsh would."""
+    import libvirt
+
+    name = "svt-libvirt-flagged"
+    xml = (
+        f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    conn = libvirt.open("test+unix:///default")
+
+    def undefine():
+        for dom in conn.listAllDomains(0):
+            if dom.name() == name:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+
+    undefine()
+    conn.defineXML(xml).setAutostart(1)
+    e = RealEnv(uri="test+unix:///default")
+    d = e.daemon().start().wait_ready()
+    try:
+        status = wait_for(
+            lambda: (
+                (s := client.admin_status(e.socket).data)["autostart"]["this_boot"]["state"]
+                == "done"
+                and s
+            ),
+            what="the boot pass done",
+        )
+        auto = status["autostart"]
+        assert name in auto["libvirt_flag"], auto
+        assert name in auto["this_boot"]["outside_the_gate"], auto
+        assert f"{name} carries libvirt's own autostart flag" in d.log()
+        assert f"virsh autostart --disable {name}" in d.log()
+        conn.lookupByName(name).setAutostart(0)  # brought inside: nothing is named any more
+        assert name not in client.admin_status(e.socket).data["autostart"]["libvirt_flag"]
+    finally:
+        d.stop()
+        e.cleanup()
+        undefine()
+        conn.close()
