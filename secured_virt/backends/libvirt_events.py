@@ -150,8 +150,9 @@ class MetadataCache:
         self, uri: str, driver: str, forget_more: Callable[[str], None] | None = None
     ) -> bool:
         """Start keeping values for the domains of a libvirt daemon at ``uri``, told of their
-        events by the helper process (``backends.libvirt_watch``).  False, and nothing kept,
-        when the driver is not a watched one or the helper does not start."""
+        events by the helper process (``backends.libvirt_watch``), from when it says it
+        follows them (``live``; its start, ~0.1 s, holds up no request).  False, and nothing
+        kept, when the driver is not a watched one or the helper cannot be started."""
         if driver not in WATCHED_DRIVERS:
             return False
         from . import libvirt_watch
@@ -169,23 +170,33 @@ class MetadataCache:
         except OSError as exc:
             log.warning("cannot start the libvirt events helper: %s; metadata not kept", exc)
             return False
-        first = _read_line(proc.stdout, HELPER_START_TIMEOUT)
-        if first != "ready":
-            log.warning(
-                "the libvirt events helper did not start (%s); metadata not kept",
-                first or "no answer",
-            )
-            _end(proc)
-            return False
         self._forget_more = forget_more
         self._helper = proc
-        self.live = True
         threading.Thread(
             target=self._read_helper, args=(proc,), name="svirt-libvirt-events", daemon=True
         ).start()
         return True
 
     def _read_helper(self, proc: subprocess.Popen) -> None:
+        # nothing is kept before the helper follows the events: a value read before then and
+        # changed before then would have no event to forget it
+        first = _read_line(proc.stdout, HELPER_START_TIMEOUT)
+        with self._lock:
+            ours = self._helper is proc
+            if ours and first == "ready":
+                self.live = True
+        if not ours:  # stopped meanwhile (the connection closed)
+            return
+        if first != "ready":
+            log.warning(
+                "the libvirt events helper did not start (%s); metadata not kept",
+                first or "no answer",
+            )
+            with self._lock:
+                if self._helper is proc:
+                    self._helper = None
+            _end(proc)
+            return
         for raw in proc.stdout:
             line = raw.decode("ascii", "replace").strip()
             if line == "*":  # an event whose domain it could not name: forget them all

@@ -237,7 +237,7 @@ def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, d
         _set_owner_outside(other, name, "alice")
         watching = LibvirtBackend(uri, watch_events=True)
         try:
-            assert watching.metadata_cache.live
+            assert _until(lambda: watching.metadata_cache.live)  # the helper is ready
             assert _owner(watching, name) == "alice"
             events = watching.metadata_cache.events
             _set_owner_outside(other, name, "mallory")
@@ -270,7 +270,8 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
         cache = watching.metadata_cache
         helper = cache._helper
         try:
-            assert cache.live and helper is not None and helper.poll() is None
+            assert _until(lambda: cache.live)  # the helper is ready
+            assert helper is not None and helper.poll() is None
             assert _owner(watching, name) == "alice"
             helper.send_signal(signal.SIGKILL)
             assert _until(lambda: not cache.live)
@@ -316,3 +317,33 @@ def test_the_helper_never_outlives_its_reader(libvirtd):
         timeout=30,
     )
     assert bad.returncode == 1 and bad.stdout.startswith(b"error: "), bad
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "boot",
+    [
+        "import sys; print('error: refused', flush=True); sys.exit(1)",  # says why, exits
+        "import time; time.sleep(60)",  # says nothing: given up after the timeout
+    ],
+)
+def test_a_helper_that_does_not_start_leaves_nothing_kept(libvirtd, monkeypatch, boot):
+    """Until the helper says it follows the events nothing may be kept: a change made then
+    would have no event to forget it.  One that fails or hangs is ended, and every listing
+    reads libvirt."""
+    from secured_virt.backends import libvirt_watch
+
+    monkeypatch.setattr(libvirt_watch, "BOOT", boot)
+    monkeypatch.setattr(libvirt_events, "HELPER_START_TIMEOUT", 0.5)
+    watching = LibvirtBackend("test+unix:///default", watch_events=True)
+    cache = watching.metadata_cache
+    try:
+        helper = cache._helper
+        assert helper is not None
+        assert _until(lambda: helper.poll() is not None)  # ended, not left behind
+        assert not cache.live and cache._helper is None
+        name = watching.listing(include_inactive=True).domains[0].name
+        watching.listing(include_inactive=True).metadata(name, NS)
+        assert cache.account()["kept"] == 0
+    finally:
+        watching.close()
