@@ -33,15 +33,24 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_driver_config(tmp: Path, names: list[str], ua: Path, pa: Path):
+def test_driver_config(tmp: Path, names: list[str], ua: Path, pa: Path, owner: str | None = None):
     """A config for ``Service.from_config``: a test-driver node in ``tmp`` holding ``names``
-    (every other one running), the role files ``ua`` and ``pa``, an audit log in ``tmp``."""
+    (every other one running; with ``owner``, each carrying secured-virt's metadata naming
+    that owner, as a host's domains do), the role files ``ua`` and ``pa``, an audit log in
+    ``tmp``."""
     from secured_virt.config import default_config
+    from secured_virt.confinement import vmmeta
 
     node = tmp / "node.xml"
+    meta = (
+        f"<metadata><svirt:vm xmlns:svirt='{vmmeta.NS}'><svirt:owner>{owner}</svirt:owner>"
+        "</svirt:vm></metadata>"
+        if owner
+        else ""
+    )
     doms = "".join(
         f"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-        f"<name>{n}</name><memory>65536</memory><os><type>hvm</type></os>"
+        f"<name>{n}</name><memory>65536</memory><os><type>hvm</type></os>{meta}"
         f"<test:runstate>{1 if i % 2 else 5}</test:runstate></domain>"
         for i, n in enumerate(names)
     )
