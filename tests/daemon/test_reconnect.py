@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from svtd_helpers import RealEnv, setpriv_prefix
+from svtd_helpers import RealEnv, setpriv_prefix, wait_for
 
 from secured_virt import client
 from secured_virt.requests import Request
@@ -91,8 +91,15 @@ def test_libvirtd_restart_between_requests_is_invisible(session_libvirtd):
     svirtd reconnects and retries once, and the user just gets the answer."""
     env = RealEnv(uri=f"test+unix://{{node}}?socket={session_libvirtd.socket}")
     d = env.daemon().start().wait_ready()
+
+    def kept():  # svirtd's events helper follows libvirtd (backends.libvirt_events)
+        return client.admin_status(env.socket).data["service"]["metadata_kept"] or {}
+
     try:
         assert client.call(env.socket, Request("list", {"all": True})).status == 0
+        wait_for(lambda: kept().get("live"), what="the events helper following libvirtd")
+        first_helpers = _helpers(session_libvirtd.socket)
+        assert len(first_helpers) == 1, first_helpers
         session_libvirtd.stop()
         session_libvirtd.start()
         reply = client.call(env.socket, Request("list", {"all": True}), timeout=30)
@@ -102,9 +109,31 @@ def test_libvirtd_restart_between_requests_is_invisible(session_libvirtd):
         log = d.log()
         assert "the hypervisor connection was lost (libvirtd restarted?); reconnecting" in log
         assert "hypervisor connection re-established" in log
+        # the old helper ended with its connection; the new connection has its own
+        wait_for(lambda: kept().get("live"), what="a new events helper")
+        helpers = _helpers(session_libvirtd.socket)
+        assert len(helpers) == 1 and helpers != first_helpers, (first_helpers, helpers)
     finally:
         d.stop()
         env.cleanup()
+    assert wait_for(lambda: not _helpers(session_libvirtd.socket), what="no helper left")
+
+
+def _helpers(socket_path) -> list[int]:
+    """The pids of svirtd's events helpers (backends.libvirt_watch) for this libvirtd."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"libvirt_watch" in a for a in argv) and any(
+            str(socket_path).encode() in a for a in argv
+        ):
+            pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def test_libvirtd_down_gives_a_clear_error_then_recovers(session_libvirtd):
