@@ -1293,7 +1293,14 @@ class DomainListing:
         left to ``metadata`` itself, which asks again and reports them."""
         if not self._backend.overlaps(len(names)):
             return  # one after the other anyway: each row reads its own when it is made
-        wanted = [n for n in names if n in self._handles and (n, ns_uri) not in self._meta]
+        kept = self._backend.metadata_cache.holds
+        wanted = [
+            n
+            for n in names
+            if n in self._handles
+            and (n, ns_uri) not in self._meta
+            and not kept(self._uuid_of(n), ns_uri)  # kept (svirtd): no round trip to overlap
+        ]
 
         def one(name):
             with contextlib.suppress(BackendError):

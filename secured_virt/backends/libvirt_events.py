@@ -273,6 +273,13 @@ class MetadataCache:
             return hit[0]
         return self._read(uuid, ns_uri, read)
 
+    def holds(self, uuid: str | None, ns_uri: str) -> bool:
+        """Whether ``get`` would answer for ``uuid`` without reading libvirt now."""
+        if uuid is None or not self.live:
+            return False
+        hit = self._entries.get((uuid, ns_uri))
+        return hit is not None and hit[1] > self._clock()
+
     def _read(self, uuid: str, ns_uri: str, read: Callable[[], str | None]) -> str | None:
         now = self._clock()
         with self._lock:

@@ -347,3 +347,45 @@ def test_a_helper_that_does_not_start_leaves_nothing_kept(libvirtd, monkeypatch,
         assert cache.account()["kept"] == 0
     finally:
         watching.close()
+
+
+@pytest.mark.integration
+def test_kept_values_are_not_prefetched_by_the_row_threads(libvirtd, monkeypatch):
+    """Over libvirtd a listing prefetches its rows' metadata from the row threads so the round
+    trips overlap; a kept value has no round trip, and handing it to a thread would only cost
+    a hand-off of the interpreter lock."""
+    names = [f"svt-metacache-pf{i}" for i in range(10)]
+    other = libvirt.open("test+unix:///default")
+
+    def clear():
+        for dom in other.listAllDomains(0):
+            if dom.name() in names:
+                dom.undefine()
+
+    clear()
+    for n in names:
+        other.defineXML(_domain_xml(n, "alice"))
+    watching = LibvirtBackend("test+unix:///default", watch_events=True)
+    try:
+        assert _until(lambda: watching.metadata_cache.live)
+        handed: list[list] = []
+        real_each = watching.each
+
+        def each(fn, items):
+            handed.append(list(items))
+            return real_each(fn, items)
+
+        monkeypatch.setattr(watching, "each", each)
+        first = watching.listing(include_inactive=True)
+        handed.clear()
+        first.prefetch_metadata(names, NS)
+        assert len(handed[-1]) == len(names)  # nothing kept yet: all to the row threads
+        second = watching.listing(include_inactive=True)
+        handed.clear()
+        second.prefetch_metadata(names, NS)
+        assert handed[-1] == []  # all kept
+        assert vmmeta.parse(second.metadata(names[3], NS)).owner == "alice"
+    finally:
+        watching.close()
+        clear()
+        other.close()
