@@ -148,7 +148,9 @@ SECTIONS = {
         "backend listing it is built on; and an owner's `list --all` of 50 domains as svirtd "
         "serves it, each domain's metadata kept from one listing to the next until libvirt "
         "announces a change (`secured_virt/backends/libvirt_events.py`), beside the same "
-        "Service reading it at every listing, calls interleaved in one process.",
+        "Service reading it at every listing, calls interleaved in one process; the same pair "
+        "with the domains inside libvirtd (`test+unix:///default`: each read a round trip, as "
+        "with `qemu:///system`).",
     ),
     "dsd": (
         "Dynamic separation of duty in the gate (`bench_dsd.py`)",
