@@ -73,8 +73,10 @@ class DomainInfo:
     mem_kib: int
     vcpus: int
     cpu_time_ns: int
-    persistent: bool
-    autostart: bool
+    # None only in the row a libvirt ``resolve`` returns (not asked: service.queries'
+    # _with_flags asks them where they are shown); every listing and lookup has both
+    persistent: bool | None
+    autostart: bool | None
     os_type: str
 
     @property

@@ -406,10 +406,12 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         autostart: bool | None = None,
         uuid: str | None = None,
         name: str | None = None,
+        flags: bool = True,
     ) -> DomainInfo:
         """One domain's row.  ``name``: the name the handle was looked up by (not asked
         again).  A shut-off domain has no id (libvirt's is -1 for every inactive domain), so
-        ID() is asked of the others only: each call we leave out is a GIL hand-off less."""
+        ID() is asked of the others only: each call we leave out is a GIL hand-off less.
+        ``flags=False``: persistent and autostart not asked (None), see ``resolve``."""
         state, max_mem, mem, vcpus, cpu_time = dom.info()
         uuid = uuid or dom.UUIDString()
         dom_id = -1 if state == libvirt.VIR_DOMAIN_SHUTOFF else dom.ID()
@@ -422,8 +424,10 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             mem_kib=int(mem),
             vcpus=int(vcpus),
             cpu_time_ns=int(cpu_time),
-            persistent=bool(dom.isPersistent()) if persistent is None else persistent,
-            autostart=bool(dom.autostart()) if autostart is None else autostart,
+            persistent=(
+                persistent if persistent is not None or not flags else bool(dom.isPersistent())
+            ),
+            autostart=autostart if autostart is not None or not flags else bool(dom.autostart()),
             os_type=self._os_type(dom, uuid),
         )
 
@@ -571,10 +575,15 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
 
     def resolve(self, name: str, ns_uri: str) -> tuple[DomainInfo, str | None]:
         """``lookup(name)`` and ``get_metadata(name, ns_uri)`` of the same handle: one lookup
-        for what every request on a VM needs before its decision (the facade's _resolve)."""
+        for what every request on a VM needs before its decision (the facade's _resolve).
+
+        The row's ``persistent`` and ``autostart`` are not asked (None): two round trips to
+        libvirtd on every request on a VM, which only dominfo and autostart show or use (they
+        ask ``is_persistent`` and ``get_autostart``, ``queries._with_flags``)."""
 
         def both(dom):
-            return self._info(dom, name=name), self._read_metadata(dom, ns_uri, _AFFECT_CURRENT)
+            info = self._info(dom, name=name, flags=False)
+            return info, self._read_metadata(dom, ns_uri, _AFFECT_CURRENT)
 
         info, raw = self._do("get information about", name, both)
         return info, (_from_libvirt(raw, ns_uri) if raw else None)
@@ -901,6 +910,10 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
     # -- autostart ------------------------------------------------------------------------
     def get_autostart(self, name: str) -> bool:
         return bool(self._do("read the autostart flag of", name, lambda d: d.autostart()))
+
+    def is_persistent(self, name: str) -> bool:
+        """Whether the domain has a persistent definition (False: transient)."""
+        return bool(self._do("inspect", name, lambda d: d.isPersistent()))
 
     def set_autostart(self, name: str, flag: bool) -> None:
         self._do("set autostart on", name, lambda d: d.setAutostart(1 if flag else 0))

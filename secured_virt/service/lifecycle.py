@@ -17,6 +17,7 @@ from secured_virt.requests import EXIT_DENIED, EXIT_FAILED, Reply
 
 from . import mediation
 from .errors import NullInteraction, UserError
+from .support import _with_flags
 
 
 class LifecycleCommands:
@@ -215,7 +216,8 @@ class LifecycleCommands:
                     if self.backend.get_autostart(name):  # root's, set with virsh
                         self.backend.set_autostart(name, False)
                     return {"message": f"Domain '{name}' unmarked as autostarted"}
-                if not info.persistent:  # as libvirt: nothing to start at boot
+                if not _with_flags(self.backend, name, info).persistent:  # as libvirt: a
+                    # transient domain has nothing to start at boot
                     raise UserError(
                         f"cannot set autostart for transient domain '{name}'", EXIT_FAILED
                     )

@@ -29,7 +29,7 @@ from secured_virt.requests import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Reply
 
 from . import listing
 from .errors import UserError
-from .support import _acm_display, _LazyAttrs
+from .support import _acm_display, _LazyAttrs, _with_flags
 
 
 @functools.lru_cache(maxsize=8192)
@@ -254,7 +254,7 @@ class QueryCommands:
         name = args.get("domain")
 
         def act(info):
-            d = info.as_dict()
+            d = _with_flags(self.backend, name, info).as_dict()
             d.update(_virsh_dominfo(self.backend, name))
             if not d["autostart"] and info.uuid in self.autostart.wished():
                 d["autostart"] = True  # svirtd starts it at boot (service.autostart)

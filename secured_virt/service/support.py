@@ -3,6 +3,7 @@ sizes, label display."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 
@@ -76,3 +77,15 @@ def _acm_display(m: vmmeta.VmMeta) -> str | None:
     if not m.label:
         return None
     return f"ACM:{m.label_policy}:{m.label}"
+
+
+def _with_flags(backend, name: str, info):
+    """``info`` with its persistent and autostart flags, asked now if the row was resolved
+    without them (LibvirtBackend.resolve says why)."""
+    if info.persistent is not None and info.autostart is not None:
+        return info
+    return dataclasses.replace(
+        info,
+        persistent=backend.is_persistent(name) if info.persistent is None else info.persistent,
+        autostart=backend.get_autostart(name) if info.autostart is None else info.autostart,
+    )

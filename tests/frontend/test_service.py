@@ -263,3 +263,28 @@ def test_list_without_a_valid_policy_is_refused_and_audited(svt_env):
     assert r.status == EXIT_BAD_POLICY and "ua.xml" in r.message
     rec = records(svt_env)[-1]
     assert (rec["op"], rec["verdict"], rec["check"]) == ("list", "denied", "policy")
+
+
+def test_dominfo_asks_the_flags_a_resolved_row_leaves_out(svc):
+    """Resolving a VM for a request does not ask libvirt whether it is persistent or marked
+    autostart (two round trips to libvirtd on every request on a VM): the row carries None.
+    dominfo, which shows them, and autostart, which needs one, ask them; a transient domain
+    and libvirt's own autostart flag come out as virsh shows them."""
+    info, _raw = svc.backend.resolve("alice-db", "urn:x")
+    assert info.persistent is None and info.autostart is None
+    full = svc.backend.lookup("alice-db")
+    assert full.persistent is True and full.autostart is False
+
+    svc.backend.set_autostart("alice-db", True)  # root's virsh autostart
+    shown = svc.handle(ROOT, Request("dominfo", {"domain": "alice-db"})).data
+    assert (shown["persistent"], shown["autostart"]) == (True, True)
+
+    xml = (
+        "<domain type='test'><name>tmp-vm</name><memory>1024</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    assert svc.handle(ROOT, Request("create", {"xml": xml, "file": "t.xml"})).ok
+    shown = svc.handle(ROOT, Request("dominfo", {"domain": "tmp-vm"})).data
+    assert (shown["persistent"], shown["autostart"]) == (False, False)
+    refused = svc.handle(ROOT, Request("autostart", {"domain": "tmp-vm"}))
+    assert refused.status == 1 and "transient" in refused.message
