@@ -372,13 +372,14 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         """``_do`` for a call that may change what the domain's definition says (its metadata
         among it): what is kept of the domain is forgotten when the call returns or fails,
         without waiting for libvirt's event (libvirt_events)."""
-        dom = self._dom(name)
-        try:
-            return fn(dom)
-        except libvirt.libvirtError as exc:
-            raise self._err(exc, action, name, dom) from None
-        finally:
-            self._forget(dom)
+
+        def changing(dom):
+            try:
+                return fn(dom)
+            finally:
+                self._forget(dom)
+
+        return self._do(action, name, changing)
 
     def _forget(self, dom: libvirt.virDomain) -> None:
         try:

@@ -199,27 +199,15 @@ class MetadataCache:
             return
         for raw in proc.stdout:
             line = raw.decode("ascii", "replace").strip()
-            if line == "*":  # an event whose domain it could not name: forget them all
-                with self._lock:
-                    self._entries.clear()
-                    self._epoch += 1
-                continue
-            self.events += 1
-            self.forget(line)
-            if self._forget_more is not None:
-                self._forget_more(line)
+            self._heard(None if line == "*" else line)  # "*": it could not name the domain
         with self._lock:  # the helper ended (libvirtd went away): keep nothing more
             if self._helper is proc:
-                self.live = False
-                self._entries.clear()
-                self._epoch += 1
+                self._forget_all(stop=True)
 
     def stop(self) -> None:
         """Keep nothing more, forget everything, and unregister (the connection closes)."""
         with self._lock:
-            self.live = False
-            self._entries.clear()
-            self._epoch += 1
+            self._forget_all(stop=True)
             helper, self._helper = self._helper, None
             conn, self._conn = self._conn, None
         if helper is not None:
@@ -238,10 +226,16 @@ class MetadataCache:
     def _on_event(self, _conn, dom, *_details) -> None:
         try:
             uuid = dom.UUIDString()
-        except libvirt.libvirtError:  # cannot tell which: forget every domain
-            with self._lock:  # a read under way for any domain is not kept either
-                self._entries.clear()
-                self._epoch += 1
+        except libvirt.libvirtError:  # cannot tell which
+            uuid = None
+        self._heard(uuid)
+
+    def _heard(self, uuid: str | None) -> None:
+        """An event about domain ``uuid`` (None: a domain that could not be named, so every
+        domain is forgotten, and a read under way for any of them is not kept)."""
+        if uuid is None:
+            with self._lock:
+                self._forget_all()
             return
         self.events += 1
         self.forget(uuid)
@@ -250,9 +244,15 @@ class MetadataCache:
 
     def _on_close(self, _conn, _reason, _opaque) -> None:
         with self._lock:
+            self._forget_all(stop=True)
+
+    def _forget_all(self, *, stop: bool = False) -> None:
+        """Forget every domain, and make every read under way not be kept; with ``stop``,
+        keep nothing more either.  Called with the lock held."""
+        if stop:
             self.live = False
-            self._entries.clear()
-            self._epoch += 1
+        self._entries.clear()
+        self._epoch += 1
 
     # -- reading --------------------------------------------------------------------------
     def forget(self, uuid: str) -> None:
