@@ -171,7 +171,7 @@ def _inside_libvirtd(cfg, names: list[str], who) -> dict | None:
 
     if os.geteuid() != 0:
         return None
-    from benchhost import _libvirtd_node
+    from benchhost import _libvirtd_node, remove_domains
 
     from secured_virt.requests import Request
     from secured_virt.service import Service
@@ -200,16 +200,7 @@ def _inside_libvirtd(cfg, names: list[str], who) -> dict | None:
             for i, what in enumerate(("cpu", "wall"))
         }
     finally:
-        import contextlib
-
-        import libvirt
-
-        for n in names:
-            with contextlib.suppress(libvirt.libvirtError):  # gone already
-                dom = conn.lookupByName(n)
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
+        remove_domains(conn, names)
         conn.close()
 
 

@@ -332,12 +332,7 @@ class Host:
         self.stop_daemon()
         if self._libvirtd is not None:
             conn, self._libvirtd = self._libvirtd, None
-            for n in self.names:
-                with contextlib.suppress(Exception):
-                    dom = conn.lookupByName(n)
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
+            remove_domains(conn, self.names)
             conn.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -357,6 +352,18 @@ def libvirtd_pid() -> int | None:
     return None
 
 
+def remove_domains(conn, names: list[str]) -> None:
+    """Stop and undefine the domains ``names`` on ``conn``; one that is not there is skipped."""
+    import libvirt
+
+    for n in names:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom = conn.lookupByName(n)
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+
+
 def _libvirtd_node(names: list[str], owner: str):
     """Define ``names`` in libvirtd's test:///default (odd ones running, like the node file);
     returns the URI and the connection that keeps that state alive until ``stop``."""
@@ -369,12 +376,8 @@ def _libvirtd_node(names: list[str], owner: str):
     if not status.ok:
         raise SystemExit(f"libvirtd is needed for a shared test node: {status.reason}")
     conn = libvirt.open(LIBVIRTD_TEST_URI)
+    remove_domains(conn, names)  # left over from a killed run
     for i, n in enumerate(names):
-        with contextlib.suppress(libvirt.libvirtError):  # left over from a killed run
-            old = conn.lookupByName(n)
-            if old.isActive():
-                old.destroy()
-            old.undefine()
         xml = _DOMAIN.format(name=n, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, n), owner=owner, state=5)
         dom = conn.defineXML(xml.replace("<test:runstate>5</test:runstate>", ""))
         if i % 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,17 @@ DEMO_NODE = REPO / "etc" / "demo" / "node.xml"
 DEMO_URI = f"test://{DEMO_NODE}"
 XL_DATA = REPO / "tests" / "data" / "xl"
 SVIRT_NS = "https://secured-virt.org/xmlns/svirt/1"
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:
+    """Whether ``pred()`` holds, polled until it does or ``timeout`` seconds passed: what a
+    hypervisor or an event does is seen only by asking again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
 
 
 @pytest.fixture

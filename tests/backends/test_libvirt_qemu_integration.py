@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,11 @@ from secured_virt.backends import BackendError, NoSuchDomain
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.testing.libvirtd import qemu_processes, tiny_guest_xml
 
-from .conftest import SVIRT_NS
+from .conftest import SVIRT_NS, wait_until
 
 pytestmark = pytest.mark.integration
 
 GUEST = "svt-it-guest"
-
-
-def _wait(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
 
 
 @pytest.fixture
@@ -73,7 +63,9 @@ def test_guest_life_cycle_on_real_qemu(qemu, no_stderr):
 
     qemu.destroy(GUEST)
     assert qemu.lookup(GUEST).state == "shut off"
-    assert _wait(lambda: qemu_processes(GUEST) == []), "qemu process survived destroy"
+    assert wait_until(lambda: qemu_processes(GUEST) == [], timeout=20.0), (
+        "qemu process survived destroy"
+    )
     with pytest.raises(BackendError, match=f"domain '{GUEST}' is not running"):
         qemu.destroy(GUEST)
 
@@ -93,7 +85,7 @@ def test_metadata_survives_save_and_restore_on_qemu(qemu, tmp_path):
     image = tmp_path / "guest.save"
     qemu.save(GUEST, str(image))
     assert qemu.lookup(GUEST).state == "shut off"
-    assert _wait(lambda: qemu_processes(GUEST) == [])
+    assert wait_until(lambda: qemu_processes(GUEST) == [], timeout=20.0)
 
     root = etree.fromstring(qemu.saved_image_xml(str(image)).encode())
     assert root.findtext("name") == GUEST

@@ -5,7 +5,6 @@ made outside svirtd, as root's virsh would make them."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import libvirt
@@ -15,6 +14,8 @@ from secured_virt.backends import libvirt_events, metadata
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.confinement import vmmeta
 from secured_virt.testing.libvirtd import tiny_guest_xml
+
+from .conftest import wait_until
 
 NS = vmmeta.NS
 _DOM = """<domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
@@ -48,13 +49,11 @@ def _set_owner_outside(conn: libvirt.virConnect, name: str, owner: str) -> None:
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, frag, vmmeta.KEY, NS, flags)
 
 
-def _until(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+def _undefine(conn: libvirt.virConnect, *names: str) -> None:
+    """Remove the (inactive) domains ``names`` this module defined in libvirtd."""
+    for dom in conn.listAllDomains(0):
+        if dom.name() in names:
+            dom.undefine()
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ def test_a_change_made_outside_the_backend_is_shown_once_its_event_arrives(watch
     assert _owner(watching, "vm1") == "alice"
     events = watching.metadata_cache.events
     _set_owner_outside(watching.connection, "vm1", "mallory")
-    assert _until(lambda: watching.metadata_cache.events > events)
+    assert wait_until(lambda: watching.metadata_cache.events > events)
     assert _owner(watching, "vm1") == "mallory"
     assert _owner(watching, "vm0") == "alice"  # the others are still the kept ones
 
@@ -113,7 +112,7 @@ def test_a_redefinition_outside_the_backend_is_shown_once_its_event_arrives(watc
     assert _owner(watching, "vm2") == "alice"
     events = watching.metadata_cache.events
     watching.connection.defineXML(_domain_xml("vm2", "bob"))  # same UUID, another owner
-    assert _until(lambda: watching.metadata_cache.events > events)
+    assert wait_until(lambda: watching.metadata_cache.events > events)
     assert _owner(watching, "vm2") == "bob"
 
 
@@ -230,25 +229,21 @@ def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, d
     xml = _domain_xml(name, "alice") if driver == "test" else tiny_guest_xml(name)
     other = libvirt.open(uri)
     try:
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                dom.undefine()
+        _undefine(other, name)
         other.defineXML(xml)
         _set_owner_outside(other, name, "alice")
         watching = LibvirtBackend(uri, watch_events=True)
         try:
-            assert _until(lambda: watching.metadata_cache.live)  # the helper is ready
+            assert wait_until(lambda: watching.metadata_cache.live)  # the helper is ready
             assert _owner(watching, name) == "alice"
             events = watching.metadata_cache.events
             _set_owner_outside(other, name, "mallory")
-            assert _until(lambda: watching.metadata_cache.events > events)
+            assert wait_until(lambda: watching.metadata_cache.events > events)
             assert _owner(watching, name) == "mallory"
         finally:
             watching.close()
     finally:
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                dom.undefine()
+        _undefine(other, name)
         other.close()
 
 
@@ -262,19 +257,17 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
     name = "svt-metacache-helper"
     other = libvirt.open("test+unix:///default")
     try:
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                dom.undefine()
+        _undefine(other, name)
         other.defineXML(_domain_xml(name, "alice"))
         watching = LibvirtBackend("test+unix:///default", watch_events=True)
         cache = watching.metadata_cache
         helper = cache._helper
         try:
-            assert _until(lambda: cache.live)  # the helper is ready
+            assert wait_until(lambda: cache.live)  # the helper is ready
             assert helper is not None and helper.poll() is None
             assert _owner(watching, name) == "alice"
             helper.send_signal(signal.SIGKILL)
-            assert _until(lambda: not cache.live)
+            assert wait_until(lambda: not cache.live)
             assert cache.account()["kept"] == 0
             _set_owner_outside(other, name, "mallory")  # no event can reach us now
             assert _owner(watching, name) == "mallory"
@@ -286,9 +279,7 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
         watching.close()  # the helper ends with the backend
         assert helper.poll() is not None
     finally:
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                dom.undefine()
+        _undefine(other, name)
         other.close()
 
 
@@ -340,7 +331,7 @@ def test_a_helper_that_does_not_start_leaves_nothing_kept(libvirtd, monkeypatch,
     try:
         helper = cache._helper
         assert helper is not None
-        assert _until(lambda: helper.poll() is not None)  # ended, not left behind
+        assert wait_until(lambda: helper.poll() is not None)  # ended, not left behind
         assert not cache.live and cache._helper is None
         name = watching.listing(include_inactive=True).domains[0].name
         watching.listing(include_inactive=True).metadata(name, NS)
@@ -357,17 +348,12 @@ def test_kept_values_are_not_prefetched_by_the_row_threads(libvirtd, monkeypatch
     names = [f"svt-metacache-pf{i}" for i in range(10)]
     other = libvirt.open("test+unix:///default")
 
-    def clear():
-        for dom in other.listAllDomains(0):
-            if dom.name() in names:
-                dom.undefine()
-
-    clear()
+    _undefine(other, *names)
     for n in names:
         other.defineXML(_domain_xml(n, "alice"))
     watching = LibvirtBackend("test+unix:///default", watch_events=True)
     try:
-        assert _until(lambda: watching.metadata_cache.live)
+        assert wait_until(lambda: watching.metadata_cache.live)
         handed: list[list] = []
         real_each = watching.each
 
@@ -387,5 +373,5 @@ def test_kept_values_are_not_prefetched_by_the_row_threads(libvirtd, monkeypatch
         assert vmmeta.parse(second.metadata(names[3], NS)).owner == "alice"
     finally:
         watching.close()
-        clear()
+        _undefine(other, *names)
         other.close()
