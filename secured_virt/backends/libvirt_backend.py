@@ -49,6 +49,7 @@ from .base import (
 from .libvirt_errors import clean_message, connect_error, translate
 from .libvirt_events import MetadataCache, ensure_event_loop
 from .libvirt_hostinfo import LibvirtHostInfo
+from .libvirt_rows import KeptRows, kept_listing
 from .libvirt_storage import LibvirtStorage
 
 DEFAULT_URI = "test:///default"
@@ -200,6 +201,9 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         self.driver = self._driver_name()
         self._os_types: dict[str, str] = {}
         self.metadata_cache = MetadataCache()
+        #: list's rows, kept as long as the metadata is (libvirt_rows)
+        self.kept_rows = KeptRows(lambda: self.metadata_cache.live)
+        self.metadata_cache.followers.append(self.kept_rows)
 
         def forget_more(uuid: str) -> None:  # with each event: its OS type is asked again
             self._os_types.pop(uuid, None)
@@ -491,6 +495,15 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                         self._flights[key] = (None, nxt)  # nxt's leader moves it to running
             mine.done.set()
 
+    def kept_listing(self, *, include_inactive: bool = False) -> DomainListing:
+        """``listing()`` for what ``list`` shows: in a watching backend (svirtd's), from the
+        rows kept since libvirt's events last said a domain changed, asking libvirt only for
+        the rest (libvirt_rows says what is kept and for how long); elsewhere ``listing()``.
+        Not for a decision on what runs: that asks ``listing()``."""
+        if not self.metadata_cache.live:
+            return self.listing(include_inactive=include_inactive)
+        return kept_listing(self, include_inactive, self.kept_rows)
+
     def _listing_now(self, include_inactive: bool) -> DomainListing:
         base = 0 if include_inactive else _LIST_ACTIVE
         conn = self.connection
@@ -652,19 +665,19 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         self._changing("shut down", name, lambda d: d.shutdown())
 
     def reboot(self, name: str) -> None:
-        self._do("reboot", name, lambda d: d.reboot(0))
+        self._changing("reboot", name, lambda d: d.reboot(0))
 
     def reset(self, name: str) -> None:
-        self._do("reset", name, lambda d: d.reset(0))
+        self._changing("reset", name, lambda d: d.reset(0))
 
     def destroy(self, name: str) -> None:
         self._changing("destroy", name, lambda d: d.destroy())
 
     def suspend(self, name: str) -> None:
-        self._do("suspend", name, lambda d: d.suspend())
+        self._changing("suspend", name, lambda d: d.suspend())
 
     def resume(self, name: str) -> None:
-        self._do("resume", name, lambda d: d.resume())
+        self._changing("resume", name, lambda d: d.resume())
 
     # -- save / restore -------------------------------------------------------------------
     def save(self, name: str, path: str) -> None:
@@ -738,17 +751,17 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 dom.setMemoryFlags(kib, _AFFECT_LIVE)
                 dom.setMemoryFlags(kib, _AFFECT_CONFIG)
 
-        self._do("change the memory of", name, setmem)
+        self._changing("change the memory of", name, setmem)
 
     def setmaxmem(self, name: str, kib: int, *, config: bool = True) -> None:
         _check_positive(kib, "memory size (KiB)")
         flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | (_AFFECT_CONFIG if config else _AFFECT_CURRENT)
-        self._do("change the maximum memory of", name, lambda d: d.setMemoryFlags(kib, flags))
+        self._changing("change the maximum memory of", name, lambda d: d.setMemoryFlags(kib, flags))
 
     def setvcpus(self, name: str, count: int, *, live: bool = True, config: bool = False) -> None:
         _check_positive(count, "vCPU count")
         flags = _affect(live, config)
-        self._do("change the vCPUs of", name, lambda d: d.setVcpusFlags(count, flags))
+        self._changing("change the vCPUs of", name, lambda d: d.setVcpusFlags(count, flags))
 
     # -- devices --------------------------------------------------------------------------
     def _device_xml(self, dom: libvirt.virDomain, flags: int) -> etree._Element:
@@ -772,7 +785,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                     raise
                 self._redefine_with(dom, device, attach=attach)
 
-        self._do(action, name, change)
+        self._changing(action, name, change)
 
     @staticmethod
     def _redefine_fallback_applies(dom, exc: libvirt.libvirtError, flags: int) -> bool:
@@ -917,7 +930,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return bool(self._do("inspect", name, lambda d: d.isPersistent()))
 
     def set_autostart(self, name: str, flag: bool) -> None:
-        self._do("set autostart on", name, lambda d: d.setAutostart(1 if flag else 0))
+        self._changing("set autostart on", name, lambda d: d.setAutostart(1 if flag else 0))
 
     # -- snapshots ------------------------------------------------------------------------
     def snapshot_create_as(
@@ -931,7 +944,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         if description:
             etree.SubElement(root, "description").text = description
         xml = domxml.to_text(root)
-        return self._do("snapshot", name, lambda d: d.snapshotCreateXML(xml, 0).getName())
+        return self._changing("snapshot", name, lambda d: d.snapshotCreateXML(xml, 0).getName())
 
     def _snap(self, dom: libvirt.virDomain, name: str, snap: str) -> libvirt.virDomainSnapshot:
         try:
@@ -972,7 +985,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         )
 
     def snapshot_delete(self, name: str, snap: str) -> None:
-        self._do("delete a snapshot of", name, lambda d: self._snap(d, name, snap).delete(0))
+        self._changing("delete a snapshot of", name, lambda d: self._snap(d, name, snap).delete(0))
 
     # -- metadata -------------------------------------------------------------------------
     def get_metadata(self, name: str, ns_uri: str, *, config: bool = False) -> str | None:
@@ -1113,6 +1126,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         try:
             self._migrate_with_progress(dom, name, dconn, flags, progress)
         finally:
+            self._forget(dom)  # it left (or stopped): not kept a moment longer
             with contextlib.suppress(libvirt.libvirtError):
                 dconn.close()
 
@@ -1207,6 +1221,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
                 dom.undefine()
         except libvirt.libvirtError as exc:
             raise self._err(exc, "migrate", name, dom) from None
+        finally:
+            self._forget(dom)
         if progress is not None:
             report_progress(progress, total, total)
 

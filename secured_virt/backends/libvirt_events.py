@@ -108,6 +108,9 @@ class MetadataCache:
         self._conn: libvirt.virConnect | None = None
         self._helper: subprocess.Popen | None = None
         self._forget_more: Callable[[str], None] | None = None
+        #: what else forgets with this cache, under its lock (``forget(uuid)``,
+        #: ``forget_all()``): the listing rows kept beside it (libvirt_rows)
+        self.followers: list[Any] = []
         self.live = False
         self.reads = 0  # values read from libvirt while kept ones were wanted
         self.events = 0
@@ -253,6 +256,8 @@ class MetadataCache:
             self.live = False
         self._entries.clear()
         self._epoch += 1
+        for follower in self.followers:
+            follower.forget_all()
 
     # -- reading --------------------------------------------------------------------------
     def forget(self, uuid: str) -> None:
@@ -261,6 +266,8 @@ class MetadataCache:
             self._generations[uuid] = self._generations.get(uuid, 0) + 1
             for ns_uri in self._namespaces:
                 self._entries.pop((uuid, ns_uri), None)
+            for follower in self.followers:
+                follower.forget(uuid)
 
     def get(self, uuid: str, ns_uri: str, read: Callable[[], str | None]) -> str | None:
         """``read()``'s value for ``uuid``'s element in ``ns_uri``: the kept one while no event

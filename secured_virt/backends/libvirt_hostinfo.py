@@ -77,7 +77,7 @@ class LibvirtHostInfo:
         return self._do("get interface statistics of", name, stats)
 
     def managed_save(self, name: str) -> None:
-        self._do("save", name, lambda dom: dom.managedSave(0))
+        self._changing("save", name, lambda dom: dom.managedSave(0))
 
     def managed_save_remove(self, name: str) -> bool:
         def remove(dom):
@@ -86,11 +86,11 @@ class LibvirtHostInfo:
             dom.managedSaveRemove(0)
             return True
 
-        return self._do("remove the managed save image of", name, remove)
+        return self._changing("remove the managed save image of", name, remove)
 
     def dump(self, name: str, path: str, *, memory_only: bool = False) -> None:
         flags = libvirt.VIR_DUMP_MEMORY_ONLY if memory_only else 0
-        self._do("dump", name, lambda dom: dom.coreDump(path, flags))
+        self._changing("dump", name, lambda dom: dom.coreDump(path, flags))
 
     def inject_nmi(self, name: str) -> None:
         self._do("inject an NMI into", name, lambda dom: dom.injectNMI(0))

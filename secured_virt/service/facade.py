@@ -264,7 +264,13 @@ class Service(
         """What the backend keeps of the domains' metadata for listings (svirtd's libvirt
         backend: backends.libvirt_events); None when nothing is kept or no backend is open."""
         cache = getattr(self._backend, "metadata_cache", None)
-        return cache.account() if cache is not None else None
+        if cache is None:
+            return None
+        out = cache.account()
+        rows = getattr(self._backend, "kept_rows", None)
+        if rows is not None:
+            out["list_rows"] = rows.account()
+        return out
 
     def handle(self, ident, request: Request, interaction=None) -> Reply:
         interaction = interaction or NullInteraction()

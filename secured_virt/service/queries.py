@@ -94,7 +94,12 @@ class QueryCommands:
             )
         # one pass over libvirt: the rows, and (where the backend can) each row's own handle
         # for its metadata and managed-save image, so no name is looked up a second time
-        listed = getattr(self.backend, "listing", None)
+        # svirtd's libvirt backend keeps the rows between listings until libvirt's events say
+        # a domain changed (backends.libvirt_rows): a list shows rows, and decides nothing on
+        # their state
+        listed = getattr(self.backend, "kept_listing", None) or getattr(
+            self.backend, "listing", None
+        )
         inactive = listing.wants_inactive(args)
         stream = _stream_rows(args, interaction)
         # streamed: decide on the names (one listAllDomains), ask each row as it is sent

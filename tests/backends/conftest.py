@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,37 @@ def libvirtd():
         pytest.skip(status.reason)
     yield status
     status.stop()
+
+
+_TEST_DOMAIN = """<domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+  <name>{name}</name><uuid>{uuid}</uuid>
+  <metadata><svirt:vm xmlns:svirt="{ns}"><svirt:owner>{owner}</svirt:owner></svirt:vm></metadata>
+  <memory unit="MiB">64</memory><vcpu>1</vcpu><os><type arch="x86_64">hvm</type></os>
+  <test:runstate>5</test:runstate>
+</domain>"""
+
+
+def domain_xml(name: str, owner: str) -> str:
+    """A shut-off test-driver domain owned by ``owner``; its UUID follows from its name."""
+    return _TEST_DOMAIN.format(
+        name=name, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, name), ns=SVIRT_NS, owner=owner
+    )
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A test-driver node file of three shut-off domains, vm0..vm2, owned by alice."""
+    path = tmp_path / "node.xml"
+    doms = "".join(domain_xml(f"vm{i}", "alice") for i in range(3))
+    path.write_text(f"<node>{doms}</node>")
+    return f"test://{path}"
+
+
+@pytest.fixture
+def watching(node):
+    """A backend on ``node`` that follows libvirt's events, as svirtd's does."""
+    from secured_virt.backends.libvirt_backend import LibvirtBackend
+
+    backend = LibvirtBackend(node, watch_events=True)
+    yield backend
+    backend.close()

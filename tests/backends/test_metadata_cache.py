@@ -15,19 +15,10 @@ from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.confinement import vmmeta
 from secured_virt.testing.libvirtd import tiny_guest_xml
 
+from .conftest import domain_xml as _domain_xml
 from .conftest import wait_until
 
 NS = vmmeta.NS
-_DOM = """<domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
-  <name>{name}</name><uuid>{uuid}</uuid>
-  <metadata><svirt:vm xmlns:svirt="{ns}"><svirt:owner>{owner}</svirt:owner></svirt:vm></metadata>
-  <memory unit="MiB">64</memory><vcpu>1</vcpu><os><type arch="x86_64">hvm</type></os>
-  <test:runstate>5</test:runstate>
-</domain>"""
-
-
-def _domain_xml(name: str, owner: str) -> str:
-    return _DOM.format(name=name, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, name), ns=NS, owner=owner)
 
 
 def _owner(backend, name: str) -> str | None:
@@ -54,21 +45,6 @@ def _undefine(conn: libvirt.virConnect, *names: str) -> None:
     for dom in conn.listAllDomains(0):
         if dom.name() in names:
             dom.undefine()
-
-
-@pytest.fixture
-def node(tmp_path):
-    path = tmp_path / "node.xml"
-    doms = "".join(_domain_xml(f"vm{i}", "alice") for i in range(3))
-    path.write_text(f"<node>{doms}</node>")  # all shut off
-    return f"test://{path}"
-
-
-@pytest.fixture
-def watching(node):
-    backend = LibvirtBackend(node, watch_events=True)
-    yield backend
-    backend.close()
 
 
 def test_kept_values_serve_later_listings_without_asking_libvirt(watching):
