@@ -447,9 +447,9 @@ RUNNING = [
         "Connected to a libvirt daemon (qemu:///system), svirtd runs one helper, a python3 "
         "child of its own (secured_virt.backends.libvirt_watch), that follows the daemon's "
         "domain events and tells svirtd which domains changed: svirtd keeps each domain's "
-        "metadata (owner, realm, label) for list until then.  The helper ends with svirtd or "
-        "with the connection; without it svirtd reads the metadata at every list, as before "
-        "(svirt-admin status: service.metadata_kept).",
+        "metadata (owner, realm, label) and its row (state, id, sizes) for list until then.  "
+        "The helper ends with svirtd or with the connection; without it svirtd asks libvirt "
+        "for every row at every list, as before (svirt-admin status: service.metadata_kept).",
     ),
     (
         "in the foreground",
