@@ -286,6 +286,8 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         pins[name] = uuid
         handles = self._pins.__dict__.setdefault("handles", {})
         kept = handles.pop(name, None)
+        if kept is not None and kept[0] == uuid:
+            handles[name] = kept  # pinned to the same VM around this block: its handle serves
         try:
             yield
         finally:
@@ -370,6 +372,11 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         try:
             return fn(dom)
         except libvirt.libvirtError as exc:
+            uuid = getattr(self._pins, "by_name", {}).get(name)
+            if uuid is not None and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                # the pinned VM went away since its handle was taken (a name now held by
+                # another VM, if any, means nothing that was checked)
+                raise DomainChanged(name, uuid) from None
             raise self._err(exc, action, name, dom) from None
 
     def _changing(self, action: str, name: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
@@ -386,6 +393,12 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         return self._do(action, name, changing)
 
     def _forget(self, dom: libvirt.virDomain) -> None:
+        # a handle keeps the id the domain had when it was looked up (virDomainGetID asks no
+        # driver): after a change, this thread's pinned blocks look the domain up again
+        handles = self._pins.__dict__.get("handles")
+        if handles:
+            for name in [n for n, (_u, h) in handles.items() if h is dom]:
+                del handles[name]
         try:
             uuid = dom.UUIDString()
         except libvirt.libvirtError:

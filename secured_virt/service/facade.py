@@ -457,8 +457,6 @@ class Service(
     ) -> Reply:
         if not v.allowed:
             return self._denied(v)
-        if target.exists and target.uuid:
-            fn = self._pinned(target, fn)
 
         def mediated():
             action = fn
@@ -481,6 +479,10 @@ class Service(
                 self._keep_current_label(target.name, lazy.get())
             return data
 
+        # pinned: the steps inspect, and the action acts on, the VM the decision saw (by its
+        # UUID), never one that took its name since; and through one handle
+        if target.exists and target.uuid:
+            return self._perform(v, self._pinned(target, mediated))
         return self._perform(v, mediated)
 
     def _with_categories(self, target: Target, lazy, action):

@@ -711,6 +711,37 @@ def test_a_pinned_name_acts_on_the_checked_uuid_only(lv):
     assert lv.lookup("pinme").state == "running"
 
 
+def test_a_nested_pin_of_the_same_vm_uses_the_outer_blocks_handle(lv, monkeypatch):
+    """A step that pins the VM again inside the request's pinned block (the effect's lazy
+    read, service.steps) looks nothing up again; a pin of another UUID does."""
+    lv.define(new_xml("pin-n"))
+    checked = lv.lookup("pin-n").uuid
+    lookups = []
+    real = lv.connection.lookupByUUIDString
+    monkeypatch.setattr(lv.connection, "lookupByUUIDString", lambda u: lookups.append(u) or real(u))
+    with lv.pinned("pin-n", checked):
+        lv.dumpxml("pin-n")
+        with lv.pinned("pin-n", checked):
+            lv.dumpxml("pin-n")
+        lv.dumpxml("pin-n")
+    assert lookups == [checked]
+
+
+def test_a_change_makes_the_pinned_block_look_its_vm_up_again(lv):
+    """A handle keeps the id its domain had when it was looked up: after a revert to a running
+    snapshot inside the block (which starts the VM through the snapshot, not through the
+    block's handle), what the block reads of the VM is its running instance's."""
+    lv.define(new_xml("pin-s"))
+    lv.start("pin-s")
+    lv.snapshot_create_as("pin-s", "up")
+    lv.destroy("pin-s")
+    checked = lv.lookup("pin-s").uuid
+    with lv.pinned("pin-s", checked):
+        assert lv.lookup("pin-s").id is None
+        lv.snapshot_revert("pin-s", "up")
+        assert lv.lookup("pin-s").id is not None
+
+
 def test_pins_are_per_thread_and_nest(lv):
     import threading
 
