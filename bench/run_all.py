@@ -146,11 +146,12 @@ SECTIONS = {
         "`filter_visible` over 10,000 names (fresh strings each pass) beside 10,000 single "
         "decisions; the whole `list --all` use case on the test driver beside the bare "
         "backend listing it is built on; and an owner's `list --all` of 50 domains as svirtd "
-        "serves it, each domain's metadata kept from one listing to the next until libvirt "
-        "announces a change (`secured_virt/backends/libvirt_events.py`), beside the same "
-        "Service reading it at every listing, calls interleaved in one process; the same pair "
-        "with the domains inside libvirtd (`test+unix:///default`: each read a round trip, as "
-        "with `qemu:///system`).",
+        "serves it, each domain's metadata and row kept from one listing to the next until "
+        "libvirt announces a change (`secured_virt/backends/libvirt_events.py`, "
+        "`libvirt_rows.py`), beside the same Service asking libvirt for both at every "
+        "listing, calls interleaved in one process; the same pair with the domains inside "
+        "libvirtd (`test+unix:///default`: each read a round trip, as with "
+        "`qemu:///system`).",
     ),
     "dsd": (
         "Dynamic separation of duty in the gate (`bench_dsd.py`)",

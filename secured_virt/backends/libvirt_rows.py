@@ -54,6 +54,10 @@ from .libvirt_events import MAX_AGE
 #: a running domain's row is asked again when it is older than this (seconds): its CPU time
 #: and memory move without an event
 VOLATILE_AGE = 1.0
+#: over a daemon, a listing that would ask more rows than this asks for all of them in the
+#: listing it shares with the requests of the moment (``LibvirtBackend.listing``): round trips
+#: each request made alone cost more than one shared pass
+SHARE_FROM = 4
 #: how many events back a listing can look (one that read across more keeps nothing)
 _RECENT = 4096
 
@@ -68,6 +72,9 @@ class Row:
 
     def __init__(self, info: DomainInfo, handle: Any, until: float) -> None:
         self.info, self.handle, self.until = info, handle, until
+
+
+_OLD = Row(None, None, float("-inf"))  # a member without a kept row: asked again
 
 
 class KeptRows:
@@ -158,8 +165,13 @@ def kept_listing(backend, include_inactive: bool, kept: KeptRows):
 
     kind = bool(include_inactive)
     token, members, rows = kept.begin(kind)
-    if members is None:  # not kept: a listing as the backend makes it, then kept
-        listing = backend._listing_now(include_inactive)
+    now = kept._clock()
+    stale = [] if members is None else [u for u in members if rows.get(u, _OLD).until <= now]
+    if members is None or (len(stale) > SHARE_FROM and backend.overlaps(len(members))):
+        # not kept, or (over a daemon) much of it changed: a listing as the backend makes it,
+        # shared with the lists that ask at the same moment (one that starts after our token:
+        # whatever it misses is an event after the token), then kept
+        listing = backend.listing(include_inactive=include_inactive)
         now = kept._clock()
         fresh = {
             d.uuid: Row(d, listing._handles[d.name], kept.until(d, now)) for d in listing.domains
@@ -172,8 +184,7 @@ def kept_listing(backend, include_inactive: bool, kept: KeptRows):
         autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
     except libvirt.libvirtError as exc:
         raise backend._translate(exc, action="list domains") from None
-    now = kept._clock()
-    stale = [(u, rows.get(u)) for u in members if u not in rows or rows[u].until <= now]
+    stale = [(u, rows.get(u)) for u in stale]
 
     def ask(item):
         uuid, old = item
