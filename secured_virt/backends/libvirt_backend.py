@@ -515,7 +515,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         Not for a decision on what runs: that asks ``listing()``."""
         if not self.metadata_cache.live:
             return self.listing(include_inactive=include_inactive)
-        return kept_listing(self, include_inactive, self.kept_rows)
+        return kept_listing(self, include_inactive, self.kept_rows, DomainListing)
 
     def _listing_now(self, include_inactive: bool) -> DomainListing:
         base = 0 if include_inactive else _LIST_ACTIVE

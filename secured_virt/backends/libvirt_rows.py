@@ -158,11 +158,10 @@ class KeptRows:
         return {"rows": len(self._rows), "listings": self.served, "rows_asked": self.asked}
 
 
-def kept_listing(backend, include_inactive: bool, kept: KeptRows):
+def kept_listing(backend, include_inactive: bool, kept: KeptRows, listing_class):
     """``backend.listing(include_inactive)``'s answer, from the kept members and rows where
-    they serve (the module docstring), asking libvirt for the rest; a ``DomainListing``."""
-    from .libvirt_backend import DomainListing
-
+    they serve (the module docstring), asking libvirt for the rest; a ``listing_class``
+    (the backend's ``DomainListing``, passed in: this module sits below the backend)."""
     kind = bool(include_inactive)
     token, members, rows = kept.begin(kind)
     now = kept._clock()
@@ -220,4 +219,4 @@ def kept_listing(backend, include_inactive: bool, kept: KeptRows):
         handles[info.name] = row.handle
     kept.keep(kind, token, frozenset(left), {u: r for u, r in asked.items() if r is not None})
     out.sort(key=virsh_order)
-    return DomainListing(backend, out, handles)
+    return listing_class(backend, out, handles)
