@@ -240,10 +240,10 @@ class MetadataCache:
             with self._lock:
                 self._forget_all()
             return
-        self.events += 1
         self.forget(uuid)
         if self._forget_more is not None:
             self._forget_more(uuid)
+        self.events += 1  # once handled: who waits for it finds the domain forgotten
 
     def _on_close(self, _conn, _reason, _opaque) -> None:
         with self._lock:

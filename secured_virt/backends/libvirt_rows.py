@@ -27,6 +27,10 @@ What changes without an event is asked every time or kept for a bounded time onl
   older than ``VOLATILE_AGE``;
 * everything: at most ``MAX_AGE`` (libvirt_events), the bound on what a lost event costs.
 
+A listing whose rows would show two domains under one name (a rename whose event has not
+arrived yet, while another domain's has) is not served from here: libvirt is asked for all of
+them (a name must mean one domain: the rows' metadata and the policy's name patterns go by it).
+
 A row or the members read while an event arrived are not kept: every event gets a sequence
 number, and what a listing read after number N is kept only if no event since N concerns it
 (for the members: no event since names a domain outside them).  An event that cannot name its
@@ -218,5 +222,11 @@ def kept_listing(backend, include_inactive: bool, kept: KeptRows, listing_class)
         out.append(info)
         handles[info.name] = row.handle
     kept.keep(kind, token, frozenset(left), {u: r for u, r in asked.items() if r is not None})
+    if len(handles) != len(out):
+        # two rows under one name: a rename whose event is still on its way (A renamed away,
+        # B renamed to A's old name, only B's event heard).  A name must mean one domain (the
+        # rows' metadata and the policy's name patterns go by it): ask libvirt for all of them
+        kept.forget_all()
+        return backend.listing(include_inactive=include_inactive)
     out.sort(key=virsh_order)
     return listing_class(backend, out, handles)
