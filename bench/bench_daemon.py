@@ -582,9 +582,10 @@ def main() -> int:
             f"times the mean.  With 50 requests always outstanding the mean is set by the rate "
             f"(50 / requests/s) and the queue cannot lower it; what it changes is how evenly "
             f"the wait is shared.  Without it every request competes with all the others at "
-            f"each point where it lets go of the interpreter lock (a list's ~250 libvirt "
-            f"calls, an audit sync), and the requests that pass many such points (lists, "
-            f"starts) make the tail.  svirtd's own account of the queue (`svirt-admin "
+            f"each point where it lets go of the interpreter lock (each libvirt call: a "
+            f"start's ~28, a listing's ~250 when it asks libvirt for all 50 rows rather than "
+            f"the kept ones; an audit sync), and the requests that pass many such points "
+            f"(starts, lists) make the tail.  svirtd's own account of the queue (`svirt-admin "
             f"status`: daemon.admission, each run): {each}."
         )
         inside, inside_unq = summary.get(IN_LIBVIRTD), summary.get(IN_LIBVIRTD_UNQUEUED)

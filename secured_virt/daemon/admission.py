@@ -1,18 +1,18 @@
 """Admission: at most ``limit`` requests in the service at once; the others wait their turn,
 each caller's in arrival order and the callers in turn.
 
-Why: svirtd runs its Python on one CPU (daemon.cpu), so when more requests arrive than that
-CPU can serve, they queue somewhere.  Without a limit they all queue inside the service at
-once, sharing the CPU by turns at the interpreter lock.  Those turns go in no order: every
-libvirt call, socket call and audit sync lets go of the lock, and whichever thread gets it
-next runs.  A request that passes through many such points (a list makes ~250 libvirt calls; a
-start waits for two audit syncs) loses a turn at each of them, to every request present, so
-with 50 clients the slowest 1% took 2.6-2.9 times the mean.  With a limit, the rest wait here
-in arrival order, and a request let in competes with only ``limit - 1`` others until it is
-done.  On the benchmark's closed load of 50 clients (bench/RESULTS.md, "svirtd under load")
-about the same requests/s came with a 99th percentile of 1.8-2.1 times the mean, with the
-domains in svirtd's process or inside libvirtd: the wait is the same on average and spread
-evenly.  The limit does not make a request cheaper; it makes the queue fair.
+Why: svirtd runs its Python on one CPU (daemon.cpu), so when more requests arrive than that CPU
+can serve, they queue somewhere. Without a limit they all queue inside the service at once,
+sharing the CPU by turns at the interpreter lock. Those turns go in no order: every libvirt
+call, socket call and audit sync lets go of the lock, and whichever thread gets it next runs. A
+request that passes through many such points (a list that asks libvirt for 50 domains made ~250
+libvirt calls; a start waits for two audit syncs) loses a turn at each of them, to every
+request present, so with 50 clients the slowest 1% took 2.6-2.9 times the mean. With a limit,
+the rest wait here in arrival order, and a request let in competes with only ``limit - 1``
+others until it is done. On the benchmark's closed load of 50 clients (bench/RESULTS.md,
+"svirtd under load") about the same requests/s came with a 99th percentile of 1.8-2.1 times the
+mean, with the domains in svirtd's process or inside libvirtd: the wait is the same on average
+and spread evenly. The limit does not make a request cheaper; it makes the queue fair.
 
 A list waiting for a listing that other lists share (secured_virt.waiting) does not count
 while it waits: it needs no CPU, and keeping other lists out of that listing cost a fifth of
