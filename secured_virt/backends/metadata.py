@@ -11,6 +11,8 @@ parses the same way as the one written.
 
 from __future__ import annotations
 
+import functools
+
 from lxml import etree
 
 from . import domxml
@@ -47,8 +49,11 @@ def _rebuild(el: etree._Element, src_ns: str | None, dst_ns: str | None) -> etre
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def to_libvirt(fragment: str, ns_uri: str) -> str:
-    """The fragment with ``ns_uri`` removed from its elements (other namespaces are kept)."""
+    """The fragment with ``ns_uri`` removed from its elements (other namespaces are kept).
+    Remembered: a pure function of its arguments (what cannot be converted raises, and is not
+    remembered), and each start writes its VM's element with a new pair this way."""
     root = domxml.parse(fragment)
     if not isinstance(root.tag, str):
         raise BackendError("invalid-arg", "metadata must be one XML element")

@@ -20,6 +20,7 @@ to the live XML only, at start/create/restore); it is text here, parsed by polic
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from lxml import etree
@@ -88,8 +89,12 @@ class VmMeta:
         return "".join(parts)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(fragment: str | None) -> VmMeta:
-    """Parse our metadata element (as libvirt returns it); anything odd reads as empty."""
+    """Parse our metadata element (as libvirt returns it); anything odd reads as empty.
+    Remembered: ``VmMeta`` is immutable and a pure function of the fragment, and the same few
+    fragments come back again and again (every row of a listing, every start's read of the
+    live metadata it adds its category pair to)."""
     if not fragment:
         return VmMeta()
     try:

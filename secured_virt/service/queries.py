@@ -17,7 +17,6 @@ refusal that hid its reason would help nobody.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 
 from lxml import etree
@@ -31,12 +30,7 @@ from . import listing
 from .errors import UserError
 from .support import _acm_display, _LazyAttrs, _with_flags
 
-
-@functools.lru_cache(maxsize=8192)
-def _parsed(fragment: str | None) -> vmmeta.VmMeta:
-    """vmmeta.parse, remembered: VmMeta is immutable and a pure function of the fragment, and
-    the rows of a listing carry the same few fragments (one owner, one label) again and again."""
-    return vmmeta.parse(fragment)
+_parsed = vmmeta.parse  # remembered there (the rows of a listing carry the same few fragments)
 
 
 def _listed_meta(snap):
