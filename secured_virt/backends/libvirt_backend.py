@@ -286,13 +286,17 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         pins[name] = uuid
         handles = self._pins.__dict__.setdefault("handles", {})
         kept = handles.pop(name, None)
-        if kept is not None and kept[0] == uuid:
+        reuse = kept is not None and kept[0] == uuid
+        if reuse:
             handles[name] = kept  # pinned to the same VM around this block: its handle serves
         try:
             yield
         finally:
-            handles.pop(name, None)
-            if kept is not None:
+            current = handles.pop(name, None)
+            if reuse:  # the enclosing block goes on with this block's handle, if any is left
+                if current is not None:  # (a change inside dropped it: _forget)
+                    handles[name] = current
+            elif kept is not None:
                 handles[name] = kept
             if previous is None:
                 pins.pop(name, None)

@@ -740,6 +740,12 @@ def test_a_change_makes_the_pinned_block_look_its_vm_up_again(lv):
         assert lv.lookup("pin-s").id is None
         lv.snapshot_revert("pin-s", "up")
         assert lv.lookup("pin-s").id is not None
+    lv.destroy("pin-s")
+    with lv.pinned("pin-s", checked):  # the change inside a nested pin of the same VM
+        assert lv.lookup("pin-s").id is None
+        with lv.pinned("pin-s", checked):
+            lv.snapshot_revert("pin-s", "up")
+        assert lv.lookup("pin-s").id is not None  # the enclosing block does not get it back
 
 
 def test_pins_are_per_thread_and_nest(lv):
