@@ -49,7 +49,7 @@ from .base import (
 from .libvirt_errors import clean_message, connect_error, translate
 from .libvirt_events import MetadataCache, ensure_event_loop
 from .libvirt_hostinfo import LibvirtHostInfo
-from .libvirt_rows import KeptRows, kept_listing
+from .libvirt_rows import KeptRows, kept_listing, listed_uuids
 from .libvirt_storage import LibvirtStorage
 
 DEFAULT_URI = "test:///default"
@@ -303,6 +303,10 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             else:
                 pins[name] = previous
 
+    def _pin_of(self, name: str) -> str | None:
+        """The UUID this thread's ``pinned`` block holds ``name`` to (None: not pinned)."""
+        return getattr(self._pins, "by_name", {}).get(name)
+
     def _dom(self, name: str) -> libvirt.virDomain:
         """The domain called ``name``: inside ``pinned``, the checked UUID's handle, looked up
         and its name checked once per pinned block, then kept for the block's later calls (a
@@ -310,7 +314,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         the same; dominfo's five calls cost one lookup, not five lookups and five name reads,
         each a GIL hand-off under load)."""
         _check_name(name)
-        uuid = getattr(self._pins, "by_name", {}).get(name)
+        uuid = self._pin_of(name)
         if uuid is not None:
             kept = self._pins.__dict__.get("handles", {}).get(name)
             if kept is not None and kept[0] == uuid:
@@ -376,7 +380,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         try:
             return fn(dom)
         except libvirt.libvirtError as exc:
-            uuid = getattr(self._pins, "by_name", {}).get(name)
+            uuid = self._pin_of(name)
             if uuid is not None and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 # the pinned VM went away since its handle was taken (a name now held by
                 # another VM, if any, means nothing that was checked)
@@ -1387,10 +1391,7 @@ def _transient_and_autostart(conn, base: int) -> tuple[set[str], set[str]]:
     """The UUIDs of the transient and of the autostarted domains of a listing (``base``: its
     listAllDomains flags).  The transient ones (usually none), not the persistent ones
     (usually all): each listed domain costs a UUIDString() call to be matched."""
-    return (
-        {d.UUIDString() for d in conn.listAllDomains(base | _LIST_TRANSIENT)},
-        {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)},
-    )
+    return listed_uuids(conn, base | _LIST_TRANSIENT), listed_uuids(conn, base | _LIST_AUTOSTART)
 
 
 class ListedName:

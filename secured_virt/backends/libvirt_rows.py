@@ -69,6 +69,11 @@ _LIST_ACTIVE = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
 _LIST_AUTOSTART = libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART
 
 
+def listed_uuids(conn, flags: int) -> set[str]:
+    """The UUIDs of the domains ``conn.listAllDomains(flags)`` lists."""
+    return {d.UUIDString() for d in conn.listAllDomains(flags)}
+
+
 class Row:
     """A kept row: the domain's ``DomainInfo``, the handle it was read by, kept until when."""
 
@@ -135,12 +140,10 @@ class KeptRows:
             rows = self._rows
             return token, kept[0], {u: rows[u] for u in kept[0] if u in rows}
 
-    def keep(
-        self, kind: bool, token: int, members: frozenset[str] | None, rows: dict[str, Row]
-    ) -> None:
+    def keep(self, kind: bool, token: int, members: frozenset[str], rows: dict[str, Row]) -> None:
         """Keep what a listing read after sequence number ``token``: each row of a domain no
-        event has concerned since, and ``members`` (if given) if no event since names a
-        domain outside them."""
+        event has concerned since, and ``members`` if no event since names a domain outside
+        them."""
         with self._lock:
             if not self._live() or self._seq - token >= _RECENT:
                 return
@@ -154,7 +157,7 @@ class KeptRows:
             for uuid, row in rows.items():
                 if uuid not in touched:
                     self._rows[uuid] = row
-            if members is not None and touched <= members:
+            if touched <= members:
                 self._members[kind] = (members, self._clock() + MAX_AGE)
 
     def account(self) -> dict:
@@ -184,7 +187,7 @@ def kept_listing(backend, include_inactive: bool, kept: KeptRows, listing_class)
     conn = backend.connection
     base = 0 if include_inactive else _LIST_ACTIVE
     try:  # changed by virDomainSetAutostart, which sends no event: asked every time
-        autostart = {d.UUIDString() for d in conn.listAllDomains(base | _LIST_AUTOSTART)}
+        autostart = listed_uuids(conn, base | _LIST_AUTOSTART)
     except libvirt.libvirtError as exc:
         raise backend._translate(exc, action="list domains") from None
     stale = [(u, rows.get(u)) for u in stale]

@@ -50,7 +50,6 @@ from .label_objects import LabelObjectCommands
 from .labels import LabelCommands
 from .lifecycle import LifecycleCommands
 from .queries import QueryCommands
-from .queries import _parsed as _parsed_meta
 from .realms import RealmCommands
 from .saves import SaveImageCommands
 from .shype_policy import PolicyCommands
@@ -323,9 +322,9 @@ class Service(
                     raise
                 except BackendError:  # like _meta: unreadable metadata is no metadata
                     info, raw = self.backend.lookup(name), None
-                # remembered (queries._parsed): lxml lets go of the GIL to parse, and under
+                # remembered (vmmeta.parse): lxml lets go of the GIL to parse, and under
                 # load each such hand-off cost ~10 ms of waiting on every VM request
-                meta = _parsed_meta(raw)
+                meta = vmmeta.parse(raw)
             else:
                 info = self.backend.lookup(name)
         except NoSuchDomain:

@@ -30,15 +30,13 @@ from . import listing
 from .errors import UserError
 from .support import _acm_display, _LazyAttrs, _with_flags
 
-_parsed = vmmeta.parse  # remembered there (the rows of a listing carry the same few fragments)
-
 
 def _listed_meta(snap):
     """A row's metadata from the listing's own handle (the facade's ``_meta`` for a name)."""
 
     def fetch(name: str) -> vmmeta.VmMeta:
         try:
-            return _parsed(snap.metadata(name, vmmeta.NS))
+            return vmmeta.parse(snap.metadata(name, vmmeta.NS))
         except BackendError:
             return vmmeta.VmMeta()
 
@@ -48,7 +46,7 @@ def _listed_meta(snap):
 def _meta_of(backend, name: str) -> vmmeta.VmMeta:
     """The facade's ``_meta(name)`` (the domain pinned for this request), parse remembered."""
     try:
-        return _parsed(backend.get_metadata(name, vmmeta.NS))
+        return vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
     except BackendError:
         return vmmeta.VmMeta()
 

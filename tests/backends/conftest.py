@@ -71,6 +71,16 @@ def domain_xml(name: str, owner: str) -> str:
     )
 
 
+def remove_domains(conn, *names: str) -> None:
+    """Stop (if running) and undefine the domains ``names`` a test defined through ``conn``
+    (a client of the host's libvirtd): what a test leaves behind, or a failed run left."""
+    for dom in conn.listAllDomains(0):
+        if dom.name() in names:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+
+
 @pytest.fixture
 def node(tmp_path):
     """A test-driver node file of three shut-off domains, vm0..vm2, owned by alice."""

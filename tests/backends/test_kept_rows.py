@@ -14,7 +14,7 @@ from secured_virt.backends import libvirt_events, libvirt_rows
 from secured_virt.backends.libvirt_backend import LibvirtBackend
 from secured_virt.testing.libvirtd import tiny_guest_xml
 
-from .conftest import domain_xml, wait_until
+from .conftest import domain_xml, remove_domains, wait_until
 
 
 def _rows(backend, *, inactive: bool = True) -> dict:
@@ -257,9 +257,7 @@ def test_another_clients_changes_through_libvirtd_reach_the_listing(libvirtd, dr
     other = libvirt.open(uri)
     watching = LibvirtBackend(uri, watch_events=True)
     try:
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                dom.undefine()
+        remove_domains(other, name)
         assert wait_until(lambda: watching.metadata_cache.live)  # the helper is ready
         assert name not in _rows(watching)
         other.defineXML(xml)  # each change shows once its event has crossed from libvirtd
@@ -273,9 +271,5 @@ def test_another_clients_changes_through_libvirtd_reach_the_listing(libvirtd, dr
         assert wait_until(lambda: _state(watching, name) is None)
     finally:
         watching.close()
-        for dom in other.listAllDomains(0):
-            if dom.name() == name:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
+        remove_domains(other, name)
         other.close()

@@ -16,7 +16,7 @@ from secured_virt.confinement import vmmeta
 from secured_virt.testing.libvirtd import tiny_guest_xml
 
 from .conftest import domain_xml as _domain_xml
-from .conftest import wait_until
+from .conftest import remove_domains, wait_until
 
 NS = vmmeta.NS
 
@@ -38,13 +38,6 @@ def _set_owner_outside(conn: libvirt.virConnect, name: str, owner: str) -> None:
         libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
     )
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, frag, vmmeta.KEY, NS, flags)
-
-
-def _undefine(conn: libvirt.virConnect, *names: str) -> None:
-    """Remove the (inactive) domains ``names`` this module defined in libvirtd."""
-    for dom in conn.listAllDomains(0):
-        if dom.name() in names:
-            dom.undefine()
 
 
 def test_kept_values_serve_later_listings_without_asking_libvirt(watching):
@@ -205,7 +198,7 @@ def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, d
     xml = _domain_xml(name, "alice") if driver == "test" else tiny_guest_xml(name)
     other = libvirt.open(uri)
     try:
-        _undefine(other, name)
+        remove_domains(other, name)
         other.defineXML(xml)
         _set_owner_outside(other, name, "alice")
         watching = LibvirtBackend(uri, watch_events=True)
@@ -219,7 +212,7 @@ def test_another_clients_change_through_libvirtd_reaches_the_listing(libvirtd, d
         finally:
             watching.close()
     finally:
-        _undefine(other, name)
+        remove_domains(other, name)
         other.close()
 
 
@@ -233,7 +226,7 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
     name = "svt-metacache-helper"
     other = libvirt.open("test+unix:///default")
     try:
-        _undefine(other, name)
+        remove_domains(other, name)
         other.defineXML(_domain_xml(name, "alice"))
         watching = LibvirtBackend("test+unix:///default", watch_events=True)
         cache = watching.metadata_cache
@@ -255,7 +248,7 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
         watching.close()  # the helper ends with the backend
         assert helper.poll() is not None
     finally:
-        _undefine(other, name)
+        remove_domains(other, name)
         other.close()
 
 
@@ -324,7 +317,7 @@ def test_kept_values_are_not_prefetched_by_the_row_threads(libvirtd, monkeypatch
     names = [f"svt-metacache-pf{i}" for i in range(10)]
     other = libvirt.open("test+unix:///default")
 
-    _undefine(other, *names)
+    remove_domains(other, *names)
     for n in names:
         other.defineXML(_domain_xml(n, "alice"))
     watching = LibvirtBackend("test+unix:///default", watch_events=True)
@@ -349,5 +342,5 @@ def test_kept_values_are_not_prefetched_by_the_row_threads(libvirtd, monkeypatch
         assert vmmeta.parse(second.metadata(names[3], NS)).owner == "alice"
     finally:
         watching.close()
-        _undefine(other, *names)
+        remove_domains(other, *names)
         other.close()
