@@ -41,9 +41,20 @@ Why this shape:
   that changes anything still waits for its decision record before it starts.
 * **Nothing half-written.**  If the write or fsync fails (disk full, I/O error) the file is
   truncated back to its previous length before ``AuditError`` is raised.
+* **A torn last line is recovered, not lost.**  A writer killed in the middle of its write
+  (kill -9, the OOM killer, a crash, power loss) can leave the file ending in part of a line:
+  the kernel may stop a large write at a page boundary when a fatal signal arrives.  That
+  line was never synced, so no caller was answered on it.  The next writer, holding the
+  ``flock`` (so no live writer can be in the middle of a write), cuts it off and chains a
+  ``recovered`` record that keeps the cut bytes whole (base64, with their length, offset and
+  SHA-256), in the same write and sync as its own batch; if that write fails the cut bytes are
+  put back.  Without this every request would be refused after such a crash until an
+  administrator repaired the log by hand.  On an append-only (``chattr +a``) file the line
+  cannot be cut: then appends are refused, as before, until an administrator repairs it.
 * **Files.**  The log is root-owned 0600, single-link, opened O_APPEND|O_NOFOLLOW in a
   root-owned directory of mode 0700 or 0750 (created 0700).  ``chattr +a`` may be set by the
-  admin; then a failed write cannot be rolled back, and ``verify`` will show the torn line.
+  admin; then a failed write cannot be rolled back (nor a torn line cut off), and ``verify``
+  will show the torn line.
 * **syslog** (facility authpriv) gets one short line per record, including the start of the
   record's hash — an off-host copy of the chain's head, which is what detects someone cutting
   records off the *end* of the file (a chain alone cannot).  It also gets a line when the disk
@@ -76,6 +87,7 @@ outcomes are never dropped; if they cannot be written the request is refused (fa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as _dt
 import fcntl
@@ -113,6 +125,9 @@ RECORD_VERSION = 1
 MAX_FIELD_BYTES = 1024
 TRUNCATED = "...[truncated]"
 MAX_RECORD_BYTES = 64 * 1024
+#: an incomplete last line up to this long is cut off and kept in a ``recovered`` record (base64
+#: keeps that record under MAX_RECORD_BYTES); a record, its fields clipped, is far shorter
+MAX_TORN_BYTES = 32 * 1024
 #: denied decisions per uid: this many at once, then this many a second; the rest summarised
 DENIED_BURST = 60
 DENIED_PER_SECOND = 2.0
@@ -762,8 +777,18 @@ class AuditLog:
 
     def _write_locked(self, fd: int, batch: list[_Pending]) -> None:
         st = os.fstat(fd)
+        torn = None
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            torn = self._cut_torn_line(fd, st)  # AuditError: the batch is refused
+            st = os.fstat(fd)
         seq, prev = self._read_tail(fd, st)  # AuditError: the batch is refused
         recs, lines = [], []
+        if torn is not None:
+            seq += 1
+            cut_at, fragment = torn
+            recovered = self._recovered_record(cut_at, fragment, seq, prev)
+            prev = recovered["hash"]
+            lines.append(canonical_json(recovered) + b"\n")
         for p in batch:
             seq += 1
             rec = {"v": RECORD_VERSION, **p.fields, "seq": seq, "time": _utc_now(), "prev": prev}
@@ -787,6 +812,8 @@ class AuditLog:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, st.st_size)
+                if torn is not None:  # the cut bytes go back where they were
+                    os.write(fd, torn[1])
                 os.fsync(fd)
             self._tail = None
             raise AuditError(
@@ -794,13 +821,72 @@ class AuditLog:
             ) from None
         self._tail = (st.st_dev, st.st_ino, st.st_size + len(data), seq, prev)
         self.write_times.add(len(lines), time.perf_counter() - began)
+        if torn is not None:
+            self._syslog(recovered, recovered["hash"])
         for p, (rec, then) in zip(batch, recs, strict=True):
             p.rec, p.then_rec = rec, then
+
+    def _cut_torn_line(self, fd: int, st: os.stat_result) -> tuple[int, bytes]:
+        """Cut off the incomplete last line a writer that stopped mid-write left behind (we
+        hold the ``flock``, so that writer is gone); (offset it began at, its bytes)."""
+        start = max(0, st.st_size - MAX_TORN_BYTES - 1)
+        tail = os.pread(fd, st.st_size - start, start)
+        newline = tail.rfind(b"\n")
+        if newline < 0 and start > 0:
+            raise AuditError(
+                f"the audit log {self.path} ends with more than {MAX_TORN_BYTES} bytes that "
+                f"are not a whole line: not an interrupted write of a record; refusing to "
+                f"extend it.  Run `svirt-admin audit verify` and repair the log by hand"
+            )
+        cut_at = start + newline + 1
+        fragment = tail[newline + 1 :]
+        try:
+            os.ftruncate(fd, cut_at)
+        except OSError as exc:  # chattr +a: an append-only file cannot be cut
+            raise AuditError(
+                f"the audit log {self.path} ends with an incomplete record (interrupted "
+                f"write?) and cannot be cut ({exc.strerror}); refusing to extend a broken "
+                f"chain.  Run `svirt-admin audit verify`, keep a copy of the log, and cut the "
+                f"incomplete last line off"
+            ) from None
+        self._tail = None
+        return cut_at, fragment
+
+    @staticmethod
+    def _recovered_record(cut_at: int, fragment: bytes, seq: int, prev: str) -> dict:
+        """The chained record that keeps a cut-off incomplete line, byte for byte."""
+        rec = {
+            "v": RECORD_VERSION,
+            "type": "recovered",
+            "uid": os.getuid(),
+            "pid": os.getpid(),
+            "rule": (
+                "the log ended in an incomplete line, left by a writer that stopped in the "
+                "middle of its write (kill -9, crash, power loss) before the line was on "
+                "disk, so no caller was answered on it; the line was cut off and is kept here"
+            ),
+            "cut_at": cut_at,
+            "torn_bytes": len(fragment),
+            "torn_sha256": hashlib.sha256(fragment).hexdigest(),
+            "torn_base64": base64.b64encode(fragment).decode("ascii"),
+            "seq": seq,
+            "time": _utc_now(),
+            "prev": prev,
+        }
+        rec["hash"] = record_hash(rec)
+        return rec
 
     def _syslog(self, rec: dict, digest: str | None, failure: str | None = None) -> None:
         if not self.use_syslog:
             return
-        if rec.get("type") == "suppressed":
+        if rec.get("type") == "recovered":
+            text = (
+                f"RECOVERED seq={rec.get('seq')} an incomplete last line of "
+                f"{rec.get('torn_bytes')} bytes (sha256 {str(rec.get('torn_sha256'))[:16]}) "
+                f"was cut off at offset {rec.get('cut_at')} and kept in this record"
+            )
+            prio = _syslog.LOG_ALERT
+        elif rec.get("type") == "suppressed":
             text = (
                 f"SUPPRESSED seq={rec.get('seq', '-')} user={rec.get('user')} "
                 f"uid={rec.get('uid')} dropped={rec.get('dropped')} denied decisions "
@@ -865,7 +951,12 @@ def _check_line(
 ) -> tuple[str | None, int | None, str]:
     """(problem or None, seq, hash) for one raw line of the log."""
     if not raw.endswith(b"\n"):
-        return "incomplete last line (no newline): truncated or interrupted write", None, ""
+        return (
+            "incomplete last line (no newline): truncated or interrupted write (if a writer "
+            "was killed mid-write, the next append cuts it off into a 'recovered' record)",
+            None,
+            "",
+        )
     try:
         rec = json.loads(raw)
     except ValueError:

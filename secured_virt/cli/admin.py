@@ -517,6 +517,13 @@ def cmd_audit(args) -> int:
         if r.get("type") == "outcome":
             print(f"{r.get('time')} #{r.get('seq')} outcome of #{r.get('ref')}: {r.get('outcome')}")
             continue
+        if r.get("type") == "recovered":
+            print(
+                f"{r.get('time')} #{r.get('seq')} RECOVERED {r.get('torn_bytes')} bytes of an "
+                f"incomplete line cut off at offset {r.get('cut_at')} and kept in this record "
+                f"(pid {r.get('pid')}; --json shows them)"
+            )
+            continue
         verdict = str(r.get("verdict", "?")).upper()
         print(
             f"{r.get('time')} #{r.get('seq')} {verdict:<7} {who} {r.get('op')} "

@@ -236,7 +236,7 @@ def audit_page(user, csrf, nav, filters: dict, data: dict) -> str:
                 f"<td>{esc(r.get('outcome'))}</td><td></td></tr>"
             )
             continue
-        verdict = r.get("verdict") or "?"
+        verdict = r.get("verdict") or r.get("type") or "?"  # "recovered" has no verdict
         via = r.get("via") or ""
         if r.get("peer"):
             via += f" {r['peer']}"

@@ -302,9 +302,10 @@ class RealEnv:
         return Daemon(argv, self.base, Path(self.socket))
 
     def audit_records(self) -> list[dict]:
+        """The whole records on disk (a line still being written, or torn, is left out)."""
         try:
             with open(self.audit_log) as fh:
-                return [json.loads(line) for line in fh if line.strip()]
+                return [json.loads(line) for line in fh if line.endswith("\n")]
         except FileNotFoundError:
             return []
 

@@ -29,13 +29,14 @@ def test_every_write_is_counted_with_its_records_and_its_sync(tmp_path):
 
 
 def _one_written_then_one_refused(tmp_path) -> AuditLog:
-    """A log with one record written, then a broken last line that refuses the next one."""
+    """A log with one record written, then a last line that is no record, which refuses the
+    next one."""
     path = tmp_path / "audit.log"
     log = AuditLog(str(path), use_syslog=False)
     log.append({"type": "note"})
     with open(path, "a") as fh:
-        fh.write('{"half a record')
-    with pytest.raises(AuditError, match="incomplete record"):
+        fh.write("not a record\n")
+    with pytest.raises(AuditError, match="not an audit record"):
         log.append({"type": "note"})
     return log
 

@@ -133,6 +133,27 @@ def test_audit_verify_names_the_tampered_record(tmp_path):
     assert r.returncode == 1 and "line 2" in r.stdout and "BROKEN" in r.stdout
 
 
+def test_audit_show_names_a_recovered_torn_line(tmp_path):
+    """After a writer died mid-line, verify says so; the next append recovers the line, and
+    ``audit show`` says what was cut off (``--json`` carries the bytes)."""
+    logdir = tmp_path / "alog"
+    logdir.mkdir(mode=0o700)
+    path = logdir / "audit.log"
+    log = AuditLog(str(path), use_syslog=False)
+    log.append({"type": "note"})
+    with open(path, "ab") as fh:
+        fh.write(b'{"check":"rbac","op":"sta')
+    run = [*ADMIN, "audit"]
+    r = subprocess.run([*run, "verify", "--log", str(path)], capture_output=True, text=True)
+    assert r.returncode == 1 and "line 2: incomplete last line" in r.stdout
+    log.append({"type": "note"})
+    r = subprocess.run([*run, "verify", "--log", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "3 records, chain intact" in r.stdout
+    r = subprocess.run([*run, "show", "--log", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "#2 RECOVERED 25 bytes of an incomplete line cut off at offset" in r.stdout
+
+
 def test_validate_policy_file(tmp_path):
     ex = policy.examples()
     r = subprocess.run(
