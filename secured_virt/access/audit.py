@@ -124,10 +124,12 @@ RECORD_VERSION = 1
 #: a string field may take this many bytes of the written (escaped) line
 MAX_FIELD_BYTES = 1024
 TRUNCATED = "...[truncated]"
-MAX_RECORD_BYTES = 64 * 1024
-#: an incomplete last line up to this long is cut off and kept in a ``recovered`` record (base64
-#: keeps that record under MAX_RECORD_BYTES); a record, its fields clipped, is far shorter
-MAX_TORN_BYTES = 32 * 1024
+#: the longest last line taken for a record when the chain's end is read back
+MAX_RECORD_BYTES = 128 * 1024
+#: an incomplete last line up to this long is cut off and kept in a ``recovered`` record
+#: (base64: a third longer, still under MAX_RECORD_BYTES); a record, its fields clipped, is
+#: shorter
+MAX_TORN_BYTES = 64 * 1024
 #: denied decisions per uid: this many at once, then this many a second; the rest summarised
 DENIED_BURST = 60
 DENIED_PER_SECOND = 2.0

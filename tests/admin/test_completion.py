@@ -53,10 +53,15 @@ def complete(script: Path, line: str, *, wordbreaks: str | None = None) -> list[
 
 
 @pytest.fixture
-def node_env(admin_env):
-    """admin_env plus the demo node on the libvirt test driver (for svirsh list)."""
+def node_env(admin_env, test_users):
+    """admin_env plus the demo node on the libvirt test driver (for svirsh list); the demo's
+    alice and bob are the real accounts svt-alice and svt-bob (``--as`` wants a real user)."""
     node = admin_env.etc / "node.xml"
     shutil.copy(DEMO / "node.xml", node)
+    ua = admin_env.ua.read_text()
+    for user in ("alice", "bob"):
+        ua = ua.replace(f'<User name="{user}">', f'<User name="svt-{user}">')
+    admin_env.ua.write_text(ua)
     admin_env.write_config(
         uri=f"test://{node}",
         auth_dir=admin_env.base / "ts",
@@ -107,11 +112,11 @@ def test_svirsh_vm_names_are_what_the_caller_may_see(node_env):
     cfg = node_env.config
     assert set(complete(SVIRSH, f"svirsh --config {cfg} start ")) == ALL_VMS
     # the policy decides: alice sees her two VMs only
-    assert set(complete(SVIRSH, f"svirsh --config {cfg} --as alice start ")) == {
+    assert set(complete(SVIRSH, f"svirsh --config {cfg} --as svt-alice start ")) == {
         "alice-web",
         "alice-db",
     }
-    assert complete(SVIRSH, f"svirsh --config={cfg} --as bob dominfo b") == ["bob-build"]
+    assert complete(SVIRSH, f"svirsh --config={cfg} --as svt-bob dominfo b") == ["bob-build"]
     # after the domain, save wants a file name
     assert complete(SVIRSH, f"svirsh --config {cfg} save alice-web {node_env.etc}/no") == [
         f"{node_env.etc}/node.xml"
@@ -119,7 +124,7 @@ def test_svirsh_vm_names_are_what_the_caller_may_see(node_env):
 
 
 def test_svirsh_without_a_reachable_policy_offers_nothing(node_env):
-    line = f"svirsh --config {node_env.config} --as alice start "
+    line = f"svirsh --config {node_env.config} --as svt-alice start "
     assert complete(SVIRSH, line)
     os.chmod(node_env.pa, 0o666)  # untrusted: svirsh fails closed, completion stays quiet
     assert complete(SVIRSH, line) == []
@@ -128,7 +133,7 @@ def test_svirsh_without_a_reachable_policy_offers_nothing(node_env):
 def test_svirsh_value_options_are_not_mistaken_for_arguments(node_env):
     cfg = node_env.config
     assert complete(SVIRSH, f"svirsh --config {cfg} attach-disk --driver ") == []
-    line = f"svirsh --config {cfg} --as alice attach-disk --driver qemu alice-w"
+    line = f"svirsh --config {cfg} --as svt-alice attach-disk --driver qemu alice-w"
     assert complete(SVIRSH, line) == ["alice-web"]
 
 
@@ -146,7 +151,8 @@ def test_admin_roles_users_and_operations(node_env):
     roles = complete(ADMIN, f"svirt-admin --config {cfg} assign alice ")
     assert roles == ["WebTeam", "BuildTeam", "Auditor", "HostOSManager"]
     users = complete(ADMIN, f"svirt-admin --config {cfg} deassign ")
-    assert users[:4] == ["alice", "bob", "carol", "hostManager"]  # UA first, then accounts
+    # UA first, then accounts
+    assert users[:4] == ["svt-alice", "svt-bob", "carol", "hostManager"]
     assert "root" in users and len(users) == len(set(users))
     assert complete(ADMIN, f"svirt-admin --config {cfg} grant WebTeam sus") == ["suspend"]
     assert set(complete(ADMIN, "svirt-admin grant X ")) == {o.name for o in CATALOGUE}

@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from secured_virt.testing.asuid import setpriv_prefix
 from secured_virt.web.server import FRONTEND as WEB
 from secured_virt.xenapi.server import FRONTEND as XENAPI
 
-PY = "/opt/secured-virt/venv/bin/python"
+PY = sys.executable  # the test venv (world-readable: setup makes it so)
 
 
 def subject_of(cert: Path) -> str:
