@@ -780,7 +780,12 @@ class AuditLog:
     def _write_locked(self, fd: int, batch: list[_Pending]) -> None:
         st = os.fstat(fd)
         torn = None
-        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+        cached = self._tail  # our own last write, whole, unless the file changed since
+        if (
+            st.st_size
+            and not (cached and cached[:3] == (st.st_dev, st.st_ino, st.st_size))
+            and os.pread(fd, 1, st.st_size - 1) != b"\n"
+        ):
             torn = self._cut_torn_line(fd, st)  # AuditError: the batch is refused
             st = os.fstat(fd)
         seq, prev = self._read_tail(fd, st)  # AuditError: the batch is refused
