@@ -286,14 +286,14 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         pins[name] = uuid
         handles = self._pins.__dict__.setdefault("handles", {})
         kept = handles.pop(name, None)
-        reuse = kept is not None and kept[0] == uuid
-        if reuse:
-            handles[name] = kept  # pinned to the same VM around this block: its handle serves
+        same = previous == uuid  # inside a block pinned to the same VM
+        if same and kept is not None:
+            handles[name] = kept  # the enclosing block's handle serves this one
         try:
             yield
         finally:
             current = handles.pop(name, None)
-            if reuse:  # the enclosing block goes on with this block's handle, if any is left
+            if same:  # the enclosing block goes on with this block's handle, if any is left
                 if current is not None:  # (a change inside dropped it: _forget)
                     handles[name] = current
             elif kept is not None:

@@ -311,6 +311,13 @@ class Service(
         return Target(getattr(self.config, "host_object", "Domain-0"))
 
     def _resolve(self, name: str) -> tuple[Target, Any]:
+        """The request's target (name, UUID, the attributes its metadata gives) and its row
+        (None: no such VM)."""
+        target, info, _meta = self._resolve_meta(name)
+        return target, info
+
+    def _resolve_meta(self, name: str) -> tuple[Target, Any, vmmeta.VmMeta | None]:
+        """``_resolve``, and the metadata the target's attributes come from."""
         if not isinstance(name, str) or not name:
             raise UserError("a domain name is required")
         both = getattr(self.backend, "resolve", None)  # the row and its metadata, one lookup
@@ -328,10 +335,10 @@ class Service(
             else:
                 info = self.backend.lookup(name)
         except NoSuchDomain:
-            return Target(name, None, {}, exists=False), None
+            return Target(name, None, {}, exists=False), None, None
         if both is None:
             meta = self._meta(name)
-        return Target(name, info.uuid, meta.attrs()), info
+        return Target(name, info.uuid, meta.attrs()), info, meta
 
     def _meta(self, name: str) -> vmmeta.VmMeta:
         try:
@@ -358,8 +365,13 @@ class Service(
         *,
         effect: Callable[[Any], mediation.Effect] | None = None,
         performs=(),
+        with_meta: bool = False,
     ):
         """Authorize op on the named VM, then run action(info) and audit the outcome.
+
+        ``with_meta``: action(info, meta), with the metadata the decision was made on (read
+        with the row, before the decision), for a command that shows it: asking libvirt
+        again would cost a round trip and could show another state than the one decided on.
 
         ``effect(info)`` describes what the request would make the VM reach, for the steps of
         the operation's row that inspect it (see ``mediation``); ``performs`` names the command
@@ -367,7 +379,7 @@ class Service(
         destination).  A VM that does not exist is refused like any other until the gate
         allowed the request, so its absence is only told to those who may act on it."""
         op = self._op(op_name)
-        target, info = self._resolve(name)
+        target, info, meta = self._resolve_meta(name)
         if not target.exists:
             return self._gated(
                 ident, op, target, interaction, _missing(name), acm_check, performs=performs
@@ -378,7 +390,7 @@ class Service(
             op,
             target,
             interaction,
-            lambda: action(info),
+            (lambda: action(info, meta)) if with_meta else (lambda: action(info)),
             acm_check,
             effect=make,
             performs=performs,

@@ -43,14 +43,6 @@ def _listed_meta(snap):
     return fetch
 
 
-def _meta_of(backend, name: str) -> vmmeta.VmMeta:
-    """The facade's ``_meta(name)`` (the domain pinned for this request), parse remembered."""
-    try:
-        return vmmeta.parse(backend.get_metadata(name, vmmeta.NS))
-    except BackendError:
-        return vmmeta.VmMeta()
-
-
 #: the most rows one ``rows`` frame may carry (a frame stays far below the reply limit)
 MAX_STREAM_ROWS = 1000
 
@@ -250,12 +242,11 @@ class QueryCommands:
     def _cmd_dominfo(self, ident, args, interaction) -> Reply:
         name = args.get("domain")
 
-        def act(info):
+        def act(info, m: vmmeta.VmMeta):  # m: the metadata decided on
             d = _with_flags(self.backend, name, info).as_dict()
             d.update(_virsh_dominfo(self.backend, name))
             if not d["autostart"] and info.uuid in self.autostart.wished():
                 d["autostart"] = True  # svirtd starts it at boot (service.autostart)
-            m = _meta_of(self.backend, name)  # the facade's _meta, its parse remembered
             d["owner"] = m.owner
             shown = self._may_see_label(ident, name, info, m)
             d["security"] = self._security(m, name) if shown else None
@@ -264,7 +255,7 @@ class QueryCommands:
             d.update(self._svirt_dominfo(name, m))
             return d
 
-        return self._run(ident, "dominfo", name, interaction, act)
+        return self._run(ident, "dominfo", name, interaction, act, with_meta=True)
 
     def _svirt_dominfo(self, name: str, m: vmmeta.VmMeta) -> dict:
         """The realm, the DAC label its QEMU runs (or will run) as, and whether the kernel could

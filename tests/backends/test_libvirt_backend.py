@@ -725,6 +725,21 @@ def test_a_nested_pin_of_the_same_vm_uses_the_outer_blocks_handle(lv, monkeypatc
             lv.dumpxml("pin-n")
         lv.dumpxml("pin-n")
     assert lookups == [checked]
+    # the handle first taken inside the nested block serves the enclosing one after it (a
+    # start's confinement step reads the XML in a pin of its own, then the start acts)
+    lookups.clear()
+    with lv.pinned("pin-n", checked):
+        with lv.pinned("pin-n", checked):
+            lv.dumpxml("pin-n")
+        lv.dumpxml("pin-n")
+    assert lookups == [checked]
+    # not beyond the block, nor into a block pinned to another UUID
+    lookups.clear()
+    with lv.pinned("pin-n", checked):
+        lv.dumpxml("pin-n")
+    with lv.pinned("pin-n", checked):
+        lv.dumpxml("pin-n")
+    assert lookups == [checked, checked]
 
 
 def test_a_change_makes_the_pinned_block_look_its_vm_up_again(lv):

@@ -288,3 +288,25 @@ def test_dominfo_asks_the_flags_a_resolved_row_leaves_out(svc):
     assert (shown["persistent"], shown["autostart"]) == (False, False)
     refused = svc.handle(ROOT, Request("autostart", {"domain": "tmp-vm"}))
     assert refused.status == 1 and "transient" in refused.message
+
+
+def test_dominfo_shows_the_metadata_it_was_decided_on(svc, monkeypatch):
+    """dominfo reads the VM's metadata once, with its row before the decision, and shows
+    that: its owner, label and whether the caller may see the label come from what the
+    decision saw, not from a second read (a round trip to libvirtd, and maybe another
+    state)."""
+    from secured_virt.confinement import vmmeta
+
+    reads = []
+    real = svc.backend.get_metadata
+    monkeypatch.setattr(
+        svc.backend, "get_metadata", lambda *a, **k: reads.append(a) or real(*a, **k)
+    )
+    resolved = []
+    real_resolve = svc.backend.resolve
+    monkeypatch.setattr(svc.backend, "resolve", lambda *a: resolved.append(a) or real_resolve(*a))
+    shown = svc.handle(ident("alice"), Request("dominfo", {"domain": "alice-web"}))
+    assert shown.ok, shown.message
+    assert shown.data["owner"] == "alice"
+    assert resolved == [("alice-web", vmmeta.NS)]
+    assert not [a for a in reads if a[1] == vmmeta.NS]
