@@ -175,6 +175,18 @@ def reason_word(state: int, reason: int) -> str:
     return "unknown"
 
 
+class _OsTypes(dict):
+    """UUID -> OS type, a follower of the metadata cache: forgotten with a domain's metadata
+    (its event, or svirtd's own change), and all at once when every domain is (an unnamed
+    event, a connection closed)."""
+
+    def forget(self, uuid: str) -> None:
+        self.pop(uuid, None)
+
+    def forget_all(self) -> None:
+        self.clear()
+
+
 class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
     """Backend on one long-lived libvirt connection (shared by threads: libvirt is MT-safe)."""
 
@@ -199,19 +211,17 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
         looping = watch_events and in_process and ensure_event_loop()
         self._conn = self._open(self.uri)
         self.driver = self._driver_name()
-        self._os_types: dict[str, str] = {}
+        #: each domain's OS type, asked once (it changes only with a new definition)
+        self._os_types = _OsTypes()
         self.metadata_cache = MetadataCache()
         #: list's rows, kept as long as the metadata is (libvirt_rows)
         self.kept_rows = KeptRows(lambda: self.metadata_cache.live)
-        self.metadata_cache.followers.append(self.kept_rows)
-
-        def forget_more(uuid: str) -> None:  # with each event: its OS type is asked again
-            self._os_types.pop(uuid, None)
-
+        # both forget a domain with the metadata: at its event, or svirtd's own change of it
+        self.metadata_cache.followers += [self.kept_rows, self._os_types]
         if looping:
-            self.metadata_cache.watch(self._conn, self.driver, forget_more=forget_more)
+            self.metadata_cache.watch(self._conn, self.driver)
         elif watch_events and not in_process:
-            self.metadata_cache.watch_helper(self.uri, self.driver, forget_more=forget_more)
+            self.metadata_cache.watch_helper(self.uri, self.driver)
         self._peers: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
         self._pins = threading.local()  # name -> UUID, per thread (see pinned)
@@ -411,8 +421,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             uuid = dom.UUIDString()
         except libvirt.libvirtError:
             return
-        self._os_types.pop(uuid, None)
-        self.metadata_cache.forget(uuid)
+        self.metadata_cache.forget(uuid)  # and its followers: the kept row, the OS type
 
     def _os_type(self, dom: libvirt.virDomain, uuid: str) -> str:
         os_type = self._os_types.get(uuid)

@@ -107,28 +107,21 @@ class MetadataCache:
         self._callbacks: list[int] = []
         self._conn: libvirt.virConnect | None = None
         self._helper: subprocess.Popen | None = None
-        self._forget_more: Callable[[str], None] | None = None
         #: what else forgets with this cache, under its lock (``forget(uuid)``,
-        #: ``forget_all()``): the listing rows kept beside it (libvirt_rows)
+        #: ``forget_all()``): the listing rows kept beside it (libvirt_rows), the backend's
+        #: OS types
         self.followers: list[Any] = []
         self.live = False
         self.reads = 0  # values read from libvirt while kept ones were wanted
         self.events = 0
 
     # -- watching -------------------------------------------------------------------------
-    def watch(
-        self,
-        conn: libvirt.virConnect,
-        driver: str,
-        forget_more: Callable[[str], None] | None = None,
-    ) -> bool:
+    def watch(self, conn: libvirt.virConnect, driver: str) -> bool:
         """Start keeping values for ``conn``'s domains: register for their events (the event
-        loop must run, see ``ensure_event_loop``).  ``forget_more(uuid)``: called with each
-        event too (the backend's own per-UUID memos).  False, and nothing kept, when the
-        driver is not a watched one or libvirt refuses a registration."""
+        loop must run, see ``ensure_event_loop``).  False, and nothing kept, when the driver
+        is not a watched one or libvirt refuses a registration."""
         if driver not in WATCHED_DRIVERS or not _loop_state["running"]:
             return False
-        self._forget_more = forget_more
         try:
             for event in (
                 libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -149,9 +142,7 @@ class MetadataCache:
         self.live = True
         return True
 
-    def watch_helper(
-        self, uri: str, driver: str, forget_more: Callable[[str], None] | None = None
-    ) -> bool:
+    def watch_helper(self, uri: str, driver: str) -> bool:
         """Start keeping values for the domains of a libvirt daemon at ``uri``, told of their
         events by the helper process (``backends.libvirt_watch``), from when it says it
         follows them (``live``; its start, ~0.1 s, holds up no request).  False, and nothing
@@ -173,7 +164,6 @@ class MetadataCache:
         except OSError as exc:
             log.warning("cannot start the libvirt events helper: %s; metadata not kept", exc)
             return False
-        self._forget_more = forget_more
         self._helper = proc
         threading.Thread(
             target=self._read_helper, args=(proc,), name="svirt-libvirt-events", daemon=True
@@ -241,8 +231,6 @@ class MetadataCache:
                 self._forget_all()
             return
         self.forget(uuid)
-        if self._forget_more is not None:
-            self._forget_more(uuid)
         self.events += 1  # once handled: who waits for it finds the domain forgotten
 
     def _on_close(self, _conn, _reason, _opaque) -> None:

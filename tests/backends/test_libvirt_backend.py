@@ -854,3 +854,22 @@ def test_concurrent_listings_are_shared_but_never_older_than_the_request(lv, mon
     assert steps == {"B": ["out", "in"], "C": ["out", "in"]}
     assert lv._flights == {}
     assert "late" in [d.name for d in lv.list_domains(include_inactive=True)]
+
+
+def test_the_os_type_memo_forgets_a_domain_with_its_metadata(lv):
+    """A domain's OS type is asked once, then forgotten with its metadata (its event or
+    svirtd's own change, MetadataCache.forget) and with every domain's (an event that names
+    no domain, a closed connection: _forget_all)."""
+    lv.define(new_xml("os-t"))
+    row = lv.lookup("os-t")
+    uuid = row.uuid
+    assert lv._os_types[uuid] == row.os_type
+    lv.metadata_cache.forget(uuid)
+    assert uuid not in lv._os_types
+    assert lv.lookup("os-t").os_type == row.os_type and uuid in lv._os_types
+    lv.setmaxmem("os-t", 2048)  # a change of svirtd's own (_changing)
+    assert uuid not in lv._os_types
+    lv.lookup("os-t")
+    with lv.metadata_cache._lock:
+        lv.metadata_cache._forget_all()
+    assert not lv._os_types
