@@ -69,6 +69,6 @@ def test_an_unexpected_exception_before_the_gate_is_a_failure(svc, monkeypatch):
     def broken(name):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(svc, "_resolve", broken)
+    monkeypatch.setattr(svc, "_resolve_meta", broken)  # what _run asks
     r = run(svc, ident("alice"), "suspend", domain="alice-web")
     assert r.status == EXIT_FAILED and "internal error" in r.message
