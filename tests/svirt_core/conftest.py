@@ -89,7 +89,8 @@ def tiny_fs():
     try:
         yield path
     finally:
-        subprocess.run(["/usr/bin/umount", str(path)], check=False)
+        # lazily: a failed test may still hold a file open there (its traceback keeps it)
+        subprocess.run(["/usr/bin/umount", "--lazy", str(path)], check=False)
         path.rmdir()
 
 

@@ -66,7 +66,8 @@ def roomy_tmpfs():
     try:
         yield path
     finally:
-        subprocess.run(["/usr/bin/umount", str(path)], check=False)
+        # lazily: a failed test may still hold a file open there (its traceback keeps it)
+        subprocess.run(["/usr/bin/umount", "--lazy", str(path)], check=False)
         path.rmdir()
 
 
