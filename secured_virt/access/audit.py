@@ -48,7 +48,8 @@ Why this shape:
   ``flock`` (so no live writer can be in the middle of a write), cuts it off and chains a
   ``recovered`` record that keeps the cut bytes whole (base64, with their length, offset and
   SHA-256), in the same write and sync as its own batch; if that write fails the cut bytes are
-  put back.  Without this every request would be refused after such a crash until an
+  put back.  svirtd does the same at start-up (``recover``), so the chain verifies as soon
+  as it is back.  Without this every request would be refused after such a crash until an
   administrator repaired the log by hand.  On an append-only (``chattr +a``) file the line
   cannot be cut: then appends are refused, as before, until an administrator repairs it.
 * **Files.**  The log is root-owned 0600, single-link, opened O_APPEND|O_NOFOLLOW in a
@@ -817,12 +818,7 @@ class AuditLog:
                 view = view[os.write(fd, view) :]
             os.fdatasync(fd)  # the data and the new size: what a reader after a crash needs
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, st.st_size)
-                if torn is not None:  # the cut bytes go back where they were
-                    os.write(fd, torn[1])
-                os.fsync(fd)
-            self._tail = None
+            self._roll_back(fd, st.st_size, torn[1] if torn is not None else b"")
             raise AuditError(
                 f"cannot write the audit log {self.path}: {exc.strerror or exc}"
             ) from None
@@ -832,6 +828,51 @@ class AuditLog:
             self._syslog(recovered, recovered["hash"])
         for p, (rec, then) in zip(batch, recs, strict=True):
             p.rec, p.then_rec = rec, then
+
+    def _roll_back(self, fd: int, size: int, cut: bytes) -> None:
+        """After a failed write: the file back to ``size`` bytes, and the bytes of a torn line
+        cut off before the write (``cut``) back where they were."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+            if cut:
+                os.write(fd, cut)
+            os.fsync(fd)
+        self._tail = None
+
+    def recover(self) -> dict | None:
+        """Cut off a torn last line now, not at the next append: svirtd does this at start-up,
+        so after a crash ``audit verify`` is clean at once and syslog hears of the recovery
+        when the daemon comes back, not at its first request.  Returns the ``recovered``
+        record written, or None when the log ends in a whole line (or does not exist).
+        Raises AuditError when the line cannot be cut (append-only) or the write fails (the
+        file is then as it was)."""
+        if not os.path.lexists(self.path):
+            return None
+        fd = self._open()  # an open file of its own: its flock excludes this process's writer
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if not st.st_size or os.pread(fd, 1, st.st_size - 1) == b"\n":
+                return None
+            cut_at, fragment = self._cut_torn_line(fd, st)
+            st = os.fstat(fd)
+            seq, prev = self._read_tail(fd, st)
+            rec = self._recovered_record(cut_at, fragment, seq + 1, prev)
+            try:
+                view = memoryview(canonical_json(rec) + b"\n")
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._roll_back(fd, st.st_size, fragment)
+                raise AuditError(
+                    f"cannot write the audit log {self.path}: {exc.strerror or exc}"
+                ) from None
+            self._tail = None
+        finally:
+            os.close(fd)  # and with it the flock
+        self._syslog(rec, rec["hash"])
+        return rec
 
     def _cut_torn_line(self, fd: int, st: os.stat_result) -> tuple[int, bytes]:
         """Cut off the incomplete last line a writer that stopped mid-write left behind (we

@@ -791,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = audit_syslog_problem(config.audit_syslog)
     if problem:  # once, at start; svirt-admin status repeats it
         log.warning("%s", problem)
+    _recover_audit_log(service)
 
     try:
         sock = listener.from_systemd()
@@ -819,6 +820,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: server.request_reload("SIGHUP"))
     heap.settle()  # start-up's objects out of the collector's way (daemon/heap.py)
     return server.serve_forever()
+
+
+def _recover_audit_log(service) -> None:
+    """A line the last svirtd (or a direct svirsh) left half-written when it was killed is
+    cut off into a ``recovered`` record now, not at the first request (access.audit)."""
+    from secured_virt.access.audit import AuditError
+
+    audit = getattr(service, "audit", None)
+    if audit is None:
+        return
+    try:
+        rec = audit.recover()
+    except AuditError as exc:  # every request is refused until it is repaired: say so now
+        log.error("%s", exc)
+        return
+    except OSError as exc:  # the log's directory unusable: the first append says the same
+        log.error("cannot check the audit log: %s", exc)
+        return
+    if rec is not None:
+        log.warning(
+            "the audit log ended in an incomplete line (a writer was killed mid-write): its "
+            "%d bytes were cut off and kept in record seq %d",
+            rec["torn_bytes"],
+            rec["seq"],
+        )
 
 
 def entry(*, require_isolated: bool = True) -> None:

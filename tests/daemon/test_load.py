@@ -180,6 +180,9 @@ def test_kill_9_mid_load_then_restart_keeps_the_chain(env, test_users, readable_
     env.d.stop()
     env.d = env.daemon("--log-level", "info").start().wait_ready()
     assert "removing stale socket" in env.d.log()
+    if torn:  # cut off and kept at start-up, before any request
+        assert audit.verify(env.audit_log).ok
+        assert "were cut off and kept in record seq" in env.d.log()
     for _ in range(20):
         r = client.call(env.socket, Request("dominfo", {"domain": "alice-web"}, "svt-alice"))
         assert r.status == 0
@@ -189,3 +192,19 @@ def test_kill_9_mid_load_then_restart_keeps_the_chain(env, test_users, readable_
     assert after.records == before.records + 40 + torn
     recovered = [r for r in env.audit_records() if r["type"] == "recovered"]
     assert len(recovered) == torn
+
+
+def test_a_line_torn_before_svirtd_starts_is_recovered_at_start_up(env):
+    """What a killed writer leaves (here: half a record, by hand) is cut off and kept when
+    svirtd starts, so the chain verifies before any request, and the log says so."""
+    assert client.call(env.socket, Request("dominfo", {"domain": "alice-web"}, "svt-alice")).ok
+    env.d.stop()
+    with open(env.audit_log, "ab") as fh:
+        fh.write(b'{"check":"rbac","op":"dom')
+    assert "incomplete last line" in audit.verify(env.audit_log).message
+    env.d = env.daemon("--log-level", "info").start().wait_ready()
+    result = audit.verify(env.audit_log)
+    assert result.ok, result
+    last = env.audit_records()[-1]
+    assert last["type"] == "recovered" and last["torn_bytes"] == 25
+    assert f"its 25 bytes were cut off and kept in record seq {last['seq']}" in env.d.log()

@@ -334,9 +334,11 @@ def test_a_log_that_is_only_a_torn_line_starts_its_chain_at_the_recovered_record
     assert decision["seq"] == 2 and verify(str(log_path)).ok
 
 
-def test_a_torn_line_is_put_back_when_the_write_after_the_cut_fails(tiny_fs, no_syslog):
-    """Disk full right after the cut: the batch is refused and the cut bytes go back, so
-    the file is exactly what it was (the next append, with room, recovers it)."""
+@pytest.mark.parametrize("write", [decide, AuditLog.recover], ids=["append", "recover"])
+def test_a_torn_line_is_put_back_when_the_write_after_the_cut_fails(tiny_fs, no_syslog, write):
+    """Disk full right after the cut (the recovered record needs ~300 bytes more than the 15
+    the cut freed): the write is refused and the cut bytes go back, so the file is exactly
+    what it was (the next append, with room, recovers it)."""
     path = tiny_fs / "log" / "audit.log"
     log = AuditLog(str(path))
     with pytest.raises(AuditError, match="No space left on device"):
@@ -346,7 +348,7 @@ def test_a_torn_line_is_put_back_when_the_write_after_the_cut_fails(tiny_fs, no_
     with open(path, "r+b") as fh:
         fh.truncate(len(torn))
     with pytest.raises(AuditError, match="No space left on device"):
-        decide(AuditLog(str(path)))
+        write(AuditLog(str(path)))
     assert path.read_bytes() == torn
 
 
@@ -360,6 +362,43 @@ def test_a_torn_line_in_an_append_only_log_is_refused_and_left_alone(six, no_sys
     try:
         with pytest.raises(AuditError, match=r"incomplete record .*cannot be cut"):
             decide(AuditLog(str(six)))
+    finally:
+        subprocess.run(["chattr", "-a", str(six)], check=True)
+    assert six.read_bytes() == torn
+
+
+def test_recover_cuts_a_torn_line_without_an_append_of_its_own(six, no_syslog):
+    """svirtd's start-up: the torn line is cut off and kept, the chain verifies at once, and
+    nothing else is written; a log that ends in a whole line, or none at all, is left as it
+    is (not created)."""
+    data = six.read_bytes()
+    torn = data[:-15]
+    six.write_bytes(torn)
+    no_syslog.reset_mock()
+    rec = AuditLog(str(six)).recover()
+    assert rec["type"] == "recovered" and rec["seq"] == 6
+    assert base64.b64decode(rec["torn_base64"]) == torn[rec["cut_at"] :]
+    res = verify(str(six))
+    assert res.ok and res.records == 6
+    assert json.loads(lines(six)[-1]) == rec
+    ((prio, msg),) = (c.args for c in no_syslog.call_args_list)
+    assert prio == syslog.LOG_AUTHPRIV | syslog.LOG_ALERT and "RECOVERED seq=6" in msg
+    whole = six.read_bytes()
+    assert AuditLog(str(six)).recover() is None and six.read_bytes() == whole
+    decide(AuditLog(str(six)))  # and the chain goes on from the recovered record
+    assert verify(str(six)).records == 7
+    missing = six.parent / "none.log"
+    assert AuditLog(str(missing)).recover() is None and not missing.exists()
+
+
+def test_recover_refuses_an_append_only_log_and_leaves_it(six, no_syslog):
+    torn = six.read_bytes()[:-15]
+    six.write_bytes(torn)
+    if subprocess.run(["chattr", "+a", str(six)], capture_output=True).returncode:
+        pytest.skip("this file system has no append-only attribute")
+    try:
+        with pytest.raises(AuditError, match="cannot be cut"):
+            AuditLog(str(six)).recover()
     finally:
         subprocess.run(["chattr", "-a", str(six)], check=True)
     assert six.read_bytes() == torn
