@@ -812,16 +812,7 @@ class AuditLog:
             recs.append((rec, then))
         data = b"".join(lines)
         began = time.perf_counter()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fdatasync(fd)  # the data and the new size: what a reader after a crash needs
-        except OSError as exc:
-            self._roll_back(fd, st.st_size, torn[1] if torn is not None else b"")
-            raise AuditError(
-                f"cannot write the audit log {self.path}: {exc.strerror or exc}"
-            ) from None
+        self._write_synced(fd, st.st_size, data, torn[1] if torn is not None else b"")
         self._tail = (st.st_dev, st.st_ino, st.st_size + len(data), seq, prev)
         self.write_times.add(len(lines), time.perf_counter() - began)
         if torn is not None:
@@ -829,15 +820,25 @@ class AuditLog:
         for p, (rec, then) in zip(batch, recs, strict=True):
             p.rec, p.then_rec = rec, then
 
-    def _roll_back(self, fd: int, size: int, cut: bytes) -> None:
-        """After a failed write: the file back to ``size`` bytes, and the bytes of a torn line
-        cut off before the write (``cut``) back where they were."""
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
-            if cut:
-                os.write(fd, cut)
-            os.fsync(fd)
-        self._tail = None
+    def _write_synced(self, fd: int, size: int, data: bytes, cut: bytes = b"") -> None:
+        """Append ``data`` to the log of ``size`` bytes and sync it.  If that fails, the file
+        goes back to ``size`` bytes, and the bytes of a torn line cut off before the write
+        (``cut``) back where they were, before AuditError is raised."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)  # the data and the new size: what a reader after a crash needs
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                if cut:
+                    os.write(fd, cut)
+                os.fsync(fd)
+            self._tail = None
+            raise AuditError(
+                f"cannot write the audit log {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def recover(self) -> dict | None:
         """Cut off a torn last line now, not at the next append: svirtd does this at start-up,
@@ -858,16 +859,7 @@ class AuditLog:
             st = os.fstat(fd)
             seq, prev = self._read_tail(fd, st)
             rec = self._recovered_record(cut_at, fragment, seq + 1, prev)
-            try:
-                view = memoryview(canonical_json(rec) + b"\n")
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fdatasync(fd)
-            except OSError as exc:
-                self._roll_back(fd, st.st_size, fragment)
-                raise AuditError(
-                    f"cannot write the audit log {self.path}: {exc.strerror or exc}"
-                ) from None
+            self._write_synced(fd, st.st_size, canonical_json(rec) + b"\n", fragment)
             self._tail = None
         finally:
             os.close(fd)  # and with it the flock
