@@ -733,7 +733,7 @@ def test_a_nested_pin_of_the_same_vm_uses_the_outer_blocks_handle(lv, monkeypatc
             lv.dumpxml("pin-n")
         lv.dumpxml("pin-n")
     assert lookups == [checked]
-    # not beyond the block, nor into a block pinned to another UUID
+    # not beyond the block: a later block of the same VM looks it up again
     lookups.clear()
     with lv.pinned("pin-n", checked):
         lv.dumpxml("pin-n")

@@ -1,5 +1,5 @@
 """Fixtures for the core security modules: a real PAM stack, code run as real other uids,
-a world-reachable scratch directory, and a tiny full filesystem."""
+a world-reachable scratch directory, a tiny full filesystem and a roomy one in memory."""
 
 from __future__ import annotations
 
@@ -78,13 +78,13 @@ def py_as(readable_src, test_users, as_user):
     return run
 
 
-@pytest.fixture
-def tiny_fs():
-    """A 16 KiB tmpfs (root only): where writes run out of space for real."""
+def _tmpfs(size: str, prefix: str):
+    """A tmpfs of ``size`` mounted on a new directory under /tmp (root only), unmounted and
+    removed after the test."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    path = Path(tempfile.mkdtemp(prefix="svt-tinyfs.", dir="/tmp"))
-    subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs",
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
                     str(path)], check=True)  # fmt: skip
     try:
         yield path
@@ -92,6 +92,18 @@ def tiny_fs():
         # lazily: a failed test may still hold a file open there (its traceback keeps it)
         subprocess.run(["/usr/bin/umount", "--lazy", str(path)], check=False)
         path.rmdir()
+
+
+@pytest.fixture
+def tiny_fs():
+    """A 16 KiB tmpfs (root only): where writes run out of space for real."""
+    yield from _tmpfs("16k", "svt-tinyfs.")
+
+
+@pytest.fixture
+def roomy_tmpfs():
+    """A 256 MiB tmpfs (root only): where fdatasync costs nothing (test_audit_crash)."""
+    yield from _tmpfs("256m", "svt-crashfs.")
 
 
 @pytest.fixture

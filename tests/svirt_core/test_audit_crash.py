@@ -22,11 +22,8 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import pytest
 
 from secured_virt.access.audit import AuditLog, verify
 
@@ -53,22 +50,6 @@ threading.Event().wait()
 #: ~5% of its time inside write() (encoding and hashing a record cost more than copying it),
 #: so about one kill in 25 tears a line: 400 kills without one would happen once in 10^7 runs
 MIN_CYCLES, MAX_CYCLES = 10, 400
-
-
-@pytest.fixture
-def roomy_tmpfs():
-    """A 256 MiB tmpfs (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path = Path(tempfile.mkdtemp(prefix="svt-crashfs.", dir="/tmp"))
-    subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=256m,mode=0755", "tmpfs",
-                    str(path)], check=True)  # fmt: skip
-    try:
-        yield path
-    finally:
-        # lazily: a failed test may still hold a file open there (its traceback keeps it)
-        subprocess.run(["/usr/bin/umount", "--lazy", str(path)], check=False)
-        path.rmdir()
 
 
 def _run_and_kill(log_path: Path, after: float) -> set[int]:
