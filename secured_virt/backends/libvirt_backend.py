@@ -46,7 +46,7 @@ from .base import (
 )
 
 # libvirt_errors also switches off libvirt's own printing of errors to stderr, on import.
-from .libvirt_errors import clean_message, connect_error, translate
+from .libvirt_errors import clean_message, connect_error, free_deferred, translate
 from .libvirt_events import MetadataCache, ensure_event_loop
 from .libvirt_hostinfo import LibvirtHostInfo
 from .libvirt_rows import KeptRows, kept_listing, listed_uuids
@@ -329,6 +329,7 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
             kept = self._pins.__dict__.get("handles", {}).get(name)
             if kept is not None and kept[0] == uuid:
                 return kept[1]
+        free_deferred()
         try:
             if uuid is None:
                 return self.connection.lookupByName(name)

@@ -4,9 +4,16 @@ Importing this module installs a no-op libvirt error handler: by default libvirt
 error to stderr ("libvirt: QEMU Driver error : ..."), even ones we handle, which would leak
 into svirsh's output.  After this, the only place a libvirt error surfaces is the
 BackendError we raise.
+
+It also makes libvirt-python's finalizers keep a pending error (``_keep_pending_errors``):
+without that, a garbage collection at the wrong moment makes a failed call's exception say only
+"virDomainAttachDeviceFlags() failed", with no code, and svirtd then takes a vanished domain
+or an unsupported call for some other failure.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import libvirt
 
@@ -18,6 +25,58 @@ def _silence(_ctx, _err) -> None:
 
 
 libvirt.registerErrorHandler(_silence, None)
+
+
+# Objects whose finalizer ran while their thread had an error pending, with that finalizer:
+# they are freed at the next finalization on a thread with nothing pending.
+_deferred: list[tuple[Callable[[object], None], object]] = []
+
+
+def _keep_pending_errors() -> None:
+    """Make the finalizers of libvirt-python's classes wait while an error is pending.
+
+    libvirt keeps the last error per thread, and every public call resets it, virDomainFree
+    too. libvirt-python raises ``libvirtError`` in two steps: the C call fails, then the
+    exception's ``__init__`` reads the thread's last error. Allocating that exception can start
+    a garbage collection, and if the garbage holds a ``virDomain`` (a traceback's frame that
+    held a handle is enough), its ``__del__`` calls virDomainFree in between: the error is gone,
+    and the exception carries no code and no message. So while this thread has an error
+    pending, a finalizer keeps its object (resurrects it, which CPython allows once) instead of
+    freeing it, and the next finalizer that runs with no error pending frees it.
+    """
+    pending = libvirt.libvirtmod.virGetLastError
+    for cls in vars(libvirt).values():
+        original = vars(cls).get("__del__") if isinstance(cls, type) else None
+        if original is None or getattr(original, "keeps_pending_errors", False):
+            continue
+
+        def __del__(self, _original=original):
+            if pending() is not None:
+                _deferred.append((_original, self))
+                return
+            free_deferred()
+            _original(self)
+
+        __del__.keeps_pending_errors = True
+        cls.__del__ = __del__
+
+
+def free_deferred() -> None:
+    """Free what finalizers kept while an error was pending.
+
+    Safe from any code but a finalizer (the next libvirt call resets the thread's error
+    anyway). The backend calls it before each lookup, so kept objects do not pile up on a
+    thread whose finalizers all happen to run while an error is pending.
+    """
+    while _deferred:
+        try:
+            finalize, obj = _deferred.pop()
+        except IndexError:  # another thread took the last one
+            return
+        finalize(obj)
+
+
+_keep_pending_errors()
 
 _CODE_MAP = {
     libvirt.VIR_ERR_NO_DOMAIN: "no-domain",
