@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -1029,32 +1028,14 @@ class LibvirtBackend(LibvirtHostInfo, LibvirtStorage):
 
     @staticmethod
     def _read_metadata(dom: libvirt.virDomain, ns_uri: str, flags: int) -> str | None:
-        """libvirt's string for our element (None if absent)."""
-
-        def read():
-            try:
-                return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, flags)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                    return None
-                raise
-
+        """libvirt's string for our element (None if absent: libvirt_errors makes sure a
+        garbage collection in between cannot erase the code that says so)."""
         try:
-            return read()
+            return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns_uri, flags)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() is not None:
-                raise
-        # No error recorded at all: libvirt's thread-local error was reset between the
-        # failed call and libvirt-python reading it (a libvirt object freed by the garbage
-        # collector in that instant calls into libvirt).  Ask once more, collector off, so
-        # "no metadata" is told apart from a real failure.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return read()
-        finally:
-            if collecting:
-                gc.enable()
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise
 
     def set_metadata(
         self,
