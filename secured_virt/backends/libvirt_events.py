@@ -171,6 +171,12 @@ class MetadataCache:
         return True
 
     def _read_helper(self, proc: subprocess.Popen) -> None:
+        try:
+            self._follow_helper(proc)
+        finally:  # this thread is the pipe's only reader: it closes it (one fd per helper)
+            proc.stdout.close()
+
+    def _follow_helper(self, proc: subprocess.Popen) -> None:
         # nothing is kept before the helper follows the events: a value read before then and
         # changed before then would have no event to forget it
         first = _read_line(proc.stdout, HELPER_START_TIMEOUT)
@@ -196,6 +202,7 @@ class MetadataCache:
         with self._lock:  # the helper ended (libvirtd went away): keep nothing more
             if self._helper is proc:
                 self._forget_all(stop=True)
+        _end(proc)  # reaped now, not left a zombie until the next subprocess svirtd starts
 
     def stop(self) -> None:
         """Keep nothing more, forget everything, and unregister (the connection closes)."""

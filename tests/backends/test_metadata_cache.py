@@ -237,6 +237,9 @@ def test_a_daemons_events_come_from_a_helper_and_its_end_stops_the_keeping(libvi
             assert _owner(watching, name) == "alice"
             helper.send_signal(signal.SIGKILL)
             assert wait_until(lambda: not cache.live)
+            # svirtd reaps it and closes its end of the pipe (no zombie, no fd left per helper;
+            # returncode, not poll(): the test must not reap it itself)
+            assert wait_until(lambda: helper.returncode == -signal.SIGKILL and helper.stdout.closed)
             assert cache.account()["kept"] == 0
             _set_owner_outside(other, name, "mallory")  # no event can reach us now
             assert _owner(watching, name) == "mallory"
@@ -270,6 +273,7 @@ def test_the_helper_never_outlives_its_reader(libvirtd):
     assert proc.stdout.readline() == b"ready\n"
     proc.stdin.close()
     assert proc.wait(timeout=10) == 0
+    proc.stdout.close()
     bad = subprocess.run(
         [*argv, "test+unix:///default?socket=/nonexistent/sock"],
         stdin=subprocess.DEVNULL,
@@ -302,6 +306,7 @@ def test_a_helper_that_does_not_start_leaves_nothing_kept(libvirtd, monkeypatch,
         assert helper is not None
         assert wait_until(lambda: helper.poll() is not None)  # ended, not left behind
         assert not cache.live and cache._helper is None
+        assert wait_until(lambda: helper.stdout.closed)
         name = watching.listing(include_inactive=True).domains[0].name
         watching.listing(include_inactive=True).metadata(name, NS)
         assert cache.account()["kept"] == 0
