@@ -17,7 +17,11 @@ from collections.abc import Callable
 
 import libvirt
 
+from secured_virt.lazylog import lazy_logger
+
 from .base import BackendError, NoSuchDomain
+
+log = lazy_logger(__name__)  # direct mode imports this module and logs nothing
 
 
 def _silence(_ctx, _err) -> None:
@@ -73,7 +77,10 @@ def free_deferred() -> None:
             finalize, obj = _deferred.pop()
         except IndexError:  # another thread took the last one
             return
-        finalize(obj)
+        try:
+            finalize(obj)
+        except Exception as exc:  # as from the finalizer itself: told, never raised in a request
+            log.warning("freeing a libvirt object failed: %r", exc)
 
 
 _keep_pending_errors()

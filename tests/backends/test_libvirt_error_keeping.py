@@ -115,3 +115,13 @@ def test_absent_metadata_is_still_told_apart_from_a_failure(lv, domains_freed_in
     for _ in range(20):
         assert lv.get_metadata("alice-web", "urn:example:other") is None
     assert pool, "the collector ran out of garbage to free"
+
+
+def test_a_kept_finalizer_that_fails_is_told_not_raised_into_the_next_request(lv, caplog):
+    def failing(_obj):
+        raise RuntimeError("boom")
+
+    libvirt_errors._deferred.append((failing, object()))
+    assert lv.lookup("alice-web").name == "alice-web"  # the lookup freed what was kept
+    assert not libvirt_errors._deferred
+    assert "freeing a libvirt object failed: RuntimeError('boom')" in caplog.text
