@@ -125,3 +125,31 @@ def test_a_kept_finalizer_that_fails_is_told_not_raised_into_the_next_request(lv
     assert lv.lookup("alice-web").name == "alice-web"  # the lookup freed what was kept
     assert not libvirt_errors._deferred
     assert "freeing a libvirt object failed: RuntimeError('boom')" in caplog.text
+
+
+def test_threads_failing_at_once_each_keep_their_own_error(lv, domains_freed_in_every_collection):
+    # libvirt's last error is per thread and a collection runs on whichever thread allocates:
+    # a finalizer must look at its own thread's error, and what it keeps is freed by any thread
+    import threading
+
+    pool = domains_freed_in_every_collection
+    conn = lv.connection
+    lost: list[object] = []
+
+    def fail_many() -> None:
+        for _ in range(100):
+            try:
+                conn.lookupByName("no-such-vm")
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    lost.append(exc.get_error_code())
+
+    threads = [threading.Thread(target=fail_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert lost == []
+    assert pool, "the collector ran out of garbage to free"
+    lv.lookup("alice-web")
+    assert not libvirt_errors._deferred
