@@ -782,11 +782,8 @@ class AuditLog:
         st = os.fstat(fd)
         torn = None
         cached = self._tail  # our own last write, whole, unless the file changed since
-        if (
-            st.st_size
-            and not (cached and cached[:3] == (st.st_dev, st.st_ino, st.st_size))
-            and os.pread(fd, 1, st.st_size - 1) != b"\n"
-        ):
+        ours = cached is not None and cached[:3] == (st.st_dev, st.st_ino, st.st_size)
+        if not ours and _ends_mid_line(fd, st):
             torn = self._cut_torn_line(fd, st)  # AuditError: the batch is refused
             st = os.fstat(fd)
         seq, prev = self._read_tail(fd, st)  # AuditError: the batch is refused
@@ -853,14 +850,13 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             st = os.fstat(fd)
-            if not st.st_size or os.pread(fd, 1, st.st_size - 1) == b"\n":
+            if not _ends_mid_line(fd, st):
                 return None
             cut_at, fragment = self._cut_torn_line(fd, st)
             st = os.fstat(fd)
             seq, prev = self._read_tail(fd, st)
             rec = self._recovered_record(cut_at, fragment, seq + 1, prev)
             self._write_synced(fd, st.st_size, canonical_json(rec) + b"\n", fragment)
-            self._tail = None
         finally:
             os.close(fd)  # and with it the flock
         self._syslog(rec, rec["hash"])
@@ -984,6 +980,11 @@ def verify(path: str, *, first_prev: str = GENESIS) -> VerifyResult:
                 return VerifyResult(False, good, lineno, f"{path}: {where}: {why}", seq)
             expected_prev, expected_seq, good = digest, seq + 1, good + 1
     return VerifyResult(True, good, None, f"{path}: {good} records, chain intact")
+
+
+def _ends_mid_line(fd: int, st: os.stat_result) -> bool:
+    """Whether the open log ``fd`` (of stat ``st``) ends in part of a line."""
+    return bool(st.st_size) and os.pread(fd, 1, st.st_size - 1) != b"\n"
 
 
 def _check_line(
