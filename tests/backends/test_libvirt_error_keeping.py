@@ -31,7 +31,8 @@ def domains_freed_in_every_collection(lv):
     """Collect at every allocation, each collection leaving a domain handle in a cycle for the
     next one: whenever libvirt-python allocates its exception, the collector frees a domain.
     The handles are looked up beforehand (a lookup inside the collector would itself reset the
-    error); the test checks that the pool did not run dry."""
+    error); after the test, the fixture checks that the pool did not run dry (else the
+    collector freed nothing during the test's last calls, and it proved nothing)."""
     pool = [lv.connection.lookupByName("alice-web") for _ in range(20000)]
 
     def leave_garbage(phase, _info):
@@ -43,7 +44,8 @@ def domains_freed_in_every_collection(lv):
     gc.callbacks.append(leave_garbage)
     gc.set_threshold(1)
     try:
-        yield pool
+        yield
+        assert pool, "the collector ran out of garbage to free"
     finally:
         gc.set_threshold(*old)
         gc.callbacks.remove(leave_garbage)
@@ -55,36 +57,29 @@ def domains_freed_in_every_collection(lv):
 def test_a_collected_domain_does_not_erase_the_error_of_a_failed_lookup(
     lv, domains_freed_in_every_collection
 ):
-    pool = domains_freed_in_every_collection
     conn = lv.connection
     for _ in range(50):
         with pytest.raises(libvirt.libvirtError) as ei:
             conn.lookupByName("no-such-vm")
         assert ei.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
         assert "failed" not in str(ei.value)  # libvirt's words, not the placeholder
-    assert pool, "the collector ran out of garbage to free"
 
 
 def test_the_backend_still_says_which_target_exists(lv, domains_freed_in_every_collection):
-    pool = domains_freed_in_every_collection
     # the attach falls back to a redefinition only on VIR_ERR_NO_SUPPORT: with the code lost,
     # the user got "virDomainAttachDeviceFlags() failed" instead of the reason
     for _ in range(20):
         with pytest.raises(BackendError, match="target vda already exists"):
             lv.attach_disk("alice-db", "/tmp/other.img", "vda", live=False, config=True)
-    assert pool, "the collector ran out of garbage to free"
 
 
 def test_a_vanished_domain_is_still_told_as_such(lv, domains_freed_in_every_collection):
-    pool = domains_freed_in_every_collection
     for _ in range(20):
         with pytest.raises(NoSuchDomain):
             lv.lookup("no-such-vm")
-    assert pool, "the collector ran out of garbage to free"
 
 
 def test_what_was_kept_is_freed_at_the_next_lookup(lv, domains_freed_in_every_collection):
-    pool = domains_freed_in_every_collection
     conn = lv.connection
     with pytest.raises(libvirt.libvirtError):
         conn.lookupByName("no-such-vm")  # the collection ran while the error was pending
@@ -93,7 +88,6 @@ def test_what_was_kept_is_freed_at_the_next_lookup(lv, domains_freed_in_every_co
     lv.lookup("alice-web")
     assert not libvirt_errors._deferred
     assert all(obj._o is None for obj in kept)  # freed by libvirt-python's own finalizer
-    assert pool, "the collector ran out of garbage to free"
 
 
 def test_with_no_error_pending_a_finalizer_frees_at_once(lv):
@@ -111,10 +105,8 @@ def test_every_libvirt_class_with_a_finalizer_is_covered():
 
 def test_absent_metadata_is_still_told_apart_from_a_failure(lv, domains_freed_in_every_collection):
     # "no metadata in this namespace" is an error code; with it erased, the read would fail
-    pool = domains_freed_in_every_collection
     for _ in range(20):
         assert lv.get_metadata("alice-web", "urn:example:other") is None
-    assert pool, "the collector ran out of garbage to free"
 
 
 def test_a_kept_finalizer_that_fails_is_told_not_raised_into_the_next_request(lv, caplog):
@@ -132,7 +124,6 @@ def test_threads_failing_at_once_each_keep_their_own_error(lv, domains_freed_in_
     # a finalizer must look at its own thread's error, and what it keeps is freed by any thread
     import threading
 
-    pool = domains_freed_in_every_collection
     conn = lv.connection
     lost: list[object] = []
 
@@ -150,6 +141,5 @@ def test_threads_failing_at_once_each_keep_their_own_error(lv, domains_freed_in_
     for t in threads:
         t.join()
     assert lost == []
-    assert pool, "the collector ran out of garbage to free"
     lv.lookup("alice-web")
     assert not libvirt_errors._deferred
